@@ -1,0 +1,140 @@
+//! SGD with momentum, dampening, Nesterov and L2 weight decay, exactly as `torch.optim.SGD`:
+//!
+//! ```text
+//! d = g + wd·p
+//! b = d                          (first step)
+//! b = μ·b + (1 − dampening)·d    (later steps)
+//! d = d + μ·b  (nesterov)  or  d = b
+//! p = p − lr·d
+//! ```
+
+use super::{grad_of, zero_grads, Optimizer, ParamGroup};
+use crate::tensors::Named;
+use anyhow::{bail, Result};
+use std::collections::BTreeMap;
+use tch::Tensor;
+
+pub struct Sgd {
+    groups: Vec<ParamGroup>,
+    lr: f64,
+    momentum: f64,
+    dampening: f64,
+    nesterov: bool,
+    /// momentum buffer per parameter name (absent until the first step that sees a gradient)
+    buffers: BTreeMap<String, Tensor>,
+}
+
+impl Sgd {
+    /// Validates its arguments like PyTorch does.
+    pub fn new(
+        groups: Vec<ParamGroup>,
+        lr: f64,
+        momentum: f64,
+        dampening: f64,
+        nesterov: bool,
+    ) -> Result<Self> {
+        if !(lr >= 0.0) {
+            bail!("Illegal learning rate {lr}");
+        }
+        if !(momentum >= 0.0) {
+            bail!("Illegal momentum {momentum}");
+        }
+        if nesterov && (momentum <= 0.0 || dampening != 0.0) {
+            bail!("Nesterov momentum requires a momentum and zero dampening");
+        }
+        Ok(Self {
+            groups,
+            lr,
+            momentum,
+            dampening,
+            nesterov,
+            buffers: BTreeMap::new(),
+        })
+    }
+}
+
+impl Optimizer for Sgd {
+    fn step(&mut self) -> Result<()> {
+        tch::no_grad(|| {
+            for g in &self.groups {
+                let lr = self.lr * g.lr_scale;
+                for (name, p) in &g.params {
+                    let Some(grad) = grad_of(p) else { continue };
+                    let mut d = if g.weight_decay != 0.0 {
+                        &grad + p * g.weight_decay
+                    } else {
+                        grad.shallow_clone()
+                    };
+                    if self.momentum != 0.0 {
+                        let buf = match self.buffers.get_mut(name) {
+                            Some(b) => {
+                                let _ = b.g_mul_scalar_(self.momentum);
+                                let _ = b.g_add_(&(&d * (1.0 - self.dampening)));
+                                b.shallow_clone()
+                            }
+                            None => {
+                                let b = d.detach().copy();
+                                self.buffers.insert(name.clone(), b.shallow_clone());
+                                b
+                            }
+                        };
+                        d = if self.nesterov {
+                            &d + &buf * self.momentum
+                        } else {
+                            buf
+                        };
+                    }
+                    let mut p = p.shallow_clone();
+                    let _ = p.g_sub_(&(d * lr));
+                }
+            }
+        });
+        Ok(())
+    }
+
+    fn zero_grad(&mut self) {
+        zero_grads(&self.groups);
+    }
+
+    fn lr(&self) -> f64 {
+        self.lr
+    }
+
+    fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+
+    fn set_weight_decay(&mut self, wd: f64) {
+        for g in &mut self.groups {
+            if g.weight_decay != 0.0 {
+                g.weight_decay = wd;
+            }
+        }
+    }
+
+    fn state(&self) -> Named {
+        self.buffers
+            .iter()
+            .map(|(n, b)| (format!("momentum_buffer.{n}"), b.shallow_clone()))
+            .collect()
+    }
+
+    fn load_state(&mut self, state: &Named) -> Result<()> {
+        let known: std::collections::BTreeSet<&str> = self
+            .groups
+            .iter()
+            .flat_map(|g| g.params.iter().map(|(n, _)| n.as_str()))
+            .collect();
+        self.buffers.clear();
+        for (key, t) in state {
+            let Some(name) = key.strip_prefix("momentum_buffer.") else {
+                bail!("unexpected SGD state entry `{key}`");
+            };
+            if !known.contains(name) {
+                bail!("SGD state for unknown parameter `{name}`");
+            }
+            self.buffers.insert(name.to_string(), t.copy());
+        }
+        Ok(())
+    }
+}

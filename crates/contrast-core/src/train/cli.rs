@@ -1,0 +1,75 @@
+//! Command-line arguments every method binary shares (`pretrain` and friends).
+
+use super::config::{load_config, preset_path, ConfigSource};
+use super::run::{default_runs_root, RunOptions};
+use anyhow::Result;
+use serde::{de::DeserializeOwned, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct RunArgs {
+    /// A preset name (`configs/<name>.toml` of the method crate) or a path to a TOML file.
+    #[arg(long, short = 'p')]
+    pub preset: Option<String>,
+    /// Override a config value: `--set optim.lr=0.1` (repeatable; TOML syntax for the value).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Run name (folder under runs/<method>/); defaults to the preset name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Parent folder of runs (default: $CONTRAST_RUNS or ./runs).
+    #[arg(long)]
+    pub runs_dir: Option<PathBuf>,
+    /// Continue the run from its newest checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Stop after this many optimisation steps in total (the run stays resumable).
+    #[arg(long)]
+    pub stop_at: Option<u64>,
+    /// Shorthand for `--set runtime.device=...` (auto, cpu, cuda, cuda:N).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Shorthand for `--set runtime.threads=...`.
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+impl RunArgs {
+    /// Resolve the config: defaults ⊕ preset file ⊕ overrides (device/threads shorthands last).
+    pub fn config<C>(&self, crate_dir: &Path) -> Result<C>
+    where
+        C: Serialize + DeserializeOwned + Default,
+    {
+        let src = match &self.preset {
+            Some(p) => Some(ConfigSource::file(preset_path(crate_dir, p))?),
+            None => None,
+        };
+        let mut ov = self.overrides.clone();
+        if let Some(d) = &self.device {
+            ov.push(format!("runtime.device=\"{d}\""));
+        }
+        if let Some(t) = self.threads {
+            ov.push(format!("runtime.threads={t}"));
+        }
+        load_config(src, &ov)
+    }
+
+    /// The run folder options for `method`.
+    pub fn run_options(&self, method: &str) -> RunOptions {
+        let name = self
+            .name
+            .clone()
+            .or_else(|| {
+                self.preset.as_ref().map(|p| {
+                    Path::new(p)
+                        .file_stem()
+                        .map_or(p.clone(), |s| s.to_string_lossy().to_string())
+                })
+            })
+            .unwrap_or_else(|| "default".into());
+        let mut o = RunOptions::new(method, &name);
+        o.runs_root = self.runs_dir.clone().unwrap_or_else(default_runs_root);
+        o.resume = self.resume;
+        o
+    }
+}

@@ -1,0 +1,134 @@
+//! The run directory: `runs/<method>/<run-name>/` with `config.toml`, `metrics.jsonl`,
+//! `checkpoints/` and `report.json`.
+
+use super::checkpoint::{write_atomic, Checkpoint, Checkpointer};
+use super::metrics::MetricsLog;
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+
+/// How to open a run directory.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Parent of all runs: `--runs-dir`, else `$CONTRAST_RUNS`, else `runs/` in the working dir.
+    pub runs_root: PathBuf,
+    pub method: String,
+    pub name: String,
+    /// Continue from the newest checkpoint instead of starting afresh.
+    pub resume: bool,
+    /// Checkpoints to keep.
+    pub keep_checkpoints: usize,
+}
+
+impl RunOptions {
+    pub fn new(method: &str, name: &str) -> Self {
+        Self {
+            runs_root: default_runs_root(),
+            method: method.into(),
+            name: name.into(),
+            resume: false,
+            keep_checkpoints: 3,
+        }
+    }
+}
+
+/// `$CONTRAST_RUNS` or `runs`.
+pub fn default_runs_root() -> PathBuf {
+    std::env::var_os("CONTRAST_RUNS")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("runs"))
+}
+
+/// An open run.
+pub struct Run {
+    pub dir: PathBuf,
+    pub metrics: MetricsLog,
+    pub checkpoints: Checkpointer,
+    /// The checkpoint to resume from (verified), when resuming.
+    pub resumed: Option<Checkpoint>,
+}
+
+impl Run {
+    /// Open the run folder and write `config_toml` (the resolved config) as `config.toml`.
+    ///
+    /// A new run refuses a folder that already holds checkpoints (use `resume` or another
+    /// name), so nothing already written is lost. A resumed run must have the same config.
+    pub fn open(opts: &RunOptions, config_toml: &str) -> Result<Self> {
+        let dir = opts.runs_root.join(&opts.method).join(&opts.name);
+        let checkpoints = Checkpointer::new(dir.join("checkpoints"), opts.keep_checkpoints);
+        let existing = checkpoints.latest()?;
+        let cfg_path = dir.join("config.toml");
+        let resumed = if opts.resume {
+            match existing {
+                Some(p) => {
+                    if let Ok(old) = std::fs::read_to_string(&cfg_path) {
+                        if old != config_toml {
+                            bail!(
+                                "cannot resume {}: its config.toml differs from this run's \
+                                 resolved config ({}); resume with the same preset and overrides",
+                                dir.display(),
+                                first_difference(&old, config_toml)
+                            );
+                        }
+                    }
+                    Some(Checkpointer::load(&p).with_context(|| {
+                        format!("cannot resume {} from {}", dir.display(), p.display())
+                    })?)
+                }
+                None => None, // nothing to resume: start afresh
+            }
+        } else {
+            if let Some(p) = existing {
+                bail!(
+                    "run folder {} already holds checkpoint {}: pass --resume to continue it, \
+                     or choose another --name",
+                    dir.display(),
+                    p.display()
+                );
+            }
+            None
+        };
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        write_atomic(&cfg_path, config_toml.as_bytes())?;
+        let metrics = MetricsLog::open(
+            dir.join("metrics.jsonl"),
+            resumed.as_ref().map(|c| c.state.step),
+        )?;
+        Ok(Self {
+            dir,
+            metrics,
+            checkpoints,
+            resumed,
+        })
+    }
+
+    /// The step to start from (0, or the resumed checkpoint's step).
+    pub fn start_step(&self) -> u64 {
+        self.resumed.as_ref().map_or(0, |c| c.state.step)
+    }
+
+    /// Write `report.json` atomically.
+    pub fn write_report(&self, report: &serde_json::Value) -> Result<PathBuf> {
+        let p = self.dir.join("report.json");
+        write_atomic(&p, &serde_json::to_vec_pretty(report)?)?;
+        Ok(p)
+    }
+
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.dir.join(file)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.dir
+    }
+}
+
+fn first_difference(a: &str, b: &str) -> String {
+    for (la, lb) in a.lines().zip(b.lines()) {
+        if la != lb {
+            return format!("was `{la}`, now `{lb}`");
+        }
+    }
+    "different length".into()
+}

@@ -1,0 +1,120 @@
+//! Device selection, thread count and seeding.
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use tch::Device;
+
+/// Where and how a run executes. Part of every method's config under `[runtime]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// `auto` (CUDA when available, else CPU), `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+    /// libtorch intra-op threads; 0 = one per core.
+    pub threads: usize,
+    /// The run's seed: model initialisation, data order, augmentation and per-step RNG.
+    pub seed: u64,
+    /// bf16 autocast on CUDA (ignored on CPU, where bf16 matmul is very slow).
+    pub autocast_bf16: bool,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            device: "auto".into(),
+            threads: 0,
+            seed: 0,
+            autocast_bf16: false,
+        }
+    }
+}
+
+impl RuntimeConfig {
+    /// Apply threads and the global seed; return the selected device.
+    pub fn init(&self) -> Result<Device> {
+        let device = parse_device(&self.device)?;
+        let threads = if self.threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            self.threads
+        };
+        tch::set_num_threads(threads as i32);
+        tch::manual_seed(self.seed as i64);
+        Ok(device)
+    }
+
+    /// Whether the step should run under bf16 autocast (only ever on CUDA).
+    pub fn autocast(&self, device: Device) -> bool {
+        self.autocast_bf16 && device.is_cuda()
+    }
+}
+
+/// Parse `auto | cpu | cuda | cuda:N`. `cuda` on a machine without CUDA is an error.
+pub fn parse_device(s: &str) -> Result<Device> {
+    let s = s.trim().to_ascii_lowercase();
+    let dev = match s.as_str() {
+        "auto" => return Ok(Device::cuda_if_available()),
+        "cpu" => Device::Cpu,
+        "cuda" | "gpu" => Device::Cuda(0),
+        other => match other.strip_prefix("cuda:") {
+            Some(n) => Device::Cuda(
+                n.parse()
+                    .with_context(|| format!("device `{s}`: `{n}` is not a GPU index"))?,
+            ),
+            None => bail!("unknown device `{s}`: use auto, cpu, cuda or cuda:N"),
+        },
+    };
+    if let Device::Cuda(i) = dev {
+        if !tch::Cuda::is_available() {
+            bail!("device `{s}` requested but CUDA is not available (see `cargo xtask doctor`)");
+        }
+        let n = tch::Cuda::device_count() as usize;
+        if i >= n {
+            bail!("device `{s}` requested but only {n} CUDA device(s) exist");
+        }
+    }
+    Ok(dev)
+}
+
+/// The seed libtorch's generators get before step `step` of a run seeded with `seed`
+/// (SplitMix64 of the pair, so neighbouring steps get unrelated streams).
+pub fn step_seed(seed: u64, step: u64) -> i64 {
+    let mut z = seed
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(step)
+        .wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    ((z ^ (z >> 31)) >> 1) as i64
+}
+
+/// Reseed libtorch (CPU and every CUDA device) for `step`.
+pub fn seed_step(seed: u64, step: u64) {
+    tch::manual_seed(step_seed(seed, step));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_parse() {
+        assert_eq!(parse_device("cpu").unwrap(), Device::Cpu);
+        assert_eq!(parse_device("CPU").unwrap(), Device::Cpu);
+        let e = parse_device("tpu").unwrap_err().to_string();
+        assert!(e.contains("unknown device `tpu`"), "{e}");
+        if !tch::Cuda::is_available() {
+            let e = parse_device("cuda:0").unwrap_err().to_string();
+            assert!(e.contains("CUDA is not available"), "{e}");
+            assert_eq!(parse_device("auto").unwrap(), Device::Cpu);
+        }
+    }
+
+    #[test]
+    fn step_seeds_differ_and_repeat() {
+        assert_eq!(step_seed(7, 3), step_seed(7, 3));
+        assert_ne!(step_seed(7, 3), step_seed(7, 4));
+        assert_ne!(step_seed(7, 3), step_seed(8, 3));
+        assert!(step_seed(u64::MAX, u64::MAX) >= 0);
+    }
+}

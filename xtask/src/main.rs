@@ -1,0 +1,81 @@
+//! `cargo xtask <command>`: the project's automation, in plain Rust (no libtorch dependency, so it
+//! builds in seconds). See `cargo xtask --help`.
+
+mod doctor;
+mod setup;
+mod util;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "contrast project automation", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install PyTorch 2.11.0 (libtorch) into the cache and link it for cargo; idempotent.
+    Setup(setup::SetupArgs),
+    /// Setup, then run the whole workspace's tests (extra arguments go to `cargo test`).
+    Test {
+        #[command(flatten)]
+        setup: setup::SetupArgs,
+        /// Arguments passed through to `cargo test --workspace`.
+        #[arg(last = true)]
+        cargo_args: Vec<String>,
+    },
+    /// What CI runs: setup, `cargo fmt --check`, clippy with `-D warnings`, then the tests.
+    Ci {
+        #[command(flatten)]
+        setup: setup::SetupArgs,
+    },
+    /// Print the torch version, library path, CUDA availability, threads, and what is missing.
+    Doctor,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Setup(args) => setup::setup(&args).map(|_| ()),
+        Command::Test { setup, cargo_args } => {
+            setup::setup(&setup)?;
+            test(&cargo_args)
+        }
+        Command::Ci { setup } => {
+            let t0 = std::time::Instant::now();
+            setup::setup(&setup)?;
+            util::step("cargo fmt --all -- --check");
+            util::cargo(&["fmt", "--all", "--", "--check"])?;
+            util::step("cargo clippy --workspace --all-targets -- -D warnings");
+            util::cargo(&[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ])?;
+            test(&[])?;
+            println!("xtask ci: all green in {:.0} s", t0.elapsed().as_secs_f64());
+            Ok(())
+        }
+        Command::Doctor => doctor::doctor(),
+    }
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    util::step("cargo test --workspace");
+    let mut args: Vec<&str> = vec!["test", "--workspace"];
+    args.extend(extra.iter().map(String::as_str));
+    util::cargo(&args)
+}
