@@ -13,4 +13,5 @@
 pub mod loss;
 pub mod optim;
 pub mod tensors;
+pub mod testing;
 pub mod train;

@@ -1,0 +1,120 @@
+//! Test support: run a PyTorch (Python) reference script on the same inputs as a Rust test and
+//! compare the numbers.
+//!
+//! Reference scripts are our own code, kept in the repository (e.g.
+//! `crates/contrast-core/tests/py/`). Protocol: the script is called as
+//! `python SCRIPT IN.npz OUT.npz [ARGS…]`; it reads the inputs with `numpy.load`, computes with
+//! the torch that `cargo xtask setup` installed, and writes its outputs with `numpy.savez`.
+//! The interpreter is `$CONTRAST_VENV/bin/python` (set by `.cargo/config.toml` after setup).
+//! A missing interpreter fails the test with the fix, unless `CONTRAST_SKIP_PYTORCH_REFS=1`, in
+//! which case the comparison is skipped with a visible message.
+
+use anyhow::{anyhow, bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use tch::{Kind, Tensor};
+
+/// The Python interpreter of the setup's virtual environment, or `None` (with a printed notice)
+/// when `CONTRAST_SKIP_PYTORCH_REFS=1` and it is missing.
+pub fn python() -> Option<PathBuf> {
+    let venv = std::env::var_os("CONTRAST_VENV").map(PathBuf::from);
+    let py = venv.as_ref().map(|v| v.join("bin").join("python"));
+    match py {
+        Some(p) if p.exists() => Some(p),
+        _ => {
+            if std::env::var("CONTRAST_SKIP_PYTORCH_REFS").is_ok_and(|v| v == "1") {
+                eprintln!("skipped: PyTorch reference comparison (no $CONTRAST_VENV/bin/python)");
+                None
+            } else {
+                panic!(
+                    "no PyTorch reference interpreter ($CONTRAST_VENV/bin/python): run \
+                     `cargo xtask setup` (or set CONTRAST_SKIP_PYTORCH_REFS=1 to skip)"
+                )
+            }
+        }
+    }
+}
+
+/// Run `script` on `inputs`; returns its outputs by name, or `None` when skipped.
+pub fn run_reference(
+    script: impl AsRef<Path>,
+    inputs: &[(&str, &Tensor)],
+    args: &[&str],
+) -> Result<Option<Vec<(String, Tensor)>>> {
+    let Some(py) = python() else { return Ok(None) };
+    let script = script.as_ref();
+    let dir = tempdir()?;
+    let inp = dir.join("in.npz");
+    let out = dir.join("out.npz");
+    let cpu: Vec<(&str, Tensor)> = inputs
+        .iter()
+        .map(|(n, t)| (*n, t.detach().to_device(tch::Device::Cpu).contiguous()))
+        .collect();
+    Tensor::write_npz(&cpu, &inp).with_context(|| format!("writing {}", inp.display()))?;
+    let o = Command::new(&py)
+        .arg(script)
+        .arg(&inp)
+        .arg(&out)
+        .args(args)
+        .env("OMP_NUM_THREADS", "1")
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    if !o.status.success() {
+        bail!(
+            "reference script {} failed:\n{}",
+            script.display(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let res = Tensor::read_npz(&out).map_err(|e| anyhow!("reading {}: {e}", out.display()))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(Some(res))
+}
+
+/// Look up an output by name.
+pub fn get<'a>(outputs: &'a [(String, Tensor)], name: &str) -> &'a Tensor {
+    &outputs
+        .iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("the reference produced no `{name}`"))
+        .1
+}
+
+/// Panic unless `|a − b| ≤ atol + rtol·|b|` elementwise (shapes must match), naming `what` and
+/// the worst element.
+pub fn assert_close(a: &Tensor, b: &Tensor, atol: f64, rtol: f64, what: &str) {
+    assert_eq!(a.size(), b.size(), "{what}: shapes differ");
+    let a = a.to_device(tch::Device::Cpu).to_kind(Kind::Double);
+    let b = b.to_device(tch::Device::Cpu).to_kind(Kind::Double);
+    let diff = (&a - &b).abs();
+    let tol = b.abs() * rtol + atol;
+    let excess = (&diff - &tol).flatten(0, -1);
+    if excess.numel() == 0 {
+        return;
+    }
+    let worst = excess.argmax(0, false).int64_value(&[]);
+    let e = excess.double_value(&[worst]);
+    if e > 0.0 || e.is_nan() {
+        let af = a.flatten(0, -1);
+        let bf = b.flatten(0, -1);
+        panic!(
+            "{what}: element {worst} differs: {} vs {} (|diff| {} > atol {atol} + rtol {rtol}·|ref|)",
+            af.double_value(&[worst]),
+            bf.double_value(&[worst]),
+            diff.flatten(0, -1).double_value(&[worst])
+        );
+    }
+}
+
+/// A fresh temporary folder (removed by the caller when done).
+pub fn tempdir() -> Result<PathBuf> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "contrast-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+    Ok(d)
+}
