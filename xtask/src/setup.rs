@@ -23,8 +23,14 @@ use std::process::Command;
 /// The PyTorch release that `tch = "=0.24.0"` is built against.
 pub const TORCH_VERSION: &str = "2.11.0";
 
-/// What goes into the cache's virtual environment. torchvision 0.26.0 pairs with torch 2.11.0.
-pub const PY_REQUIREMENTS: &[&str] = &["torch==2.11.0", "torchvision==0.26.0", "numpy"];
+/// What goes into the cache's virtual environment: torch for libtorch; torchvision 0.26.0 (pairs
+/// with torch 2.11.0), timm and numpy for the PyTorch reference scripts of the tests and benches.
+pub const PY_REQUIREMENTS: &[&str] = &[
+    "torch==2.11.0",
+    "torchvision==0.26.0",
+    "timm==1.0.31",
+    "numpy",
+];
 
 /// Debian packages the workspace needs to build (checked with dpkg-query).
 pub const DEBIAN_PACKAGES: &[&str] = &["pkg-config"];
