@@ -118,3 +118,11 @@ pub fn tempdir() -> Result<PathBuf> {
     std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
     Ok(d)
 }
+
+/// libtorch's random generator is process-global, and the test harness runs tests on several
+/// threads: a test that needs reproducible draws (seeded training, resume checks) holds this
+/// lock for its whole body so no other test reseeds or consumes the generator meanwhile.
+pub fn global_rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}

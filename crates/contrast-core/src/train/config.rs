@@ -89,10 +89,18 @@ where
     let de = Value::Table(merged);
     serde_path_to_error::deserialize::<_, C>(de).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.inner().to_string();
-        // For an unknown field the path names the containing table; append the field.
+        // the toml deserializer appends "\nin `table`" context: keep the first line
+        let inner = e
+            .inner()
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        // For an unknown field the path may name the containing table only; append the field.
         let key = match unknown_field(&inner) {
             Some(field) if path == "." || path.is_empty() => field,
+            Some(field) if path == field || path.ends_with(&format!(".{field}")) => path,
             Some(field) => format!("{path}.{field}"),
             None => path,
         };

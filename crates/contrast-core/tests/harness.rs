@@ -1,0 +1,163 @@
+//! Acceptance tests of the run harness, on the core example run (`train::example`):
+//! bit-exact resume, the NaN guard, corrupt checkpoints, unknown config keys, and refusing to
+//! overwrite a run.
+
+use contrast_core::testing::global_rng_lock;
+use contrast_core::train::config::{load_config, ConfigSource};
+use contrast_core::train::example::{train, ToyConfig};
+use contrast_core::train::{Checkpointer, MetricsLog, RunOptions};
+use std::path::Path;
+
+fn cfg() -> ToyConfig {
+    let mut c = ToyConfig::default();
+    c.steps = 20;
+    c.batch = 64;
+    c.checkpoint_every = 5;
+    c.log_every = 1;
+    c.runtime.device = "cpu".into();
+    c.runtime.threads = 2;
+    c.runtime.seed = 11;
+    c
+}
+
+fn opts(root: &Path, name: &str, resume: bool) -> RunOptions {
+    let mut o = RunOptions::new("toy", name);
+    o.runs_root = root.to_path_buf();
+    o.resume = resume;
+    o
+}
+
+#[test]
+fn interrupted_and_resumed_run_is_bit_exact() {
+    let _rng = global_rng_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let c = cfg();
+    let full = train(&c, &opts(dir.path(), "full", false), None).unwrap();
+    assert_eq!(full.step, 20);
+    assert_eq!(full.losses.len(), 20);
+
+    // stop at N/2, then resume from the checkpoint in a fresh call
+    let half = train(&c, &opts(dir.path(), "split", false), Some(10)).unwrap();
+    assert_eq!(half.step, 10);
+    assert!(half.report.is_none());
+    let rest = train(&c, &opts(dir.path(), "split", true), None).unwrap();
+    assert_eq!(
+        rest.losses.first().unwrap().0,
+        11,
+        "resume must continue at step 11"
+    );
+
+    let joined: Vec<(u64, f64)> = half.losses.iter().chain(&rest.losses).cloned().collect();
+    assert_eq!(joined.len(), full.losses.len());
+    for ((s1, a), (s2, b)) in full.losses.iter().zip(&joined) {
+        assert_eq!(s1, s2);
+        assert_eq!(a.to_bits(), b.to_bits(), "loss at step {s1}: {a} vs {b}");
+    }
+    for ((n1, w1), (n2, w2)) in full.weights.iter().zip(&rest.weights) {
+        assert_eq!(n1, n2);
+        assert!(w1.equal(w2), "weight {n1} differs after resume");
+    }
+    // the metrics logs agree line for line, and the reports agree on the result
+    let m_full = MetricsLog::read(dir.path().join("toy/full/metrics.jsonl")).unwrap();
+    let m_split = MetricsLog::read(dir.path().join("toy/split/metrics.jsonl")).unwrap();
+    assert_eq!(m_full, m_split);
+    let (r1, r2) = (full.report.unwrap(), rest.report.unwrap());
+    assert_eq!(r1["value"], r2["value"]);
+    assert_eq!(r1["final_loss"], r2["final_loss"]);
+    for f in ["config.toml", "metrics.jsonl", "report.json", "checkpoints"] {
+        assert!(dir.path().join("toy/split").join(f).exists(), "{f} missing");
+    }
+}
+
+#[test]
+fn nan_loss_stops_the_run_and_the_last_checkpoint_still_loads() {
+    let _rng = global_rng_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg();
+    c.checkpoint_every = 1;
+    c.lr = 1e30; // diverges: the weights overflow fp32 within a few steps
+    let err = train(&c, &opts(dir.path(), "nan", false), None).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("non-finite loss at step"), "{msg}");
+    assert!(
+        msg.contains("info_nce = NaN") || msg.contains("info_nce = inf"),
+        "{msg}"
+    );
+    assert!(msg.contains("last good checkpoint"), "{msg}");
+    let ck = Checkpointer::new(dir.path().join("toy/nan/checkpoints"), 3);
+    let latest = ck
+        .latest()
+        .unwrap()
+        .expect("a checkpoint before the divergence");
+    let loaded = Checkpointer::load(&latest).unwrap();
+    // the failing step is after the last checkpoint: step numbers in the message are 1-based
+    let failed: u64 = msg
+        .split("non-finite loss at step ")
+        .nth(1)
+        .and_then(|s| s.split(':').next())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap();
+    assert_eq!(loaded.state.step, failed - 1);
+    assert!(loaded.group("model").is_ok() && loaded.group("optim").is_ok());
+}
+
+#[test]
+fn truncated_checkpoint_is_reported_by_name_on_resume() {
+    let _rng = global_rng_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let c = cfg();
+    train(&c, &opts(dir.path(), "cut", false), Some(10)).unwrap();
+    let ck = Checkpointer::new(dir.path().join("toy/cut/checkpoints"), 3);
+    let latest = ck.latest().unwrap().unwrap();
+    let f = latest.join("optim.safetensors");
+    let len = std::fs::metadata(&f).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .set_len(len - 7)
+        .unwrap();
+    let err = train(&c, &opts(dir.path(), "cut", true), None).unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("optim.safetensors") && msg.contains("corrupt"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_run_with_checkpoints_is_not_overwritten_without_resume() {
+    let _rng = global_rng_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let c = cfg();
+    train(&c, &opts(dir.path(), "keep", false), Some(5)).unwrap();
+    let msg = format!(
+        "{:#}",
+        train(&c, &opts(dir.path(), "keep", false), None).unwrap_err()
+    );
+    assert!(msg.contains("--resume"), "{msg}");
+    // resuming with a different config is refused too
+    let mut other = c.clone();
+    other.lr = 0.05;
+    let msg = format!(
+        "{:#}",
+        train(&other, &opts(dir.path(), "keep", true), None).unwrap_err()
+    );
+    assert!(
+        msg.contains("config.toml differs") && msg.contains("lr"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn unknown_config_key_is_rejected_with_its_name_and_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("preset.toml");
+    std::fs::write(&p, "steps = 10\n[runtime]\nsead = 3\n").unwrap();
+    let err = load_config::<ToyConfig>(Some(ConfigSource::file(&p).unwrap()), &[]).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("`runtime.sead`"), "{msg}");
+    assert!(msg.contains("preset.toml"), "{msg}");
+    let err = load_config::<ToyConfig>(None, &["batchsize=3".into()]).unwrap_err();
+    assert!(err.to_string().contains("`batchsize`"), "{err}");
+}
