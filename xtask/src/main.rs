@@ -2,6 +2,7 @@
 //! builds in seconds). See `cargo xtask --help`.
 
 mod doctor;
+mod reproduce;
 mod setup;
 mod util;
 
@@ -34,6 +35,8 @@ enum Command {
     },
     /// Print the torch version, library path, CUDA availability, threads, and what is missing.
     Doctor,
+    /// Run a method's reproduction preset (setup first); `--list` shows the methods.
+    Reproduce(reproduce::ReproduceArgs),
 }
 
 fn main() {
@@ -46,7 +49,7 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Setup(args) => setup::setup(&args).map(|_| ()),
+        Command::Setup(args) => setup::setup(&args),
         Command::Test { setup, cargo_args } => {
             setup::setup(&setup)?;
             test(&cargo_args)
@@ -70,6 +73,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Doctor => doctor::doctor(),
+        Command::Reproduce(a) => reproduce::reproduce(&a),
     }
 }
 

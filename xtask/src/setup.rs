@@ -42,13 +42,7 @@ pub struct SetupArgs {
     pub force: bool,
 }
 
-/// What setup found or installed.
-pub struct Installed {
-    pub torch_dir: PathBuf,
-    pub venv: PathBuf,
-}
-
-pub fn setup(args: &SetupArgs) -> Result<Installed> {
+pub fn setup(args: &SetupArgs) -> Result<()> {
     let t0 = std::time::Instant::now();
     step("setup: system packages");
     ensure_debian_packages(DEBIAN_PACKAGES)?;
@@ -121,7 +115,7 @@ pub fn setup(args: &SetupArgs) -> Result<Installed> {
         links.display(),
         t0.elapsed().as_secs_f64()
     );
-    Ok(Installed { torch_dir, venv })
+    Ok(())
 }
 
 /// `(torch.__version__, folder of the torch package)` as reported by `python`.

@@ -4,11 +4,9 @@
 //! torch-sys gives final executables no rpath, and `cargo:rustc-link-arg` does not propagate to
 //! dependent packages, so each such package calls [`link_libtorch`] from its own `build.rs`:
 //!
-//! ```no_run
+//! ```text
 //! // build.rs
-//! fn main() {
-//!     contrast_build::link_libtorch();
-//! }
+//! fn main() { contrast_build::link_libtorch(); }
 //! ```
 //!
 //! It emits

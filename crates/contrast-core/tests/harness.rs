@@ -5,19 +5,23 @@
 use contrast_core::testing::global_rng_lock;
 use contrast_core::train::config::{load_config, ConfigSource};
 use contrast_core::train::example::{train, ToyConfig};
-use contrast_core::train::{Checkpointer, MetricsLog, RunOptions};
+use contrast_core::train::{Checkpointer, MetricsLog, RunOptions, RuntimeConfig};
 use std::path::Path;
 
 fn cfg() -> ToyConfig {
-    let mut c = ToyConfig::default();
-    c.steps = 20;
-    c.batch = 64;
-    c.checkpoint_every = 5;
-    c.log_every = 1;
-    c.runtime.device = "cpu".into();
-    c.runtime.threads = 2;
-    c.runtime.seed = 11;
-    c
+    ToyConfig {
+        steps: 20,
+        batch: 64,
+        checkpoint_every: 5,
+        log_every: 1,
+        runtime: RuntimeConfig {
+            device: "cpu".into(),
+            threads: 2,
+            seed: 11,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
 }
 
 fn opts(root: &Path, name: &str, resume: bool) -> RunOptions {

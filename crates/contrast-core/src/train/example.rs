@@ -46,13 +46,13 @@ impl Default for ToyConfig {
     fn default() -> Self {
         Self {
             runtime: RuntimeConfig::default(),
-            steps: 200,
+            steps: 300,
             batch: 128,
             dim: 16,
             hidden: 64,
             out_dim: 16,
             clusters: 8,
-            noise: 1.0,
+            noise: 3.0,
             view_noise: 0.5,
             lr: 0.1,
             momentum: 0.9,

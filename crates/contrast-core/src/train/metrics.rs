@@ -117,7 +117,7 @@ impl Progress {
     pub fn update(&self, pos: u64, msg: &str) {
         self.bar.set_position(pos);
         self.bar.set_message(msg.to_string());
-        if !self.tty && (pos % self.plain_every == 0 || Some(pos) == self.bar.length()) {
+        if !self.tty && (pos.is_multiple_of(self.plain_every) || Some(pos) == self.bar.length()) {
             eprintln!(
                 "{} {pos}/{} {msg}",
                 self.bar.prefix(),
