@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: the project's automation, in plain Rust (no libtorch dependency, so it
 //! builds in seconds). See `cargo xtask --help`.
 
+mod data;
 mod doctor;
 mod reproduce;
 mod setup;

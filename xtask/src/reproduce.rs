@@ -17,13 +17,22 @@ pub struct Method {
     pub what: &'static str,
 }
 
-pub const METHODS: &[Method] = &[Method {
-    name: "toy",
-    package: "contrast-core",
-    binary: "contrast-toy",
-    default_preset: "toy",
-    what: "core example: InfoNCE on synthetic blobs (harness smoke test)",
-}];
+pub const METHODS: &[Method] = &[
+    Method {
+        name: "patchmix",
+        package: "patchmix",
+        binary: "patchmix",
+        default_preset: "smoke",
+        what: "PatchMix vs its no-mix baseline (ViT, CIFAR-10)",
+    },
+    Method {
+        name: "toy",
+        package: "contrast-core",
+        binary: "contrast-toy",
+        default_preset: "toy",
+        what: "core example: InfoNCE on synthetic blobs (harness smoke test)",
+    },
+];
 
 #[derive(Args, Debug)]
 pub struct ReproduceArgs {
@@ -38,6 +47,9 @@ pub struct ReproduceArgs {
     /// Build in debug mode instead of release (faster to build, slower to run).
     #[arg(long)]
     pub debug: bool,
+    /// Data root (default: $CONTRAST_DATA, else datasets/ in the repository).
+    #[arg(long, alias = "dir")]
+    pub data_dir: Option<std::path::PathBuf>,
     /// Extra arguments for the method binary (e.g. `-- --resume --set optim.lr=0.1`).
     #[arg(last = true)]
     pub args: Vec<String>,
@@ -74,7 +86,20 @@ pub fn reproduce(a: &ReproduceArgs) -> Result<()> {
     if !a.debug {
         cmd.arg("--release");
     }
-    cmd.args(["-p", m.package, "--bin", m.binary, "--", "--preset", preset]);
+    cmd.args(["-p", m.package, "--bin", m.binary, "--"]);
+    match m.name {
+        "patchmix" => {
+            let root = crate::data::prepare_for_preset(m, preset, a.data_dir.as_deref())?;
+            cmd.args(["reproduce", "--preset", preset]);
+            if let Some(root) = root {
+                cmd.arg("--set")
+                    .arg(format!("data.root={:?}", root.display().to_string()));
+            }
+        }
+        _ => {
+            cmd.args(["--preset", preset]);
+        }
+    }
     cmd.args(&a.args);
     run_status(&mut cmd)
 }

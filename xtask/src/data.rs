@@ -1,0 +1,129 @@
+//! Data for `reproduce`: find the data a preset needs in the data root, or prepare it from the
+//! development copy in `../shared/data` (read in place; extracted into the data root, never into
+//! the repository's tracked files).
+
+use crate::reproduce::Method;
+use crate::util::repo_root;
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+
+/// The data root: `--data-dir`, else `$CONTRAST_DATA`, else `datasets/` in the repository.
+pub fn data_root(flag: Option<&Path>) -> PathBuf {
+    if let Some(d) = flag {
+        return d.to_path_buf();
+    }
+    match std::env::var_os("CONTRAST_DATA").filter(|v| !v.is_empty()) {
+        Some(d) => PathBuf::from(d),
+        None => repo_root().join("datasets"),
+    }
+}
+
+/// The development data folder beside the repository (`../shared/data`), when present.
+pub fn shared_data() -> Option<PathBuf> {
+    let d = repo_root().join("../shared/data");
+    d.is_dir().then_some(d)
+}
+
+/// Read the `format` and `root` of a preset's `[data]` table (without libtorch: plain TOML).
+fn preset_data(m: &Method, preset: &str) -> Result<(String, String)> {
+    let path = repo_root()
+        .join("crates")
+        .join(m.package)
+        .join("configs")
+        .join(format!("{preset}.toml"));
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "unknown preset `{preset}` for {}: no {}",
+            m.name,
+            path.display()
+        )
+    })?;
+    let v: toml::Table =
+        toml::from_str(&text).with_context(|| format!("{} is not valid TOML", path.display()))?;
+    let data = v.get("data").and_then(|d| d.as_table());
+    let get = |k: &str, default: &str| {
+        data.and_then(|d| d.get(k))
+            .and_then(|x| x.as_str())
+            .unwrap_or(default)
+            .to_string()
+    };
+    Ok((get("format", "image-folder"), get("root", "")))
+}
+
+/// Make the preset's data available; returns the folder to pass as `data.root` (None when the
+/// preset names its own root).
+pub fn prepare_for_preset(
+    m: &Method,
+    preset: &str,
+    flag: Option<&Path>,
+) -> Result<Option<PathBuf>> {
+    let (format, root) = preset_data(m, preset)?;
+    if !root.is_empty() {
+        return Ok(None);
+    }
+    let base = data_root(flag);
+    match format.as_str() {
+        "image-folder" if preset.contains("imagenet") => {
+            let d = base.join("imagenet");
+            if !d.join("train").is_dir() {
+                bail!("ImageNet is not in {}: it needs a manual download (`cargo xtask download imagenet` prints the steps)", d.display());
+            }
+            Ok(Some(d))
+        }
+        "image-folder" => cifar10_jpeg(&base).map(Some),
+        "cifar10" | "cifar100" => {
+            let (name, sub) = if format == "cifar10" {
+                ("cifar10", "cifar-10-batches-bin")
+            } else {
+                ("cifar100", "cifar-100-binary")
+            };
+            let d = base.join(name).join(sub);
+            if !d.is_dir() {
+                bail!(
+                    "{} is missing: run `cargo xtask download {name} --data-dir {}` first",
+                    d.display(),
+                    base.display()
+                );
+            }
+            Ok(Some(d))
+        }
+        other => bail!("reproduce does not know how to prepare data.format `{other}`"),
+    }
+}
+
+/// CIFAR-10 as an image folder (`train/<class>/*.jpg`, `test/<class>/*.jpg`): already in the
+/// data root, or extracted there from the development tar in `../shared/data/cifar10-jpeg/`.
+pub fn cifar10_jpeg(base: &Path) -> Result<PathBuf> {
+    let dest = base.join("cifar10-jpeg");
+    let marker = dest.join(".extracted");
+    if marker.exists() {
+        println!("data: {} (already extracted)", dest.display());
+        return Ok(dest);
+    }
+    let Some(shared) = shared_data() else {
+        bail!(
+            "no CIFAR-10 image folder in {} and no development copy in ../shared/data; \
+             use a `paper-*` preset with `cargo xtask download cifar10`, or set data.root",
+            dest.display()
+        );
+    };
+    let tar_path = shared.join("cifar10-jpeg/CIFAR-10-images.tar");
+    println!(
+        "data: extracting {} into {}",
+        tar_path.display(),
+        dest.display()
+    );
+    std::fs::create_dir_all(&dest).with_context(|| format!("cannot create {}", dest.display()))?;
+    let f = std::fs::File::open(&tar_path)
+        .with_context(|| format!("cannot open {}", tar_path.display()))?;
+    tar::Archive::new(f)
+        .unpack(&dest)
+        .with_context(|| format!("extracting {} (corrupt or cut short?)", tar_path.display()))?;
+    for split in ["train", "test"] {
+        if !dest.join(split).is_dir() {
+            bail!("{} has no {split}/ folder after extraction", dest.display());
+        }
+    }
+    std::fs::write(&marker, "ok\n")?;
+    Ok(dest)
+}
