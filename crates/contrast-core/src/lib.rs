@@ -10,6 +10,8 @@
 //! * [`optim`]: optimisers whose state can be checkpointed.
 //! * [`loss`]: contrastive objectives.
 
+pub mod autocast;
+pub mod eval;
 pub mod loss;
 pub mod optim;
 pub mod tensors;

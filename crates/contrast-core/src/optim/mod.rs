@@ -3,13 +3,33 @@
 //! tch's built-in optimisers keep their state (momentum buffers, Adam moments) inside libtorch,
 //! out of reach of a checkpoint, so the workspace implements its own on tensors, following
 //! PyTorch's update rules exactly.
+//!
+//! * [`Sgd`] (`torch.optim.SGD`), [`AdamW`] (`torch.optim.AdamW`), [`Lars`] (LARS / LARC as in
+//!   apex `LARC`, VISSL and solo-learn);
+//! * parameter groups ([`decay_groups`], [`single_group`], [`split_groups`]) carrying weight decay
+//!   and a learning-rate scale;
+//! * per-iteration [`schedule`]s (data, deserialisable from TOML);
+//! * [`ema`]: momentum (EMA) encoders.
+//!
+//! Every optimiser's whole state round-trips through [`Optimizer::state`] /
+//! [`Optimizer::load_state`] (tensors are moved to each parameter's device on load).
 
+pub mod adamw;
+pub mod ema;
+pub mod lars;
+pub mod schedule;
 pub mod sgd;
 
 use crate::tensors::Named;
-use anyhow::Result;
+use anyhow::{bail, ensure, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use tch::{nn::VarStore, Tensor};
 
+pub use adamw::{AdamW, AdamWConfig};
+pub use ema::{BufferPolicy, Ema};
+pub use lars::{Lars, LarsConfig, LarsMode};
+pub use schedule::Schedule;
 pub use sgd::Sgd;
 
 /// Parameters that share hyper-parameters.
@@ -102,4 +122,99 @@ pub fn zero_grads(groups: &[ParamGroup]) {
 pub(crate) fn grad_of(p: &Tensor) -> Option<Tensor> {
     let g = p.grad();
     g.defined().then_some(g)
+}
+
+/// Move the parameters whose name satisfies `pred` out of every group into a new group named
+/// `<group>.<suffix>` with the same weight decay and learning-rate scale `lr_scale` (e.g. a
+/// predictor at 10× the lr). Empty groups are dropped.
+pub fn split_groups(
+    groups: Vec<ParamGroup>,
+    pred: impl Fn(&str) -> bool,
+    suffix: &str,
+    lr_scale: f64,
+) -> Vec<ParamGroup> {
+    let mut out = Vec::new();
+    for g in groups {
+        let (moved, kept): (Named, Named) = g.params.into_iter().partition(|(n, _)| pred(n));
+        let (name, weight_decay, scale) = (g.name, g.weight_decay, g.lr_scale);
+        if !moved.is_empty() {
+            out.push(ParamGroup {
+                name: format!("{name}.{suffix}"),
+                params: moved,
+                weight_decay,
+                lr_scale,
+            });
+        }
+        if !kept.is_empty() {
+            out.push(ParamGroup {
+                name,
+                params: kept,
+                weight_decay,
+                lr_scale: scale,
+            });
+        }
+    }
+    out
+}
+
+/// Which optimiser a config asks for (`kind = "sgd" | "adamw" | "lars"` in TOML).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum OptimizerConfig {
+    Sgd {
+        lr: f64,
+        #[serde(default)]
+        momentum: f64,
+        #[serde(default)]
+        dampening: f64,
+        #[serde(default)]
+        nesterov: bool,
+    },
+    #[serde(rename = "adamw")]
+    AdamW(AdamWConfig),
+    Lars(LarsConfig),
+}
+
+impl OptimizerConfig {
+    /// Build the optimiser over `groups` (validating the hyper-parameters).
+    pub fn build(&self, groups: Vec<ParamGroup>) -> Result<Box<dyn Optimizer>> {
+        Ok(match self {
+            OptimizerConfig::Sgd {
+                lr,
+                momentum,
+                dampening,
+                nesterov,
+            } => Box::new(Sgd::new(groups, *lr, *momentum, *dampening, *nesterov)?),
+            OptimizerConfig::AdamW(c) => Box::new(AdamW::new(groups, c.clone())?),
+            OptimizerConfig::Lars(c) => Box::new(Lars::new(groups, c.clone())?),
+        })
+    }
+}
+
+/// Parameters of all groups by name (for state loading).
+pub(crate) fn param_index(groups: &[ParamGroup]) -> BTreeMap<&str, &Tensor> {
+    groups
+        .iter()
+        .flat_map(|g| g.params.iter().map(|(n, t)| (n.as_str(), t)))
+        .collect()
+}
+
+/// A state tensor for parameter `name`, checked against the parameter's shape and moved to its
+/// device and kind; errors name the state `key`.
+pub(crate) fn state_like(
+    params: &BTreeMap<&str, &Tensor>,
+    name: &str,
+    key: &str,
+    t: &Tensor,
+) -> Result<Tensor> {
+    let Some(p) = params.get(name) else {
+        bail!("optimiser state `{key}` is for an unknown parameter `{name}`");
+    };
+    ensure!(
+        t.size() == p.size(),
+        "optimiser state `{key}` has shape {:?} but the parameter has {:?}",
+        t.size(),
+        p.size()
+    );
+    Ok(t.to_device(p.device()).to_kind(p.kind()).copy())
 }

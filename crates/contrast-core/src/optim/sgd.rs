@@ -8,9 +8,9 @@
 //! p = p − lr·d
 //! ```
 
-use super::{grad_of, zero_grads, Optimizer, ParamGroup};
+use super::{grad_of, param_index, state_like, zero_grads, Optimizer, ParamGroup};
 use crate::tensors::Named;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use tch::Tensor;
 
@@ -60,30 +60,19 @@ impl Optimizer for Sgd {
                 let lr = self.lr * g.lr_scale;
                 for (name, p) in &g.params {
                     let Some(grad) = grad_of(p) else { continue };
-                    let mut d = if g.weight_decay != 0.0 {
+                    let d = if g.weight_decay != 0.0 {
                         &grad + p * g.weight_decay
                     } else {
                         grad.shallow_clone()
                     };
-                    if self.momentum != 0.0 {
-                        let buf = match self.buffers.get_mut(name) {
-                            Some(b) => {
-                                let _ = b.g_mul_scalar_(self.momentum);
-                                let _ = b.g_add_(&(&d * (1.0 - self.dampening)));
-                                b.shallow_clone()
-                            }
-                            None => {
-                                let b = d.detach().copy();
-                                self.buffers.insert(name.clone(), b.shallow_clone());
-                                b
-                            }
-                        };
-                        d = if self.nesterov {
-                            &d + &buf * self.momentum
-                        } else {
-                            buf
-                        };
-                    }
+                    let d = momentum_direction(
+                        &mut self.buffers,
+                        name,
+                        d,
+                        self.momentum,
+                        self.dampening,
+                        self.nesterov,
+                    );
                     let mut p = p.shallow_clone();
                     let _ = p.g_sub_(&(d * lr));
                 }
@@ -120,21 +109,49 @@ impl Optimizer for Sgd {
     }
 
     fn load_state(&mut self, state: &Named) -> Result<()> {
-        let known: std::collections::BTreeSet<&str> = self
-            .groups
-            .iter()
-            .flat_map(|g| g.params.iter().map(|(n, _)| n.as_str()))
-            .collect();
-        self.buffers.clear();
+        let params = param_index(&self.groups);
+        let mut buffers = BTreeMap::new();
         for (key, t) in state {
             let Some(name) = key.strip_prefix("momentum_buffer.") else {
                 bail!("unexpected SGD state entry `{key}`");
             };
-            if !known.contains(name) {
-                bail!("SGD state for unknown parameter `{name}`");
-            }
-            self.buffers.insert(name.to_string(), t.copy());
+            let buf = state_like(&params, name, key, t).context("loading SGD state")?;
+            buffers.insert(name.to_string(), buf);
         }
+        self.buffers = buffers;
         Ok(())
+    }
+}
+
+/// The SGD momentum rule shared by [`Sgd`] and [`super::Lars`] (`torch.optim.SGD`):
+/// `b = d` on the first step, then `b = μ·b + (1 − dampening)·d`; returns `d + μ·b` (Nesterov)
+/// or `b`. With `μ = 0` returns `d` unchanged.
+pub(crate) fn momentum_direction(
+    buffers: &mut BTreeMap<String, Tensor>,
+    name: &str,
+    d: Tensor,
+    momentum: f64,
+    dampening: f64,
+    nesterov: bool,
+) -> Tensor {
+    if momentum == 0.0 {
+        return d;
+    }
+    let buf = match buffers.get_mut(name) {
+        Some(b) => {
+            let _ = b.g_mul_scalar_(momentum);
+            let _ = b.g_add_(&(&d * (1.0 - dampening)));
+            b.shallow_clone()
+        }
+        None => {
+            let b = d.detach().copy();
+            buffers.insert(name.to_string(), b.shallow_clone());
+            b
+        }
+    };
+    if nesterov {
+        &d + &buf * momentum
+    } else {
+        buf
     }
 }

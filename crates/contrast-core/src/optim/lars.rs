@@ -1,0 +1,228 @@
+//! LARS / LARC: layer-wise adaptive rate scaling on top of SGD with momentum (You, Gitman &
+//! Ginsburg 2017, <https://arxiv.org/abs/1708.03888>), in the form of NVIDIA apex
+//! `apex/parallel/LARC.py` (used by VISSL and thus GraSS) and solo-learn `solo/utils/lars.py`.
+//!
+//! Per parameter `p` with gradient `g`, group weight decay `wd`, group lr `η = lr·lr_scale`,
+//! trust coefficient `c`:
+//! ```text
+//! if ‖p‖ > 0 and ‖g‖ > 0:
+//!     a = c·‖p‖ / (‖g‖ + wd·‖p‖ + ε)
+//!     a = min(a / η, 1)              (mode = clip: LARC, apex `clip=True`, solo-learn `clip_lr`)
+//!     d = (g + wd·p) · a
+//! else:
+//!     d = g                           (no adaptation and, as in apex, no weight decay)
+//! then SGD (momentum, dampening, Nesterov) on d with lr η and no further decay.
+//! ```
+//! With `exclude_bias_and_norm` every 1-D (and 0-D) parameter skips adaptation **and** decay
+//! (`d = g`), as solo-learn's `exclude_bias_n_norm`; apex/VISSL (GraSS) adapt every parameter
+//! and leave the choice of decay to the groups (`regularize_bn: False` → a no-decay group).
+//! The norms and the branch stay on the device (`where`, no host synchronisation).
+//!
+//! Differs from MoCo-v3's `LARS` (which adapts with ‖g + wd·p‖ and keeps zero-initialised
+//! momentum `mu`): not implemented here.
+
+use super::sgd::momentum_direction;
+use super::{grad_of, param_index, state_like, zero_grads, Optimizer, ParamGroup};
+use crate::tensors::Named;
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use tch::Tensor;
+
+/// How the adaptive rate enters: `scale` (plain LARS: `d·a`) or `clip` (LARC: `d·min(a/η, 1)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LarsMode {
+    Scale,
+    Clip,
+}
+
+/// Hyper-parameters of [`Lars`]. The default is apex `LARC` wrapping `SGD(momentum=0.9)`:
+/// trust coefficient 0.02, clip mode, ε 1e-8, every parameter adapted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LarsConfig {
+    pub lr: f64,
+    pub momentum: f64,
+    pub dampening: f64,
+    pub nesterov: bool,
+    /// `c` (η in the LARS paper): apex default 0.02; GraSS 0.001; solo-learn `eta` 0.02.
+    pub trust_coefficient: f64,
+    pub eps: f64,
+    pub mode: LarsMode,
+    /// Skip adaptation and weight decay for 1-D parameters (biases, norm weights).
+    pub exclude_bias_and_norm: bool,
+}
+
+impl Default for LarsConfig {
+    fn default() -> Self {
+        Self {
+            lr: 0.1,
+            momentum: 0.9,
+            dampening: 0.0,
+            nesterov: false,
+            trust_coefficient: 0.02,
+            eps: 1e-8,
+            mode: LarsMode::Clip,
+            exclude_bias_and_norm: false,
+        }
+    }
+}
+
+impl LarsConfig {
+    /// GraSS / VISSL (`grass_1gpu_resnet_b256.yaml`): LARC with `clip: False`, trust 0.001,
+    /// ε 1e-8, SGD momentum 0.9, no Nesterov; every parameter adapted. The lr comes from the
+    /// schedule ([`super::schedule::Schedule::grass_vissl`]).
+    pub fn grass(lr: f64) -> Self {
+        Self {
+            lr,
+            trust_coefficient: 0.001,
+            mode: LarsMode::Scale,
+            ..Self::default()
+        }
+    }
+
+    /// solo-learn's CIFAR recipes: `eta` 0.02, `clip_lr`, `exclude_bias_n_norm`.
+    pub fn solo_learn(lr: f64) -> Self {
+        Self {
+            lr,
+            exclude_bias_and_norm: true,
+            ..Self::default()
+        }
+    }
+}
+
+pub struct Lars {
+    groups: Vec<ParamGroup>,
+    cfg: LarsConfig,
+    buffers: BTreeMap<String, Tensor>,
+}
+
+impl Lars {
+    pub fn new(groups: Vec<ParamGroup>, cfg: LarsConfig) -> Result<Self> {
+        if !(cfg.lr >= 0.0) {
+            bail!("Illegal learning rate {}", cfg.lr);
+        }
+        if !(cfg.momentum >= 0.0) {
+            bail!("Illegal momentum {}", cfg.momentum);
+        }
+        if !(cfg.trust_coefficient > 0.0) {
+            bail!("Illegal trust coefficient {}", cfg.trust_coefficient);
+        }
+        if !(cfg.eps >= 0.0) {
+            bail!("Illegal epsilon {}", cfg.eps);
+        }
+        if cfg.nesterov && (cfg.momentum <= 0.0 || cfg.dampening != 0.0) {
+            bail!("Nesterov momentum requires a momentum and zero dampening");
+        }
+        for g in &groups {
+            if !(g.weight_decay >= 0.0) {
+                bail!(
+                    "Illegal weight decay {} in group `{}`",
+                    g.weight_decay,
+                    g.name
+                );
+            }
+        }
+        Ok(Self {
+            groups,
+            cfg,
+            buffers: BTreeMap::new(),
+        })
+    }
+
+    pub fn config(&self) -> &LarsConfig {
+        &self.cfg
+    }
+
+    pub fn groups(&self) -> &[ParamGroup] {
+        &self.groups
+    }
+}
+
+/// The adapted direction `d` of the module docs for one parameter (a new tensor).
+pub fn lars_direction(p: &Tensor, g: &Tensor, wd: f64, lr: f64, cfg: &LarsConfig) -> Tensor {
+    if cfg.exclude_bias_and_norm && p.dim() <= 1 {
+        return g.shallow_clone();
+    }
+    let pn = p.norm(); // 0-D
+    let gn = g.norm(); // 0-D
+    let mut a = &pn * cfg.trust_coefficient / (&gn + &pn * wd + cfg.eps);
+    if cfg.mode == LarsMode::Clip {
+        a = (a / lr).clamp_max(1.0);
+    }
+    let ok = pn.gt(0.0).logical_and(&gn.gt(0.0)); // 0-D bool
+    let adapted = if wd != 0.0 {
+        g + p * wd
+    } else {
+        g.shallow_clone()
+    } * a;
+    adapted.where_self(&ok, g)
+}
+
+impl Optimizer for Lars {
+    fn step(&mut self) -> Result<()> {
+        let cfg = self.cfg.clone();
+        tch::no_grad(|| {
+            for g in &self.groups {
+                let lr = cfg.lr * g.lr_scale;
+                for (name, p) in &g.params {
+                    let Some(grad) = grad_of(p) else { continue };
+                    let d = lars_direction(p, &grad, g.weight_decay, lr, &cfg);
+                    let d = momentum_direction(
+                        &mut self.buffers,
+                        name,
+                        d,
+                        cfg.momentum,
+                        cfg.dampening,
+                        cfg.nesterov,
+                    );
+                    let mut p = p.shallow_clone();
+                    let _ = p.g_sub_(&(d * lr));
+                }
+            }
+        });
+        Ok(())
+    }
+
+    fn zero_grad(&mut self) {
+        zero_grads(&self.groups);
+    }
+
+    fn lr(&self) -> f64 {
+        self.cfg.lr
+    }
+
+    fn set_lr(&mut self, lr: f64) {
+        self.cfg.lr = lr;
+    }
+
+    fn set_weight_decay(&mut self, wd: f64) {
+        for g in &mut self.groups {
+            if g.weight_decay != 0.0 {
+                g.weight_decay = wd;
+            }
+        }
+    }
+
+    fn state(&self) -> Named {
+        self.buffers
+            .iter()
+            .map(|(n, b)| (format!("momentum_buffer.{n}"), b.shallow_clone()))
+            .collect()
+    }
+
+    fn load_state(&mut self, state: &Named) -> Result<()> {
+        let params = param_index(&self.groups);
+        let mut buffers = BTreeMap::new();
+        for (key, t) in state {
+            let Some(name) = key.strip_prefix("momentum_buffer.") else {
+                bail!("unexpected LARS state entry `{key}`");
+            };
+            let buf = state_like(&params, name, key, t).context("loading LARS state")?;
+            buffers.insert(name.to_string(), buf);
+        }
+        self.buffers = buffers;
+        Ok(())
+    }
+}

@@ -1,0 +1,142 @@
+"""PyTorch references for contrast_core::loss (InfoNce hard/soft, NtXent, MultiPositiveInfoNce,
+ClipLoss hard/soft, SoftClipLoss), written from the original codes' formulas:
+PatchMix module/loss.py (+ timm SoftTargetCrossEntropy), VISSL simclr_info_nce_loss.py (exp form),
+HobbitLong/SupContrast losses.py (SupConLoss, anchors without positives excluded),
+open_clip loss.py ClipLoss, moein-shariatnia/OpenAI-CLIP CLIP.py.
+
+Usage: python losses.py IN.npz OUT.npz
+"""
+import math
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+inp = {k: torch.from_numpy(v) for k, v in np.load(sys.argv[1]).items()}
+out = {}
+
+
+def leaf(name):
+    return inp[name].clone().requires_grad_(True)
+
+
+def save(tag, loss, **leaves):
+    loss.backward()
+    out[f"{tag}.loss"] = loss.detach().numpy()
+    for n, t in leaves.items():
+        out[f"{tag}.grad_{n}"] = t.grad.numpy()
+
+
+def soft_ce(logits, t):
+    return torch.sum(-t * F.log_softmax(logits, dim=-1), dim=-1).mean()
+
+
+# InfoNCE, hard targets with extra keys (positive of query i is key i)
+tau = float(inp["tau"])
+q, k = leaf("q"), leaf("k")
+logits = F.normalize(q, dim=1) @ F.normalize(k, dim=1).T / tau
+save("info_hard", F.cross_entropy(logits, torch.arange(q.shape[0])), q=q, k=k)
+
+# InfoNCE, soft targets (PatchMix MultiTempContrastiveLoss, one temperature)
+q, k = leaf("q"), leaf("k")
+logits = F.normalize(q, dim=1) @ F.normalize(k, dim=1).T / tau
+save("info_soft", soft_ce(logits, inp["soft"]), q=q, k=k)
+
+# NT-Xent in the VISSL form: exp of similarities, positive (i+N) mod 2N, self excluded
+z = leaf("z")
+tz = float(inp["tau_nt"])
+zn = F.normalize(z, dim=1)
+n2 = z.shape[0]
+n = n2 // 2
+s = torch.exp(zn @ zn.T / tz)
+pos_idx = (torch.arange(n2) + n) % n2
+pos = s[torch.arange(n2), pos_idx]
+neg_mask = torch.ones(n2, n2, dtype=torch.bool)
+neg_mask[torch.arange(n2), torch.arange(n2)] = False
+neg_mask[torch.arange(n2), pos_idx] = False
+neg = (s * neg_mask).sum(1)
+save("ntxent", -torch.log(pos / (pos + neg)).mean(), z=z)
+
+
+# SupCon (HobbitLong/SupContrast SupConLoss, contrast_mode='all' with one view, base_T = T)
+def supcon(features, mask, temperature):
+    nn_ = features.shape[0]
+    adc = features @ features.T / temperature
+    logits_max, _ = torch.max(adc, dim=1, keepdim=True)
+    logits = adc - logits_max.detach()
+    logits_mask = torch.scatter(torch.ones_like(mask), 1, torch.arange(nn_).view(-1, 1), 0)
+    mask = mask * logits_mask
+    exp_logits = torch.exp(logits) * logits_mask
+    log_prob = logits - torch.log(exp_logits.sum(1, keepdim=True))
+    npos = mask.sum(1)
+    valid = npos > 0  # our departure: anchors without positives are excluded
+    mean_log_prob_pos = (mask * log_prob).sum(1)[valid] / npos[valid]
+    return -mean_log_prob_pos.mean()
+
+
+f = leaf("feat")
+labels = inp["labels"]
+mask = (labels[:, None] == labels[None, :]).float()
+tm = float(inp["tau_mp"])
+save("supcon", supcon(F.normalize(f, dim=1), mask, tm), f=f)
+
+# weighted multi-positive, queries vs keys, no self exclusion
+q, k = leaf("q"), leaf("k")
+w = inp["w"]
+logp = F.log_softmax(F.normalize(q, dim=1) @ F.normalize(k, dim=1).T / tm, dim=1)
+npos = w.sum(1)
+valid = npos > 0
+per = -(w * logp).sum(1)[valid] / npos[valid]
+save("mp_qk", per.mean(), q=q, k=k)
+
+# CLIP (open_clip ClipLoss) with a learnable logit scale
+img, txt = leaf("img"), leaf("txt")
+ls = torch.tensor(math.log(1 / 0.07), dtype=torch.float32, requires_grad=True)
+i_, t_ = F.normalize(img, dim=1), F.normalize(txt, dim=1)
+lpi = ls.exp() * i_ @ t_.T
+lpt = ls.exp() * t_ @ i_.T
+lab = torch.arange(img.shape[0])
+loss = (F.cross_entropy(lpi, lab) + F.cross_entropy(lpt, lab)) / 2
+loss.backward()
+out["clip.loss"] = loss.detach().numpy()
+out["clip.grad_img"] = img.grad.numpy()
+out["clip.grad_txt"] = txt.grad.numpy()
+out["clip.grad_scale"] = ls.grad.detach().numpy().reshape(1)
+
+# CLIP with given soft targets (text->image direction: targets^T renormalised by rows)
+img, txt = leaf("img"), leaf("txt")
+ls = torch.tensor(float(inp["logit_scale2"]), dtype=torch.float32, requires_grad=True)
+i_, t_ = F.normalize(img, dim=1), F.normalize(txt, dim=1)
+lpi = ls.exp() * i_ @ t_.T
+lpt = ls.exp() * t_ @ i_.T
+tg = inp["clip_targets"]
+tt = tg.T / tg.T.sum(1, keepdim=True)
+loss = (soft_ce(lpi, tg) + soft_ce(lpt, tt)) / 2
+loss.backward()
+out["clip_soft.loss"] = loss.detach().numpy()
+out["clip_soft.grad_img"] = img.grad.numpy()
+out["clip_soft.grad_txt"] = txt.grad.numpy()
+out["clip_soft.grad_scale"] = ls.grad.detach().numpy().reshape(1)
+
+
+# OpenAI-CLIP tutorial (moein-shariatnia) CLIPModel.forward, targets not detached
+def tutorial(image_embeddings, text_embeddings, temperature):
+    logits = (text_embeddings @ image_embeddings.T) / temperature
+    images_similarity = image_embeddings @ image_embeddings.T
+    texts_similarity = text_embeddings @ text_embeddings.T
+    targets = F.softmax((images_similarity + texts_similarity) / 2 * temperature, dim=-1)
+
+    def cross_entropy(preds, targets):
+        return (-targets * F.log_softmax(preds, dim=-1)).sum(1)
+
+    texts_loss = cross_entropy(logits, targets)
+    images_loss = cross_entropy(logits.T, targets.T)
+    return ((images_loss + texts_loss) / 2.0).mean()
+
+
+for tag, tmp in (("tut1", 1.0), ("tut05", 0.5)):
+    img, txt = leaf("pimg"), leaf("ptxt")
+    save(tag, tutorial(img, txt, tmp), img=img, txt=txt)
+
+np.savez(sys.argv[2], **out)
