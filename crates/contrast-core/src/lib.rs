@@ -9,10 +9,13 @@
 //!   progress bar, and the NaN/Inf guard.
 //! * [`optim`]: optimisers whose state can be checkpointed.
 //! * [`loss`]: contrastive objectives.
+//! * [`nn`]: backbones (ViT, ResNet) and MLP heads with PyTorch parameter names.
+//! * [`eval`]: feature extraction and the weighted kNN classifier.
 
 pub mod autocast;
 pub mod eval;
 pub mod loss;
+pub mod nn;
 pub mod optim;
 pub mod tensors;
 pub mod testing;

@@ -1,1 +1,12 @@
+//! Evaluation of learned representations.
+//!
+//! * [`features`]: run a frozen model in evaluation mode (no gradient) over a data set and
+//!   collect `[N, D]` features with their labels; always in eval mode, so BatchNorm uses its
+//!   running statistics (lightly #1440 evaluated with BN in train mode).
+//! * [`knn`]: the weighted k-nearest-neighbour classifier of InstDisc / DINO / solo-learn over a
+//!   feature bank.
+//! * [`linear`]: the linear probe on frozen features.
+
+pub mod features;
+pub mod knn;
 pub mod linear;

@@ -1,0 +1,103 @@
+//! Feature extraction: a frozen model, evaluation mode, no gradient, batch by batch.
+//!
+//! ```no_run
+//! # use contrast_core::eval::features::extract_features_from_tensors;
+//! # fn demo(model: &contrast_core::nn::resnet::ResNet, x: &tch::Tensor, y: &tch::Tensor) -> anyhow::Result<()> {
+//! // x: [N, 3, 32, 32] images, y: [N] labels → f: [N, 512]
+//! let f = extract_features_from_tensors(model, x, y, 256, tch::Device::Cpu)?;
+//! # Ok(()) }
+//! ```
+
+use anyhow::{ensure, Context, Result};
+use tch::nn::ModuleT;
+use tch::{Device, Kind, Tensor};
+
+/// Features with their labels, row `i` of one belonging to entry `i` of the other.
+#[derive(Debug)]
+pub struct Features {
+    /// `[N, D]`, float.
+    pub features: Tensor,
+    /// `[N]`, int64.
+    pub labels: Tensor,
+}
+
+/// Run `forward` over `batches` of `(images, labels)` under `no_grad`, moving each image batch
+/// to `device` and each output to `out_device`, and concatenate: `[N, D]` features and `[N]`
+/// labels. `forward` must put the model in evaluation mode itself (pass `train = false`);
+/// [`extract_features`] does that for any [`ModuleT`]. Outputs with more than two dimensions
+/// are flattened to `[B, D]`.
+pub fn extract_with<I, F>(
+    batches: I,
+    device: Device,
+    out_device: Device,
+    mut forward: F,
+) -> Result<Features>
+where
+    I: IntoIterator<Item = Result<(Tensor, Tensor)>>,
+    F: FnMut(&Tensor) -> Result<Tensor>,
+{
+    let mut feats = Vec::new();
+    let mut labels = Vec::new();
+    tch::no_grad(|| -> Result<()> {
+        for (i, batch) in batches.into_iter().enumerate() {
+            let (x, y) = batch.with_context(|| format!("loading batch {i}"))?;
+            ensure!(
+                x.size().first() == y.size().first(),
+                "batch {i}: {:?} images but {:?} labels",
+                x.size().first(),
+                y.size()
+            );
+            let f = forward(&x.to_device(device)).with_context(|| format!("batch {i}"))?;
+            ensure!(
+                f.size().first() == x.size().first(),
+                "batch {i}: the model returned {:?} for {:?} images",
+                f.size(),
+                x.size()
+            );
+            let f = if f.dim() > 2 { f.flatten(1, -1) } else { f };
+            feats.push(f.detach().to_device(out_device));
+            labels.push(y.to_kind(Kind::Int64).to_device(out_device));
+        }
+        Ok(())
+    })?;
+    ensure!(!feats.is_empty(), "no batches to extract features from");
+    Ok(Features {
+        features: Tensor::cat(&feats, 0),
+        labels: Tensor::cat(&labels, 0),
+    })
+}
+
+/// [`extract_with`] for a [`ModuleT`] run with `train = false`; features stay on `device`.
+pub fn extract_features<M, I>(model: &M, batches: I, device: Device) -> Result<Features>
+where
+    M: ModuleT + ?Sized,
+    I: IntoIterator<Item = Result<(Tensor, Tensor)>>,
+{
+    extract_with(batches, device, device, |x| Ok(model.forward_t(x, false)))
+}
+
+/// [`extract_features`] over in-memory `images` `[N, ...]` and `labels` `[N]`, in batches of
+/// `batch_size`.
+pub fn extract_features_from_tensors<M>(
+    model: &M,
+    images: &Tensor,
+    labels: &Tensor,
+    batch_size: i64,
+    device: Device,
+) -> Result<Features>
+where
+    M: ModuleT + ?Sized,
+{
+    ensure!(batch_size > 0, "Illegal batch size {batch_size}");
+    let n = images.size().first().copied().unwrap_or(0);
+    ensure!(
+        labels.size() == [n],
+        "{n} images but labels of shape {:?}",
+        labels.size()
+    );
+    let batches = (0..n).step_by(batch_size as usize).map(|s| {
+        let len = batch_size.min(n - s);
+        Ok((images.narrow(0, s, len), labels.narrow(0, s, len)))
+    });
+    extract_features(model, batches, device)
+}

@@ -1,0 +1,334 @@
+//! ResNet (He et al. 2016, <https://arxiv.org/abs/1512.03385>) as torchvision's
+//! `torchvision/models/resnet.py` (v1.5: the stride of a bottleneck sits on its 3×3 conv), with
+//! the CIFAR stem used by solo-learn and lightly, and a forward that also returns the layer-4
+//! feature map (GraSS takes its gradient against that map, `grass-claires.md` §1.1).
+//!
+//! Parameter names are torchvision's: `conv1.weight`, `bn1.{weight,bias,running_mean,running_var}`,
+//! `layer{1..4}.{j}.conv{1,2,3}.weight`, `layer{1..4}.{j}.bn{1,2,3}.*`,
+//! `layer{1..4}.0.downsample.{0,1}.*` and, with a classifier, `fc.{weight,bias}`. BatchNorm's
+//! `num_batches_tracked` is not stored (see [`crate::nn`]).
+
+use super::torch_linear;
+use anyhow::{bail, ensure, Result};
+use tch::nn::{self, Init, Module, ModuleT};
+use tch::Tensor;
+
+/// The residual block family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockKind {
+    /// Two 3×3 convs, expansion 1 (ResNet-18/34).
+    Basic,
+    /// 1×1 → 3×3 (strided) → 1×1 convs, expansion 4 (ResNet-50/101/152).
+    Bottleneck,
+}
+
+impl BlockKind {
+    fn expansion(self) -> i64 {
+        match self {
+            BlockKind::Basic => 1,
+            BlockKind::Bottleneck => 4,
+        }
+    }
+}
+
+/// The first layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stem {
+    /// torchvision: 7×7 conv stride 2 padding 3, BN, ReLU, 3×3 max-pool stride 2.
+    ImageNet,
+    /// CIFAR: 3×3 conv stride 1 with this padding, BN, ReLU, no max-pool. lightly and most
+    /// CIFAR code use padding 1 ([`Stem::cifar`]); solo-learn writes `padding=2` (34×34 maps).
+    Cifar {
+        /// Zero padding of the 3×3 conv.
+        padding: i64,
+    },
+}
+
+impl Stem {
+    /// The usual CIFAR stem: 3×3, stride 1, padding 1, no max-pool.
+    pub fn cifar() -> Self {
+        Stem::Cifar { padding: 1 }
+    }
+}
+
+/// Architecture of a [`ResNet`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResNetConfig {
+    /// Block family.
+    pub block: BlockKind,
+    /// Blocks per stage (`[2, 2, 2, 2]` for ResNet-18).
+    pub layers: [i64; 4],
+    /// ImageNet or CIFAR stem.
+    pub stem: Stem,
+    /// Input channels (3).
+    pub in_chans: i64,
+    /// torchvision's `zero_init_residual`: the last BN of every block starts with weight 0, so
+    /// each residual branch starts as the identity (Goyal et al. 2017).
+    pub zero_init_residual: bool,
+    /// A linear classifier `fc` on the pooled feature (`None`: return the feature).
+    pub num_classes: Option<i64>,
+}
+
+/// ResNet-18 (`BasicBlock`, `[2, 2, 2, 2]`), ImageNet stem, no classifier.
+pub fn resnet18() -> ResNetConfig {
+    ResNetConfig {
+        block: BlockKind::Basic,
+        layers: [2, 2, 2, 2],
+        stem: Stem::ImageNet,
+        in_chans: 3,
+        zero_init_residual: false,
+        num_classes: None,
+    }
+}
+
+/// ResNet-34 (`BasicBlock`, `[3, 4, 6, 3]`), ImageNet stem, no classifier.
+pub fn resnet34() -> ResNetConfig {
+    ResNetConfig {
+        layers: [3, 4, 6, 3],
+        ..resnet18()
+    }
+}
+
+/// ResNet-50 (`Bottleneck`, `[3, 4, 6, 3]`), ImageNet stem, no classifier.
+pub fn resnet50() -> ResNetConfig {
+    ResNetConfig {
+        block: BlockKind::Bottleneck,
+        layers: [3, 4, 6, 3],
+        ..resnet18()
+    }
+}
+
+/// torchvision's conv init: `kaiming_normal_(mode='fan_out', nonlinearity='relu')`, no bias.
+fn conv(p: nn::Path, c_in: i64, c_out: i64, k: i64, stride: i64, padding: i64) -> nn::Conv2D {
+    nn::conv2d(
+        p,
+        c_in,
+        c_out,
+        k,
+        nn::ConvConfig {
+            stride,
+            padding,
+            bias: false,
+            ws_init: Init::Kaiming {
+                dist: nn::init::NormalOrUniform::Normal,
+                fan: nn::init::FanInOut::FanOut,
+                non_linearity: nn::init::NonLinearity::ReLU,
+            },
+            ..Default::default()
+        },
+    )
+}
+
+/// BatchNorm2d with PyTorch defaults (eps 1e-5, momentum 0.1), weight `w0`, bias 0.
+fn bn(p: nn::Path, c: i64, w0: f64) -> nn::BatchNorm {
+    nn::batch_norm2d(
+        p,
+        c,
+        nn::BatchNormConfig {
+            ws_init: Init::Const(w0),
+            bs_init: Init::Const(0.0),
+            ..Default::default()
+        },
+    )
+}
+
+/// One residual block (`BasicBlock` or `Bottleneck`), `layer{s}.{j}`.
+#[derive(Debug)]
+pub struct ResBlock {
+    convs: Vec<(nn::Conv2D, nn::BatchNorm)>,
+    downsample: Option<(nn::Conv2D, nn::BatchNorm)>,
+}
+
+impl ResBlock {
+    /// `width` is the stage's base width (64, 128, 256, 512); the block outputs
+    /// `width·expansion` channels. `stride` applies to the first 3×3 conv (v1.5) and to the
+    /// 1×1 `downsample`, which exists when the shape changes.
+    pub fn new(
+        p: nn::Path,
+        kind: BlockKind,
+        c_in: i64,
+        width: i64,
+        stride: i64,
+        zero_init_residual: bool,
+    ) -> Self {
+        let c_out = width * kind.expansion();
+        let last_w = if zero_init_residual { 0.0 } else { 1.0 };
+        let convs = match kind {
+            BlockKind::Basic => vec![
+                (
+                    conv(&p / "conv1", c_in, width, 3, stride, 1),
+                    bn(&p / "bn1", width, 1.0),
+                ),
+                (
+                    conv(&p / "conv2", width, width, 3, 1, 1),
+                    bn(&p / "bn2", width, last_w),
+                ),
+            ],
+            BlockKind::Bottleneck => vec![
+                (
+                    conv(&p / "conv1", c_in, width, 1, 1, 0),
+                    bn(&p / "bn1", width, 1.0),
+                ),
+                (
+                    conv(&p / "conv2", width, width, 3, stride, 1),
+                    bn(&p / "bn2", width, 1.0),
+                ),
+                (
+                    conv(&p / "conv3", width, c_out, 1, 1, 0),
+                    bn(&p / "bn3", c_out, last_w),
+                ),
+            ],
+        };
+        let downsample = (stride != 1 || c_in != c_out).then(|| {
+            let d = &p / "downsample";
+            (
+                conv(&d / "0", c_in, c_out, 1, stride, 0),
+                bn(&d / "1", c_out, 1.0),
+            )
+        });
+        Self { convs, downsample }
+    }
+}
+
+impl ModuleT for ResBlock {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        let last = self.convs.len() - 1;
+        let mut y = xs.shallow_clone();
+        for (i, (c, b)) in self.convs.iter().enumerate() {
+            y = b.forward_t(&c.forward(&y), train);
+            if i < last {
+                y = y.relu();
+            }
+        }
+        let identity = match &self.downsample {
+            Some((c, b)) => b.forward_t(&c.forward(xs), train),
+            None => xs.shallow_clone(),
+        };
+        (y + identity).relu()
+    }
+}
+
+/// What a ResNet forward returns.
+#[derive(Debug)]
+pub struct ResNetFeatures {
+    /// Output of `layer4` before pooling, `[B, C4, h, w]` (C4 = 512 or 2048; 7×7 at 224 px
+    /// with the ImageNet stem, 4×4 at 32 px with the CIFAR stem).
+    pub layer4: Tensor,
+    /// Global average pool of `layer4`, flattened: `[B, C4]`.
+    pub pooled: Tensor,
+}
+
+/// The ResNet trunk (+ optional `fc`).
+#[derive(Debug)]
+pub struct ResNet {
+    conv1: nn::Conv2D,
+    bn1: nn::BatchNorm,
+    maxpool: bool,
+    stages: Vec<Vec<ResBlock>>,
+    fc: Option<nn::Linear>,
+    num_features: i64,
+    cfg: ResNetConfig,
+}
+
+impl ResNet {
+    /// Build under `p` (the model root). Initialisation as torchvision: convs
+    /// Kaiming-normal (fan-out, ReLU), BN weight 1 / bias 0 (0 for the last BN of each block with
+    /// `zero_init_residual`), `fc` PyTorch's default `U(±1/√fan_in)`.
+    pub fn new(p: nn::Path, cfg: &ResNetConfig) -> Result<Self> {
+        ensure!(
+            cfg.layers.iter().all(|&n| n >= 1),
+            "every stage needs at least one block, got {:?}",
+            cfg.layers
+        );
+        let conv1 = match cfg.stem {
+            Stem::ImageNet => conv(&p / "conv1", cfg.in_chans, 64, 7, 2, 3),
+            Stem::Cifar { padding } => {
+                ensure!(padding >= 0, "Illegal stem padding {padding}");
+                conv(&p / "conv1", cfg.in_chans, 64, 3, 1, padding)
+            }
+        };
+        let bn1 = bn(&p / "bn1", 64, 1.0);
+        let mut c_in = 64;
+        let mut stages = Vec::new();
+        for (s, (&n, width)) in cfg.layers.iter().zip([64i64, 128, 256, 512]).enumerate() {
+            let lp = &p / format!("layer{}", s + 1);
+            let stride = if s == 0 { 1 } else { 2 };
+            let mut blocks = Vec::new();
+            for j in 0..n {
+                blocks.push(ResBlock::new(
+                    &lp / j,
+                    cfg.block,
+                    c_in,
+                    width,
+                    if j == 0 { stride } else { 1 },
+                    cfg.zero_init_residual,
+                ));
+                c_in = width * cfg.block.expansion();
+            }
+            stages.push(blocks);
+        }
+        let fc = cfg
+            .num_classes
+            .map(|c| torch_linear(&p / "fc", c_in, c, true));
+        Ok(Self {
+            conv1,
+            bn1,
+            maxpool: cfg.stem == Stem::ImageNet,
+            stages,
+            fc,
+            num_features: c_in,
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// Width of the pooled feature (512 for ResNet-18/34, 2048 for ResNet-50).
+    pub fn num_features(&self) -> i64 {
+        self.num_features
+    }
+
+    /// The configuration the model was built with.
+    pub fn config(&self) -> &ResNetConfig {
+        &self.cfg
+    }
+
+    /// Images `[B, C, H, W]` → the layer-4 map and the pooled vector.
+    pub fn forward_features(&self, xs: &Tensor, train: bool) -> Result<ResNetFeatures> {
+        let &[_, c, h, w] = xs.size().as_slice() else {
+            bail!("ResNet expects [B, C, H, W] images, got {:?}", xs.size());
+        };
+        ensure!(
+            c == self.cfg.in_chans,
+            "image has {c} channels but the ResNet expects {}",
+            self.cfg.in_chans
+        );
+        ensure!(h > 0 && w > 0, "empty image {h}×{w}");
+        let mut x = self.bn1.forward_t(&self.conv1.forward(xs), train).relu();
+        if self.maxpool {
+            x = x.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
+        }
+        for stage in &self.stages {
+            for blk in stage {
+                x = blk.forward_t(&x, train);
+            }
+        }
+        let pooled = x.adaptive_avg_pool2d([1, 1]).flatten(1, -1); // [B, C4]
+        Ok(ResNetFeatures { layer4: x, pooled })
+    }
+
+    /// Images → `fc(pooled)` when the model has a classifier, else the pooled feature `[B, C4]`.
+    pub fn f_forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        let f = self.forward_features(xs, train)?;
+        Ok(match &self.fc {
+            Some(fc) => fc.forward(&f.pooled),
+            None => f.pooled,
+        })
+    }
+}
+
+impl ModuleT for ResNet {
+    /// [`ResNet::f_forward_t`]; panics with the shape error on malformed input.
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        self.f_forward_t(xs, train)
+            .unwrap_or_else(|e| panic!("resnet: {e:#}"))
+    }
+}
