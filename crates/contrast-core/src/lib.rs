@@ -10,6 +10,7 @@
 //! * [`optim`]: optimisers whose state can be checkpointed.
 //! * [`loss`]: contrastive objectives.
 
+pub mod data;
 pub mod loss;
 pub mod optim;
 pub mod tensors;
