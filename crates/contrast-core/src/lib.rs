@@ -10,9 +10,11 @@
 //! * [`optim`]: optimisers whose state can be checkpointed.
 //! * [`loss`]: contrastive objectives.
 //! * [`nn`]: backbones (ViT, ResNet) and MLP heads with PyTorch parameter names.
-//! * [`eval`]: feature extraction and the weighted kNN classifier.
+//! * [`eval`]: feature extraction, the weighted kNN classifier and the linear probe.
+//! * [`data`]: data sets, loaders and the parallel augmentation pipeline.
 
 pub mod autocast;
+pub mod data;
 pub mod eval;
 pub mod loss;
 pub mod nn;

@@ -1,0 +1,901 @@
+//! 2D augmentations with torchvision semantics, on one sample at a time.
+//!
+//! A view starts from a `uint8` HWC image ([`ImageRef`]) and ends as a planar `float32` buffer
+//! `[3, S, S]` (CHW), the layout of one item of a batch tensor `[B, 3, S, S]`.
+//!
+//! What exactly is matched (checked against torchvision 0.26 in `tests/data_augment.rs`):
+//! * **Crop + resize**: `RandomResizedCrop.get_params` (scale / log-uniform ratio, 10 tries, then
+//!   the centre-crop fallback; Python's round-half-to-even) and `F.resized_crop` on a **`uint8`
+//!   tensor** with `antialias=True` (bilinear or bicubic, PyTorch's separable antialiased kernels,
+//!   bicubic a = −0.5): computed in `float32`, clamped to [0, 255] and rounded half to even back
+//!   to `uint8`, exactly as torchvision's tensor path does for `uint8` input. The value is then
+//!   divided by 255 (`ToTensor` / `ToDtype(float32, scale=True)`).
+//! * Everything after the crop works on `float32` in [0, 1] and matches
+//!   `torchvision.transforms.functional` on **float tensors** (so no rounding to `uint8` between
+//!   steps, unlike a PIL pipeline): `adjust_brightness`, `adjust_contrast` (blend with the mean
+//!   of the ITU-R 601-2 grayscale image), `adjust_saturation`, `adjust_hue` (torchvision's
+//!   RGB→HSV→RGB), `ColorJitter` (factors uniform in `[max(0, 1 − s), 1 + s]`, hue in
+//!   `[−h, h]`, the four in a random order), `rgb_to_grayscale` (0.2989 R + 0.587 G + 0.114 B,
+//!   3 output channels), `gaussian_blur` (torchvision's kernel, reflect padding), `solarize`
+//!   (`x ≥ threshold → 1 − x`), `hflip`, `normalize`.
+//! * Random draws follow the torchvision transforms' logic (`RandomApply`: apply when
+//!   `u < p`), but from our own ChaCha stream, so individual draws differ from torch's RNG.
+
+use super::dataset::ImageRef;
+use anyhow::{bail, ensure, Result};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// ImageNet channel means (RGB), used by the papers even on CIFAR.
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+/// ImageNet channel standard deviations (RGB).
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// Resampling filter of a resize (torchvision `InterpolationMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interpolation {
+    Bilinear,
+    Bicubic,
+}
+
+/// `torchvision.transforms.ColorJitter(brightness, contrast, saturation, hue)` strengths.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ColorJitter {
+    pub brightness: f64,
+    pub contrast: f64,
+    pub saturation: f64,
+    pub hue: f64,
+}
+
+impl ColorJitter {
+    pub fn new(brightness: f64, contrast: f64, saturation: f64, hue: f64) -> Self {
+        Self {
+            brightness,
+            contrast,
+            saturation,
+            hue,
+        }
+    }
+}
+
+/// One step of a view. The first op of a view must be geometric ([`Op::RandomResizedCrop`] or
+/// [`Op::Resize`]): it turns the `uint8` image into the float `[3, S, S]` buffer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// `RandomResizedCrop(size, scale, ratio, interpolation, antialias=True)`.
+    RandomResizedCrop {
+        size: usize,
+        scale: (f64, f64),
+        ratio: (f64, f64),
+        interpolation: Interpolation,
+    },
+    /// `Resize((size, size), interpolation, antialias=True)` of the whole image (no crop).
+    Resize {
+        size: usize,
+        interpolation: Interpolation,
+    },
+    /// `RandomHorizontalFlip(p)`.
+    HorizontalFlip { p: f64 },
+    /// `RandomApply([ColorJitter(..)], p)`.
+    ColorJitter { p: f64, jitter: ColorJitter },
+    /// `RandomGrayscale(p)` (3 output channels).
+    Grayscale { p: f64 },
+    /// `RandomApply([GaussianBlur(kernel_size, sigma)], p)`; σ uniform in `sigma`.
+    GaussianBlur {
+        p: f64,
+        kernel_size: usize,
+        sigma: (f64, f64),
+    },
+    /// `RandomSolarize(threshold, p)` on [0, 1] values.
+    Solarize { p: f64, threshold: f32 },
+    /// `Normalize(mean, std)`.
+    Normalize { mean: [f32; 3], std: [f32; 3] },
+}
+
+/// The ops of one view, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViewSpec {
+    pub ops: Vec<Op>,
+}
+
+impl ViewSpec {
+    /// Validates the ops (ranges as torchvision checks them).
+    pub fn new(ops: Vec<Op>) -> Result<Self> {
+        let Some(first) = ops.first() else {
+            bail!("a view needs at least a crop or resize op")
+        };
+        ensure!(
+            matches!(first, Op::RandomResizedCrop { .. } | Op::Resize { .. }),
+            "the first op of a view must be RandomResizedCrop or Resize, got {first:?}"
+        );
+        for (k, op) in ops.iter().enumerate() {
+            if k > 0 && matches!(op, Op::RandomResizedCrop { .. } | Op::Resize { .. }) {
+                bail!("op {k}: only the first op of a view may crop or resize");
+            }
+            let p_ok = |p: f64| (0.0..=1.0).contains(&p);
+            match op {
+                Op::RandomResizedCrop {
+                    size, scale, ratio, ..
+                } => {
+                    ensure!(*size > 0, "RandomResizedCrop: size must be positive");
+                    ensure!(
+                        0.0 < scale.0 && scale.0 <= scale.1 && scale.1 <= 1.0,
+                        "RandomResizedCrop: scale {scale:?} must satisfy 0 < min ≤ max ≤ 1"
+                    );
+                    ensure!(
+                        0.0 < ratio.0 && ratio.0 <= ratio.1,
+                        "RandomResizedCrop: ratio {ratio:?} must satisfy 0 < min ≤ max"
+                    );
+                }
+                Op::Resize { size, .. } => ensure!(*size > 0, "Resize: size must be positive"),
+                Op::HorizontalFlip { p } | Op::Grayscale { p } | Op::Solarize { p, .. } => {
+                    ensure!(p_ok(*p), "op {k}: probability {p} not in [0, 1]")
+                }
+                Op::ColorJitter { p, jitter } => {
+                    ensure!(p_ok(*p), "op {k}: probability {p} not in [0, 1]");
+                    ensure!(
+                        jitter.brightness >= 0.0
+                            && jitter.contrast >= 0.0
+                            && jitter.saturation >= 0.0,
+                        "ColorJitter: strengths must be non-negative"
+                    );
+                    ensure!(
+                        (0.0..=0.5).contains(&jitter.hue),
+                        "ColorJitter: hue {} not in [0, 0.5]",
+                        jitter.hue
+                    );
+                }
+                Op::GaussianBlur {
+                    p,
+                    kernel_size,
+                    sigma,
+                } => {
+                    ensure!(p_ok(*p), "op {k}: probability {p} not in [0, 1]");
+                    ensure!(
+                        *kernel_size > 0 && kernel_size % 2 == 1,
+                        "GaussianBlur: kernel size {kernel_size} must be odd and positive"
+                    );
+                    ensure!(
+                        0.0 < sigma.0 && sigma.0 <= sigma.1,
+                        "GaussianBlur: sigma {sigma:?} must satisfy 0 < min ≤ max"
+                    );
+                }
+                Op::Normalize { std, .. } => {
+                    ensure!(
+                        std.iter().all(|s| *s > 0.0),
+                        "Normalize: std must be positive"
+                    )
+                }
+            }
+        }
+        Ok(Self { ops })
+    }
+
+    /// Output side `S` of this view.
+    pub fn size(&self) -> usize {
+        match self.ops[0] {
+            Op::RandomResizedCrop { size, .. } | Op::Resize { size, .. } => size,
+            _ => unreachable!("validated in ViewSpec::new"),
+        }
+    }
+
+    /// Apply the view to `img`, writing `[3, S, S]` into `out` (`3·S·S` floats).
+    pub fn apply(&self, img: &ImageRef<'_>, rng: &mut ChaCha8Rng, out: &mut [f32]) -> Result<()> {
+        let s = self.size();
+        ensure!(
+            out.len() == 3 * s * s,
+            "output buffer has {} floats, view needs 3×{s}×{s}",
+            out.len()
+        );
+        ensure!(
+            img.height > 0 && img.width > 0 && matches!(img.channels, 1 | 3 | 4),
+            "unsupported image {}×{}×{}",
+            img.height,
+            img.width,
+            img.channels
+        );
+        for op in &self.ops {
+            match *op {
+                Op::RandomResizedCrop {
+                    size,
+                    scale,
+                    ratio,
+                    interpolation,
+                } => {
+                    let (top, left, h, w) = rrc_params(img.height, img.width, scale, ratio, rng);
+                    resized_crop_into(img, top, left, h, w, size, size, interpolation, out);
+                    to_unit_range(out);
+                }
+                Op::Resize {
+                    size,
+                    interpolation,
+                } => {
+                    resized_crop_into(
+                        img,
+                        0,
+                        0,
+                        img.height,
+                        img.width,
+                        size,
+                        size,
+                        interpolation,
+                        out,
+                    );
+                    to_unit_range(out);
+                }
+                Op::HorizontalFlip { p } => {
+                    if rng.gen::<f64>() < p {
+                        hflip(out, s, s);
+                    }
+                }
+                Op::ColorJitter { p, jitter } => {
+                    if rng.gen::<f64>() < p {
+                        color_jitter(out, s, s, &jitter, rng);
+                    }
+                }
+                Op::Grayscale { p } => {
+                    if rng.gen::<f64>() < p {
+                        grayscale(out, s, s);
+                    }
+                }
+                Op::GaussianBlur {
+                    p,
+                    kernel_size,
+                    sigma,
+                } => {
+                    if rng.gen::<f64>() < p {
+                        let sg = uniform(rng, sigma.0, sigma.1);
+                        gaussian_blur(out, s, s, kernel_size, sg as f32);
+                    }
+                }
+                Op::Solarize { p, threshold } => {
+                    if rng.gen::<f64>() < p {
+                        solarize(out, threshold);
+                    }
+                }
+                Op::Normalize { mean, std } => normalize(out, s, s, mean, std),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The views of one sample (e.g. two global views, plus local crops).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recipe {
+    pub views: Vec<ViewSpec>,
+}
+
+/// SimCLR's blur kernel convention (10% of the image side, odd): 23 at 224 px, 3 at 32 px.
+pub fn default_blur_kernel(size: usize) -> usize {
+    let k = (size as f64 * 0.1).round() as usize;
+    (k.max(3)) | 1
+}
+
+impl Recipe {
+    /// Two asymmetric global views as in BYOL and PatchMix (`module/augmentation.py`, notes §1d):
+    /// `RandomResizedCrop(size, scale=(min_scale, 1), bicubic)` →
+    /// `RandomApply(ColorJitter(0.4, 0.4, 0.2, 0.1), 0.8)` → `RandomGrayscale(0.2)` →
+    /// `GaussianBlur(σ ∈ [0.1, 2])` with p = 1.0 (view 1) / 0.1 (view 2) → `Solarize` with
+    /// p = 0 / 0.2 (threshold 128/255, PIL's `ImageOps.solarize` default) → `HorizontalFlip` →
+    /// `Normalize(ImageNet)`. The blur kernel is [`default_blur_kernel`] (the official code blurs
+    /// with PIL's radius-σ filter, which has no fixed kernel size: a documented deviation).
+    pub fn byol(size: usize, min_scale: f64) -> Result<Self> {
+        let view = |blur_p: f64, solarize_p: f64| {
+            ViewSpec::new(vec![
+                Op::RandomResizedCrop {
+                    size,
+                    scale: (min_scale, 1.0),
+                    ratio: (3.0 / 4.0, 4.0 / 3.0),
+                    interpolation: Interpolation::Bicubic,
+                },
+                Op::ColorJitter {
+                    p: 0.8,
+                    jitter: ColorJitter::new(0.4, 0.4, 0.2, 0.1),
+                },
+                Op::Grayscale { p: 0.2 },
+                Op::GaussianBlur {
+                    p: blur_p,
+                    kernel_size: default_blur_kernel(size),
+                    sigma: (0.1, 2.0),
+                },
+                Op::Solarize {
+                    p: solarize_p,
+                    threshold: 128.0 / 255.0,
+                },
+                Op::HorizontalFlip { p: 0.5 },
+                Op::Normalize {
+                    mean: IMAGENET_MEAN,
+                    std: IMAGENET_STD,
+                },
+            ])
+        };
+        Ok(Self {
+            views: vec![view(1.0, 0.0)?, view(0.1, 0.2)?],
+        })
+    }
+
+    /// Two symmetric SimCLR views (solo-learn's CIFAR recipe, notes §4.1):
+    /// `RandomResizedCrop(size, (0.08, 1), bicubic)` → `RandomApply(ColorJitter(0.8, 0.8, 0.8,
+    /// 0.2), 0.8)` → `RandomGrayscale(0.2)` → `GaussianBlur` with p = `blur_p` (0.5 in the
+    /// ImageNet recipe; SimCLR's own CIFAR runs use 0) → `HorizontalFlip` → `Normalize`.
+    pub fn simclr(size: usize, blur_p: f64) -> Result<Self> {
+        let v = ViewSpec::new(vec![
+            Op::RandomResizedCrop {
+                size,
+                scale: (0.08, 1.0),
+                ratio: (3.0 / 4.0, 4.0 / 3.0),
+                interpolation: Interpolation::Bicubic,
+            },
+            Op::ColorJitter {
+                p: 0.8,
+                jitter: ColorJitter::new(0.8, 0.8, 0.8, 0.2),
+            },
+            Op::Grayscale { p: 0.2 },
+            Op::GaussianBlur {
+                p: blur_p,
+                kernel_size: default_blur_kernel(size),
+                sigma: (0.1, 2.0),
+            },
+            Op::HorizontalFlip { p: 0.5 },
+            Op::Normalize {
+                mean: IMAGENET_MEAN,
+                std: IMAGENET_STD,
+            },
+        ])?;
+        Ok(Self {
+            views: vec![v.clone(), v],
+        })
+    }
+
+    /// `views` MoCo-v2 views as MNCLGLF uses them (notes §3d): `RandomResizedCrop(size, (0.2, 1),
+    /// bicubic)` → `RandomApply(ColorJitter(0.4, 0.4, 0.4, 0.1), 0.8)` → `RandomGrayscale(0.2)`
+    /// → `RandomApply(GaussianBlur(σ ∈ [0.1, 2]), 0.5)` → `HorizontalFlip` → `Normalize`.
+    pub fn mocov2(size: usize, views: usize) -> Result<Self> {
+        let v = ViewSpec::new(vec![
+            Op::RandomResizedCrop {
+                size,
+                scale: (0.2, 1.0),
+                ratio: (3.0 / 4.0, 4.0 / 3.0),
+                interpolation: Interpolation::Bicubic,
+            },
+            Op::ColorJitter {
+                p: 0.8,
+                jitter: ColorJitter::new(0.4, 0.4, 0.4, 0.1),
+            },
+            Op::Grayscale { p: 0.2 },
+            Op::GaussianBlur {
+                p: 0.5,
+                kernel_size: default_blur_kernel(size),
+                sigma: (0.1, 2.0),
+            },
+            Op::HorizontalFlip { p: 0.5 },
+            Op::Normalize {
+                mean: IMAGENET_MEAN,
+                std: IMAGENET_STD,
+            },
+        ])?;
+        Ok(Self {
+            views: vec![v; views],
+        })
+    }
+
+    /// Append `n` local crops (PatchMix §1d: like the global views but with blur p = 0.5 and no
+    /// solarize) of side `size` with crop scale `scale` (e.g. `(0.05, min_scale)`).
+    pub fn with_local_crops(mut self, n: usize, size: usize, scale: (f64, f64)) -> Result<Self> {
+        let v = ViewSpec::new(vec![
+            Op::RandomResizedCrop {
+                size,
+                scale,
+                ratio: (3.0 / 4.0, 4.0 / 3.0),
+                interpolation: Interpolation::Bicubic,
+            },
+            Op::ColorJitter {
+                p: 0.8,
+                jitter: ColorJitter::new(0.4, 0.4, 0.2, 0.1),
+            },
+            Op::Grayscale { p: 0.2 },
+            Op::GaussianBlur {
+                p: 0.5,
+                kernel_size: default_blur_kernel(size),
+                sigma: (0.1, 2.0),
+            },
+            Op::HorizontalFlip { p: 0.5 },
+            Op::Normalize {
+                mean: IMAGENET_MEAN,
+                std: IMAGENET_STD,
+            },
+        ])?;
+        self.views.extend(std::iter::repeat_n(v, n));
+        Ok(self)
+    }
+
+    /// Apply every view to `img` with the sample's own random stream; `outs[v]` is view `v`'s
+    /// `[3, S_v, S_v]` buffer.
+    pub fn apply(
+        &self,
+        img: &ImageRef<'_>,
+        rng: &mut ChaCha8Rng,
+        outs: &mut [&mut [f32]],
+    ) -> Result<()> {
+        ensure!(
+            outs.len() == self.views.len(),
+            "{} output buffers for {} views",
+            outs.len(),
+            self.views.len()
+        );
+        for (v, out) in self.views.iter().zip(outs.iter_mut()) {
+            v.apply(img, rng, out)?;
+        }
+        Ok(())
+    }
+}
+
+/// The random stream of one sample: ChaCha8 seeded from a SplitMix64 hash of
+/// `(seed, epoch, index)`. Counter-based: the result does not depend on which thread or batch
+/// processes the sample.
+pub fn sample_rng(seed: u64, epoch: u64, index: u64) -> ChaCha8Rng {
+    let mut h = splitmix(seed ^ 0x6a09_e667_f3bc_c908);
+    h = splitmix(h ^ epoch);
+    h = splitmix(h ^ index);
+    ChaCha8Rng::seed_from_u64(h)
+}
+
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Uniform in `[a, b)` (`a` when `a == b`), like `torch.empty(1).uniform_(a, b)`.
+#[inline]
+pub fn uniform(rng: &mut ChaCha8Rng, a: f64, b: f64) -> f64 {
+    a + (b - a) * rng.gen::<f64>()
+}
+
+/// `RandomResizedCrop.get_params(img, scale, ratio)`: the crop box `(top, left, height, width)`
+/// of an image of `height × width`. Ten tries of area fraction `U(scale)` and aspect ratio
+/// `exp(U(log ratio))`, `w = round(√(A·r))`, `h = round(√(A/r))` (half to even, as Python's
+/// `round`), accepted when `0 < w ≤ W` and `0 < h ≤ H`, position uniform; otherwise the centre
+/// crop with the ratio clamped to the range.
+pub fn rrc_params(
+    height: usize,
+    width: usize,
+    scale: (f64, f64),
+    ratio: (f64, f64),
+    rng: &mut ChaCha8Rng,
+) -> (usize, usize, usize, usize) {
+    let area = (height * width) as f64;
+    let (lr0, lr1) = (ratio.0.ln(), ratio.1.ln());
+    for _ in 0..10 {
+        let target_area = area * uniform(rng, scale.0, scale.1);
+        let aspect = uniform(rng, lr0, lr1).exp();
+        let w = (target_area * aspect).sqrt().round_ties_even() as i64;
+        let h = (target_area / aspect).sqrt().round_ties_even() as i64;
+        if 0 < w && w as usize <= width && 0 < h && h as usize <= height {
+            let (h, w) = (h as usize, w as usize);
+            let i = rng.gen_range(0..=height - h);
+            let j = rng.gen_range(0..=width - w);
+            return (i, j, h, w);
+        }
+    }
+    let in_ratio = width as f64 / height as f64;
+    let (h, w) = if in_ratio < ratio.0.min(ratio.1) {
+        (
+            (width as f64 / ratio.0.min(ratio.1)).round_ties_even() as usize,
+            width,
+        )
+    } else if in_ratio > ratio.0.max(ratio.1) {
+        (
+            height,
+            (height as f64 * ratio.0.max(ratio.1)).round_ties_even() as usize,
+        )
+    } else {
+        (height, width)
+    };
+    ((height - h) / 2, (width - w) / 2, h, w)
+}
+
+/// Per output index: first input index and normalised weights of PyTorch's antialiased
+/// separable kernel (`_compute_weights_aa` in `UpSampleKernel.cpp`, `align_corners=False`).
+struct AxisWeights {
+    start: Vec<usize>,
+    len: Vec<usize>,
+    /// `taps` weights per output index.
+    weights: Vec<f32>,
+    taps: usize,
+}
+
+fn filter(interp: Interpolation, x: f32) -> f32 {
+    let x = x.abs();
+    match interp {
+        Interpolation::Bilinear => {
+            if x < 1.0 {
+                1.0 - x
+            } else {
+                0.0
+            }
+        }
+        Interpolation::Bicubic => {
+            const A: f32 = -0.5;
+            if x < 1.0 {
+                ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+            } else if x < 2.0 {
+                (((x - 5.0) * x + 8.0) * x - 4.0) * A
+            } else {
+                0.0
+            }
+        }
+    }
+}
+
+fn axis_weights(input: usize, output: usize, interp: Interpolation) -> AxisWeights {
+    let interp_size = match interp {
+        Interpolation::Bilinear => 2.0f32,
+        Interpolation::Bicubic => 4.0,
+    };
+    let scale = input as f32 / output as f32;
+    let support = if scale >= 1.0 {
+        interp_size * 0.5 * scale
+    } else {
+        interp_size * 0.5
+    };
+    let taps = support.ceil() as usize * 2 + 1;
+    let invscale = if scale >= 1.0 { 1.0 / scale } else { 1.0 };
+    let mut w = AxisWeights {
+        start: Vec::with_capacity(output),
+        len: Vec::with_capacity(output),
+        weights: vec![0.0; output * taps],
+        taps,
+    };
+    for i in 0..output {
+        let center = scale * (i as f32 + 0.5);
+        let xmin = ((center - support + 0.5) as i64).max(0) as usize;
+        let xmax = ((center + support + 0.5) as i64).min(input as i64) as usize;
+        let n = xmax - xmin;
+        let ws = &mut w.weights[i * taps..i * taps + n];
+        let mut total = 0.0f32;
+        for (j, wj) in ws.iter_mut().enumerate() {
+            *wj = filter(interp, (j as f32 + xmin as f32 - center + 0.5) * invscale);
+            total += *wj;
+        }
+        if total != 0.0 {
+            for wj in ws.iter_mut() {
+                *wj /= total;
+            }
+        }
+        w.start.push(xmin);
+        w.len.push(n);
+    }
+    w
+}
+
+/// `F.resized_crop(img, top, left, h, w, [out_h, out_w], interpolation, antialias=True)` on the
+/// image as a float tensor, written planar `[3, out_h, out_w]` in the 0…255 range (no rounding).
+/// Grayscale input is replicated to 3 channels; a 4th (alpha) channel is ignored.
+#[allow(clippy::too_many_arguments)]
+pub fn resized_crop_into(
+    img: &ImageRef<'_>,
+    top: usize,
+    left: usize,
+    h: usize,
+    w: usize,
+    out_h: usize,
+    out_w: usize,
+    interp: Interpolation,
+    out: &mut [f32],
+) {
+    let wx = axis_weights(w, out_w, interp);
+    let wy = axis_weights(h, out_h, interp);
+    let ch = img.channels;
+    let src = &img.pixels[..];
+    // Horizontal pass: rows top..top+h → tmp [3, h, out_w].
+    let mut tmp = vec![0.0f32; 3 * h * out_w];
+    for y in 0..h {
+        let row =
+            &src[((top + y) * img.width + left) * ch..((top + y) * img.width + left + w) * ch];
+        for ox in 0..out_w {
+            let (s0, n) = (wx.start[ox], wx.len[ox]);
+            let ws = &wx.weights[ox * wx.taps..ox * wx.taps + n];
+            let mut acc = [0.0f32; 3];
+            for (k, &wk) in ws.iter().enumerate() {
+                let p = &row[(s0 + k) * ch..];
+                if ch == 1 {
+                    let v = p[0] as f32 * wk;
+                    acc[0] += v;
+                } else {
+                    acc[0] += p[0] as f32 * wk;
+                    acc[1] += p[1] as f32 * wk;
+                    acc[2] += p[2] as f32 * wk;
+                }
+            }
+            if ch == 1 {
+                acc[1] = acc[0];
+                acc[2] = acc[0];
+            }
+            for c in 0..3 {
+                tmp[(c * h + y) * out_w + ox] = acc[c];
+            }
+        }
+    }
+    // Vertical pass: tmp → out [3, out_h, out_w].
+    for c in 0..3 {
+        let plane = &tmp[c * h * out_w..(c + 1) * h * out_w];
+        let dst = &mut out[c * out_h * out_w..(c + 1) * out_h * out_w];
+        for oy in 0..out_h {
+            let (s0, n) = (wy.start[oy], wy.len[oy]);
+            let ws = &wy.weights[oy * wy.taps..oy * wy.taps + n];
+            let drow = &mut dst[oy * out_w..(oy + 1) * out_w];
+            drow.fill(0.0);
+            for (k, &wk) in ws.iter().enumerate() {
+                let srow = &plane[(s0 + k) * out_w..(s0 + k + 1) * out_w];
+                for (d, &s) in drow.iter_mut().zip(srow) {
+                    *d += s * wk;
+                }
+            }
+        }
+    }
+}
+
+/// torchvision's `uint8` output of a resize (clamp to [0, 255], `torch.round` half to even),
+/// then `/ 255` as `ToTensor` does.
+pub fn to_unit_range(buf: &mut [f32]) {
+    for v in buf.iter_mut() {
+        *v = v.clamp(0.0, 255.0).round_ties_even() / 255.0;
+    }
+}
+
+/// `F.hflip` of a planar `[3, h, w]` buffer.
+pub fn hflip(buf: &mut [f32], h: usize, w: usize) {
+    for row in buf[..3 * h * w].chunks_exact_mut(w) {
+        row.reverse();
+    }
+}
+
+#[inline]
+fn gray(r: f32, g: f32, b: f32) -> f32 {
+    0.2989 * r + 0.587 * g + 0.114 * b
+}
+
+/// `F.rgb_to_grayscale(img, num_output_channels=3)` on `[3, h, w]` float.
+pub fn grayscale(buf: &mut [f32], h: usize, w: usize) {
+    let n = h * w;
+    let (r, rest) = buf.split_at_mut(n);
+    let (g, b) = rest.split_at_mut(n);
+    for i in 0..n {
+        let l = gray(r[i], g[i], b[i]);
+        r[i] = l;
+        g[i] = l;
+        b[i] = l;
+    }
+}
+
+/// `F.adjust_brightness` (float): `clamp(f·x, 0, 1)`.
+pub fn adjust_brightness(buf: &mut [f32], f: f32) {
+    for v in buf.iter_mut() {
+        *v = (f * *v).clamp(0.0, 1.0);
+    }
+}
+
+/// `F.adjust_contrast` (float): blend with the mean of the grayscale image,
+/// `clamp(f·x + (1 − f)·mean, 0, 1)`.
+pub fn adjust_contrast(buf: &mut [f32], h: usize, w: usize, f: f32) {
+    let n = h * w;
+    let mut sum = 0.0f64;
+    for i in 0..n {
+        sum += gray(buf[i], buf[n + i], buf[2 * n + i]) as f64;
+    }
+    let mean = (sum / n as f64) as f32;
+    let m = (1.0 - f) * mean;
+    for v in buf[..3 * n].iter_mut() {
+        *v = (f * *v + m).clamp(0.0, 1.0);
+    }
+}
+
+/// `F.adjust_saturation` (float): blend with the per-pixel grayscale value.
+pub fn adjust_saturation(buf: &mut [f32], h: usize, w: usize, f: f32) {
+    let n = h * w;
+    let (r, rest) = buf.split_at_mut(n);
+    let (g, b) = rest.split_at_mut(n);
+    let g1 = 1.0 - f;
+    for i in 0..n {
+        let l = g1 * gray(r[i], g[i], b[i]);
+        r[i] = (f * r[i] + l).clamp(0.0, 1.0);
+        g[i] = (f * g[i] + l).clamp(0.0, 1.0);
+        b[i] = (f * b[i] + l).clamp(0.0, 1.0);
+    }
+}
+
+/// `F.adjust_hue` (float, `hue_factor ∈ [−0.5, 0.5]`): torchvision's `_rgb2hsv`, hue shift
+/// modulo 1, `_hsv2rgb`.
+pub fn adjust_hue(buf: &mut [f32], h: usize, w: usize, hue_factor: f32) {
+    let n = h * w;
+    let (rr, rest) = buf.split_at_mut(n);
+    let (gg, bb) = rest.split_at_mut(n);
+    for i in 0..n {
+        let (r, g, b) = (rr[i], gg[i], bb[i]);
+        let maxc = r.max(g).max(b);
+        let minc = r.min(g).min(b);
+        let eqc = maxc == minc;
+        let cr = maxc - minc;
+        let s = cr / if eqc { 1.0 } else { maxc };
+        let crd = if eqc { 1.0 } else { cr };
+        let rc = (maxc - r) / crd;
+        let gc = (maxc - g) / crd;
+        let bc = (maxc - b) / crd;
+        let hh = if maxc == r {
+            bc - gc
+        } else if maxc == g {
+            2.0 + rc - bc
+        } else {
+            4.0 + gc - rc
+        };
+        let hue = (hh / 6.0 + 1.0) % 1.0; // torch.fmod
+        let hue = hue + hue_factor;
+        let hue = hue - hue.floor(); // Python-style `% 1.0`
+        let v = maxc;
+        let i6 = (hue * 6.0).floor();
+        let f = hue * 6.0 - i6;
+        let p = (v * (1.0 - s)).clamp(0.0, 1.0);
+        let q = (v * (1.0 - s * f)).clamp(0.0, 1.0);
+        let t = (v * (1.0 - s * (1.0 - f))).clamp(0.0, 1.0);
+        let (r2, g2, b2) = match (i6 as i32).rem_euclid(6) {
+            0 => (v, t, p),
+            1 => (q, v, p),
+            2 => (p, v, t),
+            3 => (p, q, v),
+            4 => (t, p, v),
+            _ => (v, p, q),
+        };
+        rr[i] = r2;
+        gg[i] = g2;
+        bb[i] = b2;
+    }
+}
+
+/// `ColorJitter.forward`: a random order of the four adjustments (`torch.randperm(4)`), each
+/// with a factor uniform in its range; a zero strength skips that adjustment.
+pub fn color_jitter(buf: &mut [f32], h: usize, w: usize, cj: &ColorJitter, rng: &mut ChaCha8Rng) {
+    let mut order = [0usize, 1, 2, 3];
+    for i in (1..4).rev() {
+        let j = rng.gen_range(0..=i);
+        order.swap(i, j);
+    }
+    let range = |s: f64| ((1.0 - s).max(0.0), 1.0 + s);
+    let b = (cj.brightness > 0.0).then(|| {
+        let (a, z) = range(cj.brightness);
+        uniform(rng, a, z) as f32
+    });
+    let c = (cj.contrast > 0.0).then(|| {
+        let (a, z) = range(cj.contrast);
+        uniform(rng, a, z) as f32
+    });
+    let s = (cj.saturation > 0.0).then(|| {
+        let (a, z) = range(cj.saturation);
+        uniform(rng, a, z) as f32
+    });
+    let hu = (cj.hue > 0.0).then(|| uniform(rng, -cj.hue, cj.hue) as f32);
+    for k in order {
+        match k {
+            0 => {
+                if let Some(f) = b {
+                    adjust_brightness(&mut buf[..3 * h * w], f)
+                }
+            }
+            1 => {
+                if let Some(f) = c {
+                    adjust_contrast(buf, h, w, f)
+                }
+            }
+            2 => {
+                if let Some(f) = s {
+                    adjust_saturation(buf, h, w, f)
+                }
+            }
+            _ => {
+                if let Some(f) = hu {
+                    adjust_hue(buf, h, w, f)
+                }
+            }
+        }
+    }
+}
+
+/// torchvision's `_get_gaussian_kernel1d(kernel_size, sigma)`.
+pub fn gaussian_kernel1d(kernel_size: usize, sigma: f32) -> Vec<f32> {
+    let half = (kernel_size as f32 - 1.0) * 0.5;
+    let step = if kernel_size > 1 {
+        2.0 * half / (kernel_size as f32 - 1.0)
+    } else {
+        0.0
+    };
+    let pdf: Vec<f32> = (0..kernel_size)
+        .map(|i| {
+            let x = -half + step * i as f32;
+            (-0.5 * (x / sigma).powi(2)).exp()
+        })
+        .collect();
+    let sum: f32 = pdf.iter().sum();
+    pdf.into_iter().map(|p| p / sum).collect()
+}
+
+#[inline]
+fn reflect(i: isize, n: usize) -> usize {
+    // `torch.nn.functional.pad(mode="reflect")`: edge not repeated; iterate for tiny images.
+    let n = n as isize;
+    if n == 1 {
+        return 0;
+    }
+    let mut i = i;
+    loop {
+        if i < 0 {
+            i = -i;
+        } else if i >= n {
+            i = 2 * (n - 1) - i;
+        } else {
+            return i as usize;
+        }
+    }
+}
+
+/// `F.gaussian_blur(img, [k, k], [σ, σ])` on `[3, h, w]` float: the separable form of
+/// torchvision's 2D kernel (the outer product of the 1D kernel), reflect padding.
+pub fn gaussian_blur(buf: &mut [f32], h: usize, w: usize, kernel_size: usize, sigma: f32) {
+    let k = gaussian_kernel1d(kernel_size, sigma);
+    let r = (kernel_size / 2) as isize;
+    let mut tmp = vec![0.0f32; h * w];
+    for c in 0..3 {
+        let plane = &mut buf[c * h * w..(c + 1) * h * w];
+        // Horizontal.
+        for y in 0..h {
+            let row = &plane[y * w..(y + 1) * w];
+            let trow = &mut tmp[y * w..(y + 1) * w];
+            for (x, t) in trow.iter_mut().enumerate() {
+                let mut acc = 0.0f32;
+                let xi = x as isize;
+                if xi - r >= 0 && xi + r < w as isize {
+                    let s = &row[(xi - r) as usize..(xi + r + 1) as usize];
+                    for (a, b) in s.iter().zip(&k) {
+                        acc += a * b;
+                    }
+                } else {
+                    for (j, kj) in k.iter().enumerate() {
+                        acc += row[reflect(xi + j as isize - r, w)] * kj;
+                    }
+                }
+                *t = acc;
+            }
+        }
+        // Vertical.
+        for y in 0..h {
+            let drow = &mut plane[y * w..(y + 1) * w];
+            drow.fill(0.0);
+            for (j, kj) in k.iter().enumerate() {
+                let sy = reflect(y as isize + j as isize - r, h);
+                let srow = &tmp[sy * w..(sy + 1) * w];
+                for (d, s) in drow.iter_mut().zip(srow) {
+                    *d += s * kj;
+                }
+            }
+        }
+    }
+}
+
+/// `F.solarize` (float): `x ≥ threshold → 1 − x`.
+pub fn solarize(buf: &mut [f32], threshold: f32) {
+    for v in buf.iter_mut() {
+        if *v >= threshold {
+            *v = 1.0 - *v;
+        }
+    }
+}
+
+/// `F.normalize(img, mean, std)`: `(x − mean_c) / std_c`.
+pub fn normalize(buf: &mut [f32], h: usize, w: usize, mean: [f32; 3], std: [f32; 3]) {
+    for (c, plane) in buf[..3 * h * w].chunks_exact_mut(h * w).enumerate() {
+        for v in plane.iter_mut() {
+            *v = (*v - mean[c]) / std[c];
+        }
+    }
+}

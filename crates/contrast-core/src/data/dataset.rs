@@ -1,0 +1,198 @@
+//! The [`Dataset`] trait and the in-memory store every loader decodes into.
+
+use anyhow::{bail, ensure, Result};
+use std::borrow::Cow;
+use tch::Tensor;
+
+/// One decoded image: `uint8` pixels in HWC order (row-major, channels interleaved), the layout
+/// of a PIL image or of `torchvision.io.decode_image(...).permute(1, 2, 0)`.
+#[derive(Debug, Clone)]
+pub struct ImageRef<'a> {
+    /// `height · width · channels` bytes, `[H, W, C]`.
+    pub pixels: Cow<'a, [u8]>,
+    pub height: usize,
+    pub width: usize,
+    pub channels: usize,
+}
+
+impl ImageRef<'_> {
+    /// The pixel value at `(y, x, c)`.
+    #[inline]
+    pub fn at(&self, y: usize, x: usize, c: usize) -> u8 {
+        self.pixels[(y * self.width + x) * self.channels + c]
+    }
+}
+
+/// A labelled image data set: random access by index, shareable between threads.
+///
+/// `get` returns the image (borrowed when the data set is in memory) and its label: the class
+/// index, or `-1` for unlabelled data (STL-10 `unlabeled`).
+pub trait Dataset: Send + Sync {
+    /// Number of samples.
+    fn len(&self) -> usize;
+    /// `true` when there are no samples.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Sample `index` (`0 ≤ index < len`): image and label.
+    fn get(&self, index: usize) -> Result<(ImageRef<'_>, i64)>;
+    /// Class names by class index (empty when unknown).
+    fn classes(&self) -> &[String] {
+        &[]
+    }
+}
+
+/// A decoded split held in memory: all pixels in ONE contiguous `uint8` buffer. When every image
+/// has the same size the buffer is exactly `[N, H, W, C]` (see [`InMemoryDataset::to_tensor`]);
+/// images of different sizes are stored back to back with per-image offsets.
+#[derive(Debug, Clone)]
+pub struct InMemoryDataset {
+    pixels: Vec<u8>,
+    /// `offsets[i]..offsets[i + 1]` are image `i`'s bytes (`N + 1` entries).
+    offsets: Vec<usize>,
+    /// `(height, width)` per image.
+    dims: Vec<(usize, usize)>,
+    channels: usize,
+    labels: Vec<i64>,
+    classes: Vec<String>,
+}
+
+impl InMemoryDataset {
+    /// `pixels` is `[N, H, W, C]` with `N = labels.len()`.
+    pub fn from_nhwc(
+        pixels: Vec<u8>,
+        height: usize,
+        width: usize,
+        channels: usize,
+        labels: Vec<i64>,
+        classes: Vec<String>,
+    ) -> Result<Self> {
+        let n = labels.len();
+        let per = height * width * channels;
+        ensure!(per > 0, "empty image shape {height}×{width}×{channels}");
+        ensure!(
+            pixels.len() == n * per,
+            "pixel buffer holds {} bytes, but {n} images of {height}×{width}×{channels} need {}",
+            pixels.len(),
+            n * per
+        );
+        Ok(Self {
+            pixels,
+            offsets: (0..=n).map(|i| i * per).collect(),
+            dims: vec![(height, width); n],
+            channels,
+            labels,
+            classes,
+        })
+    }
+
+    /// Images of possibly different sizes, each `(pixels [H, W, C], height, width)`, copied into
+    /// one contiguous buffer.
+    pub fn from_images(
+        images: Vec<(Vec<u8>, usize, usize)>,
+        channels: usize,
+        labels: Vec<i64>,
+        classes: Vec<String>,
+    ) -> Result<Self> {
+        ensure!(
+            images.len() == labels.len(),
+            "{} images but {} labels",
+            images.len(),
+            labels.len()
+        );
+        let total: usize = images.iter().map(|(p, _, _)| p.len()).sum();
+        let mut pixels = Vec::with_capacity(total);
+        let mut offsets = Vec::with_capacity(images.len() + 1);
+        let mut dims = Vec::with_capacity(images.len());
+        offsets.push(0);
+        for (i, (p, h, w)) in images.into_iter().enumerate() {
+            if p.len() != h * w * channels {
+                bail!("image {i}: {} bytes for {h}×{w}×{channels}", p.len());
+            }
+            pixels.extend_from_slice(&p);
+            offsets.push(pixels.len());
+            dims.push((h, w));
+        }
+        Ok(Self {
+            pixels,
+            offsets,
+            dims,
+            channels,
+            labels,
+            classes,
+        })
+    }
+
+    /// `(H, W, C)` when every image has the same size.
+    pub fn uniform_shape(&self) -> Option<(usize, usize, usize)> {
+        let first = *self.dims.first()?;
+        self.dims
+            .iter()
+            .all(|d| *d == first)
+            .then_some((first.0, first.1, self.channels))
+    }
+
+    /// All pixels as a `uint8` tensor `[N, H, W, C]` (a copy). Errors when sizes differ.
+    pub fn to_tensor(&self) -> Result<Tensor> {
+        let Some((h, w, c)) = self.uniform_shape() else {
+            bail!("images differ in size: no single [N, H, W, C] tensor");
+        };
+        Ok(
+            Tensor::from_slice(&self.pixels).view([
+                self.len() as i64,
+                h as i64,
+                w as i64,
+                c as i64,
+            ]),
+        )
+    }
+
+    /// The contiguous pixel buffer.
+    pub fn pixels(&self) -> &[u8] {
+        &self.pixels
+    }
+
+    /// Labels in sample order (`-1` = unlabelled).
+    pub fn labels(&self) -> &[i64] {
+        &self.labels
+    }
+
+    /// Number of samples per class index `0..classes` (labels outside are not counted).
+    pub fn class_counts(&self, classes: usize) -> Vec<usize> {
+        let mut counts = vec![0; classes];
+        for &l in &self.labels {
+            if l >= 0 && (l as usize) < classes {
+                counts[l as usize] += 1;
+            }
+        }
+        counts
+    }
+}
+
+impl Dataset for InMemoryDataset {
+    fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    fn get(&self, index: usize) -> Result<(ImageRef<'_>, i64)> {
+        ensure!(
+            index < self.len(),
+            "sample index {index} out of range (data set has {})",
+            self.len()
+        );
+        let (height, width) = self.dims[index];
+        Ok((
+            ImageRef {
+                pixels: Cow::Borrowed(&self.pixels[self.offsets[index]..self.offsets[index + 1]]),
+                height,
+                width,
+                channels: self.channels,
+            },
+            self.labels[index],
+        ))
+    }
+
+    fn classes(&self) -> &[String] {
+        &self.classes
+    }
+}

@@ -1,0 +1,86 @@
+//! Image-folder data sets, as `torchvision.datasets.ImageFolder`: `<root>/<class>/<file>` with
+//! `.jpg`, `.jpeg` or `.png` files; the class index is the position of the class folder in the
+//! sorted list of folder names, and samples are ordered by class, then by file name. Images are
+//! decoded in parallel (rayon) to RGB and kept in one contiguous buffer.
+
+use super::dataset::InMemoryDataset;
+use anyhow::{anyhow, bail, Context, Result};
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+
+const EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
+
+/// The `(path, class index)` list and class names of an image folder, without decoding.
+pub fn scan_image_folder(root: &Path) -> Result<(Vec<(PathBuf, i64)>, Vec<String>)> {
+    let mut classes: Vec<String> = Vec::new();
+    for e in std::fs::read_dir(root).with_context(|| format!("listing {}", root.display()))? {
+        let e = e.with_context(|| format!("listing {}", root.display()))?;
+        if e.file_type()?.is_dir() {
+            classes.push(
+                e.file_name()
+                    .into_string()
+                    .map_err(|n| anyhow!("{}: folder name {n:?} is not UTF-8", root.display()))?,
+            );
+        }
+    }
+    classes.sort();
+    if classes.is_empty() {
+        bail!("{}: no class folders", root.display());
+    }
+    let mut samples = Vec::new();
+    for (ci, c) in classes.iter().enumerate() {
+        let dir = root.join(c);
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .with_context(|| format!("listing {}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.extension()
+                    .and_then(|x| x.to_str())
+                    .is_some_and(|x| EXTENSIONS.contains(&x.to_ascii_lowercase().as_str()))
+            })
+            .collect();
+        files.sort();
+        samples.extend(files.into_iter().map(|p| (p, ci as i64)));
+    }
+    Ok((samples, classes))
+}
+
+/// Decode one image file to RGB8: `(pixels [H, W, 3], height, width)`.
+pub fn decode_rgb(path: &Path) -> Result<(Vec<u8>, usize, usize)> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let img = image::load_from_memory(&bytes)
+        .with_context(|| format!("decoding {} (truncated or corrupt image?)", path.display()))?
+        .into_rgb8();
+    let (w, h) = img.dimensions();
+    Ok((img.into_raw(), h as usize, w as usize))
+}
+
+/// Load `<root>/<class>/*.{jpg,jpeg,png}` into memory, decoding on the current rayon pool.
+/// Errors name the file (and its sample index) that failed.
+pub fn load_image_folder(root: impl AsRef<Path>) -> Result<InMemoryDataset> {
+    let root = root.as_ref();
+    let (samples, classes) = scan_image_folder(root)?;
+    if samples.is_empty() {
+        bail!(
+            "{}: no .jpg/.jpeg/.png files in the class folders",
+            root.display()
+        );
+    }
+    let images: Vec<(Vec<u8>, usize, usize)> = samples
+        .par_iter()
+        .enumerate()
+        .map(|(i, (p, _))| decode_rgb(p).with_context(|| format!("sample {i}")))
+        .collect::<Result<_>>()?;
+    let labels = samples.iter().map(|(_, l)| *l).collect();
+    // Same-size images (the common case) are concatenated as [N, H, W, 3].
+    let (h0, w0) = (images[0].1, images[0].2);
+    if images.iter().all(|(_, h, w)| (*h, *w) == (h0, w0)) {
+        let mut pixels = Vec::with_capacity(images.len() * h0 * w0 * 3);
+        for (p, _, _) in &images {
+            pixels.extend_from_slice(p);
+        }
+        InMemoryDataset::from_nhwc(pixels, h0, w0, 3, labels, classes)
+    } else {
+        InMemoryDataset::from_images(images, 3, labels, classes)
+    }
+}

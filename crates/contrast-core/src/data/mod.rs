@@ -1,0 +1,28 @@
+//! Data: the [`Dataset`] trait, loaders for the formats the methods read (CIFAR-10/100 and
+//! STL-10 binaries, image folders), torchvision-equivalent 2D augmentations, and a parallel,
+//! deterministic, prefetching batch pipeline.
+//!
+//! Flow: a loader decodes a whole split into one contiguous `uint8` buffer `[N, H, W, C]`
+//! ([`InMemoryDataset`]); a [`Recipe`] describes the views of one sample as lists of
+//! [`Op`]s; a [`Loader`] shuffles, augments every sample on a rayon pool (one ChaCha stream per
+//! `(seed, epoch, sample index)`, so results do not depend on the thread count or the batch
+//! split) and hands out NCHW `float32` tensors per view from a bounded background queue.
+//!
+//! ## Threads on a small machine
+//! Augmentation runs on the loader's own rayon pool (`LoaderConfig::threads`), libtorch uses its
+//! intra-op OpenMP pool (`tch::set_num_threads`). They compete for the same cores: on a 2-core
+//! CPU-only machine use 1 rayon thread + 1 libtorch thread while training (the model step and
+//! the next batch then overlap without contention), and give the pool both cores for data-only
+//! work (evaluation feature extraction excepted). With a GPU, the CPU does only data work: give
+//! the pool every core and libtorch 1 thread.
+
+pub mod augment;
+pub mod cifar;
+pub mod dataset;
+pub mod folder;
+pub mod pipeline;
+pub mod stl10;
+
+pub use augment::{ColorJitter, Interpolation, Op, Recipe, ViewSpec};
+pub use dataset::{Dataset, ImageRef, InMemoryDataset};
+pub use pipeline::{Batch, Loader, LoaderConfig};
