@@ -22,6 +22,7 @@ pub mod dataset;
 pub mod folder;
 pub mod pipeline;
 pub mod stl10;
+pub mod subset;
 
 pub use augment::{ColorJitter, Interpolation, Op, Recipe, ViewSpec};
 pub use dataset::{Dataset, ImageRef, InMemoryDataset};

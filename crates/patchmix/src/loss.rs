@@ -1,0 +1,105 @@
+//! The PatchMix objective (official `main_pretrain.py::train_epoch`, `module/loss.py`).
+//!
+//! With two augmented views `x1`, `x2`, their mixed versions `xm1 = mix(x1)`, `xm2 = mix(x2)`
+//! (independent permutations, same source grouping), queries `q = predictor(projector(enc(·)))`
+//! and keys `k` from the key branch (always without gradient: the official keys pass through a
+//! no-grad all-gather):
+//!
+//! ```text
+//! L = CE(q1, k2, I) + ½·CE(mq2, k1, T_mix) + ½·CE(mq2, mk1, T_mixmix)
+//! ```
+//!
+//! where `CE(q, k, T) = mean_i Σ_j −T_ij · log_softmax_j(q̂_i·k̂_jᵀ / τ)` on L2-normalised
+//! features, τ = 0.2. The loss is **not symmetrised** (only view-1 originals and view-2 mixed
+//! images are queries), as in the official step. ImageNet's local crops add
+//! `Σ_c [CE(lq_c, k1, I) + CE(lq_c, k2, I)] / n` and `Σ_c [CE(lmq_c, k1, T_mix) + CE(lmq_c, k2, T_mix)] / n`.
+
+use anyhow::{ensure, Result};
+use contrast_core::loss::InfoNce;
+use tch::{Kind, Tensor};
+
+/// The loss terms of one step (each a scalar tensor; `total` carries the gradient).
+#[derive(Debug)]
+pub struct Terms {
+    /// `CE(q1, k2, I)`.
+    pub orig: Tensor,
+    /// `CE(mq2, k1, T_mix)` (enters the total with weight ½).
+    pub mix_orig: Tensor,
+    /// `CE(mq2, mk1, T_mixmix)` (weight ½).
+    pub mix_mix: Tensor,
+    /// Multi-crop terms (zero without local crops).
+    pub multi: Tensor,
+    pub multi_mix: Tensor,
+    pub total: Tensor,
+}
+
+impl Terms {
+    /// `(name, value)` of every term, for logging and the NaN guard.
+    pub fn values(&self) -> Vec<(&'static str, f64)> {
+        vec![
+            ("orig", self.orig.double_value(&[])),
+            ("mix_orig", self.mix_orig.double_value(&[])),
+            ("mix_mix", self.mix_mix.double_value(&[])),
+            ("multi", self.multi.double_value(&[])),
+            ("multi_mix", self.multi_mix.double_value(&[])),
+            ("total", self.total.double_value(&[])),
+        ]
+    }
+}
+
+/// Inputs of [`patchmix_loss`]; keys are detached inside.
+pub struct LossInputs<'a> {
+    pub q1: &'a Tensor,
+    pub k1: &'a Tensor,
+    pub k2: &'a Tensor,
+    pub mq2: &'a Tensor,
+    pub mk1: &'a Tensor,
+    /// `[B, N]` mixed-vs-original targets.
+    pub mix_target: &'a Tensor,
+    /// `[B, N]` mixed-vs-mixed targets.
+    pub mixmix_target: &'a Tensor,
+    /// Identity targets `[B, N]` (one-hot at `offset + i`).
+    pub identity: &'a Tensor,
+    /// Queries of the unmixed local crops (ImageNet multi-crop), may be empty.
+    pub local_q: &'a [Tensor],
+    /// Queries of the mixed local crops, may be empty.
+    pub local_mq: &'a [Tensor],
+}
+
+/// The full objective. `nce` holds τ.
+pub fn patchmix_loss(nce: &InfoNce, x: &LossInputs) -> Result<Terms> {
+    let (k1, k2, mk1) = (x.k1.detach(), x.k2.detach(), x.mk1.detach());
+    let orig = nce.forward_soft(x.q1, &k2, x.identity)?;
+    let mix_orig = nce.forward_soft(x.mq2, &k1, x.mix_target)?;
+    let mix_mix = nce.forward_soft(x.mq2, &mk1, x.mixmix_target)?;
+    let zero = Tensor::zeros([], (Kind::Float, x.q1.device()));
+    let mut multi = zero.shallow_clone();
+    let mut multi_mix = zero.shallow_clone();
+    if !x.local_q.is_empty() {
+        let n = x.local_q.len() as f64;
+        for q in x.local_q {
+            multi = multi
+                + (nce.forward_soft(q, &k1, x.identity)? + nce.forward_soft(q, &k2, x.identity)?)
+                    / n;
+        }
+    }
+    if !x.local_mq.is_empty() {
+        let n = x.local_mq.len() as f64;
+        for q in x.local_mq {
+            multi_mix = multi_mix
+                + (nce.forward_soft(q, &k1, x.mix_target)?
+                    + nce.forward_soft(q, &k2, x.mix_target)?)
+                    / n;
+        }
+    }
+    let total = &orig + (&mix_orig + &mix_mix) * 0.5 + &multi + &multi_mix;
+    ensure!(total.numel() == 1, "the PatchMix loss must be a scalar");
+    Ok(Terms {
+        orig,
+        mix_orig,
+        mix_mix,
+        multi,
+        multi_mix,
+        total,
+    })
+}

@@ -1,0 +1,461 @@
+//! Pretraining and evaluation (official `main_pretrain.py`, `main_knn.py`, `main_linear.py`),
+//! on the shared run harness.
+
+use crate::config::PatchMixConfig;
+use crate::loss::{patchmix_loss, LossInputs};
+use crate::mix::PatchMixer;
+use crate::model::{HeadConfig, PatchMixNet};
+use anyhow::{bail, Context, Result};
+use contrast_core::data::augment::{Interpolation, Op, Recipe, ViewSpec};
+use contrast_core::data::cifar::Cifar100Label;
+use contrast_core::data::dataset::Dataset;
+use contrast_core::data::pipeline::{Loader, LoaderConfig};
+use contrast_core::data::subset::Subset;
+use contrast_core::eval::knn::{KnnClassifier, KnnConfig, KnnMetric};
+use contrast_core::eval::linear::{linear_probe, LinearProbeConfig};
+use contrast_core::loss::InfoNce;
+use contrast_core::nn::vit::{vit_base, vit_small, vit_tiny, VitConfig};
+use contrast_core::optim::adamw::{AdamW, AdamWConfig};
+use contrast_core::optim::schedule::{scaled_lr, Schedule};
+use contrast_core::optim::{decay_groups, Optimizer};
+use contrast_core::tensors::{load_into, named_variables, Named};
+use contrast_core::train::runtime::seed_step;
+use contrast_core::train::{check_finite, config::to_toml, Progress, Run, RunOptions};
+use serde_json::json;
+use std::sync::Arc;
+use tch::{Device, Kind, Tensor};
+
+/// ImageNet statistics: the official code normalises CIFAR with them too (notes §1d).
+pub const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+pub const STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// The ViT of a config.
+pub fn vit_config(cfg: &PatchMixConfig) -> Result<VitConfig> {
+    let size = cfg.data.image_size as i64;
+    let p = cfg.model.patch_size;
+    let mut v = match cfg.model.arch.as_str() {
+        "vit_tiny" => vit_tiny(size, p),
+        "vit_small" => vit_small(size, p),
+        "vit_base" => vit_base(size, p),
+        other => bail!("unknown model.arch `{other}`: use vit_tiny, vit_small or vit_base"),
+    };
+    if cfg.model.depth > 0 {
+        v.depth = cfg.model.depth;
+    }
+    v.drop_path_rate = cfg.model.drop_path;
+    Ok(v)
+}
+
+/// Train and test sets of a config (class-balanced subsets when asked).
+pub fn datasets(cfg: &PatchMixConfig) -> Result<(Arc<dyn Dataset>, Arc<dyn Dataset>)> {
+    let root = std::path::PathBuf::from(&cfg.data.root);
+    if cfg.data.root.is_empty() {
+        bail!("data.root is empty: pass --set data.root=<folder> or use `cargo xtask reproduce patchmix`");
+    }
+    let (train, test): (Arc<dyn Dataset>, Arc<dyn Dataset>) = match cfg.data.format.as_str() {
+        "image-folder" => (
+            Arc::new(contrast_core::data::folder::load_image_folder(
+                root.join("train"),
+            )?),
+            Arc::new(contrast_core::data::folder::load_image_folder(
+                root.join(&cfg.data.test_split),
+            )?),
+        ),
+        "cifar10" => (
+            Arc::new(contrast_core::data::cifar::load_cifar10(&root, true)?),
+            Arc::new(contrast_core::data::cifar::load_cifar10(&root, false)?),
+        ),
+        "cifar100" => (
+            Arc::new(contrast_core::data::cifar::load_cifar100(
+                &root,
+                true,
+                Cifar100Label::Fine,
+            )?),
+            Arc::new(contrast_core::data::cifar::load_cifar100(
+                &root,
+                false,
+                Cifar100Label::Fine,
+            )?),
+        ),
+        other => bail!("unknown data.format `{other}`: use image-folder, cifar10 or cifar100"),
+    };
+    let seed = cfg.runtime.seed;
+    let train: Arc<dyn Dataset> = match cfg.data.train_subset {
+        0 => train,
+        n => Arc::new(Subset::balanced(train, n, seed)?),
+    };
+    let test: Arc<dyn Dataset> = match cfg.data.test_subset {
+        0 => test,
+        n => Arc::new(Subset::balanced(test, n, seed ^ 0x5eed)?),
+    };
+    Ok((train, test))
+}
+
+/// BYOL asymmetric global views (+ local crops for ImageNet multi-crop).
+fn train_recipe(cfg: &PatchMixConfig) -> Result<Recipe> {
+    let r = Recipe::byol(cfg.data.image_size, cfg.data.min_scale)?;
+    if cfg.data.local_crops > 0 {
+        r.with_local_crops(
+            cfg.data.local_crops,
+            cfg.data.local_size,
+            cfg.data.local_scale,
+        )
+    } else {
+        Ok(r)
+    }
+}
+
+/// Evaluation transform: resize to the training size (bicubic) and normalise.
+fn eval_recipe(size: usize) -> Result<Recipe> {
+    Ok(Recipe {
+        views: vec![ViewSpec::new(vec![
+            Op::Resize {
+                size,
+                interpolation: Interpolation::Bicubic,
+            },
+            Op::Normalize {
+                mean: MEAN,
+                std: STD,
+            },
+        ])?],
+    })
+}
+
+/// Class-token features `[N, D]` and labels `[N]` of a data set (eval mode, no grad).
+pub fn embed(
+    net: &PatchMixNet,
+    ds: Arc<dyn Dataset>,
+    cfg: &PatchMixConfig,
+    device: Device,
+) -> Result<(Tensor, Tensor)> {
+    let loader = Loader::new(
+        ds,
+        eval_recipe(cfg.data.image_size)?,
+        LoaderConfig {
+            batch_size: 256,
+            shuffle: false,
+            drop_last: false,
+            seed: 0,
+            prefetch: cfg.data.prefetch.max(1),
+            threads: cfg.data.threads,
+        },
+    )?;
+    let mut feats = Vec::new();
+    let mut labels = Vec::new();
+    for batch in loader.epoch_from(0, 0) {
+        let batch = batch?;
+        feats.push(
+            net.features(&batch.views[0].to_device(device))?
+                .to_device(Device::Cpu),
+        );
+        labels.push(batch.labels);
+    }
+    Ok((Tensor::cat(&feats, 0), Tensor::cat(&labels, 0)))
+}
+
+/// kNN top-1 for every configured k: `[(k, accuracy %)]`.
+pub fn knn_eval(
+    cfg: &PatchMixConfig,
+    bank: &(Tensor, Tensor),
+    query: &(Tensor, Tensor),
+    classes: i64,
+) -> Result<Vec<(i64, f64)>> {
+    let knn = KnnClassifier::new(
+        &bank.0,
+        &bank.1,
+        classes,
+        KnnConfig {
+            ks: cfg.eval.knn_k.clone(),
+            temperature: cfg.eval.knn_t,
+            metric: KnnMetric::Cosine,
+            ..KnnConfig::dino()
+        },
+    )?;
+    Ok(knn
+        .evaluate(&query.0, &query.1)?
+        .into_iter()
+        .map(|a| (a.k, a.top1))
+        .collect())
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub report: Option<serde_json::Value>,
+    pub step: u64,
+}
+
+/// Pretrain (or resume) and evaluate. `stop_at` ends this invocation after that many steps.
+pub fn pretrain(cfg: &PatchMixConfig, opts: &RunOptions, stop_at: Option<u64>) -> Result<Outcome> {
+    let device = cfg.runtime.init()?;
+    let mut opts = opts.clone();
+    opts.keep_checkpoints = cfg.log.keep_checkpoints;
+    let mut run = Run::open(&opts, &to_toml(cfg)?)?;
+    let t0 = std::time::Instant::now();
+    let (train_ds, test_ds) = datasets(cfg)?;
+    let classes = train_ds.classes().len().max(1) as i64;
+    let loader = Loader::new(
+        Arc::clone(&train_ds),
+        train_recipe(cfg)?,
+        LoaderConfig {
+            batch_size: cfg.optim.batch_size,
+            shuffle: true,
+            drop_last: true,
+            seed: cfg.runtime.seed,
+            prefetch: cfg.data.prefetch.max(1),
+            threads: cfg.data.threads,
+        },
+    )?;
+    let iters = loader.batches_per_epoch() as u64;
+    if iters == 0 {
+        bail!(
+            "the training set ({} images) is smaller than one batch ({})",
+            train_ds.len(),
+            cfg.optim.batch_size
+        );
+    }
+    let total = iters * cfg.optim.epochs;
+
+    tch::manual_seed(cfg.runtime.seed as i64);
+    let heads = HeadConfig {
+        proj_layers: cfg.model.proj_layers,
+        pred_layers: cfg.model.pred_layers,
+        mlp_dim: cfg.model.mlp_dim,
+        out_dim: cfg.model.out_dim,
+    };
+    let mut net = PatchMixNet::new(device, &vit_config(cfg)?, &heads, cfg.model.use_momentum)?;
+    let mut groups = decay_groups(&net.encoder_vs, cfg.optim.wd_start);
+    groups.extend(decay_groups(&net.predictor_vs, cfg.optim.wd_start));
+    let lr = scaled_lr(cfg.optim.base_lr, cfg.optim.batch_size);
+    let mut opt = AdamW::new(
+        groups,
+        AdamWConfig {
+            lr,
+            beta1: cfg.optim.beta1,
+            beta2: cfg.optim.beta2,
+            ..AdamWConfig::default()
+        },
+    )?;
+    let lr_s = Schedule::WarmupCosine {
+        base: lr,
+        final_value: cfg.optim.min_lr,
+        total_steps: total,
+        warmup_steps: iters * cfg.optim.warmup_epochs,
+        warmup_start: 0.0,
+    };
+    let wd_s = Schedule::Cosine {
+        start: cfg.optim.wd_start,
+        end: cfg.optim.wd_end,
+        steps: total,
+    };
+    let mom_s = Schedule::ema_momentum(cfg.model.momentum_start, total);
+    let mixer = PatchMixer::new(
+        cfg.mix.m,
+        if cfg.mix.enabled { cfg.mix.p } else { 0.0 },
+        cfg.model.patch_size,
+        cfg.mix.smoothing,
+    )?;
+    let nce = InfoNce::new(cfg.optim.temperature)?;
+
+    let start = run.start_step();
+    if let Some(ck) = &run.resumed {
+        load_into(&net.encoder_vs, ck.group("encoder")?, true).context("restoring the encoder")?;
+        load_into(&net.predictor_vs, ck.group("predictor")?, true)
+            .context("restoring the predictor")?;
+        if let Some(m) = &net.momentum {
+            load_into(&m.vs, ck.group("momentum")?, true)
+                .context("restoring the momentum encoder")?;
+        }
+        opt.load_state(ck.group("optim")?)
+            .context("restoring the optimiser")?;
+        eprintln!("resumed {} at step {start}/{total}", run.dir.display());
+    }
+    let end = stop_at.map_or(total, |s| s.min(total));
+    let b = cfg.optim.batch_size as i64;
+    let identity = Tensor::eye(b, (Kind::Float, device));
+    let progress = Progress::new(
+        total,
+        start,
+        if cfg.mix.enabled {
+            "patchmix"
+        } else {
+            "no-mix"
+        },
+    );
+    let save = |run: &Run, step: u64, net: &PatchMixNet, opt: &AdamW| -> Result<()> {
+        let enc = named_variables(&net.encoder_vs);
+        let pred = named_variables(&net.predictor_vs);
+        let optim = opt.state();
+        let mut groups: Vec<(&str, &Named)> =
+            vec![("encoder", &enc), ("predictor", &pred), ("optim", &optim)];
+        let mom = net.momentum.as_ref().map(|m| named_variables(&m.vs));
+        if let Some(m) = &mom {
+            groups.push(("momentum", m));
+        }
+        run.checkpoints.save(
+            step,
+            cfg.runtime.seed,
+            &groups,
+            json!({"epoch": step / iters}),
+        )?;
+        Ok(())
+    };
+    let mut step = start;
+    let mut last_knn: Option<Vec<(i64, f64)>> = None;
+    while step < end {
+        let epoch = step / iters;
+        let first = (step % iters) as usize;
+        for batch in loader.epoch_from(epoch, first) {
+            if step >= end {
+                break;
+            }
+            let batch = batch?;
+            seed_step(cfg.runtime.seed, step);
+            opt.set_lr(lr_s.value(step));
+            opt.set_weight_decay(wd_s.value(step));
+            let x1 = batch.views[0].to_device(device);
+            let x2 = batch.views[1].to_device(device);
+            let m1 = mixer.mix(&x1, b, 0)?;
+            let m2 = mixer.mix(&x2, b, 0)?;
+            let (q1, z1) = net.query(&x1, true)?;
+            let k1 = net.key_from_query(&x1, &z1, true)?;
+            let k2 = net.key(&x2, true)?;
+            let mk1 = net.key(&m1.images, true)?;
+            let (mq2, _) = net.query(&m2.images, true)?;
+            // local crops: each (unmixed and mixed) is a query against k1 and k2
+            let mut local_q = Vec::new();
+            let mut local_mq = Vec::new();
+            for v in &batch.views[2..] {
+                let lc = v.to_device(device);
+                local_q.push(net.query(&lc, true)?.0);
+                // with mixing off the mixer returns the crop itself and identity targets
+                let ml = mixer.mix(&lc, b, 0)?;
+                local_mq.push(net.query(&ml.images, true)?.0);
+            }
+            let terms = patchmix_loss(
+                &nce,
+                &LossInputs {
+                    q1: &q1,
+                    k1: &k1,
+                    k2: &k2,
+                    mq2: &mq2,
+                    mk1: &mk1,
+                    mix_target: &m2.mix_target,
+                    mixmix_target: &m2.mixmix_target,
+                    identity: &identity,
+                    local_q: &local_q,
+                    local_mq: &local_mq,
+                },
+            )?;
+            let values = terms.values();
+            let done = step + 1;
+            if let Err(e) = check_finite(done, &values) {
+                let last = run.checkpoints.latest()?;
+                return Err(e.context(format!(
+                    "run stopped; the last good checkpoint is {}",
+                    last.map_or("none".into(), |p| p.display().to_string())
+                )));
+            }
+            opt.zero_grad();
+            terms.total.backward();
+            opt.step()?;
+            net.update_momentum(mom_s.value(step))?;
+            step = done;
+            let total_loss = values.iter().find(|v| v.0 == "total").map_or(0.0, |v| v.1);
+            if done % cfg.log.log_every == 0 || done == end {
+                let mut fields: Vec<(&str, serde_json::Value)> =
+                    values.iter().map(|(n, v)| (*n, json!(v))).collect();
+                fields.push(("lr", json!(opt.lr())));
+                fields.push(("wd", json!(wd_s.value(step - 1))));
+                fields.push(("epoch", json!(epoch)));
+                fields.push(("elapsed_s", json!(t0.elapsed().as_secs_f64())));
+                if cfg.model.use_momentum {
+                    fields.push(("ema_momentum", json!(mom_s.value(step - 1))));
+                }
+                run.metrics.log(done, &fields)?;
+            }
+            progress.update(done, &format!("ep {epoch} loss {total_loss:.4}"));
+            let epoch_end = done % iters == 0;
+            if epoch_end
+                && cfg.eval.knn_every > 0
+                && (done / iters) % cfg.eval.knn_every == 0
+                && done < total
+            {
+                let bank = embed(&net, Arc::clone(&train_ds), cfg, device)?;
+                let query = embed(&net, Arc::clone(&test_ds), cfg, device)?;
+                let acc = knn_eval(cfg, &bank, &query, classes)?;
+                let fields: Vec<(String, serde_json::Value)> = acc
+                    .iter()
+                    .map(|(k, a)| (format!("knn_top1_k{k}"), json!(a)))
+                    .collect();
+                let refs: Vec<(&str, serde_json::Value)> = fields
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.clone()))
+                    .collect();
+                run.metrics.log(done, &refs)?;
+                progress.println(&format!("epoch {}: kNN {acc:?}", done / iters));
+                last_knn = Some(acc);
+            }
+            if (epoch_end && (done / iters) % cfg.log.checkpoint_every_epochs.max(1) == 0)
+                || done == end
+            {
+                save(&run, done, &net, &opt)?;
+            }
+        }
+    }
+    progress.finish();
+    let _ = last_knn;
+    if end < total {
+        return Ok(Outcome {
+            report: None,
+            step: end,
+        });
+    }
+    let train_wall = t0.elapsed().as_secs_f64();
+
+    // evaluation: kNN and linear probe on the class token of frozen features
+    let bank = embed(&net, Arc::clone(&train_ds), cfg, device)?;
+    let query = embed(&net, Arc::clone(&test_ds), cfg, device)?;
+    let knn = knn_eval(cfg, &bank, &query, classes)?;
+    let linear = if cfg.eval.linear_epochs > 0 {
+        let lp = LinearProbeConfig {
+            epochs: cfg.eval.linear_epochs,
+            batch_size: cfg.eval.linear_batch_size,
+            lr: scaled_lr(cfg.eval.linear_base_lr, cfg.eval.linear_batch_size),
+            seed: cfg.runtime.seed,
+            ..LinearProbeConfig::default()
+        };
+        let r = linear_probe(&bank.0, &bank.1, &query.0, &query.1, classes, &lp)?;
+        Some(
+            json!({"last_top1": r.last_top1 * 100.0, "best_top1": r.best_top1 * 100.0, "best_epoch": r.best_epoch, "epochs": cfg.eval.linear_epochs}),
+        )
+    } else {
+        None
+    };
+    let wall = t0.elapsed().as_secs_f64();
+    let ran = end - start;
+    let report = json!({
+        "method": "patchmix",
+        "variant": if cfg.mix.enabled { "patchmix" } else { "no-mix baseline" },
+        "metric": format!("kNN top-1 (k={}, T={})", cfg.eval.knn_k.first().copied().unwrap_or(0), cfg.eval.knn_t),
+        "value": knn.first().map(|a| a.1),
+        "knn": knn.iter().map(|(k, a)| json!({"k": k, "top1": a})).collect::<Vec<_>>(),
+        "linear": linear,
+        "paper": cfg.paper,
+        "data": format!("{} ({} train / {} test images)", cfg.data.format, train_ds.len(), test_ds.len()),
+        "model": format!("{} patch {} depth {}", cfg.model.arch, cfg.model.patch_size, vit_config(cfg)?.depth),
+        "epochs": cfg.optim.epochs,
+        "batch_size": cfg.optim.batch_size,
+        "steps": total,
+        "device": format!("{device:?}"),
+        "threads": tch::get_num_threads(),
+        "train_wall_s": train_wall,
+        "wall_s": wall,
+        "samples_per_s": ran as f64 * b as f64 / train_wall.max(1e-9),
+    });
+    run.write_report(&report)?;
+    Ok(Outcome {
+        report: Some(report),
+        step: end,
+    })
+}
