@@ -2,6 +2,7 @@
 //! builds in seconds). See `cargo xtask --help`.
 
 mod doctor;
+mod download;
 mod setup;
 mod util;
 
@@ -34,6 +35,8 @@ enum Command {
     },
     /// Print the torch version, library path, CUDA availability, threads, and what is missing.
     Doctor,
+    /// Fetch a data set from its manifest in datasets/ (resumable, checksummed, extracted).
+    Download(download::DownloadArgs),
 }
 
 fn main() {
@@ -70,6 +73,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Doctor => doctor::doctor(),
+        Command::Download(args) => download::download(&args),
     }
 }
 

@@ -1,0 +1,902 @@
+//! Tests of `cargo xtask download` against a tiny HTTP/1.1 server on 127.0.0.1 that this file
+//! starts, serving archives the tests generate. The server accepts connections until its owner
+//! drops it or a deadline passes, so it always stops by itself.
+
+use super::*;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+// ---------------------------------------------------------------------------------------------
+// A local HTTP server
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Behaviour {
+    /// Honour `Range: bytes=N-` with 206 responses; otherwise always answer 200 with everything.
+    ranges: bool,
+    /// Cut the connection half-way through the body of the first response for each path.
+    cut_first: bool,
+    /// Cut every response half-way (a link that never completes a transfer).
+    cut_always: bool,
+}
+
+#[derive(Clone, Debug)]
+struct Request {
+    path: String,
+    range: Option<String>,
+    status: u16,
+    /// Body bytes actually sent.
+    sent: usize,
+}
+
+struct Server {
+    base: String,
+    log: Arc<Mutex<Vec<Request>>>,
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    fn start(files: HashMap<String, Vec<u8>>, behaviour: Behaviour) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (log2, stop2) = (log.clone(), stop.clone());
+        let handle = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !stop2.load(Ordering::SeqCst) && Instant::now() < deadline {
+                match listener.accept() {
+                    Ok((stream, _)) => serve(stream, &files, behaviour, &log2),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(2))
+                    }
+                    Err(_) => break,
+                }
+            }
+        });
+        Server {
+            base,
+            log,
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/{}", self.base, encode_path(path))
+    }
+
+    fn requests(&self) -> Vec<Request> {
+        self.log.lock().expect("log").clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn serve(
+    stream: TcpStream,
+    files: &HashMap<String, Vec<u8>>,
+    behaviour: Behaviour,
+    log: &Mutex<Vec<Request>>,
+) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut reader = BufReader::new(match stream.try_clone() {
+        Ok(s) => s,
+        Err(_) => return,
+    });
+    let mut first = String::new();
+    if reader.read_line(&mut first).is_err() {
+        return;
+    }
+    let mut range = None;
+    for _ in 0..100 {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.trim().eq_ignore_ascii_case("range") {
+                range = Some(v.trim().to_string());
+            }
+        }
+    }
+    let path = percent_decode(
+        first
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("/")
+            .trim_start_matches('/'),
+    );
+    let mut out = stream;
+    let previous = log
+        .lock()
+        .expect("log")
+        .iter()
+        .filter(|r| r.path == path)
+        .count();
+    let Some(body) = files.get(&path) else {
+        let _ = out
+            .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        log.lock().expect("log").push(Request {
+            path,
+            range,
+            status: 404,
+            sent: 0,
+        });
+        return;
+    };
+    let start = range
+        .as_deref()
+        .filter(|_| behaviour.ranges)
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|r| r.parse::<usize>().ok());
+    let (status, head, slice) = match start {
+        Some(s) if s < body.len() => (
+            206,
+            format!(
+                "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {s}-{}/{}\r\nConnection: close\r\n\r\n",
+                body.len() - s,
+                body.len() - 1,
+                body.len()
+            ),
+            &body[s..],
+        ),
+        Some(_) => (
+            416,
+            format!(
+                "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                body.len()
+            ),
+            &body[..0],
+        ),
+        None => (
+            200,
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
+                body.len()
+            ),
+            &body[..],
+        ),
+    };
+    let cut = behaviour.cut_always || (behaviour.cut_first && previous == 0);
+    let send = if cut { slice.len() / 2 } else { slice.len() };
+    let _ = out.write_all(head.as_bytes());
+    let _ = out.write_all(&slice[..send]);
+    let _ = out.flush();
+    let _ = out.shutdown(std::net::Shutdown::Both);
+    log.lock().expect("log").push(Request {
+        path,
+        range,
+        status,
+        sent: send,
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures
+// ---------------------------------------------------------------------------------------------
+
+/// Deterministic, poorly compressible bytes (so that archives are big enough to cut).
+fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+fn tar_gz(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut b = tar::Builder::new(gz);
+    for (name, data) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, *data).expect("tar append");
+    }
+    b.into_inner().expect("tar").finish().expect("gz")
+}
+
+fn zip_bytes(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut w = zip::ZipWriter::new(io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    for (name, data) in entries {
+        w.start_file(*name, opts).expect("zip entry");
+        w.write_all(data).expect("zip write");
+    }
+    w.finish().expect("zip").into_inner()
+}
+
+fn md5_hex(b: &[u8]) -> String {
+    use md5::Digest;
+    hex::encode(md5::Md5::digest(b))
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(b))
+}
+
+fn quiet() -> Options {
+    Options {
+        retries: 3,
+        retry_delay: Duration::ZERO,
+        keep_archives: false,
+        mirror: None,
+        progress: false,
+    }
+}
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
+/// A manifest for one archive served by `server` at `path`.
+fn one_file_manifest(
+    name: &str,
+    server: &Server,
+    path: &str,
+    checksum: &str,
+    size: usize,
+    extract: &str,
+    layout: &[&str],
+) -> Manifest {
+    let text = format!(
+        r#"
+name = "{name}"
+title = "test data"
+homepage = "http://127.0.0.1/"
+license = "test"
+citation = "none"
+
+[[files]]
+path = "{path}"
+urls = ["{url}"]
+size = {size}
+{checksum}
+extract = "{extract}"
+
+[layout]
+paths = {layout:?}
+"#,
+        url = server.url(path),
+    );
+    Manifest::parse(&text).expect("test manifest")
+}
+
+/// A single-file data set (`payload.tar.gz`, 400 KB of noise in `d/blob.bin`) and its server.
+fn blob_fixture(behaviour: Behaviour) -> (Server, Manifest, Vec<u8>) {
+    let blob = noise(400_000, 7);
+    let archive = tar_gz(&[("d/blob.bin", &blob)]);
+    let files = HashMap::from([("payload.tar.gz".to_string(), archive.clone())]);
+    let server = Server::start(files, behaviour);
+    let m = one_file_manifest(
+        "blob",
+        &server,
+        "payload.tar.gz",
+        &format!("md5 = \"{}\"", md5_hex(&archive)),
+        archive.len(),
+        "tar.gz",
+        &["d/blob.bin"],
+    );
+    (server, m, blob)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn tar_gz_zip_and_plain_file_download_verify_extract_then_second_run_is_a_noop() {
+    let a = noise(50_000, 1);
+    let b = b"hello from the tar".to_vec();
+    let c = noise(30_000, 2);
+    let list = b"CASE_A\nCASE_B\n".to_vec();
+    let tgz = tar_gz(&[("set/a.bin", &a), ("set/sub/b.txt", &b)]);
+    let zip = zip_bytes(&[("zipped/c.bin", &c), ("zipped/empty/", b"")]);
+    let files = HashMap::from([
+        ("dl/set.tar.gz".to_string(), tgz.clone()),
+        ("dl/zipped.zip".to_string(), zip.clone()),
+        ("raw/Training Set/train.list".to_string(), list.clone()),
+    ]);
+    let server = Server::start(
+        files,
+        Behaviour {
+            ranges: true,
+            ..Default::default()
+        },
+    );
+    let text = format!(
+        r#"
+name = "mixed"
+title = "mixed test set"
+homepage = "http://127.0.0.1/"
+license = "test"
+citation = "none"
+base_urls = ["{base}/raw/"]
+
+[[files]]
+path = "set.tar.gz"
+urls = ["{tgz_url}"]
+size = {tgz_len}
+md5 = "{tgz_md5}"
+extract = "tar.gz"
+
+[[files]]
+path = "zipped.zip"
+urls = ["{zip_url}"]
+sha256 = "{zip_sha}"
+extract = "zip"
+
+[[files]]
+path = "Training Set/train.list"
+sha256 = "{list_sha}"
+
+[layout]
+paths = ["set/a.bin", "set/sub/b.txt", "zipped/c.bin", "zipped/empty/"]
+"#,
+        base = server.base,
+        tgz_url = server.url("dl/set.tar.gz"),
+        tgz_len = tgz.len(),
+        tgz_md5 = md5_hex(&tgz),
+        zip_url = server.url("dl/zipped.zip"),
+        zip_sha = sha256_hex(&zip),
+        list_sha = sha256_hex(&list),
+    );
+    let m = Manifest::parse(&text).expect("manifest");
+    let root = tempdir();
+    let out = ensure(&m, root.path(), &quiet()).expect("first run");
+    assert_eq!(
+        out,
+        Outcome::Downloaded {
+            fetched: 3,
+            bytes: (tgz.len() + zip.len() + list.len()) as u64
+        }
+    );
+    let dir = root.path().join("mixed");
+    assert_eq!(fs::read(dir.join("set/a.bin")).unwrap(), a);
+    assert_eq!(fs::read(dir.join("set/sub/b.txt")).unwrap(), b);
+    assert_eq!(fs::read(dir.join("zipped/c.bin")).unwrap(), c);
+    assert!(dir.join("zipped/empty").is_dir());
+    assert_eq!(fs::read(dir.join("Training Set/train.list")).unwrap(), list);
+    assert_eq!(
+        fs::read_to_string(dir.join(VERIFIED_MARKER))
+            .unwrap()
+            .trim(),
+        m.fingerprint()
+    );
+    // Archives are deleted after extraction; no partial file remains.
+    let staging = dir.join(STAGING_DIR);
+    let leftovers: Vec<String> = fs::read_dir(&staging)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.ends_with(".done"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "left in staging: {leftovers:?}");
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 3, "{reqs:?}");
+    assert!(reqs.iter().all(|r| r.status == 200 && r.range.is_none()));
+    // The plain file came from base_urls with its space percent-encoded.
+    assert!(reqs.iter().any(|r| r.path == "raw/Training Set/train.list"));
+
+    // Second run: the marker matches and the layout check passes: no request at all.
+    let again = ensure(&m, root.path(), &quiet()).expect("second run");
+    assert_eq!(again, Outcome::AlreadyVerified);
+    assert_eq!(server.requests().len(), 3);
+    assert!(is_verified(&m, &dir));
+
+    // A deleted file is noticed: the layout check fails, so the marker no longer counts.
+    fs::remove_file(dir.join("set/a.bin")).unwrap();
+    assert!(!is_verified(&m, &dir));
+}
+
+#[test]
+fn wrong_checksum_names_file_url_and_both_sums_and_leaves_no_partial_file() {
+    let archive = tar_gz(&[("x/y.bin", &noise(20_000, 3))]);
+    let actual = md5_hex(&archive);
+    let wrong = "0123456789abcdef0123456789abcdef";
+    let server = Server::start(
+        HashMap::from([("bad.tar.gz".to_string(), archive.clone())]),
+        Behaviour {
+            ranges: true,
+            ..Default::default()
+        },
+    );
+    let m = one_file_manifest(
+        "bad",
+        &server,
+        "bad.tar.gz",
+        &format!("md5 = \"{wrong}\""),
+        archive.len(),
+        "tar.gz",
+        &["x/y.bin"],
+    );
+    let root = tempdir();
+    let err = format!("{:#}", ensure(&m, root.path(), &quiet()).unwrap_err());
+    assert!(err.contains("bad.tar.gz"), "{err}");
+    assert!(err.contains(&server.url("bad.tar.gz")), "{err}");
+    assert!(err.contains(&format!("expected md5 {wrong}")), "{err}");
+    assert!(err.contains(&format!("got md5 {actual}")), "{err}");
+    let dir = root.path().join("bad");
+    let staging = dir.join(STAGING_DIR);
+    let names: Vec<String> = fs::read_dir(&staging)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.is_empty(), "staging should be empty: {names:?}");
+    assert!(!dir.join("x").exists(), "nothing may be extracted");
+    assert!(!dir.join(VERIFIED_MARKER).exists());
+}
+
+#[test]
+fn a_transfer_cut_mid_way_resumes_with_a_range_request() {
+    let (server, m, blob) = blob_fixture(Behaviour {
+        ranges: true,
+        cut_first: true,
+        ..Default::default()
+    });
+    let root = tempdir();
+    let out = ensure(&m, root.path(), &quiet()).expect("resumed download");
+    let total = m.files[0].size.unwrap();
+    assert_eq!(
+        out,
+        Outcome::Downloaded {
+            fetched: 1,
+            bytes: total
+        },
+        "every byte is transferred exactly once"
+    );
+    assert_eq!(fs::read(root.path().join("blob/d/blob.bin")).unwrap(), blob);
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    let cut_at = reqs[0].sent;
+    assert!(cut_at > 0 && (cut_at as u64) < total);
+    assert_eq!(reqs[0].range, None);
+    assert_eq!(
+        reqs[1].range.as_deref(),
+        Some(format!("bytes={cut_at}-").as_str())
+    );
+    assert_eq!(reqs[1].status, 206);
+    assert_eq!((reqs[0].sent + reqs[1].sent) as u64, total);
+}
+
+#[test]
+fn a_server_without_range_support_restarts_from_zero() {
+    let (server, m, blob) = blob_fixture(Behaviour {
+        ranges: false,
+        cut_first: true,
+        ..Default::default()
+    });
+    let root = tempdir();
+    ensure(&m, root.path(), &quiet()).expect("restarted download");
+    assert_eq!(fs::read(root.path().join("blob/d/blob.bin")).unwrap(), blob);
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    let total = m.files[0].size.unwrap() as usize;
+    assert!(reqs[0].sent < total);
+    assert!(reqs[1].range.is_some(), "the second request asks to resume");
+    assert_eq!(reqs[1].status, 200, "the server ignores Range");
+    assert_eq!(reqs[1].sent, total, "the whole file came again");
+}
+
+#[test]
+fn retries_are_bounded_and_a_later_run_resumes_the_kept_partial_file() {
+    let (server, m, blob) = blob_fixture(Behaviour {
+        ranges: true,
+        cut_always: true,
+        ..Default::default()
+    });
+    let root = tempdir();
+    let opts = Options {
+        retries: 2,
+        ..quiet()
+    };
+    let err = format!("{:#}", ensure(&m, root.path(), &opts).unwrap_err());
+    assert!(err.contains("gave up after 3 attempts"), "{err}");
+    assert_eq!(server.requests().len(), 3, "1 try + 2 retries");
+    let part = root
+        .path()
+        .join("blob")
+        .join(STAGING_DIR)
+        .join("payload.tar.gz.part");
+    let kept = fs::metadata(&part).expect("partial file kept").len();
+    assert!(kept > 0);
+    drop(server);
+
+    // A new run against a healthy server continues from the kept bytes.
+    let archive_len = m.files[0].size.unwrap();
+    let good = Server::start(
+        HashMap::from([(
+            "payload.tar.gz".to_string(),
+            tar_gz(&[("d/blob.bin", &blob)]),
+        )]),
+        Behaviour {
+            ranges: true,
+            ..Default::default()
+        },
+    );
+    let m2 = one_file_manifest(
+        "blob",
+        &good,
+        "payload.tar.gz",
+        &format!("md5 = \"{}\"", md5_hex(&tar_gz(&[("d/blob.bin", &blob)]))),
+        archive_len as usize,
+        "tar.gz",
+        &["d/blob.bin"],
+    );
+    let out = ensure(&m2, root.path(), &opts).expect("resumed in a new run");
+    assert_eq!(
+        out,
+        Outcome::Downloaded {
+            fetched: 1,
+            bytes: archive_len - kept
+        }
+    );
+    let reqs = good.requests();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(
+        reqs[0].range.as_deref(),
+        Some(format!("bytes={kept}-").as_str())
+    );
+    assert_eq!(fs::read(root.path().join("blob/d/blob.bin")).unwrap(), blob);
+}
+
+#[test]
+fn mirror_is_tried_first_and_a_missing_url_falls_back_to_the_next() {
+    let data = noise(10_000, 9);
+    let server = Server::start(
+        HashMap::from([
+            ("mirror/one/f.bin".to_string(), data.clone()),
+            ("second/f.bin".to_string(), data.clone()),
+        ]),
+        Behaviour::default(),
+    );
+    let text = format!(
+        r#"
+name = "one"
+title = "t"
+homepage = "http://127.0.0.1/"
+license = "l"
+citation = "c"
+
+[[files]]
+path = "f.bin"
+urls = ["{first}", "{second}"]
+sha256 = "{sha}"
+
+[layout]
+paths = ["f.bin"]
+"#,
+        first = server.url("missing/f.bin"),
+        second = server.url("second/f.bin"),
+        sha = sha256_hex(&data),
+    );
+    let m = Manifest::parse(&text).unwrap();
+
+    // Without a mirror: the first URL answers 404, the second one serves the file.
+    let root = tempdir();
+    ensure(&m, root.path(), &quiet()).expect("fallback");
+    let paths: Vec<(String, u16)> = server
+        .requests()
+        .into_iter()
+        .map(|r| (r.path, r.status))
+        .collect();
+    assert_eq!(
+        paths,
+        vec![
+            ("missing/f.bin".to_string(), 404),
+            ("second/f.bin".to_string(), 200)
+        ]
+    );
+    assert_eq!(fs::read(root.path().join("one/f.bin")).unwrap(), data);
+
+    // With a mirror: only the mirror is asked.
+    let root2 = tempdir();
+    let opts = Options {
+        mirror: Some(format!("{}/mirror/", server.base)),
+        ..quiet()
+    };
+    ensure(&m, root2.path(), &opts).expect("mirror");
+    let last = server.requests().last().cloned().unwrap();
+    assert_eq!(server.requests().len(), 3);
+    assert_eq!((last.path.as_str(), last.status), ("mirror/one/f.bin", 200));
+}
+
+#[test]
+fn unknown_checksum_downloads_with_a_warning_and_no_verification() {
+    let data = noise(5_000, 11);
+    let server = Server::start(
+        HashMap::from([("u.bin".to_string(), data.clone())]),
+        Behaviour::default(),
+    );
+    let m = one_file_manifest(
+        "unk",
+        &server,
+        "u.bin",
+        "sha256 = \"unknown\"",
+        data.len(),
+        "none",
+        &["u.bin"],
+    );
+    assert_eq!(m.files[0].checksum(), Checksum::Unknown);
+    let root = tempdir();
+    let out = ensure(&m, root.path(), &quiet()).expect("unverified download");
+    assert_eq!(
+        out,
+        Outcome::Downloaded {
+            fetched: 1,
+            bytes: data.len() as u64
+        }
+    );
+    assert_eq!(fs::read(root.path().join("unk/u.bin")).unwrap(), data);
+}
+
+#[test]
+fn a_failed_layout_check_is_an_error_naming_the_missing_paths() {
+    let archive = tar_gz(&[("present.txt", b"x")]);
+    let server = Server::start(
+        HashMap::from([("a.tar.gz".to_string(), archive.clone())]),
+        Behaviour::default(),
+    );
+    let m = one_file_manifest(
+        "lay",
+        &server,
+        "a.tar.gz",
+        &format!("md5 = \"{}\"", md5_hex(&archive)),
+        archive.len(),
+        "tar.gz",
+        &["present.txt", "absent/"],
+    );
+    let root = tempdir();
+    let err = format!("{:#}", ensure(&m, root.path(), &quiet()).unwrap_err());
+    assert!(err.contains("layout check failed"), "{err}");
+    assert!(err.contains("`absent/`"), "{err}");
+    assert!(!err.contains("`present.txt`"), "{err}");
+    assert!(!root.path().join("lay").join(VERIFIED_MARKER).exists());
+}
+
+#[test]
+fn archive_entries_escaping_the_data_folder_are_refused() {
+    // A tar whose entry name is `../evil.txt` (written into the header by hand: the builder
+    // itself refuses such names).
+    let mut h = tar::Header::new_old();
+    let name = b"../evil.txt";
+    h.as_old_mut().name[..name.len()].copy_from_slice(name);
+    h.set_size(4);
+    h.set_mode(0o644);
+    h.set_cksum();
+    let mut raw = Vec::new();
+    raw.extend_from_slice(h.as_bytes());
+    raw.extend_from_slice(b"evil");
+    raw.resize(512 * 2, 0);
+    raw.resize(raw.len() + 1024, 0);
+    let root = tempdir();
+    let inner = root.path().join("inner");
+    fs::create_dir_all(&inner).unwrap();
+    let tar_path = root.path().join("evil.tar");
+    fs::write(&tar_path, &raw).unwrap();
+    let err = format!(
+        "{:#}",
+        extract(&tar_path, Extract::Tar, &inner).unwrap_err()
+    );
+    assert!(err.contains("../evil.txt"), "{err}");
+    assert!(!root.path().join("evil.txt").exists());
+
+    let zip_path = root.path().join("evil.zip");
+    fs::write(&zip_path, zip_bytes(&[("../evil2.txt", b"evil")])).unwrap();
+    let err = format!(
+        "{:#}",
+        extract(&zip_path, Extract::Zip, &inner).unwrap_err()
+    );
+    assert!(err.contains("evil2.txt"), "{err}");
+    assert!(!root.path().join("evil2.txt").exists());
+}
+
+#[test]
+fn manual_data_sets_check_the_layout_only() {
+    let m = Manifest::parse(
+        r#"
+name = "by-hand"
+title = "A registered data set"
+homepage = "https://example.org/"
+license = "research only"
+citation = "someone"
+manual = true
+instructions = "Register, download, unpack."
+
+[layout]
+paths = ["train/", "val/"]
+"#,
+    )
+    .unwrap();
+    let root = tempdir();
+    let err = format!("{:#}", ensure(&m, root.path(), &quiet()).unwrap_err());
+    assert!(err.contains("must be obtained by hand"), "{err}");
+    assert!(err.contains("`train/`") && err.contains("`val/`"), "{err}");
+    fs::create_dir_all(root.path().join("by-hand/train")).unwrap();
+    fs::create_dir_all(root.path().join("by-hand/val")).unwrap();
+    assert_eq!(
+        ensure(&m, root.path(), &quiet()).unwrap(),
+        Outcome::ManualPresent
+    );
+}
+
+#[test]
+fn manifest_validation_rejects_bad_fields() {
+    let base = |file: &str| {
+        format!(
+            "name = \"x\"\ntitle = \"t\"\nhomepage = \"h\"\nlicense = \"l\"\ncitation = \"c\"\n{file}\n[layout]\npaths = [\"a\"]\n"
+        )
+    };
+    let cases = [
+        ("[[files]]\npath = \"../a\"\nurls = [\"http://127.0.0.1/a\"]\nmd5 = \"unknown\"", "relative path"),
+        ("[[files]]\npath = \"/a\"\nurls = [\"http://127.0.0.1/a\"]\nmd5 = \"unknown\"", "relative path"),
+        ("[[files]]\npath = \"a\"\nurls = [\"http://127.0.0.1/a\"]", "no checksum"),
+        ("[[files]]\npath = \"a\"\nurls = [\"http://127.0.0.1/a\"]\nmd5 = \"abc\"", "32 hex digits"),
+        ("[[files]]\npath = \"a\"\nurls = [\"http://127.0.0.1/a\"]\nmd5 = \"unknown\"\nsha256 = \"unknown\"", "both md5 and sha256"),
+        ("[[files]]\npath = \"a\"\nurls = [\"ftp://127.0.0.1/a\"]\nmd5 = \"unknown\"", "not an http(s) URL"),
+        ("[[files]]\npath = \"a\"\nmd5 = \"unknown\"", "no `urls`"),
+        ("[[files]]\npath = \"a\"\nurls = [\"http://127.0.0.1/a\"]\nmd5 = \"unknown\"\nextract = \"rar\"", "not a valid data set manifest"),
+        ("", "no `files`"),
+    ];
+    for (file, want) in cases {
+        let err = format!("{:#}", Manifest::parse(&base(file)).unwrap_err());
+        assert!(err.contains(want), "{file:?}: {err}");
+    }
+}
+
+#[test]
+fn paths_are_percent_encoded_for_urls() {
+    assert_eq!(
+        encode_path("2018LA_Seg_Training Set/0RZ/mri_norm2.h5"),
+        "2018LA_Seg_Training%20Set/0RZ/mri_norm2.h5"
+    );
+    assert_eq!(encode_path("a+b&c"), "a%2Bb%26c");
+    assert_eq!(percent_decode("a%20b%2Bc"), "a b+c");
+}
+
+#[test]
+fn data_root_prefers_the_flag() {
+    assert_eq!(
+        data_root(Some(Path::new("/some/where"))),
+        PathBuf::from("/some/where")
+    );
+}
+
+/// The shipped manifests in `datasets/`: all parse, names match file names, every data set the
+/// project needs is there, and the downloadable ones carry real checksums.
+#[test]
+fn every_shipped_manifest_parses_and_has_the_required_fields() {
+    let dir = manifest_dir();
+    let paths = manifest_paths(&dir).expect("datasets/ lists");
+    let mut names = Vec::new();
+    for p in &paths {
+        let m = Manifest::load(p).unwrap_or_else(|e| panic!("{}: {e:#}", p.display()));
+        let stem = p.file_stem().unwrap().to_string_lossy();
+        assert_eq!(
+            m.name,
+            stem,
+            "{}: name must equal the file name",
+            p.display()
+        );
+        assert!(m.homepage.starts_with("http"), "{}: homepage", m.name);
+        for f in &m.files {
+            assert!(
+                f.checksum() != Checksum::Unknown,
+                "{}: `{}` has no known checksum",
+                m.name,
+                f.path
+            );
+            for u in m.urls_for(f, None) {
+                assert!(u.starts_with("https://") || u.starts_with("http://"), "{u}");
+            }
+        }
+        names.push(m.name.clone());
+    }
+    for want in [
+        "cifar10",
+        "cifar100",
+        "stl10",
+        "tiny-imagenet",
+        "imagenet",
+        "la-heart",
+        "msd-heart",
+        "loveda",
+        "potsdam",
+    ] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "missing manifest {want}.toml"
+        );
+    }
+    let la = Manifest::load(&dir.join("la-heart.toml")).unwrap();
+    let h5 = la
+        .files
+        .iter()
+        .filter(|f| f.path.ends_with("/mri_norm2.h5"))
+        .count();
+    assert_eq!(h5, 100, "the LA set has 100 cases");
+    assert!(la.files.iter().any(|f| f.path == "train.list"));
+    assert!(la.files.iter().any(|f| f.path == "test.list"));
+    assert!(la
+        .files
+        .iter()
+        .all(|f| f.size.is_some() && matches!(f.checksum(), Checksum::Sha256(_))));
+    for manual in ["imagenet", "potsdam"] {
+        let m = Manifest::load(&dir.join(format!("{manual}.toml"))).unwrap();
+        assert!(m.manual && m.files.is_empty(), "{manual} is manual");
+    }
+}
+
+/// The LA manifest agrees with the 16 cases in the shared development data (sha256 sums there),
+/// when that folder is present.
+#[test]
+fn la_manifest_matches_the_shared_development_copy() {
+    let sums = repo_root().join("../shared/data/la-heart/SHA256SUMS");
+    let Ok(text) = fs::read_to_string(&sums) else {
+        eprintln!("skipped: {} not present", sums.display());
+        return;
+    };
+    let la = Manifest::load(&manifest_dir().join("la-heart.toml")).unwrap();
+    let mut checked = 0;
+    for line in text.lines() {
+        let Some((sum, path)) = line.split_once("  ") else {
+            continue;
+        };
+        let path = path.trim_start_matches("./");
+        if !path.ends_with(".h5") {
+            continue; // the shared lists are 12/4-id subsets, not the full lists
+        }
+        let f = la
+            .files
+            .iter()
+            .find(|f| f.path == path)
+            .unwrap_or_else(|| panic!("{path} not in la-heart.toml"));
+        assert_eq!(f.checksum(), Checksum::Sha256(sum.to_string()), "{path}");
+        checked += 1;
+    }
+    assert_eq!(checked, 16);
+}
