@@ -564,7 +564,11 @@ pub fn ensure(m: &Manifest, root: &Path, opts: &Options) -> Result<Outcome> {
         let flat = f.path.replace('/', "__");
         let done_marker = staging.join(format!("{flat}.done"));
         let want = f.checksum();
-        if fs::read_to_string(&done_marker).is_ok_and(|s| s.trim() == want.to_string()) {
+        // Plain files are checked in place; archives extracted earlier in an interrupted run
+        // have a per-file marker (removed once the whole data set is verified).
+        let in_place = f.extract == Extract::None && placed_ok(f, &dir.join(&f.path));
+        if in_place || fs::read_to_string(&done_marker).is_ok_and(|s| s.trim() == want.to_string())
+        {
             bar.inc(f.size.unwrap_or(0));
             continue;
         }
@@ -608,8 +612,14 @@ pub fn ensure(m: &Manifest, root: &Path, opts: &Options) -> Result<Outcome> {
     }
     fs::write(&marker, format!("{}\n", m.fingerprint()))
         .with_context(|| format!("cannot write {}", marker.display()))?;
-    if !opts.keep_archives {
-        let _ = fs::remove_dir(&staging); // only succeeds when empty: markers keep it otherwise
+    // The per-file markers only serve an interrupted run; `.verified` takes over now.
+    if opts.keep_archives {
+        for f in &m.files {
+            let _ = fs::remove_file(staging.join(format!("{}.done", f.path.replace('/', "__"))));
+        }
+    } else {
+        fs::remove_dir_all(&staging)
+            .with_context(|| format!("cannot remove {}", staging.display()))?;
     }
     println!(
         "{}: fetched {fetched} file(s), {}, verified, layout ok [{:.1} s]",
@@ -646,6 +656,16 @@ fn ensure_manual(m: &Manifest, dir: &Path) -> Result<Outcome> {
         dir.display(),
         preview(&missing)
     )
+}
+
+/// A plain file already at its place, with the right size and checksum.
+fn placed_ok(f: &FileEntry, dest: &Path) -> bool {
+    match fs::metadata(dest) {
+        Ok(md) if md.is_file() => {
+            f.size.is_none_or(|s| s == md.len()) && verify_file(dest, &f.checksum()).is_ok()
+        }
+        _ => false,
+    }
 }
 
 /// True when `dir` holds a `.verified` marker for `m`'s current fingerprint and the layout
@@ -799,20 +819,36 @@ fn fetch(
                 let size = fs::metadata(&part)
                     .with_context(|| format!("cannot stat {}", part.display()))?
                     .len();
-                if let Some(expected) = f.size.filter(|s| *s != size) {
-                    remove_quietly(&part);
-                    errors.push(format!(
-                        "{url}: `{}` has {size} bytes, expected {expected}; partial file deleted",
-                        f.path
-                    ));
-                    bar.set_position(bar_base);
-                    continue;
+                let size_note = match f.size.filter(|s| *s != size) {
+                    // Without a checksum, the size is the only check there is.
+                    Some(expected) if want == Checksum::Unknown => {
+                        remove_quietly(&part);
+                        errors.push(format!(
+                            "`{}` from {url} has {size} bytes, the manifest says {expected} (and \
+                             knows no checksum); the downloaded file was deleted",
+                            f.path
+                        ));
+                        bar.set_position(bar_base);
+                        continue;
+                    }
+                    Some(expected) => format!(" ({size} bytes; the manifest says {expected})"),
+                    None => String::new(),
+                };
+                if !size_note.is_empty()
+                    && matches!(&want, Checksum::Md5(w) | Checksum::Sha256(w) if *w == got)
+                {
+                    bar.suspend(|| {
+                        eprintln!(
+                            "{}: warning: checksum verified but the size in the manifest is wrong{size_note}; fix the manifest",
+                            f.path
+                        )
+                    });
                 }
                 match &want {
                     Checksum::Md5(w) | Checksum::Sha256(w) if *w != got => {
                         remove_quietly(&part);
                         errors.push(format!(
-                            "checksum mismatch for `{}` from {url}: expected {want}, got {} {got}; \
+                            "checksum mismatch for `{}` from {url}: expected {want}, got {} {got}{size_note}; \
                              the downloaded file was deleted",
                             f.path,
                             if matches!(want, Checksum::Md5(_)) { "md5" } else { "sha256" }
@@ -840,6 +876,10 @@ fn fetch(
             Err(e) => {
                 errors.push(format!("{url}: {e:#}"));
             }
+        }
+        if urls.last() != Some(url) {
+            let why = errors.last().cloned().unwrap_or_default();
+            bar.suspend(|| eprintln!("{}: {why}; trying the next URL", f.path));
         }
     }
     bail!(
@@ -898,12 +938,17 @@ fn fetch_url(
             Err(Attempt::Fatal(e)) => return Err(e),
             Err(Attempt::Transient(e)) => {
                 if retries >= opts.retries {
-                    return Err(e.context(format!(
-                        "gave up after {} attempts ({} bytes kept in {} for a later resume)",
-                        retries + 1,
-                        have,
-                        part.display()
-                    )));
+                    let kept = if have > 0 {
+                        format!(
+                            "; {have} bytes kept in {} for a later resume",
+                            part.display()
+                        )
+                    } else {
+                        drop(file);
+                        remove_quietly(part);
+                        String::new()
+                    };
+                    return Err(e.context(format!("gave up after {} attempts{kept}", retries + 1)));
                 }
                 retries += 1;
                 bar.suspend(|| {
@@ -959,7 +1004,14 @@ fn attempt(
                 r.status_text()
             )))
         }
-        Err(e) => return Err(Attempt::Transient(anyhow::Error::new(e))),
+        Err(ureq::Error::Transport(t)) => {
+            // Display of a transport error repeats the URL; the caller names it already.
+            let mut msg = t.kind().to_string();
+            if let Some(m) = t.message() {
+                msg.push_str(&format!(": {m}"));
+            }
+            return Err(Attempt::Transient(anyhow::anyhow!(msg)));
+        }
     };
     let status = resp.status();
     let offset = match status {
@@ -1006,10 +1058,13 @@ fn attempt(
         .map(|n| n + offset);
     if let (Some(end), Some(size)) = (expected_end, f.size) {
         if end != size {
-            return Err(Attempt::Fatal(anyhow::anyhow!(
-                "the server announces {end} bytes for `{}`, the manifest says {size}",
-                f.path
-            )));
+            // The checksum decides; a size copied wrongly into a manifest must not block.
+            bar.suspend(|| {
+                eprintln!(
+                    "{}: warning: the server announces {end} bytes, the manifest says {size}",
+                    f.path
+                )
+            });
         }
     }
     file.seek(SeekFrom::Start(*have))

@@ -404,17 +404,8 @@ paths = ["set/a.bin", "set/sub/b.txt", "zipped/c.bin", "zipped/empty/"]
             .trim(),
         m.fingerprint()
     );
-    // Archives are deleted after extraction; no partial file remains.
-    let staging = dir.join(STAGING_DIR);
-    let leftovers: Vec<String> = fs::read_dir(&staging)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| !n.ends_with(".done"))
-                .collect()
-        })
-        .unwrap_or_default();
-    assert!(leftovers.is_empty(), "left in staging: {leftovers:?}");
+    // Archives, partial files and per-file markers are gone after success.
+    assert!(!dir.join(STAGING_DIR).exists());
     let reqs = server.requests();
     assert_eq!(reqs.len(), 3, "{reqs:?}");
     assert!(reqs.iter().all(|r| r.status == 200 && r.range.is_none()));
@@ -427,9 +418,100 @@ paths = ["set/a.bin", "set/sub/b.txt", "zipped/c.bin", "zipped/empty/"]
     assert_eq!(server.requests().len(), 3);
     assert!(is_verified(&m, &dir));
 
-    // A deleted file is noticed: the layout check fails, so the marker no longer counts.
+    // A deleted file is noticed: the layout check fails, so the marker no longer counts, and
+    // the next run fetches the archives again (their content cannot be checked in place) but
+    // keeps the plain file, whose checksum is verified where it lies.
     fs::remove_file(dir.join("set/a.bin")).unwrap();
     assert!(!is_verified(&m, &dir));
+    let repaired = ensure(&m, root.path(), &quiet()).expect("repair run");
+    assert_eq!(
+        repaired,
+        Outcome::Downloaded {
+            fetched: 2,
+            bytes: (tgz.len() + zip.len()) as u64
+        }
+    );
+    assert_eq!(fs::read(dir.join("set/a.bin")).unwrap(), a);
+    assert_eq!(server.requests().len(), 5);
+}
+
+#[test]
+fn plain_files_already_in_place_are_verified_not_fetched_again() {
+    let one = noise(3_000, 21);
+    let two = noise(4_000, 22);
+    let server = Server::start(
+        HashMap::from([
+            ("case 1/img.h5".to_string(), one.clone()),
+            ("case 2/img.h5".to_string(), two.clone()),
+        ]),
+        Behaviour::default(),
+    );
+    let text = format!(
+        r#"
+name = "cases"
+title = "t"
+homepage = "http://127.0.0.1/"
+license = "l"
+citation = "c"
+base_urls = ["{base}/"]
+
+[[files]]
+path = "case 1/img.h5"
+size = {n1}
+sha256 = "{s1}"
+
+[[files]]
+path = "case 2/img.h5"
+size = {n2}
+sha256 = "{s2}"
+
+[layout]
+paths = ["case 1/", "case 2/"]
+"#,
+        base = server.base,
+        n1 = one.len(),
+        s1 = sha256_hex(&one),
+        n2 = two.len(),
+        s2 = sha256_hex(&two),
+    );
+    let m = Manifest::parse(&text).unwrap();
+    let root = tempdir();
+    ensure(&m, root.path(), &quiet()).expect("first run");
+    assert_eq!(server.requests().len(), 2);
+    let dir = root.path().join("cases");
+    // One case removed, the other corrupted: both are fetched again, nothing else.
+    fs::remove_file(dir.join("case 1/img.h5")).unwrap();
+    let out = ensure(&m, root.path(), &quiet()).expect("second run");
+    assert_eq!(
+        out,
+        Outcome::Downloaded {
+            fetched: 1,
+            bytes: one.len() as u64
+        }
+    );
+    let mut bad = two.clone();
+    bad[100] ^= 1;
+    fs::write(dir.join("case 2/img.h5"), &bad).unwrap();
+    fs::remove_file(dir.join(VERIFIED_MARKER)).unwrap();
+    let out = ensure(&m, root.path(), &quiet()).expect("third run");
+    assert_eq!(
+        out,
+        Outcome::Downloaded {
+            fetched: 1,
+            bytes: two.len() as u64
+        }
+    );
+    assert_eq!(fs::read(dir.join("case 2/img.h5")).unwrap(), two);
+    let paths: Vec<String> = server.requests().into_iter().map(|r| r.path).collect();
+    assert_eq!(
+        paths,
+        [
+            "case 1/img.h5",
+            "case 2/img.h5",
+            "case 1/img.h5",
+            "case 2/img.h5"
+        ]
+    );
 }
 
 #[test]
@@ -899,4 +981,53 @@ fn la_manifest_matches_the_shared_development_copy() {
         checked += 1;
     }
     assert_eq!(checked, 16);
+}
+
+#[test]
+fn a_wrong_size_in_the_manifest_defers_to_the_checksum() {
+    let data = noise(8_000, 31);
+    let server = Server::start(
+        HashMap::from([("s.bin".to_string(), data.clone())]),
+        Behaviour::default(),
+    );
+    // Right checksum, wrong size: accepted (with a warning), the checksum is authoritative.
+    let m = one_file_manifest(
+        "sized",
+        &server,
+        "s.bin",
+        &format!("sha256 = \"{}\"", sha256_hex(&data)),
+        data.len() + 1,
+        "none",
+        &["s.bin"],
+    );
+    let root = tempdir();
+    ensure(&m, root.path(), &quiet()).expect("checksum decides");
+    assert_eq!(fs::read(root.path().join("sized/s.bin")).unwrap(), data);
+
+    // No checksum and a wrong size: the size is the only check, so it fails.
+    let m = one_file_manifest(
+        "unsized",
+        &server,
+        "s.bin",
+        "sha256 = \"unknown\"",
+        data.len() + 1,
+        "none",
+        &["s.bin"],
+    );
+    let err = format!("{:#}", ensure(&m, root.path(), &quiet()).unwrap_err());
+    assert!(
+        err.contains(&format!(
+            "has {} bytes, the manifest says {}",
+            data.len(),
+            data.len() + 1
+        )),
+        "{err}"
+    );
+    assert!(!root.path().join("unsized/s.bin").exists());
+    assert!(!root
+        .path()
+        .join("unsized")
+        .join(STAGING_DIR)
+        .join("s.bin.part")
+        .exists());
 }
