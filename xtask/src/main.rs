@@ -4,6 +4,8 @@
 mod doctor;
 mod download;
 mod setup;
+#[cfg(test)]
+mod test_server;
 mod util;
 
 use anyhow::Result;
