@@ -601,8 +601,14 @@ pub fn ensure(m: &Manifest, root: &Path, opts: &Options) -> Result<Outcome> {
 
     let missing = missing_paths(&dir, &m.required_paths());
     if !missing.is_empty() {
+        // Forget what was extracted, so that the next run extracts (or fetches) it again
+        // instead of trusting markers that led here.
+        for f in &m.files {
+            let _ = fs::remove_file(staging.join(format!("{}.done", f.path.replace('/', "__"))));
+        }
         bail!(
-            "{}: layout check failed in {}: {} of {} expected paths are missing: {}",
+            "{}: layout check failed in {}: {} of {} expected paths are missing: {} (the next \
+             run starts the archives over; if this repeats, the manifest's layout is wrong)",
             m.name,
             dir.display(),
             missing.len(),
@@ -658,12 +664,14 @@ fn ensure_manual(m: &Manifest, dir: &Path) -> Result<Outcome> {
     )
 }
 
-/// A plain file already at its place, with the right size and checksum.
+/// A plain file already at its place, with the right checksum (or, when no checksum is known,
+/// the right size).
 fn placed_ok(f: &FileEntry, dest: &Path) -> bool {
     match fs::metadata(dest) {
-        Ok(md) if md.is_file() => {
-            f.size.is_none_or(|s| s == md.len()) && verify_file(dest, &f.checksum()).is_ok()
-        }
+        Ok(md) if md.is_file() => match f.checksum() {
+            Checksum::Unknown => f.size.is_none_or(|s| s == md.len()),
+            want => verify_file(dest, &want).is_ok(),
+        },
         _ => false,
     }
 }

@@ -579,6 +579,10 @@ fn a_failed_layout_check_is_an_error_naming_the_missing_paths() {
     assert!(err.contains("`absent/`"), "{err}");
     assert!(!err.contains("`present.txt`"), "{err}");
     assert!(!root.path().join("lay").join(VERIFIED_MARKER).exists());
+    // No marker claims the archive is done: a second run fetches it again.
+    let again = format!("{:#}", ensure(&m, root.path(), &quiet()).unwrap_err());
+    assert!(again.contains("layout check failed"), "{again}");
+    assert_eq!(server.requests().len(), 2);
 }
 
 #[test]
