@@ -542,6 +542,7 @@ pub fn ensure(m: &Manifest, root: &Path, opts: &Options) -> Result<Outcome> {
     let staging = dir.join(STAGING_DIR);
     fs::create_dir_all(&staging)
         .with_context(|| format!("cannot create the download folder {}", staging.display()))?;
+    let _lock = DownloadLock::acquire(&staging.join("lock"), &m.name)?;
     // A stale marker must not survive a failed run.
     let marker = dir.join(VERIFIED_MARKER);
     if marker.exists() {
@@ -624,6 +625,7 @@ pub fn ensure(m: &Manifest, root: &Path, opts: &Options) -> Result<Outcome> {
             let _ = fs::remove_file(staging.join(format!("{}.done", f.path.replace('/', "__"))));
         }
     } else {
+        drop(_lock);
         fs::remove_dir_all(&staging)
             .with_context(|| format!("cannot remove {}", staging.display()))?;
     }
@@ -662,6 +664,66 @@ fn ensure_manual(m: &Manifest, dir: &Path) -> Result<Outcome> {
         dir.display(),
         preview(&missing)
     )
+}
+
+/// Keeps two downloads of the same data set from writing the same files: a lock file holding the
+/// owner's process id, removed when the guard drops. A lock left by a process that no longer
+/// runs (Ctrl-C, a crash) is taken over, as far as `/proc` can tell.
+struct DownloadLock {
+    path: PathBuf,
+}
+
+impl DownloadLock {
+    fn acquire(path: &Path, name: &str) -> Result<DownloadLock> {
+        for _ in 0..2 {
+            match OpenOptions::new().write(true).create_new(true).open(path) {
+                Ok(mut f) => {
+                    write!(f, "{}", std::process::id())
+                        .with_context(|| format!("cannot write {}", path.display()))?;
+                    return Ok(DownloadLock {
+                        path: path.to_path_buf(),
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    let owner = fs::read_to_string(path).unwrap_or_default();
+                    let pid = owner.trim().parse::<u32>().ok();
+                    let alive = match pid {
+                        Some(pid) if Path::new("/proc/self").exists() => {
+                            Path::new(&format!("/proc/{pid}")).exists()
+                        }
+                        Some(_) => true, // no /proc: cannot tell, assume it runs
+                        None => false,   // unreadable or empty: a torn write, stale
+                    };
+                    if alive {
+                        bail!(
+                            "another download of {name} is running (process {}); wait for it, or \
+                             delete {} if that is wrong",
+                            owner.trim(),
+                            path.display()
+                        );
+                    }
+                    eprintln!(
+                        "{name}: taking over the lock {} left by process {} (no longer running)",
+                        path.display(),
+                        owner.trim()
+                    );
+                    fs::remove_file(path).with_context(|| {
+                        format!("cannot remove the stale lock {}", path.display())
+                    })?;
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot create {}", path.display()))
+                }
+            }
+        }
+        bail!("could not take the lock {}", path.display())
+    }
+}
+
+impl Drop for DownloadLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
 }
 
 /// A plain file already at its place, with the right checksum (or, when no checksum is known,

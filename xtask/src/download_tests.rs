@@ -836,3 +836,21 @@ fn a_wrong_size_in_the_manifest_defers_to_the_checksum() {
         .join("s.bin.part")
         .exists());
 }
+
+#[test]
+fn a_running_download_of_the_same_set_is_locked_out_and_a_stale_lock_taken_over() {
+    let (server, m, blob) = blob_fixture(Behaviour::default());
+    let root = tempdir();
+    let staging = root.path().join("blob").join(STAGING_DIR);
+    fs::create_dir_all(&staging).unwrap();
+    // Held by a live process (this test's own): refused, nothing fetched.
+    fs::write(staging.join("lock"), std::process::id().to_string()).unwrap();
+    let err = format!("{:#}", ensure(&m, root.path(), &quiet()).unwrap_err());
+    assert!(err.contains("another download of blob is running"), "{err}");
+    assert!(server.requests().is_empty());
+    // Left by a process that no longer exists (pid beyond the kernel's pid_max): taken over.
+    fs::write(staging.join("lock"), "4294967295").unwrap();
+    ensure(&m, root.path(), &quiet()).expect("stale lock taken over");
+    assert_eq!(fs::read(root.path().join("blob/d/blob.bin")).unwrap(), blob);
+    assert!(!staging.exists(), "lock released and staging removed");
+}
