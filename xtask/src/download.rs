@@ -64,11 +64,16 @@ pub struct DownloadArgs {
 
 /// Entry point of `cargo xtask download`.
 pub fn download(args: &DownloadArgs) -> Result<()> {
-    let root = data_root(args.data_dir.as_deref());
     if args.list {
-        return list(&manifest_dir(), &root);
+        return list(&manifest_dir(), &data_root(args.data_dir.as_deref()));
     }
-    let manifest = match (&args.manifest, &args.name) {
+    let mut opts = Options::from_env();
+    opts.retries = args.retries;
+    opts.keep_archives = args.keep_archives;
+    if let Some(m) = args.mirror.clone().filter(|m| !m.trim().is_empty()) {
+        opts.mirror = Some(m);
+    }
+    match (&args.manifest, &args.name) {
         (Some(path), name) => {
             let m = Manifest::load(path)?;
             if let Some(n) = name.as_deref().filter(|n| *n != m.name) {
@@ -78,37 +83,25 @@ pub fn download(args: &DownloadArgs) -> Result<()> {
                     m.name
                 );
             }
-            m
+            ensure(&m, &data_root(args.data_dir.as_deref()), &opts).map(|_| ())
         }
-        (None, Some(name)) => {
-            let path = manifest_dir().join(format!("{name}.toml"));
-            if !path.exists() {
-                bail!(
-                    "no manifest for `{name}` ({} does not exist); known data sets: {}",
-                    path.display(),
-                    known_names(&manifest_dir()).join(", ")
-                );
-            }
-            Manifest::load(&path)?
-        }
+        (None, Some(name)) => ensure_named(name, args.data_dir.as_deref(), &opts).map(|_| ()),
         (None, None) => bail!(
             "name a data set (`cargo xtask download cifar10`) or pass --list; known: {}",
             known_names(&manifest_dir()).join(", ")
         ),
-    };
-    let mirror = args
-        .mirror
-        .clone()
-        .or_else(|| std::env::var("CONTRAST_MIRROR").ok())
-        .filter(|m| !m.trim().is_empty());
-    let opts = Options {
-        retries: args.retries,
-        retry_delay: Duration::from_secs(2),
-        keep_archives: args.keep_archives,
-        mirror,
-        progress: true,
-    };
-    ensure(&manifest, &root, &opts).map(|_| ())
+    }
+}
+
+/// Make sure the shipped data set `name` is present, verified and laid out under the data root
+/// (`data_dir`, else `$CONTRAST_DATA`, else `datasets/`), fetching it if needed; returns its
+/// folder. Takes milliseconds when it is already verified. Other commands (e.g. `reproduce`)
+/// call it with `Options::from_env()`.
+pub fn ensure_named(name: &str, data_dir: Option<&Path>, opts: &Options) -> Result<PathBuf> {
+    let m = Manifest::named(name)?;
+    let root = data_root(data_dir);
+    ensure(&m, &root, opts)?;
+    Ok(root.join(&m.name))
 }
 
 /// The data root: `flag`, else `$CONTRAST_DATA`, else `datasets/` in the repository.
@@ -243,6 +236,27 @@ impl FileEntry {
 }
 
 impl Manifest {
+    /// The shipped manifest `datasets/<name>.toml`.
+    pub fn named(name: &str) -> Result<Manifest> {
+        let path = manifest_dir().join(format!("{name}.toml"));
+        if !path.exists() {
+            bail!(
+                "no manifest for `{name}` ({} does not exist); known data sets: {}",
+                path.display(),
+                known_names(&manifest_dir()).join(", ")
+            );
+        }
+        let m = Manifest::load(&path)?;
+        if m.name != name {
+            bail!(
+                "{} says its name is `{}`, not `{name}`",
+                path.display(),
+                m.name
+            );
+        }
+        Ok(m)
+    }
+
     /// Parse and validate a manifest file.
     pub fn load(path: &Path) -> Result<Manifest> {
         let text = fs::read_to_string(path)
@@ -497,6 +511,18 @@ pub struct Options {
     pub mirror: Option<String>,
     /// Draw a progress bar (hidden anyway when stderr is not a terminal).
     pub progress: bool,
+}
+
+impl Options {
+    /// The defaults, with the mirror from `$CONTRAST_MIRROR` when set.
+    pub fn from_env() -> Options {
+        Options {
+            mirror: std::env::var("CONTRAST_MIRROR")
+                .ok()
+                .filter(|m| !m.trim().is_empty()),
+            ..Options::default()
+        }
+    }
 }
 
 impl Default for Options {

@@ -693,6 +693,33 @@ fn data_root_prefers_the_flag() {
     );
 }
 
+#[test]
+fn ensure_named_checks_a_manual_set_in_the_given_root() {
+    let root = tempdir();
+    let err = format!(
+        "{:#}",
+        ensure_named("imagenet", Some(root.path()), &quiet()).unwrap_err()
+    );
+    assert!(err.contains("must be obtained by hand"), "{err}");
+    for p in [
+        "train/n01440764",
+        "train/n15075141",
+        "val/n01440764",
+        "val/n15075141",
+    ] {
+        fs::create_dir_all(root.path().join("imagenet").join(p)).unwrap();
+    }
+    assert_eq!(
+        ensure_named("imagenet", Some(root.path()), &quiet()).unwrap(),
+        root.path().join("imagenet")
+    );
+    let err = format!(
+        "{:#}",
+        ensure_named("no-such-set", None, &quiet()).unwrap_err()
+    );
+    assert!(err.contains("known data sets: cifar10"), "{err}");
+}
+
 /// The shipped manifests in `datasets/`: all parse, names match file names, every data set the
 /// project needs is there, and the downloadable ones carry real checksums.
 #[test]
