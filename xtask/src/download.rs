@@ -585,7 +585,7 @@ pub fn ensure(m: &Manifest, root: &Path, opts: &Options) -> Result<Outcome> {
         .timeout_read(Duration::from_secs(60))
         .user_agent(concat!("contrast-xtask/", env!("CARGO_PKG_VERSION")))
         .build();
-    let bar = progress_bar(m.total_size(), opts.progress);
+    let bar = Progress::new(m.total_size(), opts.progress);
     let (mut fetched, mut bytes) = (0usize, 0u64);
     for f in &m.files {
         let flat = f.path.replace('/', "__");
@@ -800,20 +800,94 @@ fn preview(items: &[String]) -> String {
     s
 }
 
-fn progress_bar(total: Option<u64>, visible: bool) -> ProgressBar {
-    if !visible {
-        return ProgressBar::hidden();
+/// Progress of one data set: an indicatif bar on a terminal; otherwise (CI, logs) a plain line at
+/// most every [`Progress::PLAIN_EVERY`], so that long downloads are not silent.
+struct Progress {
+    bar: ProgressBar,
+    total: Option<u64>,
+    /// `Some(last line printed)` in plain mode.
+    plain: Option<std::cell::Cell<Instant>>,
+}
+
+impl Progress {
+    const PLAIN_EVERY: Duration = Duration::from_secs(15);
+
+    fn new(total: Option<u64>, visible: bool) -> Progress {
+        use std::io::IsTerminal;
+        if !visible {
+            return Progress {
+                bar: ProgressBar::hidden(),
+                total,
+                plain: None,
+            };
+        }
+        if !io::stderr().is_terminal() {
+            return Progress {
+                bar: ProgressBar::hidden(),
+                total,
+                plain: Some(std::cell::Cell::new(Instant::now())),
+            };
+        }
+        let bar = ProgressBar::new(total.unwrap_or(0));
+        let template = if total.is_some() {
+            "{bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {wide_msg}"
+        } else {
+            "{spinner} {bytes} {bytes_per_sec} {wide_msg}"
+        };
+        if let Ok(style) = ProgressStyle::with_template(template) {
+            bar.set_style(style);
+        }
+        Progress {
+            bar,
+            total,
+            plain: None,
+        }
     }
-    let bar = ProgressBar::new(total.unwrap_or(0));
-    let template = if total.is_some() {
-        "{bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} {wide_msg}"
-    } else {
-        "{spinner} {bytes} {bytes_per_sec} {wide_msg}"
-    };
-    if let Ok(style) = ProgressStyle::with_template(template) {
-        bar.set_style(style);
+
+    fn position(&self) -> u64 {
+        self.bar.position()
     }
-    bar
+
+    fn set_position(&self, pos: u64) {
+        self.bar.set_position(pos);
+        self.tick();
+    }
+
+    fn inc(&self, delta: u64) {
+        self.bar.inc(delta);
+        self.tick();
+    }
+
+    fn set_message(&self, msg: String) {
+        self.bar.set_message(msg);
+    }
+
+    fn suspend<F: FnOnce()>(&self, f: F) {
+        self.bar.suspend(f)
+    }
+
+    fn finish_and_clear(&self) {
+        self.bar.finish_and_clear()
+    }
+
+    fn tick(&self) {
+        let Some(last) = &self.plain else { return };
+        if last.get().elapsed() < Self::PLAIN_EVERY {
+            return;
+        }
+        last.set(Instant::now());
+        let pos = self.bar.position();
+        match self.total.filter(|t| *t > 0) {
+            Some(t) => eprintln!(
+                "  {} of {} ({:.0} %) {}",
+                human_bytes(pos),
+                human_bytes(t),
+                100.0 * pos as f64 / t as f64,
+                self.bar.message()
+            ),
+            None => eprintln!("  {} {}", human_bytes(pos), self.bar.message()),
+        }
+    }
 }
 
 /// Streaming hash of the expected algorithm (sha256 when the checksum is unknown).
@@ -902,7 +976,7 @@ fn fetch(
     f: &FileEntry,
     target: &Path,
     opts: &Options,
-    bar: &ProgressBar,
+    bar: &Progress,
 ) -> Result<u64> {
     let part = PathBuf::from(format!("{}.part", target.display()));
     let want = f.checksum();
@@ -994,7 +1068,7 @@ fn fetch_url(
     f: &FileEntry,
     part: &Path,
     opts: &Options,
-    bar: &ProgressBar,
+    bar: &Progress,
     bar_base: u64,
     transferred: &mut u64,
 ) -> Result<String> {
@@ -1067,7 +1141,7 @@ fn attempt(
     file: &mut File,
     have: &mut u64,
     hasher: &mut Hasher,
-    bar: &ProgressBar,
+    bar: &Progress,
     bar_base: u64,
     f: &FileEntry,
     transferred: &mut u64,
@@ -1211,7 +1285,7 @@ fn remove_quietly(p: &Path) {
 // Putting files in place
 // ---------------------------------------------------------------------------------------------
 
-fn place(f: &FileEntry, target: &Path, dir: &Path, keep: bool, bar: &ProgressBar) -> Result<()> {
+fn place(f: &FileEntry, target: &Path, dir: &Path, keep: bool, bar: &Progress) -> Result<()> {
     match f.extract {
         Extract::None => {
             let dest = dir.join(&f.path);
