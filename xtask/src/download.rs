@@ -60,6 +60,9 @@ pub struct DownloadArgs {
     /// Keep the downloaded archives after extraction (they are deleted by default).
     #[arg(long)]
     pub keep_archives: bool,
+    /// Ignore the `.verified` marker: re-hash plain files in place, fetch archives again.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Entry point of `cargo xtask download`.
@@ -70,6 +73,7 @@ pub fn download(args: &DownloadArgs) -> Result<()> {
     let mut opts = Options::from_env();
     opts.retries = args.retries;
     opts.keep_archives = args.keep_archives;
+    opts.force = args.force;
     if let Some(m) = args.mirror.clone().filter(|m| !m.trim().is_empty()) {
         opts.mirror = Some(m);
     }
@@ -509,8 +513,10 @@ pub struct Options {
     pub keep_archives: bool,
     /// Base URL tried first (see [`Manifest::urls_for`]).
     pub mirror: Option<String>,
-    /// Draw a progress bar (hidden anyway when stderr is not a terminal).
+    /// Show progress (a bar on a terminal, periodic lines otherwise).
     pub progress: bool,
+    /// Ignore the `.verified` marker (check everything again).
+    pub force: bool,
 }
 
 impl Options {
@@ -533,6 +539,7 @@ impl Default for Options {
             keep_archives: false,
             mirror: None,
             progress: true,
+            force: false,
         }
     }
 }
@@ -555,7 +562,7 @@ pub fn ensure(m: &Manifest, root: &Path, opts: &Options) -> Result<Outcome> {
     if m.manual {
         return ensure_manual(m, &dir);
     }
-    if is_verified(m, &dir) {
+    if !opts.force && is_verified(m, &dir) {
         println!(
             "{}: already downloaded and verified in {} (marker {VERIFIED_MARKER}, layout ok); \
              nothing to do [{:.2} s]",

@@ -64,6 +64,7 @@ fn quiet() -> Options {
         keep_archives: false,
         mirror: None,
         progress: false,
+        force: false,
     }
 }
 
@@ -280,6 +281,19 @@ paths = ["case 1/", "case 2/"]
     ensure(&m, root.path(), &quiet()).expect("first run");
     assert_eq!(server.requests().len(), 2);
     let dir = root.path().join("cases");
+    // --force re-checks everything: the plain files are re-hashed where they lie, not fetched.
+    let forced = Options {
+        force: true,
+        ..quiet()
+    };
+    assert_eq!(
+        ensure(&m, root.path(), &forced).unwrap(),
+        Outcome::Downloaded {
+            fetched: 0,
+            bytes: 0
+        }
+    );
+    assert_eq!(server.requests().len(), 2);
     // One case removed, the other corrupted: both are fetched again, nothing else.
     fs::remove_file(dir.join("case 1/img.h5")).unwrap();
     let out = ensure(&m, root.path(), &quiet()).expect("second run");
