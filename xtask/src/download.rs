@@ -986,7 +986,6 @@ fn fetch(
     bar: &Progress,
 ) -> Result<u64> {
     let part = PathBuf::from(format!("{}.part", target.display()));
-    let want = f.checksum();
     let bar_base = bar.position();
     let mut errors = Vec::new();
     let mut transferred = 0u64;
@@ -996,59 +995,22 @@ fn fetch(
                 let size = fs::metadata(&part)
                     .with_context(|| format!("cannot stat {}", part.display()))?
                     .len();
-                let size_note = match f.size.filter(|s| *s != size) {
-                    // Without a checksum, the size is the only check there is.
-                    Some(expected) if want == Checksum::Unknown => {
+                match judge(f, url, size, &got) {
+                    Ok(warnings) => {
+                        for w in warnings {
+                            bar.suspend(|| eprintln!("{w}"));
+                        }
+                        fs::rename(&part, target).with_context(|| {
+                            format!("cannot rename {} to {}", part.display(), target.display())
+                        })?;
+                        return Ok(transferred);
+                    }
+                    Err(why) => {
                         remove_quietly(&part);
-                        errors.push(format!(
-                            "`{}` from {url} has {size} bytes, the manifest says {expected} (and \
-                             knows no checksum); the downloaded file was deleted",
-                            f.path
-                        ));
+                        errors.push(why);
                         bar.set_position(bar_base);
-                        continue;
                     }
-                    Some(expected) => format!(" ({size} bytes; the manifest says {expected})"),
-                    None => String::new(),
-                };
-                if !size_note.is_empty()
-                    && matches!(&want, Checksum::Md5(w) | Checksum::Sha256(w) if *w == got)
-                {
-                    bar.suspend(|| {
-                        eprintln!(
-                            "{}: warning: checksum verified but the size in the manifest is wrong{size_note}; fix the manifest",
-                            f.path
-                        )
-                    });
                 }
-                match &want {
-                    Checksum::Md5(w) | Checksum::Sha256(w) if *w != got => {
-                        remove_quietly(&part);
-                        errors.push(format!(
-                            "checksum mismatch for `{}` from {url}: expected {want}, got {} {got}{size_note}; \
-                             the downloaded file was deleted",
-                            f.path,
-                            if matches!(want, Checksum::Md5(_)) { "md5" } else { "sha256" }
-                        ));
-                        bar.set_position(bar_base);
-                        continue;
-                    }
-                    Checksum::Unknown => {
-                        bar.suspend(|| {
-                            eprintln!(
-                                "\n*** WARNING: `{}` has NO known checksum in the manifest: it \
-                                 was NOT verified. ***\n*** sha256 of what {url} sent: {got} \
-                                 ({size} bytes); record it in the manifest. ***\n",
-                                f.path
-                            )
-                        });
-                    }
-                    _ => {}
-                }
-                fs::rename(&part, target).with_context(|| {
-                    format!("cannot rename {} to {}", part.display(), target.display())
-                })?;
-                return Ok(transferred);
             }
             Err(e) => {
                 errors.push(format!("{url}: {e:#}"));
@@ -1065,6 +1027,63 @@ fn fetch(
         urls.len(),
         errors.join("\n  ")
     )
+}
+
+/// Judge a complete download of `f` (`size` bytes, digest `got`) from `url`: `Ok(warnings)` to
+/// accept it, `Err(reason)` to reject it. The checksum decides; the size decides only when no
+/// checksum is known.
+fn judge(
+    f: &FileEntry,
+    url: &str,
+    size: u64,
+    got: &str,
+) -> std::result::Result<Vec<String>, String> {
+    let want = f.checksum();
+    let wrong_size = f.size.filter(|s| *s != size);
+    match &want {
+        Checksum::Md5(w) | Checksum::Sha256(w) => {
+            let algo = if matches!(want, Checksum::Md5(_)) {
+                "md5"
+            } else {
+                "sha256"
+            };
+            let size_note = wrong_size
+                .map(|e| format!(" ({size} bytes; the manifest says {e})"))
+                .unwrap_or_default();
+            if w != got {
+                return Err(format!(
+                    "checksum mismatch for `{}` from {url}: expected {want}, got {algo} {got}\
+                     {size_note}; the downloaded file was deleted",
+                    f.path
+                ));
+            }
+            Ok(wrong_size
+                .map(|_| {
+                    format!(
+                        "{}: warning: checksum verified, but the size in the manifest is \
+                         wrong{size_note}; fix the manifest",
+                        f.path
+                    )
+                })
+                .into_iter()
+                .collect())
+        }
+        Checksum::Unknown => {
+            if let Some(expected) = wrong_size {
+                return Err(format!(
+                    "`{}` from {url} has {size} bytes, the manifest says {expected} (and knows \
+                     no checksum); the downloaded file was deleted",
+                    f.path
+                ));
+            }
+            Ok(vec![format!(
+                "\n*** WARNING: `{}` has NO known checksum in the manifest: it was NOT \
+                 verified. ***\n*** sha256 of what {url} sent: {got} ({size} bytes); record it \
+                 in the manifest. ***\n",
+                f.path
+            )])
+        }
+    }
 }
 
 /// Fetch one URL into `part` with resume and bounded retries; returns the hex digest.

@@ -895,3 +895,36 @@ fn a_running_download_of_the_same_set_is_locked_out_and_a_stale_lock_taken_over(
     assert_eq!(fs::read(root.path().join("blob/d/blob.bin")).unwrap(), blob);
     assert!(!staging.exists(), "lock released and staging removed");
 }
+
+#[test]
+fn judge_lets_the_checksum_decide_and_the_size_only_without_one() {
+    let entry = |size: Option<u64>, sum: &str| FileEntry {
+        path: "f.bin".into(),
+        urls: vec![],
+        size,
+        md5: None,
+        sha256: Some(sum.into()),
+        extract: Extract::None,
+    };
+    let good = "ab".repeat(32);
+    let bad = "cd".repeat(32);
+    let u = "http://127.0.0.1/f.bin";
+    assert_eq!(judge(&entry(Some(10), &good), u, 10, &good), Ok(vec![]));
+    let w = judge(&entry(Some(11), &good), u, 10, &good).unwrap();
+    assert!(
+        w.len() == 1 && w[0].contains("the manifest says 11"),
+        "{w:?}"
+    );
+    let e = judge(&entry(Some(10), &good), u, 10, &bad).unwrap_err();
+    assert!(
+        e.contains(&format!("expected sha256 {good}, got sha256 {bad}")) && e.contains(u),
+        "{e}"
+    );
+    let w = judge(&entry(None, "unknown"), u, 10, &bad).unwrap();
+    assert!(
+        w[0].contains("NOT verified") && w[0].contains(&bad),
+        "{w:?}"
+    );
+    let e = judge(&entry(Some(11), "unknown"), u, 10, &bad).unwrap_err();
+    assert!(e.contains("has 10 bytes, the manifest says 11"), "{e}");
+}
