@@ -1,6 +1,6 @@
-//! Tests of `cargo xtask download` against a tiny HTTP/1.1 server on 127.0.0.1 that this file
-//! starts, serving archives the tests generate. The server accepts connections until its owner
-//! drops it or a deadline passes, so it always stops by itself.
+//! Tests of `cargo xtask download` against a tiny HTTP/1.1 server on 127.0.0.1
+//! (`crate::test_server`, started by each test) serving archives the tests generate. The server
+//! stops when the test drops it, or after a deadline.
 
 use super::*;
 use crate::test_server::{percent_decode, Behaviour, Server};
