@@ -232,3 +232,37 @@ fn a_manual_data_set_prints_instructions_and_fails_until_its_layout_exists() {
     assert!(o.status.success(), "{out}\n{err}");
     assert!(out.contains("layout ok"), "{out}");
 }
+
+#[test]
+fn contrast_mirror_is_tried_before_the_manifest_urls() {
+    let data: Vec<u8> = (0..50_000u32).map(|i| (i * 13 % 241) as u8).collect();
+    let archive = tar_gz("demo/data.bin", &data);
+    // The manifest's own URL (`demo.tar.gz` at the server root) is not served; the mirror is.
+    let server = Server::start(
+        HashMap::from([("mirror/cli-demo/demo.tar.gz".to_string(), archive.clone())]),
+        Behaviour::default(),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let manifest = write_manifest(tmp.path(), &server, &archive, &md5_hex(&archive));
+    let root = tmp.path().join("data");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    let o = cmd
+        .args([
+            "download",
+            "--manifest",
+            &manifest,
+            "--dir",
+            &root.to_string_lossy(),
+        ])
+        .env_remove("CONTRAST_DATA")
+        .env("CONTRAST_MIRROR", format!("{}/mirror", server.base))
+        .output()
+        .expect("run xtask");
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert_eq!(
+        std::fs::read(root.join("cli-demo/demo/data.bin")).unwrap(),
+        data
+    );
+    let paths: Vec<String> = server.requests().into_iter().map(|r| r.path).collect();
+    assert_eq!(paths, ["mirror/cli-demo/demo.tar.gz"]);
+}
