@@ -2,21 +2,11 @@
 //! development copy in `../shared/data` (read in place; extracted into the data root, never into
 //! the repository's tracked files).
 
+use crate::download::{data_root, ensure_named, Options};
 use crate::reproduce::Method;
 use crate::util::repo_root;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
-
-/// The data root: `--data-dir`, else `$CONTRAST_DATA`, else `datasets/` in the repository.
-pub fn data_root(flag: Option<&Path>) -> PathBuf {
-    if let Some(d) = flag {
-        return d.to_path_buf();
-    }
-    match std::env::var_os("CONTRAST_DATA").filter(|v| !v.is_empty()) {
-        Some(d) => PathBuf::from(d),
-        None => repo_root().join("datasets"),
-    }
-}
 
 /// The development data folder beside the repository (`../shared/data`), when present.
 pub fn shared_data() -> Option<PathBuf> {
@@ -72,20 +62,13 @@ pub fn prepare_for_preset(
         }
         "image-folder" => cifar10_jpeg(&base).map(Some),
         "cifar10" | "cifar100" => {
-            let (name, sub) = if format == "cifar10" {
-                ("cifar10", "cifar-10-batches-bin")
+            // fetched (resumable, checksummed) unless already verified under the data root
+            let sub = if format == "cifar10" {
+                "cifar-10-batches-bin"
             } else {
-                ("cifar100", "cifar-100-binary")
+                "cifar-100-binary"
             };
-            let d = base.join(name).join(sub);
-            if !d.is_dir() {
-                bail!(
-                    "{} is missing: run `cargo xtask download {name} --data-dir {}` first",
-                    d.display(),
-                    base.display()
-                );
-            }
-            Ok(Some(d))
+            Ok(Some(ensure_named(&format, flag, &Options::from_env())?.join(sub)))
         }
         other => bail!("reproduce does not know how to prepare data.format `{other}`"),
     }

@@ -4,7 +4,10 @@
 mod data;
 mod doctor;
 mod reproduce;
+mod download;
 mod setup;
+#[cfg(test)]
+mod test_server;
 mod util;
 
 use anyhow::Result;
@@ -38,6 +41,8 @@ enum Command {
     Doctor,
     /// Run a method's reproduction preset (setup first); `--list` shows the methods.
     Reproduce(reproduce::ReproduceArgs),
+    /// Fetch a data set from its manifest in datasets/ (resumable, checksummed, extracted).
+    Download(download::DownloadArgs),
 }
 
 fn main() {
@@ -75,6 +80,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Doctor => doctor::doctor(),
         Command::Reproduce(a) => reproduce::reproduce(&a),
+        Command::Download(args) => download::download(&args),
     }
 }
 
