@@ -11,6 +11,7 @@ usage: python benches/py/augment_torchvision.py [--seconds 8] [--workers 2]
 """
 import argparse
 import os
+import random
 import tarfile
 import tempfile
 import time
@@ -18,22 +19,33 @@ import time
 import numpy as np
 import torch
 import torchvision.transforms as T
-from PIL import Image
+from PIL import Image, ImageFilter
 
 p = argparse.ArgumentParser()
 p.add_argument("--seconds", type=float, default=8.0)
 p.add_argument("--workers", type=int, default=2)
+p.add_argument("--blur", choices=["torchvision", "pil"], default="torchvision",
+               help="torchvision GaussianBlur (fixed kernel, as ours) or PIL's radius-sigma filter "
+                    "(what the official BYOL/PatchMix code uses; faster)")
 args = p.parse_args()
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
+class PilBlur:
+    """The official recipes' blur: PIL ImageFilter.GaussianBlur(radius=sigma), sigma ~ U(0.1, 2)."""
+
+    def __call__(self, img):
+        return img.filter(ImageFilter.GaussianBlur(radius=random.uniform(0.1, 2.0)))
+
+
 def view(size, blur_p, solarize_p):
     k = max(3, round(size * 0.1)) | 1
+    blur = PilBlur() if args.blur == "pil" else T.GaussianBlur(k, sigma=(0.1, 2.0))
     return T.Compose([
         T.RandomResizedCrop(size, scale=(0.08, 1.0), interpolation=T.InterpolationMode.BICUBIC),
         T.RandomApply([T.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
         T.RandomGrayscale(p=0.2),
-        T.RandomApply([T.GaussianBlur(k, sigma=(0.1, 2.0))], p=blur_p),
+        T.RandomApply([blur], p=blur_p),
         T.RandomSolarize(128, p=solarize_p),
         T.RandomHorizontalFlip(),
         T.ToTensor(),
@@ -90,7 +102,8 @@ def run(name, images, size, batch):
             b = next(it)
         n += b[0].shape[0]
     dt = time.perf_counter() - t0
-    print(f"torchvision {name}: {n / dt:.0f} images/s ({n} images in {dt:.1f} s, {args.workers} workers)")
+    print(f"torchvision {name} (blur: {args.blur}): {n / dt:.0f} images/s "
+          f"({n} images in {dt:.1f} s, {args.workers} workers)")
 
 
 if __name__ == "__main__":

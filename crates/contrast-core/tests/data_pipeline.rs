@@ -173,3 +173,42 @@ fn bad_recipes_are_rejected_with_the_reason() {
     .unwrap_err();
     assert!(format!("{e}").contains("odd"), "{e}");
 }
+
+/// A data set whose sample 5 cannot be read.
+struct Broken(Arc<InMemoryDataset>);
+
+impl Dataset for Broken {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn get(&self, index: usize) -> anyhow::Result<(contrast_core::data::ImageRef<'_>, i64)> {
+        if index == 5 {
+            anyhow::bail!("sample {index}: unreadable");
+        }
+        self.0.get(index)
+    }
+}
+
+#[test]
+fn a_failing_sample_ends_the_epoch_with_its_error() {
+    let cfg = LoaderConfig {
+        batch_size: 4,
+        shuffle: false,
+        drop_last: true,
+        seed: 1,
+        prefetch: 2,
+        threads: 2,
+    };
+    let l = Loader::new(
+        Arc::new(Broken(dataset(12))),
+        Recipe::simclr(32, 0.5).unwrap(),
+        cfg,
+    )
+    .unwrap();
+    let got: Vec<_> = l.epoch(0).collect();
+    // Batch 0 fine, batch 1 (samples 4..8) fails, then the producer stops.
+    assert_eq!(got.len(), 2);
+    assert!(got[0].is_ok());
+    let e = format!("{:#}", got[1].as_ref().unwrap_err());
+    assert!(e.contains("sample 5: unreadable"), "{e}");
+}
