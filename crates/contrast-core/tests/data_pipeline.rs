@@ -212,3 +212,23 @@ fn a_failing_sample_ends_the_epoch_with_its_error() {
     let e = format!("{:#}", got[1].as_ref().unwrap_err());
     assert!(e.contains("sample 5: unreadable"), "{e}");
 }
+
+#[test]
+fn eval_recipe_is_to_tensor_and_normalize_at_native_size() {
+    let ds = dataset(3);
+    let r = Recipe::eval(32).unwrap();
+    let (img, _) = ds.get(2).unwrap();
+    let mut out = vec![0f32; 3 * 32 * 32];
+    r.views[0]
+        .apply(&img, &mut sample_rng(0, 0, 2), &mut out)
+        .unwrap();
+    for c in 0..3 {
+        for y in 0..32 {
+            for x in 0..32 {
+                let want = (img.at(y, x, c) as f32 / 255.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
+                let got = out[(c * 32 + y) * 32 + x];
+                assert!((got - want).abs() <= 1e-6, "({c},{y},{x}): {got} vs {want}");
+            }
+        }
+    }
+}
