@@ -232,3 +232,52 @@ fn eval_recipe_is_to_tensor_and_normalize_at_native_size() {
         }
     }
 }
+
+#[test]
+fn byol_recipe_follows_the_patchmix_notes() {
+    // Notes §1d: blur p 1.0 / 0.1, solarize p 0 / 0.2, CJ(0.4, 0.4, 0.2, 0.1) p 0.8, gray 0.2,
+    // bicubic RRC with scale (min_scale, 1); local crops: blur 0.5, no solarize.
+    let r = Recipe::byol(32, 0.2)
+        .unwrap()
+        .with_local_crops(6, 16, (0.05, 0.2))
+        .unwrap();
+    assert_eq!(r.views.len(), 8);
+    let probs = |v: &ViewSpec| {
+        let (mut blur, mut sol, mut cj, mut gray) = (None, 0.0, None, None);
+        for op in &v.ops {
+            match op {
+                Op::GaussianBlur { p, kernel_size, .. } => blur = Some((*p, *kernel_size)),
+                Op::Solarize { p, .. } => sol = *p,
+                Op::ColorJitter { p, jitter } => cj = Some((*p, *jitter)),
+                Op::Grayscale { p } => gray = Some(*p),
+                Op::RandomResizedCrop {
+                    scale,
+                    interpolation,
+                    ..
+                } => assert_eq!(
+                    *interpolation,
+                    contrast_core::data::Interpolation::Bicubic,
+                    "{scale:?}"
+                ),
+                _ => {}
+            }
+        }
+        (blur, sol, cj, gray)
+    };
+    let cj = contrast_core::data::ColorJitter::new(0.4, 0.4, 0.2, 0.1);
+    assert_eq!(
+        probs(&r.views[0]),
+        (Some((1.0, 3)), 0.0, Some((0.8, cj)), Some(0.2))
+    );
+    assert_eq!(
+        probs(&r.views[1]),
+        (Some((0.1, 3)), 0.2, Some((0.8, cj)), Some(0.2))
+    );
+    assert_eq!(
+        probs(&r.views[2]),
+        (Some((0.5, 3)), 0.0, Some((0.8, cj)), Some(0.2))
+    );
+    assert_eq!(r.views[0].size(), 32);
+    assert_eq!(r.views[7].size(), 16);
+    assert_eq!(contrast_core::data::augment::default_blur_kernel(224), 23);
+}
