@@ -9,9 +9,12 @@
 //! * crop + resize, float path (0…255 scale): |diff| ≤ 2e-3 (float32 accumulation order).
 //! * float ops in [0, 1]: |diff| ≤ 1e-5 (blur, hue: 2e-5), float32 rounding only; flip,
 //!   grayscale, solarize and normalize are elementwise and must agree to 1e-6.
+//! * a composed view (resize → grayscale → blur → solarize → flip → normalize): 1e-4, the float
+//!   errors above divided by std ≈ 0.22 (no resize rounding flip occurs on this input; one would
+//!   show as ≈ 0.017 and fail the test).
 
 use contrast_core::data::augment::{self, Interpolation};
-use contrast_core::data::ImageRef;
+use contrast_core::data::{ImageRef, Op, ViewSpec};
 use contrast_core::testing::{assert_close, get, run_reference};
 use std::borrow::Cow;
 use tch::{Kind, Tensor};
@@ -223,6 +226,41 @@ fn augmentations_match_torchvision() {
             &format!("blur k={k} σ={sg}"),
         );
     }
+
+    // A whole view with every random op at p = 1 (and a one-point σ range): ops compose in
+    // order like a torchvision `Compose`.
+    let view = ViewSpec::new(vec![
+        Op::Resize {
+            size: 24,
+            interpolation: Interpolation::Bicubic,
+        },
+        Op::Grayscale { p: 1.0 },
+        Op::GaussianBlur {
+            p: 1.0,
+            kernel_size: 3,
+            sigma: (0.8, 0.8),
+        },
+        Op::Solarize {
+            p: 1.0,
+            threshold: 128.0 / 255.0,
+        },
+        Op::HorizontalFlip { p: 1.0 },
+        Op::Normalize {
+            mean: augment::IMAGENET_MEAN,
+            std: augment::IMAGENET_STD,
+        },
+    ])
+    .unwrap();
+    let mut v = vec![0f32; 3 * 24 * 24];
+    view.apply(&img, &mut augment::sample_rng(0, 0, 0), &mut v)
+        .unwrap();
+    assert_close(
+        &Tensor::from_slice(&v).view([3, 24, 24]),
+        get(&r, "composed"),
+        1e-4,
+        0.0,
+        "composed view",
+    );
 
     // RandomResizedCrop.get_params: the same distribution as torchvision's. Means of
     // (top, left, h, w) over 20k draws each must agree within 5 standard errors of the

@@ -89,6 +89,19 @@ fn cifar10_and_100_binaries_read_back_exactly() {
     check_pixels(&fine, 32);
     let coarse = load_cifar100(&dir, true, Cifar100Label::Coarse).unwrap();
     assert_eq!(coarse.labels(), &[19, 0, 7]);
+    std::fs::write(
+        dir.join("test.bin"),
+        cifar_records(0, &[vec![3, 3], vec![25, 1]]),
+    )
+    .unwrap();
+    let e = format!(
+        "{:#}",
+        load_cifar100(&dir, false, Cifar100Label::Fine).unwrap_err()
+    );
+    assert!(
+        e.contains("test.bin") && e.contains("record 1: coarse label 25"),
+        "{e}"
+    );
 
     // Truncated: the last record of test_batch.bin is cut short.
     let f = dir.join("test_batch.bin");

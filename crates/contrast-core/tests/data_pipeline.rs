@@ -173,3 +173,111 @@ fn bad_recipes_are_rejected_with_the_reason() {
     .unwrap_err();
     assert!(format!("{e}").contains("odd"), "{e}");
 }
+
+/// A data set whose sample 5 cannot be read.
+struct Broken(Arc<InMemoryDataset>);
+
+impl Dataset for Broken {
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+    fn get(&self, index: usize) -> anyhow::Result<(contrast_core::data::ImageRef<'_>, i64)> {
+        if index == 5 {
+            anyhow::bail!("sample {index}: unreadable");
+        }
+        self.0.get(index)
+    }
+}
+
+#[test]
+fn a_failing_sample_ends_the_epoch_with_its_error() {
+    let cfg = LoaderConfig {
+        batch_size: 4,
+        shuffle: false,
+        drop_last: true,
+        seed: 1,
+        prefetch: 2,
+        threads: 2,
+    };
+    let l = Loader::new(
+        Arc::new(Broken(dataset(12))),
+        Recipe::simclr(32, 0.5).unwrap(),
+        cfg,
+    )
+    .unwrap();
+    let got: Vec<_> = l.epoch(0).collect();
+    // Batch 0 fine, batch 1 (samples 4..8) fails, then the producer stops.
+    assert_eq!(got.len(), 2);
+    assert!(got[0].is_ok());
+    let e = format!("{:#}", got[1].as_ref().unwrap_err());
+    assert!(e.contains("sample 5: unreadable"), "{e}");
+}
+
+#[test]
+fn eval_recipe_is_to_tensor_and_normalize_at_native_size() {
+    let ds = dataset(3);
+    let r = Recipe::eval(32).unwrap();
+    let (img, _) = ds.get(2).unwrap();
+    let mut out = vec![0f32; 3 * 32 * 32];
+    r.views[0]
+        .apply(&img, &mut sample_rng(0, 0, 2), &mut out)
+        .unwrap();
+    for c in 0..3 {
+        for y in 0..32 {
+            for x in 0..32 {
+                let want = (img.at(y, x, c) as f32 / 255.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
+                let got = out[(c * 32 + y) * 32 + x];
+                assert!((got - want).abs() <= 1e-6, "({c},{y},{x}): {got} vs {want}");
+            }
+        }
+    }
+}
+
+#[test]
+fn byol_recipe_follows_the_patchmix_notes() {
+    // Notes §1d: blur p 1.0 / 0.1, solarize p 0 / 0.2, CJ(0.4, 0.4, 0.2, 0.1) p 0.8, gray 0.2,
+    // bicubic RRC with scale (min_scale, 1); local crops: blur 0.5, no solarize.
+    let r = Recipe::byol(32, 0.2)
+        .unwrap()
+        .with_local_crops(6, 16, (0.05, 0.2))
+        .unwrap();
+    assert_eq!(r.views.len(), 8);
+    let probs = |v: &ViewSpec| {
+        let (mut blur, mut sol, mut cj, mut gray) = (None, 0.0, None, None);
+        for op in &v.ops {
+            match op {
+                Op::GaussianBlur { p, kernel_size, .. } => blur = Some((*p, *kernel_size)),
+                Op::Solarize { p, .. } => sol = *p,
+                Op::ColorJitter { p, jitter } => cj = Some((*p, *jitter)),
+                Op::Grayscale { p } => gray = Some(*p),
+                Op::RandomResizedCrop {
+                    scale,
+                    interpolation,
+                    ..
+                } => assert_eq!(
+                    *interpolation,
+                    contrast_core::data::Interpolation::Bicubic,
+                    "{scale:?}"
+                ),
+                _ => {}
+            }
+        }
+        (blur, sol, cj, gray)
+    };
+    let cj = contrast_core::data::ColorJitter::new(0.4, 0.4, 0.2, 0.1);
+    assert_eq!(
+        probs(&r.views[0]),
+        (Some((1.0, 3)), 0.0, Some((0.8, cj)), Some(0.2))
+    );
+    assert_eq!(
+        probs(&r.views[1]),
+        (Some((0.1, 3)), 0.2, Some((0.8, cj)), Some(0.2))
+    );
+    assert_eq!(
+        probs(&r.views[2]),
+        (Some((0.5, 3)), 0.0, Some((0.8, cj)), Some(0.2))
+    );
+    assert_eq!(r.views[0].size(), 32);
+    assert_eq!(r.views[7].size(), 16);
+    assert_eq!(contrast_core::data::augment::default_blur_kernel(224), 23);
+}

@@ -380,6 +380,25 @@ impl Recipe {
         })
     }
 
+    /// One deterministic evaluation view (kNN / linear probe): `Resize((size, size),
+    /// bicubic)` → `Normalize(ImageNet)`. On CIFAR at `size = 32` the resize is the identity,
+    /// i.e. `ToTensor` + `Normalize`. (torchvision's `Resize(int)` keeps the aspect ratio and is
+    /// usually followed by `CenterCrop`; for square images the two agree.)
+    pub fn eval(size: usize) -> Result<Self> {
+        Ok(Self {
+            views: vec![ViewSpec::new(vec![
+                Op::Resize {
+                    size,
+                    interpolation: Interpolation::Bicubic,
+                },
+                Op::Normalize {
+                    mean: IMAGENET_MEAN,
+                    std: IMAGENET_STD,
+                },
+            ])?],
+        })
+    }
+
     /// Append `n` local crops (PatchMix §1d: like the global views but with blur p = 0.5 and no
     /// solarize) of side `size` with crop scale `scale` (e.g. `(0.05, min_scale)`).
     pub fn with_local_crops(mut self, n: usize, size: usize, scale: (f64, f64)) -> Result<Self> {

@@ -70,6 +70,13 @@ pub fn read_records(
         .zip(pixels.chunks_exact_mut(PIXELS))
         .enumerate()
     {
+        if label_bytes == 2 && r[0] >= 20 {
+            bail!(
+                "{}: record {i}: coarse label {} is not below 20 (corrupt file?)",
+                path.display(),
+                r[0]
+            );
+        }
         let label = r[label_index] as usize;
         if label >= num_classes {
             bail!(

@@ -10,8 +10,11 @@ use std::path::{Path, PathBuf};
 
 const EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
 
+/// `(file, class index)` per sample, and the class names by index.
+pub type FolderIndex = (Vec<(PathBuf, i64)>, Vec<String>);
+
 /// The `(path, class index)` list and class names of an image folder, without decoding.
-pub fn scan_image_folder(root: &Path) -> Result<(Vec<(PathBuf, i64)>, Vec<String>)> {
+pub fn scan_image_folder(root: &Path) -> Result<FolderIndex> {
     let mut classes: Vec<String> = Vec::new();
     for e in std::fs::read_dir(root).with_context(|| format!("listing {}", root.display()))? {
         let e = e.with_context(|| format!("listing {}", root.display()))?;

@@ -192,15 +192,18 @@ fn order(n: usize, shuffle: bool, seed: u64, epoch: u64) -> Vec<usize> {
     idx
 }
 
-/// A fresh CPU `float32` tensor of `shape` and a mutable view of its elements.
-fn float_tensor(shape: [i64; 4]) -> (Tensor, &'static mut [f32]) {
-    let t = Tensor::empty(shape, (Kind::Float, Device::Cpu));
-    let n = shape.iter().product::<i64>() as usize;
-    // SAFETY: `t` is a newly allocated, contiguous CPU float32 tensor of `n` elements. The slice
-    // is only used by `make_batch` while it owns `t` and before `t` is shared or returned; the
-    // storage stays alive because `t` is moved into the returned `Batch`, never freed earlier.
-    let s = unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, n) };
-    (t, s)
+/// The elements of a CPU `float32` tensor created by [`make_batch`], mutably, for as long as
+/// the tensor is borrowed.
+fn float_slice_mut(t: &mut Tensor) -> &mut [f32] {
+    assert!(
+        t.kind() == Kind::Float && t.device() == Device::Cpu && t.is_contiguous(),
+        "float_slice_mut needs a contiguous CPU float32 tensor"
+    );
+    let n = t.numel();
+    // SAFETY: `t` is a contiguous CPU float32 tensor of `n` elements (checked above) that
+    // `make_batch` allocated itself, so no other tensor shares its storage; the slice borrows
+    // `t` mutably, so the storage outlives it and nothing else touches it meanwhile.
+    unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, n) }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -218,16 +221,25 @@ fn make_batch(
     ensure!(lo < order.len(), "batch {b} is past the end of the epoch");
     let idx = &order[lo..(lo + batch_size).min(order.len())];
     let bs = idx.len();
-    let mut tensors = Vec::with_capacity(recipe.views.len());
+    // One [B, 3, S_v, S_v] tensor per view, filled in place.
+    let mut tensors: Vec<Tensor> = recipe
+        .views
+        .iter()
+        .map(|v| {
+            let s = v.size() as i64;
+            Tensor::empty([bs as i64, 3, s, s], (Kind::Float, Device::Cpu))
+        })
+        .collect();
     // per_sample[i][v]: sample i's slot in view v's tensor.
     let mut per_sample: Vec<Vec<&mut [f32]>> = (0..bs).map(|_| Vec::new()).collect();
-    for v in &recipe.views {
+    for (t, v) in tensors.iter_mut().zip(&recipe.views) {
         let s = v.size();
-        let (t, data) = float_tensor([bs as i64, 3, s as i64, s as i64]);
-        for (slot, chunk) in per_sample.iter_mut().zip(data.chunks_exact_mut(3 * s * s)) {
+        for (slot, chunk) in per_sample
+            .iter_mut()
+            .zip(float_slice_mut(t).chunks_exact_mut(3 * s * s))
+        {
             slot.push(chunk);
         }
-        tensors.push(t);
     }
     let labels: Vec<i64> = pool.install(|| {
         per_sample

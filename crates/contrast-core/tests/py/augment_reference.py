@@ -37,6 +37,15 @@ for f in [-0.45, -0.1, 0.1, 0.25]:
 for i, (k, s) in enumerate([(3, 0.7), (3, 2.0), (23, 1.8), (9, 0.1)]):
     out[f"blur_{i}"] = F.gaussian_blur(x, [k, k], [s, s]).numpy()
 
+# A composed deterministic view: Resize(24, bicubic) on uint8 -> /255 -> grayscale -> blur
+# (k=3, sigma=0.8) -> solarize -> hflip -> normalize.
+v = F.resize(img, [24, 24], InterpolationMode.BICUBIC, antialias=True).float() / 255
+v = F.rgb_to_grayscale(v, num_output_channels=3)
+v = F.gaussian_blur(v, [3, 3], [0.8, 0.8])
+v = F.solarize(v, 128 / 255)
+v = F.hflip(v)
+out["composed"] = F.normalize(v, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]).numpy()
+
 torch.manual_seed(0)
 n = int(inp["draws"][0])
 for c, (hh, ww, s0, s1, r0, r1) in enumerate(inp["rrc"].tolist()):

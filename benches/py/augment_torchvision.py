@@ -1,0 +1,112 @@
+"""Peer of benches/benches/augment.rs: the same two-view BYOL/PatchMix asymmetric recipe with
+torchvision transforms (v1, on PIL images, as the official PatchMix/BYOL code does) and a
+DataLoader with 2 workers; prints images/s (one image = both views).
+
+32 px: the CIFAR-10 JPEG test split decoded once into a uint8 array (like
+torchvision.datasets.CIFAR10: Image.fromarray per item). 224 px: RandomResizedCrop(224) from
+synthetic 256x256 images. Blur: torchvision GaussianBlur with the same kernel as ours
+(23 at 224, 3 at 32), sigma in [0.1, 2].
+
+usage: python benches/py/augment_torchvision.py [--seconds 8] [--workers 2]
+"""
+import argparse
+import os
+import random
+import tarfile
+import tempfile
+import time
+
+import numpy as np
+import torch
+import torchvision.transforms as T
+from PIL import Image, ImageFilter
+
+p = argparse.ArgumentParser()
+p.add_argument("--seconds", type=float, default=8.0)
+p.add_argument("--workers", type=int, default=2)
+p.add_argument("--blur", choices=["torchvision", "pil"], default="torchvision",
+               help="torchvision GaussianBlur (fixed kernel, as ours) or PIL's radius-sigma filter "
+                    "(what the official BYOL/PatchMix code uses; faster)")
+args = p.parse_args()
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class PilBlur:
+    """The official recipes' blur: PIL ImageFilter.GaussianBlur(radius=sigma), sigma ~ U(0.1, 2)."""
+
+    def __call__(self, img):
+        return img.filter(ImageFilter.GaussianBlur(radius=random.uniform(0.1, 2.0)))
+
+
+def view(size, blur_p, solarize_p):
+    k = max(3, round(size * 0.1)) | 1
+    blur = PilBlur() if args.blur == "pil" else T.GaussianBlur(k, sigma=(0.1, 2.0))
+    return T.Compose([
+        T.RandomResizedCrop(size, scale=(0.08, 1.0), interpolation=T.InterpolationMode.BICUBIC),
+        T.RandomApply([T.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
+        T.RandomGrayscale(p=0.2),
+        T.RandomApply([blur], p=blur_p),
+        T.RandomSolarize(128, p=solarize_p),
+        T.RandomHorizontalFlip(),
+        T.ToTensor(),
+        T.Normalize(MEAN, STD),
+    ])
+
+
+class TwoViews(torch.utils.data.Dataset):
+    def __init__(self, images, size):
+        self.images = images
+        self.v1, self.v2 = view(size, 1.0, 0.0), view(size, 0.1, 0.2)
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        img = Image.fromarray(self.images[i])
+        return self.v1(img), self.v2(img), 0
+
+
+def cifar_test():
+    tar = os.path.join(os.path.dirname(__file__), "../../../shared/data/cifar10-jpeg/CIFAR-10-images.tar")
+    if not os.path.exists(tar):
+        print("synthetic 32x32 images (no CIFAR tar)")
+        return np.random.default_rng(0).integers(0, 256, (10000, 32, 32, 3), dtype=np.uint8)
+    imgs = []
+    with tarfile.open(tar) as tf:
+        for m in tf.getmembers():
+            if m.name.startswith("test/") and m.name.endswith(".jpg"):
+                imgs.append(np.asarray(Image.open(tf.extractfile(m)).convert("RGB")))
+    return np.stack(imgs)
+
+
+def synthetic(n, side):
+    y, x = np.mgrid[0:side, 0:side]
+    rng = np.random.default_rng(0)
+    base = np.stack([(x * 255 // side + y * 3 + c * 50) % 200 for c in range(3)], -1)
+    return np.stack([np.clip(base + k * 7 % 200 + rng.integers(0, 64, base.shape), 0, 255).astype(np.uint8) for k in range(n)])
+
+
+def run(name, images, size, batch):
+    dl = torch.utils.data.DataLoader(
+        TwoViews(images, size), batch_size=batch, shuffle=True, num_workers=args.workers,
+        drop_last=True, persistent_workers=True, prefetch_factor=2,
+    )
+    it = iter(dl)
+    next(it)  # warm up the workers
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < args.seconds:
+        try:
+            b = next(it)
+        except StopIteration:
+            it = iter(dl)
+            b = next(it)
+        n += b[0].shape[0]
+    dt = time.perf_counter() - t0
+    print(f"torchvision {name} (blur: {args.blur}): {n / dt:.0f} images/s "
+          f"({n} images in {dt:.1f} s, {args.workers} workers)")
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    run("32px_batch256", cifar_test(), 32, 256)
+    run("224px_from256_batch64", synthetic(512, 256), 224, 64)
