@@ -6,7 +6,7 @@ use crate::loss::{patchmix_loss, LossInputs};
 use crate::mix::PatchMixer;
 use crate::model::{HeadConfig, PatchMixNet};
 use anyhow::{bail, Context, Result};
-use contrast_core::data::augment::{Interpolation, Op, Recipe, ViewSpec};
+use contrast_core::data::augment::Recipe;
 use contrast_core::data::cifar::Cifar100Label;
 use contrast_core::data::dataset::Dataset;
 use contrast_core::data::pipeline::{Loader, LoaderConfig};
@@ -24,10 +24,6 @@ use contrast_core::train::{check_finite, config::to_toml, Progress, Run, RunOpti
 use serde_json::json;
 use std::sync::Arc;
 use tch::{Device, Kind, Tensor};
-
-/// ImageNet statistics: the official code normalises CIFAR with them too (notes §1d).
-pub const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
-pub const STD: [f32; 3] = [0.229, 0.224, 0.225];
 
 /// The ViT of a config.
 pub fn vit_config(cfg: &PatchMixConfig) -> Result<VitConfig> {
@@ -105,22 +101,6 @@ fn train_recipe(cfg: &PatchMixConfig) -> Result<Recipe> {
     }
 }
 
-/// Evaluation transform: resize to the training size (bicubic) and normalise.
-fn eval_recipe(size: usize) -> Result<Recipe> {
-    Ok(Recipe {
-        views: vec![ViewSpec::new(vec![
-            Op::Resize {
-                size,
-                interpolation: Interpolation::Bicubic,
-            },
-            Op::Normalize {
-                mean: MEAN,
-                std: STD,
-            },
-        ])?],
-    })
-}
-
 /// Class-token features `[N, D]` and labels `[N]` of a data set (eval mode, no grad).
 pub fn embed(
     net: &PatchMixNet,
@@ -130,7 +110,7 @@ pub fn embed(
 ) -> Result<(Tensor, Tensor)> {
     let loader = Loader::new(
         ds,
-        eval_recipe(cfg.data.image_size)?,
+        Recipe::eval(cfg.data.image_size)?,
         LoaderConfig {
             batch_size: 256,
             shuffle: false,
