@@ -95,4 +95,20 @@ mod tests {
         }
         assert_eq!(cuda_autocast_dtype_code(), before);
     }
+
+    #[test]
+    fn cpu_autocast_is_a_bit_exact_no_op() {
+        tch::manual_seed(0);
+        let a = tch::Tensor::randn([64, 32], (tch::Kind::Float, Device::Cpu));
+        let b = tch::Tensor::randn([32, 16], (tch::Kind::Float, Device::Cpu));
+        let f = || a.matmul(&b).log_softmax(-1, None);
+        let plain = f();
+        for enabled in [false, true] {
+            assert!(!autocast_active(enabled, Device::Cpu));
+            let under = autocast_bf16(enabled, Device::Cpu, f);
+            assert_eq!(under.kind(), tch::Kind::Float, "no bf16 on CPU");
+            assert!(under.equal(&plain), "bit-identical on CPU");
+        }
+        assert_eq!(cuda_autocast_dtype_code(), 5, "nothing left changed");
+    }
 }

@@ -5,17 +5,21 @@
 //! **Buffers.** tch keeps BatchNorm running statistics as variables without `requires_grad`
 //! (`running_mean`, `running_var`). The official codes differ in what they do with them, so it is
 //! a choice ([`BufferPolicy`]):
-//! * MoCo v1–v3 (`moco/builder.py::_momentum_update_key_encoder`), BYOL, DINO and PatchMix
-//!   (`module/frame/contrast_momentum.py`) update **parameters only**; the target's buffers evolve
-//!   through the target's own forward passes in train mode → [`BufferPolicy::Keep`] (default).
+//! * MoCo v3 (`moco/builder.py::_update_momentum_encoder`), DINO and PatchMix
+//!   (`module/frame/contrast_momentum.py::update_momentum_encoder`, read) update **parameters
+//!   only** (`param_m.data * m + param_b.data * (1. - m)` over `.parameters()`); the target's
+//!   buffers evolve through the target's own forward passes in train mode →
+//!   [`BufferPolicy::Keep`] (default).
 //! * timm `ModelEmaV2` (PatchMix fine-tuning's model EMA) averages the whole `state_dict`,
 //!   buffers included → [`BufferPolicy::Average`].
 //! * [`BufferPolicy::Copy`] copies the online buffers (e.g. when the target never runs in
 //!   train mode).
 //!
 //! "Parameter" means: the **online** variable requires grad; everything else is a buffer.
-//! Integer buffers cannot be averaged: `Average` copies them. `init_copy` starts the target as a copy of the online
-//! network (MoCo/BYOL `param_k.data.copy_(param_q.data)`; MNCLGLF deliberately does not).
+//! Integer buffers cannot be averaged: `Average` copies them. [`Ema::init_copy`] starts the
+//! target as a copy of the online network (MoCo/PatchMix `param_m.data.copy_(param_b.data)`;
+//! MNCLGLF deliberately does not). It copies buffers too, which for freshly built networks
+//! (BN running stats 0 / 1 on both sides) equals the parameters-only copy of the originals.
 
 use crate::tensors::named_variables;
 use anyhow::{bail, ensure, Result};
@@ -26,7 +30,7 @@ use tch::{nn::VarStore, Tensor};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BufferPolicy {
-    /// Leave the target's buffers alone (MoCo, BYOL, DINO, PatchMix).
+    /// Leave the target's buffers alone (MoCo v3, DINO, PatchMix).
     #[default]
     Keep,
     /// Copy the online buffers into the target.
