@@ -3,7 +3,8 @@
 `WeightedKNNClassifier` (1/(d+eps) weights, euclidean), on the same features.
 
 argv[3]: comma-separated k values; argv[4]: T; argv[5]: num_classes; argv[6]: eps.
-Outputs per k and metric: class scores of every query, top-1 / top-5 accuracy (percent).
+Outputs per k and metric: class scores of every query, top-1 / top-5 accuracy (percent);
+top-5 ignores classes without a vote (documented in knn.rs).
 """
 import sys
 
@@ -36,8 +37,9 @@ for metric in ["cosine", "euclidean"]:
         one_hot = torch.zeros(B * k_eff, C).scatter_(1, retrieved.view(-1, 1), 1)
         w = distances.div(T).exp() if metric == "cosine" else distances
         probs = torch.sum(one_hot.view(B, -1, C) * w.view(B, -1, 1), 1)
-        _, pred = probs.sort(1, True)
-        correct = pred.eq(test_y.view(-1, 1))
+        sorted_probs, pred = probs.sort(1, True)
+        # A class without a vote is not a prediction (DINO would count it in arbitrary order).
+        correct = pred.eq(test_y.view(-1, 1)) & (sorted_probs > 0)
         out[f"{metric}_scores_k{k}"] = probs.numpy()
         out[f"{metric}_top1_k{k}"] = np.array(correct[:, :1].sum().item() * 100.0 / B)
         out[f"{metric}_top5_k{k}"] = np.array(correct[:, :min(5, C)].sum().item() * 100.0 / B)
