@@ -97,7 +97,6 @@ out["sincos_16_192"] = moco_sincos(16, 16, 192).numpy()
 # ---- names, shapes and parameter counts -----------------------------------------------------
 out["count_vit_t224"] = check_names(timm.create_model("vit_tiny_patch16_224"), "vit_t224")
 out["count_vit_s224"] = check_names(vit(224, 16, 384, 12, classes=1000), "vit_s224")
-out["count_vit_b224"] = check_names(timm.create_model("vit_base_patch16_224"), "vit_b224")
 out["count_vit_t2"] = check_names(vit(32, 2, 192, 3), "vit_t2")
 out["count_r18"] = check_names(torchvision.models.resnet18(), "r18")
 out["count_r50"] = check_names(torchvision.models.resnet50(), "r50")
