@@ -6,8 +6,7 @@ use contrast_core::nn::heads::{
 };
 use contrast_core::nn::resnet::{resnet18, resnet50, ResNet, ResNetConfig, Stem};
 use contrast_core::nn::vit::{
-    resample_abs_pos_embed, sincos_pos_embed_2d, vit_small, vit_tiny, PosEmbed,
-    VisionTransformer,
+    resample_abs_pos_embed, sincos_pos_embed_2d, vit_small, vit_tiny, PosEmbed, VisionTransformer,
 };
 use contrast_core::nn::{count_parameters, drop_path};
 use contrast_core::tensors::named_variables;
@@ -32,7 +31,7 @@ fn perturb_norms(vs: &VarStore) {
             let r = Tensor::rand(n.as_slice(), (Kind::Float, CPU));
             if name.ends_with("running_mean") || name.ends_with("bias") {
                 t.copy_(&((r - 0.5) * 0.2));
-            } else if name.ends_with("running_var") || name.ends_with("weight") && n.len() == 1 {
+            } else if name.ends_with("running_var") || (name.ends_with("weight") && n.len() == 1) {
                 t.copy_(&(r + 0.5));
             }
         }
