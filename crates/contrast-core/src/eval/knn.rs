@@ -18,7 +18,10 @@
 //! 51 MB): a 50k bank against 10k queries runs on a CPU.
 //!
 //! Ties between equal class scores go to the lowest class index (argmax); DINO's
-//! `sort(descending)` leaves them unspecified.
+//! `sort(descending)` leaves them unspecified. Top-5 counts a hit only among classes that
+//! received a vote: with fewer than five voted classes (always when k < 5) DINO's top-5 also
+//! counts zero-score classes in an unspecified order, solo-learn truncates to `min(5, k)`
+//! columns; both equal ours whenever at least five classes received votes.
 
 use crate::loss::normalize;
 use anyhow::{ensure, Context, Result};
@@ -103,7 +106,8 @@ pub struct KnnAccuracy {
     pub k: i64,
     /// Top-1 accuracy in percent.
     pub top1: f64,
-    /// Top-5 accuracy in percent (top-`C` when there are fewer than five classes).
+    /// Top-5 accuracy in percent (top-`C` when there are fewer than five classes; classes
+    /// without a vote never count).
     pub top5: f64,
 }
 
@@ -253,8 +257,10 @@ impl KnnClassifier {
             for (i, sc) in scores.iter().enumerate() {
                 let best = sc.argmax(1, true); // [B, 1]
                 hits1[i] += best.eq_tensor(&y).sum(Kind::Int64).int64_value(&[]);
-                let (_, top5) = sc.topk(top, 1, true, true); // [B, top]
-                hits5[i] += top5.eq_tensor(&y).sum(Kind::Int64).int64_value(&[]);
+                // Classes without a vote are never predicted (see the module docs).
+                let (val, top5) = sc.topk(top, 1, true, true); // [B, top]
+                let hit = top5.eq_tensor(&y).logical_and(&val.gt(0.0));
+                hits5[i] += hit.sum(Kind::Int64).int64_value(&[]);
             }
         }
         Ok(self

@@ -413,6 +413,11 @@ impl VisionTransformer {
         self.cfg.embed_dim
     }
 
+    /// The stochastic-depth rate of each block, `drop_path_rate·i/(depth−1)`.
+    pub fn drop_path_rates(&self) -> Vec<f64> {
+        self.blocks.iter().map(|b| b.drop_path).collect()
+    }
+
     /// The patch embedding, for methods that patchify themselves.
     pub fn patch_embed(&self) -> &PatchEmbed {
         &self.patch_embed
