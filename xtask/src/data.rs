@@ -68,7 +68,9 @@ pub fn prepare_for_preset(
             } else {
                 "cifar-100-binary"
             };
-            Ok(Some(ensure_named(&format, flag, &Options::from_env())?.join(sub)))
+            Ok(Some(
+                ensure_named(&format, flag, &Options::from_env())?.join(sub),
+            ))
         }
         other => bail!("reproduce does not know how to prepare data.format `{other}`"),
     }

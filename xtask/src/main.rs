@@ -1,10 +1,11 @@
 //! `cargo xtask <command>`: the project's automation, in plain Rust (no libtorch dependency, so it
 //! builds in seconds). See `cargo xtask --help`.
 
+mod bench;
 mod data;
 mod doctor;
-mod reproduce;
 mod download;
+mod reproduce;
 mod setup;
 #[cfg(test)]
 mod test_server;
@@ -41,6 +42,9 @@ enum Command {
     Doctor,
     /// Run a method's reproduction preset (setup first); `--list` shows the methods.
     Reproduce(reproduce::ReproduceArgs),
+    /// Run the benches; `--vs-pytorch` also runs the PyTorch peers in the same session and
+    /// prints the ratio.
+    Bench(bench::BenchArgs),
     /// Fetch a data set from its manifest in datasets/ (resumable, checksummed, extracted).
     Download(download::DownloadArgs),
 }
@@ -80,6 +84,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Doctor => doctor::doctor(),
         Command::Reproduce(a) => reproduce::reproduce(&a),
+        Command::Bench(a) => bench::bench(&a),
         Command::Download(args) => download::download(&args),
     }
 }
