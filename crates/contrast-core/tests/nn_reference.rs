@@ -8,7 +8,7 @@ use contrast_core::nn::resnet::{resnet18, resnet50, ResNet, ResNetConfig, Stem};
 use contrast_core::nn::vit::{
     resample_abs_pos_embed, sincos_pos_embed_2d, vit_small, vit_tiny, PosEmbed, VisionTransformer,
 };
-use contrast_core::nn::{count_parameters, drop_path};
+use contrast_core::nn::{count_parameters, drop_path, load_pytorch_weights};
 use contrast_core::tensors::named_variables;
 use contrast_core::testing::{assert_close, get, run_reference};
 use tch::nn::{ModuleT, VarStore};
@@ -567,4 +567,43 @@ fn patch_level_mixing_through_forward_tokens() {
         format!("{:#}", e.unwrap_err()),
         "image height 9 is not a multiple of patch height 2"
     );
+}
+
+#[test]
+fn pytorch_state_dicts_load_by_name() {
+    // A MoCo-v3-style checkpoint: `module.base_encoder.` prefix, BN counters, a foreign entry.
+    tch::manual_seed(11);
+    let src = VarStore::new(CPU);
+    let cfg = ResNetConfig {
+        layers: [1, 1, 1, 1],
+        ..resnet18()
+    };
+    ResNet::new(src.root(), &cfg).unwrap();
+    perturb_norms(&src);
+    let mut entries: Vec<(String, Tensor)> = named_variables(&src)
+        .into_iter()
+        .map(|(n, t)| (format!("module.base_encoder.{n}"), t))
+        .collect();
+    entries.push((
+        "module.base_encoder.bn1.num_batches_tracked".into(),
+        Tensor::from(7i64),
+    ));
+    entries.push((
+        "module.predictor.0.weight".into(),
+        Tensor::zeros([2, 2], (Kind::Float, CPU)),
+    ));
+    let dir = contrast_core::testing::tempdir().unwrap();
+    let file = dir.join("ckpt.npz");
+    Tensor::write_npz(&entries, &file).unwrap();
+
+    let dst = VarStore::new(CPU);
+    ResNet::new(dst.root(), &cfg).unwrap();
+    load_pytorch_weights(&dst, &file, "module.base_encoder.", true).unwrap();
+    for ((n, a), (_, b)) in named_variables(&dst).into_iter().zip(named_variables(&src)) {
+        assert!(a.equal(&b), "{n} differs after loading");
+    }
+    // Without the prefix the predictor entry is unexpected, and nothing matches.
+    let e = load_pytorch_weights(&dst, &file, "", true).unwrap_err();
+    assert!(format!("{e:#}").contains("missing variables"), "{e:#}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
