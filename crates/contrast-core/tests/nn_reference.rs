@@ -439,6 +439,26 @@ fn vit_initialisation_follows_moco_v3() {
         "sin-cos",
     );
     assert_eq!(count_parameters(&vs2), count_parameters(&vs) - 257 * 192);
+
+    // MoCo-v3's stop_grad_conv1: the patch projection gets no gradient.
+    let vs3 = VarStore::new(CPU);
+    let cfg = contrast_core::nn::vit::VitConfig {
+        stop_grad_patch_embed: true,
+        depth: 1,
+        ..vit_tiny(8, 4)
+    };
+    let m = VisionTransformer::new(vs3.root(), &cfg).unwrap();
+    m.forward_t(&Tensor::randn([2, 3, 8, 8], (Kind::Float, CPU)), true)
+        .sum(Kind::Float)
+        .backward();
+    for n in ["patch_embed.proj.weight", "patch_embed.proj.bias"] {
+        let t = var(&vs3, n);
+        assert!(
+            !t.requires_grad() && !t.grad().defined(),
+            "{n} must be frozen"
+        );
+    }
+    assert!(var(&vs3, "cls_token").grad().defined());
 }
 
 #[test]

@@ -63,6 +63,9 @@ pub struct VitConfig {
     /// A linear classifier `head` on the class token (`None`: the model returns the feature,
     /// timm's `num_classes=0`).
     pub num_classes: Option<i64>,
+    /// MoCo-v3's `stop_grad_conv1`: freeze the (randomly initialised) patch projection, which
+    /// MoCo-v3 reports stabilises ViT training. PatchMix: `false`.
+    pub stop_grad_patch_embed: bool,
 }
 
 fn vit_preset(img_size: i64, patch_size: i64, embed_dim: i64, num_heads: i64) -> VitConfig {
@@ -79,6 +82,7 @@ fn vit_preset(img_size: i64, patch_size: i64, embed_dim: i64, num_heads: i64) ->
         drop_path_rate: 0.0,
         pos_embed: PosEmbed::Learnable,
         num_classes: None,
+        stop_grad_patch_embed: false,
     }
 }
 
@@ -347,6 +351,13 @@ impl VisionTransformer {
         );
         let g = cfg.img_size / cfg.patch_size;
         let patch_embed = PatchEmbed::new(&p / "patch_embed", cfg.in_chans, cfg.patch_size, d);
+        if cfg.stop_grad_patch_embed {
+            // Like MoCo-v3, the variables stay parameters (saved, counted) without gradient.
+            let _ = patch_embed.proj.ws.set_requires_grad(false);
+            if let Some(b) = &patch_embed.proj.bs {
+                let _ = b.set_requires_grad(false);
+            }
+        }
         let cls_token = p.var(
             "cls_token",
             &[1, 1, d],
