@@ -627,3 +627,72 @@ fn pytorch_state_dicts_load_by_name() {
     assert!(format!("{e:#}").contains("missing variables"), "{e:#}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn configs_are_data() {
+    use contrast_core::eval::knn::{KnnConfig, KnnMetric};
+    use contrast_core::nn::heads::{LastNorm, MlpConfig};
+    use contrast_core::nn::resnet::BlockKind;
+    use contrast_core::nn::vit::VitConfig;
+    use contrast_core::train::config::{load_config, ConfigSource};
+
+    #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    struct Cfg {
+        vit: VitConfig,
+        resnet: ResNetConfig,
+        head: MlpConfig,
+        knn: KnnConfig,
+    }
+    let text = "[vit]\npatch_size = 4\npos_embed = \"sincos\"\n\
+                [resnet]\nstem = \"cifar_pad2\"\nblock = \"bottleneck\"\n\
+                [head]\ndims = [512, 2048, 128]\nlast_norm = \"none\"\n\
+                [knn]\nmetric = \"euclidean\"";
+    let cfg: Cfg = load_config(
+        Some(ConfigSource::text(text, "preset.toml")),
+        &[
+            "knn.ks=[10, 20, 100, 200]".into(),
+            "vit.drop_path_rate=0.1".into(),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        cfg.vit,
+        VitConfig {
+            patch_size: 4,
+            pos_embed: PosEmbed::SinCos,
+            drop_path_rate: 0.1,
+            ..vit_tiny(32, 2)
+        }
+    );
+    assert_eq!(
+        (cfg.resnet.stem, cfg.resnet.block),
+        (Stem::CifarPad2, BlockKind::Bottleneck)
+    );
+    assert_eq!(cfg.resnet.layers, [2, 2, 2, 2]);
+    assert_eq!(cfg.head.dims, [512, 2048, 128]);
+    assert_eq!(cfg.head.last_norm, LastNorm::None);
+    assert_eq!(
+        (cfg.knn.metric, cfg.knn.ks.clone()),
+        (KnnMetric::Euclidean, vec![10, 20, 100, 200])
+    );
+    assert_eq!(cfg.knn.temperature, 0.07);
+    let bad = ConfigSource::text("[resnet]\nstem = \"cifar3\"", "preset.toml");
+    assert!(load_config::<Cfg>(Some(bad), &[]).is_err());
+
+    // solo-learn's padded stem: 34×34 after the stem, 5×5 after layer 4.
+    let vs = VarStore::new(CPU);
+    let m = ResNet::new(
+        vs.root(),
+        &ResNetConfig {
+            stem: Stem::CifarPad2,
+            ..resnet18()
+        },
+    )
+    .unwrap();
+    let f = tch::no_grad(|| {
+        m.forward_features(&Tensor::zeros([1, 3, 32, 32], (Kind::Float, CPU)), false)
+    })
+    .unwrap();
+    assert_eq!(f.layer4.size(), [1, 512, 5, 5]);
+}
