@@ -7,6 +7,11 @@
 //! Environment: `CONTRAST_BENCH_BATCH` (default 64), `CONTRAST_BENCH_THREADS` (libtorch
 //! intra-op threads; default: libtorch's choice), `CONTRAST_BENCH_DEVICE` (`cpu` or `cuda`).
 //! The PyTorch peer is `benches/py/models.py` (same models, batch, threads, loss).
+//!
+//! Measured 2026-11-23 on the 2-core build VM shared with other jobs (load ≈ 4), batch 16,
+//! one intra-op thread, back to back: ViT-T/2 4.52 images/s (PyTorch 2.11 peer 4.5), ResNet-18
+//! CIFAR 13.8 images/s (peer 12.7). With two threads under the same load OpenMP contention made
+//! both 3–8× slower and noisy; compare only runs taken together.
 
 use contrast_core::nn::resnet::{resnet18, ResNet, ResNetConfig, Stem};
 use contrast_core::nn::vit::{vit_tiny, VisionTransformer};

@@ -8,7 +8,7 @@ use contrast_core::nn::resnet::{resnet18, resnet50, ResNet, ResNetConfig, Stem};
 use contrast_core::nn::vit::{
     resample_abs_pos_embed, sincos_pos_embed_2d, vit_small, vit_tiny, PosEmbed, VisionTransformer,
 };
-use contrast_core::nn::{count_parameters, drop_path};
+use contrast_core::nn::{count_parameters, drop_path, load_pytorch_weights};
 use contrast_core::tensors::named_variables;
 use contrast_core::testing::{assert_close, get, run_reference};
 use tch::nn::{ModuleT, VarStore};
@@ -439,6 +439,26 @@ fn vit_initialisation_follows_moco_v3() {
         "sin-cos",
     );
     assert_eq!(count_parameters(&vs2), count_parameters(&vs) - 257 * 192);
+
+    // MoCo-v3's stop_grad_conv1: the patch projection gets no gradient.
+    let vs3 = VarStore::new(CPU);
+    let cfg = contrast_core::nn::vit::VitConfig {
+        stop_grad_patch_embed: true,
+        depth: 1,
+        ..vit_tiny(8, 4)
+    };
+    let m = VisionTransformer::new(vs3.root(), &cfg).unwrap();
+    m.forward_t(&Tensor::randn([2, 3, 8, 8], (Kind::Float, CPU)), true)
+        .sum(Kind::Float)
+        .backward();
+    for n in ["patch_embed.proj.weight", "patch_embed.proj.bias"] {
+        let t = var(&vs3, n);
+        assert!(
+            !t.requires_grad() && !t.grad().defined(),
+            "{n} must be frozen"
+        );
+    }
+    assert!(var(&vs3, "cls_token").grad().defined());
 }
 
 #[test]
@@ -567,4 +587,112 @@ fn patch_level_mixing_through_forward_tokens() {
         format!("{:#}", e.unwrap_err()),
         "image height 9 is not a multiple of patch height 2"
     );
+}
+
+#[test]
+fn pytorch_state_dicts_load_by_name() {
+    // A MoCo-v3-style checkpoint: `module.base_encoder.` prefix, BN counters, a foreign entry.
+    tch::manual_seed(11);
+    let src = VarStore::new(CPU);
+    let cfg = ResNetConfig {
+        layers: [1, 1, 1, 1],
+        ..resnet18()
+    };
+    ResNet::new(src.root(), &cfg).unwrap();
+    perturb_norms(&src);
+    let mut entries: Vec<(String, Tensor)> = named_variables(&src)
+        .into_iter()
+        .map(|(n, t)| (format!("module.base_encoder.{n}"), t))
+        .collect();
+    entries.push((
+        "module.base_encoder.bn1.num_batches_tracked".into(),
+        Tensor::from(7i64),
+    ));
+    entries.push((
+        "module.predictor.0.weight".into(),
+        Tensor::zeros([2, 2], (Kind::Float, CPU)),
+    ));
+    let dir = contrast_core::testing::tempdir().unwrap();
+    let file = dir.join("ckpt.npz");
+    Tensor::write_npz(&entries, &file).unwrap();
+
+    let dst = VarStore::new(CPU);
+    ResNet::new(dst.root(), &cfg).unwrap();
+    load_pytorch_weights(&dst, &file, "module.base_encoder.", true).unwrap();
+    for ((n, a), (_, b)) in named_variables(&dst).into_iter().zip(named_variables(&src)) {
+        assert!(a.equal(&b), "{n} differs after loading");
+    }
+    // Without the prefix the predictor entry is unexpected, and nothing matches.
+    let e = load_pytorch_weights(&dst, &file, "", true).unwrap_err();
+    assert!(format!("{e:#}").contains("missing variables"), "{e:#}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn configs_are_data() {
+    use contrast_core::eval::knn::{KnnConfig, KnnMetric};
+    use contrast_core::nn::heads::{LastNorm, MlpConfig};
+    use contrast_core::nn::resnet::BlockKind;
+    use contrast_core::nn::vit::VitConfig;
+    use contrast_core::train::config::{load_config, ConfigSource};
+
+    #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+    #[serde(default, deny_unknown_fields)]
+    struct Cfg {
+        vit: VitConfig,
+        resnet: ResNetConfig,
+        head: MlpConfig,
+        knn: KnnConfig,
+    }
+    let text = "[vit]\npatch_size = 4\npos_embed = \"sincos\"\n\
+                [resnet]\nstem = \"cifar_pad2\"\nblock = \"bottleneck\"\n\
+                [head]\ndims = [512, 2048, 128]\nlast_norm = \"none\"\n\
+                [knn]\nmetric = \"euclidean\"";
+    let cfg: Cfg = load_config(
+        Some(ConfigSource::text(text, "preset.toml")),
+        &[
+            "knn.ks=[10, 20, 100, 200]".into(),
+            "vit.drop_path_rate=0.1".into(),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        cfg.vit,
+        VitConfig {
+            patch_size: 4,
+            pos_embed: PosEmbed::SinCos,
+            drop_path_rate: 0.1,
+            ..vit_tiny(32, 2)
+        }
+    );
+    assert_eq!(
+        (cfg.resnet.stem, cfg.resnet.block),
+        (Stem::CifarPad2, BlockKind::Bottleneck)
+    );
+    assert_eq!(cfg.resnet.layers, [2, 2, 2, 2]);
+    assert_eq!(cfg.head.dims, [512, 2048, 128]);
+    assert_eq!(cfg.head.last_norm, LastNorm::None);
+    assert_eq!(
+        (cfg.knn.metric, cfg.knn.ks.clone()),
+        (KnnMetric::Euclidean, vec![10, 20, 100, 200])
+    );
+    assert_eq!(cfg.knn.temperature, 0.07);
+    let bad = ConfigSource::text("[resnet]\nstem = \"cifar3\"", "preset.toml");
+    assert!(load_config::<Cfg>(Some(bad), &[]).is_err());
+
+    // solo-learn's padded stem: 34×34 after the stem, 5×5 after layer 4.
+    let vs = VarStore::new(CPU);
+    let m = ResNet::new(
+        vs.root(),
+        &ResNetConfig {
+            stem: Stem::CifarPad2,
+            ..resnet18()
+        },
+    )
+    .unwrap();
+    let f = tch::no_grad(|| {
+        m.forward_features(&Tensor::zeros([1, 3, 32, 32], (Kind::Float, CPU)), false)
+    })
+    .unwrap();
+    assert_eq!(f.layer4.size(), [1, 512, 5, 5]);
 }

@@ -25,10 +25,12 @@
 
 use crate::loss::normalize;
 use anyhow::{ensure, Context, Result};
+use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-/// Similarity between queries and bank entries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Similarity between queries and bank entries (config value `"cosine"` / `"euclidean"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum KnnMetric {
     /// Cosine similarity with `exp(s/T)` weights (DINO, InstDisc, lightly).
     Cosine,
@@ -36,8 +38,9 @@ pub enum KnnMetric {
     Euclidean,
 }
 
-/// Settings of the weighted kNN.
-#[derive(Debug, Clone, PartialEq)]
+/// Settings of the weighted kNN. Default: [`KnnConfig::dino`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct KnnConfig {
     /// Neighbour counts evaluated in one pass (e.g. PatchMix: 10, 20, 100, 200).
     pub ks: Vec<i64>,
@@ -49,6 +52,12 @@ pub struct KnnConfig {
     pub epsilon: f64,
     /// Queries per similarity matrix.
     pub query_batch: i64,
+}
+
+impl Default for KnnConfig {
+    fn default() -> Self {
+        Self::dino()
+    }
 }
 
 impl KnnConfig {

@@ -19,11 +19,13 @@
 
 use super::torch_linear;
 use anyhow::{ensure, Result};
+use serde::{Deserialize, Serialize};
 use tch::nn::{self, Init, Module, ModuleT};
 use tch::Tensor;
 
-/// Normalisation after the last linear layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Normalisation after the last linear layer (config value `"none"`, `"affine"`, `"no_affine"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum LastNorm {
     /// None (SimCLR, BYOL, the official MoCo-v3 predictor).
     None,
@@ -35,8 +37,10 @@ pub enum LastNorm {
 }
 
 /// A generic MLP head: `dims = [in, hidden…, out]` gives `dims.len() − 1` linear layers; every
-/// hidden layer is Linear → (BN) → ReLU.
-#[derive(Debug, Clone, PartialEq)]
+/// hidden layer is Linear → (BN) → ReLU. Default: MoCo-v3's 3-layer projector on ViT-T
+/// (192 → 4096 → 4096 → 256, no bias, BN, BN(affine=False) last).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct MlpConfig {
     /// Widths, input first, output last (at least two entries).
     pub dims: Vec<i64>,
@@ -46,6 +50,17 @@ pub struct MlpConfig {
     pub hidden_bn: bool,
     /// Normalisation after the last linear layer.
     pub last_norm: LastNorm,
+}
+
+impl Default for MlpConfig {
+    fn default() -> Self {
+        Self {
+            dims: vec![192, 4096, 4096, 256],
+            bias: false,
+            hidden_bn: true,
+            last_norm: LastNorm::NoAffine,
+        }
+    }
 }
 
 #[derive(Debug)]

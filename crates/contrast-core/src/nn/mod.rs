@@ -21,6 +21,8 @@ pub mod heads;
 pub mod resnet;
 pub mod vit;
 
+use anyhow::{anyhow, Context, Result};
+use std::path::Path;
 use tch::nn::{self, Init, VarStore};
 use tch::Tensor;
 
@@ -38,6 +40,35 @@ pub fn count_parameters(vs: &VarStore) -> i64 {
 /// `num_batches_tracked`); a loader skips them.
 pub fn is_untracked_buffer(name: &str) -> bool {
     name.ends_with("num_batches_tracked")
+}
+
+/// Load PyTorch weights saved by name into `vs`: a `.safetensors` file
+/// (`safetensors.torch.save_file(model.state_dict(), …)`) or a `.npz` (`numpy.savez`).
+/// Only entries starting with `strip_prefix` are used, with the prefix removed (e.g.
+/// `"module.base_encoder."` for a PatchMix / MoCo-v3 checkpoint, `""` for all);
+/// `num_batches_tracked` entries are skipped. With `strict`, every variable of `vs` must be
+/// present and no other entry may remain; shapes must always match.
+pub fn load_pytorch_weights(
+    vs: &VarStore,
+    path: impl AsRef<Path>,
+    strip_prefix: &str,
+    strict: bool,
+) -> Result<()> {
+    let path = path.as_ref();
+    let is_npz = path.extension().is_some_and(|e| e == "npz");
+    let all = if is_npz {
+        Tensor::read_npz(path)
+    } else {
+        Tensor::read_safetensors(path)
+    }
+    .map_err(|e| anyhow!("reading {}: {e}", path.display()))?;
+    let tensors: Vec<(String, Tensor)> = all
+        .into_iter()
+        .filter_map(|(n, t)| n.strip_prefix(strip_prefix).map(|s| (s.to_string(), t)))
+        .filter(|(n, _)| !is_untracked_buffer(n))
+        .collect();
+    crate::tensors::load_into(vs, &tensors, strict)
+        .with_context(|| format!("loading {} (prefix `{strip_prefix}`)", path.display()))
 }
 
 /// `nn.Linear(in_dim, out_dim, bias)` with PyTorch's default initialisation

@@ -10,11 +10,13 @@
 
 use super::torch_linear;
 use anyhow::{bail, ensure, Result};
+use serde::{Deserialize, Serialize};
 use tch::nn::{self, Init, Module, ModuleT};
 use tch::Tensor;
 
-/// The residual block family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The residual block family (config value `"basic"` / `"bottleneck"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum BlockKind {
     /// Two 3×3 convs, expansion 1 (ResNet-18/34).
     Basic,
@@ -31,28 +33,31 @@ impl BlockKind {
     }
 }
 
-/// The first layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The first layer (config value `"imagenet"`, `"cifar"` or `"cifar_pad2"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Stem {
     /// torchvision: 7×7 conv stride 2 padding 3, BN, ReLU, 3×3 max-pool stride 2.
+    #[serde(rename = "imagenet")]
     ImageNet,
-    /// CIFAR: 3×3 conv stride 1 with this padding, BN, ReLU, no max-pool. lightly and most
-    /// CIFAR code use padding 1 ([`Stem::cifar`]); solo-learn writes `padding=2` (34×34 maps).
-    Cifar {
-        /// Zero padding of the 3×3 conv.
-        padding: i64,
-    },
+    /// CIFAR (lightly and most CIFAR code): 3×3 conv stride 1 padding 1, BN, ReLU, no max-pool.
+    #[serde(rename = "cifar")]
+    Cifar,
+    /// solo-learn's CIFAR stem: as [`Stem::Cifar`] but `padding=2` (34×34 maps after the stem,
+    /// 5×5 after layer 4 at 32 px).
+    #[serde(rename = "cifar_pad2")]
+    CifarPad2,
 }
 
 impl Stem {
-    /// The usual CIFAR stem: 3×3, stride 1, padding 1, no max-pool.
+    /// The usual CIFAR stem, [`Stem::Cifar`].
     pub fn cifar() -> Self {
-        Stem::Cifar { padding: 1 }
+        Stem::Cifar
     }
 }
 
-/// Architecture of a [`ResNet`].
-#[derive(Debug, Clone, PartialEq)]
+/// Architecture of a [`ResNet`]. Default: [`resnet18`] (torchvision's, ImageNet stem).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ResNetConfig {
     /// Block family.
     pub block: BlockKind,
@@ -67,6 +72,12 @@ pub struct ResNetConfig {
     pub zero_init_residual: bool,
     /// A linear classifier `fc` on the pooled feature (`None`: return the feature).
     pub num_classes: Option<i64>,
+}
+
+impl Default for ResNetConfig {
+    fn default() -> Self {
+        resnet18()
+    }
 }
 
 /// ResNet-18 (`BasicBlock`, `[2, 2, 2, 2]`), ImageNet stem, no classifier.
@@ -242,10 +253,8 @@ impl ResNet {
         );
         let conv1 = match cfg.stem {
             Stem::ImageNet => conv(&p / "conv1", cfg.in_chans, 64, 7, 2, 3),
-            Stem::Cifar { padding } => {
-                ensure!(padding >= 0, "Illegal stem padding {padding}");
-                conv(&p / "conv1", cfg.in_chans, 64, 3, 1, padding)
-            }
+            Stem::Cifar => conv(&p / "conv1", cfg.in_chans, 64, 3, 1, 1),
+            Stem::CifarPad2 => conv(&p / "conv1", cfg.in_chans, 64, 3, 1, 2),
         };
         let bn1 = bn(&p / "bn1", 64, 1.0);
         let mut c_in = 64;

@@ -20,22 +20,27 @@
 
 use super::drop_path;
 use anyhow::{bail, ensure, Context, Result};
+use serde::{Deserialize, Serialize};
 use tch::nn::{self, Init, Module, ModuleT};
 use tch::{Kind, Tensor};
 
-/// How the position embedding is made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How the position embedding is made (config value `"learnable"` / `"sincos"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum PosEmbed {
     /// A learnable `[1, 1 + N, D]` parameter, timm's `trunc_normal_(std=0.02)` (the truncation at
     /// ±2 is ±100σ and never binds, so a plain normal is drawn). PatchMix's choice.
     Learnable,
     /// MoCo-v3's fixed 2-D sin-cos table (`build_2d_sincos_position_embedding`, temperature
     /// 10000, a zero row for the class token), stored as a non-trainable `pos_embed`.
+    #[serde(rename = "sincos")]
     SinCos,
 }
 
-/// Architecture and regularisation of a [`VisionTransformer`].
-#[derive(Debug, Clone, PartialEq)]
+/// Architecture and regularisation of a [`VisionTransformer`]. Default: PatchMix's CIFAR
+/// encoder, [`vit_tiny`]`(32, 2)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct VitConfig {
     /// Side of the (square) training image; fixes the stored position-embedding grid.
     pub img_size: i64,
@@ -63,6 +68,15 @@ pub struct VitConfig {
     /// A linear classifier `head` on the class token (`None`: the model returns the feature,
     /// timm's `num_classes=0`).
     pub num_classes: Option<i64>,
+    /// MoCo-v3's `stop_grad_conv1`: freeze the (randomly initialised) patch projection, which
+    /// MoCo-v3 reports stabilises ViT training. PatchMix: `false`.
+    pub stop_grad_patch_embed: bool,
+}
+
+impl Default for VitConfig {
+    fn default() -> Self {
+        vit_tiny(32, 2)
+    }
 }
 
 fn vit_preset(img_size: i64, patch_size: i64, embed_dim: i64, num_heads: i64) -> VitConfig {
@@ -79,6 +93,7 @@ fn vit_preset(img_size: i64, patch_size: i64, embed_dim: i64, num_heads: i64) ->
         drop_path_rate: 0.0,
         pos_embed: PosEmbed::Learnable,
         num_classes: None,
+        stop_grad_patch_embed: false,
     }
 }
 
@@ -347,6 +362,13 @@ impl VisionTransformer {
         );
         let g = cfg.img_size / cfg.patch_size;
         let patch_embed = PatchEmbed::new(&p / "patch_embed", cfg.in_chans, cfg.patch_size, d);
+        if cfg.stop_grad_patch_embed {
+            // Like MoCo-v3, the variables stay parameters (saved, counted) without gradient.
+            let _ = patch_embed.proj.ws.set_requires_grad(false);
+            if let Some(b) = &patch_embed.proj.bs {
+                let _ = b.set_requires_grad(false);
+            }
+        }
         let cls_token = p.var(
             "cls_token",
             &[1, 1, d],
