@@ -72,26 +72,23 @@ pub fn patchmix_loss(nce: &InfoNce, x: &LossInputs) -> Result<Terms> {
     let orig = nce.forward_soft(x.q1, &k2, x.identity)?;
     let mix_orig = nce.forward_soft(x.mq2, &k1, x.mix_target)?;
     let mix_mix = nce.forward_soft(x.mq2, &mk1, x.mixmix_target)?;
-    let zero = Tensor::zeros([], (Kind::Float, x.q1.device()));
-    let mut multi = zero.shallow_clone();
-    let mut multi_mix = zero.shallow_clone();
-    if !x.local_q.is_empty() {
-        let n = x.local_q.len() as f64;
-        for q in x.local_q {
-            multi = multi
-                + (nce.forward_soft(q, &k1, x.identity)? + nce.forward_soft(q, &k2, x.identity)?)
-                    / n;
-        }
-    }
-    if !x.local_mq.is_empty() {
-        let n = x.local_mq.len() as f64;
-        for q in x.local_mq {
-            multi_mix = multi_mix
-                + (nce.forward_soft(q, &k1, x.mix_target)?
-                    + nce.forward_soft(q, &k2, x.mix_target)?)
-                    / n;
-        }
-    }
+    // Σ_c [CE(q_c, k1, T) + CE(q_c, k2, T)] / n over local-crop queries (zero without any)
+    let local = |queries: &[Tensor], target: &Tensor| -> Result<Tensor> {
+        let n = queries.len() as f64;
+        let per_crop = queries
+            .iter()
+            .map(|q| {
+                Ok((nce.forward_soft(q, &k1, target)? + nce.forward_soft(q, &k2, target)?) / n)
+            })
+            .collect::<Result<Vec<Tensor>>>()?;
+        Ok(if per_crop.is_empty() {
+            Tensor::zeros([], (Kind::Float, x.q1.device()))
+        } else {
+            Tensor::stack(&per_crop, 0).sum(Kind::Float)
+        })
+    };
+    let multi = local(x.local_q, x.identity)?;
+    let multi_mix = local(x.local_mq, x.mix_target)?;
     let total = &orig + (&mix_orig + &mix_mix) * 0.5 + &multi + &multi_mix;
     ensure!(total.numel() == 1, "the PatchMix loss must be a scalar");
     Ok(Terms {

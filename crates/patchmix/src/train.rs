@@ -358,7 +358,7 @@ pub fn pretrain(cfg: &PatchMixConfig, opts: &RunOptions, stop_at: Option<u64>) -
             let epoch_end = done % iters == 0;
             if epoch_end
                 && cfg.eval.knn_every > 0
-                && (done / iters) % cfg.eval.knn_every == 0
+                && (done / iters).is_multiple_of(cfg.eval.knn_every)
                 && done < total
             {
                 let bank = embed(&net, Arc::clone(&train_ds), cfg, device)?;
@@ -376,7 +376,7 @@ pub fn pretrain(cfg: &PatchMixConfig, opts: &RunOptions, stop_at: Option<u64>) -
                 progress.println(&format!("epoch {}: kNN {acc:?}", done / iters));
                 last_knn = Some(acc);
             }
-            if (epoch_end && (done / iters) % cfg.log.checkpoint_every_epochs.max(1) == 0)
+            if (epoch_end && (done / iters).is_multiple_of(cfg.log.checkpoint_every_epochs.max(1)))
                 || done == end
             {
                 save(&run, done, &net, &opt)?;

@@ -68,12 +68,8 @@ fn every_patch_comes_from_a_listed_source_at_its_own_position() {
             }
             // each source owns ⌊T/m⌋ positions; the image itself also keeps the leftovers
             assert_eq!(owned[0], s + (t - s * m));
-            for k in 1..m as usize {
-                assert_eq!(
-                    owned[k], s,
-                    "m={m}: source +{k} owns {} positions",
-                    owned[k]
-                );
+            for (k, owned_k) in owned.iter().enumerate().skip(1) {
+                assert_eq!(*owned_k, s, "m={m}: source +{k} owns {owned_k} positions");
             }
         }
     }
@@ -146,8 +142,7 @@ fn m_one_or_p_zero_gives_identity_and_offset_places_columns() {
         assert!(!out.mixed);
         assert!(out.images.equal(&x));
         let want = Tensor::zeros([4, 12], (Kind::Float, Device::Cpu));
-        let _ = want
-            .narrow(1, 4, 4)
+        want.narrow(1, 4, 4)
             .copy_(&Tensor::eye(4, (Kind::Float, Device::Cpu)));
         assert!(out.mix_target.equal(&want) && out.mixmix_target.equal(&want));
     }

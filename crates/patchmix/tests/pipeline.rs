@@ -164,7 +164,7 @@ fn gradients_reach_only_the_online_branch() {
     }
     let mut reached = 0;
     for vs in [&net.encoder_vs, &net.predictor_vs] {
-        for (_, v) in vs.trainable_variables().iter().enumerate() {
+        for v in vs.trainable_variables().iter() {
             if v.grad().defined() && v.grad().abs().sum(Kind::Float).double_value(&[]) > 0.0 {
                 reached += 1;
             }
