@@ -348,12 +348,15 @@ fn backbones_and_heads_match_timm_and_torchvision() {
         );
     }
 
-    // ResNet-50.
+    // ResNet-50: 53 convolutions in fp32, computed here with the test's libtorch threads and in
+    // the reference with one thread (different convolution algorithms and summation orders), so
+    // differences up to a few 1e-4 on O(1) logits are rounding; a wrong name, stride or block
+    // gives O(1) differences.
     assert_close(
         &r50_logits,
         get(&out, "r50_logits"),
-        1e-4,
-        1e-4,
+        1e-3,
+        1e-3,
         "R50 logits (eval)",
     );
 
