@@ -61,10 +61,10 @@ pub struct AdamW {
 impl AdamW {
     /// Validates the hyper-parameters like PyTorch does.
     pub fn new(groups: Vec<ParamGroup>, cfg: AdamWConfig) -> Result<Self> {
-        if !(cfg.lr >= 0.0) {
+        if cfg.lr.is_nan() || cfg.lr < 0.0 {
             bail!("Illegal learning rate {}", cfg.lr);
         }
-        if !(cfg.eps >= 0.0) {
+        if cfg.eps.is_nan() || cfg.eps < 0.0 {
             bail!("Illegal epsilon {}", cfg.eps);
         }
         if !(0.0..1.0).contains(&cfg.beta1) {
@@ -74,7 +74,7 @@ impl AdamW {
             bail!("Illegal beta2 {}: it must be in [0, 1)", cfg.beta2);
         }
         for g in &groups {
-            if !(g.weight_decay >= 0.0) {
+            if g.weight_decay.is_nan() || g.weight_decay < 0.0 {
                 bail!(
                     "Illegal weight decay {} in group `{}`",
                     g.weight_decay,

@@ -100,23 +100,23 @@ pub struct Lars {
 
 impl Lars {
     pub fn new(groups: Vec<ParamGroup>, cfg: LarsConfig) -> Result<Self> {
-        if !(cfg.lr >= 0.0) {
+        if cfg.lr.is_nan() || cfg.lr < 0.0 {
             bail!("Illegal learning rate {}", cfg.lr);
         }
-        if !(cfg.momentum >= 0.0) {
+        if cfg.momentum.is_nan() || cfg.momentum < 0.0 {
             bail!("Illegal momentum {}", cfg.momentum);
         }
-        if !(cfg.trust_coefficient > 0.0) {
+        if cfg.trust_coefficient.is_nan() || cfg.trust_coefficient <= 0.0 {
             bail!("Illegal trust coefficient {}", cfg.trust_coefficient);
         }
-        if !(cfg.eps >= 0.0) {
+        if cfg.eps.is_nan() || cfg.eps < 0.0 {
             bail!("Illegal epsilon {}", cfg.eps);
         }
         if cfg.nesterov && (cfg.momentum <= 0.0 || cfg.dampening != 0.0) {
             bail!("Nesterov momentum requires a momentum and zero dampening");
         }
         for g in &groups {
-            if !(g.weight_decay >= 0.0) {
+            if g.weight_decay.is_nan() || g.weight_decay < 0.0 {
                 bail!(
                     "Illegal weight decay {} in group `{}`",
                     g.weight_decay,

@@ -33,10 +33,10 @@ impl Sgd {
         dampening: f64,
         nesterov: bool,
     ) -> Result<Self> {
-        if !(lr >= 0.0) {
+        if lr.is_nan() || lr < 0.0 {
             bail!("Illegal learning rate {lr}");
         }
-        if !(momentum >= 0.0) {
+        if momentum.is_nan() || momentum < 0.0 {
             bail!("Illegal momentum {momentum}");
         }
         if nesterov && (momentum <= 0.0 || dampening != 0.0) {
