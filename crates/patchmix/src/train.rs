@@ -235,7 +235,9 @@ pub fn pretrain(cfg: &PatchMixConfig, opts: &RunOptions, stop_at: Option<u64>) -
         cfg.model.patch_size,
         cfg.mix.smoothing,
     )?;
-    let nce = InfoNce::new(cfg.optim.temperature)?;
+    let mut nce = InfoNce::new(cfg.optim.temperature)?;
+    // the mixer's targets are row-stochastic by construction (tested): skip the per-call check
+    nce.check_targets = false;
 
     let start = run.start_step();
     if let Some(ck) = &run.resumed {
