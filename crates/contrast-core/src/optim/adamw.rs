@@ -14,7 +14,7 @@
 //! (PatchMix/DINO: a no-decay group for biases and 1-D parameters, see
 //! [`super::decay_groups`]).
 
-use super::{grad_of, param_index, state_like, zero_grads, Optimizer, ParamGroup};
+use super::{grad_of, param_index, set_group_decay, state_like, zero_grads, Optimizer, ParamGroup};
 use crate::tensors::Named;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -158,11 +158,7 @@ impl Optimizer for AdamW {
     }
 
     fn set_weight_decay(&mut self, wd: f64) {
-        for g in &mut self.groups {
-            if g.weight_decay != 0.0 {
-                g.weight_decay = wd;
-            }
-        }
+        set_group_decay(&mut self.groups, wd);
     }
 
     /// `step.<p>` (int64 `[1]`), `exp_avg.<p>`, `exp_avg_sq.<p>` and, with amsgrad,

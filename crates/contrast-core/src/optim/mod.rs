@@ -21,7 +21,7 @@ pub mod schedule;
 pub mod sgd;
 
 use crate::tensors::Named;
-use anyhow::{bail, ensure, Result};
+use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use tch::{nn::VarStore, Tensor};
@@ -217,4 +217,42 @@ pub(crate) fn state_like(
         p.size()
     );
     Ok(t.to_device(p.device()).to_kind(p.kind()).copy())
+}
+
+/// Set the weight decay of every group whose decay is non-zero (the `set_weight_decay` of every
+/// optimiser here: groups created without decay, e.g. biases and norms, stay at zero).
+pub(crate) fn set_group_decay(groups: &mut [ParamGroup], wd: f64) {
+    for g in groups {
+        if g.weight_decay != 0.0 {
+            g.weight_decay = wd;
+        }
+    }
+}
+
+/// Momentum buffers as checkpoint entries `momentum_buffer.<param>` (SGD and LARS).
+pub(crate) fn momentum_state(buffers: &BTreeMap<String, Tensor>) -> Named {
+    buffers
+        .iter()
+        .map(|(n, b)| (format!("momentum_buffer.{n}"), b.shallow_clone()))
+        .collect()
+}
+
+/// Inverse of [`momentum_state`], checked against the parameters of `groups` (shape, and moved
+/// to each parameter's device); `who` names the optimiser in errors.
+pub(crate) fn load_momentum_state(
+    groups: &[ParamGroup],
+    state: &Named,
+    who: &str,
+) -> Result<BTreeMap<String, Tensor>> {
+    let params = param_index(groups);
+    let mut buffers = BTreeMap::new();
+    for (key, t) in state {
+        let Some(name) = key.strip_prefix("momentum_buffer.") else {
+            anyhow::bail!("unexpected {who} state entry `{key}`");
+        };
+        let buf =
+            state_like(&params, name, key, t).with_context(|| format!("loading {who} state"))?;
+        buffers.insert(name.to_string(), buf);
+    }
+    Ok(buffers)
 }

@@ -8,9 +8,12 @@
 //! p = p − lr·d
 //! ```
 
-use super::{grad_of, param_index, state_like, zero_grads, Optimizer, ParamGroup};
+use super::{
+    grad_of, load_momentum_state, momentum_state, set_group_decay, zero_grads, Optimizer,
+    ParamGroup,
+};
 use crate::tensors::Named;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use std::collections::BTreeMap;
 use tch::Tensor;
 
@@ -94,31 +97,15 @@ impl Optimizer for Sgd {
     }
 
     fn set_weight_decay(&mut self, wd: f64) {
-        for g in &mut self.groups {
-            if g.weight_decay != 0.0 {
-                g.weight_decay = wd;
-            }
-        }
+        set_group_decay(&mut self.groups, wd);
     }
 
     fn state(&self) -> Named {
-        self.buffers
-            .iter()
-            .map(|(n, b)| (format!("momentum_buffer.{n}"), b.shallow_clone()))
-            .collect()
+        momentum_state(&self.buffers)
     }
 
     fn load_state(&mut self, state: &Named) -> Result<()> {
-        let params = param_index(&self.groups);
-        let mut buffers = BTreeMap::new();
-        for (key, t) in state {
-            let Some(name) = key.strip_prefix("momentum_buffer.") else {
-                bail!("unexpected SGD state entry `{key}`");
-            };
-            let buf = state_like(&params, name, key, t).context("loading SGD state")?;
-            buffers.insert(name.to_string(), buf);
-        }
-        self.buffers = buffers;
+        self.buffers = load_momentum_state(&self.groups, state, "SGD")?;
         Ok(())
     }
 }
