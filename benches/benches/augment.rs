@@ -17,6 +17,10 @@
 //! |-------------------------------|-----------------------------------|-----------------------|---------------------------|
 //! | 32 px (CIFAR-10 JPEG test)    | 5,916 (5,737–6,100)               | 136 (43×)             | 96 (62×)                  |
 //! | 224 px (from 256×256)         | 55.1 (53.0–57.3)                  | 26 (2.1×)             | 16 (3.4×)                 |
+//!
+//! Re-measured the same day on the idle machine with `cargo xtask bench --vs-pytorch --rounds 3
+//! --seconds 4` (medians; torchvision GaussianBlur): 32 px 12,632 vs 612 images/s (20.6×),
+//! 224 px 180 vs 74 images/s (2.4×).
 
 use contrast_core::data::folder::load_image_folder;
 use contrast_core::data::{Dataset, InMemoryDataset, Loader, LoaderConfig, Recipe};

@@ -283,7 +283,6 @@ pub fn pretrain(cfg: &PatchMixConfig, opts: &RunOptions, stop_at: Option<u64>) -
         Ok(())
     };
     let mut step = start;
-    let mut last_knn: Option<Vec<(i64, f64)>> = None;
     while step < end {
         let epoch = step / iters;
         let first = (step % iters) as usize;
@@ -376,7 +375,6 @@ pub fn pretrain(cfg: &PatchMixConfig, opts: &RunOptions, stop_at: Option<u64>) -
                     .collect();
                 run.metrics.log(done, &refs)?;
                 progress.println(&format!("epoch {}: kNN {acc:?}", done / iters));
-                last_knn = Some(acc);
             }
             if (epoch_end && (done / iters).is_multiple_of(cfg.log.checkpoint_every_epochs.max(1)))
                 || done == end
@@ -386,7 +384,6 @@ pub fn pretrain(cfg: &PatchMixConfig, opts: &RunOptions, stop_at: Option<u64>) -
         }
     }
     progress.finish();
-    let _ = last_knn;
     if end < total {
         return Ok(Outcome {
             report: None,
