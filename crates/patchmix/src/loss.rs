@@ -34,16 +34,24 @@ pub struct Terms {
 }
 
 impl Terms {
-    /// `(name, value)` of every term, for logging and the NaN guard.
+    /// `(name, value)` of every term, for logging and the NaN guard (one device → host copy).
     pub fn values(&self) -> Vec<(&'static str, f64)> {
-        vec![
-            ("orig", self.orig.double_value(&[])),
-            ("mix_orig", self.mix_orig.double_value(&[])),
-            ("mix_mix", self.mix_mix.double_value(&[])),
-            ("multi", self.multi.double_value(&[])),
-            ("multi_mix", self.multi_mix.double_value(&[])),
-            ("total", self.total.double_value(&[])),
-        ]
+        let names = ["orig", "mix_orig", "mix_mix", "multi", "multi_mix", "total"];
+        let all = Tensor::stack(
+            &[
+                &self.orig,
+                &self.mix_orig,
+                &self.mix_mix,
+                &self.multi,
+                &self.multi_mix,
+                &self.total,
+            ]
+            .map(|t| t.detach().to_kind(Kind::Double)),
+            0,
+        )
+        .to_device(tch::Device::Cpu);
+        let v: Vec<f64> = Vec::try_from(&all).unwrap_or_else(|_| vec![f64::NAN; names.len()]);
+        names.into_iter().zip(v).collect()
     }
 }
 
