@@ -79,35 +79,56 @@ impl PatchMixer {
         })
     }
 
-    /// Mix a local batch `x` (`[B, C, H, W]`, already normalised). `global_batch` is the number
-    /// of key columns `N` and `offset` the column of this batch's first sample (`rank·B` with
-    /// several devices; `N = B`, `offset = 0` on one device). Randomness comes from libtorch's
-    /// generator (one draw for `p`, one permutation).
+    /// Mix a local batch `x` (`[B, C, H, W]`, already normalised) and return its targets.
+    /// `global_batch` is the number of key columns `N` and `offset` the column of this batch's
+    /// first sample (`rank·B` with several devices; `N = B`, `offset = 0` on one device).
+    /// Randomness comes from libtorch's generator (one draw for `p`, one permutation).
+    /// A training loop can call [`PatchMixer::should_mix`] and [`PatchMixer::mix_images`] and
+    /// build the (constant) targets once instead.
     pub fn mix(&self, x: &Tensor, global_batch: i64, offset: i64) -> Result<MixOutput> {
-        let (b, _c, h, w) = x.size4()?;
-        let p = self.patch;
-        if h % p != 0 || w % p != 0 {
-            bail!("image size {h}×{w} is not a multiple of the patch size {p}");
-        }
+        let b = x.size4()?.0;
         if offset < 0 || offset + b > global_batch {
             bail!(
                 "local batch {b} at offset {offset} does not fit a global batch of {global_batch}"
             );
         }
-        let dev = x.device();
-        let apply = self.m > 1
+        let (images, permutation) = self.mix_images(x, self.should_mix())?;
+        let (mix_target, mixmix_target) = match permutation {
+            Some(_) => self.targets(b, global_batch, offset, x.device()),
+            None => {
+                let eye = self.unmixed_targets(b, global_batch, offset, x.device());
+                (eye.shallow_clone(), eye)
+            }
+        };
+        Ok(MixOutput {
+            images,
+            mixed: permutation.is_some(),
+            mix_target,
+            mixmix_target,
+            permutation,
+        })
+    }
+
+    /// Whether to mix this batch: `m > 1` and a draw below `p` (no draw when `p` is 0 or 1).
+    pub fn should_mix(&self) -> bool {
+        self.m > 1
+            && self.p > 0.0
             && (self.p >= 1.0
-                || Tensor::rand([1], (Kind::Double, Device::Cpu)).double_value(&[0]) < self.p);
-        if !apply {
-            let eye = self.smoothed(&identity_rows(b, global_batch, offset, dev), global_batch);
-            return Ok(MixOutput {
-                images: x.shallow_clone(),
-                mix_target: eye.shallow_clone(),
-                mixmix_target: eye,
-                permutation: None,
-                mixed: false,
-            });
+                || Tensor::rand([1], (Kind::Double, Device::Cpu)).double_value(&[0]) < self.p)
+    }
+
+    /// The mixed images `[B, C, H, W]` and the shared permutation `[T]` of patch positions; with
+    /// `apply = false` the input itself and `None`.
+    pub fn mix_images(&self, x: &Tensor, apply: bool) -> Result<(Tensor, Option<Tensor>)> {
+        let (b, _c, h, w) = x.size4()?;
+        let p = self.patch;
+        if h % p != 0 || w % p != 0 {
+            bail!("image size {h}×{w} is not a multiple of the patch size {p}");
         }
+        if !apply || self.m < 2 {
+            return Ok((x.shallow_clone(), None));
+        }
+        let dev = x.device();
         let tokens = patchify(x, p)?; // [B, T, C·P·P]
         let t = tokens.size()[1];
         let perm = Tensor::randperm(t, (Kind::Int64, dev)); // [T], shared by the batch
@@ -122,15 +143,12 @@ impl PatchMixer {
             let mut o = out.shallow_clone();
             let _ = o.index_copy_(1, &pos, &patches);
         }
-        let images = unpatchify(&out, x.size4()?, p);
-        let (mix_target, mixmix_target) = self.targets(b, global_batch, offset, dev);
-        Ok(MixOutput {
-            images,
-            mix_target,
-            mixmix_target,
-            permutation: Some(perm),
-            mixed: true,
-        })
+        Ok((unpatchify(&out, x.size4()?, p), Some(perm)))
+    }
+
+    /// Targets of an unmixed batch: the (smoothed) identity at column `offset + i`.
+    pub fn unmixed_targets(&self, b: i64, n: i64, offset: i64, dev: Device) -> Tensor {
+        self.smoothed(&identity_rows(b, n, offset, dev), n)
     }
 
     /// The two soft-target matrices for a mixed local batch of `b` (see the module docs).

@@ -20,7 +20,7 @@ use contrast_core::optim::schedule::{scaled_lr, Schedule};
 use contrast_core::optim::{decay_groups, Optimizer};
 use contrast_core::tensors::{load_into, named_variables, Named};
 use contrast_core::train::runtime::seed_step;
-use contrast_core::train::{check_finite, config::to_toml, Progress, Run, RunOptions};
+use contrast_core::train::{config::to_toml, Progress, Run, RunOptions};
 use serde_json::json;
 use std::sync::Arc;
 use tch::{Device, Kind, Tensor};
@@ -255,6 +255,9 @@ pub fn pretrain(cfg: &PatchMixConfig, opts: &RunOptions, stop_at: Option<u64>) -
     let end = stop_at.map_or(total, |s| s.min(total));
     let b = cfg.optim.batch_size as i64;
     let identity = Tensor::eye(b, (Kind::Float, device));
+    // the soft targets depend only on (B, m, smoothing): built once
+    let soft = mixer.targets(b, b, 0, device);
+    let unmixed = mixer.unmixed_targets(b, b, 0, device);
     let progress = Progress::new(
         total,
         start,
@@ -296,22 +299,29 @@ pub fn pretrain(cfg: &PatchMixConfig, opts: &RunOptions, stop_at: Option<u64>) -
             opt.set_weight_decay(wd_s.value(step));
             let x1 = batch.views[0].to_device(device);
             let x2 = batch.views[1].to_device(device);
-            let m1 = mixer.mix(&x1, b, 0)?;
-            let m2 = mixer.mix(&x2, b, 0)?;
+            // one decision per step for every mixed view; the targets depend on it only
+            let apply = mixer.should_mix();
+            let (xm1, _) = mixer.mix_images(&x1, apply)?;
+            let (xm2, _) = mixer.mix_images(&x2, apply)?;
+            let (mix_target, mixmix_target) = if apply && cfg.mix.m > 1 {
+                (&soft.0, &soft.1)
+            } else {
+                (&unmixed, &unmixed)
+            };
             let (q1, z1) = net.query(&x1, true)?;
             let k1 = net.key_from_query(&x1, &z1, true)?;
             let k2 = net.key(&x2, true)?;
-            let mk1 = net.key(&m1.images, true)?;
-            let (mq2, _) = net.query(&m2.images, true)?;
+            let mk1 = net.key(&xm1, true)?;
+            let (mq2, _) = net.query(&xm2, true)?;
             // local crops: each (unmixed and mixed) is a query against k1 and k2
             let mut local_q = Vec::new();
             let mut local_mq = Vec::new();
             for v in &batch.views[2..] {
                 let lc = v.to_device(device);
                 local_q.push(net.query(&lc, true)?.0);
-                // with mixing off the mixer returns the crop itself and identity targets
-                let ml = mixer.mix(&lc, b, 0)?;
-                local_mq.push(net.query(&ml.images, true)?.0);
+                // with mixing off (or skipped) this is the crop itself, with identity targets
+                let (ml, _) = mixer.mix_images(&lc, apply)?;
+                local_mq.push(net.query(&ml, true)?.0);
             }
             let terms = patchmix_loss(
                 &nce,
@@ -321,8 +331,8 @@ pub fn pretrain(cfg: &PatchMixConfig, opts: &RunOptions, stop_at: Option<u64>) -
                     k2: &k2,
                     mq2: &mq2,
                     mk1: &mk1,
-                    mix_target: &m2.mix_target,
-                    mixmix_target: &m2.mixmix_target,
+                    mix_target,
+                    mixmix_target,
                     identity: &identity,
                     local_q: &local_q,
                     local_mq: &local_mq,
@@ -330,13 +340,7 @@ pub fn pretrain(cfg: &PatchMixConfig, opts: &RunOptions, stop_at: Option<u64>) -
             )?;
             let values = terms.values();
             let done = step + 1;
-            if let Err(e) = check_finite(done, &values) {
-                let last = run.checkpoints.latest()?;
-                return Err(e.context(format!(
-                    "run stopped; the last good checkpoint is {}",
-                    last.map_or("none".into(), |p| p.display().to_string())
-                )));
-            }
+            run.check_finite(done, &values)?;
             opt.zero_grad();
             terms.total.backward();
             opt.step()?;

@@ -6,7 +6,6 @@
 //! between the views' embeddings. Evaluation: nearest-class-mean accuracy (cosine) of held-out
 //! points in embedding space, which rises from chance as the embedding separates the blobs.
 
-use super::guard::check_finite;
 use super::metrics::Progress;
 use super::run::{Run, RunOptions};
 use super::runtime::{seed_step, RuntimeConfig};
@@ -154,15 +153,7 @@ pub fn train(cfg: &ToyConfig, opts: &RunOptions, stop_at: Option<u64>) -> Result
         let loss = info_nce(&net.forward(&v1), &net.forward(&v2), cfg.temperature);
         let value = loss.double_value(&[]);
         let done = step + 1;
-        if let Err(e) = check_finite(done, &[("info_nce", value)]) {
-            let last = run.checkpoints.latest()?;
-            return Err(e.context(format!(
-                "run stopped; the last good checkpoint is {}",
-                last.map_or("none (no checkpoint was written yet)".into(), |p| p
-                    .display()
-                    .to_string())
-            )));
-        }
+        run.check_finite(done, &[("info_nce", value)])?;
         opt.zero_grad();
         loss.backward();
         opt.step()?;

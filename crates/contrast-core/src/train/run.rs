@@ -108,6 +108,21 @@ impl Run {
         self.resumed.as_ref().map_or(0, |c| c.state.step)
     }
 
+    /// The NaN/Inf guard of a training step: error unless every loss term is finite; the error
+    /// names the step, the bad terms and the last good checkpoint, which stays intact.
+    pub fn check_finite(&self, step: u64, terms: &[(&str, f64)]) -> Result<()> {
+        if let Err(e) = super::guard::check_finite(step, terms) {
+            let last = self.checkpoints.latest()?;
+            return Err(e.context(format!(
+                "run stopped; the last good checkpoint is {}",
+                last.map_or("none (no checkpoint was written yet)".into(), |p| {
+                    p.display().to_string()
+                })
+            )));
+        }
+        Ok(())
+    }
+
     /// Write `report.json` atomically.
     pub fn write_report(&self, report: &serde_json::Value) -> Result<PathBuf> {
         let p = self.dir.join("report.json");
