@@ -227,6 +227,48 @@ fn augmentations_match_torchvision() {
         );
     }
 
+    // Resize(int) + CenterCrop, on the wide image and on its transpose (tall).
+    let transposed: Vec<u8> = (0..w)
+        .flat_map(|x| (0..h).flat_map(move |y| (0..3).map(move |c| (y, x, c))))
+        .map(|(y, x, c)| pixels[(y * w + x) * 3 + c])
+        .collect();
+    let img_tall = ImageRef {
+        pixels: Cow::Borrowed(&transposed),
+        height: w,
+        width: h,
+        channels: 3,
+    };
+    for (k, (rs, cs)) in [(36usize, 32usize), (44, 33), (40, 40)]
+        .into_iter()
+        .enumerate()
+    {
+        for (t, im) in [("w", &img), ("t", &img_tall)] {
+            let view = ViewSpec::new(vec![Op::ResizeCenterCrop {
+                resize: rs,
+                size: cs,
+                interpolation: Interpolation::Bicubic,
+            }])
+            .unwrap();
+            let mut v = vec![0f32; 3 * cs * cs];
+            view.apply(im, &mut augment::sample_rng(0, 0, 0), &mut v)
+                .unwrap();
+            let ours = Tensor::from_slice(&v).view([3, cs as i64, cs as i64]) * 255.0;
+            let refv = get(&r, &format!("eval_crop_{t}_{k}")).to_kind(Kind::Float);
+            let diff = (&ours - &refv).abs();
+            let maxd = diff.max().double_value(&[]);
+            let frac = diff
+                .gt(0.5)
+                .to_kind(Kind::Float)
+                .mean(Kind::Float)
+                .double_value(&[]);
+            println!(
+                "resize {rs} + centre crop {cs} ({t}): max |diff| {maxd}, differing {frac:.5}"
+            );
+            assert!(maxd <= 1.0, "resize+crop {k}{t}: max |diff| {maxd} > 1");
+            assert!(frac <= 0.01, "resize+crop {k}{t}: {frac} of values differ");
+        }
+    }
+
     // A whole view with every random op at p = 1 (and a one-point σ range): ops compose in
     // order like a torchvision `Compose`.
     let view = ViewSpec::new(vec![

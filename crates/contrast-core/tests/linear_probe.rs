@@ -1,7 +1,9 @@
 //! Linear probe behaviour: separable data is learnt (~100 %), random labels stay at chance, the
 //! run is deterministic for a seed, the lr follows the cosine, and bad inputs are errors.
 
-use contrast_core::eval::linear::{linear_probe, FeatureNorm, LinearProbeConfig};
+use contrast_core::eval::linear::{
+    linear_probe, linear_probe_with, FeatureNorm, LinearProbeConfig,
+};
 use tch::{Device, Kind, Tensor};
 
 /// `n` points around `classes` centres (scale 3, noise `noise`), labels balanced-ish.
@@ -132,4 +134,63 @@ fn bad_inputs_are_errors() {
     assert!(e.contains("train labels must be [10]"), "{e}");
     let zero = LinearProbeConfig { epochs: 0, ..c };
     assert!(linear_probe(&x, &y3, &x, &y3, 3, &zero).is_err());
+}
+
+#[test]
+fn per_epoch_features_are_drawn_once_per_epoch_in_order() {
+    let _g = contrast_core::testing::global_rng_lock();
+    tch::manual_seed(5);
+    let centres = Tensor::randn([3, 8], (Kind::Float, Device::Cpu)) * 3.0;
+    let (xtr, ytr) = blobs(&centres, 300, 0.5);
+    let (xte, yte) = blobs(&centres, 200, 0.5);
+    let c = cfg(6);
+    // the same features every epoch: identical to the precomputed probe, bit for bit
+    let mut calls = Vec::new();
+    let fixed = linear_probe(&xtr, &ytr, &xte, &yte, 3, &c).unwrap();
+    let with = linear_probe_with(
+        &mut |e| {
+            calls.push(e);
+            Ok(xtr.shallow_clone())
+        },
+        &ytr,
+        &xte,
+        &yte,
+        3,
+        &c,
+    )
+    .unwrap();
+    assert_eq!(calls, vec![0, 1, 2, 3, 4, 5]);
+    assert_eq!(fixed, with);
+    // fresh "augmented" features per epoch change the run, and still learn the blobs
+    let noisy = linear_probe_with(
+        &mut |e| {
+            let g = Tensor::randn(xtr.size(), (Kind::Float, Device::Cpu)) * (0.3 + 0.1 * e as f64);
+            Ok(&xtr + g)
+        },
+        &ytr,
+        &xte,
+        &yte,
+        3,
+        &c,
+    )
+    .unwrap();
+    assert_ne!(noisy.epochs, fixed.epochs);
+    assert!(noisy.best_top1 > 0.9, "best top-1 {}", noisy.best_top1);
+    // a wrong shape in a later epoch names the epoch
+    let e = linear_probe_with(
+        &mut |e| {
+            Ok(if e < 2 {
+                xtr.shallow_clone()
+            } else {
+                xtr.narrow(0, 0, 10)
+            })
+        },
+        &ytr,
+        &xte,
+        &yte,
+        3,
+        &c,
+    )
+    .unwrap_err();
+    assert!(format!("{e:#}").contains("epoch 3"), "{e:#}");
 }

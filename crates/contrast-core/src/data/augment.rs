@@ -74,6 +74,15 @@ pub enum Op {
         size: usize,
         interpolation: Interpolation,
     },
+    /// `Resize(resize, interpolation, antialias=True)` (shorter side to `resize`, aspect ratio
+    /// kept, longer side `int(resize·long/short)`) then `CenterCrop(size)` with torchvision's
+    /// offsets `int(round((side − size) / 2))`; the standard evaluation transform
+    /// (`Resize(⌊size·256/224⌋) + CenterCrop(size)`). Requires `resize ≥ size`.
+    ResizeCenterCrop {
+        resize: usize,
+        size: usize,
+        interpolation: Interpolation,
+    },
     /// `RandomHorizontalFlip(p)`.
     HorizontalFlip { p: f64 },
     /// `RandomApply([ColorJitter(..)], p)`.
@@ -105,11 +114,11 @@ impl ViewSpec {
             bail!("a view needs at least a crop or resize op")
         };
         ensure!(
-            matches!(first, Op::RandomResizedCrop { .. } | Op::Resize { .. }),
-            "the first op of a view must be RandomResizedCrop or Resize, got {first:?}"
+            is_geometric(first),
+            "the first op of a view must be RandomResizedCrop, Resize or ResizeCenterCrop, got {first:?}"
         );
         for (k, op) in ops.iter().enumerate() {
-            if k > 0 && matches!(op, Op::RandomResizedCrop { .. } | Op::Resize { .. }) {
+            if k > 0 && is_geometric(op) {
                 bail!("op {k}: only the first op of a view may crop or resize");
             }
             let p_ok = |p: f64| (0.0..=1.0).contains(&p);
@@ -128,6 +137,10 @@ impl ViewSpec {
                     );
                 }
                 Op::Resize { size, .. } => ensure!(*size > 0, "Resize: size must be positive"),
+                Op::ResizeCenterCrop { resize, size, .. } => ensure!(
+                    *size > 0 && resize >= size,
+                    "ResizeCenterCrop: need 0 < size ≤ resize, got size {size}, resize {resize}"
+                ),
                 Op::HorizontalFlip { p } | Op::Grayscale { p } | Op::Solarize { p, .. } => {
                     ensure!(p_ok(*p), "op {k}: probability {p} not in [0, 1]")
                 }
@@ -174,7 +187,9 @@ impl ViewSpec {
     /// Output side `S` of this view.
     pub fn size(&self) -> usize {
         match self.ops[0] {
-            Op::RandomResizedCrop { size, .. } | Op::Resize { size, .. } => size,
+            Op::RandomResizedCrop { size, .. }
+            | Op::Resize { size, .. }
+            | Op::ResizeCenterCrop { size, .. } => size,
             _ => unreachable!("validated in ViewSpec::new"),
         }
     }
@@ -223,6 +238,11 @@ impl ViewSpec {
                     );
                     to_unit_range(out);
                 }
+                Op::ResizeCenterCrop {
+                    resize,
+                    size,
+                    interpolation,
+                } => resize_center_crop_into(img, resize, size, interpolation, out),
                 Op::HorizontalFlip { p } => {
                     if rng.gen::<f64>() < p {
                         hflip(out, s, s);
@@ -257,6 +277,54 @@ impl ViewSpec {
             }
         }
         Ok(())
+    }
+}
+
+fn is_geometric(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::RandomResizedCrop { .. } | Op::Resize { .. } | Op::ResizeCenterCrop { .. }
+    )
+}
+
+/// torchvision's `Resize(int)` output size `(h, w)`: the shorter side becomes `resize`, the
+/// longer `int(resize · long / short)` (truncation, as `_compute_resized_output_size`).
+pub fn resize_shorter_side(height: usize, width: usize, resize: usize) -> (usize, usize) {
+    let (short, long) = if height <= width {
+        (height, width)
+    } else {
+        (width, height)
+    };
+    let new_long = (resize as f64 * long as f64 / short as f64) as usize;
+    if height <= width {
+        (resize, new_long)
+    } else {
+        (new_long, resize)
+    }
+}
+
+/// `CenterCrop(size)(Resize(resize)(img))` on the `uint8` image, as values in [0, 1]
+/// (`[3, size, size]` into `out`): the resize is rounded to `uint8` before the crop, exactly
+/// as torchvision's `uint8` tensor path.
+pub fn resize_center_crop_into(
+    img: &ImageRef<'_>,
+    resize: usize,
+    size: usize,
+    interp: Interpolation,
+    out: &mut [f32],
+) {
+    let (rh, rw) = resize_shorter_side(img.height, img.width, resize);
+    let mut full = vec![0f32; 3 * rh * rw];
+    resized_crop_into(img, 0, 0, img.height, img.width, rh, rw, interp, &mut full);
+    to_unit_range(&mut full);
+    // torchvision: crop_top = int(round((h − size) / 2.0)) (Python rounds half to even)
+    let top = ((rh - size) as f64 / 2.0).round_ties_even() as usize;
+    let left = ((rw - size) as f64 / 2.0).round_ties_even() as usize;
+    for c in 0..3 {
+        for y in 0..size {
+            let src = &full[(c * rh + top + y) * rw + left..][..size];
+            out[(c * size + y) * size..][..size].copy_from_slice(src);
+        }
     }
 }
 
@@ -391,6 +459,46 @@ impl Recipe {
                     size,
                     interpolation: Interpolation::Bicubic,
                 },
+                Op::Normalize {
+                    mean: IMAGENET_MEAN,
+                    std: IMAGENET_STD,
+                },
+            ])?],
+        })
+    }
+
+    /// The standard evaluation view: `Resize(resize, bicubic)` (shorter side) →
+    /// `CenterCrop(size)` → `Normalize(ImageNet)`; e.g. PatchMix's CIFAR test transform
+    /// `Resize(36) + CenterCrop(32)` (`resize = ⌊size·256/224⌋`). `resize == size` on square
+    /// images equals [`Recipe::eval`].
+    pub fn eval_center_crop(size: usize, resize: usize) -> Result<Self> {
+        Ok(Self {
+            views: vec![ViewSpec::new(vec![
+                Op::ResizeCenterCrop {
+                    resize,
+                    size,
+                    interpolation: Interpolation::Bicubic,
+                },
+                Op::Normalize {
+                    mean: IMAGENET_MEAN,
+                    std: IMAGENET_STD,
+                },
+            ])?],
+        })
+    }
+
+    /// The linear-probe training view of PatchMix / MoCo-v3 `main_linear.py`:
+    /// `RandomResizedCrop(size, scale, bicubic)` → `RandomHorizontalFlip()` → `Normalize`.
+    pub fn linear_train(size: usize, scale: (f64, f64)) -> Result<Self> {
+        Ok(Self {
+            views: vec![ViewSpec::new(vec![
+                Op::RandomResizedCrop {
+                    size,
+                    scale,
+                    ratio: (3.0 / 4.0, 4.0 / 3.0),
+                    interpolation: Interpolation::Bicubic,
+                },
+                Op::HorizontalFlip { p: 0.5 },
                 Op::Normalize {
                     mean: IMAGENET_MEAN,
                     std: IMAGENET_STD,

@@ -3,9 +3,10 @@
 //!
 //! Protocol sources: PatchMix `main_linear.py` (SGD m 0.9, wd 0, cosine annealing per epoch,
 //! evaluate every epoch and keep the best), MoCo/MNCLGLF (`fc` initialised `N(0, 0.01)`, bias 0),
-//! MAE (`BatchNorm1d(affine=False, eps=1e-6)` before the head). Departures, deliberate: features
-//! are precomputed once (no augmentation during the probe, unlike PatchMix's RRC + flip), and the
-//! classifier lives in plain tensors, so the probe is deterministic for a seed on a device: the
+//! MAE (`BatchNorm1d(affine=False, eps=1e-6)` before the head). Features are either precomputed
+//! once ([`linear_probe`], cheap) or recomputed every epoch from augmented images through the
+//! frozen backbone ([`linear_probe_with`], the official PatchMix / MoCo-v3 protocol with RRC +
+//! flip). The classifier lives in plain tensors, so the probe is deterministic for a seed on a device: the
 //! data order (SplitMix64 + Fisher–Yates) and the initial weights (Box–Muller) come from our own
 //! generator, not libtorch's global one.
 //!
@@ -207,6 +208,29 @@ pub fn linear_probe(
     classes: i64,
     cfg: &LinearProbeConfig,
 ) -> Result<LinearProbeReport> {
+    linear_probe_with(
+        &mut |_| Ok(train_x.shallow_clone()),
+        train_y,
+        test_x,
+        test_y,
+        classes,
+        cfg,
+    )
+}
+
+/// [`linear_probe`] with fresh training features every epoch: `train_features(epoch)` (0-based)
+/// returns `[N, D]` in the order of `train_y`, e.g. the frozen backbone's features of that
+/// epoch's augmented images (PatchMix / MoCo-v3 `main_linear.py`: RandomResizedCrop + flip
+/// through the frozen encoder). With a frozen, eval-mode backbone this is the official protocol
+/// exactly: each image is augmented once per epoch and visited once, in a random order.
+pub fn linear_probe_with(
+    train_features: &mut dyn FnMut(usize) -> Result<Tensor>,
+    train_y: &Tensor,
+    test_x: &Tensor,
+    test_y: &Tensor,
+    classes: i64,
+    cfg: &LinearProbeConfig,
+) -> Result<LinearProbeReport> {
     ensure!(
         classes >= 2,
         "a linear probe needs ≥ 2 classes, got {classes}"
@@ -223,14 +247,15 @@ pub fn linear_probe(
         cfg.warmup_epochs,
         cfg.epochs
     );
-    let (n, d) = check_split(train_x, train_y, classes, "train")?;
+    let first = train_features(0).context("linear probe: training features of epoch 1")?;
+    let (n, d) = check_split(&first, train_y, classes, "train")?;
     let (_, dt) = check_split(test_x, test_y, classes, "test")?;
     ensure!(
         d == dt,
         "train features have {d} dimensions but test features have {dt}"
     );
-    let dev = train_x.device();
-    let train_x = train_x.detach().to_kind(Kind::Float);
+    let dev = first.device();
+    let mut first = Some(first);
     let test_x = test_x.detach().to_kind(Kind::Float).to_device(dev);
     let (train_y, test_y) = (train_y.to_device(dev), test_y.to_device(dev));
 
@@ -277,6 +302,22 @@ pub fn linear_probe(
     let k = classes.min(5);
     let mut epochs = Vec::with_capacity(cfg.epochs);
     for epoch in 0..cfg.epochs {
+        let train_x = match first.take() {
+            Some(x) => x,
+            None => {
+                let x = train_features(epoch).with_context(|| {
+                    format!("linear probe: training features of epoch {}", epoch + 1)
+                })?;
+                ensure!(
+                    x.size() == [n, d],
+                    "linear probe: epoch {} features are {:?}, expected [{n}, {d}]",
+                    epoch + 1,
+                    x.size()
+                );
+                x
+            }
+        };
+        let train_x = train_x.detach().to_kind(Kind::Float).to_device(dev);
         let perm = Tensor::from_slice(&rng.permutation(n as usize)).to_device(dev);
         let mut loss_sum = Tensor::zeros([], (Kind::Float, dev));
         let mut lr = cfg.lr;

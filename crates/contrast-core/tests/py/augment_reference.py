@@ -23,6 +23,12 @@ for k, (top, left, h, w, oh, ow, m) in enumerate(inp["boxes"].tolist()):
     out[f"crop_u8_{k}"] = F.resized_crop(img, top, left, h, w, [oh, ow], modes[m], antialias=True).numpy()
     out[f"crop_f_{k}"] = F.resized_crop(img.float(), top, left, h, w, [oh, ow], modes[m], antialias=True).numpy()
 
+# Resize(int) (shorter side, aspect kept) + CenterCrop on uint8, on the image and its transpose.
+for k, (rs, cs) in enumerate([(36, 32), (44, 33), (40, 40)]):
+    for t, im in [("w", img), ("t", img.transpose(1, 2).contiguous())]:
+        v = F.center_crop(F.resize(im, rs, InterpolationMode.BICUBIC, antialias=True), [cs, cs])
+        out[f"eval_crop_{t}_{k}"] = v.numpy()
+
 x = torch.from_numpy(inp["x"])
 out["hflip"] = F.hflip(x).numpy()
 out["gray"] = F.rgb_to_grayscale(x, num_output_channels=3).numpy()
