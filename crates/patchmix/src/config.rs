@@ -173,8 +173,19 @@ pub struct EvalConfig {
     pub knn_t: f64,
     /// kNN every this many epochs during training (0 = only at the end).
     pub knn_every: u64,
+    /// Evaluation resize before the centre crop (official `Resize(⌊size·256/224⌋)` +
+    /// `CenterCrop(size)`: 36 → 32 on CIFAR, 256 → 224 on ImageNet). 0 = that official value;
+    /// `data.image_size` = no crop (resize the whole image).
+    pub resize: usize,
     /// Linear probe epochs on frozen features (0 = skip).
     pub linear_epochs: usize,
+    /// `true` (official `main_linear.py`): every epoch, the training images are augmented with
+    /// `RandomResizedCrop(size, scale = linear_min_scale..1, bicubic)` + horizontal flip and
+    /// passed through the frozen encoder. `false`: the probe trains on the evaluation-transform
+    /// features, computed once (one encoder pass instead of `linear_epochs`; for CPU runs).
+    pub linear_augment: bool,
+    /// Lower bound of the probe's RandomResizedCrop scale (torchvision default 0.08).
+    pub linear_min_scale: f64,
     /// Linear probe lr = base · batch / 256 (official ViT-T 0.05 at batch 256).
     pub linear_base_lr: f64,
     pub linear_batch_size: usize,
@@ -186,7 +197,10 @@ impl Default for EvalConfig {
             knn_k: vec![10, 20, 100, 200],
             knn_t: 0.07,
             knn_every: 0,
+            resize: 0,
             linear_epochs: 100,
+            linear_augment: true,
+            linear_min_scale: 0.08,
             linear_base_lr: 0.05,
             linear_batch_size: 256,
         }

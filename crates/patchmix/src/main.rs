@@ -3,9 +3,9 @@
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use contrast_core::train::RunArgs;
+use contrast_core::train::{EvalArgs, RunArgs};
 use patchmix::config::PatchMixConfig;
-use patchmix::train::pretrain;
+use patchmix::train::{evaluate_run, pretrain};
 
 #[derive(Parser)]
 #[command(about = "PatchMix: inter-instance similarity modelling with patch-level mixing")]
@@ -21,6 +21,9 @@ enum Cmd {
     /// Pretrain PatchMix and its no-mix baseline with the same settings, then print both beside
     /// the paper's numbers.
     Reproduce(RunArgs),
+    /// Evaluate a run's newest checkpoint again (kNN + linear probe), e.g. with other `eval.*`
+    /// settings: `patchmix eval --run runs/patchmix/smoke --set eval.linear_augment=true`.
+    Eval(EvalArgs),
 }
 
 fn crate_dir() -> &'static std::path::Path {
@@ -43,6 +46,11 @@ fn run(cli: Cli) -> Result<()> {
                 Some(r) => println!("{}", serde_json::to_string_pretty(&r)?),
                 None => println!("stopped at step {} (continue with --resume)", out.step),
             }
+            Ok(())
+        }
+        Cmd::Eval(args) => {
+            let r = evaluate_run(&args)?;
+            println!("{}", serde_json::to_string_pretty(&r)?);
             Ok(())
         }
         Cmd::Reproduce(args) => {

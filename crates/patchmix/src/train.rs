@@ -12,15 +12,18 @@ use contrast_core::data::dataset::Dataset;
 use contrast_core::data::pipeline::{Loader, LoaderConfig};
 use contrast_core::data::subset::Subset;
 use contrast_core::eval::knn::{KnnClassifier, KnnConfig, KnnMetric};
-use contrast_core::eval::linear::{linear_probe, LinearProbeConfig};
+use contrast_core::eval::linear::{
+    linear_probe, linear_probe_with, LinearProbeConfig, LinearProbeReport,
+};
 use contrast_core::loss::InfoNce;
 use contrast_core::nn::vit::{vit_base, vit_small, vit_tiny, VitConfig};
 use contrast_core::optim::adamw::{AdamW, AdamWConfig};
 use contrast_core::optim::schedule::{scaled_lr, Schedule};
 use contrast_core::optim::{decay_groups, Optimizer};
 use contrast_core::tensors::{load_into, named_variables, Named};
+use contrast_core::train::checkpoint::write_atomic;
 use contrast_core::train::runtime::seed_step;
-use contrast_core::train::{config::to_toml, Progress, Run, RunOptions};
+use contrast_core::train::{config::to_toml, Checkpoint, EvalArgs, Progress, Run, RunOptions};
 use serde_json::json;
 use std::sync::Arc;
 use tch::{Device, Kind, Tensor};
@@ -101,28 +104,53 @@ fn train_recipe(cfg: &PatchMixConfig) -> Result<Recipe> {
     }
 }
 
-/// Class-token features `[N, D]` and labels `[N]` of a data set (eval mode, no grad).
+/// The evaluation transform: official `Resize(⌊size·256/224⌋, bicubic) + CenterCrop(size)`
+/// (`eval.resize` overrides the resize; `= size` means no crop).
+pub fn eval_recipe(cfg: &PatchMixConfig) -> Result<Recipe> {
+    let size = cfg.data.image_size;
+    let resize = match cfg.eval.resize {
+        0 => size * 256 / 224,
+        r => r,
+    };
+    Recipe::eval_center_crop(size, resize)
+}
+
+/// Class-token features `[N, D]` and labels `[N]` of a data set (eval mode, no grad) through
+/// the evaluation transform.
 pub fn embed(
     net: &PatchMixNet,
     ds: Arc<dyn Dataset>,
     cfg: &PatchMixConfig,
     device: Device,
 ) -> Result<(Tensor, Tensor)> {
+    embed_with(net, ds, eval_recipe(cfg)?, cfg, 0, device)
+}
+
+/// Class-token features of `ds` under `recipe` (one view), in data-set order; random ops draw
+/// from the per-sample stream of `(runtime.seed, epoch, index)`.
+pub fn embed_with(
+    net: &PatchMixNet,
+    ds: Arc<dyn Dataset>,
+    recipe: Recipe,
+    cfg: &PatchMixConfig,
+    epoch: u64,
+    device: Device,
+) -> Result<(Tensor, Tensor)> {
     let loader = Loader::new(
         ds,
-        Recipe::eval(cfg.data.image_size)?,
+        recipe,
         LoaderConfig {
             batch_size: 256,
             shuffle: false,
             drop_last: false,
-            seed: 0,
+            seed: cfg.runtime.seed,
             prefetch: cfg.data.prefetch.max(1),
             threads: cfg.data.threads,
         },
     )?;
     let mut feats = Vec::new();
     let mut labels = Vec::new();
-    for batch in loader.epoch_from(0, 0) {
+    for batch in loader.epoch_from(epoch, 0) {
         let batch = batch?;
         feats.push(
             net.features(&batch.views[0].to_device(device))?
@@ -131,6 +159,146 @@ pub fn embed(
         labels.push(batch.labels);
     }
     Ok((Tensor::cat(&feats, 0), Tensor::cat(&labels, 0)))
+}
+
+/// kNN and linear-probe results of a trained network.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    /// `(k, top-1 %)` for every configured k.
+    pub knn: Vec<(i64, f64)>,
+    pub linear: Option<LinearProbeReport>,
+}
+
+impl Evaluation {
+    /// The report fields (`knn`, `linear`, `eval_protocol`); accuracies in percent.
+    pub fn to_json(&self, cfg: &PatchMixConfig) -> Result<serde_json::Value> {
+        let r = eval_recipe(cfg)?;
+        let resize = match &r.views[0].ops[0] {
+            contrast_core::data::Op::ResizeCenterCrop { resize, .. } => *resize,
+            _ => cfg.data.image_size,
+        };
+        Ok(json!({
+            "knn": self.knn.iter().map(|(k, a)| json!({"k": k, "top1": a})).collect::<Vec<_>>(),
+            "linear": self.linear.as_ref().map(|r| json!({
+                "last_top1": r.last_top1 * 100.0,
+                "best_top1": r.best_top1 * 100.0,
+                "best_epoch": r.best_epoch,
+                "epochs": cfg.eval.linear_epochs,
+            })),
+            "eval_protocol": {
+                "test_transform": format!("Resize({resize}, bicubic) + CenterCrop({})", cfg.data.image_size),
+                "knn_t": cfg.eval.knn_t,
+                "linear_train_transform": if cfg.eval.linear_augment {
+                    format!("RandomResizedCrop({}, scale=({}, 1), bicubic) + HorizontalFlip, every epoch", cfg.data.image_size, cfg.eval.linear_min_scale)
+                } else {
+                    "evaluation transform, features computed once".to_string()
+                },
+            },
+        }))
+    }
+}
+
+/// kNN on the class token, then the linear probe (official settings, or precomputed features
+/// with `eval.linear_augment = false`).
+pub fn evaluate(
+    net: &PatchMixNet,
+    train_ds: &Arc<dyn Dataset>,
+    test_ds: &Arc<dyn Dataset>,
+    cfg: &PatchMixConfig,
+    device: Device,
+) -> Result<Evaluation> {
+    let classes = train_ds.classes().len().max(1) as i64;
+    let bank = embed(net, Arc::clone(train_ds), cfg, device)?;
+    let query = embed(net, Arc::clone(test_ds), cfg, device)?;
+    let knn = knn_eval(cfg, &bank, &query, classes)?;
+    let linear = if cfg.eval.linear_epochs > 0 {
+        let lp = LinearProbeConfig {
+            epochs: cfg.eval.linear_epochs,
+            batch_size: cfg.eval.linear_batch_size,
+            lr: scaled_lr(cfg.eval.linear_base_lr, cfg.eval.linear_batch_size),
+            seed: cfg.runtime.seed,
+            ..LinearProbeConfig::default()
+        };
+        if cfg.eval.linear_augment {
+            let recipe =
+                Recipe::linear_train(cfg.data.image_size, (cfg.eval.linear_min_scale, 1.0))?;
+            let progress = Progress::new(cfg.eval.linear_epochs as u64, 0, "linear probe");
+            let r = linear_probe_with(
+                &mut |epoch| {
+                    progress.update(epoch as u64, "augmented features");
+                    // the probe's epoch e uses the augmentation stream of epoch e
+                    let (x, _) = embed_with(
+                        net,
+                        Arc::clone(train_ds),
+                        recipe.clone(),
+                        cfg,
+                        epoch as u64,
+                        device,
+                    )?;
+                    Ok(x)
+                },
+                &bank.1,
+                &query.0,
+                &query.1,
+                classes,
+                &lp,
+            )?;
+            progress.finish();
+            Some(r)
+        } else {
+            Some(linear_probe(
+                &bank.0, &bank.1, &query.0, &query.1, classes, &lp,
+            )?)
+        }
+    } else {
+        None
+    };
+    Ok(Evaluation { knn, linear })
+}
+
+/// Evaluate a run folder's newest checkpoint again (`patchmix eval --run DIR [--set eval.*]`)
+/// and write the result into the run folder (`EvalArgs::out`, default `eval.json`).
+pub fn evaluate_run(args: &EvalArgs) -> Result<serde_json::Value> {
+    let cfg: PatchMixConfig = args.config()?;
+    let device = cfg.runtime.init()?;
+    let ck = args.checkpoint()?;
+    let (train_ds, test_ds) = datasets(&cfg)?;
+    tch::manual_seed(cfg.runtime.seed as i64);
+    let net = build_net(&cfg, device)?;
+    restore_weights(&net, &ck)?;
+    let t0 = std::time::Instant::now();
+    let ev = evaluate(&net, &train_ds, &test_ds, &cfg, device)?;
+    let mut report = ev.to_json(&cfg)?;
+    report["run"] = json!(args.run.display().to_string());
+    report["checkpoint_step"] = json!(ck.state.step);
+    report["overrides"] = json!(args.overrides);
+    report["wall_s"] = json!(t0.elapsed().as_secs_f64());
+    let path = args.report_path();
+    write_atomic(&path, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    eprintln!("wrote {}", path.display());
+    Ok(report)
+}
+
+/// The network of a config (random initialisation from the global libtorch seed).
+fn build_net(cfg: &PatchMixConfig, device: Device) -> Result<PatchMixNet> {
+    let heads = HeadConfig {
+        proj_layers: cfg.model.proj_layers,
+        pred_layers: cfg.model.pred_layers,
+        mlp_dim: cfg.model.mlp_dim,
+        out_dim: cfg.model.out_dim,
+    };
+    PatchMixNet::new(device, &vit_config(cfg)?, &heads, cfg.model.use_momentum)
+}
+
+/// Load encoder, predictor and (when present) momentum-encoder weights from a checkpoint.
+fn restore_weights(net: &PatchMixNet, ck: &Checkpoint) -> Result<()> {
+    load_into(&net.encoder_vs, ck.group("encoder")?, true).context("restoring the encoder")?;
+    load_into(&net.predictor_vs, ck.group("predictor")?, true)
+        .context("restoring the predictor")?;
+    if let Some(m) = &net.momentum {
+        load_into(&m.vs, ck.group("momentum")?, true).context("restoring the momentum encoder")?;
+    }
+    Ok(())
 }
 
 /// kNN top-1 for every configured k: `[(k, accuracy %)]`.
@@ -197,13 +365,7 @@ pub fn pretrain(cfg: &PatchMixConfig, opts: &RunOptions, stop_at: Option<u64>) -
     let total = iters * cfg.optim.epochs;
 
     tch::manual_seed(cfg.runtime.seed as i64);
-    let heads = HeadConfig {
-        proj_layers: cfg.model.proj_layers,
-        pred_layers: cfg.model.pred_layers,
-        mlp_dim: cfg.model.mlp_dim,
-        out_dim: cfg.model.out_dim,
-    };
-    let mut net = PatchMixNet::new(device, &vit_config(cfg)?, &heads, cfg.model.use_momentum)?;
+    let mut net = build_net(cfg, device)?;
     let mut groups = decay_groups(&net.encoder_vs, cfg.optim.wd_start);
     groups.extend(decay_groups(&net.predictor_vs, cfg.optim.wd_start));
     let lr = scaled_lr(cfg.optim.base_lr, cfg.optim.batch_size);
@@ -241,13 +403,7 @@ pub fn pretrain(cfg: &PatchMixConfig, opts: &RunOptions, stop_at: Option<u64>) -
 
     let start = run.start_step();
     if let Some(ck) = &run.resumed {
-        load_into(&net.encoder_vs, ck.group("encoder")?, true).context("restoring the encoder")?;
-        load_into(&net.predictor_vs, ck.group("predictor")?, true)
-            .context("restoring the predictor")?;
-        if let Some(m) = &net.momentum {
-            load_into(&m.vs, ck.group("momentum")?, true)
-                .context("restoring the momentum encoder")?;
-        }
+        restore_weights(&net, ck)?;
         opt.load_state(ck.group("optim")?)
             .context("restoring the optimiser")?;
         eprintln!("resumed {} at step {start}/{total}", run.dir.display());
@@ -397,24 +553,9 @@ pub fn pretrain(cfg: &PatchMixConfig, opts: &RunOptions, stop_at: Option<u64>) -
     let train_wall = t0.elapsed().as_secs_f64();
 
     // evaluation: kNN and linear probe on the class token of frozen features
-    let bank = embed(&net, Arc::clone(&train_ds), cfg, device)?;
-    let query = embed(&net, Arc::clone(&test_ds), cfg, device)?;
-    let knn = knn_eval(cfg, &bank, &query, classes)?;
-    let linear = if cfg.eval.linear_epochs > 0 {
-        let lp = LinearProbeConfig {
-            epochs: cfg.eval.linear_epochs,
-            batch_size: cfg.eval.linear_batch_size,
-            lr: scaled_lr(cfg.eval.linear_base_lr, cfg.eval.linear_batch_size),
-            seed: cfg.runtime.seed,
-            ..LinearProbeConfig::default()
-        };
-        let r = linear_probe(&bank.0, &bank.1, &query.0, &query.1, classes, &lp)?;
-        Some(
-            json!({"last_top1": r.last_top1 * 100.0, "best_top1": r.best_top1 * 100.0, "best_epoch": r.best_epoch, "epochs": cfg.eval.linear_epochs}),
-        )
-    } else {
-        None
-    };
+    let ev = evaluate(&net, &train_ds, &test_ds, cfg, device)?;
+    let knn = &ev.knn;
+    let evj = ev.to_json(cfg)?;
     let wall = t0.elapsed().as_secs_f64();
     let ran = end - start;
     let report = json!({
@@ -422,8 +563,9 @@ pub fn pretrain(cfg: &PatchMixConfig, opts: &RunOptions, stop_at: Option<u64>) -
         "variant": if cfg.mix.enabled { "patchmix" } else { "no-mix baseline" },
         "metric": format!("kNN top-1 (k={}, T={})", cfg.eval.knn_k.first().copied().unwrap_or(0), cfg.eval.knn_t),
         "value": knn.first().map(|a| a.1),
-        "knn": knn.iter().map(|(k, a)| json!({"k": k, "top1": a})).collect::<Vec<_>>(),
-        "linear": linear,
+        "knn": evj["knn"],
+        "linear": evj["linear"],
+        "eval_protocol": evj["eval_protocol"],
         "paper": cfg.paper,
         "data": format!("{} ({} train / {} test images)", cfg.data.format, train_ds.len(), test_ds.len()),
         "model": format!("{} patch {} depth {}", cfg.model.arch, cfg.model.patch_size, vit_config(cfg)?.depth),

@@ -1,8 +1,9 @@
 //! Command-line arguments every method binary shares (`pretrain` and friends).
 
+use super::checkpoint::{Checkpoint, Checkpointer};
 use super::config::{load_config, preset_path, ConfigSource};
 use super::run::{default_runs_root, RunOptions};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde::{de::DeserializeOwned, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -71,5 +72,62 @@ impl RunArgs {
         o.runs_root = self.runs_dir.clone().unwrap_or_else(default_runs_root);
         o.resume = self.resume;
         o
+    }
+}
+
+/// Arguments of a method binary's `eval` subcommand: evaluate a finished (or interrupted) run
+/// again from its newest checkpoint, e.g. with other evaluation settings, without retraining.
+/// The run's own `config.toml` is the base; `--set` changes it for this evaluation only (the run
+/// folder's config and checkpoints are left untouched).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct EvalArgs {
+    /// The run folder (`runs/<method>/<name>`), holding `config.toml` and `checkpoints/`.
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Override a config value for this evaluation: `--set eval.linear_epochs=10` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Shorthand for `--set runtime.device=...`.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Shorthand for `--set runtime.threads=...`.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Name of the evaluation report written into the run folder.
+    #[arg(long, default_value = "eval.json")]
+    pub out: String,
+}
+
+impl EvalArgs {
+    /// The run's config ⊕ overrides.
+    pub fn config<C>(&self) -> Result<C>
+    where
+        C: Serialize + DeserializeOwned + Default,
+    {
+        let path = self.run.join("config.toml");
+        let src = ConfigSource::file(&path)
+            .with_context(|| format!("{} is not a run folder", self.run.display()))?;
+        let mut ov = self.overrides.clone();
+        if let Some(d) = &self.device {
+            ov.push(format!("runtime.device=\"{d}\""));
+        }
+        if let Some(t) = self.threads {
+            ov.push(format!("runtime.threads={t}"));
+        }
+        load_config(Some(src), &ov)
+    }
+
+    /// The run's newest checkpoint, loaded (an error naming the folder when there is none).
+    pub fn checkpoint(&self) -> Result<Checkpoint> {
+        let dir = self.run.join("checkpoints");
+        let latest = Checkpointer::new(&dir, usize::MAX)
+            .latest()?
+            .with_context(|| format!("no checkpoint in {}", dir.display()))?;
+        Checkpointer::load(&latest)
+    }
+
+    /// Where the evaluation report goes (`<run>/<out>`).
+    pub fn report_path(&self) -> PathBuf {
+        self.run.join(&self.out)
     }
 }

@@ -23,7 +23,7 @@ pub mod run;
 pub mod runtime;
 
 pub use checkpoint::{Checkpoint, Checkpointer};
-pub use cli::RunArgs;
+pub use cli::{EvalArgs, RunArgs};
 pub use config::{load_config, ConfigSource};
 pub use guard::check_finite;
 pub use metrics::{MetricsLog, Progress};
