@@ -5,6 +5,7 @@ mod bench;
 mod data;
 mod doctor;
 mod download;
+mod report;
 mod reproduce;
 mod setup;
 #[cfg(test)]
@@ -47,6 +48,11 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Fetch a data set from its manifest in datasets/ (resumable, checksummed, extracted).
     Download(download::DownloadArgs),
+    /// Redraw a run's curves (`report RUN_DIR`), or write the comparison page of every run
+    /// (`report`, default `runs/report.html`: paper vs ours, baselines, curves, figures, benches).
+    Report(report::ReportArgs),
+    /// Print every run's report.json as one table (metric, preset, data, epochs, wall time).
+    Compare(report::CompareArgs),
 }
 
 fn main() {
@@ -60,6 +66,8 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Setup(args) => setup::setup(&args),
+        Command::Report(args) => report::report(&args),
+        Command::Compare(args) => report::compare(&args),
         Command::Test { setup, cargo_args } => {
             setup::setup(&setup)?;
             test(&cargo_args)

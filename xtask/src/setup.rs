@@ -33,7 +33,8 @@ pub const PY_REQUIREMENTS: &[&str] = &[
 ];
 
 /// Debian packages the workspace needs to build (checked with dpkg-query).
-pub const DEBIAN_PACKAGES: &[&str] = &["pkg-config"];
+/// `fonts-dejavu-core`: the TrueType font chart text is drawn with (contrast-report).
+pub const DEBIAN_PACKAGES: &[&str] = &["pkg-config", "fonts-dejavu-core"];
 
 #[derive(Args, Clone, Debug, Default)]
 pub struct SetupArgs {

@@ -123,11 +123,24 @@ impl Run {
         Ok(())
     }
 
-    /// Write `report.json` atomically.
+    /// Write `report.json` atomically, then draw the run's curves from `metrics.jsonl` into
+    /// `plots/` (SVG + PNG; `cargo xtask report <run>` redraws them at any time). A plotting
+    /// failure is reported as a warning: it never costs the run its report.
     pub fn write_report(&self, report: &serde_json::Value) -> Result<PathBuf> {
         let p = self.dir.join("report.json");
         write_atomic(&p, &serde_json::to_vec_pretty(report)?)?;
+        if let Err(e) = contrast_report::run_plots(&self.dir) {
+            eprintln!("warning: curves of {} not drawn: {e:#}", self.dir.display());
+        }
         Ok(p)
+    }
+
+    /// Where method-specific figures go (`<run>/figures/`, created on demand); the comparison
+    /// page embeds every PNG found there.
+    pub fn figures_dir(&self) -> Result<PathBuf> {
+        let d = self.dir.join("figures");
+        std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
+        Ok(d)
     }
 
     pub fn path(&self, file: &str) -> PathBuf {
