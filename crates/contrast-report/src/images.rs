@@ -88,7 +88,9 @@ pub fn grid(tiles: &[RgbImage], cols: usize, pad: u32) -> Result<RgbImage> {
 pub fn caption(img: &RgbImage, text: &str) -> Result<RgbImage> {
     crate::plot::ensure_font()?;
     let strip = 22u32;
-    let (w, h) = (img.width().max(40), img.height() + strip);
+    // wide enough for the text (DejaVu Sans at 14 px: < 8.5 px per character)
+    let text_w = 6 + (text.chars().count() as f64 * 8.5) as u32;
+    let (w, h) = (img.width().max(text_w), img.height() + strip);
     let mut buf = vec![255u8; (w * h * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();

@@ -167,6 +167,7 @@ fn image_tools_place_pixels_where_asked() {
 
     let c = images::caption(&p, "a caption").unwrap();
     assert_eq!(c.height(), 2 + 22);
+    assert!(c.width() >= 9 * 7, "the strip is as wide as the text");
     assert!(ink_fraction(&c) > 0.0);
 }
 

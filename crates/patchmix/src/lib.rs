@@ -48,6 +48,7 @@
 //! ```
 
 pub mod config;
+pub mod figures;
 pub mod loss;
 pub mod mix;
 pub mod model;

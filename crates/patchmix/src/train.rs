@@ -162,11 +162,13 @@ pub fn embed_with(
 }
 
 /// kNN and linear-probe results of a trained network.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Evaluation {
     /// `(k, top-1 %)` for every configured k.
     pub knn: Vec<(i64, f64)>,
     pub linear: Option<LinearProbeReport>,
+    /// Test-set class tokens and labels (evaluation transform), for figures.
+    pub query: (Tensor, Tensor),
 }
 
 impl Evaluation {
@@ -253,7 +255,7 @@ pub fn evaluate(
     } else {
         None
     };
-    Ok(Evaluation { knn, linear })
+    Ok(Evaluation { knn, linear, query })
 }
 
 /// Evaluate a run folder's newest checkpoint again (`patchmix eval --run DIR [--set eval.*]`)
@@ -268,6 +270,7 @@ pub fn evaluate_run(args: &EvalArgs) -> Result<serde_json::Value> {
     restore_weights(&net, &ck)?;
     let t0 = std::time::Instant::now();
     let ev = evaluate(&net, &train_ds, &test_ds, &cfg, device)?;
+    write_figures_or_warn(&cfg, &test_ds, &ev, &args.run.join("figures"));
     let mut report = ev.to_json(&cfg)?;
     report["run"] = json!(args.run.display().to_string());
     report["checkpoint_step"] = json!(ck.state.step);
@@ -277,6 +280,21 @@ pub fn evaluate_run(args: &EvalArgs) -> Result<serde_json::Value> {
     write_atomic(&path, serde_json::to_string_pretty(&report)?.as_bytes())?;
     eprintln!("wrote {}", path.display());
     Ok(report)
+}
+
+/// Figures are a view of the result: failing to draw them is reported, never fatal.
+fn write_figures_or_warn(
+    cfg: &PatchMixConfig,
+    test_ds: &Arc<dyn Dataset>,
+    ev: &Evaluation,
+    dir: &std::path::Path,
+) {
+    let r = std::fs::create_dir_all(dir)
+        .map_err(anyhow::Error::from)
+        .and_then(|_| crate::figures::write_figures(cfg, test_ds, &ev.query, dir));
+    if let Err(e) = r {
+        eprintln!("warning: figures not written to {}: {e:#}", dir.display());
+    }
 }
 
 /// The network of a config (random initialisation from the global libtorch seed).
@@ -555,6 +573,7 @@ pub fn pretrain(cfg: &PatchMixConfig, opts: &RunOptions, stop_at: Option<u64>) -
     // evaluation: kNN and linear probe on the class token of frozen features
     let ev = evaluate(&net, &train_ds, &test_ds, cfg, device)?;
     let knn = &ev.knn;
+    write_figures_or_warn(cfg, &test_ds, &ev, &run.figures_dir()?);
     let evj = ev.to_json(cfg)?;
     let wall = t0.elapsed().as_secs_f64();
     let ran = end - start;

@@ -3,10 +3,10 @@
 //! online encoder and predictor.
 
 use contrast_core::testing::global_rng_lock;
-use contrast_core::train::{MetricsLog, RunOptions};
+use contrast_core::train::{EvalArgs, MetricsLog, RunOptions};
 use patchmix::config::PatchMixConfig;
 use patchmix::model::{HeadConfig, PatchMixNet};
-use patchmix::train::{pretrain, vit_config};
+use patchmix::train::{evaluate_run, pretrain, vit_config};
 use std::io::Write;
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
@@ -96,6 +96,52 @@ fn pretrain_reports_and_resumes_bit_exactly() {
         report["linear"]["best_top1"].as_f64().unwrap()
             >= report["linear"]["last_top1"].as_f64().unwrap()
     );
+
+    // official evaluation protocol by default, stated in the report
+    assert_eq!(
+        report["eval_protocol"]["test_transform"],
+        "Resize(36, bicubic) + CenterCrop(32)"
+    );
+    assert!(report["eval_protocol"]["linear_train_transform"]
+        .as_str()
+        .unwrap()
+        .starts_with("RandomResizedCrop(32"));
+    // curves and figures written beside the report, decodable and not blank
+    let run_dir = runs.join("patchmix/full");
+    for f in [
+        "plots/loss.png",
+        "plots/lr.png",
+        "figures/mixing.png",
+        "figures/pca.png",
+    ] {
+        let img = image::open(run_dir.join(f))
+            .unwrap_or_else(|e| panic!("{f}: {e}"))
+            .to_rgb8();
+        let ink = contrast_report::images::ink_fraction(&img);
+        assert!(ink > 0.01, "{f} is blank ({ink})");
+    }
+    // `patchmix eval --run`: the same checkpoint re-evaluated gives the same kNN numbers, and
+    // the precomputed-feature probe is a different (cheaper) protocol
+    let again = evaluate_run(&EvalArgs {
+        run: run_dir.clone(),
+        overrides: vec!["eval.linear_augment=false".into()],
+        out: "eval.json".into(),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(again["knn"], report["knn"]);
+    assert_eq!(again["checkpoint_step"], 10);
+    assert_eq!(
+        again["eval_protocol"]["linear_train_transform"],
+        "evaluation transform, features computed once"
+    );
+    assert!(run_dir.join("eval.json").exists());
+    let e = evaluate_run(&EvalArgs {
+        run: dir.path().join("nowhere"),
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert!(format!("{e:#}").contains("is not a run folder"), "{e:#}");
 
     let half = pretrain(&cfg, &opts(&runs, "split", false), Some(4)).unwrap();
     assert!(half.report.is_none());

@@ -6,7 +6,9 @@
 //! * [`knn`]: the weighted k-nearest-neighbour classifier of InstDisc / DINO / solo-learn over a
 //!   feature bank.
 //! * [`linear`]: the linear probe on frozen features.
+//! * [`projection`]: PCA to 2-D and the scatter figure of embeddings coloured by class.
 
 pub mod features;
 pub mod knn;
 pub mod linear;
+pub mod projection;
