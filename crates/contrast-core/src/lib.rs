@@ -16,6 +16,7 @@
 pub mod autocast;
 pub mod data;
 pub mod eval;
+pub mod frameworks;
 pub mod loss;
 pub mod nn;
 pub mod optim;
