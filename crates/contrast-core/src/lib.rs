@@ -17,6 +17,7 @@ pub mod autocast;
 pub mod data;
 pub mod eval;
 pub mod loss;
+pub mod memory;
 pub mod nn;
 pub mod optim;
 pub mod tensors;
