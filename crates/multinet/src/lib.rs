@@ -15,6 +15,7 @@
 //! * [`model`]: online / EMA encoders and predictor;
 //! * [`method`]: one training step (EMA update, bank lookup and enqueue, loss);
 //! * [`train`]: the shared pretraining loop and kNN / linear evaluation;
+//! * [`data`]: the Tiny-ImageNet (CS231n layout) loader;
 //! * [`config`]: the configuration (presets in `configs/`).
 //!
 //! ```
@@ -32,6 +33,7 @@
 //! ```
 
 pub mod config;
+pub mod data;
 pub mod local;
 pub mod loss;
 pub mod method;

@@ -71,11 +71,11 @@ pub fn combine(features: &Tensor, cells: i64, r: usize) -> Result<Tensor> {
     let combos: Vec<Tensor> = combinations(cells as usize, r)
         .iter()
         .map(|c| {
-            let mut acc = parts[c[0]].shallow_clone();
-            for &i in &c[1..] {
-                acc = acc + &parts[i];
-            }
-            acc / r as f64
+            // out-of-place sums: the parts share storage with `features`
+            let sum = c[1..]
+                .iter()
+                .fold(parts[c[0]].shallow_clone(), |acc, &i| &acc + &parts[i]);
+            sum / r as f64
         })
         .collect();
     Ok(Tensor::cat(&combos, 0))

@@ -56,7 +56,16 @@ pub fn datasets(cfg: &MultinetConfig) -> Result<(Arc<dyn Dataset>, Arc<dyn Datas
                 Cifar100Label::Fine,
             )?),
         ),
-        other => bail!("unknown data.format `{other}`: use image-folder, cifar10 or cifar100"),
+        "tiny-imagenet" => (
+            Arc::new(crate::data::load_tiny_imagenet(&root, "train")?),
+            Arc::new(crate::data::load_tiny_imagenet(
+                &root,
+                &cfg.data.test_split,
+            )?),
+        ),
+        other => bail!(
+            "unknown data.format `{other}`: use image-folder, cifar10, cifar100 or tiny-imagenet"
+        ),
     };
     let seed = cfg.runtime.seed;
     let train: Arc<dyn Dataset> = match cfg.data.train_subset {
