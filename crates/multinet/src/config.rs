@@ -32,6 +32,7 @@ pub struct MultinetConfig {
 pub enum Method {
     #[default]
     Mnclglf,
+    Simclr,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

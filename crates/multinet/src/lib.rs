@@ -14,6 +14,7 @@
 //! * [`loss`]: the objective (global-vs-local InfoNCE + weighted NN NT-Xent);
 //! * [`model`]: online / EMA encoders and predictor;
 //! * [`method`]: one training step (EMA update, bank lookup and enqueue, loss);
+//! * [`baseline`]: the plain-SimCLR baseline on the same harness;
 //! * [`train`]: the shared pretraining loop and kNN / linear evaluation;
 //! * [`data`]: the Tiny-ImageNet (CS231n layout) loader;
 //! * [`config`]: the configuration (presets in `configs/`).
@@ -32,6 +33,7 @@
 //! # }
 //! ```
 
+pub mod baseline;
 pub mod config;
 pub mod data;
 pub mod local;

@@ -4,7 +4,7 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 use contrast_core::train::RunArgs;
-use multinet::config::MultinetConfig;
+use multinet::config::{Method, MultinetConfig};
 use multinet::train::pretrain;
 
 #[derive(Parser)]
@@ -50,12 +50,17 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Reproduce(args) => {
             let cfg: MultinetConfig = args.config(crate_dir())?;
             let opts = args.run_options("multinet");
+            let mut base_cfg = cfg.clone();
+            base_cfg.method = Method::Simclr;
+            let mut base_opts = opts.clone();
+            base_opts.name = format!("{}-simclr", opts.name);
             let method = pretrain(&cfg, &opts, args.stop_at)?;
-            let Some(m) = method.report else {
+            let base = pretrain(&base_cfg, &base_opts, args.stop_at)?;
+            let (Some(m), Some(b)) = (method.report, base.report) else {
                 println!("stopped early (continue with --resume)");
                 return Ok(());
             };
-            println!("{}", multinet::report::table(&m, None));
+            println!("{}", multinet::report::table(&m, Some(&b)));
             Ok(())
         }
     }

@@ -1,6 +1,6 @@
 //! Pretraining and evaluation on the shared run harness (official `train.py`, `linear.py`).
 //! One loop drives any [`Learner`]: MNCLGLF ([`crate::method::Mnclglf`]) and the plain-SimCLR
-//! baseline share data, optimiser, schedule, clipping, checkpoints and
+//! baseline ([`crate::baseline`]) share data, optimiser, schedule, clipping, checkpoints and
 //! evaluation, so the comparison differs only in the method.
 
 use crate::config::{Method, MultinetConfig};
@@ -180,6 +180,7 @@ fn trainable(learner: &dyn Learner) -> Vec<Tensor> {
 pub fn build_learner(cfg: &MultinetConfig, device: Device) -> Result<Box<dyn Learner>> {
     Ok(match cfg.method {
         Method::Mnclglf => Box::new(Mnclglf::new(cfg, device)?),
+        Method::Simclr => Box::new(crate::baseline::SimclrBaseline::new(cfg, device)?),
     })
 }
 
@@ -235,6 +236,7 @@ pub fn pretrain(cfg: &MultinetConfig, opts: &RunOptions, stop_at: Option<u64>) -
     let end = stop_at.map_or(total, |s| s.min(total));
     let label = match cfg.method {
         Method::Mnclglf => "mnclglf",
+        Method::Simclr => "simclr",
     };
     let progress = Progress::new(total, start, label);
     let save = |run: &Run, step: u64, learner: &dyn Learner, opt: &dyn Optimizer| -> Result<()> {

@@ -1,6 +1,6 @@
 //! End to end on a tiny synthetic CIFAR-10 binary set: MNCLGLF pretraining writes a report with
 //! kNN and linear top-1 / top-5; an interrupted run resumes bit-exactly (networks, optimiser,
-//! EMA encoder and memory bank are all checkpointed).
+//! EMA encoder and memory bank are all checkpointed); the SimCLR baseline runs on the same harness.
 
 use contrast_core::testing::global_rng_lock;
 use contrast_core::train::{MetricsLog, RunOptions};
@@ -125,4 +125,12 @@ fn pretrain_reports_and_resumes_bit_exactly() {
     assert!(a.iter().all(|r| r["global_local"].as_f64().unwrap() > 0.0
         && r["nn"].as_f64().unwrap() > 0.0
         && r["grad_norm"].as_f64().unwrap() > 0.0));
+
+    // the plain-SimCLR baseline runs on the same harness and reports the same metrics
+    let mut base = cfg.clone();
+    base.method = multinet::config::Method::Simclr;
+    let out = pretrain(&base, &opts(&runs, "simclr", false), None).unwrap();
+    let rb = out.report.unwrap();
+    assert_eq!(rb["variant"], "simclr");
+    assert!(rb["linear"]["last_top1"].as_f64().is_some());
 }
