@@ -69,3 +69,37 @@ pub fn table(method: &Value, base: Option<&Value>) -> String {
     ));
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn table_puts_ours_beside_the_paper() {
+        let m = json!({
+            "data": "d", "model": "m", "epochs": 2, "batch_size": 32, "device": "Cpu", "threads": 2,
+            "linear": {"last_top1": 41.5, "last_top5": 88.25, "best_top1": 42.0},
+            "knn": [{"k": 20, "top1": 35.0}],
+            "train_wall_s": 10.0,
+            "paper": {"dataset": "CIFAR-10", "mnclglf_top1": 90.18, "mnclglf_top5": 99.78,
+                      "simclr_top1": 87.11, "simclr_top5": 99.64},
+        });
+        let b = json!({"linear": {"last_top1": 39.0, "last_top5": 87.0, "best_top1": 40.0},
+                       "knn": [{"k": 20, "top1": 33.5}], "train_wall_s": 5.0});
+        let t = table(&m, Some(&b));
+        assert!(
+            t.contains("| linear top-1 (last epoch) | 41.50 | 39.00 | 90.18 | 87.11 |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| linear top-5 (last epoch) | 88.25 | 87.00 | 99.78 | 99.64 |"),
+            "{t}"
+        );
+        assert!(t.contains("| kNN top-1, k=20 | 35.00 | 33.50 | | |"), "{t}");
+        // without a baseline its column is empty
+        assert!(
+            table(&m, None).contains("| linear top-1 (last epoch) | 41.50 | – | 90.18 | 87.11 |")
+        );
+    }
+}
