@@ -72,6 +72,9 @@ pub fn prepare_for_preset(
                 ensure_named(&format, flag, &Options::from_env())?.join(sub),
             ))
         }
+        "tiny-imagenet" => Ok(Some(
+            ensure_named("tiny-imagenet", flag, &Options::from_env())?.join("tiny-imagenet-200"),
+        )),
         other => bail!("reproduce does not know how to prepare data.format `{other}`"),
     }
 }

@@ -26,6 +26,13 @@ pub const METHODS: &[Method] = &[
         what: "PatchMix vs its no-mix baseline (ViT, CIFAR-10)",
     },
     Method {
+        name: "multinet",
+        package: "multinet",
+        binary: "multinet",
+        default_preset: "smoke",
+        what: "MNCLGLF vs a plain-SimCLR baseline (ResNet-18, CIFAR-10)",
+    },
+    Method {
         name: "toy",
         package: "contrast-core",
         binary: "contrast-toy",
@@ -88,7 +95,7 @@ pub fn reproduce(a: &ReproduceArgs) -> Result<()> {
     }
     cmd.args(["-p", m.package, "--bin", m.binary, "--"]);
     match m.name {
-        "patchmix" => {
+        "patchmix" | "multinet" => {
             let root = crate::data::prepare_for_preset(m, preset, a.data_dir.as_deref())?;
             cmd.args(["reproduce", "--preset", preset]);
             if let Some(root) = root {

@@ -18,6 +18,7 @@ pub mod data;
 pub mod eval;
 pub mod frameworks;
 pub mod loss;
+pub mod memory;
 pub mod nn;
 pub mod optim;
 pub mod tensors;

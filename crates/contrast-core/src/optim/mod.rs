@@ -15,7 +15,9 @@
 //! [`Optimizer::load_state`] (tensors are moved to each parameter's device on load).
 
 pub mod adamw;
+pub mod clip;
 pub mod ema;
+pub mod fixed_lr;
 pub mod lars;
 pub mod schedule;
 pub mod sgd;
