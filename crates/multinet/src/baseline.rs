@@ -3,53 +3,45 @@
 //! two MoCo-v2 views per image, SimCLR projection head `Linear–BN–ReLU–Linear`
 //! (`simclr.hidden`, `simclr.out_dim`) and NT-Xent with τ = `simclr.temperature`.
 //!
-//! Composed only of core blocks (`nn::heads::simclr_head`, `loss::NtXent`); no optimiser or
-//! schedule of its own.
+//! The network and loss are core's [`contrast_core::frameworks::SimClr`] (the same SimCLR that
+//! the SPPS and GraSS baselines use); only the harness glue is here.
 
 use crate::config::MultinetConfig;
 use crate::method::Learner;
 use crate::model::resnet_config;
 use anyhow::{ensure, Context, Result};
-use contrast_core::loss::NtXent;
-use contrast_core::nn::heads::{simclr_head, MlpHead};
-use contrast_core::nn::resnet::ResNet;
+use contrast_core::frameworks::{SimClr, SimClrConfig};
 use contrast_core::tensors::{load_into, named_variables, Named};
 use contrast_core::train::Checkpoint;
-use tch::nn::{ModuleT, VarStore};
+use tch::nn::VarStore;
 use tch::{Device, Tensor};
 
 pub struct SimclrBaseline {
     pub vs: VarStore,
-    backbone: ResNet,
-    head: MlpHead,
-    loss: NtXent,
+    net: SimClr,
     cfg: MultinetConfig,
 }
 
 impl SimclrBaseline {
     pub fn new(cfg: &MultinetConfig, device: Device) -> Result<Self> {
         let vs = VarStore::new(device);
-        let root = vs.root();
-        let backbone = ResNet::new(&root / "backbone", &resnet_config(cfg))?;
-        let head = simclr_head(
-            &root / "projector",
-            backbone.num_features(),
-            cfg.simclr.hidden,
-            cfg.simclr.out_dim,
-            true,
+        let net = SimClr::with_backbone(
+            vs.root(),
+            &resnet_config(cfg),
+            &SimClrConfig {
+                hidden_dim: cfg.simclr.hidden,
+                out_dim: cfg.simclr.out_dim,
+                head_bn: true,
+                temperature: cfg.simclr.temperature,
+                joint_forward: false,
+                ..SimClrConfig::default()
+            },
         )?;
         Ok(Self {
             vs,
-            backbone,
-            head,
-            loss: NtXent::new(cfg.simclr.temperature)?,
+            net,
             cfg: cfg.clone(),
         })
-    }
-
-    fn project(&self, x: &Tensor) -> Result<Tensor> {
-        let f = self.backbone.forward_features(x, true)?.pooled; // [N, 512]
-        Ok(self.head.forward_t(&f, true)) // [N, out]
     }
 }
 
@@ -68,9 +60,7 @@ impl Learner for SimclrBaseline {
             "SimCLR needs 2 views, got {}",
             views.len()
         );
-        let z1 = self.project(&views[0])?;
-        let z2 = self.project(&views[1])?;
-        let l = self.loss.forward_pair(&z1, &z2)?;
+        let l = self.net.loss(&views[0], &views[1], true)?;
         let v = l.double_value(&[]);
         Ok((l, vec![("total", v), ("nt_xent", v)]))
     }
@@ -92,7 +82,7 @@ impl Learner for SimclrBaseline {
     }
 
     fn embed(&self, x: &Tensor) -> Result<Tensor> {
-        tch::no_grad(|| Ok(self.backbone.forward_features(x, false)?.pooled))
+        tch::no_grad(|| self.net.features(x, false))
     }
 
     fn describe(&self) -> String {

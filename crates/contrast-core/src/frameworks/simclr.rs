@@ -91,13 +91,19 @@ pub struct SimClr {
 impl SimClr {
     /// Build under `p` (e.g. `vs.root()`); validates the config.
     pub fn new(p: nn::Path, cfg: &SimClrConfig) -> Result<Self> {
+        Self::with_backbone(p, &resnet_config(&cfg.arch, cfg.stem)?, cfg)
+    }
+
+    /// Build with an explicit ResNet (any depth / stem; `cfg.arch` and `cfg.stem` are ignored),
+    /// e.g. a method's own backbone settings for its SimCLR baseline.
+    pub fn with_backbone(p: nn::Path, backbone: &ResNetConfig, cfg: &SimClrConfig) -> Result<Self> {
         ensure!(
             cfg.hidden_dim > 0 && cfg.out_dim > 0,
             "SimCLR head widths must be positive, got hidden {} out {}",
             cfg.hidden_dim,
             cfg.out_dim
         );
-        let backbone = ResNet::new(&p / "backbone", &resnet_config(&cfg.arch, cfg.stem)?)?;
+        let backbone = ResNet::new(&p / "backbone", backbone)?;
         let projector = simclr_head(
             &p / "projector",
             backbone.num_features(),
