@@ -22,3 +22,4 @@ pub mod optim;
 pub mod tensors;
 pub mod testing;
 pub mod train;
+pub mod volume;
