@@ -29,6 +29,9 @@ fn la() -> Option<LaHeart> {
     Some(LaHeart::new(root).unwrap())
 }
 
+/// prediction, ground truth, shape, spacing
+type MetricCase = (Vec<bool>, Vec<bool>, [usize; 3], [f64; 3]);
+
 fn mask_tensor(m: &[bool], shape: [usize; 3]) -> Tensor {
     let v: Vec<u8> = m.iter().map(|&b| b as u8).collect();
     Tensor::from_slice(&v).reshape(shape.map(|s| s as i64))
@@ -67,7 +70,7 @@ fn cube(shape: [usize; 3], lo: [usize; 3], hi: [usize; 3]) -> Vec<bool> {
 fn metrics_augment_and_nifti_match_reference() {
     let s1 = [40, 36, 30];
     let s2 = [20, 22, 18];
-    let mut cases: Vec<(Vec<bool>, Vec<bool>, [usize; 3], [f64; 3])> = vec![
+    let mut cases: Vec<MetricCase> = vec![
         // shifted spheres, isotropic and anisotropic spacing
         (
             ball(s1, [16., 16., 12.], 8.),

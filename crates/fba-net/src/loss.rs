@@ -75,7 +75,7 @@ pub fn mutual_consistency(probs: &[Tensor], temperature: f64) -> Tensor {
     for (i, p) in probs.iter().enumerate() {
         for (j, s) in sharp.iter().enumerate() {
             if i != j {
-                total = total + (p - s).square().mean(Kind::Float);
+                total += (p - s).square().mean(Kind::Float);
             }
         }
     }
@@ -169,15 +169,13 @@ pub fn fba_loss(outs: &[DecoderOutputs], labels: &Tensor, w: &LossWeights) -> Re
     for o in outs {
         let p = o.logits.softmax(1, Kind::Float);
         let fg_prob = p.narrow(0, 0, l).select(1, 1);
-        seg = seg + binary_dice_loss(&fg_prob, &labels.eq(1));
+        seg += binary_dice_loss(&fg_prob, &labels.eq(1));
         if w.contrast != 0.0 {
             let (Some(fg), Some(bg)) = (o.fg, o.bg) else {
                 bail!("fba_loss: the contrastive term needs fg/bg embeddings");
             };
-            contrast = contrast
-                + sim_max(fg, w.alpha_max)
-                + sim_max(bg, w.alpha_max)
-                + sim_min(fg, bg, w.alpha_min);
+            contrast +=
+                sim_max(fg, w.alpha_max) + sim_max(bg, w.alpha_max) + sim_min(fg, bg, w.alpha_min);
         }
         probs.push(p);
     }

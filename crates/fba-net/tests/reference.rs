@@ -48,9 +48,9 @@ fn loss_terms_gradients_and_network_match_pytorch() {
     tch::no_grad(|| {
         for (name, mut t) in net.vs.variables() {
             if name.ends_with("running_mean") {
-                let _ = t.copy_(&(Tensor::randn(t.size(), (Kind::Float, Device::Cpu)) * 0.1));
+                t.copy_(&(Tensor::randn(t.size(), (Kind::Float, Device::Cpu)) * 0.1));
             } else if name.ends_with("running_var") {
-                let _ = t.copy_(&(Tensor::rand(t.size(), (Kind::Float, Device::Cpu)) + 0.5));
+                t.copy_(&(Tensor::rand(t.size(), (Kind::Float, Device::Cpu)) + 0.5));
             }
         }
     });
