@@ -42,12 +42,11 @@ pub fn table(reports: &[&Value]) -> String {
     let mut s = String::new();
     if let Some(r) = reports.first() {
         s.push_str(&format!(
-            "data: {} | patch {} | stride {} | {} iterations | batch {} | n_filters {} | device {} ({} threads)\n\n",
+            "data: {} | patch {} | stride {} | {} iterations | n_filters {} | device {} ({} threads)\n\n",
             r["data"].as_str().unwrap_or("?"),
             r["patch"],
             r["stride"],
             r["iterations"],
-            r["batch"].as_str().unwrap_or("?"),
             r["n_filters"],
             r["device"].as_str().unwrap_or("?"),
             r["threads"]
@@ -87,8 +86,9 @@ pub fn table(reports: &[&Value]) -> String {
     }
     for r in reports {
         s.push_str(&format!(
-            "\n{}: {:.2} s/iteration, training wall {:.0} s\n",
+            "\n{} (batch {}): {:.2} s/iteration, training wall {:.0} s\n",
             r["variant"].as_str().unwrap_or("?"),
+            r["batch"].as_str().unwrap_or("?"),
             r["s_per_iter"].as_f64().unwrap_or(f64::NAN),
             r["train_wall_s"].as_f64().unwrap_or(f64::NAN)
         ));

@@ -267,7 +267,11 @@ pub fn train(cfg: &FbaNetConfig, opts: &RunOptions, stop_at: Option<u64>) -> Res
         "n_filters": cfg.model.n_filters,
         "parameters": contrast_core::nn::count_parameters(&net.vs),
         "iterations": total,
-        "batch": format!("{} labelled + {} unlabelled", cfg.data.labeled_bs, cfg.data.batch_size - cfg.data.labeled_bs),
+        "batch": if cfg.model.variant == "supervised" {
+            format!("{} labelled", cfg.data.batch_size.min(data.labeled.len()))
+        } else {
+            format!("{} labelled + {} unlabelled", cfg.data.labeled_bs, cfg.data.batch_size - cfg.data.labeled_bs)
+        },
         "device": format!("{device:?}"),
         "threads": tch::get_num_threads(),
         "train_wall_s": train_wall,
