@@ -119,7 +119,10 @@ pub fn cifar10_jpeg(base: &Path) -> Result<PathBuf> {
 /// checksummed from the manifest `datasets/la-heart.toml` when missing.
 pub fn la_heart_root(preset: &str, flag: Option<&Path>) -> Result<PathBuf> {
     if preset == "smoke" && flag.is_none() {
-        if let Some(d) = shared_data().map(|s| s.join("la-heart")).filter(|d| d.is_dir()) {
+        if let Some(d) = shared_data()
+            .map(|s| s.join("la-heart"))
+            .filter(|d| d.is_dir())
+        {
             println!("data: {} (development cases)", d.display());
             return Ok(d);
         }
