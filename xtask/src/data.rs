@@ -115,3 +115,20 @@ pub fn cifar10_jpeg(base: &Path) -> Result<PathBuf> {
     std::fs::write(&marker, "ok\n")?;
     Ok(dest)
 }
+
+/// The LA heart root for FBA-Net: the smoke preset reads the 16 development cases in
+/// `../shared/data/la-heart` when present (unless `--data-dir` is given); otherwise (and for
+/// the paper presets, which need all 100 cases) `<data root>/la-heart`, downloaded and
+/// checksummed from the manifest `datasets/la-heart.toml` when missing.
+pub fn la_heart_root(preset: &str, flag: Option<&Path>) -> Result<PathBuf> {
+    if preset == "smoke" && flag.is_none() {
+        if let Some(d) = shared_data()
+            .map(|s| s.join("la-heart"))
+            .filter(|d| d.is_dir())
+        {
+            println!("data: {} (development cases)", d.display());
+            return Ok(d);
+        }
+    }
+    ensure_named("la-heart", flag, &Options::from_env())
+}

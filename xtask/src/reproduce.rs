@@ -33,6 +33,13 @@ pub const METHODS: &[Method] = &[
         what: "MNCLGLF vs a plain-SimCLR baseline (ResNet-18, CIFAR-10)",
     },
     Method {
+        name: "fba-net",
+        package: "fba-net",
+        binary: "fba-net",
+        default_preset: "smoke",
+        what: "FBA-Net+ vs a supervised V-Net (semi-supervised 3D LA segmentation)",
+    },
+    Method {
         name: "toy",
         package: "contrast-core",
         binary: "contrast-toy",
@@ -102,6 +109,11 @@ pub fn reproduce(a: &ReproduceArgs) -> Result<()> {
                 cmd.arg("--set")
                     .arg(format!("data.root={:?}", root.display().to_string()));
             }
+        }
+        "fba-net" => {
+            let root = crate::data::la_heart_root(preset, a.data_dir.as_deref())?;
+            cmd.args(["reproduce", "--preset", preset, "--set"])
+                .arg(format!("data.root={:?}", root.display().to_string()));
         }
         _ => {
             cmd.args(["--preset", preset]);

@@ -30,11 +30,13 @@ pub const PY_REQUIREMENTS: &[&str] = &[
     "torchvision==0.26.0",
     "timm==1.0.31",
     "numpy",
+    "scipy",
 ];
 
 /// Debian packages the workspace needs to build (checked with dpkg-query).
-/// `fonts-dejavu-core`: the TrueType font chart text is drawn with (contrast-report).
-pub const DEBIAN_PACKAGES: &[&str] = &["pkg-config", "fonts-dejavu-core"];
+/// `fonts-dejavu-core`: the TrueType font chart text is drawn with (contrast-report);
+/// `libhdf5-dev`: the LA heart h5 volumes (hdf5-metno, fba-net / spade).
+pub const DEBIAN_PACKAGES: &[&str] = &["pkg-config", "fonts-dejavu-core", "libhdf5-dev"];
 
 #[derive(Args, Clone, Debug, Default)]
 pub struct SetupArgs {

@@ -24,3 +24,4 @@ pub mod optim;
 pub mod tensors;
 pub mod testing;
 pub mod train;
+pub mod volume;

@@ -12,3 +12,4 @@ pub mod features;
 pub mod knn;
 pub mod linear;
 pub mod projection;
+pub mod segmentation;

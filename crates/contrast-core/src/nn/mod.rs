@@ -20,6 +20,7 @@
 pub mod heads;
 pub mod resnet;
 pub mod vit;
+pub mod vnet;
 
 use anyhow::{anyhow, Context, Result};
 use std::path::Path;
