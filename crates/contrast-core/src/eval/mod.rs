@@ -6,7 +6,9 @@
 //! * [`knn`]: the weighted k-nearest-neighbour classifier of InstDisc / DINO / solo-learn over a
 //!   feature bank.
 //! * [`linear`]: the linear probe on frozen features.
+//! * [`retrieval`]: hit@k, MRR, mean / median rank (paired or label-match relevance).
 
 pub mod features;
 pub mod knn;
 pub mod linear;
+pub mod retrieval;
