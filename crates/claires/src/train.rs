@@ -27,7 +27,8 @@ pub fn data_root(cfg: &ClairesConfig) -> PathBuf {
     if let Some(d) = std::env::var_os("CONTRAST_DATA") {
         return PathBuf::from(d).join("vqa-rad");
     }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/vqa-rad")
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/vqa-rad");
+    std::fs::canonicalize(&p).unwrap_or(p)
 }
 
 /// All records of a config: the manifest if given, else the VQA-RAD converter.
