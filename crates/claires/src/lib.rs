@@ -11,11 +11,13 @@
 //! * [`model`]: image encoder (ResNet-18/50 from core), projection heads, CLIP losses;
 //! * [`train`]: training and evaluation on the run harness;
 //! * [`index`]: the on-disk embedding index (checksummed against the model) and search;
-//! * [`serve`]: the axum web GUI and JSON API.
+//! * [`serve`]: the axum web GUI and JSON API;
+//! * [`loadtest`]: a tiny HTTP client and a bounded concurrent load test (latency percentiles).
 
 pub mod config;
 pub mod images;
 pub mod index;
+pub mod loadtest;
 pub mod model;
 pub mod records;
 pub mod serve;

@@ -80,6 +80,22 @@ enum Cmd {
         #[arg(long, default_value = "127.0.0.1:8080")]
         addr: String,
     },
+    /// A bounded concurrent load test of a running server's JSON search API (latency
+    /// percentiles).
+    Loadtest {
+        /// The server, e.g. 127.0.0.1:8080.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: String,
+        #[arg(long, default_value_t = 200)]
+        requests: usize,
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// Queries to cycle through.
+        #[arg(long, default_values_t = ["CT of the abdomen".to_string(), "MRI of the head".to_string(), "X-ray of the chest".to_string(), "image of the head, findings: mass".to_string()])]
+        query: Vec<String>,
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+    },
     /// Write the records built from a VQA-RAD folder as a JSON manifest.
     Convert {
         /// VQA-RAD folder (default: the shared development copy).
@@ -230,6 +246,31 @@ fn run(cli: Cli) -> Result<()> {
                 println!("CLAIRES on http://{}", listener.local_addr()?);
                 claires::serve::serve(listener, state).await
             })
+        }
+        Cmd::Loadtest {
+            addr,
+            requests,
+            concurrency,
+            query,
+            top,
+        } => {
+            use std::net::ToSocketAddrs;
+            anyhow::ensure!(
+                requests <= 10_000,
+                "at most 10000 requests (got {requests})"
+            );
+            let sa = addr
+                .to_socket_addrs()
+                .with_context(|| format!("resolving {addr}"))?
+                .next()
+                .with_context(|| format!("{addr} resolves to nothing"))?;
+            let paths: Vec<String> = query
+                .iter()
+                .map(|q| format!("/api/search?q={}&k={top}", claires::serve::url_encode(q)))
+                .collect();
+            let r = claires::loadtest::load_test(sa, &paths, requests, concurrency)?;
+            println!("{}", serde_json::to_string_pretty(&r)?);
+            Ok(())
         }
         Cmd::Convert { vqa_rad, out } => {
             let root = vqa_rad.unwrap_or_else(|| data_root(&ClairesConfig::default()));

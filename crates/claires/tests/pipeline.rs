@@ -36,7 +36,12 @@ fn train_resume_index_search() {
     let results = report["results"].as_array().unwrap();
     let settings: Vec<(String, u64)> = results
         .iter()
-        .map(|r| (r["mode"].as_str().unwrap().to_string(), r["pool"].as_u64().unwrap()))
+        .map(|r| {
+            (
+                r["mode"].as_str().unwrap().to_string(),
+                r["pool"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         settings,
@@ -80,9 +85,13 @@ fn train_resume_index_search() {
     let loaded = Index::load(&dir, &model.checksum()).unwrap();
     assert_eq!(loaded.len(), 8);
     assert_eq!(loaded.embeddings.size(), [8, 32]);
-    let norms = loaded.embeddings.norm_scalaropt_dim(2, [1].as_slice(), false);
+    let norms = loaded
+        .embeddings
+        .norm_scalaropt_dim(2, [1].as_slice(), false);
     assert!((norms - 1.0).abs().max().double_value(&[]) < 1e-5);
-    let stale = Index::load(&dir, "0123456789abcdef").err().expect("a stale index must be refused");
+    let stale = Index::load(&dir, "0123456789abcdef")
+        .err()
+        .expect("a stale index must be refused");
     assert!(format!("{stale:#}").contains("stale index"), "{stale:#}");
 
     // text → image: k hits, descending scores, scores = cosine of the normalised embeddings
