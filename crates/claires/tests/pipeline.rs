@@ -139,3 +139,29 @@ fn retrieval_eval_by_hand() {
     assert_eq!(r[1].metrics.median_rank, 2.0);
     let _ = Device::Cpu;
 }
+
+/// Both presets parse (unknown keys are errors) and say what the README says.
+#[test]
+fn presets_parse() {
+    use claires::config::ClairesConfig;
+    use contrast_core::train::{load_config, ConfigSource};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+    let load = |p: &str| -> ClairesConfig {
+        load_config(Some(ConfigSource::file(dir.join(p)).unwrap()), &[]).unwrap()
+    };
+    let s = load("smoke.toml");
+    assert_eq!(
+        (s.model.image_arch.as_str(), s.data.image_size, s.loss.kind.as_str()),
+        ("resnet18", 64, "clip")
+    );
+    assert!(s.model.freeze_text && s.model.text_pretrained);
+    assert_eq!((s.optim.epochs, s.optim.batch_size), (25, 32));
+    let p = load("paper-like.toml");
+    assert_eq!(
+        (p.model.image_arch.as_str(), p.data.image_size, p.loss.kind.as_str()),
+        ("resnet50", 224, "soft_clip")
+    );
+    assert_eq!((p.optim.lr_head, p.optim.lr_image, p.optim.lr_text), (1e-3, 1e-4, 1e-5));
+    assert_eq!((p.optim.epochs, p.optim.batch_size, p.model.embed_dim), (4, 32, 256));
+    assert!(!p.model.freeze_text);
+}
