@@ -151,17 +151,31 @@ fn presets_parse() {
     };
     let s = load("smoke.toml");
     assert_eq!(
-        (s.model.image_arch.as_str(), s.data.image_size, s.loss.kind.as_str()),
+        (
+            s.model.image_arch.as_str(),
+            s.data.image_size,
+            s.loss.kind.as_str()
+        ),
         ("resnet18", 64, "clip")
     );
     assert!(s.model.freeze_text && s.model.text_pretrained);
     assert_eq!((s.optim.epochs, s.optim.batch_size), (25, 32));
     let p = load("paper-like.toml");
     assert_eq!(
-        (p.model.image_arch.as_str(), p.data.image_size, p.loss.kind.as_str()),
+        (
+            p.model.image_arch.as_str(),
+            p.data.image_size,
+            p.loss.kind.as_str()
+        ),
         ("resnet50", 224, "soft_clip")
     );
-    assert_eq!((p.optim.lr_head, p.optim.lr_image, p.optim.lr_text), (1e-3, 1e-4, 1e-5));
-    assert_eq!((p.optim.epochs, p.optim.batch_size, p.model.embed_dim), (4, 32, 256));
+    assert_eq!(
+        (p.optim.lr_head, p.optim.lr_image, p.optim.lr_text),
+        (1e-3, 1e-4, 1e-5)
+    );
+    assert_eq!(
+        (p.optim.epochs, p.optim.batch_size, p.model.embed_dim),
+        (4, 32, 256)
+    );
     assert!(!p.model.freeze_text);
 }
