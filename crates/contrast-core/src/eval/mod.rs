@@ -7,9 +7,11 @@
 //!   feature bank.
 //! * [`linear`]: the linear probe on frozen features.
 //! * [`projection`]: PCA to 2-D and the scatter figure of embeddings coloured by class.
+//! * [`retrieval`]: hit@k, MRR, mean / median rank (paired or label-match relevance).
 
 pub mod features;
 pub mod knn;
 pub mod linear;
 pub mod projection;
 pub mod segmentation;
+pub mod retrieval;

@@ -1,0 +1,177 @@
+//! The on-disk index: L2-normalised image embeddings of a gallery of records, tied to the model
+//! that made them by the model's weight checksum (a stale index is refused), and the searches
+//! over it (text → image, image → image; cosine similarity).
+//!
+//! Layout of an index folder: `index.json` (format version, model checksum, image size,
+//! embedding width, the records) and `embeddings.safetensors` (`embeddings [N, D]`).
+
+use crate::model::Claires;
+use crate::records::Record;
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use tch::{Kind, Tensor};
+
+pub const FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IndexMeta {
+    pub format: u32,
+    pub model_checksum: String,
+    pub image_size: u32,
+    pub dim: i64,
+    pub records: Vec<Record>,
+}
+
+pub struct Index {
+    pub meta: IndexMeta,
+    /// `[N, D]`, L2-normalised, CPU.
+    pub embeddings: Tensor,
+}
+
+/// One search result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Hit {
+    /// Position in the index (what the GUI serves images by).
+    pub index: usize,
+    pub score: f32,
+}
+
+impl Index {
+    /// Embed every record's image with `model`.
+    pub fn build(model: &Claires, records: Vec<Record>, image_size: u32) -> Result<Self> {
+        ensure!(!records.is_empty(), "nothing to index");
+        let mut embs = Vec::new();
+        let chunk = 64;
+        let progress = contrast_core::train::Progress::new(records.len() as u64, 0, "index");
+        for (i, part) in records.chunks(chunk).enumerate() {
+            let paths: Vec<&Path> = part.iter().map(|r| r.image.as_path()).collect();
+            let x = crate::images::load_images(&paths, image_size)?;
+            embs.push(model.search_images(&x, 32)?);
+            progress.update((i * chunk + part.len()) as u64, "");
+        }
+        progress.finish();
+        let embeddings = Tensor::cat(&embs, 0);
+        let dim = embeddings.size()[1];
+        Ok(Self {
+            meta: IndexMeta {
+                format: FORMAT,
+                model_checksum: model.checksum(),
+                image_size,
+                dim,
+                records,
+            },
+            embeddings,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.meta.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.meta.records.is_empty()
+    }
+
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let meta = serde_json::to_string_pretty(&self.meta)?;
+        let tmp = dir.join("index.json.tmp");
+        std::fs::write(&tmp, meta).with_context(|| format!("writing {}", tmp.display()))?;
+        let emb = dir.join("embeddings.safetensors");
+        Tensor::write_safetensors(&[("embeddings", &self.embeddings)], &emb)
+            .map_err(|e| anyhow!("writing {}: {e}", emb.display()))?;
+        std::fs::rename(&tmp, dir.join("index.json"))
+            .with_context(|| format!("finishing {}", dir.display()))?;
+        Ok(())
+    }
+
+    /// Load an index and check that it was built by the model with checksum `model_checksum`.
+    pub fn load(dir: &Path, model_checksum: &str) -> Result<Self> {
+        let mp = dir.join("index.json");
+        let text = std::fs::read_to_string(&mp)
+            .with_context(|| format!("reading {} (run `claires index` first)", mp.display()))?;
+        let meta: IndexMeta =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", mp.display()))?;
+        ensure!(
+            meta.format == FORMAT,
+            "{}: index format {} (this build reads {FORMAT}); rebuild it with `claires index`",
+            mp.display(),
+            meta.format
+        );
+        if meta.model_checksum != model_checksum {
+            bail!(
+                "stale index {}: it was built by the model with checksum {}…, but the current \
+                 model's checksum is {}…; rebuild it with `claires index`",
+                dir.display(),
+                &meta.model_checksum[..meta.model_checksum.len().min(12)],
+                &model_checksum[..model_checksum.len().min(12)]
+            );
+        }
+        let ep = dir.join("embeddings.safetensors");
+        let ts =
+            Tensor::read_safetensors(&ep).map_err(|e| anyhow!("reading {}: {e}", ep.display()))?;
+        let embeddings = ts
+            .into_iter()
+            .find(|(n, _)| n == "embeddings")
+            .map(|(_, t)| t)
+            .with_context(|| format!("{} has no `embeddings` tensor", ep.display()))?;
+        ensure!(
+            embeddings.size() == [meta.records.len() as i64, meta.dim],
+            "{}: embeddings {:?} do not match {} records of width {}",
+            ep.display(),
+            embeddings.size(),
+            meta.records.len(),
+            meta.dim
+        );
+        Ok(Self { meta, embeddings })
+    }
+
+    /// Top-`k` by cosine similarity to a normalised query `[D]` or `[1, D]`, excluding `skip`.
+    pub fn top_k(&self, query: &Tensor, k: usize, skip: Option<usize>) -> Result<Vec<Hit>> {
+        let q = query.to_kind(Kind::Float).view([-1]);
+        ensure!(
+            q.size()[0] == self.meta.dim,
+            "query embedding width {} ≠ index width {}",
+            q.size()[0],
+            self.meta.dim
+        );
+        let s = self.embeddings.mv(&q);
+        let scores: Vec<f32> = Vec::<f32>::try_from(s).map_err(|e| anyhow!("{e}"))?;
+        let mut order: Vec<usize> = (0..scores.len()).filter(|&i| Some(i) != skip).collect();
+        // descending score, ties by lower index (the metrics' convention)
+        order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+        Ok(order
+            .into_iter()
+            .take(k)
+            .map(|i| Hit {
+                index: i,
+                score: scores[i],
+            })
+            .collect())
+    }
+
+    /// Text → image search.
+    pub fn search_text(&self, model: &Claires, query: &str, k: usize) -> Result<Vec<Hit>> {
+        let q = model.search_text(&[query])?;
+        self.top_k(&q, k, None)
+    }
+
+    /// Image → image search from an indexed image (itself excluded).
+    pub fn search_similar(&self, item: usize, k: usize) -> Result<Vec<Hit>> {
+        ensure!(
+            item < self.len(),
+            "no indexed image {item} (index has {})",
+            self.len()
+        );
+        let q = self.embeddings.get(item as i64);
+        self.top_k(&q, k, Some(item))
+    }
+
+    /// Image → image search from an image file.
+    pub fn search_image_file(&self, model: &Claires, path: &Path, k: usize) -> Result<Vec<Hit>> {
+        let x = crate::images::load_image(path, self.meta.image_size)?.unsqueeze(0);
+        let q = model.search_images(&x, 1)?;
+        self.top_k(&q, k, None)
+    }
+}
