@@ -85,7 +85,9 @@ impl Default for ModelConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LossConfig {
-    /// λ on the Dice term (`--lamda 0.5`; the single-decoder FBA-Net and the baseline use 1).
+    /// λ on the Dice term (`--lamda 0.5`). The deleted single-decoder `train_fba.py` used 1:
+    /// pass `--set loss.lambda_seg=1` with `model.variant="fba-net"`; `reproduce` sets 1 for the
+    /// supervised baseline.
     pub lambda_seg: f64,
     /// Maximum consistency weight (`--consistency 1`).
     pub consistency: f64,
