@@ -33,7 +33,7 @@ pub const PY_REQUIREMENTS: &[&str] = &[
 ];
 
 /// Debian packages the workspace needs to build (checked with dpkg-query).
-pub const DEBIAN_PACKAGES: &[&str] = &["pkg-config"];
+pub const DEBIAN_PACKAGES: &[&str] = &["pkg-config", "libgdal-dev"];
 
 #[derive(Args, Clone, Debug, Default)]
 pub struct SetupArgs {

@@ -12,3 +12,5 @@
 //! * [`raster`]: GDAL raster I/O, tiling, RGB mask → class ids;
 //! * [`sampling`]: heat map, threshold, 8-connected components, box, crop.
 pub mod raster;
+pub mod model;
+pub mod sampling;
