@@ -10,3 +10,4 @@
 pub mod features;
 pub mod knn;
 pub mod linear;
+pub mod miou;
