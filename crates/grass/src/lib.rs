@@ -14,3 +14,9 @@
 pub mod raster;
 pub mod model;
 pub mod sampling;
+pub mod config;
+pub mod data;
+pub mod deeplab;
+pub mod overlay;
+pub mod report;
+pub mod train;

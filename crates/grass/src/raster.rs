@@ -331,7 +331,7 @@ pub struct TileData {
 
 /// Read every tile of `idx` (RGB + mapped mask) with `threads` rayon workers (0 = all cores),
 /// each keeping its own open `Dataset`s (GDAL datasets are not `Sync`).
-pub fn read_tiles(idx: &TileIndex, colors: &ColorMap, threads: usize) -> Result<Vec<TileData>> {
+pub fn read_tiles(idx: &TileIndex, masks: &MaskCoding, threads: usize) -> Result<Vec<TileData>> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
@@ -354,8 +354,7 @@ pub fn read_tiles(idx: &TileIndex, colors: &ColorMap, threads: usize) -> Result<
                 let rgb = open[&scene.image].read_rgb(t.window)?;
                 let labels = match &scene.mask {
                     Some(m) => {
-                        let px = open[m].read_rgb(t.window)?;
-                        Some(colors.map(&px).with_context(|| m.display().to_string())?)
+                        Some(masks.decode(&open[m], t.window)?)
                     }
                     None => None,
                 };
@@ -480,5 +479,99 @@ impl ColorMap {
             }
         }
         Ok(out)
+    }
+}
+
+/// How a mask file encodes classes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum MaskCoding {
+    /// RGB colours (Potsdam, Dubai).
+    Rgb(ColorMap),
+    /// One band of class values: id = value − `offset`; `nodata` values (and values mapping
+    /// outside `0..classes`) are errors unless equal to `nodata`, which maps to `ignore`
+    /// (LoveDA: offset 1, nodata 0).
+    Index {
+        names: Vec<String>,
+        offset: i64,
+        nodata: i64,
+        ignore: i64,
+    },
+}
+
+impl MaskCoding {
+    pub fn num_classes(&self) -> usize {
+        match self {
+            MaskCoding::Rgb(c) => c.num_classes(),
+            MaskCoding::Index { names, .. } => names.len(),
+        }
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        match self {
+            MaskCoding::Rgb(c) => c.names(),
+            MaskCoding::Index { names, .. } => names.clone(),
+        }
+    }
+
+    pub fn ignore(&self) -> i64 {
+        match self {
+            MaskCoding::Rgb(c) => c.ignore,
+            MaskCoding::Index { ignore, .. } => *ignore,
+        }
+    }
+
+    /// LoveDA: values 1..=7 = background, building, road, water, barren, forest, agriculture;
+    /// 0 = no-data (ignored).
+    pub fn loveda(ignore: i64) -> Self {
+        MaskCoding::Index {
+            names: [
+                "background",
+                "building",
+                "road",
+                "water",
+                "barren",
+                "forest",
+                "agriculture",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            offset: 1,
+            nodata: 0,
+            ignore,
+        }
+    }
+
+    /// Class ids `[H][W]` of `window` of a mask raster (errors name the file).
+    pub fn decode(&self, r: &Raster, window: Window) -> Result<Vec<i64>> {
+        let ctx = || format!("decoding mask {}", r.path().display());
+        match self {
+            MaskCoding::Rgb(c) => c.map(&r.read_rgb(window)?).with_context(ctx),
+            MaskCoding::Index {
+                names,
+                offset,
+                nodata,
+                ignore,
+            } => {
+                let px = r.read::<i32>(window, &[1])?;
+                px.data
+                    .iter()
+                    .map(|&v| {
+                        let v = v as i64;
+                        if v == *nodata {
+                            return Ok(*ignore);
+                        }
+                        let id = v - offset;
+                        ensure!(
+                            (0..names.len() as i64).contains(&id),
+                            "mask value {v} is not a class (offset {offset}, {} classes)",
+                            names.len()
+                        );
+                        Ok(id)
+                    })
+                    .collect::<Result<Vec<_>>>()
+                    .with_context(ctx)
+            }
+        }
     }
 }

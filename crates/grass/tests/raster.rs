@@ -3,7 +3,9 @@
 
 use gdal::raster::Buffer;
 use gdal::DriverManager;
-use grass::raster::{read_tiles, tile_grid, ColorMap, Pixels, Raster, TileIndex, Window};
+use grass::raster::{
+    read_tiles, tile_grid, ColorMap, MaskCoding, Pixels, Raster, TileIndex, Window,
+};
 use std::path::PathBuf;
 
 fn shared() -> PathBuf {
@@ -104,6 +106,16 @@ fn synthetic_uint16_geotiff_conversion_and_windows() {
     // RGB of a 2-band raster: band 1 replicated
     let rgb = r.read_rgb(Window::new(0, 0, 2, 1)).unwrap();
     assert_eq!(rgb.to_hwc(), vec![7, 7, 7, 107, 107, 107]);
+    // index-coded masks (LoveDA style): value − 1, 0 = ignore; 107 is not a class → error
+    let m = MaskCoding::Index {
+        names: vec!["a".into(); 7],
+        offset: 1,
+        nodata: 7,
+        ignore: 255,
+    };
+    let e = m.decode(&r, Window::new(0, 0, 2, 1)).unwrap_err();
+    assert!(format!("{e:#}").contains("syn.tif"), "{e:#}");
+    assert_eq!(m.decode(&r, Window::new(0, 0, 1, 1)).unwrap(), vec![255]);
 }
 
 #[test]
@@ -134,7 +146,7 @@ fn tile_index_reads_image_and_mask_tiles_in_parallel() {
     // 797×644: x starts 0, 256, 512, 541; y starts 0, 256, 388
     assert_eq!(idx.scenes[0].width, 797);
     assert_eq!(idx.len(), 12);
-    let tiles = read_tiles(&idx, &ColorMap::dubai(255), 2).unwrap();
+    let tiles = read_tiles(&idx, &MaskCoding::Rgb(ColorMap::dubai(255)), 2).unwrap();
     assert_eq!(tiles.len(), 12);
     let full = Raster::open(&pairs[0].0).unwrap().read_all::<u8>().unwrap();
     for (t, data) in idx.tiles.iter().zip(&tiles) {
