@@ -26,6 +26,13 @@ pub const METHODS: &[Method] = &[
         what: "PatchMix vs its no-mix baseline (ViT, CIFAR-10)",
     },
     Method {
+        name: "grass",
+        package: "grass",
+        binary: "grass",
+        default_preset: "smoke",
+        what: "GraSS vs its SimCLR warm-up baseline (ResNet + DeepLabV3+, mIoU; Dubai tiles)",
+    },
+    Method {
         name: "toy",
         package: "contrast-core",
         binary: "contrast-toy",
@@ -95,6 +102,11 @@ pub fn reproduce(a: &ReproduceArgs) -> Result<()> {
                 cmd.arg("--set")
                     .arg(format!("data.root={:?}", root.display().to_string()));
             }
+        }
+        "grass" => {
+            let root = crate::data::grass_root(m, preset, a.data_dir.as_deref())?;
+            cmd.args(["reproduce", "--preset", preset, "--set"])
+                .arg(format!("data.root={:?}", root.display().to_string()));
         }
         _ => {
             cmd.args(["--preset", preset]);
