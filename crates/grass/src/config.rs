@@ -148,6 +148,8 @@ pub struct FinetuneConfig {
     pub c1_channels: i64,
     pub dilations: Vec<i64>,
     pub dropout: f64,
+    /// Random square crop of the training tiles (0 = the whole tile; MMSeg RandomCrop).
+    pub crop_size: usize,
     /// Horizontal and vertical flips of the training tiles (p = 0.5 each).
     pub flip: bool,
     /// Evaluation tile size (scenes are predicted tile by tile, each pixel counted once).
@@ -171,6 +173,7 @@ impl Default for FinetuneConfig {
             c1_channels: 48,
             dilations: vec![1, 12, 24, 36],
             dropout: 0.1,
+            crop_size: 0,
             flip: true,
             eval_tile: 512,
         }

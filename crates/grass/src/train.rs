@@ -482,8 +482,21 @@ pub fn finetune(cfg: &GrassConfig, opts: &RunOptions, stop_at: Option<u64>) -> R
         ) as u64);
         let ids: Vec<i64> = (0..bs).map(|_| rng.gen_range(0..n as i64)).collect();
         let ids = Tensor::from_slice(&ids);
-        let mut x = normalise(&images.index_select(0, &ids)).to_device(device);
-        let mut y = labels.index_select(0, &ids).to_device(device);
+        let mut x = images.index_select(0, &ids);
+        let mut y = labels.index_select(0, &ids);
+        if f.crop_size > 0 && (f.crop_size as i64) < t {
+            let c = f.crop_size as i64;
+            let (mut xs, mut ys) = (Vec::new(), Vec::new());
+            for i in 0..bs as i64 {
+                let (oy, ox) = (rng.gen_range(0..=t - c), rng.gen_range(0..=t - c));
+                xs.push(x.get(i).narrow(0, oy, c).narrow(1, ox, c));
+                ys.push(y.get(i).narrow(0, oy, c).narrow(1, ox, c));
+            }
+            x = Tensor::stack(&xs, 0);
+            y = Tensor::stack(&ys, 0);
+        }
+        let mut x = normalise(&x).to_device(device);
+        let mut y = y.to_device(device);
         if f.flip {
             let (hf, vf): (Vec<bool>, Vec<bool>) =
                 (0..bs).map(|_| (rng.gen_bool(0.5), rng.gen_bool(0.5))).unzip();
