@@ -130,7 +130,10 @@ pub fn grass_root(m: &Method, preset: &str, flag: Option<&Path>) -> Result<PathB
             }
             match shared_data().map(|d| d.join(sub)).filter(|d| d.is_dir()) {
                 Some(d) => Ok(d),
-                None => bail!("no Dubai aerial tiles in {} or ../shared/data", local.display()),
+                None => bail!(
+                    "no Dubai aerial tiles in {} or ../shared/data",
+                    local.display()
+                ),
             }
         }
         "potsdam" => ensure_named("potsdam", flag, &Options::from_env()),

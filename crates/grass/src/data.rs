@@ -27,23 +27,19 @@ pub struct Source {
 
 /// torchgeo `Potsdam2D.splits`.
 pub const POTSDAM_TRAIN: [&str; 24] = [
-    "2_10", "2_11", "2_12", "3_10", "3_11", "3_12", "4_10", "4_11", "4_12", "5_10", "5_11",
-    "5_12", "6_10", "6_11", "6_12", "6_7", "6_8", "6_9", "7_10", "7_11", "7_12", "7_7", "7_8",
-    "7_9",
+    "2_10", "2_11", "2_12", "3_10", "3_11", "3_12", "4_10", "4_11", "4_12", "5_10", "5_11", "5_12",
+    "6_10", "6_11", "6_12", "6_7", "6_8", "6_9", "7_10", "7_11", "7_12", "7_7", "7_8", "7_9",
 ];
 pub const POTSDAM_TEST: [&str; 14] = [
-    "5_15", "6_15", "6_13", "3_13", "4_14", "6_14", "5_14", "2_13", "4_15", "2_14", "5_13",
-    "4_13", "3_14", "7_13",
+    "5_15", "6_15", "6_13", "3_13", "4_14", "6_14", "5_14", "2_13", "4_15", "2_14", "5_13", "4_13",
+    "3_14", "7_13",
 ];
 
 fn sorted_files(dir: &Path, ext: &str) -> Result<Vec<PathBuf>> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("listing {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension()
-                .is_some_and(|e| e.eq_ignore_ascii_case(ext))
-        })
+        .filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case(ext)))
         .collect();
     v.sort();
     Ok(v)
@@ -62,11 +58,20 @@ pub fn dubai_pairs(root: &Path) -> Result<Pairs> {
         for img in sorted_files(&t.join("images"), "jpg")? {
             let stem = img.file_stem().context("image without a name")?;
             let mask = t.join("masks").join(stem).with_extension("png");
-            ensure!(mask.is_file(), "no mask {} for {}", mask.display(), img.display());
+            ensure!(
+                mask.is_file(),
+                "no mask {} for {}",
+                mask.display(),
+                img.display()
+            );
             pairs.push((img, Some(mask)));
         }
     }
-    ensure!(!pairs.is_empty(), "no `Tile */images/*.jpg` under {}", root.display());
+    ensure!(
+        !pairs.is_empty(),
+        "no `Tile */images/*.jpg` under {}",
+        root.display()
+    );
     Ok(pairs)
 }
 
@@ -79,7 +84,10 @@ pub fn source(format: &str, root: &Path, test_every: usize, ignore: i64) -> Resu
     );
     match format {
         "dubai" => {
-            ensure!(test_every >= 2, "data.test_every must be ≥ 2, got {test_every}");
+            ensure!(
+                test_every >= 2,
+                "data.test_every must be ≥ 2, got {test_every}"
+            );
             let all = dubai_pairs(root)?;
             let (mut train, mut test) = (Vec::new(), Vec::new());
             for (i, p) in all.into_iter().enumerate() {
@@ -104,19 +112,31 @@ pub fn source(format: &str, root: &Path, test_every: usize, ignore: i64) -> Resu
                 Ok((img, Some(mask)))
             };
             Ok(Source {
-                train: POTSDAM_TRAIN.iter().map(|id| pair(id)).collect::<Result<_>>()?,
-                test: POTSDAM_TEST.iter().map(|id| pair(id)).collect::<Result<_>>()?,
+                train: POTSDAM_TRAIN
+                    .iter()
+                    .map(|id| pair(id))
+                    .collect::<Result<_>>()?,
+                test: POTSDAM_TEST
+                    .iter()
+                    .map(|id| pair(id))
+                    .collect::<Result<_>>()?,
                 masks: MaskCoding::Rgb(ColorMap::potsdam(ignore)),
             })
         }
         "loveda-urban" | "loveda-rural" => {
-            let domain = if format.ends_with("urban") { "Urban" } else { "Rural" };
+            let domain = if format.ends_with("urban") {
+                "Urban"
+            } else {
+                "Rural"
+            };
             let split = |s: &str| -> Result<Pairs> {
                 let d = root.join(s).join(domain);
                 sorted_files(&d.join("images_png"), "png")?
                     .into_iter()
                     .map(|img| {
-                        let mask = d.join("masks_png").join(img.file_name().unwrap_or_default());
+                        let mask = d
+                            .join("masks_png")
+                            .join(img.file_name().unwrap_or_default());
                         ensure!(mask.is_file(), "missing LoveDA mask {}", mask.display());
                         Ok((img, Some(mask)))
                     })
@@ -128,8 +148,8 @@ pub fn source(format: &str, root: &Path, test_every: usize, ignore: i64) -> Resu
                 masks: MaskCoding::loveda(ignore),
             })
         }
-        other => bail!(
-            "unknown data.format `{other}`: use dubai, potsdam, loveda-urban or loveda-rural"
-        ),
+        other => {
+            bail!("unknown data.format `{other}`: use dubai, potsdam, loveda-urban or loveda-rural")
+        }
     }
 }

@@ -134,7 +134,14 @@ impl DeepLabV3Plus {
             .collect();
         let n = cfg.dilations.len() as i64 + 1;
         let bottleneck = ConvBnRelu::new(&p / "bottleneck", n * ch, ch, 3, 1, 1);
-        let c1 = ConvBnRelu::new(&p / "c1_bottleneck", cfg.low_channels, cfg.c1_channels, 1, 1, 1);
+        let c1 = ConvBnRelu::new(
+            &p / "c1_bottleneck",
+            cfg.low_channels,
+            cfg.c1_channels,
+            1,
+            1,
+            1,
+        );
         let sp = &p / "sep_bottleneck";
         let sep = [
             SepConv::new(&sp / 0, ch + cfg.c1_channels, ch, 1),

@@ -11,12 +11,12 @@
 //!
 //! * [`raster`]: GDAL raster I/O, tiling, RGB mask → class ids;
 //! * [`sampling`]: heat map, threshold, 8-connected components, box, crop.
-pub mod raster;
-pub mod model;
-pub mod sampling;
 pub mod config;
 pub mod data;
 pub mod deeplab;
+pub mod model;
 pub mod overlay;
+pub mod raster;
 pub mod report;
+pub mod sampling;
 pub mod train;

@@ -84,7 +84,10 @@ fn run(cli: Cli) -> Result<()> {
                 (&reports[1].0, &reports[1].1),
             );
             println!("{t}");
-            let path = opts.runs_root.join("grass").join(format!("{}-table.md", opts.name));
+            let path = opts
+                .runs_root
+                .join("grass")
+                .join(format!("{}-table.md", opts.name));
             std::fs::write(&path, &t)?;
             eprintln!("wrote {}", path.display());
             Ok(())

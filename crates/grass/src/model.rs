@@ -68,7 +68,10 @@ impl GrassNet {
                     },
                 )
             };
-            Head::Linear(one(&hp / "0", vec![c, c])?, one(&hp / "1", vec![c, out_dim])?)
+            Head::Linear(
+                one(&hp / "0", vec![c, c])?,
+                one(&hp / "1", vec![c, out_dim])?,
+            )
         };
         Ok(Self { vs, trunk, head })
     }

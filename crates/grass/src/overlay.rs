@@ -37,7 +37,9 @@ pub fn overlay_png(
 ) -> RgbImage {
     let (lo, hi) = heat
         .iter()
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| {
+            (l.min(v), h.max(v))
+        });
     let span = if hi > lo { hi - lo } else { 1.0 };
     let z = zoom.max(1);
     let mut img = RgbImage::new((2 * size * z + z) as u32, (size * z) as u32);

@@ -196,7 +196,11 @@ impl Raster {
             let lut: Vec<[u8; 3]> = (0..ct.entry_count())
                 .map(|i| {
                     ct.entry_as_rgb(i).map_or([0, 0, 0], |e| {
-                        [e.r.clamp(0, 255) as u8, e.g.clamp(0, 255) as u8, e.b.clamp(0, 255) as u8]
+                        [
+                            e.r.clamp(0, 255) as u8,
+                            e.g.clamp(0, 255) as u8,
+                            e.b.clamp(0, 255) as u8,
+                        ]
                     })
                 })
                 .collect();
@@ -353,9 +357,7 @@ pub fn read_tiles(idx: &TileIndex, masks: &MaskCoding, threads: usize) -> Result
                 }
                 let rgb = open[&scene.image].read_rgb(t.window)?;
                 let labels = match &scene.mask {
-                    Some(m) => {
-                        Some(masks.decode(&open[m], t.window)?)
-                    }
+                    Some(m) => Some(masks.decode(&open[m], t.window)?),
                     None => None,
                 };
                 Ok(TileData {
@@ -370,10 +372,7 @@ pub fn read_tiles(idx: &TileIndex, masks: &MaskCoding, threads: usize) -> Result
 /// Parse `#RRGGBB`.
 pub fn parse_hex(s: &str) -> Result<[u8; 3]> {
     let h = s.trim().trim_start_matches('#');
-    ensure!(
-        h.len() == 6 && h.is_ascii(),
-        "colour `{s}` is not #RRGGBB"
-    );
+    ensure!(h.len() == 6 && h.is_ascii(), "colour `{s}` is not #RRGGBB");
     let c = |i: usize| {
         u8::from_str_radix(&h[i..i + 2], 16).with_context(|| format!("colour `{s}` is not #RRGGBB"))
     };
@@ -449,11 +448,7 @@ impl ColorMap {
 
     /// Map a 3-band (band-sequential) mask to ids `[H][W]`.
     pub fn map(&self, px: &Pixels<u8>) -> Result<Vec<i64>> {
-        ensure!(
-            px.bands == 3,
-            "an RGB mask needs 3 bands, got {}",
-            px.bands
-        );
+        ensure!(px.bands == 3, "an RGB mask needs 3 bands, got {}", px.bands);
         let key = |c: [u8; 3]| (c[0] as u32) << 16 | (c[1] as u32) << 8 | c[2] as u32;
         let mut lut: HashMap<u32, i64> = HashMap::new();
         for (i, (_, c)) in self.classes.iter().enumerate() {

@@ -30,7 +30,9 @@ pub fn table(grass: (&Value, &Value), simclr: (&Value, &Value)) -> String {
         gf["iters"],
         gf["batch_size"],
     ));
-    s.push_str("| metric | GraSS (ours) | SimCLR baseline (ours) | GraSS − SimCLR |\n|---|---|---|---|\n");
+    s.push_str(
+        "| metric | GraSS (ours) | SimCLR baseline (ours) | GraSS − SimCLR |\n|---|---|---|---|\n",
+    );
     let diff = |a: &Value, b: &Value| match (a.as_f64(), b.as_f64()) {
         (Some(a), Some(b)) => format!("{:+.2}", a - b),
         _ => "–".into(),

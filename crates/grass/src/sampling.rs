@@ -73,7 +73,12 @@ pub const FLAT_TOL: f32 = 1e-5;
 /// The box of one up-sampled heat map `h` (`rows × cols`, row-major); `None` when no pixel is
 /// above the threshold (a flat or NaN map).
 pub fn box_from_heat(h: &[f32], rows: usize, cols: usize, ratio: f32) -> Option<BoxRect> {
-    assert_eq!(h.len(), rows * cols, "heat map of {rows}×{cols} has {} values", h.len());
+    assert_eq!(
+        h.len(),
+        rows * cols,
+        "heat map of {rows}×{cols} has {} values",
+        h.len()
+    );
     let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
     for &v in h {
         lo = lo.min(v);
@@ -147,7 +152,14 @@ pub fn boxes(cam: &Tensor, size: i64, ratio: f32) -> Result<Vec<Option<BoxRect>>
         .context("copying the heat maps to the host")?;
     let n = (size * size) as usize;
     Ok((0..b as usize)
-        .map(|i| box_from_heat(&flat[i * n..(i + 1) * n], size as usize, size as usize, ratio))
+        .map(|i| {
+            box_from_heat(
+                &flat[i * n..(i + 1) * n],
+                size as usize,
+                size as usize,
+                ratio,
+            )
+        })
         .collect())
 }
 

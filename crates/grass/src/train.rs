@@ -69,7 +69,11 @@ fn pretrain_dataset(cfg: &GrassConfig, src: &Source) -> Result<InMemoryDataset> 
     let pairs: Vec<(PathBuf, Option<PathBuf>)> =
         src.train.iter().map(|(i, _)| (i.clone(), None)).collect();
     let idx = TileIndex::build(&pairs, cfg.data.tile_size, cfg.data.tile_stride)?;
-    ensure!(!idx.is_empty(), "no training tiles of {} px", cfg.data.tile_size);
+    ensure!(
+        !idx.is_empty(),
+        "no training tiles of {} px",
+        cfg.data.tile_size
+    );
     let tiles = read_tiles(&idx, &src.masks, cfg.data.threads)?;
     let t = cfg.data.tile_size;
     let mut px = Vec::with_capacity(tiles.len() * t * t * 3);
@@ -134,7 +138,12 @@ pub fn pretrain(cfg: &GrassConfig, opts: &RunOptions, stop_at: Option<u64>) -> R
     let warmup_steps = iters * warmup_epochs;
 
     tch::manual_seed(cfg.runtime.seed as i64);
-    let net = GrassNet::new(device, &cfg.model.arch, cfg.model.out_dim, cfg.model.head_relu)?;
+    let net = GrassNet::new(
+        device,
+        &cfg.model.arch,
+        cfg.model.out_dim,
+        cfg.model.head_relu,
+    )?;
     let lr_s = Schedule::grass_vissl(total)?;
     let mut opt = Lars::new(
         grass_groups(named_variables(&net.vs), p.weight_decay),
@@ -278,8 +287,12 @@ pub fn pretrain(cfg: &GrassConfig, opts: &RunOptions, stop_at: Option<u64>) -> R
 fn normalise(hwc: &Tensor) -> Tensor {
     let x = hwc.permute([0, 3, 1, 2]).to_kind(Kind::Float) / 255.0;
     let dev = x.device();
-    let m = Tensor::from_slice(&IMAGENET_MEAN).view([1, 3, 1, 1]).to_device(dev);
-    let s = Tensor::from_slice(&IMAGENET_STD).view([1, 3, 1, 1]).to_device(dev);
+    let m = Tensor::from_slice(&IMAGENET_MEAN)
+        .view([1, 3, 1, 1])
+        .to_device(dev);
+    let s = Tensor::from_slice(&IMAGENET_STD)
+        .view([1, 3, 1, 1])
+        .to_device(dev);
     (x - m) / s
 }
 
@@ -355,7 +368,10 @@ fn evaluate(
             img.display()
         );
         let labels = masks.decode(&m, Window::new(0, 0, w, h))?;
-        cm.update(&canvas, &Tensor::from_slice(&labels).view([h as i64, w as i64]))?;
+        cm.update(
+            &canvas,
+            &Tensor::from_slice(&labels).view([h as i64, w as i64]),
+        )?;
         progress.update(k as u64 + 1, "");
     }
     progress.finish();
@@ -394,7 +410,12 @@ pub fn finetune(cfg: &GrassConfig, opts: &RunOptions, stop_at: Option<u64>) -> R
     let mut lab = Vec::with_capacity(n * (t * t) as usize);
     for &i in &order {
         px.extend_from_slice(&tiles[i].rgb_hwc);
-        lab.extend_from_slice(tiles[i].labels.as_ref().context("training tile without mask")?);
+        lab.extend_from_slice(
+            tiles[i]
+                .labels
+                .as_ref()
+                .context("training tile without mask")?,
+        );
     }
     drop(tiles);
     let images = Tensor::from_slice(&px).view([n as i64, t, t, 3]);
@@ -402,7 +423,12 @@ pub fn finetune(cfg: &GrassConfig, opts: &RunOptions, stop_at: Option<u64>) -> R
     drop((px, lab));
 
     tch::manual_seed(cfg.runtime.seed as i64);
-    let mut net = GrassNet::new(device, &cfg.model.arch, cfg.model.out_dim, cfg.model.head_relu)?;
+    let mut net = GrassNet::new(
+        device,
+        &cfg.model.arch,
+        cfg.model.out_dim,
+        cfg.model.head_relu,
+    )?;
     let encoder_step = if f.encoder.is_empty() {
         None
     } else {
@@ -470,7 +496,8 @@ pub fn finetune(cfg: &GrassConfig, opts: &RunOptions, stop_at: Option<u64>) -> R
         if !frozen {
             g.push(("encoder", &e));
         }
-        run.checkpoints.save(step, cfg.runtime.seed, &g, json!({}))?;
+        run.checkpoints
+            .save(step, cfg.runtime.seed, &g, json!({}))?;
         Ok(())
     };
     let bs = f.batch_size.min(n);
@@ -498,8 +525,9 @@ pub fn finetune(cfg: &GrassConfig, opts: &RunOptions, stop_at: Option<u64>) -> R
         let mut x = normalise(&x).to_device(device);
         let mut y = y.to_device(device);
         if f.flip {
-            let (hf, vf): (Vec<bool>, Vec<bool>) =
-                (0..bs).map(|_| (rng.gen_bool(0.5), rng.gen_bool(0.5))).unzip();
+            let (hf, vf): (Vec<bool>, Vec<bool>) = (0..bs)
+                .map(|_| (rng.gen_bool(0.5), rng.gen_bool(0.5)))
+                .unzip();
             let flip = |x: &Tensor, y: &Tensor, i: usize, dx: i64, dy: i64| {
                 let i = i as i64;
                 let _ = x.get(i).copy_(&x.get(i).flip([dx]));

@@ -34,9 +34,18 @@ fn head_without_relu_is_exactly_affine() {
         .filter(|(n, _)| n.starts_with("head"))
         .map(|(n, t)| (n, t.size()))
         .collect();
-    assert!(names.contains(&("head.0.0.weight".into(), vec![512, 512])), "{names:?}");
-    assert!(names.contains(&("head.1.0.weight".into(), vec![128, 512])), "{names:?}");
-    assert!(names.contains(&("head.1.0.bias".into(), vec![128])), "{names:?}");
+    assert!(
+        names.contains(&("head.0.0.weight".into(), vec![512, 512])),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&("head.1.0.weight".into(), vec![128, 512])),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&("head.1.0.bias".into(), vec![128])),
+        "{names:?}"
+    );
     assert!(GrassNet::new(Device::Cpu, "vgg", 128, true).is_err());
 }
 
@@ -70,13 +79,22 @@ fn deeplab_on_layer1_and_layer4_gives_full_size_logits() {
         .map(|(n, t)| (n, t.size()))
         .collect();
     // rate 1: 1×1 conv; rates 12/24/36: depthwise 3×3 (groups = C4) + pointwise
-    assert_eq!(shapes["decode_head.aspp_modules.0.conv.weight"], vec![32, 512, 1, 1]);
+    assert_eq!(
+        shapes["decode_head.aspp_modules.0.conv.weight"],
+        vec![32, 512, 1, 1]
+    );
     assert_eq!(
         shapes["decode_head.aspp_modules.3.depthwise_conv.conv.weight"],
         vec![512, 1, 3, 3]
     );
-    assert_eq!(shapes["decode_head.bottleneck.conv.weight"], vec![32, 5 * 32, 3, 3]);
-    assert_eq!(shapes["decode_head.c1_bottleneck.conv.weight"], vec![48, 64, 1, 1]);
+    assert_eq!(
+        shapes["decode_head.bottleneck.conv.weight"],
+        vec![32, 5 * 32, 3, 3]
+    );
+    assert_eq!(
+        shapes["decode_head.c1_bottleneck.conv.weight"],
+        vec![48, 64, 1, 1]
+    );
     assert_eq!(shapes["decode_head.conv_seg.weight"], vec![6, 32, 1, 1]);
 }
 
@@ -103,13 +121,24 @@ fn grass_groups_exclude_only_batch_norm() {
 #[test]
 fn presets_parse_and_warmup_length_is_required() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
-    for p in ["smoke", "paper-potsdam", "paper-loveda-urban", "paper-loveda-rural"] {
-        let cfg: GrassConfig =
-            load_config(Some(ConfigSource::file(dir.join(format!("{p}.toml"))).unwrap()), &[])
-                .unwrap_or_else(|e| panic!("{p}: {e:#}"));
+    for p in [
+        "smoke",
+        "paper-potsdam",
+        "paper-loveda-urban",
+        "paper-loveda-rural",
+    ] {
+        let cfg: GrassConfig = load_config(
+            Some(ConfigSource::file(dir.join(format!("{p}.toml"))).unwrap()),
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("{p}: {e:#}"));
         assert!(cfg.pretrain.warmup_epochs.is_some(), "{p}");
         if p.starts_with("paper") {
-            assert_eq!((cfg.pretrain.epochs, cfg.pretrain.batch_size), (350, 256), "{p}");
+            assert_eq!(
+                (cfg.pretrain.epochs, cfg.pretrain.batch_size),
+                (350, 256),
+                "{p}"
+            );
             assert_eq!(cfg.model.arch, "resnet50");
             assert_eq!(cfg.finetune.dilations, vec![1, 12, 24, 36]);
         }
@@ -118,5 +147,8 @@ fn presets_parse_and_warmup_length_is_required() {
     let mut opts = RunOptions::new("grass", "no-warmup");
     opts.runs_root = tmp.path().to_path_buf();
     let e = pretrain(&GrassConfig::default(), &opts, None).unwrap_err();
-    assert!(format!("{e:#}").contains("warmup_epochs is required"), "{e:#}");
+    assert!(
+        format!("{e:#}").contains("warmup_epochs is required"),
+        "{e:#}"
+    );
 }

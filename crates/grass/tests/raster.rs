@@ -20,7 +20,14 @@ fn reads_rgb_byte_tif_size_bands_geotransform() {
     assert_eq!(r.band_types().unwrap(), vec!["Byte"; 3]);
     assert_eq!(r.nodata(1).unwrap(), Some(0.0));
     let gt = r.geo_transform().expect("georeferenced");
-    let want = [101985.0, 300.0379266750948, 0.0, 2826915.0, 0.0, -300.041782729805];
+    let want = [
+        101985.0,
+        300.0379266750948,
+        0.0,
+        2826915.0,
+        0.0,
+        -300.041782729805,
+    ];
     for (a, b) in gt.iter().zip(want) {
         assert!((a - b).abs() < 1e-9, "geotransform {gt:?} vs {want:?}");
     }
@@ -57,7 +64,10 @@ fn jpeg_and_palette_png_open_without_georeferencing() {
     assert_eq!(ids.len(), 509 * 544);
     assert!(ids.iter().all(|&i| (0..6).contains(&i) || i == 255));
     let distinct: std::collections::BTreeSet<i64> = ids.iter().copied().collect();
-    assert!(distinct.len() >= 3, "expected several classes, got {distinct:?}");
+    assert!(
+        distinct.len() >= 3,
+        "expected several classes, got {distinct:?}"
+    );
 }
 
 #[test]
@@ -83,19 +93,24 @@ fn synthetic_uint16_geotiff_conversion_and_windows() {
     let (w, h) = (6usize, 4usize);
     {
         let drv = DriverManager::get_driver_by_name("GTiff").unwrap();
-        let mut ds = drv
-            .create_with_band_type::<u16, _>(&p, w, h, 2)
+        let mut ds = drv.create_with_band_type::<u16, _>(&p, w, h, 2).unwrap();
+        ds.set_geo_transform(&[500.0, 2.0, 0.0, 900.0, 0.0, -2.0])
             .unwrap();
-        ds.set_geo_transform(&[500.0, 2.0, 0.0, 900.0, 0.0, -2.0]).unwrap();
         for b in 1..=2usize {
             let data: Vec<u16> = (0..w * h).map(|i| (i * 100 + b * 7) as u16).collect();
             let mut buf = Buffer::new((w, h), data);
-            ds.rasterband(b).unwrap().write((0, 0), (w, h), &mut buf).unwrap();
+            ds.rasterband(b)
+                .unwrap()
+                .write((0, 0), (w, h), &mut buf)
+                .unwrap();
         }
     }
     let r = Raster::open(&p).unwrap();
     assert_eq!(r.band_types().unwrap(), vec!["UInt16"; 2]);
-    assert_eq!(r.geo_transform().unwrap(), [500.0, 2.0, 0.0, 900.0, 0.0, -2.0]);
+    assert_eq!(
+        r.geo_transform().unwrap(),
+        [500.0, 2.0, 0.0, 900.0, 0.0, -2.0]
+    );
     let f: Pixels<f32> = r.read(Window::new(2, 1, 3, 2), &[2]).unwrap();
     // pixel (x, y) of band b holds (y·6 + x)·100 + 7b
     assert_eq!(f.data, vec![814.0, 914.0, 1014.0, 1414.0, 1514.0, 1614.0]);
@@ -129,7 +144,11 @@ fn tile_grid_covers_the_scene_with_full_windows() {
     assert_eq!(ys, vec![0, 1]);
     assert_eq!(g.len(), 6);
     // width 11: 0, 3, 6, then 7 added for the border
-    let xs: Vec<usize> = tile_grid(11, 4, 4, 3).unwrap().iter().map(|w| w.x).collect();
+    let xs: Vec<usize> = tile_grid(11, 4, 4, 3)
+        .unwrap()
+        .iter()
+        .map(|w| w.x)
+        .collect();
     assert_eq!(xs, vec![0, 3, 6, 7]);
     assert!(tile_grid(3, 10, 4, 4).unwrap().is_empty());
     assert!(tile_grid(10, 10, 0, 4).is_err());
@@ -168,7 +187,9 @@ fn color_map_maps_known_colours_and_rejects_unknown() {
     let cm = ColorMap::dubai(255);
     // 1×4 mask, band-sequential: building, water, black (ignore), unlabeled
     let px = Pixels {
-        data: vec![0x3C, 0xE2, 0, 0x9B, 0x10, 0xA9, 0, 0x9B, 0x98, 0x29, 0, 0x9B],
+        data: vec![
+            0x3C, 0xE2, 0, 0x9B, 0x10, 0xA9, 0, 0x9B, 0x98, 0x29, 0, 0x9B,
+        ],
         bands: 3,
         height: 1,
         width: 4,

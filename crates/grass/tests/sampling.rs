@@ -28,7 +28,12 @@ fn hot_cell_gives_its_32px_box() {
         let (r, c) = (r as usize, c as usize);
         assert_eq!(
             b,
-            BoxRect { r0: 32 * r, r1: 32 * r + 32, c0: 32 * c, c1: 32 * c + 32 },
+            BoxRect {
+                r0: 32 * r,
+                r1: 32 * r + 32,
+                c0: 32 * c,
+                c1: 32 * c + 32
+            },
             "hot cell ({r}, {c})"
         );
     }
@@ -38,10 +43,26 @@ fn hot_cell_gives_its_32px_box() {
 fn equal_peaks_pick_the_later_component_and_higher_peak_wins() {
     // two separate blobs with the same peak: ties go to the later label (raster order)
     let b = boxes(&cam7(&[(1, 1, 1.0), (5, 5, 1.0)]), 224, 0.5).unwrap()[0].unwrap();
-    assert_eq!(b, BoxRect { r0: 160, r1: 192, c0: 160, c1: 192 });
+    assert_eq!(
+        b,
+        BoxRect {
+            r0: 160,
+            r1: 192,
+            c0: 160,
+            c1: 192
+        }
+    );
     // a higher earlier peak wins; the weaker blob is still above 50 % but loses
     let b = boxes(&cam7(&[(1, 1, 1.0), (5, 5, 0.9)]), 224, 0.5).unwrap()[0].unwrap();
-    assert_eq!(b, BoxRect { r0: 32, r1: 64, c0: 32, c1: 64 });
+    assert_eq!(
+        b,
+        BoxRect {
+            r0: 32,
+            r1: 64,
+            c0: 32,
+            c1: 64
+        }
+    );
 }
 
 #[test]
@@ -50,13 +71,23 @@ fn diagonal_neighbours_are_one_component() {
     let h = [0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0f32];
     assert_eq!(
         box_from_heat(&h, 3, 3, 0.5),
-        Some(BoxRect { r0: 1, r1: 3, c0: 1, c1: 3 })
+        Some(BoxRect {
+            r0: 1,
+            r1: 3,
+            c0: 1,
+            c1: 3
+        })
     );
     // 4-neighbours only would split these; with 8 they merge with the middle one
     let h = [1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0f32];
     assert_eq!(
         box_from_heat(&h, 3, 3, 0.5),
-        Some(BoxRect { r0: 0, r1: 2, c0: 0, c1: 3 })
+        Some(BoxRect {
+            r0: 0,
+            r1: 2,
+            c0: 0,
+            c1: 3
+        })
     );
 }
 
@@ -85,7 +116,10 @@ fn heat_map_formula_by_hand() {
     let g = Tensor::from_slice(&[1.0f32, 3.0, -2.0, 0.0]).view([1, 2, 1, 2]);
     let cam = heat_map(&f, &g).unwrap();
     let v = Vec::<f32>::try_from(cam.view([-1])).unwrap();
-    assert!((v[0] + 0.2).abs() < 1e-6 && (v[1] - 1.0).abs() < 1e-6, "{v:?}");
+    assert!(
+        (v[0] + 0.2).abs() < 1e-6 && (v[1] - 1.0).abs() < 1e-6,
+        "{v:?}"
+    );
     // a negative maximum flips the sign (official behaviour): cam [−2, −1] → [2, 1]
     let g = Tensor::from_slice(&[-1.0f32, -1.0, 0.0, 0.0]).view([1, 2, 1, 2]);
     let f = Tensor::from_slice(&[4.0f32, 2.0, 0.0, 0.0]).view([1, 2, 1, 2]);
@@ -97,7 +131,16 @@ fn heat_map_formula_by_hand() {
 fn crop_is_nearest_resize_of_the_box() {
     // 4×4 image 0..16, box rows [1, 3) cols [2, 4) = [[6, 7], [10, 11]] → each value 2×2
     let x = Tensor::arange(16, (Kind::Float, Device::Cpu)).view([1, 1, 4, 4]);
-    let y = crop_views(&x, &[Some(BoxRect { r0: 1, r1: 3, c0: 2, c1: 4 })]).unwrap();
+    let y = crop_views(
+        &x,
+        &[Some(BoxRect {
+            r0: 1,
+            r1: 3,
+            c0: 2,
+            c1: 4,
+        })],
+    )
+    .unwrap();
     let v = Vec::<f32>::try_from(y.view([-1])).unwrap();
     assert_eq!(
         v,
@@ -124,11 +167,17 @@ fn run_backward_gives_layer4_gradient_and_leaves_parameters_alone() {
     // the same gradient through autograd on a leaf copy of F
     let f = out.layer4.detach().set_requires_grad(true);
     let pooled = f.adaptive_avg_pool2d([1, 1]).flatten(1, -1);
-    let l2 = NtXent::new(0.5).unwrap().forward(&net.project(&pooled, false)).unwrap();
+    let l2 = NtXent::new(0.5)
+        .unwrap()
+        .forward(&net.project(&pooled, false))
+        .unwrap();
     l2.backward();
     let diff = (f.grad() - &g).abs().max().double_value(&[]);
     let scale = g.abs().max().double_value(&[]);
-    assert!(scale > 0.0 && diff <= 1e-5 * scale, "diff {diff} scale {scale}");
+    assert!(
+        scale > 0.0 && diff <= 1e-5 * scale,
+        "diff {diff} scale {scale}"
+    );
     // the full step: crops have the input's shape
     let (crops, bx, cam) = gradient_guided_crops(&x, &out.layer4, &g, 0.5).unwrap();
     assert_eq!(crops.size(), x.size());

@@ -50,15 +50,25 @@ impl ConfusionMatrix {
             target.size()
         );
         let c = self.classes as i64;
-        let p = pred.to_device(Device::Cpu).to_kind(Kind::Int64).reshape([-1]);
-        let t = target.to_device(Device::Cpu).to_kind(Kind::Int64).reshape([-1]);
+        let p = pred
+            .to_device(Device::Cpu)
+            .to_kind(Kind::Int64)
+            .reshape([-1]);
+        let t = target
+            .to_device(Device::Cpu)
+            .to_kind(Kind::Int64)
+            .reshape([-1]);
         let keep = t.ne(self.ignore);
         let (p, t) = (p.masked_select(&keep), t.masked_select(&keep));
         if t.numel() == 0 {
             return Ok(());
         }
         let bad = |x: &Tensor| x.lt(0).logical_or(&x.ge(c)).any().int64_value(&[]) != 0;
-        ensure!(!bad(&t), "target holds a class id outside 0..{c} (ignore index {})", self.ignore);
+        ensure!(
+            !bad(&t),
+            "target holds a class id outside 0..{c} (ignore index {})",
+            self.ignore
+        );
         ensure!(!bad(&p), "prediction holds a class id outside 0..{c}");
         let bins = (t * c + p).bincount::<Tensor>(None, c * c);
         let add = Vec::<i64>::try_from(bins)?;
