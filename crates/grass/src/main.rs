@@ -65,14 +65,38 @@ fn run(cli: Cli) -> Result<()> {
                 c.pretrain.method = method.into();
                 let mut o = opts.clone();
                 o.name = format!("{}-{method}", opts.name);
-                let pre = pretrain(&c, &o, args.stop_at)?;
+                // with --resume, a stage that already finished (report.json) is reused
+                let done =
+                    |o: &contrast_core::train::RunOptions| -> Result<Option<serde_json::Value>> {
+                        let p = o.runs_root.join("grass").join(&o.name).join("report.json");
+                        if !args.resume || !p.is_file() {
+                            return Ok(None);
+                        }
+                        eprintln!("reusing the finished run {}", p.display());
+                        Ok(Some(serde_json::from_str(&std::fs::read_to_string(&p)?)?))
+                    };
+                let pre = match done(&o)? {
+                    Some(r) => grass::train::Outcome {
+                        report: Some(r),
+                        step: 0,
+                        dir: o.runs_root.join("grass").join(&o.name),
+                    },
+                    None => pretrain(&c, &o, args.stop_at)?,
+                };
                 let Some(pr) = pre.report else {
                     println!("stopped early (continue with --resume)");
                     return Ok(());
                 };
                 c.finetune.encoder = pre.dir.display().to_string();
                 o.name = format!("{}-{method}-ft", opts.name);
-                let ft = finetune(&c, &o, None)?;
+                let ft = match done(&o)? {
+                    Some(r) => grass::train::Outcome {
+                        report: Some(r),
+                        step: 0,
+                        dir: o.runs_root.join("grass").join(&o.name),
+                    },
+                    None => finetune(&c, &o, None)?,
+                };
                 let Some(fr) = ft.report else {
                     println!("stopped early (continue with --resume)");
                     return Ok(());
