@@ -91,8 +91,8 @@ impl SepConv {
 
 #[derive(Debug)]
 enum Branch {
-    Plain(ConvBnRelu),
-    Sep(SepConv),
+    Plain(Box<ConvBnRelu>),
+    Sep(Box<SepConv>),
 }
 
 /// The DeepLabV3+ decoder.
@@ -126,9 +126,9 @@ impl DeepLabV3Plus {
             .map(|(i, &d)| {
                 let q = &p / "aspp_modules" / i as i64;
                 if d == 1 {
-                    Branch::Plain(ConvBnRelu::new(q, cfg.in_channels, ch, 1, 1, 1))
+                    Branch::Plain(Box::new(ConvBnRelu::new(q, cfg.in_channels, ch, 1, 1, 1)))
                 } else {
-                    Branch::Sep(SepConv::new(q, cfg.in_channels, ch, d))
+                    Branch::Sep(Box::new(SepConv::new(q, cfg.in_channels, ch, d)))
                 }
             })
             .collect();

@@ -86,7 +86,8 @@ pub fn box_from_heat(h: &[f32], rows: usize, cols: usize, ratio: f32) -> Option<
     }
     // a flat map: the up-sampling of a constant map is constant up to float rounding (≈1e-7
     // relative), which must not create a one-pixel "blob"
-    if !(hi - lo > FLAT_TOL * hi.abs().max(lo.abs()).max(1.0)) {
+    let tol = FLAT_TOL * hi.abs().max(lo.abs()).max(1.0);
+    if (hi - lo).partial_cmp(&tol) != Some(std::cmp::Ordering::Greater) {
         return None;
     }
     let thr = lo + ratio * (hi - lo);

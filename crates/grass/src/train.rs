@@ -530,8 +530,8 @@ pub fn finetune(cfg: &GrassConfig, opts: &RunOptions, stop_at: Option<u64>) -> R
                 .unzip();
             let flip = |x: &Tensor, y: &Tensor, i: usize, dx: i64, dy: i64| {
                 let i = i as i64;
-                let _ = x.get(i).copy_(&x.get(i).flip([dx]));
-                let _ = y.get(i).copy_(&y.get(i).flip([dy]));
+                x.get(i).copy_(&x.get(i).flip([dx]));
+                y.get(i).copy_(&y.get(i).flip([dy]));
             };
             x = x.copy();
             y = y.copy();
