@@ -132,3 +132,32 @@ pub fn la_heart_root(preset: &str, flag: Option<&Path>) -> Result<PathBuf> {
     }
     ensure_named("la-heart", flag, &Options::from_env())
 }
+
+/// GraSS: the data root of a preset (`data.format` dubai / potsdam / loveda-*). The Dubai
+/// development tiles are read in place from `../shared/data/dubai-aerial` (or
+/// `<data root>/dubai-aerial`); Potsdam (manual) and LoveDA (download) come from their manifests.
+pub fn grass_root(m: &Method, preset: &str, flag: Option<&Path>) -> Result<PathBuf> {
+    let (format, root) = preset_data(m, preset)?;
+    if !root.is_empty() {
+        return Ok(PathBuf::from(root));
+    }
+    match format.as_str() {
+        "dubai" => {
+            let sub = "dubai-aerial/Semantic segmentation dataset";
+            let local = data_root(flag).join(sub);
+            if local.is_dir() {
+                return Ok(local);
+            }
+            match shared_data().map(|d| d.join(sub)).filter(|d| d.is_dir()) {
+                Some(d) => Ok(d),
+                None => bail!(
+                    "no Dubai aerial tiles in {} or ../shared/data",
+                    local.display()
+                ),
+            }
+        }
+        "potsdam" => ensure_named("potsdam", flag, &Options::from_env()),
+        f if f.starts_with("loveda") => ensure_named("loveda", flag, &Options::from_env()),
+        other => bail!("reproduce does not know how to prepare data.format `{other}` for grass"),
+    }
+}

@@ -47,6 +47,13 @@ pub const METHODS: &[Method] = &[
         what: "CLAIRES: CLIP text-to-image retrieval on VQA-RAD records (paired + label-match)",
     },
     Method {
+        name: "grass",
+        package: "grass",
+        binary: "grass",
+        default_preset: "smoke",
+        what: "GraSS vs its SimCLR warm-up baseline (ResNet + DeepLabV3+, mIoU; Dubai tiles)",
+    },
+    Method {
         name: "toy",
         package: "contrast-core",
         binary: "contrast-toy",
@@ -128,6 +135,11 @@ pub fn reproduce(a: &ReproduceArgs) -> Result<()> {
                 let root = d.join("vqa-rad").display().to_string();
                 cmd.arg("--set").arg(format!("data.root={root:?}"));
             }
+        }
+        "grass" => {
+            let root = crate::data::grass_root(m, preset, a.data_dir.as_deref())?;
+            cmd.args(["reproduce", "--preset", preset, "--set"])
+                .arg(format!("data.root={:?}", root.display().to_string()));
         }
         _ => {
             cmd.args(["--preset", preset]);

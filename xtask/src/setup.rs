@@ -38,12 +38,14 @@ pub const PY_REQUIREMENTS: &[&str] = &[
 /// Debian packages the workspace needs to build (checked with dpkg-query).
 /// `fonts-dejavu-core`: the TrueType font chart text is drawn with (contrast-report);
 /// `libhdf5-dev`: the LA heart h5 volumes (hdf5-metno, fba-net / spade);
+/// `libgdal-dev`: GDAL rasters (GeoTIFF etc.) for GraSS;
 /// `chromium`: the headless-browser tests of the CLAIRES GUI and the report page.
 pub const DEBIAN_PACKAGES: &[&str] = &[
     "pkg-config",
     "fonts-dejavu-core",
     "libhdf5-dev",
     "chromium",
+    "libgdal-dev",
 ];
 
 #[derive(Args, Clone, Debug, Default)]

@@ -12,6 +12,7 @@
 pub mod features;
 pub mod knn;
 pub mod linear;
+pub mod miou;
 pub mod projection;
-pub mod segmentation;
 pub mod retrieval;
+pub mod segmentation;

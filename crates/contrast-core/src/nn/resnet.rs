@@ -222,6 +222,9 @@ impl ModuleT for ResBlock {
 /// What a ResNet forward returns.
 #[derive(Debug)]
 pub struct ResNetFeatures {
+    /// Output of `layer1` (stride 4 with the ImageNet stem): the low-level map DeepLabV3+'s
+    /// decoder uses.
+    pub layer1: Tensor,
     /// Output of `layer4` before pooling, `[B, C4, h, w]` (C4 = 512 or 2048; 7×7 at 224 px
     /// with the ImageNet stem, 4×4 at 32 px with the CIFAR stem).
     pub layer4: Tensor,
@@ -315,13 +318,19 @@ impl ResNet {
         if self.maxpool {
             x = x.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
         }
+        let mut layer1 = None;
         for stage in &self.stages {
             for blk in stage {
                 x = blk.forward_t(&x, train);
             }
+            layer1.get_or_insert_with(|| x.shallow_clone());
         }
         let pooled = x.adaptive_avg_pool2d([1, 1]).flatten(1, -1); // [B, C4]
-        Ok(ResNetFeatures { layer4: x, pooled })
+        Ok(ResNetFeatures {
+            layer1: layer1.unwrap_or_else(|| x.shallow_clone()),
+            layer4: x,
+            pooled,
+        })
     }
 
     /// Images → `fc(pooled)` when the model has a classifier, else the pooled feature `[B, C4]`.
