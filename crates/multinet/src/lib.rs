@@ -35,7 +35,6 @@
 
 pub mod baseline;
 pub mod config;
-pub mod data;
 pub mod local;
 pub mod loss;
 pub mod method;

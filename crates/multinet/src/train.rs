@@ -7,10 +7,9 @@ use crate::config::{Method, MultinetConfig};
 use crate::method::{Learner, Mnclglf};
 use anyhow::{bail, Context, Result};
 use contrast_core::data::augment::Recipe;
-use contrast_core::data::cifar::Cifar100Label;
 use contrast_core::data::dataset::Dataset;
 use contrast_core::data::pipeline::{Loader, LoaderConfig};
-use contrast_core::data::subset::Subset;
+use contrast_core::data::splits::{load_splits, SplitSpec};
 use contrast_core::eval::knn::{KnnClassifier, KnnConfig, KnnMetric};
 use contrast_core::eval::linear::{linear_probe, LinearProbeConfig};
 use contrast_core::optim::clip::clip_grad_norm_tensors;
@@ -27,56 +26,15 @@ use tch::{Device, Tensor};
 
 /// Train and test sets of a config (class-balanced subsets when asked).
 pub fn datasets(cfg: &MultinetConfig) -> Result<(Arc<dyn Dataset>, Arc<dyn Dataset>)> {
-    let root = std::path::PathBuf::from(&cfg.data.root);
-    if cfg.data.root.is_empty() {
-        bail!("data.root is empty: pass --set data.root=<folder> or use `cargo xtask reproduce multinet`");
-    }
-    let (train, test): (Arc<dyn Dataset>, Arc<dyn Dataset>) = match cfg.data.format.as_str() {
-        "image-folder" => (
-            Arc::new(contrast_core::data::folder::load_image_folder(
-                root.join("train"),
-            )?),
-            Arc::new(contrast_core::data::folder::load_image_folder(
-                root.join(&cfg.data.test_split),
-            )?),
-        ),
-        "cifar10" => (
-            Arc::new(contrast_core::data::cifar::load_cifar10(&root, true)?),
-            Arc::new(contrast_core::data::cifar::load_cifar10(&root, false)?),
-        ),
-        "cifar100" => (
-            Arc::new(contrast_core::data::cifar::load_cifar100(
-                &root,
-                true,
-                Cifar100Label::Fine,
-            )?),
-            Arc::new(contrast_core::data::cifar::load_cifar100(
-                &root,
-                false,
-                Cifar100Label::Fine,
-            )?),
-        ),
-        "tiny-imagenet" => (
-            Arc::new(crate::data::load_tiny_imagenet(&root, "train")?),
-            Arc::new(crate::data::load_tiny_imagenet(
-                &root,
-                &cfg.data.test_split,
-            )?),
-        ),
-        other => bail!(
-            "unknown data.format `{other}`: use image-folder, cifar10, cifar100 or tiny-imagenet"
-        ),
-    };
-    let seed = cfg.runtime.seed;
-    let train: Arc<dyn Dataset> = match cfg.data.train_subset {
-        0 => train,
-        n => Arc::new(Subset::balanced(train, n, seed)?),
-    };
-    let test: Arc<dyn Dataset> = match cfg.data.test_subset {
-        0 => test,
-        n => Arc::new(Subset::balanced(test, n, seed ^ 0x5eed)?),
-    };
-    Ok((train, test))
+    load_splits(&SplitSpec {
+        format: &cfg.data.format,
+        root: &cfg.data.root,
+        test_split: &cfg.data.test_split,
+        train_subset: cfg.data.train_subset,
+        test_subset: cfg.data.test_subset,
+        seed: cfg.runtime.seed,
+        method: "multinet",
+    })
 }
 
 /// Frozen features `[N, D]` and labels `[N]` of a data set.

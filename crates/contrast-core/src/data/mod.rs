@@ -41,8 +41,10 @@ pub mod cifar;
 pub mod dataset;
 pub mod folder;
 pub mod pipeline;
+pub mod splits;
 pub mod stl10;
 pub mod subset;
+pub mod tiny_imagenet;
 
 pub use augment::{ColorJitter, Interpolation, Op, Recipe, ViewSpec};
 pub use dataset::{Dataset, ImageRef, InMemoryDataset};

@@ -4,9 +4,9 @@
 //! the wnid among the sorted train folders (torchvision `ImageFolder`, as the official code's
 //! loader on a re-arranged copy).
 
+use super::dataset::InMemoryDataset;
+use super::folder::decode_rgb;
 use anyhow::{bail, Context, Result};
-use contrast_core::data::dataset::InMemoryDataset;
-use contrast_core::data::folder::decode_rgb;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
@@ -82,7 +82,7 @@ pub fn load_tiny_imagenet(root: &Path, split: &str) -> Result<InMemoryDataset> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use contrast_core::data::dataset::Dataset;
+    use crate::data::dataset::Dataset;
 
     #[test]
     fn reads_the_cs231n_layout() {
