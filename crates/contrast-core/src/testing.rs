@@ -126,3 +126,42 @@ pub fn global_rng_lock() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// Writes a synthetic CIFAR-10 in the official binary layout (`data_batch_1..5.bin`,
+/// `test_batch.bin`, `per_file` records each, labels 0–3) for end-to-end tests. Class `c` images: a bright square in quadrant `c % 4` on noise, so classes are learnable.
+pub fn write_synthetic_cifar10(dir: &Path, per_file: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut state = 12345u64;
+    let mut rnd = || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) as u8
+    };
+    let files: Vec<String> = (1..=5)
+        .map(|i| format!("data_batch_{i}.bin"))
+        .chain(["test_batch.bin".to_string()])
+        .collect();
+    for (fi, f) in files.iter().enumerate() {
+        let mut out = std::fs::File::create(dir.join(f)).unwrap();
+        use std::io::Write as _;
+        for r in 0..per_file {
+            let label = ((r + fi) % 4) as u8;
+            let mut rec = vec![label];
+            for ch in 0..3 {
+                for y in 0..32usize {
+                    for x in 0..32usize {
+                        let q = (y / 16) * 2 + x / 16;
+                        let v = if q == label as usize {
+                            200 + rnd() % 50
+                        } else {
+                            rnd() % 100
+                        };
+                        rec.push(if ch == (label as usize % 3) { v } else { v / 2 });
+                    }
+                }
+            }
+            out.write_all(&rec).unwrap();
+        }
+    }
+}

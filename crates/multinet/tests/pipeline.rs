@@ -2,50 +2,13 @@
 //! kNN and linear top-1 / top-5; an interrupted run resumes bit-exactly (networks, optimiser,
 //! EMA encoder and memory bank are all checkpointed); the SimCLR baseline runs on the same harness.
 
-use contrast_core::testing::global_rng_lock;
+use contrast_core::testing::{global_rng_lock, write_synthetic_cifar10};
 use contrast_core::train::{MetricsLog, RunOptions};
 use multinet::config::MultinetConfig;
 use multinet::train::pretrain;
-use std::io::Write;
 use std::path::Path;
 
 /// Class `c` images: a bright square in quadrant `c % 4` on noise, so classes are learnable.
-fn write_cifar(dir: &Path, per_file: usize) {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut state = 12345u64;
-    let mut rnd = || {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (state >> 33) as u8
-    };
-    let files: Vec<String> = (1..=5)
-        .map(|i| format!("data_batch_{i}.bin"))
-        .chain(["test_batch.bin".to_string()])
-        .collect();
-    for (fi, f) in files.iter().enumerate() {
-        let mut out = std::fs::File::create(dir.join(f)).unwrap();
-        for r in 0..per_file {
-            let label = ((r + fi) % 4) as u8;
-            let mut rec = vec![label];
-            for ch in 0..3 {
-                for y in 0..32usize {
-                    for x in 0..32usize {
-                        let q = (y / 16) * 2 + x / 16;
-                        let v = if q == label as usize {
-                            200 + rnd() % 50
-                        } else {
-                            rnd() % 100
-                        };
-                        rec.push(if ch == (label as usize % 3) { v } else { v / 2 });
-                    }
-                }
-            }
-            out.write_all(&rec).unwrap();
-        }
-    }
-}
-
 fn tiny_config(root: &Path) -> MultinetConfig {
     let mut c = MultinetConfig::default();
     c.data.format = "cifar10".into();
@@ -84,7 +47,7 @@ fn pretrain_reports_and_resumes_bit_exactly() {
     let _rng = global_rng_lock();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("cifar");
-    write_cifar(&data, 8); // 40 train, 8 test images → 5 steps per epoch
+    write_synthetic_cifar10(&data, 8); // 40 train, 8 test images → 5 steps per epoch
     let cfg = tiny_config(&data);
     let runs = dir.path().join("runs");
     let full = pretrain(&cfg, &opts(&runs, "full", false), None).unwrap();

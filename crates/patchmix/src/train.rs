@@ -10,7 +10,7 @@ use contrast_core::data::augment::Recipe;
 use contrast_core::data::dataset::Dataset;
 use contrast_core::data::pipeline::{Loader, LoaderConfig};
 use contrast_core::data::splits::{load_splits, SplitSpec};
-use contrast_core::eval::knn::{KnnClassifier, KnnConfig, KnnMetric};
+use contrast_core::eval::knn::knn_top1;
 use contrast_core::eval::linear::{
     linear_probe, linear_probe_with, LinearProbeConfig, LinearProbeReport,
 };
@@ -293,22 +293,7 @@ pub fn knn_eval(
     query: &(Tensor, Tensor),
     classes: i64,
 ) -> Result<Vec<(i64, f64)>> {
-    let knn = KnnClassifier::new(
-        &bank.0,
-        &bank.1,
-        classes,
-        KnnConfig {
-            ks: cfg.eval.knn_k.clone(),
-            temperature: cfg.eval.knn_t,
-            metric: KnnMetric::Cosine,
-            ..KnnConfig::dino()
-        },
-    )?;
-    Ok(knn
-        .evaluate(&query.0, &query.1)?
-        .into_iter()
-        .map(|a| (a.k, a.top1))
-        .collect())
+    knn_top1(bank, query, classes, &cfg.eval.knn_k, cfg.eval.knn_t)
 }
 
 /// What a finished run reports.

@@ -310,3 +310,31 @@ pub fn knn_evaluate(
     };
     KnnClassifier::new(train_features, train_labels, c, cfg)?.evaluate(test_features, test_labels)
 }
+
+/// Cosine weighted-kNN top-1 (percent) for every `k` of `ks` at temperature `t`: `[(k, top-1)]`,
+/// with `bank = (features [N, D], labels [N])` and `query = (features [M, D], labels [M])`. The
+/// one-call form the method crates use for their kNN monitor and report.
+pub fn knn_top1(
+    bank: &(Tensor, Tensor),
+    query: &(Tensor, Tensor),
+    classes: i64,
+    ks: &[i64],
+    t: f64,
+) -> Result<Vec<(i64, f64)>> {
+    let knn = KnnClassifier::new(
+        &bank.0,
+        &bank.1,
+        classes,
+        KnnConfig {
+            ks: ks.to_vec(),
+            temperature: t,
+            metric: KnnMetric::Cosine,
+            ..KnnConfig::dino()
+        },
+    )?;
+    Ok(knn
+        .evaluate(&query.0, &query.1)?
+        .into_iter()
+        .map(|a| (a.k, a.top1))
+        .collect())
+}
