@@ -254,7 +254,14 @@ pub fn pretrain(cfg: &GrassConfig, opts: &RunOptions, stop_at: Option<u64>) -> R
     let overlays = if p.overlays > 0 {
         let b = loader.batch(0, 0)?;
         let x = Tensor::cat(&[&b.views[0], &b.views[1]], 0).to_device(device);
-        save_overlays(&net, &loss_fn, &x, p.overlays, p.threshold_ratio, &run.figures_dir()?)?
+        save_overlays(
+            &net,
+            &loss_fn,
+            &x,
+            p.overlays,
+            p.threshold_ratio,
+            &run.figures_dir()?,
+        )?
     } else {
         vec![]
     };
