@@ -147,14 +147,15 @@ fn serve(
         .filter(|r| r.path == path)
         .count();
     let Some(body) = files.get(&path) else {
-        let _ = out
-            .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        // Logged before answering: a client that has its answer must find its request logged.
         log.lock().expect("log").push(Request {
             path,
             range,
             status: 404,
             sent: 0,
         });
+        let _ = out
+            .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         return;
     };
     let start = range
@@ -193,16 +194,17 @@ fn serve(
     };
     let cut = behaviour.cut_always || (behaviour.cut_first && previous == 0);
     let send = if cut { slice.len() / 2 } else { slice.len() };
-    let _ = out.write_all(head.as_bytes());
-    let _ = out.write_all(&slice[..send]);
-    let _ = out.flush();
-    let _ = out.shutdown(std::net::Shutdown::Both);
+    // Logged before answering (see the 404 case).
     log.lock().expect("log").push(Request {
         path,
         range,
         status,
         sent: send,
     });
+    let _ = out.write_all(head.as_bytes());
+    let _ = out.write_all(&slice[..send]);
+    let _ = out.flush();
+    let _ = out.shutdown(std::net::Shutdown::Both);
 }
 
 /// Percent-encode a path like the downloader does (kept separate so the server does not depend
