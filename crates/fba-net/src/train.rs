@@ -10,7 +10,7 @@
 use crate::config::FbaNetConfig;
 use crate::data::{make_batch, LaData};
 use crate::eval::{evaluate, mean_dice, CaseResult};
-use crate::loss::{consistency_weight, fba_loss, DecoderOutputs, LossWeights};
+use crate::loss::{consistency_weight, fba_loss, DecoderOutputs, LossWeights, Terms};
 use crate::model::{FbaConfig, FbaNet};
 use anyhow::{anyhow, bail, Context, Result};
 use contrast_core::eval::segmentation::SegMetrics;
@@ -98,6 +98,22 @@ fn summarize(results: &[CaseResult]) -> serde_json::Value {
     })
 }
 
+/// Forward pass (train mode) and loss terms of one training iteration on a batch whose first
+/// `y.size()[0]` images are the labelled ones; the caller owns zero-grad / backward / step, so
+/// training, `time_iterations` and the benches run exactly this code.
+pub fn step_terms(net: &FbaNet, x: &Tensor, y: &Tensor, w: &LossWeights) -> Result<Terms> {
+    let outs = net.forward_t(x, true, true)?;
+    let dec: Vec<DecoderOutputs> = outs
+        .iter()
+        .map(|o| DecoderOutputs {
+            logits: &o.logits,
+            fg: o.fg.as_ref(),
+            bg: o.bg.as_ref(),
+        })
+        .collect();
+    fba_loss(&dec, y, w)
+}
+
 /// Train (or resume) and evaluate. `stop_at` ends this invocation after that many iterations.
 pub fn train(cfg: &FbaNetConfig, opts: &RunOptions, stop_at: Option<u64>) -> Result<Outcome> {
     let device = cfg.runtime.init()?;
@@ -174,24 +190,15 @@ pub fn train(cfg: &FbaNetConfig, opts: &RunOptions, stop_at: Option<u64>) -> Res
         seed_step(cfg.runtime.seed, step);
         let x = batch.images.to_device(device);
         let y = batch.labels.to_device(device);
-        let outs = net.forward_t(&x, true, true)?;
         let done = step + 1;
         let w = weights(done);
-        let dec: Vec<DecoderOutputs> = outs
-            .iter()
-            .map(|o| DecoderOutputs {
-                logits: &o.logits,
-                fg: o.fg.as_ref(),
-                bg: o.bg.as_ref(),
-            })
-            .collect();
-        let terms = fba_loss(&dec, &y, &w)?;
+        let terms = step_terms(&net, &x, &y, &w)?;
         let values = terms.values();
         run.check_finite(done, &values)?;
         opt.zero_grad();
         terms.total.backward();
         opt.step()?;
-        drop(outs);
+        drop(terms);
         step = done;
         train_s += ts.elapsed().as_secs_f64();
         let loss = values.first().map_or(0.0, |v| v.1);
@@ -333,16 +340,7 @@ pub fn time_iterations(cfg: &FbaNetConfig, iters: usize, warmup: usize) -> Resul
     let mut timed = 0.0;
     for i in 0..warmup + iters {
         let t = std::time::Instant::now();
-        let outs = net.forward_t(&x, true, true)?;
-        let dec: Vec<DecoderOutputs> = outs
-            .iter()
-            .map(|o| DecoderOutputs {
-                logits: &o.logits,
-                fg: o.fg.as_ref(),
-                bg: o.bg.as_ref(),
-            })
-            .collect();
-        let terms = fba_loss(&dec, &y, &w)?;
+        let terms = step_terms(&net, &x, &y, &w)?;
         opt.zero_grad();
         terms.total.backward();
         opt.step()?;

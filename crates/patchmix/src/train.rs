@@ -265,7 +265,7 @@ fn write_figures_or_warn(
 }
 
 /// The network of a config (random initialisation from the global libtorch seed).
-fn build_net(cfg: &PatchMixConfig, device: Device) -> Result<PatchMixNet> {
+pub fn build_net(cfg: &PatchMixConfig, device: Device) -> Result<PatchMixNet> {
     let heads = HeadConfig {
         proj_layers: cfg.model.proj_layers,
         pred_layers: cfg.model.pred_layers,
@@ -273,6 +273,80 @@ fn build_net(cfg: &PatchMixConfig, device: Device) -> Result<PatchMixNet> {
         out_dim: cfg.model.out_dim,
     };
     PatchMixNet::new(device, &vit_config(cfg)?, &heads, cfg.model.use_momentum)
+}
+
+/// The targets of a training step at batch `b`; they depend only on (B, m, smoothing), so a
+/// run builds them once.
+pub struct StepTargets {
+    /// (mixed-vs-original, mixed-vs-mixed) soft targets.
+    pub soft: (Tensor, Tensor),
+    /// What both become when a step does not mix (identity, label-smoothed like the mixer's).
+    pub unmixed: Tensor,
+    pub identity: Tensor,
+}
+
+impl StepTargets {
+    pub fn new(mixer: &PatchMixer, b: i64, device: Device) -> Self {
+        Self {
+            soft: mixer.targets(b, b, 0, device),
+            unmixed: mixer.unmixed_targets(b, b, 0, device),
+            identity: Tensor::eye(b, (Kind::Float, device)),
+        }
+    }
+}
+
+/// Forward pass and loss terms of one training step (official `main_pretrain.py` step):
+/// `views` = two global views, then any local crops, on the network's device; `apply` = whether
+/// this step mixes (one decision per step, [`PatchMixer::should_mix`]). The caller owns
+/// zero-grad / backward / optimiser / momentum update, so benches time exactly this code.
+pub fn step_terms(
+    net: &PatchMixNet,
+    mixer: &PatchMixer,
+    nce: &InfoNce,
+    t: &StepTargets,
+    views: &[Tensor],
+    apply: bool,
+) -> Result<crate::loss::Terms> {
+    if views.len() < 2 {
+        bail!("a PatchMix step needs two global views, got {}", views.len());
+    }
+    let (x1, x2) = (&views[0], &views[1]);
+    let (xm1, _) = mixer.mix_images(x1, apply)?;
+    let (xm2, _) = mixer.mix_images(x2, apply)?;
+    let (mix_target, mixmix_target) = if apply && mixer.m > 1 {
+        (&t.soft.0, &t.soft.1)
+    } else {
+        (&t.unmixed, &t.unmixed)
+    };
+    let (q1, z1) = net.query(x1, true)?;
+    let k1 = net.key_from_query(x1, &z1, true)?;
+    let k2 = net.key(x2, true)?;
+    let mk1 = net.key(&xm1, true)?;
+    let (mq2, _) = net.query(&xm2, true)?;
+    // local crops: each (unmixed and mixed) is a query against k1 and k2
+    let mut local_q = Vec::new();
+    let mut local_mq = Vec::new();
+    for lc in &views[2..] {
+        local_q.push(net.query(lc, true)?.0);
+        // with mixing off (or skipped) this is the crop itself, with identity targets
+        let (ml, _) = mixer.mix_images(lc, apply)?;
+        local_mq.push(net.query(&ml, true)?.0);
+    }
+    patchmix_loss(
+        nce,
+        &LossInputs {
+            q1: &q1,
+            k1: &k1,
+            k2: &k2,
+            mq2: &mq2,
+            mk1: &mk1,
+            mix_target,
+            mixmix_target,
+            identity: &t.identity,
+            local_q: &local_q,
+            local_mq: &local_mq,
+        },
+    )
 }
 
 /// Load encoder, predictor and (when present) momentum-encoder weights from a checkpoint.
@@ -379,11 +453,7 @@ pub fn pretrain(cfg: &PatchMixConfig, opts: &RunOptions, stop_at: Option<u64>) -
         eprintln!("resumed {} at step {start}/{total}", run.dir.display());
     }
     let end = stop_at.map_or(total, |s| s.min(total));
-    let b = cfg.optim.batch_size as i64;
-    let identity = Tensor::eye(b, (Kind::Float, device));
-    // the soft targets depend only on (B, m, smoothing): built once
-    let soft = mixer.targets(b, b, 0, device);
-    let unmixed = mixer.unmixed_targets(b, b, 0, device);
+    let targets = StepTargets::new(&mixer, cfg.optim.batch_size as i64, device);
     let progress = Progress::new(
         total,
         start,
@@ -423,47 +493,10 @@ pub fn pretrain(cfg: &PatchMixConfig, opts: &RunOptions, stop_at: Option<u64>) -
             seed_step(cfg.runtime.seed, step);
             opt.set_lr(lr_s.value(step));
             opt.set_weight_decay(wd_s.value(step));
-            let x1 = batch.views[0].to_device(device);
-            let x2 = batch.views[1].to_device(device);
+            let views: Vec<Tensor> = batch.views.iter().map(|v| v.to_device(device)).collect();
             // one decision per step for every mixed view; the targets depend on it only
             let apply = mixer.should_mix();
-            let (xm1, _) = mixer.mix_images(&x1, apply)?;
-            let (xm2, _) = mixer.mix_images(&x2, apply)?;
-            let (mix_target, mixmix_target) = if apply && cfg.mix.m > 1 {
-                (&soft.0, &soft.1)
-            } else {
-                (&unmixed, &unmixed)
-            };
-            let (q1, z1) = net.query(&x1, true)?;
-            let k1 = net.key_from_query(&x1, &z1, true)?;
-            let k2 = net.key(&x2, true)?;
-            let mk1 = net.key(&xm1, true)?;
-            let (mq2, _) = net.query(&xm2, true)?;
-            // local crops: each (unmixed and mixed) is a query against k1 and k2
-            let mut local_q = Vec::new();
-            let mut local_mq = Vec::new();
-            for v in &batch.views[2..] {
-                let lc = v.to_device(device);
-                local_q.push(net.query(&lc, true)?.0);
-                // with mixing off (or skipped) this is the crop itself, with identity targets
-                let (ml, _) = mixer.mix_images(&lc, apply)?;
-                local_mq.push(net.query(&ml, true)?.0);
-            }
-            let terms = patchmix_loss(
-                &nce,
-                &LossInputs {
-                    q1: &q1,
-                    k1: &k1,
-                    k2: &k2,
-                    mq2: &mq2,
-                    mk1: &mk1,
-                    mix_target,
-                    mixmix_target,
-                    identity: &identity,
-                    local_q: &local_q,
-                    local_mq: &local_mq,
-                },
-            )?;
+            let terms = step_terms(&net, &mixer, &nce, &targets, &views, apply)?;
             let values = terms.values();
             let done = step + 1;
             run.check_finite(done, &values)?;
@@ -547,7 +580,7 @@ pub fn pretrain(cfg: &PatchMixConfig, opts: &RunOptions, stop_at: Option<u64>) -
         "threads": tch::get_num_threads(),
         "train_wall_s": train_wall,
         "wall_s": wall,
-        "samples_per_s": ran as f64 * b as f64 / train_wall.max(1e-9),
+        "samples_per_s": ran as f64 * cfg.optim.batch_size as f64 / train_wall.max(1e-9),
     });
     run.write_report(&report)?;
     Ok(Outcome {
