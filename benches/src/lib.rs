@@ -1,1 +1,4 @@
-//! Shared helpers for the benches (sizes, throughput reporting).
+//! Shared code of the benches: the per-method training-step cases ([`steps`]) used by the
+//! criterion bench `steps` and the `contrast-steps` timing binary that `cargo xtask bench` runs.
+
+pub mod steps;
