@@ -39,6 +39,24 @@ def peak_rss_mib():
     return float("nan")
 
 
+class Step:
+    """One training step: `loss()` (forward + objective) then backward and the optimiser."""
+
+    def to(self, dev):
+        """Move the network (its parameters in place, so the optimiser keeps them) and inputs."""
+        self.net.to(dev)
+        for k, v in list(vars(self).items()):
+            if torch.is_tensor(v):
+                setattr(self, k, v.to(dev))
+
+    def step(self):
+        loss = self.loss()
+        self.opt.zero_grad(set_to_none=False)
+        loss.backward()
+        self.opt.step()
+        return loss.item()
+
+
 # ---- PatchMix ---------------------------------------------------------------------------------
 def mlp(layers, d_in, hidden, d_out, last_bn):
     """MoCo-v3 `_build_mlp`: Linear(no bias)–BN–ReLU … Linear, then BN(affine=False)."""
@@ -84,7 +102,7 @@ def mix_images(x, p, m):
     return out.view(b, hp, wp, c, p, p).permute(0, 3, 1, 4, 2, 5).reshape(b, c, h, w)
 
 
-class PatchMixStep:
+class PatchMixStep(Step):
     def __init__(self, s, x1=None, x2=None):
         self.s = s
         self.net = PatchMixNet(s)
@@ -112,16 +130,9 @@ class PatchMixStep:
         mq2 = pred(enc(xm2))
         return patchmix_objective(q1, k1, k2, mq2, mk1, [], [], s["tau"], self.mix_t, self.mixmix_t)[0]
 
-    def step(self):
-        loss = self.loss()
-        self.opt.zero_grad(set_to_none=False)
-        loss.backward()
-        self.opt.step()
-        return loss.item()
-
 
 # ---- FBA-Net ----------------------------------------------------------------------------------
-class FbaStep:
+class FbaStep(Step):
     def __init__(self, s, x=None, y=None):
         self.s = s
         p = s["patch"]
@@ -143,13 +154,6 @@ class FbaStep:
         bgs = [r[1] for r in res]
         logits = [r[2] for r in res]
         return fba_objective(logits, fgs, bgs, self.y, s["lambda_seg"], s["consistency"], s["temperature"])[0]
-
-    def step(self):
-        loss = self.loss()
-        self.opt.zero_grad(set_to_none=False)
-        loss.backward()
-        self.opt.step()
-        return loss.item()
 
 
 STEPS = {"patchmix": PatchMixStep, "fba-net": FbaStep}
@@ -181,6 +185,7 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--n", type=int, default=1024)
+    ap.add_argument("--device", default="cpu")
     a = ap.parse_args()
     if a.threads > 0:
         torch.set_num_threads(a.threads)
@@ -218,13 +223,18 @@ def main():
     if "drop_path_timing" in s:  # the check ran without drop-path; the method trains with it
         s["drop_path"] = s["drop_path_timing"]
         case = STEPS[s["case"]](s)
+    dev = torch.device(a.device)
+    case.to(dev)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     case.step()  # warm-up
+    sync()
     times = []
     start = time.perf_counter()
     last = 0.0
     while time.perf_counter() - start < a.seconds or len(times) < 3:
         t = time.perf_counter()
         last = case.step()
+        sync()
         times.append(time.perf_counter() - t)
     if last != last:
         raise SystemExit(f"{s['name']}: the loss became NaN")

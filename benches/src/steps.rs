@@ -42,10 +42,19 @@ pub trait StepCase {
 
 /// Build a case. `deterministic` turns off drop-path / dropout (for the loss check); timing
 /// uses `false` where the method trains with them.
-pub fn build(case: &str, batch: Option<i64>, deterministic: bool, device: Device) -> Result<Box<dyn StepCase>> {
+pub fn build(
+    case: &str,
+    batch: Option<i64>,
+    deterministic: bool,
+    device: Device,
+) -> Result<Box<dyn StepCase>> {
     tch::manual_seed(SEED);
     match case {
-        "patchmix" => Ok(Box::new(PatchMixStep::new(batch.unwrap_or(32), deterministic, device)?)),
+        "patchmix" => Ok(Box::new(PatchMixStep::new(
+            batch.unwrap_or(32),
+            deterministic,
+            device,
+        )?)),
         "fba-net" => Ok(Box::new(FbaStep::new(batch.unwrap_or(4), device)?)),
         other => bail!("unknown step case `{other}` (known: {})", CASES.join(", ")),
     }
@@ -57,7 +66,8 @@ pub fn export(case: &dyn StepCase, dir: &Path) -> Result<PathBuf> {
     let name = case.name();
     let st = dir.join(format!("{name}.safetensors"));
     let tensors = case.tensors();
-    Tensor::write_safetensors(&tensors, &st).with_context(|| format!("writing {}", st.display()))?;
+    Tensor::write_safetensors(&tensors, &st)
+        .with_context(|| format!("writing {}", st.display()))?;
     let loss = case.checked_loss()?;
     let mut spec = case.spec();
     spec["name"] = json!(name);
@@ -72,7 +82,10 @@ pub fn export(case: &dyn StepCase, dir: &Path) -> Result<PathBuf> {
 }
 
 fn scalar(t: &Tensor) -> Result<f64> {
-    Ok(t.detach().to_kind(Kind::Double).to_device(Device::Cpu).double_value(&[]))
+    Ok(t.detach()
+        .to_kind(Kind::Double)
+        .to_device(Device::Cpu)
+        .double_value(&[]))
 }
 
 // ---- PatchMix ---------------------------------------------------------------------------------
@@ -96,7 +109,11 @@ impl PatchMixStep {
         cfg.data.image_size = 32;
         cfg.model.arch = "vit_tiny".into();
         cfg.model.patch_size = 4;
-        cfg.model.drop_path = if deterministic { 0.0 } else { PATCHMIX_DROP_PATH };
+        cfg.model.drop_path = if deterministic {
+            0.0
+        } else {
+            PATCHMIX_DROP_PATH
+        };
         cfg.model.use_momentum = false;
         cfg.mix.enabled = true;
         cfg.mix.m = 2;
@@ -104,7 +121,8 @@ impl PatchMixStep {
         cfg.mix.smoothing = 0.0;
         cfg.optim.batch_size = batch as usize;
         let net = patchmix::train::build_net(&cfg, device)?;
-        let mixer = patchmix::mix::PatchMixer::new(cfg.mix.m, cfg.mix.p, cfg.model.patch_size, 0.0)?;
+        let mixer =
+            patchmix::mix::PatchMixer::new(cfg.mix.m, cfg.mix.p, cfg.model.patch_size, 0.0)?;
         let mut nce = InfoNce::new(cfg.optim.temperature)?;
         nce.check_targets = false;
         let targets = patchmix::train::StepTargets::new(&mixer, batch, device);
@@ -123,17 +141,36 @@ impl PatchMixStep {
         let views = (0..2)
             .map(|_| Tensor::randn([batch, 3, s, s], (Kind::Float, device)))
             .collect();
-        Ok(Self { cfg, net, mixer, nce, targets, opt, views })
+        Ok(Self {
+            cfg,
+            net,
+            mixer,
+            nce,
+            targets,
+            opt,
+            views,
+        })
     }
 
     fn terms(&self) -> Result<patchmix::loss::Terms> {
-        patchmix::train::step_terms(&self.net, &self.mixer, &self.nce, &self.targets, &self.views, true)
+        patchmix::train::step_terms(
+            &self.net,
+            &self.mixer,
+            &self.nce,
+            &self.targets,
+            &self.views,
+            true,
+        )
     }
 }
 
 impl StepCase for PatchMixStep {
     fn name(&self) -> String {
-        format!("patchmix_vit_t{}_b{}", self.cfg.model.patch_size, self.batch())
+        format!(
+            "patchmix_vit_t{}_b{}",
+            self.cfg.model.patch_size,
+            self.batch()
+        )
     }
 
     fn batch(&self) -> i64 {
@@ -232,14 +269,26 @@ impl FbaStep {
             alpha_max: cfg.loss.alpha_max,
             alpha_min: cfg.loss.alpha_min,
         };
-        Ok(Self { cfg, net, opt, x, y, w })
+        Ok(Self {
+            cfg,
+            net,
+            opt,
+            x,
+            y,
+            w,
+        })
     }
 }
 
 impl StepCase for FbaStep {
     fn name(&self) -> String {
         let p = self.cfg.data.patch;
-        format!("fba-net_vnet{}_p{}_b{}", self.cfg.model.n_filters, p[0], self.batch())
+        format!(
+            "fba-net_vnet{}_p{}_b{}",
+            self.cfg.model.n_filters,
+            p[0],
+            self.batch()
+        )
     }
 
     fn batch(&self) -> i64 {
@@ -283,7 +332,8 @@ impl StepCase for FbaStep {
 
     fn checked_loss(&self) -> Result<f64> {
         tch::manual_seed(SEED);
-        let terms = tch::no_grad(|| fba_net::train::step_terms(&self.net, &self.x, &self.y, &self.w))?;
+        let terms =
+            tch::no_grad(|| fba_net::train::step_terms(&self.net, &self.x, &self.y, &self.w))?;
         scalar(&terms.total)
     }
 }

@@ -2,9 +2,18 @@
 //! PyTorch peers of the same work, alternately for several rounds; print per-case medians and the
 //! ratio (ours / PyTorch throughput). Machines are noisy: report ratios, not single times.
 //!
-//! Cases today: the two-view BYOL/PatchMix augmentation pipeline at 32 px (batch 256) and 224 px
-//! (batch 64): `benches/benches/augment.rs` against `benches/py/augment_torchvision.py`
-//! (torchvision transforms on PIL images, DataLoader with 2 workers).
+//! Cases:
+//! * `augment`: the two-view BYOL/PatchMix augmentation pipeline at 32 px (batch 256) and 224 px
+//!   (batch 64): `benches/benches/augment.rs` against `benches/py/augment_torchvision.py`
+//!   (torchvision transforms on PIL images, DataLoader with 2 workers).
+//! * `steps` (or one method name): one full training step per method
+//!   (`benches/src/steps.rs`, timed by the `contrast-steps` binary) against
+//!   `benches/py/steps.py`. Before timing, each peer loads our exported weights and inputs and
+//!   must compute our loss (relative difference ≤ 1e-4), else the bench stops. FLOPs per step come
+//!   from PyTorch's `FlopCounterMode` on the peer; achieved FLOP/s is set against the fp32 matmul
+//!   peak measured in the same run by both sides.
+//!
+//! Every run rewrites `benches/RESULTS.md` with the tables and the machine description.
 
 use crate::setup::{setup, SetupArgs};
 use crate::util::{repo_root, run_output, step};
@@ -24,6 +33,18 @@ pub struct BenchArgs {
     /// Measurement seconds per case and round.
     #[arg(long, default_value_t = 4.0)]
     pub seconds: f64,
+    /// `all`, `augment`, `steps`, or one method of the steps bench (`patchmix`, `fba-net`).
+    #[arg(long, default_value = "all")]
+    pub method: String,
+    /// libtorch intra-op threads for the step benches (both sides).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// `cpu` or `cuda` for the step benches (both sides).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Do not rewrite `benches/RESULTS.md`.
+    #[arg(long)]
+    pub no_results: bool,
 }
 
 /// `ns/iter` lines of criterion's `--output-format bencher` → images/s per case, using the
@@ -93,6 +114,332 @@ fn median(v: &mut [f64]) -> f64 {
 
 pub fn bench(a: &BenchArgs) -> Result<()> {
     setup(&SetupArgs::default())?;
+    let (augment, steps): (bool, Vec<&str>) = match a.method.as_str() {
+        "all" => (true, STEP_CASES.to_vec()),
+        "augment" => (true, vec![]),
+        "steps" => (false, STEP_CASES.to_vec()),
+        m if STEP_CASES.contains(&m) => (false, vec![m]),
+        other => bail!(
+            "unknown --method {other}: use all, augment, steps or one of {}",
+            STEP_CASES.join(", ")
+        ),
+    };
+    let mut sections = Vec::new();
+    if augment {
+        let rows = bench_augment(a)?;
+        sections.push((
+            format!(
+                "## Data pipeline (two-view BYOL augmentation; PyTorch peer: torchvision + DataLoader, 2 workers; {} rounds × {} s)",
+                a.rounds, a.seconds
+            ),
+            rows,
+        ));
+    }
+    if !steps.is_empty() {
+        let rows = bench_steps(a, &steps)?;
+        sections.push((
+            format!(
+                "## Training steps ({} threads, {}; {} rounds × {} s alternating; PyTorch peer: benches/py/steps.py, eager)",
+                a.threads, a.device, a.rounds, a.seconds
+            ),
+            rows,
+        ));
+    }
+    let mut md = String::new();
+    for (title, rows) in &sections {
+        md.push_str(&format!("\n{title}\n\n{}\n", rows.join("\n")));
+    }
+    println!("{md}");
+    if !a.no_results {
+        let path = repo_root().join("benches/RESULTS.md");
+        let text = format!(
+            "# Benchmark results\n\nWritten by `cargo xtask bench {}` on {} (UTC).\n\nMachine: {}\n\n\
+             Ratios are ours / PyTorch throughput, both measured in this run, alternating; absolute \
+             numbers move with the machine's load, ratios much less.\n{md}",
+            std::env::args().skip(2).collect::<Vec<_>>().join(" "),
+            utc_now(),
+            machine_description()
+        );
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// `YYYY-MM-DD HH:MM` (UTC) from the system clock.
+fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // civil-from-days (H. Hinnant's algorithm)
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60
+    )
+}
+
+/// CPU model, logical cores, memory, load average and PyTorch version, for the results file.
+fn machine_description() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .map_or("? GiB".into(), |kb| {
+            format!("{:.0} GiB", kb / 1024.0 / 1024.0)
+        });
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default();
+    let torch = crate::util::cache_dir()
+        .ok()
+        .and_then(|c| {
+            run_output(
+                Command::new(c.join("venv/bin/python"))
+                    .args(["-c", "import torch; print(torch.__version__)"]),
+            )
+            .ok()
+        })
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| "?".into());
+    format!("{cpu}, {cores} logical cores, {mem}; load average at the end {load}; PyTorch {torch} (libtorch of the same wheel for tch)")
+}
+
+/// The step cases of `benches/src/steps.rs` (kept in sync by a test).
+pub const STEP_CASES: &[&str] = &["patchmix", "fba-net"];
+
+/// `step <name> <rate> samples/s (… peak RSS <m> MiB)` → (name, rate, peak MiB).
+pub fn parse_step(out: &str) -> Option<(String, f64, f64)> {
+    let line = out.lines().find(|l| l.starts_with("step "))?;
+    let mut w = line.split_whitespace().skip(1);
+    let name = w.next()?.to_string();
+    let rate = w.next()?.parse().ok()?;
+    let mib = line
+        .split("peak RSS ")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some((name, rate, mib))
+}
+
+/// The number after `key` on the line starting with `key` (`loss <name> <v>`, `flops <name> <v>`,
+/// `matmul_peak <v> GFLOP/s`).
+pub fn parse_value(out: &str, key: &str, skip: usize) -> Option<f64> {
+    let line = out.lines().find(|l| l.starts_with(key))?;
+    line.split_whitespace().nth(1 + skip)?.parse().ok()
+}
+
+/// Relative difference used for the peers' loss check.
+pub fn rel_diff(a: f64, b: f64) -> f64 {
+    (a - b).abs() / a.abs().max(b.abs()).max(1e-12)
+}
+
+fn bench_steps(a: &BenchArgs, cases: &[&str]) -> Result<Vec<String>> {
+    let root = repo_root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    step("building contrast-steps (release)");
+    crate::util::run_status(Command::new(&cargo).current_dir(&root).args([
+        "build",
+        "--release",
+        "-q",
+        "-p",
+        "contrast-benches",
+        "--bin",
+        "contrast-steps",
+    ]))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let bin = target.join("release/contrast-steps");
+    let python = crate::util::cache_dir()?.join("venv/bin/python");
+    let dir = target.join("steps");
+    let threads = a.threads.to_string();
+    let secs = format!("{}", a.seconds);
+    let rust = |args: &[&str]| run_output(Command::new(&bin).current_dir(&root).args(args));
+    let py = |args: &[&str]| {
+        run_output(
+            Command::new(&python)
+                .current_dir(&root)
+                .arg("benches/py/steps.py")
+                .args(args),
+        )
+    };
+    struct Case {
+        case: String,
+        batch: f64,
+        spec: String,
+        name: String,
+        flops: Option<f64>,
+        ours: Vec<(f64, f64)>,
+        peer: Vec<(f64, f64)>,
+    }
+    let mut all = Vec::new();
+    for c in cases {
+        step(&format!("{c}: export + loss check"));
+        let out = rust(&["export", "--case", c, "--dir", &dir.to_string_lossy()])?;
+        let spec = out
+            .split_whitespace()
+            .last()
+            .context("contrast-steps export printed no spec path")?
+            .to_string();
+        let name = out.split_whitespace().nth(1).unwrap_or(c).to_string();
+        let spec_json: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(&spec).with_context(|| format!("reading {spec}"))?,
+        )?;
+        let ours_loss = spec_json["loss_rust"]
+            .as_f64()
+            .context("spec without loss_rust")?;
+        let mut flops = None;
+        if a.vs_pytorch {
+            let theirs = parse_value(&py(&["check", &spec])?, "loss", 1)
+                .context("the peer printed no loss")?;
+            let d = rel_diff(ours_loss, theirs);
+            println!(
+                "  loss check {name}: ours {ours_loss:.7} PyTorch {theirs:.7} (rel. diff {d:.1e})"
+            );
+            if d > 1e-4 {
+                bail!("{name}: the PyTorch peer computes a different loss ({theirs} vs our {ours_loss}): not timing a different step");
+            }
+            flops = parse_value(&py(&["flops", &spec])?, "flops", 1);
+        }
+        all.push(Case {
+            case: c.to_string(),
+            batch: spec_json["batch"].as_f64().context("spec without batch")?,
+            spec,
+            name,
+            flops,
+            ours: vec![],
+            peer: vec![],
+        });
+    }
+    let mut peaks_ours = Vec::new();
+    let mut peaks_peer = Vec::new();
+    for round in 1..=a.rounds {
+        step(&format!("round {round}/{}: matmul peak", a.rounds));
+        if let Some(g) = parse_value(
+            &rust(&["peak", "--threads", &threads, "--device", &a.device])?,
+            "matmul_peak",
+            0,
+        ) {
+            peaks_ours.push(g);
+        }
+        if a.vs_pytorch {
+            if let Some(g) = parse_value(&py(&["peak", "--threads", &threads])?, "matmul_peak", 0) {
+                peaks_peer.push(g);
+            }
+        }
+        for c in all.iter_mut() {
+            step(&format!("round {round}/{}: {} ours", a.rounds, c.name));
+            let out = rust(&[
+                "time",
+                "--case",
+                &c.case,
+                "--threads",
+                &threads,
+                "--seconds",
+                &secs,
+                "--device",
+                &a.device,
+            ])?;
+            let (_, r, m) = parse_step(&out).with_context(|| format!("no step line in:\n{out}"))?;
+            println!("  ours  {:<28} {r:>9.3} samples/s  peak {m:.0} MiB", c.name);
+            c.ours.push((r, m));
+            if a.vs_pytorch {
+                let out = py(&[
+                    "time",
+                    &c.spec,
+                    "--threads",
+                    &threads,
+                    "--seconds",
+                    &secs,
+                    "--device",
+                    &a.device,
+                ])?;
+                let (_, r, m) =
+                    parse_step(&out).with_context(|| format!("no step line in:\n{out}"))?;
+                println!("  torch {:<28} {r:>9.3} samples/s  peak {m:.0} MiB", c.name);
+                c.peer.push((r, m));
+            }
+        }
+    }
+    let peak = median(&mut peaks_ours.clone());
+    let mut rows = vec![
+        format!(
+            "fp32 matmul peak (1024²): ours {peak:.1} GFLOP/s, PyTorch {} (medians of {} rounds)\n",
+            if peaks_peer.is_empty() { "–".to_string() } else { format!("{:.1} GFLOP/s", median(&mut peaks_peer)) },
+            a.rounds
+        ),
+        "| step | ours (samples/s) | PyTorch (samples/s) | ratio | peak RSS ours / PyTorch (MiB) | GFLOP per step | ours GFLOP/s (% of matmul peak) |".to_string(),
+        "|---|---|---|---|---|---|---|".to_string(),
+    ];
+    for c in &all {
+        let o = median(&mut c.ours.iter().map(|v| v.0).collect::<Vec<_>>());
+        let om = c.ours.iter().map(|v| v.1).fold(0.0, f64::max);
+        let (p, pm) = if c.peer.is_empty() {
+            (f64::NAN, f64::NAN)
+        } else {
+            (
+                median(&mut c.peer.iter().map(|v| v.0).collect::<Vec<_>>()),
+                c.peer.iter().map(|v| v.1).fold(0.0, f64::max),
+            )
+        };
+        let batch = c.batch;
+        let util = c.flops.map(|f| {
+            let g = f / 1e9 * o / batch;
+            format!("{:.1} | {g:.1} ({:.0} %)", f / 1e9, 100.0 * g / peak)
+        });
+        rows.push(format!(
+            "| {} | {o:.3} | {} | {} | {om:.0} / {} | {} |",
+            c.name,
+            if p.is_nan() {
+                "–".into()
+            } else {
+                format!("{p:.3}")
+            },
+            if p.is_nan() {
+                "–".into()
+            } else {
+                format!("{:.2}×", o / p)
+            },
+            if pm.is_nan() {
+                "–".into()
+            } else {
+                format!("{pm:.0}")
+            },
+            util.unwrap_or_else(|| "– | –".into()),
+        ));
+    }
+    Ok(rows)
+}
+
+/// The augmentation bench; returns the Markdown table rows.
+fn bench_augment(a: &BenchArgs) -> Result<Vec<String>> {
     let root = repo_root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     step("building the benches (release)");
@@ -152,18 +499,21 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
             }
         }
     }
-    println!("\n| case | ours (images/s, median) | PyTorch (images/s, median) | ratio |\n|---|---|---|---|");
+    let mut rows = vec![
+        "| case | ours (images/s, median) | PyTorch (images/s, median) | ratio |".to_string(),
+        "|---|---|---|---|".to_string(),
+    ];
     for (k, v) in ours.iter_mut() {
         let o = median(v);
-        match peer.get_mut(k) {
+        rows.push(match peer.get_mut(k) {
             Some(p) => {
                 let p = median(p);
-                println!("| augment {k} | {o:.0} | {p:.0} | {:.1}× |", o / p);
+                format!("| augment {k} | {o:.0} | {p:.0} | {:.1}× |", o / p)
             }
-            None => println!("| augment {k} | {o:.0} | – | – |"),
-        }
+            None => format!("| augment {k} | {o:.0} | – | – |"),
+        });
     }
-    Ok(())
+    Ok(rows)
 }
 
 #[cfg(test)]
@@ -181,5 +531,49 @@ mod tests {
         assert_eq!(p["32px_batch256"], 96.0);
         assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+
+    #[test]
+    fn parses_the_step_lines_of_both_sides_and_checks_losses_relatively() {
+        let ours = "step patchmix_vit_t4_b32 8.610 samples/s (median step 3716.8 ms over 3 steps, 1 threads, peak RSS 1907 MiB)\n";
+        assert_eq!(
+            parse_step(ours),
+            Some(("patchmix_vit_t4_b32".to_string(), 8.61, 1907.0))
+        );
+        assert_eq!(
+            parse_value("x\nloss fba 6.2742367\n", "loss", 1),
+            Some(6.2742367)
+        );
+        assert_eq!(
+            parse_value("flops fba-net_vnet8_p32_b4 26694955008\n", "flops", 1),
+            Some(26694955008.0)
+        );
+        assert_eq!(
+            parse_value(
+                "matmul_peak 90.74 GFLOP/s (fp32 1024x1024, 1 threads)",
+                "matmul_peak",
+                0
+            ),
+            Some(90.74)
+        );
+        assert!(rel_diff(7.033056259155273, 7.0330563) < 1e-7);
+        assert!(rel_diff(1.0, 1.001) > 1e-4);
+        assert!(parse_step("no step here").is_none());
+    }
+
+    #[test]
+    fn step_cases_match_the_benches_crate() {
+        let src = std::fs::read_to_string(repo_root().join("benches/src/steps.rs")).unwrap();
+        let line = src
+            .lines()
+            .find(|l| l.starts_with("pub const CASES"))
+            .expect("CASES in benches/src/steps.rs");
+        for c in STEP_CASES {
+            assert!(
+                line.contains(&format!("\"{c}\"")),
+                "{c} missing from {line}"
+            );
+        }
+        assert_eq!(line.matches('"').count(), 2 * STEP_CASES.len(), "{line}");
     }
 }

@@ -27,7 +27,9 @@ struct Args {
 
 fn parse() -> Result<Args> {
     let mut it = std::env::args().skip(1);
-    let cmd = it.next().context("usage: contrast-steps time|export|peak [options]")?;
+    let cmd = it
+        .next()
+        .context("usage: contrast-steps time|export|peak [options]")?;
     let mut a = Args {
         cmd,
         case: String::new(),

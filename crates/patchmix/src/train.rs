@@ -308,7 +308,10 @@ pub fn step_terms(
     apply: bool,
 ) -> Result<crate::loss::Terms> {
     if views.len() < 2 {
-        bail!("a PatchMix step needs two global views, got {}", views.len());
+        bail!(
+            "a PatchMix step needs two global views, got {}",
+            views.len()
+        );
     }
     let (x1, x2) = (&views[0], &views[1]);
     let (xm1, _) = mixer.mix_images(x1, apply)?;

@@ -1,16 +1,16 @@
-"""PyTorch reference for the PatchMix objective (our own code, from the equations in
-module/loss.py and main_pretrain.py of the official repository):
-
-L = CE(q1, k2, I) + 1/2 CE(mq2, k1, T_mix) + 1/2 CE(mq2, mk1, T_mixmix)
-    + sum_c [CE(lq_c, k1, I) + CE(lq_c, k2, I)] / n + sum_c [CE(lmq_c, k1, T_mix) + CE(lmq_c, k2, T_mix)] / n
-with CE(q, k, T) = mean_i sum_j -T_ij log_softmax_j(norm(q)_i . norm(k)_j / tau), keys without gradient.
-The soft targets are rebuilt here from their definition (m sources, ring distance).
+"""PyTorch reference for the PatchMix objective (the objective itself is in `patchmix_torch.py`,
+shared with the training-step bench's PyTorch peer). Inputs: q1, k1, k2, mq2, mk1 [B, D] and
+local-crop queries lq, lmq [n, B, D]; outputs: the terms, the gradients of the queries, and the
+soft targets rebuilt from their definition.
 """
+import os
 import sys
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from patchmix_torch import patchmix_objective, soft_targets  # noqa: E402
 
 inp = np.load(sys.argv[1])
 tau, m = float(sys.argv[3]), int(sys.argv[4])
@@ -20,33 +20,9 @@ mq2 = t["mq2"].clone().requires_grad_(True)
 lq = t["lq"].clone().requires_grad_(True)  # [n, B, D]
 lmq = t["lmq"].clone().requires_grad_(True)
 k1, k2, mk1 = t["k1"], t["k2"], t["mk1"]
-B = q1.shape[0]
-
-mix_t = torch.zeros(B, B)
-mixmix_t = torch.zeros(B, B)
-for g in range(B):
-    for j in range(m):
-        mix_t[g, (g + j) % B] += 1.0 / m
-    for d in range(-(m - 1), m):
-        mixmix_t[g, (g + d) % B] += (m - abs(d)) / (m * m)
-eye = torch.eye(B)
-
-
-def ce(q, k, target):
-    q = F.normalize(q, dim=1)
-    with torch.no_grad():
-        k = F.normalize(k, dim=1)
-    logits = torch.einsum("nc,mc->nm", q, k) / tau
-    return torch.sum(-target * F.log_softmax(logits, dim=-1), dim=-1).mean()
-
-
-orig = ce(q1, k2, eye)
-mix_orig = ce(mq2, k1, mix_t)
-mix_mix = ce(mq2, mk1, mixmix_t)
-n = lq.shape[0]
-multi = sum((ce(lq[c], k1, eye) + ce(lq[c], k2, eye)) / n for c in range(n))
-multi_mix = sum((ce(lmq[c], k1, mix_t) + ce(lmq[c], k2, mix_t)) / n for c in range(n))
-total = orig + 0.5 * (mix_orig + mix_mix) + multi + multi_mix
+mix_t, mixmix_t = soft_targets(q1.shape[0], m)
+total, orig, mix_orig, mix_mix, multi, multi_mix = patchmix_objective(
+    q1, k1, k2, mq2, mk1, list(lq.unbind(0)), list(lmq.unbind(0)), tau, mix_t, mixmix_t)
 total.backward()
 np.savez(
     sys.argv[2],
