@@ -56,6 +56,18 @@ class Step:
         self.opt.step()
         return loss.item()
 
+    def step_phases(self):
+        """Seconds in (forward + loss, backward, optimiser) of one step."""
+        t = time.perf_counter()
+        loss = self.loss()
+        loss.item()
+        f = time.perf_counter() - t
+        self.opt.zero_grad(set_to_none=False)
+        loss.backward()
+        b = time.perf_counter() - t - f
+        self.opt.step()
+        return f, b, time.perf_counter() - t - f - b
+
 
 # ---- PatchMix ---------------------------------------------------------------------------------
 def mlp(layers, d_in, hidden, d_out, last_bn):
@@ -186,6 +198,7 @@ def main():
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--n", type=int, default=1024)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--phases", action="store_true")
     a = ap.parse_args()
     if a.threads > 0:
         torch.set_num_threads(a.threads)
@@ -238,6 +251,10 @@ def main():
         times.append(time.perf_counter() - t)
     if last != last:
         raise SystemExit(f"{s['name']}: the loss became NaN")
+    if a.phases:
+        ph = list(zip(*[case.step_phases() for _ in range(3)]))
+        f, b, u = (statistics.median(v) * 1000 for v in ph)
+        print(f"phases {s['name']} forward+loss {f:.1f} ms, backward {b:.1f} ms, optimiser {u:.1f} ms")
     med = statistics.median(times)
     print(f"step {s['name']} {s['batch'] / med:.3f} samples/s (median step {med * 1000:.1f} ms over "
           f"{len(times)} steps, {torch.get_num_threads()} threads, peak RSS {peak_rss_mib():.0f} MiB)")

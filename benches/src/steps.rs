@@ -30,8 +30,32 @@ pub trait StepCase {
     fn name(&self) -> String;
     /// Samples per step.
     fn batch(&self) -> i64;
+    /// Forward pass and objective of one step.
+    fn loss(&mut self) -> Result<Tensor>;
+    fn zero_grad(&mut self);
+    /// The optimiser update (after the backward pass).
+    fn update(&mut self) -> Result<()>;
     /// One full training step (forward, loss, backward, optimiser update); returns the loss.
-    fn step(&mut self) -> Result<f64>;
+    fn step(&mut self) -> Result<f64> {
+        let loss = self.loss()?;
+        self.zero_grad();
+        loss.backward();
+        self.update()?;
+        scalar(&loss)
+    }
+    /// Seconds spent in (forward + loss, backward, optimiser) by one step.
+    fn step_phases(&mut self) -> Result<[f64; 3]> {
+        let t = std::time::Instant::now();
+        let loss = self.loss()?;
+        let _ = scalar(&loss)?;
+        let f = t.elapsed().as_secs_f64();
+        self.zero_grad();
+        loss.backward();
+        let b = t.elapsed().as_secs_f64() - f;
+        self.update()?;
+        let u = t.elapsed().as_secs_f64() - f - b;
+        Ok([f, b, u])
+    }
     /// Settings the PyTorch peer rebuilds the same step from.
     fn spec(&self) -> Value;
     /// Weights (`w:<name>`) and inputs (`in:<name>`) as named tensors.
@@ -177,12 +201,16 @@ impl StepCase for PatchMixStep {
         self.cfg.optim.batch_size as i64
     }
 
-    fn step(&mut self) -> Result<f64> {
-        let terms = self.terms()?;
+    fn loss(&mut self) -> Result<Tensor> {
+        Ok(self.terms()?.total)
+    }
+
+    fn zero_grad(&mut self) {
         self.opt.zero_grad();
-        terms.total.backward();
-        self.opt.step()?;
-        scalar(&terms.total)
+    }
+
+    fn update(&mut self) -> Result<()> {
+        self.opt.step()
     }
 
     fn spec(&self) -> Value {
@@ -295,12 +323,16 @@ impl StepCase for FbaStep {
         self.cfg.data.batch_size as i64
     }
 
-    fn step(&mut self) -> Result<f64> {
-        let terms = fba_net::train::step_terms(&self.net, &self.x, &self.y, &self.w)?;
+    fn loss(&mut self) -> Result<Tensor> {
+        Ok(fba_net::train::step_terms(&self.net, &self.x, &self.y, &self.w)?.total)
+    }
+
+    fn zero_grad(&mut self) {
         self.opt.zero_grad();
-        terms.total.backward();
-        self.opt.step()?;
-        scalar(&terms.total)
+    }
+
+    fn update(&mut self) -> Result<()> {
+        self.opt.step()
     }
 
     fn spec(&self) -> Value {

@@ -3,7 +3,7 @@
 //! exports a case for the peer's loss check, and measures the fp32 matmul peak.
 //!
 //! ```text
-//! contrast-steps time   --case patchmix [--batch 32] [--threads 1] [--seconds 10] [--device cpu]
+//! contrast-steps time   --case patchmix [--batch 32] [--threads 1] [--seconds 10] [--device cpu] [--phases]
 //! contrast-steps export --case patchmix --dir DIR      # DIR/<name>.{safetensors,json}
 //! contrast-steps peak   [--threads 1] [--n 1024] [--seconds 3]
 //! ```
@@ -23,6 +23,7 @@ struct Args {
     n: i64,
     dir: PathBuf,
     device: Device,
+    phases: bool,
 }
 
 fn parse() -> Result<Args> {
@@ -39,8 +40,13 @@ fn parse() -> Result<Args> {
         n: 1024,
         dir: PathBuf::from("target/steps"),
         device: Device::Cpu,
+        phases: false,
     };
     while let Some(flag) = it.next() {
+        if flag == "--phases" {
+            a.phases = true;
+            continue;
+        }
         let v = it.next().with_context(|| format!("{flag} needs a value"))?;
         let bad = |e: std::num::ParseIntError| anyhow::anyhow!("{flag} {v}: {e}");
         match flag.as_str() {
@@ -86,6 +92,17 @@ fn main() -> Result<()> {
                 last = case.step()?;
                 sync(a.device);
                 times.push(t.elapsed().as_secs_f64());
+            }
+            if a.phases {
+                let mut ph: [Vec<f64>; 3] = Default::default();
+                for _ in 0..3 {
+                    let p = case.step_phases()?;
+                    for (v, x) in ph.iter_mut().zip(p) {
+                        v.push(x);
+                    }
+                }
+                let [f, b, u] = ph.map(|mut v| median(&mut v) * 1e3);
+                println!("phases {} forward+loss {f:.1} ms, backward {b:.1} ms, optimiser {u:.1} ms", case.name());
             }
             if !last.is_finite() {
                 bail!("{}: the loss became {last}", case.name());
