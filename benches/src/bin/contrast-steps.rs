@@ -102,7 +102,10 @@ fn main() -> Result<()> {
                     }
                 }
                 let [f, b, u] = ph.map(|mut v| median(&mut v) * 1e3);
-                println!("phases {} forward+loss {f:.1} ms, backward {b:.1} ms, optimiser {u:.1} ms", case.name());
+                println!(
+                    "phases {} forward+loss {f:.1} ms, backward {b:.1} ms, optimiser {u:.1} ms",
+                    case.name()
+                );
             }
             if !last.is_finite() {
                 bail!("{}: the loss became {last}", case.name());
