@@ -17,6 +17,7 @@
 pub mod config;
 pub mod data;
 pub mod eval;
+pub mod figures;
 pub mod loss;
 pub mod model;
 pub mod report;

@@ -41,6 +41,9 @@ struct EvalArgs {
     /// Write `<dir>/<case>_pred.nii.gz`.
     #[arg(long)]
     save_predictions: Option<PathBuf>,
+    /// Also draw the first test case's slices with GT / prediction and the A / 1 − A maps (PNG).
+    #[arg(long)]
+    figure: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -92,7 +95,12 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Eval(a) => {
             let cfg: FbaNetConfig = a.run.config(crate_dir())?;
-            let res = eval_weights(&cfg, &a.weights, a.save_predictions.as_deref())?;
+            let res = eval_weights(
+                &cfg,
+                &a.weights,
+                a.save_predictions.as_deref(),
+                a.figure.as_deref(),
+            )?;
             println!(
                 "{}",
                 fba_net::eval::case_table(&a.weights.display().to_string(), &res)

@@ -58,12 +58,17 @@ impl ContraHead {
         }
     }
 
-    /// The scaled maps `(fg, bg)` `[N, H·W·D]` (the module's `ContraModule.forward`).
-    pub fn maps(&self, logits: &Tensor, train: bool) -> (Tensor, Tensor) {
-        let a = logits
+    /// A = sigmoid(BN(conv(logits))) `[N, 1, X/2, Y/2, Z/2]`, values in (0, 1).
+    pub fn activation_map(&self, logits: &Tensor, train: bool) -> Tensor {
+        logits
             .apply(&self.activation_head)
             .apply_t(&self.bn_head, train)
-            .sigmoid();
+            .sigmoid()
+    }
+
+    /// The scaled maps `(fg, bg)` `[N, H·W·D]` (the module's `ContraModule.forward`).
+    pub fn maps(&self, logits: &Tensor, train: bool) -> (Tensor, Tensor) {
+        let a = self.activation_map(logits, train);
         let n = a.size()[0];
         let hwd: i64 = a.size()[2..].iter().product();
         let flat = a.reshape([n, hwd]);
@@ -175,6 +180,23 @@ impl FbaNet {
                 Ok(Outputs { logits, fg, bg })
             })
             .collect()
+    }
+
+    /// Decoder 1's foreground map A `[X/2, Y/2, Z/2]` (eval mode) for one patch `[1, 1, X, Y, Z]`;
+    /// `None` without the contrastive module (supervised baseline).
+    pub fn foreground_map(&self, x: &Tensor) -> Result<Option<Tensor>> {
+        let Some(head) = &self.decoders[0].1 else {
+            return Ok(None);
+        };
+        tch::no_grad(|| {
+            let feats = self.encoder.forward_t(x, false)?;
+            let logits = self.decoders[0].0.forward_t(&feats, false);
+            Ok(Some(
+                head.activation_map(&logits, false)
+                    .squeeze_dim(0)
+                    .squeeze_dim(0),
+            ))
+        })
     }
 
     /// Decoder-1 softmax probabilities (inference, eval mode): what the reference's

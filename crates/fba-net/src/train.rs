@@ -246,6 +246,12 @@ pub fn train(cfg: &FbaNetConfig, opts: &RunOptions, stop_at: Option<u64>) -> Res
     load_into(&eval_net.vs, &named_variables(&net.vs), true)?;
     let save_dir = cfg.eval.save_predictions.then(|| run.path("predictions"));
     let last = evaluate(&eval_net, &data.test, &sw, device, save_dir.as_deref())?;
+    // what the model does: slices + A / 1 − A maps of the first test case (last weights)
+    if let Some(case) = data.test.first() {
+        let fig = run.figures_dir()?.join(format!("slices_{}.png", case.id));
+        crate::figures::slice_figure(&eval_net, case, &sw, device, &fig)
+            .with_context(|| format!("drawing {}", fig.display()))?;
+    }
     let best = if best_path.is_file() {
         load_weights(&eval_net, &best_path)?;
         Some(evaluate(&eval_net, &data.test, &sw, device, None)?)
@@ -293,11 +299,13 @@ pub fn train(cfg: &FbaNetConfig, opts: &RunOptions, stop_at: Option<u64>) -> Res
 }
 
 /// Evaluates saved weights (`best.safetensors`, or a checkpoint folder's `model` group) on the
-/// test list; returns the per-case results.
+/// test list; returns the per-case results. `figure`: also draw the slices / A-map figure of
+/// the first test case there.
 pub fn eval_weights(
     cfg: &FbaNetConfig,
     weights: &Path,
     save_dir: Option<&Path>,
+    figure: Option<&Path>,
 ) -> Result<Vec<CaseResult>> {
     let device = cfg.runtime.init()?;
     let data = LaData::load(cfg)?;
@@ -309,7 +317,12 @@ pub fn eval_weights(
     } else {
         load_weights(&net, weights)?;
     }
-    evaluate(&net, &data.test, &sliding_window(cfg), device, save_dir)
+    let sw = sliding_window(cfg);
+    if let (Some(fig), Some(case)) = (figure, data.test.first()) {
+        crate::figures::slice_figure(&net, case, &sw, device, fig)
+            .with_context(|| format!("drawing {}", fig.display()))?;
+    }
+    evaluate(&net, &data.test, &sw, device, save_dir)
 }
 
 /// Seconds per training iteration at the config's patch and batch (forward + backward + SGD

@@ -99,6 +99,24 @@ fn trains_reports_resumes_and_evaluates() {
             < 1e-9
     );
 
+    // What the model does: slices of the first test case with GT / prediction and A / 1 − A.
+    let fig = runs.join("fba-net/full/figures/slices_CASE04.png");
+    let img = image::open(&fig).unwrap().to_rgb8();
+    // 2 planes × 4 panels of 16 px × 3, with captions: wider than 4 tiles, taller than 2
+    assert!(
+        img.width() > 4 * 48 && img.height() > 2 * 48,
+        "{:?}",
+        img.dimensions()
+    );
+    let ink = contrast_report::images::ink_fraction(&img);
+    assert!(ink > 0.05, "blank figure ({ink})");
+    // the A / 1 − A panels are colour (the heat ramp), the image panel grey
+    let coloured = img
+        .pixels()
+        .filter(|p| p[0] != p[1] || p[1] != p[2])
+        .count();
+    assert!(coloured > 1000, "{coloured} coloured pixels");
+
     let half = train(&cfg, &opts(&runs, "split", false), Some(3)).unwrap();
     assert!(half.report.is_none());
     let rest = train(&cfg, &opts(&runs, "split", true), None).unwrap();
@@ -129,7 +147,13 @@ fn trains_reports_resumes_and_evaluates() {
     assert!(a.iter().any(|v| v["test_dice"].is_number()));
 
     // The best weights re-evaluated by `eval` give the report's numbers.
-    let res = eval_weights(&cfg, &runs.join("fba-net/full/best.safetensors"), None).unwrap();
+    let res = eval_weights(
+        &cfg,
+        &runs.join("fba-net/full/best.safetensors"),
+        None,
+        None,
+    )
+    .unwrap();
     for (c, rep) in res.iter().zip(best["cases"].as_array().unwrap()) {
         assert_eq!(c.metrics.dice, rep["dice"].as_f64().unwrap());
     }
