@@ -15,6 +15,7 @@
 //! * [`loadtest`]: a tiny HTTP client and a bounded concurrent load test (latency percentiles).
 
 pub mod config;
+pub mod figures;
 pub mod images;
 pub mod index;
 pub mod loadtest;

@@ -72,6 +72,9 @@ enum Cmd {
         /// Candidate pool sizes (0 = whole test gallery); default: the run's eval.pools.
         #[arg(long, value_delimiter = ',')]
         pools: Option<Vec<usize>>,
+        /// Also draw the top-k retrieval figure (PNG) for a few test queries.
+        #[arg(long)]
+        figure: Option<PathBuf>,
     },
     /// The web GUI and JSON API.
     Serve {
@@ -220,7 +223,7 @@ fn run(cli: Cli) -> Result<()> {
             print_hits(&index, &hits);
             Ok(())
         }
-        Cmd::Eval { dir, pools } => {
+        Cmd::Eval { dir, pools, figure } => {
             let (cfg, model) = load_run(&dir.run)?;
             let records = load_records(&cfg)?;
             let (_, test) = split(&records, cfg.data.test_fraction, cfg.data.split_seed)?;
@@ -230,6 +233,10 @@ fn run(cli: Cli) -> Result<()> {
             let pools = pools.unwrap_or_else(|| cfg.eval.pools.clone());
             let res = evaluate(&model, &cfg, &x, &t, &fields, &pools)?;
             print!("{}", format_results(&res));
+            if let Some(fig) = figure {
+                claires::figures::topk_figure(&model, &x, &test, 5, 4, &fig)?;
+                println!("figure: {}", fig.display());
+            }
             Ok(())
         }
         Cmd::Serve { dir, addr } => {

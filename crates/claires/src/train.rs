@@ -378,6 +378,11 @@ pub fn train(cfg: &ClairesConfig, opts: &RunOptions, stop_at: Option<u64>) -> Re
     } else {
         evaluate(&model, cfg, &test_x, &test_t, &test_fields, &cfg.eval.pools)?
     };
+    if !test_r.is_empty() {
+        let fig = run.figures_dir()?.join("retrieval_topk.png");
+        crate::figures::topk_figure(&model, &test_x, &test_r, 5, 4, &fig)
+            .with_context(|| format!("drawing {}", fig.display()))?;
+    }
     let report = json!({
         "method": "claires",
         "task": "text → image retrieval (query: the template sentence of a test record)",

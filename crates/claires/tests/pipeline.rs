@@ -33,6 +33,17 @@ fn train_resume_index_search() {
     let full = train(&cfg, &opts(&runs, "full"), None).unwrap();
     let report = full.report.expect("a finished run reports");
     assert_eq!(report["steps"], 4);
+    // the top-k retrieval figure: one row per query (text tile + k images), not blank
+    let fig = image::open(full.run_dir.join("figures/retrieval_topk.png"))
+        .unwrap()
+        .to_rgb8();
+    assert!(
+        fig.width() > 2 * 112 && fig.height() > 112,
+        "{:?}",
+        fig.dimensions()
+    );
+    let ink = contrast_report::images::ink_fraction(&fig);
+    assert!(ink > 0.05, "blank figure ({ink})");
     let results = report["results"].as_array().unwrap();
     let settings: Vec<(String, u64)> = results
         .iter()
