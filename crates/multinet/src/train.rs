@@ -257,6 +257,15 @@ pub fn pretrain(cfg: &MultinetConfig, opts: &RunOptions, stop_at: Option<u64>) -
     let bank = embed(learner.as_ref(), Arc::clone(&train_ds), cfg, device)?;
     let query = embed(learner.as_ref(), Arc::clone(&test_ds), cfg, device)?;
     let knn = knn_eval(cfg, &bank, &query, classes)?;
+    // what the model learned: test embeddings, PCA, coloured by class
+    contrast_core::eval::projection::pca_figure(
+        &query.0,
+        &query.1,
+        test_ds.classes(),
+        &format!("{}: test embeddings, PCA", learner.describe()),
+        &run.figures_dir()?.join("pca"),
+        2000,
+    )?;
     let linear = if cfg.eval.linear_epochs > 0 {
         let lp = LinearProbeConfig {
             epochs: cfg.eval.linear_epochs,

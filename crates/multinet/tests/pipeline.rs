@@ -55,6 +55,12 @@ fn pretrain_reports_and_resumes_bit_exactly() {
     assert_eq!(full.step, 10);
     assert_eq!(report["steps"], 10);
     assert_eq!(report["knn"].as_array().unwrap().len(), 2);
+    // the PCA figure of the test embeddings (PNG decodes, not blank; SVG beside it)
+    let pca = image::open(runs.join("multinet/full/figures/pca.png"))
+        .unwrap()
+        .to_rgb8();
+    assert!(contrast_report::images::ink_fraction(&pca) > 0.01);
+    assert!(runs.join("multinet/full/figures/pca.svg").is_file());
     let lin = &report["linear"];
     let top1 = lin["last_top1"].as_f64().unwrap();
     assert!((0.0..=100.0).contains(&top1));
