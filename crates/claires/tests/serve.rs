@@ -1,9 +1,10 @@
 //! The web GUI on 127.0.0.1 (random port) over a tiny synthetic index: pages, JSON API, image
 //! serving only from the indexed set (path traversal attempts get 404), query length limit with
 //! a readable error, a bounded concurrent load test (latency percentiles), and a real headless
-//! Chromium loading a results page (screenshot decoded and checked: size, not blank, the
-//! fixture's image colours visible = result images loaded). Skips visibly without the MiniLM
-//! wheel or without chromium.
+//! Chromium: loading a results page by URL, and a user's path driven over the DevTools protocol
+//! (focus the search box, type the query key by key, press Enter) — screenshots decoded and
+//! checked: size, not blank, the fixture's image colours visible = result images loaded. Skips
+//! visibly without the MiniLM wheel or without chromium.
 
 mod common;
 
@@ -329,5 +330,209 @@ fn chromium_renders_results() {
     assert!(
         seen >= 4,
         "only {seen} result images visible in the screenshot"
+    );
+}
+
+/// A DevTools-protocol client over the browser's WebSocket, attached to one page (flat session).
+struct Cdp {
+    ws: tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>,
+    next: u64,
+    session: Option<String>,
+    child: std::process::Child,
+}
+
+impl Cdp {
+    /// Start headless Chromium with remote debugging on a free port and open one blank page.
+    fn start(bin: &str, profile: &std::path::Path, (w, h): (u32, u32)) -> Cdp {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(bin)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+                "--no-first-run",
+                "--disable-dev-shm-usage",
+                "--remote-debugging-port=0",
+            ])
+            .arg(format!("--window-size={w},{h}"))
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg("about:blank")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("starting chromium");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(url) = line.split("DevTools listening on ").nth(1) {
+                    let _ = tx.send(url.trim().to_string());
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("chromium printed no DevTools address within 60 s");
+        let (ws, _) = tungstenite::connect(url.as_str()).expect("connecting to DevTools");
+        if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
+            s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        }
+        let mut cdp = Cdp {
+            ws,
+            next: 0,
+            session: None,
+            child,
+        };
+        let target = cdp.call(
+            "Target.createTarget",
+            serde_json::json!({"url": "about:blank"}),
+        );
+        let id = target["targetId"].as_str().unwrap().to_string();
+        let att = cdp.call(
+            "Target.attachToTarget",
+            serde_json::json!({"targetId": id, "flatten": true}),
+        );
+        cdp.session = Some(att["sessionId"].as_str().unwrap().to_string());
+        // the window includes browser chrome: fix the page's viewport itself
+        cdp.call(
+            "Emulation.setDeviceMetricsOverride",
+            serde_json::json!({"width": w, "height": h, "deviceScaleFactor": 1, "mobile": false}),
+        );
+        cdp
+    }
+
+    /// Send a command (to the page session when attached) and wait for its result.
+    fn call(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
+        self.next += 1;
+        let mut msg = serde_json::json!({"id": self.next, "method": method, "params": params});
+        if let Some(s) = &self.session {
+            msg["sessionId"] = serde_json::json!(s);
+        }
+        self.ws
+            .send(tungstenite::Message::text(msg.to_string()))
+            .expect("sending a DevTools command");
+        loop {
+            let m = self.ws.read().expect("reading from DevTools");
+            let Ok(text) = m.to_text() else { continue };
+            let v: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+            if v["id"] == self.next {
+                assert!(v["error"].is_null(), "{method}: {}", v["error"]);
+                return v["result"].clone();
+            }
+        }
+    }
+
+    /// Evaluate a JavaScript expression in the page and return its value.
+    fn eval(&mut self, expr: &str) -> serde_json::Value {
+        let r = self.call(
+            "Runtime.evaluate",
+            serde_json::json!({"expression": expr, "returnByValue": true}),
+        );
+        r["result"]["value"].clone()
+    }
+
+    /// Poll `expr` until it is true (or panic after `secs`).
+    fn wait_for(&mut self, expr: &str, secs: u64) {
+        let start = std::time::Instant::now();
+        while self.eval(expr) != serde_json::json!(true) {
+            assert!(
+                start.elapsed().as_secs() < secs,
+                "`{expr}` not true after {secs} s"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// A key press through the browser's input pipeline (`text` inserts characters).
+    fn key(&mut self, key: &str, text: Option<&str>, code: i64) {
+        let mut down = serde_json::json!({"type": "keyDown", "key": key,
+            "windowsVirtualKeyCode": code, "nativeVirtualKeyCode": code});
+        if let Some(t) = text {
+            down["text"] = serde_json::json!(t);
+            down["unmodifiedText"] = serde_json::json!(t);
+        }
+        self.call("Input.dispatchKeyEvent", down);
+        self.call(
+            "Input.dispatchKeyEvent",
+            serde_json::json!({"type": "keyUp", "key": key,
+                "windowsVirtualKeyCode": code, "nativeVirtualKeyCode": code}),
+        );
+    }
+}
+
+impl Drop for Cdp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A user's path through the GUI in a real browser: open the start page, click into the search
+/// box, type a query key by key, press Enter, and see result images (screenshot checked).
+#[test]
+fn chromium_user_types_a_query_and_sees_results() {
+    let Some(s) = server() else { return };
+    let Some(bin) = chromium() else {
+        eprintln!("skipped: headless browser test (no chromium; `apt-get install -y chromium`)");
+        return;
+    };
+    let profile = tempfile::tempdir().unwrap();
+    let (w, h) = (1000u32, 800u32);
+    let mut cdp = Cdp::start(&bin, profile.path(), (w, h));
+    cdp.call(
+        "Page.navigate",
+        serde_json::json!({"url": format!("http://{}/", s.addr)}),
+    );
+    cdp.wait_for(
+        "document.readyState === 'complete' && !!document.getElementById('q')",
+        60,
+    );
+    assert_eq!(cdp.eval("document.querySelectorAll('.result').length"), 0);
+    cdp.eval("document.getElementById('q').focus()");
+    let query = "X-ray of the chest";
+    for c in query.chars() {
+        let t = c.to_string();
+        cdp.key(&t, Some(&t), c.to_ascii_uppercase() as i64);
+    }
+    assert_eq!(cdp.eval("document.getElementById('q').value"), query);
+    cdp.key("Enter", Some("\r"), 13);
+    // the form submits: a results page for the typed query with images that finished loading
+    cdp.wait_for(
+        "location.search.includes('q=X-ray') && document.readyState === 'complete' && \
+         document.querySelectorAll('.result').length > 0 && \
+         [...document.images].every(i => i.complete && i.naturalWidth > 0)",
+        60,
+    );
+    let n = cdp.eval("document.querySelectorAll('.result').length");
+    assert!(n.as_u64().unwrap() >= 4, "{n} results");
+    assert_eq!(cdp.eval("document.getElementById('q').value"), query);
+    let shot = cdp.call(
+        "Page.captureScreenshot",
+        serde_json::json!({"format": "png"}),
+    );
+    use base64::Engine;
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(shot["data"].as_str().unwrap())
+        .unwrap();
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("claires-gui-typed.png");
+    std::fs::write(&path, &png).unwrap();
+    let img = image::load_from_memory(&png).unwrap().to_rgb8();
+    assert_eq!(img.dimensions(), (w, h));
+    let near = |a: [u8; 3], b: [u8; 3]| a.iter().zip(b).all(|(x, y)| x.abs_diff(y) <= 3);
+    let seen = common::COLOURS
+        .iter()
+        .filter(|c| img.pixels().filter(|p| near(p.0, **c)).count() > 500)
+        .count();
+    eprintln!(
+        "typed-query screenshot {}: {seen} of 8 fixture colours visible",
+        path.display()
+    );
+    assert!(
+        seen >= 4,
+        "only {seen} result images visible after typing the query"
     );
 }
