@@ -139,8 +139,14 @@ impl Index {
         let s = self.embeddings.mv(&q);
         let scores: Vec<f32> = Vec::<f32>::try_from(s).map_err(|e| anyhow!("{e}"))?;
         let mut order: Vec<usize> = (0..scores.len()).filter(|&i| Some(i) != skip).collect();
-        // descending score, ties by lower index (the metrics' convention)
-        order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+        // descending score, ties by lower index (the metrics' convention): a strict total order,
+        // so selecting the k best first and sorting only those gives the full sort's top k
+        let cmp = |a: &usize, b: &usize| scores[*b].total_cmp(&scores[*a]).then(a.cmp(b));
+        if k > 0 && k < order.len() {
+            order.select_nth_unstable_by(k - 1, cmp);
+            order.truncate(k);
+        }
+        order.sort_by(cmp);
         Ok(order
             .into_iter()
             .take(k)
@@ -173,5 +179,46 @@ impl Index {
         let x = crate::images::load_image(path, self.meta.image_size)?.unsqueeze(0);
         let q = model.search_images(&x, 1)?;
         self.top_k(&q, k, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index(scores_like: &[f32]) -> Index {
+        // 1-D "embeddings": the score of row i against the query [1] is the row's value
+        Index {
+            meta: IndexMeta {
+                format: 1,
+                model_checksum: String::new(),
+                image_size: 0,
+                dim: 1,
+                records: vec![],
+            },
+            embeddings: Tensor::from_slice(scores_like).view([-1, 1]),
+        }
+    }
+
+    #[test]
+    fn top_k_is_the_full_sorts_prefix_with_ties_by_lower_index() {
+        // values with many ties
+        let v: Vec<f32> = (0..200).map(|i| ((i * 37) % 11) as f32 / 10.0).collect();
+        let idx = index(&v);
+        let q = Tensor::from_slice(&[1.0f32]);
+        for skip in [None, Some(3), Some(150)] {
+            let mut full: Vec<usize> = (0..v.len()).filter(|&i| Some(i) != skip).collect();
+            full.sort_by(|&a, &b| v[b].total_cmp(&v[a]).then(a.cmp(&b)));
+            for k in [0, 1, 5, 11, 199, 200, 500] {
+                let got: Vec<usize> = idx
+                    .top_k(&q, k, skip)
+                    .unwrap()
+                    .iter()
+                    .map(|h| h.index)
+                    .collect();
+                let want: Vec<usize> = full.iter().copied().take(k).collect();
+                assert_eq!(got, want, "k {k}, skip {skip:?}");
+            }
+        }
     }
 }
