@@ -12,7 +12,7 @@
 use anyhow::{bail, Context, Result};
 use contrast_core::loss::InfoNce;
 use contrast_core::optim::adamw::{AdamW, AdamWConfig};
-use contrast_core::optim::{decay_groups, single_group, Optimizer, Sgd};
+use contrast_core::optim::{decay_groups, Optimizer, Sgd};
 use contrast_core::tensors::named_variables;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -278,25 +278,12 @@ impl FbaStep {
         // `train = false`: no dropout, so the loss check is deterministic; the PyTorch peer's
         // network has none either.
         let net = fba_net::train::build_model(&cfg, device, false)?;
-        let opt = Sgd::new(
-            single_group(&net.vs, cfg.optim.weight_decay),
-            cfg.optim.lr,
-            cfg.optim.momentum,
-            0.0,
-            false,
-        )?;
+        let opt = fba_net::train::optimizer(&cfg, &net)?;
         let p = cfg.data.patch.map(|v| v as i64);
         let l = cfg.data.labeled_bs as i64;
         let x = Tensor::randn([batch, 1, p[0], p[1], p[2]], (Kind::Float, device));
         let y = Tensor::randint(2, [l, p[0], p[1], p[2]], (Kind::Int64, device));
-        let w = fba_net::loss::LossWeights {
-            lambda_seg: cfg.loss.lambda_seg,
-            consistency: 1.0,
-            contrast: cfg.loss.contrast,
-            temperature: cfg.loss.temperature,
-            alpha_max: cfg.loss.alpha_max,
-            alpha_min: cfg.loss.alpha_min,
-        };
+        let w = fba_net::train::loss_weights(&cfg, 1.0);
         Ok(Self {
             cfg,
             net,

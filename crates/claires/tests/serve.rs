@@ -227,18 +227,21 @@ fn chromium() -> Option<String> {
     None
 }
 
+/// Headless Chromium as root in a container: no sandbox, no GPU, no /dev/shm.
+const CHROMIUM_FLAGS: [&str; 6] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--hide-scrollbars",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+];
+
 /// Run chromium headless with `args`, killing it after `secs`.
 fn run_chromium(bin: &str, profile: &std::path::Path, args: &[String], secs: u64) -> Vec<u8> {
     let mut child = std::process::Command::new(bin)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--hide-scrollbars",
-            "--no-first-run",
-            "--disable-dev-shm-usage",
-            "--virtual-time-budget=10000",
-        ])
+        .args(CHROMIUM_FLAGS)
+        .arg("--virtual-time-budget=10000")
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(args)
         .stdout(std::process::Stdio::piped())
@@ -346,15 +349,8 @@ impl Cdp {
     fn start(bin: &str, profile: &std::path::Path, (w, h): (u32, u32)) -> Cdp {
         use std::io::BufRead;
         let mut child = std::process::Command::new(bin)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--hide-scrollbars",
-                "--no-first-run",
-                "--disable-dev-shm-usage",
-                "--remote-debugging-port=0",
-            ])
+            .args(CHROMIUM_FLAGS)
+            .arg("--remote-debugging-port=0")
             .arg(format!("--window-size={w},{h}"))
             .arg(format!("--user-data-dir={}", profile.display()))
             .arg("about:blank")

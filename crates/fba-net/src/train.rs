@@ -98,6 +98,34 @@ fn summarize(results: &[CaseResult]) -> serde_json::Value {
     })
 }
 
+/// The reference optimiser: SGD with momentum, weight decay on every parameter.
+pub fn optimizer(cfg: &FbaNetConfig, net: &FbaNet) -> Result<Sgd> {
+    Sgd::new(
+        single_group(&net.vs, cfg.optim.weight_decay),
+        cfg.optim.lr,
+        cfg.optim.momentum,
+        0.0,
+        false,
+    )
+}
+
+/// The objective's weights of a config at consistency weight `consistency` (the contrastive
+/// term is off for the supervised baseline).
+pub fn loss_weights(cfg: &FbaNetConfig, consistency: f64) -> LossWeights {
+    LossWeights {
+        lambda_seg: cfg.loss.lambda_seg,
+        consistency,
+        contrast: if cfg.model.variant == "supervised" {
+            0.0
+        } else {
+            cfg.loss.contrast
+        },
+        temperature: cfg.loss.temperature,
+        alpha_max: cfg.loss.alpha_max,
+        alpha_min: cfg.loss.alpha_min,
+    }
+}
+
 /// Forward pass (train mode) and loss terms of one training iteration on a batch whose first
 /// `y.size()[0]` images are the labelled ones; the caller owns zero-grad / backward / step, so
 /// training, `time_iterations` and the benches run exactly this code.
@@ -126,13 +154,7 @@ pub fn train(cfg: &FbaNetConfig, opts: &RunOptions, stop_at: Option<u64>) -> Res
     let total = cfg.optim.iterations;
     tch::manual_seed(cfg.runtime.seed as i64);
     let net = build_model(cfg, device, true)?;
-    let mut opt = Sgd::new(
-        single_group(&net.vs, cfg.optim.weight_decay),
-        cfg.optim.lr,
-        cfg.optim.momentum,
-        0.0,
-        false,
-    )?;
+    let mut opt = optimizer(cfg, &net)?;
     let sw = sliding_window(cfg);
     let best_path = run.path("best.safetensors");
     let mut best_dice = -1.0f64;
@@ -151,22 +173,16 @@ pub fn train(cfg: &FbaNetConfig, opts: &RunOptions, stop_at: Option<u64>) -> Res
     for _ in 0..start {
         sampler.next_batch(&mut sampler_rng);
     }
-    let weights = |iter: u64| LossWeights {
-        lambda_seg: cfg.loss.lambda_seg,
-        consistency: consistency_weight(
-            iter,
-            cfg.loss.rampup_every,
-            cfg.loss.consistency_rampup,
-            cfg.loss.consistency,
-        ),
-        contrast: if cfg.model.variant == "supervised" {
-            0.0
-        } else {
-            cfg.loss.contrast
-        },
-        temperature: cfg.loss.temperature,
-        alpha_max: cfg.loss.alpha_max,
-        alpha_min: cfg.loss.alpha_min,
+    let weights = |iter: u64| {
+        loss_weights(
+            cfg,
+            consistency_weight(
+                iter,
+                cfg.loss.rampup_every,
+                cfg.loss.consistency_rampup,
+                cfg.loss.consistency,
+            ),
+        )
     };
     let end = stop_at.map_or(total, |s| s.min(total));
     let progress = Progress::new(total, start, &cfg.model.variant);
@@ -330,26 +346,13 @@ pub fn eval_weights(
 pub fn time_iterations(cfg: &FbaNetConfig, iters: usize, warmup: usize) -> Result<f64> {
     let device = cfg.runtime.init()?;
     let net = build_model(cfg, device, true)?;
-    let mut opt = Sgd::new(
-        single_group(&net.vs, cfg.optim.weight_decay),
-        cfg.optim.lr,
-        cfg.optim.momentum,
-        0.0,
-        false,
-    )?;
+    let mut opt = optimizer(cfg, &net)?;
     let p = cfg.data.patch.map(|v| v as i64);
     let b = cfg.data.batch_size as i64;
     let l = cfg.data.labeled_bs as i64;
     let x = Tensor::randn([b, 1, p[0], p[1], p[2]], (tch::Kind::Float, device));
     let y = Tensor::randint(2, [l, p[0], p[1], p[2]], (tch::Kind::Int64, device));
-    let w = LossWeights {
-        lambda_seg: cfg.loss.lambda_seg,
-        consistency: 1.0,
-        contrast: cfg.loss.contrast,
-        temperature: cfg.loss.temperature,
-        alpha_max: cfg.loss.alpha_max,
-        alpha_min: cfg.loss.alpha_min,
-    };
+    let w = loss_weights(cfg, 1.0);
     let mut timed = 0.0;
     for i in 0..warmup + iters {
         let t = std::time::Instant::now();
