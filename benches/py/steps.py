@@ -20,11 +20,14 @@ from functools import partial
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "crates/patchmix/tests/py"))
 sys.path.insert(0, os.path.join(ROOT, "crates/fba-net/tests/py"))
+sys.path.insert(0, os.path.join(ROOT, "crates/multinet/tests/py"))
 from fba_torch import FBAPnet, fba_objective  # noqa: E402
+from mnclglf_torch import Bank, MultiNet, mnclglf_objective  # noqa: E402
 from patchmix_torch import patchmix_objective, soft_targets  # noqa: E402
 
 
@@ -49,11 +52,18 @@ class Step:
             if torch.is_tensor(v):
                 setattr(self, k, v.to(dev))
 
+    def update(self):
+        self.opt.step()
+
+    def check_loss(self):
+        """The loss the check compares (no state update other than what the Rust side does)."""
+        return self.loss()
+
     def step(self):
         loss = self.loss()
         self.opt.zero_grad(set_to_none=False)
         loss.backward()
-        self.opt.step()
+        self.update()
         return loss.item()
 
     def step_phases(self):
@@ -65,7 +75,7 @@ class Step:
         self.opt.zero_grad(set_to_none=False)
         loss.backward()
         b = time.perf_counter() - t - f
-        self.opt.step()
+        self.update()
         return f, b, time.perf_counter() - t - f - b
 
 
@@ -143,6 +153,45 @@ class PatchMixStep(Step):
         return patchmix_objective(q1, k1, k2, mq2, mk1, [], [], s["tau"], self.mix_t, self.mixmix_t)[0]
 
 
+# ---- MNCLGLF (multinet) ------------------------------------------------------------------------
+class MultinetStep(Step):
+    def __init__(self, s, x1=None, x2=None, x3=None, bank=None, ptr=None):
+        self.s = s
+        self.net = MultiNet(s)
+        b = s["batch"]
+        self.x1, self.x2, self.x3 = (x if x is not None else torch.randn(b, 3, 32, 32) for x in (x1, x2, x3))
+        if bank is None:
+            bank = F.normalize(torch.randn(s["bank_size"], s["proj_out"]), dim=1)
+        self.bank = Bank(bank, 0 if ptr is None else int(ptr.reshape(-1)[0]))
+        self.params = [p for n, p in self.net.named_parameters() if not n.startswith("ema.")]
+        self.opt = torch.optim.SGD(self.params, lr=s["lr"], momentum=s["momentum"],
+                                   weight_decay=s["weight_decay"])
+        self.net.train()
+
+    def forward_loss(self):
+        s = self.s
+        p, k1, k2, e1, e3 = self.net(self.x1, self.x2, self.x3)
+        j1, j3 = self.bank.nearest(e1), self.bank.nearest(e3)
+        self.bank.push(e3)
+        return mnclglf_objective(p[0], p[1], p[2], k1, k2, j1, j3, s["tau_global_local"], s["tau_nn"],
+                                 s["nn_weight"], s["released_code_l1"])[0]
+
+    def loss(self):
+        self.net.update_ema()
+        return self.forward_loss()
+
+    def check_loss(self):
+        return self.forward_loss()  # the Rust check runs the learner's loss without the EMA step
+
+    def update(self):
+        torch.nn.utils.clip_grad_norm_(self.params, self.s["clip_grad_norm"])
+        self.opt.step()
+
+    def to(self, dev):
+        super().to(dev)
+        self.bank.rows = self.bank.rows.to(dev)
+
+
 # ---- FBA-Net ----------------------------------------------------------------------------------
 class FbaStep(Step):
     def __init__(self, s, x=None, y=None):
@@ -168,7 +217,7 @@ class FbaStep(Step):
         return fba_objective(logits, fgs, bgs, self.y, s["lambda_seg"], s["consistency"], s["temperature"])[0]
 
 
-STEPS = {"patchmix": PatchMixStep, "fba-net": FbaStep}
+STEPS = {"patchmix": PatchMixStep, "multinet": MultinetStep, "fba-net": FbaStep}
 
 
 def load_case(spec_path, with_tensors):
@@ -220,7 +269,7 @@ def main():
         s, case = load_case(a.spec, True)
         torch.manual_seed(s["seed"])
         with torch.no_grad():
-            loss = case.loss().item()
+            loss = case.check_loss().item()
         print(f"loss {s['name']} {loss:.8g}")
         return
     s, case = load_case(a.spec, False)

@@ -7,6 +7,7 @@
 //! | case | model | input | step |
 //! |---|---|---|---|
 //! | `patchmix` | ViT-T/4 (192 d, 12 blocks, 65 tokens) + MoCo-v3 projector 4096→256 + predictor, no momentum encoder (the paper's ViT-T setting) | 2 views 3×32×32, batch 32 | two mixes (m = 2), 2 query + 2 key forwards, 3-term soft InfoNCE (τ 0.2), backward, AdamW (decay groups) |
+//! | `multinet` | MNCLGLF: ResNet-18 (CIFAR stem) + projector 2048 + predictor 512, separately initialised EMA encoder, memory bank 4096 | 3 views 3×32×32, batch 16 | EMA update, 3 online forwards, 2×(4 grid cells → 6 pair means) local keys, 2 EMA forwards, bank NN + enqueue, 12 global-vs-local InfoNCE + NT-Xent, backward, grad-norm clip 1.0, SGD |
 //! | `fba-net` | FBA-Net+ V-Net (width 8, 3 decoders, contrastive head 128 d), no dropout | 4 volumes 1×32×32×32, 2 labelled | forward, Dice + consistency + SimMax/SimMin, backward, SGD momentum 0.9 |
 
 use anyhow::{bail, Context, Result};
@@ -19,7 +20,7 @@ use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
 /// The cases, in report order.
-pub const CASES: &[&str] = &["patchmix", "fba-net"];
+pub const CASES: &[&str] = &["patchmix", "multinet", "fba-net"];
 
 /// Seed of the weights and inputs, and of the RNG right before the checked forward pass.
 pub const SEED: i64 = 20261124;
@@ -60,8 +61,9 @@ pub trait StepCase {
     fn spec(&self) -> Value;
     /// Weights (`w:<name>`) and inputs (`in:<name>`) as named tensors.
     fn tensors(&self) -> Vec<(String, Tensor)>;
-    /// The loss of one forward pass on the inputs with the RNG at `SEED` (no update).
-    fn checked_loss(&self) -> Result<f64>;
+    /// The loss of one forward pass on the inputs with the RNG at `SEED` (no update; a method
+    /// with a memory bank may advance it, after `tensors` was taken).
+    fn checked_loss(&mut self) -> Result<f64>;
 }
 
 /// Build a case. `deterministic` turns off drop-path / dropout (for the loss check); timing
@@ -80,12 +82,13 @@ pub fn build(
             device,
         )?)),
         "fba-net" => Ok(Box::new(FbaStep::new(batch.unwrap_or(4), device)?)),
+        "multinet" => Ok(Box::new(MultinetStep::new(batch.unwrap_or(16), device)?)),
         other => bail!("unknown step case `{other}` (known: {})", CASES.join(", ")),
     }
 }
 
 /// Write `<dir>/<case>.safetensors` and `<dir>/<case>.json` (spec + our loss); returns the JSON path.
-pub fn export(case: &dyn StepCase, dir: &Path) -> Result<PathBuf> {
+pub fn export(case: &mut dyn StepCase, dir: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let name = case.name();
     let st = dir.join(format!("{name}.safetensors"));
@@ -248,10 +251,123 @@ impl StepCase for PatchMixStep {
         out
     }
 
-    fn checked_loss(&self) -> Result<f64> {
+    fn checked_loss(&mut self) -> Result<f64> {
         tch::manual_seed(SEED);
         let terms = tch::no_grad(|| self.terms())?;
         scalar(&terms.total)
+    }
+}
+
+// ---- MNCLGLF (multinet) ------------------------------------------------------------------------
+
+pub struct MultinetStep {
+    cfg: multinet::config::MultinetConfig,
+    learner: multinet::method::Mnclglf,
+    opt: Box<dyn Optimizer>,
+    params: Vec<Tensor>,
+    views: Vec<Tensor>,
+}
+
+impl MultinetStep {
+    pub fn new(batch: i64, device: Device) -> Result<Self> {
+        use multinet::method::Learner;
+        let mut cfg = multinet::config::MultinetConfig::default();
+        cfg.model.stem = contrast_core::nn::resnet::Stem::Cifar;
+        cfg.model.bank_size = 4096;
+        cfg.optim.batch_size = batch as usize;
+        let learner = multinet::method::Mnclglf::new(&cfg, device)?;
+        let opt = multinet::train::build_optimizer(&cfg, &learner)?;
+        let params = multinet::train::trainable(&learner);
+        let views = (0..learner.views())
+            .map(|_| Tensor::randn([batch, 3, 32, 32], (Kind::Float, device)))
+            .collect();
+        Ok(Self {
+            cfg,
+            learner,
+            opt,
+            params,
+            views,
+        })
+    }
+}
+
+impl StepCase for MultinetStep {
+    fn name(&self) -> String {
+        format!("multinet_r18_b{}", self.batch())
+    }
+
+    fn batch(&self) -> i64 {
+        self.cfg.optim.batch_size as i64
+    }
+
+    fn loss(&mut self) -> Result<Tensor> {
+        use multinet::method::Learner;
+        self.learner.before_step(0)?;
+        Ok(self.learner.loss(&self.views)?.0)
+    }
+
+    fn zero_grad(&mut self) {
+        self.opt.zero_grad();
+    }
+
+    fn update(&mut self) -> Result<()> {
+        let refs: Vec<&Tensor> = self.params.iter().collect();
+        contrast_core::optim::clip::clip_grad_norm_tensors(&refs, self.cfg.optim.clip_grad_norm)?;
+        self.opt.step()
+    }
+
+    fn spec(&self) -> Value {
+        let c = &self.cfg;
+        json!({
+            "case": "multinet",
+            "layers": c.model.layers,
+            "proj_hidden": c.model.proj_hidden,
+            "proj_out": c.model.proj_out,
+            "pred_hidden": c.model.pred_hidden,
+            "ema_momentum": c.model.ema_momentum,
+            "bank_size": c.model.bank_size,
+            "split_num": c.local.split_num,
+            "combs": c.local.combs,
+            "tau_global_local": c.loss.temperature_global_local,
+            "tau_nn": c.loss.temperature_nn,
+            "nn_weight": c.loss.nn_weight,
+            "released_code_l1": c.loss.released_code_l1,
+            "lr": c.optim.lr,
+            "momentum": c.optim.momentum,
+            "weight_decay": c.optim.weight_decay,
+            "clip_grad_norm": c.optim.clip_grad_norm,
+        })
+    }
+
+    fn tensors(&self) -> Vec<(String, Tensor)> {
+        let net = &self.learner.net;
+        let mut out = Vec::new();
+        for (prefix, vs) in [
+            ("encoder", &net.encoder_vs),
+            ("predictor", &net.predictor_vs),
+            ("ema", &net.ema_vs),
+        ] {
+            out.extend(
+                named_variables(vs)
+                    .into_iter()
+                    .map(|(k, v)| (format!("w:{prefix}.{k}"), v)),
+            );
+        }
+        for (k, v) in self.learner.bank.state() {
+            // a copy: the checked forward enqueues into the bank in place
+            out.push((format!("in:{k}"), v.copy()));
+        }
+        for (i, v) in self.views.iter().enumerate() {
+            out.push((format!("in:x{}", i + 1), v.shallow_clone()));
+        }
+        out
+    }
+
+    fn checked_loss(&mut self) -> Result<f64> {
+        use multinet::method::Learner;
+        tch::manual_seed(SEED);
+        let loss = tch::no_grad(|| self.learner.loss(&self.views))?.0;
+        scalar(&loss)
     }
 }
 
@@ -349,7 +465,7 @@ impl StepCase for FbaStep {
         out
     }
 
-    fn checked_loss(&self) -> Result<f64> {
+    fn checked_loss(&mut self) -> Result<f64> {
         tch::manual_seed(SEED);
         let terms =
             tch::no_grad(|| fba_net::train::step_terms(&self.net, &self.x, &self.y, &self.w))?;

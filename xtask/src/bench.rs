@@ -230,7 +230,7 @@ fn machine_description() -> String {
 }
 
 /// The step cases of `benches/src/steps.rs` (kept in sync by a test).
-pub const STEP_CASES: &[&str] = &["patchmix", "fba-net"];
+pub const STEP_CASES: &[&str] = &["patchmix", "multinet", "fba-net"];
 
 /// `step <name> <rate> samples/s (… peak RSS <m> MiB)` → (name, rate, peak MiB).
 pub fn parse_step(out: &str) -> Option<(String, f64, f64)> {

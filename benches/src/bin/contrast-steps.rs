@@ -122,8 +122,8 @@ fn main() -> Result<()> {
             );
         }
         "export" => {
-            let case = build(&a.case, a.batch, true, a.device)?;
-            let js = export(case.as_ref(), &a.dir)?;
+            let mut case = build(&a.case, a.batch, true, a.device)?;
+            let js = export(case.as_mut(), &a.dir)?;
             println!("exported {} {}", case.name(), js.display());
         }
         "peak" => {

@@ -93,7 +93,7 @@ fn groups_of(vss: &[&VarStore], wd: f64) -> Vec<ParamGroup> {
 
 /// SGD over the learner's parameters; the fixed-lr VarStores (the predictor) in a second SGD
 /// that the cosine never touches (`WCosCon`).
-fn build_optimizer(cfg: &MultinetConfig, learner: &dyn Learner) -> Result<Box<dyn Optimizer>> {
+pub fn build_optimizer(cfg: &MultinetConfig, learner: &dyn Learner) -> Result<Box<dyn Optimizer>> {
     let o = &cfg.optim;
     let sgd = |groups| -> Result<Box<dyn Optimizer>> {
         Ok(Box::new(Sgd::new(groups, o.lr, o.momentum, 0.0, false)?))
@@ -110,7 +110,8 @@ fn build_optimizer(cfg: &MultinetConfig, learner: &dyn Learner) -> Result<Box<dy
     }
 }
 
-fn trainable(learner: &dyn Learner) -> Vec<Tensor> {
+/// Every trainable tensor of the learner (what the gradient-norm clip sees).
+pub fn trainable(learner: &dyn Learner) -> Vec<Tensor> {
     learner
         .scheduled_vs()
         .into_iter()

@@ -63,8 +63,13 @@ impl Optimizer for Sgd {
                 let lr = self.lr * g.lr_scale;
                 for (name, p) in &g.params {
                     let Some(grad) = grad_of(p) else { continue };
+                    // one temporary per step where values allow (wd·p + g = g + wd·p exactly;
+                    // ×(1 − 0) and −(d·lr) added = p − d·lr exactly): PyTorch's single-tensor
+                    // SGD makes one too, and the optimiser was a visible part of the MNCLGLF step
                     let d = if g.weight_decay != 0.0 {
-                        &grad + p * g.weight_decay
+                        let mut d = p * g.weight_decay;
+                        let _ = d.g_add_(&grad);
+                        d
                     } else {
                         grad.shallow_clone()
                     };
@@ -77,7 +82,8 @@ impl Optimizer for Sgd {
                         self.nesterov,
                     );
                     let mut p = p.shallow_clone();
-                    let _ = p.g_sub_(&(d * lr));
+                    let neg_lr = Tensor::scalar_tensor(-lr, (p.kind(), p.device()));
+                    let _ = p.addcmul_(&d, &neg_lr);
                 }
             }
         });
@@ -127,7 +133,11 @@ pub(crate) fn momentum_direction(
     let buf = match buffers.get_mut(name) {
         Some(b) => {
             let _ = b.g_mul_scalar_(momentum);
-            let _ = b.g_add_(&(&d * (1.0 - dampening)));
+            if dampening == 0.0 {
+                let _ = b.g_add_(&d);
+            } else {
+                let _ = b.g_add_(&(&d * (1.0 - dampening)));
+            }
             b.shallow_clone()
         }
         None => {
