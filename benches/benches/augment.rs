@@ -110,5 +110,11 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+criterion_group! {
+    name = benches;
+    // numbers only: criterion's plots need a font that plotters' ab_glyph backend (the
+    // workspace's feature set) does not register, and fail once a previous run exists
+    config = Criterion::default().without_plots();
+    targets = bench
+}
 criterion_main!(benches);

@@ -73,8 +73,8 @@ fn bench_retrieval(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    // criterion's summary plots need a system font that plotters' ab_glyph backend (the
-    // workspace's feature set) does not register: numbers only
+    // numbers only: criterion's plots need a font that plotters' ab_glyph backend (the
+    // workspace's feature set) does not register, and fail once a previous run exists
     config = Criterion::default().without_plots();
     targets = bench_sliding_window, bench_retrieval
 }

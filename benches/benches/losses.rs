@@ -61,5 +61,11 @@ fn losses(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, losses);
+criterion_group! {
+    name = benches;
+    // numbers only: criterion's plots need a font that plotters' ab_glyph backend (the
+    // workspace's feature set) does not register, and fail once a previous run exists
+    config = Criterion::default().without_plots();
+    targets = losses
+}
 criterion_main!(benches);

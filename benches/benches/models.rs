@@ -79,5 +79,11 @@ fn bench_models(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_models);
+criterion_group! {
+    name = benches;
+    // numbers only: criterion's plots need a font that plotters' ab_glyph backend (the
+    // workspace's feature set) does not register, and fail once a previous run exists
+    config = Criterion::default().without_plots();
+    targets = bench_models
+}
 criterion_main!(benches);
