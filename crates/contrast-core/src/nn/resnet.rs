@@ -205,17 +205,21 @@ impl ModuleT for ResBlock {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let last = self.convs.len() - 1;
         let mut y = xs.shallow_clone();
+        // in place where torchvision is (`relu(inplace=True)`, `out += identity`): the BN
+        // outputs are not needed by any backward, and it saves two allocations per block
         for (i, (c, b)) in self.convs.iter().enumerate() {
             y = b.forward_t(&c.forward(&y), train);
             if i < last {
-                y = y.relu();
+                let _ = y.relu_();
             }
         }
         let identity = match &self.downsample {
             Some((c, b)) => b.forward_t(&c.forward(xs), train),
             None => xs.shallow_clone(),
         };
-        (y + identity).relu()
+        let _ = y.g_add_(&identity);
+        let _ = y.relu_();
+        y
     }
 }
 
@@ -314,7 +318,8 @@ impl ResNet {
             self.cfg.in_chans
         );
         ensure!(h > 0 && w > 0, "empty image {h}×{w}");
-        let mut x = self.bn1.forward_t(&self.conv1.forward(xs), train).relu();
+        let mut x = self.bn1.forward_t(&self.conv1.forward(xs), train);
+        let _ = x.relu_();
         if self.maxpool {
             x = x.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
         }
