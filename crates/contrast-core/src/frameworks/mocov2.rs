@@ -164,11 +164,13 @@ impl MocoV2 {
             Some((x, a)) => Some((self.keys(x, train)?, a.shallow_clone())),
             None => None,
         };
+        // a copy: the loss saves the queue for backward and `push` below writes it in place
+        let queue = self.queue.features().copy();
         let l = moco_multi_positive_loss(
             &q,
             &k,
             ek.as_ref().map(|(k, a)| (k, a)),
-            self.queue.features(),
+            &queue,
             self.cfg.temperature,
         )?;
         self.queue.push(&k)?;
@@ -221,7 +223,9 @@ pub fn moco_multi_positive_loss(
         .to_kind(Kind::Int64)
         .unsqueeze(0)
         .eq_tensor(&Tensor::arange(n, (Kind::Int64, dev)).unsqueeze(1)); // [N, M]
-    let l_ext = q.matmul(&ek.transpose(0, 1)).masked_fill(&mask.logical_not(), f64::NEG_INFINITY);
+    let l_ext = q
+        .matmul(&ek.transpose(0, 1))
+        .masked_fill(&mask.logical_not(), f64::NEG_INFINITY);
     let logits = Tensor::cat(&[l_pos, l_ext, l_neg], 1) / temperature; // [N, 1+M+K]
     let kind = logits.kind();
     let w = Tensor::cat(
@@ -288,7 +292,10 @@ mod tests {
             });
         }
         let want = rows.iter().sum::<f64>() / 3.0;
-        assert!((got.double_value(&[]) - want).abs() < 1e-5, "{got:?} vs {want}");
+        assert!(
+            (got.double_value(&[]) - want).abs() < 1e-5,
+            "{got:?} vs {want}"
+        );
     }
 
     #[test]
