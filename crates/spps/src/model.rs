@@ -34,7 +34,7 @@ pub struct Partners {
 }
 
 pub enum Learner {
-    Simclr { vs: VarStore, net: SimClr },
+    Simclr { vs: VarStore, net: Box<SimClr> },
     Mocov2(Box<MocoV2>),
 }
 
@@ -56,7 +56,10 @@ impl Learner {
                         ..SimClrConfig::default()
                     },
                 )?;
-                Learner::Simclr { vs, net }
+                Learner::Simclr {
+                    vs,
+                    net: Box::new(net),
+                }
             }
             Framework::Mocov2 => Learner::Mocov2(Box::new(MocoV2::new(
                 &rc,

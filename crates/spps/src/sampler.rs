@@ -2,9 +2,8 @@
 //! set, from embeddings of a frozen pretrained model, and the rule that keeps pairs (similarity
 //! threshold and/or top-k, optionally mutual). The kept pairs are saved with their settings.
 //!
-//! Memory: the `[N, D]` float embeddings plus one `[B, N]` float similarity block at a time
-//! (`B = sampler.block_size` query rows) and its top-k (`[B, k]` values and indices), see
-//! [`memory_bytes`]. Exact: every query row is compared with every image (one matmul per block).
+//! Memory: the `[N, D]` float embeddings plus one `[B, N]` similarity block at a time
+//! (`B = sampler.block_size` query rows) and its sort, see [`memory_bytes`]. Exact: every query row is compared with every image (one matmul per block).
 
 use crate::config::SamplerConfig;
 use anyhow::{bail, ensure, Context, Result};
@@ -97,11 +96,12 @@ impl PairSet {
     }
 }
 
-/// Bytes the exact search holds at once for `n` images of width `d` with `block` query rows and
-/// `k` kept neighbours per row (float32 similarities, int64 indices): embeddings `n·d·4`,
-/// similarity block `block·n·4`, top-k `block·k·12`.
-pub fn memory_bytes(n: u64, d: u64, block: u64, k: u64) -> u64 {
-    n * d * 4 + block * n * 4 + block * k * 12
+/// Peak bytes of the exact search for `n` images of width `d` with `block` query rows: the
+/// input and the L2-normalised embeddings (`2·n·d·4`, float32) plus one similarity block and
+/// its stable descending sort (`block·n·(4 + 4 + 8)`: float32 similarities, sorted float32
+/// values, int64 indices). The kept pairs themselves are small (`≤ n·top_k` entries).
+pub fn memory_bytes(n: u64, d: u64, block: u64) -> u64 {
+    2 * n * d * 4 + block * n * 16
 }
 
 /// Exact cosine kNN pair selection over `emb [N, D]` (rows need not be normalised).
@@ -129,7 +129,7 @@ pub fn select_pairs(emb: &Tensor, cfg: &SamplerConfig) -> Result<Vec<Pair>> {
     ensure!(cfg.block_size > 0, "sampler.block_size must be positive");
     let n = emb.size()[0];
     let e = normalize(&emb.to_kind(Kind::Float).to_device(Device::Cpu)); // [N, D]
-    let et = e.transpose(0, 1).contiguous(); // [D, N]
+    let et = e.transpose(0, 1); // [D, N] view, no copy
     let k = if cfg.top_k == 0 {
         n - 1
     } else {
@@ -197,10 +197,12 @@ mod tests {
 
     #[test]
     fn memory_formula() {
-        // 50k CIFAR images, ResNet-18 features (512), blocks of 1024 rows, top-1
+        // 50k CIFAR images, ResNet-18 features (512), blocks of 1024 rows: 1.024 GB
+        assert_eq!(memory_bytes(50_000, 512, 1024), 204_800_000 + 819_200_000);
+        // 1.28M ImageNet images, ResNet-50 features (2048), blocks of 256 rows: 26.2 GB
         assert_eq!(
-            memory_bytes(50_000, 512, 1024, 1),
-            50_000 * 512 * 4 + 1024 * 50_000 * 4 + 1024 * 12
+            memory_bytes(1_281_167, 2048, 256),
+            2 * 1_281_167 * 2048 * 4 + 256 * 1_281_167 * 16
         );
     }
 

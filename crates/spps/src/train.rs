@@ -466,17 +466,12 @@ pub fn sample(
         precision,
     };
     set.save(out)?;
-    let k = if sampler.top_k == 0 {
-        n as u64
-    } else {
-        sampler.top_k as u64
-    };
     eprintln!(
         "sampler: {n} images × {d}, {} pairs ({:.3}/image), label precision {}, peak search memory ≈ {:.1} MB, {:.1} s → {}",
         set.pairs.len(),
         set.pairs_per_image(),
         precision.map_or("n/a".into(), |p| format!("{:.3}", p)),
-        memory_bytes(n as u64, d as u64, sampler.block_size.min(n) as u64, k) as f64 / 1e6,
+        memory_bytes(n as u64, d as u64, sampler.block_size.min(n) as u64) as f64 / 1e6,
         t0.elapsed().as_secs_f64(),
         out.display()
     );
