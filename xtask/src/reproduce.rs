@@ -54,6 +54,13 @@ pub const METHODS: &[Method] = &[
         what: "GraSS vs its SimCLR warm-up baseline (ResNet + DeepLabV3+, mIoU; Dubai tiles)",
     },
     Method {
+        name: "spps",
+        package: "spps",
+        binary: "spps",
+        default_preset: "smoke",
+        what: "SimCLR vs SimCLR+SPPS semantic positive pairs (ResNet, CIFAR-10)",
+    },
+    Method {
         name: "toy",
         package: "contrast-core",
         binary: "contrast-toy",
@@ -116,7 +123,12 @@ pub fn reproduce(a: &ReproduceArgs) -> Result<()> {
     }
     cmd.args(["-p", m.package, "--bin", m.binary, "--"]);
     match m.name {
-        "patchmix" | "multinet" => {
+        "spps" if preset.contains("stl10") => {
+            let root = crate::download::data_root(a.data_dir.as_deref()).join("stl10");
+            cmd.args(["reproduce", "--preset", preset, "--set"])
+                .arg(format!("data.root={:?}", root.display().to_string()));
+        }
+        "patchmix" | "multinet" | "spps" => {
             let root = crate::data::prepare_for_preset(m, preset, a.data_dir.as_deref())?;
             cmd.args(["reproduce", "--preset", preset]);
             if let Some(root) = root {

@@ -1,0 +1,185 @@
+//! The learner: SimCLR (core [`SimClr`]) or MoCo-v2 (core [`MocoV2`]) on a ResNet, each taking
+//! optional semantic partner views (SPPS) in its loss.
+
+use crate::config::{Framework, SppsConfig};
+use crate::loss::spps_nt_xent;
+use anyhow::{Context, Result};
+use contrast_core::frameworks::mocov2::MocoV2;
+use contrast_core::frameworks::{resnet_config, SimClr, SimClrConfig};
+use contrast_core::nn::resnet::ResNetConfig;
+use contrast_core::tensors::{load_into, named_variables, Named};
+use contrast_core::train::Checkpoint;
+use tch::nn::{ModuleT, VarStore};
+use tch::{Device, Tensor};
+
+/// The backbone of a config (arch, stem, optional per-stage block override).
+pub fn backbone_config(cfg: &SppsConfig) -> Result<ResNetConfig> {
+    let mut rc = resnet_config(&cfg.model.arch, cfg.model.stem)?;
+    if !cfg.model.layers.is_empty() {
+        rc.layers = cfg.model.layers.as_slice().try_into().with_context(|| {
+            format!(
+                "model.layers must have 4 entries, got {:?}",
+                cfg.model.layers
+            )
+        })?;
+    }
+    rc.zero_init_residual = cfg.model.zero_init_residual;
+    Ok(rc)
+}
+
+/// Partner views of a step: `x [M, 3, S, S]` and the batch row of each partner's anchor `[M]`.
+pub struct Partners {
+    pub x: Tensor,
+    pub anchor: Tensor,
+}
+
+pub enum Learner {
+    Simclr { vs: VarStore, net: Box<SimClr> },
+    Mocov2(Box<MocoV2>),
+}
+
+impl Learner {
+    pub fn new(cfg: &SppsConfig, device: Device) -> Result<Self> {
+        let rc = backbone_config(cfg)?;
+        Ok(match cfg.framework {
+            Framework::Simclr => {
+                let vs = VarStore::new(device);
+                let net = SimClr::with_backbone(
+                    vs.root(),
+                    &rc,
+                    &SimClrConfig {
+                        hidden_dim: cfg.simclr.hidden,
+                        out_dim: cfg.simclr.out_dim,
+                        head_bn: cfg.simclr.head_bn,
+                        temperature: cfg.simclr.temperature,
+                        joint_forward: false,
+                        ..SimClrConfig::default()
+                    },
+                )?;
+                Learner::Simclr {
+                    vs,
+                    net: Box::new(net),
+                }
+            }
+            Framework::Mocov2 => Learner::Mocov2(Box::new(MocoV2::new(
+                &rc,
+                &cfg.mocov2,
+                cfg.runtime.seed,
+                device,
+            )?)),
+        })
+    }
+
+    /// The trained variables.
+    pub fn trained_vs(&self) -> &VarStore {
+        match self {
+            Learner::Simclr { vs, .. } => vs,
+            Learner::Mocov2(m) => &m.query_vs,
+        }
+    }
+
+    /// Before the step's forward (MoCo: momentum update of the key encoder).
+    pub fn before_step(&mut self) -> Result<()> {
+        match self {
+            Learner::Simclr { .. } => Ok(()),
+            Learner::Mocov2(m) => m.update_key_encoder(),
+        }
+    }
+
+    /// The step's loss for views `x1`, `x2` of the batch and optional partner views.
+    pub fn loss(
+        &mut self,
+        x1: &Tensor,
+        x2: &Tensor,
+        partners: Option<&Partners>,
+    ) -> Result<Tensor> {
+        match self {
+            Learner::Simclr { net, .. } => {
+                let (z1, z2) = net.project_pair(x1, x2, true)?;
+                match partners {
+                    Some(p) => {
+                        let zs = net.project(&p.x, true)?;
+                        spps_nt_xent(&z1, &z2, Some((&zs, &p.anchor)), net.cfg.temperature)
+                    }
+                    None => spps_nt_xent(&z1, &z2, None, net.cfg.temperature),
+                }
+            }
+            Learner::Mocov2(m) => m.loss(x1, x2, partners.map(|p| (&p.x, &p.anchor)), true),
+        }
+    }
+
+    /// Frozen pooled backbone features `[B, F]` (BN eval mode, no gradient).
+    pub fn embed(&self, x: &Tensor) -> Result<Tensor> {
+        tch::no_grad(|| match self {
+            Learner::Simclr { net, .. } => net.features(x, false),
+            Learner::Mocov2(m) => m.query.features(x, false),
+        })
+    }
+
+    /// Frozen projector output `[B, out]` (eval mode, no gradient).
+    pub fn embed_projector(&self, x: &Tensor) -> Result<Tensor> {
+        tch::no_grad(|| match self {
+            Learner::Simclr { net, .. } => net.project(x, false),
+            Learner::Mocov2(m) => Ok(m
+                .query
+                .projector
+                .forward_t(&m.query.features(x, false)?, false)),
+        })
+    }
+
+    /// Checkpoint groups.
+    pub fn state(&self) -> Vec<(&'static str, Named)> {
+        match self {
+            Learner::Simclr { vs, .. } => vec![("encoder", named_variables(vs))],
+            Learner::Mocov2(m) => vec![
+                ("encoder", named_variables(&m.query_vs)),
+                ("key_encoder", named_variables(&m.key_vs)),
+                ("queue", m.queue.state()),
+            ],
+        }
+    }
+
+    pub fn restore(&mut self, ck: &Checkpoint) -> Result<()> {
+        match self {
+            Learner::Simclr { vs, .. } => {
+                load_into(vs, ck.group("encoder")?, true).context("restoring the SimCLR encoder")
+            }
+            Learner::Mocov2(m) => {
+                load_into(&m.query_vs, ck.group("encoder")?, true)
+                    .context("restoring the MoCo query encoder")?;
+                load_into(&m.key_vs, ck.group("key_encoder")?, true)
+                    .context("restoring the MoCo key encoder")?;
+                m.queue
+                    .load_state(ck.group("queue")?)
+                    .context("restoring the MoCo queue")
+            }
+        }
+    }
+
+    /// Only the encoder group (the sampler needs nothing else).
+    pub fn restore_encoder(&mut self, ck: &Checkpoint) -> Result<()> {
+        load_into(self.trained_vs(), ck.group("encoder")?, true)
+            .context("loading the frozen encoder for the sampler")
+    }
+
+    pub fn describe(&self, cfg: &SppsConfig) -> String {
+        let rc = format!(
+            "{} (layers {:?}, stem {:?})",
+            cfg.model.arch, cfg.model.layers, cfg.model.stem
+        );
+        match cfg.framework {
+            Framework::Simclr => format!(
+                "SimCLR: {rc} + head →{}→{} (BN {}), τ {}",
+                cfg.simclr.hidden, cfg.simclr.out_dim, cfg.simclr.head_bn, cfg.simclr.temperature
+            ),
+            Framework::Mocov2 => format!(
+                "MoCo-v2: {rc} + head →{}→{}, queue {}, m {}, τ {}",
+                cfg.mocov2.hidden_dim,
+                cfg.mocov2.out_dim,
+                cfg.mocov2.queue_size,
+                cfg.mocov2.momentum,
+                cfg.mocov2.temperature
+            ),
+        }
+    }
+}
