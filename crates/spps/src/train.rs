@@ -377,6 +377,15 @@ pub fn pretrain(cfg: &SppsConfig, opts: &RunOptions, stop_at: Option<u64>) -> Re
     let bank = embed(Arc::clone(&train_ds), cfg, device, &f)?;
     let query = embed(Arc::clone(&test_ds), cfg, device, &f)?;
     let knn = knn_top1(&bank, &query, classes, &cfg.eval.knn_k, cfg.eval.knn_t)?;
+    // what the model learned: test embeddings, PCA, coloured by class
+    contrast_core::eval::projection::pca_figure(
+        &query.0,
+        &query.1,
+        test_ds.classes(),
+        "test embeddings, PCA",
+        &run.figures_dir()?.join("pca"),
+        2000,
+    )?;
     let linear = if cfg.eval.linear_epochs > 0 {
         let lp = LinearProbeConfig {
             epochs: cfg.eval.linear_epochs,

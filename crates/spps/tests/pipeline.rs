@@ -55,6 +55,11 @@ fn baseline_sampler_spps_and_resume() {
     let base = pretrain(&base_cfg, &opts(&runs, "base", false), None).unwrap();
     assert_eq!(base.step, 10);
     assert!(base.report.unwrap()["pairs"].is_null());
+    // the PCA figure of the test embeddings decodes and is not blank
+    let pca = image::open(base.dir.join("figures/pca.png"))
+        .unwrap()
+        .to_rgb8();
+    assert!(contrast_report::images::ink_fraction(&pca) > 0.01);
 
     let pairs_file = dir.path().join("pairs.json");
     let set = sample(&base.dir, &base_cfg.sampler, &pairs_file).unwrap();
