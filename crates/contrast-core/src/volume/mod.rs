@@ -14,6 +14,7 @@
 
 pub mod augment3d;
 pub mod caselist;
+pub mod crops;
 pub mod h5;
 pub mod nifti;
 pub mod sliding;
