@@ -21,6 +21,7 @@ pub mod loss;
 pub mod memory;
 pub mod nn;
 pub mod optim;
+pub mod spatial_contrast;
 pub mod tensors;
 pub mod testing;
 pub mod train;
