@@ -383,8 +383,15 @@ pub fn train(cfg: &ClairesConfig, opts: &RunOptions, stop_at: Option<u64>) -> Re
         crate::figures::topk_figure(&model, &test_x, &test_r, 5, 4, &fig)
             .with_context(|| format!("drawing {}", fig.display()))?;
     }
+    // the headline number for comparison tables: paired MRR over the whole test gallery
+    let headline = results
+        .iter()
+        .find(|r| r.mode == "paired" && r.pool == 0)
+        .map(|r| r.metrics.mrr);
     let report = json!({
         "method": "claires",
+        "metric": "MRR (paired, whole test gallery)",
+        "value": headline,
         "task": "text → image retrieval (query: the template sentence of a test record)",
         "results": results,
         "paper": cfg.paper,
