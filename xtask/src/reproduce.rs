@@ -40,6 +40,13 @@ pub const METHODS: &[Method] = &[
         what: "FBA-Net+ vs a supervised V-Net (semi-supervised 3D LA segmentation)",
     },
     Method {
+        name: "spade",
+        package: "spade",
+        binary: "spade",
+        default_preset: "smoke",
+        what: "V-Net fine-tune from scratch / 3-D SimCLR / Spade global / Spade global+local (LA)",
+    },
+    Method {
         name: "claires",
         package: "claires",
         binary: "claires",
@@ -135,6 +142,14 @@ pub fn reproduce(a: &ReproduceArgs) -> Result<()> {
                 cmd.arg("--set")
                     .arg(format!("data.root={:?}", root.display().to_string()));
             }
+        }
+        "spade" => {
+            let root = crate::data::la_heart_root(preset, a.data_dir.as_deref())?;
+            cmd.args(["reproduce", "--preset", preset, "--set"])
+                .arg(format!(
+                    "finetune.data.root={:?}",
+                    root.display().to_string()
+                ));
         }
         "fba-net" => {
             let root = crate::data::la_heart_root(preset, a.data_dir.as_deref())?;

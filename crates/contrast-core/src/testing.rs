@@ -165,3 +165,43 @@ pub fn write_synthetic_cifar10(dir: &Path, per_file: usize) {
         }
     }
 }
+
+/// Writes `n` synthetic cases in the LA h5 layout under `root` (`<CASES_DIR>/<id>/mri_norm2.h5`,
+/// `train.list` = all but the last two, `test.list` = the last two): a bright ball (label 1) of
+/// radius 6 on a flat background, its centre moving with the case index, volumes 34×30×22.
+pub fn write_synthetic_la(root: &Path, n: usize) {
+    use crate::volume::h5::{write_h5_case, LaHeart};
+    use crate::volume::{Case, Volume};
+    let dir = root.join(LaHeart::CASES_DIR);
+    let shape = [34, 30, 22];
+    let mut ids = vec![];
+    for i in 0..n {
+        let id = format!("CASE{i:02}");
+        let c = [14.0 + i as f64, 15.0, 10.0 + (i % 3) as f64];
+        let mut img = Volume::<f32>::zeros(shape);
+        let mut lab = Volume::<u8>::zeros(shape);
+        for x in 0..shape[0] {
+            for y in 0..shape[1] {
+                for z in 0..shape[2] {
+                    let d2 = (x as f64 - c[0]).powi(2)
+                        + (y as f64 - c[1]).powi(2)
+                        + (z as f64 - c[2]).powi(2);
+                    let k = img.idx(x, y, z);
+                    let inside = d2 <= 36.0;
+                    img.data[k] =
+                        if inside { 2.0 } else { -0.5 } + 0.01 * ((x * 7 + y * 3 + z) % 5) as f32;
+                    lab.data[k] = inside as u8;
+                }
+            }
+        }
+        std::fs::create_dir_all(dir.join(&id)).expect("case folder");
+        write_h5_case(
+            dir.join(&id).join("mri_norm2.h5"),
+            &Case::new(&id, img, lab).expect("case"),
+        )
+        .expect("writing a synthetic LA case");
+        ids.push(id);
+    }
+    std::fs::write(root.join("train.list"), ids[..n - 2].join("\n")).expect("train.list");
+    std::fs::write(root.join("test.list"), ids[n - 2..].join("\n")).expect("test.list");
+}

@@ -69,6 +69,9 @@ pub struct ModelConfig {
     pub dim: i64,
     /// `Dropout3d` rate on x5 and x9 in training (0.5; `has_dropout=True`).
     pub dropout: f64,
+    /// Initial weights (safetensors) for the variables whose names they contain, e.g. an
+    /// `encoder.*` set from a self-supervised pretraining (Spade); empty = random init.
+    pub init: String,
 }
 
 impl Default for ModelConfig {
@@ -78,6 +81,7 @@ impl Default for ModelConfig {
             n_filters: 16,
             dim: 128,
             dropout: 0.5,
+            init: String::new(),
         }
     }
 }

@@ -98,6 +98,26 @@ fn summarize(results: &[CaseResult]) -> serde_json::Value {
     })
 }
 
+/// Load the variables of `path` (safetensors) that the network has, by name and shape; returns
+/// how many. Errors when none matches (a wrong file would otherwise train from scratch silently).
+pub fn init_from(net: &FbaNet, path: &Path) -> Result<usize> {
+    let tensors = Tensor::read_safetensors(path)
+        .with_context(|| format!("reading initial weights {}", path.display()))?;
+    let vars = net.vs.variables();
+    let matched: Vec<(String, Tensor)> = tensors
+        .into_iter()
+        .filter(|(n, _)| vars.contains_key(n))
+        .collect();
+    if matched.is_empty() {
+        bail!(
+            "model.init {}: none of its tensors names a variable of this network",
+            path.display()
+        );
+    }
+    load_into(&net.vs, &matched, false).with_context(|| format!("loading {}", path.display()))?;
+    Ok(matched.len())
+}
+
 /// The reference optimiser: SGD with momentum, weight decay on every parameter.
 pub fn optimizer(cfg: &FbaNetConfig, net: &FbaNet) -> Result<Sgd> {
     Sgd::new(
@@ -154,6 +174,10 @@ pub fn train(cfg: &FbaNetConfig, opts: &RunOptions, stop_at: Option<u64>) -> Res
     let total = cfg.optim.iterations;
     tch::manual_seed(cfg.runtime.seed as i64);
     let net = build_model(cfg, device, true)?;
+    if !cfg.model.init.is_empty() {
+        let n = init_from(&net, Path::new(&cfg.model.init))?;
+        eprintln!("initialised {n} variables from {}", cfg.model.init);
+    }
     let mut opt = optimizer(cfg, &net)?;
     let sw = sliding_window(cfg);
     let best_path = run.path("best.safetensors");

@@ -3,49 +3,11 @@
 //! best-on-test results; an interrupted run resumes bit-exactly; the supervised baseline runs in
 //! the same harness; `eval` of the saved best weights reproduces the report's numbers.
 
-use contrast_core::testing::global_rng_lock;
+use contrast_core::testing::{global_rng_lock, write_synthetic_la};
 use contrast_core::train::{MetricsLog, RunOptions};
-use contrast_core::volume::h5::{write_h5_case, LaHeart};
-use contrast_core::volume::{Case, Volume};
 use fba_net::config::FbaNetConfig;
 use fba_net::train::{eval_weights, train};
 use std::path::Path;
-
-/// `n` cases of 34×30×22 voxels: a bright ball (label 1) on noise-free background.
-fn write_dataset(root: &Path, n: usize) {
-    let dir = root.join(LaHeart::CASES_DIR);
-    let shape = [34, 30, 22];
-    let mut ids = vec![];
-    for i in 0..n {
-        let id = format!("CASE{i:02}");
-        let c = [14.0 + i as f64, 15.0, 10.0 + (i % 3) as f64];
-        let mut img = Volume::<f32>::zeros(shape);
-        let mut lab = Volume::<u8>::zeros(shape);
-        for x in 0..shape[0] {
-            for y in 0..shape[1] {
-                for z in 0..shape[2] {
-                    let d2 = (x as f64 - c[0]).powi(2)
-                        + (y as f64 - c[1]).powi(2)
-                        + (z as f64 - c[2]).powi(2);
-                    let k = img.idx(x, y, z);
-                    let inside = d2 <= 36.0;
-                    img.data[k] =
-                        if inside { 2.0 } else { -0.5 } + 0.01 * ((x * 7 + y * 3 + z) % 5) as f32;
-                    lab.data[k] = inside as u8;
-                }
-            }
-        }
-        std::fs::create_dir_all(dir.join(&id)).unwrap();
-        write_h5_case(
-            dir.join(&id).join("mri_norm2.h5"),
-            &Case::new(&id, img, lab).unwrap(),
-        )
-        .unwrap();
-        ids.push(id);
-    }
-    std::fs::write(root.join("train.list"), ids[..n - 2].join("\n")).unwrap();
-    std::fs::write(root.join("test.list"), ids[n - 2..].join("\n")).unwrap();
-}
 
 fn tiny(root: &Path) -> FbaNetConfig {
     let mut c = FbaNetConfig::default();
@@ -79,7 +41,7 @@ fn trains_reports_resumes_and_evaluates() {
     let _g = global_rng_lock();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("la");
-    write_dataset(&data, 6); // 4 train (2 labelled + 2 unlabelled), 2 test
+    write_synthetic_la(&data, 6); // 4 train (2 labelled + 2 unlabelled), 2 test
     let cfg = tiny(&data);
     let runs = dir.path().join("runs");
     let full = train(&cfg, &opts(&runs, "full", false), None).unwrap();

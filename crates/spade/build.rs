@@ -1,0 +1,3 @@
+fn main() {
+    contrast_build::link_libtorch();
+}

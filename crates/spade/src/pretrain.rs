@@ -1,0 +1,367 @@
+//! Crop-based 3-D contrastive pretraining with spatial priors (our reading of the Spade
+//! abstract; see the crate README). Each step takes `pretrain.volumes` training volumes, cuts two
+//! overlapping crops from each with random flips / quarter turns (their geometry is kept,
+//! `contrast_core::volume::crops`), and trains a V-Net encoder (+ projection head; + a decoder
+//! feature head for the local term) with:
+//! * `simclr`: NT-Xent over the twins only (the plain 3-D SimCLR baseline);
+//! * `spade-global`: the spatially debiased global loss (`contrast_core::spatial_contrast`):
+//!   crops of other volumes at nearby normalised positions are extra positives, near negatives
+//!   are dropped, the rest weighted by distance;
+//! * `spade`: the global loss plus the local dense loss between the two crops' decoder features
+//!   at voxels that show the same physical location.
+//!
+//! The encoder's variables are named like FBA-Net's (`encoder.*`), so the downstream V-Net is
+//! initialised from `encoder.safetensors` by name (`finetune.model.init`).
+
+use crate::config::SpadeConfig;
+use anyhow::{bail, Context, Result};
+use contrast_core::nn::heads::{LastNorm, MlpConfig, MlpHead};
+use contrast_core::nn::vnet::{Norm, UpMode, VNetConfig, VNetDecoder, VNetEncoder};
+use contrast_core::optim::adamw::{AdamW, AdamWConfig};
+use contrast_core::optim::{decay_groups, Optimizer};
+use contrast_core::spatial_contrast::{global_loss, local_loss, GlobalConfig};
+use contrast_core::tensors::{load_into, named_variables, Named};
+use contrast_core::train::runtime::seed_step;
+use contrast_core::train::{config::to_toml, Progress, Run, RunOptions};
+use contrast_core::volume::crops::{body_bbox, correspondences, CropGeometry};
+use contrast_core::volume::Case;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+use std::path::PathBuf;
+use tch::nn::{ModuleT, VarStore};
+use tch::{Device, Kind, Tensor};
+
+/// Encoder + global head (+ local feature decoder).
+pub struct PretrainNet {
+    pub vs: VarStore,
+    encoder: VNetEncoder,
+    head: MlpHead,
+    local: Option<VNetDecoder>,
+}
+
+impl PretrainNet {
+    pub fn new(cfg: &SpadeConfig, device: Device) -> Result<Self> {
+        let f = cfg.finetune.model.n_filters;
+        let vcfg = VNetConfig {
+            in_channels: 1,
+            n_classes: cfg.local.dim,
+            n_filters: f,
+            norm: Norm::BatchNorm,
+            dropout: 0.0,
+        };
+        let vs = VarStore::new(device);
+        let root = vs.root();
+        let encoder = VNetEncoder::new(&(&root / "encoder"), &vcfg);
+        let head = MlpHead::new(
+            &root / "head",
+            &MlpConfig {
+                dims: vec![16 * f, 16 * f, cfg.pretrain.proj_dim],
+                bias: true,
+                hidden_bn: true,
+                last_norm: LastNorm::None,
+            },
+        )?;
+        let local = (cfg.pretrain.method == "spade")
+            .then(|| VNetDecoder::new(&(&root / "local"), &vcfg, UpMode::Transpose));
+        Ok(Self {
+            vs,
+            encoder,
+            head,
+            local,
+        })
+    }
+}
+
+/// The crops of one step: images `[2V, 1, c, c, c]` (first crops, then their twins), their
+/// geometries, the volume index of each, and normalised centres `[2V, 3]`.
+pub struct CropBatch {
+    pub images: Tensor,
+    pub geometry: Vec<CropGeometry>,
+    pub volume: Vec<i64>,
+    pub centres: Tensor,
+}
+
+fn random_geometry(
+    rng: &mut ChaCha8Rng,
+    shape: [i64; 3],
+    crop: [i64; 3],
+    near: Option<[i64; 3]>,
+    max_shift: f64,
+) -> Result<CropGeometry> {
+    let mut origin = [0i64; 3];
+    for a in 0..3 {
+        let hi = (shape[a] - crop[a]).max(0);
+        origin[a] = match near {
+            None => rng.gen_range(0..=hi),
+            Some(o) => {
+                let s = ((crop[a] as f64) * max_shift).floor() as i64;
+                (o[a] + rng.gen_range(-s..=s)).clamp(0, hi)
+            }
+        };
+    }
+    let flips = [rng.gen_bool(0.5), rng.gen_bool(0.5), rng.gen_bool(0.5)];
+    let rot = if crop[0] == crop[1] {
+        rng.gen_range(0..4)
+    } else {
+        2 * rng.gen_range(0..2)
+    };
+    CropGeometry::new(shape, origin, crop, flips, rot)
+}
+
+/// Two overlapping crops from each of `volumes` random training cases.
+pub fn sample_crops(cfg: &SpadeConfig, cases: &[Case], rng: &mut ChaCha8Rng) -> Result<CropBatch> {
+    let p = &cfg.pretrain;
+    let v = p.volumes;
+    let (mut first, mut second) = (Vec::with_capacity(v), Vec::with_capacity(v));
+    let (mut g1, mut g2, mut ids, mut c1, mut c2) = (vec![], vec![], vec![], vec![], vec![]);
+    for _ in 0..v {
+        let i = rng.gen_range(0..cases.len());
+        let img = cases[i].image.to_tensor();
+        let shape = cases[i].image.shape.map(|s| s as i64);
+        if (0..3).any(|a| shape[a] < p.crop[a]) {
+            bail!(
+                "case {}: volume {shape:?} is smaller than the crop {:?}",
+                cases[i].id,
+                p.crop
+            );
+        }
+        let (lo, hi) = match p.frame.as_str() {
+            "volume" => ([0; 3], shape),
+            "body" => body_bbox(&img, p.body_threshold)?,
+            other => bail!("pretrain.frame `{other}`: use volume or body"),
+        };
+        let a = random_geometry(rng, shape, p.crop, None, p.max_shift)?;
+        let b = random_geometry(rng, shape, p.crop, Some(a.origin), p.max_shift)?;
+        for (g, out, cs) in [(&a, &mut first, &mut c1), (&b, &mut second, &mut c2)] {
+            let x = g.extract(&img)?;
+            let scale = 1.0 + p.intensity * (2.0 * rng.gen::<f64>() - 1.0);
+            let noise = Tensor::randn(x.size(), (Kind::Float, tch::Device::Cpu)) * p.noise;
+            out.push((x * scale + noise).unsqueeze(0));
+            cs.extend(g.normalized_centre(lo, hi).map(|c| c as f32));
+        }
+        g1.push(a);
+        g2.push(b);
+        ids.push(i as i64);
+    }
+    first.extend(second);
+    let images = Tensor::stack(&first, 0); // [2V, 1, c, c, c]
+    let centres = Tensor::from_slice(&[c1, c2].concat()).view([2 * v as i64, 3]);
+    Ok(CropBatch {
+        images,
+        geometry: [g1, g2].concat(),
+        volume: [ids.clone(), ids].concat(),
+        centres,
+    })
+}
+
+/// The loss of one step (and its terms).
+pub fn step_loss(
+    cfg: &SpadeConfig,
+    net: &PretrainNet,
+    batch: &CropBatch,
+    rng: &mut ChaCha8Rng,
+    device: Device,
+) -> Result<(Tensor, Vec<(&'static str, f64)>)> {
+    let n = batch.geometry.len() as i64;
+    let v = n / 2;
+    let x = batch.images.to_device(device);
+    let feats = net.encoder.forward_t(&x, true)?;
+    let deepest = &feats[feats.len() - 1];
+    let pooled = deepest.mean_dim([2i64, 3, 4].as_slice(), false, Kind::Float);
+    let z = net.head.forward_t(&pooled, true);
+    let twin = Tensor::cat(
+        &[
+            Tensor::arange_start(v, n, (Kind::Int64, device)),
+            Tensor::arange(v, (Kind::Int64, device)),
+        ],
+        0,
+    );
+    let volume = Tensor::from_slice(&batch.volume).to_device(device);
+    let g = &cfg.global;
+    let gcfg = if cfg.pretrain.method == "simclr" {
+        GlobalConfig {
+            temperature: g.temperature,
+            ..GlobalConfig::default()
+        }
+    } else {
+        GlobalConfig {
+            temperature: g.temperature,
+            cross_volume_radius: g.cross_volume_radius,
+            negative_radius: g.negative_radius,
+            weight_power: g.weight_power,
+            far_radius: g.far_radius,
+        }
+    };
+    let global = global_loss(&z, &twin, &volume, &batch.centres.to_device(device), &gcfg)?;
+    let Some(dec) = &net.local else {
+        let val = global.double_value(&[]);
+        return Ok((global, vec![("total", val), ("global", val)]));
+    };
+    // local: decoder features of each crop pair at sampled corresponding voxels
+    let maps = dec.forward_t(&feats, true); // [2V, C, c, c, c]
+    let c = maps.size()[1];
+    let (mut fa, mut fb, mut pos) = (vec![], vec![], vec![]);
+    for k in 0..v as usize {
+        let (a, b) = (&batch.geometry[k], &batch.geometry[k + v as usize]);
+        let pairs = correspondences(a, b)?;
+        if pairs.is_empty() {
+            continue;
+        }
+        let m = cfg.local.samples.min(pairs.len());
+        let sa = a.shape();
+        let sb = b.shape();
+        let (mut ia, mut ib) = (Vec::with_capacity(m), Vec::with_capacity(m));
+        for _ in 0..m {
+            let (p, q) = pairs[rng.gen_range(0..pairs.len())];
+            ia.push((p[0] * sa[1] + p[1]) * sa[2] + p[2]);
+            ib.push((q[0] * sb[1] + q[1]) * sb[2] + q[2]);
+            let w = b.to_volume(q);
+            // crops of different volumes are always far apart: offset each volume's frame
+            pos.extend([(w[0] + 100_000 * k as i64) as f32, w[1] as f32, w[2] as f32]);
+        }
+        let ia = Tensor::from_slice(&ia).to_device(device);
+        let ib = Tensor::from_slice(&ib).to_device(device);
+        fa.push(
+            maps.get(k as i64)
+                .view([c, -1])
+                .index_select(1, &ia)
+                .transpose(0, 1),
+        );
+        fb.push(
+            maps.get(k as i64 + v)
+                .view([c, -1])
+                .index_select(1, &ib)
+                .transpose(0, 1),
+        );
+    }
+    if fa.is_empty() {
+        bail!("no crop pair overlaps: pretrain.max_shift must stay below 1");
+    }
+    let pos = Tensor::from_slice(&pos).view([-1, 3]).to_device(device);
+    let local = local_loss(
+        &Tensor::cat(&fa, 0),
+        &Tensor::cat(&fb, 0),
+        &pos,
+        cfg.local.temperature,
+        cfg.local.negative_radius,
+    )?;
+    let total = &global + &local * cfg.local.weight;
+    let values = vec![
+        ("total", total.double_value(&[])),
+        ("global", global.double_value(&[])),
+        ("local", local.double_value(&[])),
+    ];
+    Ok((total, values))
+}
+
+/// What a pretraining run leaves: its folder and the encoder weights for the fine-tune.
+#[derive(Debug)]
+pub struct Pretrained {
+    pub dir: PathBuf,
+    pub encoder: Option<PathBuf>,
+    pub step: u64,
+}
+
+/// Pretrain (or resume); writes `encoder.safetensors` (`encoder.*` only) at the end.
+pub fn pretrain(cfg: &SpadeConfig, opts: &RunOptions, stop_at: Option<u64>) -> Result<Pretrained> {
+    let method = cfg.pretrain.method.as_str();
+    if !matches!(method, "simclr" | "spade-global" | "spade") {
+        bail!("pretrain.method `{method}`: use simclr, spade-global or spade");
+    }
+    if cfg.pretrain.volumes < 2 {
+        bail!("pretrain.volumes must be ≥ 2 (negatives come from other crops)");
+    }
+    let device = cfg.runtime.init()?;
+    let mut run = Run::open(opts, &to_toml(cfg)?)?;
+    let t0 = std::time::Instant::now();
+    let data = fba_net::data::LaData::load(&cfg.finetune)?;
+    tch::manual_seed(cfg.runtime.seed as i64);
+    let net = PretrainNet::new(cfg, device)?;
+    let mut opt = AdamW::new(
+        decay_groups(&net.vs, cfg.pretrain.weight_decay),
+        AdamWConfig {
+            lr: cfg.pretrain.lr,
+            ..AdamWConfig::default()
+        },
+    )?;
+    let total = cfg.pretrain.steps;
+    let start = run.start_step();
+    if let Some(ck) = &run.resumed {
+        load_into(&net.vs, ck.group("model")?, true).context("restoring the model")?;
+        opt.load_state(ck.group("optim")?)
+            .context("restoring the optimiser")?;
+        eprintln!("resumed {} at step {start}/{total}", run.dir.display());
+    }
+    let end = stop_at.map_or(total, |s| s.min(total));
+    let progress = Progress::new(total, start, method);
+    let save = |run: &Run, step: u64, opt: &AdamW| -> Result<()> {
+        let model = named_variables(&net.vs);
+        let optim = opt.state();
+        run.checkpoints.save(
+            step,
+            cfg.runtime.seed,
+            &[("model", &model), ("optim", &optim)],
+            json!({}),
+        )?;
+        Ok(())
+    };
+    let mut step = start;
+    while step < end {
+        // crops and local samples from a per-step stream: a resumed run draws the same ones
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.runtime.seed ^ step.wrapping_mul(0x9e37_79b9));
+        seed_step(cfg.runtime.seed, step);
+        let batch = sample_crops(cfg, &data.train, &mut rng)?;
+        let (loss, values) = step_loss(cfg, &net, &batch, &mut rng, device)?;
+        let done = step + 1;
+        run.check_finite(done, &values)?;
+        opt.zero_grad();
+        loss.backward();
+        opt.step()?;
+        step = done;
+        if done % cfg.pretrain.log_every.max(1) == 0 || done == end {
+            let mut fields: Vec<(&str, serde_json::Value)> =
+                values.iter().map(|(n, v)| (*n, json!(v))).collect();
+            fields.push(("lr", json!(opt.lr())));
+            fields.push(("elapsed_s", json!(t0.elapsed().as_secs_f64())));
+            run.metrics.log(done, &fields)?;
+        }
+        progress.update(done, &format!("loss {:.4}", values[0].1));
+        if done % cfg.pretrain.checkpoint_every.max(1) == 0 || done == end {
+            save(&run, done, &opt)?;
+        }
+    }
+    progress.finish();
+    if end < total {
+        return Ok(Pretrained {
+            dir: run.dir.clone(),
+            encoder: None,
+            step: end,
+        });
+    }
+    let enc: Named = named_variables(&net.vs)
+        .into_iter()
+        .filter(|(n, _)| n.starts_with("encoder."))
+        .collect();
+    let path = run.path("encoder.safetensors");
+    let tmp = run.path("encoder.safetensors.tmp");
+    Tensor::write_safetensors(&enc, &tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    run.write_report(&json!({
+        "method": "spade",
+        "variant": method,
+        "stage": "pretraining",
+        "steps": total,
+        "crop": cfg.pretrain.crop,
+        "volumes_per_step": cfg.pretrain.volumes,
+        "train_volumes": data.train.len(),
+        "encoder": path.display().to_string(),
+        "threads": tch::get_num_threads(),
+        "wall_s": t0.elapsed().as_secs_f64(),
+    }))?;
+    Ok(Pretrained {
+        dir: run.dir.clone(),
+        encoder: Some(path),
+        step: end,
+    })
+}

@@ -1,0 +1,85 @@
+//! The four-way comparison: a supervised V-Net fine-tuned on the labelled LA cases from scratch,
+//! from 3-D SimCLR, from Spade (global) and from Spade (global + local).
+
+use crate::config::SpadeConfig;
+use crate::pretrain::pretrain;
+use anyhow::{Context, Result};
+use contrast_core::train::RunOptions;
+use serde_json::{json, Value};
+
+/// One row: the initialisation and the fine-tune's report.
+pub struct Row {
+    pub init: &'static str,
+    pub report: Value,
+}
+
+/// Runs the pretrainings and fine-tunes under `opts.name`-prefixed run names; `None` when
+/// `stop_at` ended a run early (continue with `--resume`).
+pub fn reproduce(
+    cfg: &SpadeConfig,
+    opts: &RunOptions,
+    stop_at: Option<u64>,
+) -> Result<Option<Vec<Row>>> {
+    let mut rows = Vec::new();
+    for (init, method) in [
+        ("scratch", None),
+        ("3-D SimCLR", Some("simclr")),
+        ("Spade global", Some("spade-global")),
+        ("Spade global + local", Some("spade")),
+    ] {
+        let mut ft = cfg.finetune.clone();
+        ft.model.variant = "supervised".into();
+        ft.runtime = cfg.runtime.clone();
+        if let Some(m) = method {
+            let mut pc = cfg.clone();
+            pc.pretrain.method = m.into();
+            let mut po = opts.clone();
+            po.name = format!("{}-pretrain-{m}", opts.name);
+            let pre = pretrain(&pc, &po, stop_at)?;
+            let Some(enc) = pre.encoder else {
+                return Ok(None);
+            };
+            ft.model.init = enc.display().to_string();
+        }
+        let mut fo = opts.clone();
+        fo.method = "spade".into();
+        fo.name = format!("{}-finetune-{}", opts.name, method.unwrap_or("scratch"));
+        let out = fba_net::train::train(&ft, &fo, None)
+            .with_context(|| format!("fine-tuning from {init}"))?;
+        let Some(report) = out.report else {
+            return Ok(None);
+        };
+        rows.push(Row { init, report });
+    }
+    Ok(Some(rows))
+}
+
+/// Markdown table of the rows: Dice (last iteration and best on test), Jaccard, 95HD, ASD.
+pub fn table(rows: &[Row]) -> String {
+    let mut s = String::from(
+        "| initialisation | Dice % (last) | Dice % (best on test) | Jaccard % | 95HD vox | ASD vox |\n|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        let last = &r.report["last_iteration"]["mean"];
+        let best = &r.report["best_on_test"]["mean"];
+        let f = |v: &Value| v.as_f64().map_or("–".to_string(), |x| format!("{x:.2}"));
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            r.init,
+            f(&last["dice"]),
+            f(&best["dice"]),
+            f(&last["jaccard"]),
+            f(&last["hd95"]),
+            f(&last["asd"]),
+        ));
+    }
+    s
+}
+
+/// The rows as JSON (written next to the runs by the binary).
+pub fn to_json(rows: &[Row]) -> Value {
+    json!(rows
+        .iter()
+        .map(|r| json!({"init": r.init, "report": r.report}))
+        .collect::<Vec<_>>())
+}
