@@ -45,6 +45,9 @@ pub struct PretrainConfig {
     pub weight_decay: f64,
     pub log_every: u64,
     pub checkpoint_every: u64,
+    /// Extra unlabelled NIfTI volumes for the pretraining pool (z-scored per volume), besides
+    /// the LA training cases, e.g. `../shared/data/mni152/*.nii.gz`.
+    pub extra_nifti: Vec<String>,
 }
 
 impl Default for PretrainConfig {
@@ -64,6 +67,7 @@ impl Default for PretrainConfig {
             weight_decay: 1e-4,
             log_every: 5,
             checkpoint_every: 50,
+            extra_nifti: vec![],
         }
     }
 }

@@ -28,7 +28,7 @@ use contrast_core::volume::Case;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use tch::nn::{ModuleT, VarStore};
 use tch::{Device, Kind, Tensor};
 
@@ -255,6 +255,24 @@ pub fn step_loss(
     Ok((total, values))
 }
 
+/// An unlabelled pretraining volume from a NIfTI file, z-scored (the LA volumes are already
+/// normalised).
+pub fn nifti_case(path: &Path) -> Result<Case> {
+    let v = contrast_core::volume::nifti::read_nifti(path)?.volume;
+    let n = v.data.len().max(1) as f64;
+    let mean = v.data.iter().map(|&x| x as f64).sum::<f64>() / n;
+    let var = v
+        .data
+        .iter()
+        .map(|&x| (x as f64 - mean).powi(2))
+        .sum::<f64>()
+        / n;
+    let sd = var.sqrt().max(1e-6);
+    let img = v.map(|x| ((x as f64 - mean) / sd) as f32);
+    let label = contrast_core::volume::Volume::<u8>::zeros(img.shape);
+    Case::new(path.display().to_string(), img, label)
+}
+
 /// What a pretraining run leaves: its folder and the encoder weights for the fine-tune.
 #[derive(Debug)]
 pub struct Pretrained {
@@ -276,6 +294,10 @@ pub fn pretrain(cfg: &SpadeConfig, opts: &RunOptions, stop_at: Option<u64>) -> R
     let mut run = Run::open(opts, &to_toml(cfg)?)?;
     let t0 = std::time::Instant::now();
     let data = fba_net::data::LaData::load(&cfg.finetune)?;
+    let mut pool = data.train;
+    for f in &cfg.pretrain.extra_nifti {
+        pool.push(nifti_case(Path::new(f))?);
+    }
     tch::manual_seed(cfg.runtime.seed as i64);
     let net = PretrainNet::new(cfg, device)?;
     let mut opt = AdamW::new(
@@ -311,7 +333,7 @@ pub fn pretrain(cfg: &SpadeConfig, opts: &RunOptions, stop_at: Option<u64>) -> R
         // crops and local samples from a per-step stream: a resumed run draws the same ones
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.runtime.seed ^ step.wrapping_mul(0x9e37_79b9));
         seed_step(cfg.runtime.seed, step);
-        let batch = sample_crops(cfg, &data.train, &mut rng)?;
+        let batch = sample_crops(cfg, &pool, &mut rng)?;
         let (loss, values) = step_loss(cfg, &net, &batch, &mut rng, device)?;
         let done = step + 1;
         run.check_finite(done, &values)?;
@@ -354,7 +376,8 @@ pub fn pretrain(cfg: &SpadeConfig, opts: &RunOptions, stop_at: Option<u64>) -> R
         "steps": total,
         "crop": cfg.pretrain.crop,
         "volumes_per_step": cfg.pretrain.volumes,
-        "train_volumes": data.train.len(),
+        "pretraining_volumes": pool.len(),
+        "extra_nifti": cfg.pretrain.extra_nifti,
         "encoder": path.display().to_string(),
         "threads": tch::get_num_threads(),
         "wall_s": t0.elapsed().as_secs_f64(),

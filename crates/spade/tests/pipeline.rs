@@ -72,6 +72,28 @@ fn pretrain_resume_finetune_and_reproduce() {
         assert_eq!(metrics.contains("\"local\""), m == "spade", "{m}");
     }
 
+    // extra NIfTI volumes join the pretraining pool
+    let nii = dir.path().join("extra.nii.gz");
+    let mut v = contrast_core::volume::Volume::<f32>::zeros([20, 20, 18]);
+    for (i, x) in v.data.iter_mut().enumerate() {
+        *x = (i % 7) as f32 * 10.0;
+    }
+    contrast_core::volume::nifti::write_nifti(&nii, &v, None).unwrap();
+    let mut c = cfg.clone();
+    c.pretrain.extra_nifti = vec![nii.display().to_string()];
+    let out = pretrain(&c, &opts(&runs, "nifti", false), None).unwrap();
+    let rep: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.dir.join("report.json")).unwrap())
+            .unwrap();
+    assert_eq!(rep["pretraining_volumes"], 5); // 4 LA train cases + 1 NIfTI
+    let mut c = cfg.clone();
+    c.pretrain.extra_nifti = vec![dir.path().join("missing.nii.gz").display().to_string()];
+    let err = format!(
+        "{:#}",
+        pretrain(&c, &opts(&runs, "nifti-bad", false), None).unwrap_err()
+    );
+    assert!(err.contains("missing.nii.gz"), "{err}");
+
     // interrupted + resumed = uninterrupted
     let half = pretrain(&cfg, &opts(&runs, "split", false), Some(2)).unwrap();
     assert!(half.encoder.is_none());
