@@ -731,7 +731,10 @@ fn ensure_named_checks_a_manual_set_in_the_given_root() {
         "{:#}",
         ensure_named("no-such-set", None, &quiet()).unwrap_err()
     );
-    assert!(err.contains("known data sets: cifar10"), "{err}");
+    assert!(
+        err.contains("known data sets: ") && err.contains("cifar10") && err.contains("la-heart"),
+        "{err}"
+    );
 }
 
 /// The shipped manifests in `datasets/`: all parse, names match file names, every data set the
