@@ -109,32 +109,59 @@ fn random_geometry(
     CropGeometry::new(shape, origin, crop, flips, rot)
 }
 
-/// Two overlapping crops from each of `volumes` random training cases.
-pub fn sample_crops(cfg: &SpadeConfig, cases: &[Case], rng: &mut ChaCha8Rng) -> Result<CropBatch> {
+/// A pretraining volume prepared once: its tensor `[X, Y, Z]` and its normalised frame.
+pub struct PoolVolume {
+    pub id: String,
+    pub image: Tensor,
+    pub shape: [i64; 3],
+    /// `[lo, hi)` of the frame positions are normalised to (`pretrain.frame`).
+    pub frame: ([i64; 3], [i64; 3]),
+}
+
+impl PoolVolume {
+    /// Checks the volume against the crop and computes its frame (once, not per step).
+    pub fn new(cfg: &SpadeConfig, case: &Case) -> Result<Self> {
+        let p = &cfg.pretrain;
+        let image = case.image.to_tensor();
+        let shape = case.image.shape.map(|s| s as i64);
+        if (0..3).any(|a| shape[a] < p.crop[a]) {
+            bail!(
+                "case {}: volume {shape:?} is smaller than the crop {:?}",
+                case.id,
+                p.crop
+            );
+        }
+        let frame = match p.frame.as_str() {
+            "volume" => ([0; 3], shape),
+            "body" => body_bbox(&image, p.body_threshold)?,
+            other => bail!("pretrain.frame `{other}`: use volume or body"),
+        };
+        Ok(Self {
+            id: case.id.clone(),
+            image,
+            shape,
+            frame,
+        })
+    }
+}
+
+/// Two overlapping crops from each of `volumes` random pool volumes.
+pub fn sample_crops(
+    cfg: &SpadeConfig,
+    pool: &[PoolVolume],
+    rng: &mut ChaCha8Rng,
+) -> Result<CropBatch> {
     let p = &cfg.pretrain;
     let v = p.volumes;
     let (mut first, mut second) = (Vec::with_capacity(v), Vec::with_capacity(v));
     let (mut g1, mut g2, mut ids, mut c1, mut c2) = (vec![], vec![], vec![], vec![], vec![]);
     for _ in 0..v {
-        let i = rng.gen_range(0..cases.len());
-        let img = cases[i].image.to_tensor();
-        let shape = cases[i].image.shape.map(|s| s as i64);
-        if (0..3).any(|a| shape[a] < p.crop[a]) {
-            bail!(
-                "case {}: volume {shape:?} is smaller than the crop {:?}",
-                cases[i].id,
-                p.crop
-            );
-        }
-        let (lo, hi) = match p.frame.as_str() {
-            "volume" => ([0; 3], shape),
-            "body" => body_bbox(&img, p.body_threshold)?,
-            other => bail!("pretrain.frame `{other}`: use volume or body"),
-        };
+        let i = rng.gen_range(0..pool.len());
+        let (img, shape, (lo, hi)) = (&pool[i].image, pool[i].shape, pool[i].frame);
         let a = random_geometry(rng, shape, p.crop, None, p.max_shift)?;
         let b = random_geometry(rng, shape, p.crop, Some(a.origin), p.max_shift)?;
         for (g, out, cs) in [(&a, &mut first, &mut c1), (&b, &mut second, &mut c2)] {
-            let x = g.extract(&img)?;
+            let x = g.extract(img)?;
             let scale = 1.0 + p.intensity * (2.0 * rng.gen::<f64>() - 1.0);
             let noise = Tensor::randn(x.size(), (Kind::Float, tch::Device::Cpu)) * p.noise;
             out.push((x * scale + noise).unsqueeze(0));
@@ -294,10 +321,15 @@ pub fn pretrain(cfg: &SpadeConfig, opts: &RunOptions, stop_at: Option<u64>) -> R
     let mut run = Run::open(opts, &to_toml(cfg)?)?;
     let t0 = std::time::Instant::now();
     let data = fba_net::data::LaData::load(&cfg.finetune)?;
-    let mut pool = data.train;
+    let mut cases = data.train;
     for f in &cfg.pretrain.extra_nifti {
-        pool.push(nifti_case(Path::new(f))?);
+        cases.push(nifti_case(Path::new(f))?);
     }
+    let pool: Vec<PoolVolume> = cases
+        .iter()
+        .map(|c| PoolVolume::new(cfg, c))
+        .collect::<Result<_>>()?;
+    drop(cases);
     tch::manual_seed(cfg.runtime.seed as i64);
     let net = PretrainNet::new(cfg, device)?;
     let mut opt = AdamW::new(
