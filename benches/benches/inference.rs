@@ -18,6 +18,7 @@ fn threads() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
     tch::set_num_threads(t);
+    contrast_core::train::keep_freed_memory(); // as training runs do
 }
 
 fn bench_sliding_window(c: &mut Criterion) {

@@ -48,6 +48,7 @@ fn bench_models(c: &mut Criterion) {
     if threads > 0 {
         tch::set_num_threads(threads as i32);
     }
+    contrast_core::train::keep_freed_memory(); // as training runs do
     let batch = env_i64("CONTRAST_BENCH_BATCH", 64);
     let dev = device();
     tch::manual_seed(0);

@@ -18,6 +18,7 @@ fn bench_steps(c: &mut Criterion) {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
     tch::set_num_threads(threads);
+    contrast_core::train::keep_freed_memory(); // as training runs do
     let dev = match std::env::var("CONTRAST_BENCH_DEVICE").as_deref() {
         Ok("cuda") => Device::Cuda(0),
         _ => Device::Cpu,

@@ -3,10 +3,12 @@
 //! exports a case for the peer's loss check, and measures the fp32 matmul peak.
 //!
 //! ```text
-//! contrast-steps time   --case patchmix [--batch 32] [--threads 1] [--seconds 10] [--device cpu] [--phases]
+//! contrast-steps time   --case patchmix [--batch 32] [--threads 1] [--seconds 10] [--device cpu] [--phases] [--malloc keep|default]
 //! contrast-steps export --case patchmix --dir DIR      # DIR/<name>.{safetensors,json}
 //! contrast-steps peak   [--threads 1] [--n 1024] [--seconds 3]
 //! ```
+//! `--malloc keep` (the default) applies `contrast_core::train::keep_freed_memory` first, as every
+//! training run does (`runtime.keep_freed_memory`); `--malloc default` leaves glibc's settings.
 //! `cargo xtask bench --vs-pytorch` drives it; the criterion bench `steps` times the same cases.
 
 use anyhow::{bail, Context, Result};
@@ -24,6 +26,7 @@ struct Args {
     dir: PathBuf,
     device: Device,
     phases: bool,
+    keep_freed_memory: bool,
 }
 
 fn parse() -> Result<Args> {
@@ -41,6 +44,7 @@ fn parse() -> Result<Args> {
         dir: PathBuf::from("target/steps"),
         device: Device::Cpu,
         phases: false,
+        keep_freed_memory: true,
     };
     while let Some(flag) = it.next() {
         if flag == "--phases" {
@@ -56,6 +60,13 @@ fn parse() -> Result<Args> {
             "--n" => a.n = v.parse().map_err(bad)?,
             "--seconds" => a.seconds = v.parse().with_context(|| format!("--seconds {v}"))?,
             "--dir" => a.dir = PathBuf::from(v),
+            "--malloc" => {
+                a.keep_freed_memory = match v.as_str() {
+                    "keep" => true,
+                    "default" => false,
+                    other => bail!("--malloc {other}: use keep or default"),
+                }
+            }
             "--device" => {
                 a.device = match v.as_str() {
                     "cpu" => Device::Cpu,
@@ -71,6 +82,9 @@ fn parse() -> Result<Args> {
 
 fn main() -> Result<()> {
     let a = parse()?;
+    if a.keep_freed_memory && !contrast_core::train::keep_freed_memory() {
+        eprintln!("note: the malloc settings of keep_freed_memory were not applied (not glibc)");
+    }
     if a.threads > 0 {
         tch::set_num_threads(a.threads);
     }

@@ -28,4 +28,4 @@ pub use config::{load_config, ConfigSource};
 pub use guard::check_finite;
 pub use metrics::{MetricsLog, Progress};
 pub use run::{Run, RunOptions};
-pub use runtime::{parse_device, step_seed, RuntimeConfig};
+pub use runtime::{keep_freed_memory, parse_device, step_seed, RuntimeConfig};

@@ -16,6 +16,10 @@ pub struct RuntimeConfig {
     pub seed: u64,
     /// bf16 autocast on CUDA (ignored on CPU, where bf16 matmul is very slow).
     pub autocast_bf16: bool,
+    /// Keep memory that tensors free inside the process for the next step instead of handing it
+    /// back to the OS (glibc malloc settings, see [`keep_freed_memory`]). Default `true`: on CPU
+    /// a training step otherwise spends 10–15 % of its time in page faults zeroing fresh pages.
+    pub keep_freed_memory: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -25,6 +29,7 @@ impl Default for RuntimeConfig {
             threads: 0,
             seed: 0,
             autocast_bf16: false,
+            keep_freed_memory: true,
         }
     }
 }
@@ -40,12 +45,39 @@ impl RuntimeConfig {
         };
         tch::set_num_threads(threads as i32);
         tch::manual_seed(self.seed as i64);
+        if self.keep_freed_memory {
+            keep_freed_memory();
+        }
         Ok(device)
     }
 
     /// Whether the step should run under bf16 autocast (only ever on CUDA).
     pub fn autocast(&self, device: Device) -> bool {
         self.autocast_bf16 && device.is_cuda()
+    }
+}
+
+/// Make glibc malloc keep freed memory for reuse: blocks up to 32 MiB come from the heap (not
+/// their own `mmap`), and the heap is not trimmed back to the OS below 2 GiB of free space at
+/// its top (64 MiB padding per growth). libtorch's CPU allocator is plain `malloc`, so without
+/// this every step's activations and gradients are fresh pages that the kernel faults in and
+/// zeroes: 14 % of the cycles of the PatchMix step bench (`perf`), a 15–19 % slower step.
+/// Process-wide and idempotent; returns whether every setting was accepted (always `false`
+/// off glibc, where it does nothing). Memory already freed to the OS is unaffected; the cost is
+/// that the process's resident size stays at its high-water mark.
+pub fn keep_freed_memory() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallopt only changes allocator parameters; it is thread-safe in glibc.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20) == 1
+                && libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX) == 1
+                && libc::mallopt(libc::M_TOP_PAD, 64 << 20) == 1
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
     }
 }
 
