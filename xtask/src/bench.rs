@@ -7,7 +7,7 @@
 //!   (batch 64): `benches/benches/augment.rs` against `benches/py/augment_torchvision.py`
 //!   (torchvision transforms on PIL images, DataLoader with 2 workers).
 //! * `steps` (or one method name): one full training step per method
-//!   (`benches/src/steps.rs`, timed by the `contrast-steps` binary) against
+//!   (`benches/src/steps/mod.rs`, timed by the `contrast-steps` binary) against
 //!   `benches/py/steps.py`. Before timing, each peer loads our exported weights and inputs and
 //!   must compute our loss (relative difference ≤ 1e-4), else the bench stops. FLOPs per step come
 //!   from PyTorch's `FlopCounterMode` on the peer; achieved FLOP/s is set against the fp32 matmul
@@ -236,7 +236,7 @@ fn machine_description() -> String {
     format!("{cpu}, {cores} logical cores, {mem}; load average at the end {load}; PyTorch {torch} (libtorch of the same wheel for tch)")
 }
 
-/// The step cases of `benches/src/steps.rs` (kept in sync by a test).
+/// The step cases of `benches/src/steps/mod.rs` (kept in sync by a test).
 pub const STEP_CASES: &[&str] = &["patchmix", "multinet", "fba-net"];
 
 /// glibc's environment form of `contrast_core::train::keep_freed_memory` (same three values).
@@ -606,11 +606,11 @@ mod tests {
 
     #[test]
     fn step_cases_match_the_benches_crate() {
-        let src = std::fs::read_to_string(repo_root().join("benches/src/steps.rs")).unwrap();
+        let src = std::fs::read_to_string(repo_root().join("benches/src/steps/mod.rs")).unwrap();
         let line = src
             .lines()
             .find(|l| l.starts_with("pub const CASES"))
-            .expect("CASES in benches/src/steps.rs");
+            .expect("CASES in benches/src/steps/mod.rs");
         for c in STEP_CASES {
             assert!(
                 line.contains(&format!("\"{c}\"")),

@@ -1,6 +1,6 @@
 """FBA-Net in PyTorch: the objective and the network (our own re-statement of the official
 cys1102/FBA-Net code/utils/losses.py, code/train_3d.py and code/networks/VNet.py; notes §1b-§1c).
-Imported by `fba_reference.py` (the tests' reference) and by `benches/py/steps.py` (the PyTorch
+Imported by `fba_reference.py` (the tests' reference) and by `benches/py/step_fba_net.py` (the PyTorch
 peer of the training-step bench), so both check and time the same code.
 """
 import torch

@@ -1,6 +1,6 @@
 """The PatchMix objective in PyTorch (our own code, from the equations in module/loss.py and
 main_pretrain.py of the official repository). Imported by `patchmix_loss.py` (the tests'
-reference) and by `benches/py/steps.py` (the training-step bench's PyTorch peer).
+reference) and by `benches/py/step_patchmix.py` (the training-step bench's PyTorch peer).
 
 L = CE(q1, k2, I) + 1/2 CE(mq2, k1, T_mix) + 1/2 CE(mq2, mk1, T_mixmix)
     + sum_c [CE(lq_c, k1, I) + CE(lq_c, k2, I)] / n + sum_c [CE(lmq_c, k1, T_mix) + CE(lmq_c, k2, T_mix)] / n

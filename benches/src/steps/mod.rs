@@ -1,0 +1,160 @@
+//! One training step per method at a fixed small configuration, built from the method crates'
+//! own step functions (`patchmix::train::step_terms`, `fba_net::train::step_terms`), so the
+//! benches time the code that trains. Each case also exports its weights, inputs, settings and
+//! loss so that the PyTorch peer (`benches/py/steps.py`) can check it computes the same loss
+//! before it is timed.
+//!
+//! | case | model | input | step |
+//! |---|---|---|---|
+//! | `patchmix` | ViT-T/4 (192 d, 12 blocks, 65 tokens) + MoCo-v3 projector 4096→256 + predictor, no momentum encoder (the paper's ViT-T setting) | 2 views 3×32×32, batch 32 | two mixes (m = 2), 2 query + 2 key forwards, 3-term soft InfoNCE (τ 0.2), backward, AdamW (decay groups) |
+//! | `multinet` | MNCLGLF: ResNet-18 (CIFAR stem) + projector 2048 + predictor 512, separately initialised EMA encoder, memory bank 4096 | 3 views 3×32×32, batch 16 | EMA update, 3 online forwards, 2×(4 grid cells → 6 pair means) local keys, 2 EMA forwards, bank NN + enqueue, 12 global-vs-local InfoNCE + NT-Xent, backward, grad-norm clip 1.0, SGD |
+//! | `fba-net` | FBA-Net+ V-Net (width 8, 3 decoders, contrastive head 128 d), no dropout | 4 volumes 1×32×32×32, 2 labelled | forward, Dice + consistency + SimMax/SimMin, backward, SGD momentum 0.9 |
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind, Tensor};
+
+mod fba_net;
+mod multinet;
+mod patchmix;
+
+pub use fba_net::FbaStep;
+pub use multinet::MultinetStep;
+pub use patchmix::{PatchMixStep, PATCHMIX_DROP_PATH};
+
+/// The cases, in report order.
+pub const CASES: &[&str] = &["patchmix", "multinet", "fba-net"];
+
+/// Seed of the weights and inputs, and of the RNG right before the checked forward pass.
+pub const SEED: i64 = 20261124;
+
+/// One method's training step.
+pub trait StepCase {
+    /// `<method>_<model>_b<batch>`, e.g. `patchmix_vit_t4_b32`.
+    fn name(&self) -> String;
+    /// Samples per step.
+    fn batch(&self) -> i64;
+    /// Forward pass and objective of one step.
+    fn loss(&mut self) -> Result<Tensor>;
+    fn zero_grad(&mut self);
+    /// The optimiser update (after the backward pass).
+    fn update(&mut self) -> Result<()>;
+    /// One full training step (forward, loss, backward, optimiser update); returns the loss.
+    fn step(&mut self) -> Result<f64> {
+        let loss = self.loss()?;
+        self.zero_grad();
+        loss.backward();
+        self.update()?;
+        scalar(&loss)
+    }
+    /// Seconds spent in (forward + loss, backward, optimiser) by one step.
+    fn step_phases(&mut self) -> Result<[f64; 3]> {
+        let t = std::time::Instant::now();
+        let loss = self.loss()?;
+        let _ = scalar(&loss)?;
+        let f = t.elapsed().as_secs_f64();
+        self.zero_grad();
+        loss.backward();
+        let b = t.elapsed().as_secs_f64() - f;
+        self.update()?;
+        let u = t.elapsed().as_secs_f64() - f - b;
+        Ok([f, b, u])
+    }
+    /// Settings the PyTorch peer rebuilds the same step from.
+    fn spec(&self) -> Value;
+    /// Weights (`w:<name>`) and inputs (`in:<name>`) as named tensors.
+    fn tensors(&self) -> Vec<(String, Tensor)>;
+    /// The loss of one forward pass on the inputs with the RNG at `SEED` (no update; a method
+    /// with a memory bank may advance it, after `tensors` was taken).
+    fn checked_loss(&mut self) -> Result<f64>;
+}
+
+/// Build a case. `deterministic` turns off drop-path / dropout (for the loss check); timing
+/// uses `false` where the method trains with them.
+pub fn build(
+    case: &str,
+    batch: Option<i64>,
+    deterministic: bool,
+    device: Device,
+) -> Result<Box<dyn StepCase>> {
+    tch::manual_seed(SEED);
+    match case {
+        "patchmix" => Ok(Box::new(PatchMixStep::new(
+            batch.unwrap_or(32),
+            deterministic,
+            device,
+        )?)),
+        "fba-net" => Ok(Box::new(FbaStep::new(batch.unwrap_or(4), device)?)),
+        "multinet" => Ok(Box::new(MultinetStep::new(batch.unwrap_or(16), device)?)),
+        other => bail!("unknown step case `{other}` (known: {})", CASES.join(", ")),
+    }
+}
+
+/// Write `<dir>/<case>.safetensors` and `<dir>/<case>.json` (spec + our loss); returns the JSON path.
+pub fn export(case: &mut dyn StepCase, dir: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let name = case.name();
+    let st = dir.join(format!("{name}.safetensors"));
+    let tensors = case.tensors();
+    Tensor::write_safetensors(&tensors, &st)
+        .with_context(|| format!("writing {}", st.display()))?;
+    let loss = case.checked_loss()?;
+    let mut spec = case.spec();
+    spec["name"] = json!(name);
+    spec["batch"] = json!(case.batch());
+    spec["seed"] = json!(SEED);
+    spec["tensors"] = json!(st.file_name().and_then(|f| f.to_str()));
+    spec["loss_rust"] = json!(loss);
+    let js = dir.join(format!("{name}.json"));
+    std::fs::write(&js, serde_json::to_string_pretty(&spec)?)
+        .with_context(|| format!("writing {}", js.display()))?;
+    Ok(js)
+}
+
+pub(crate) fn scalar(t: &Tensor) -> Result<f64> {
+    Ok(t.detach()
+        .to_kind(Kind::Double)
+        .to_device(Device::Cpu)
+        .double_value(&[]))
+}
+
+/// Peak resident memory of this process (`VmHWM` in `/proc/self/status`), MiB; `None` where
+/// the file is not there (not Linux).
+pub fn peak_rss_mib() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// fp32 matmul throughput (GFLOP/s) of `n × n` by `n × n` products, median over `seconds`:
+/// the machine's practical peak that the steps' utilisation is measured against.
+pub fn matmul_gflops(n: i64, seconds: f64, device: Device) -> f64 {
+    let a = Tensor::randn([n, n], (Kind::Float, device));
+    let b = Tensor::randn([n, n], (Kind::Float, device));
+    let _ = a.matmul(&b);
+    let mut times = Vec::new();
+    let start = std::time::Instant::now();
+    while start.elapsed().as_secs_f64() < seconds || times.len() < 3 {
+        let t = std::time::Instant::now();
+        let c = a.matmul(&b);
+        if device != Device::Cpu {
+            let _ = c.sum(Kind::Float).double_value(&[]);
+        }
+        times.push(t.elapsed().as_secs_f64());
+    }
+    2.0 * (n as f64).powi(3) / median(&mut times) / 1e9
+}
+
+pub fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}

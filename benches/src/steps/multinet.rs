@@ -1,0 +1,120 @@
+//! MNCLGLF: ResNet-18 online / EMA encoders, local keys, memory bank, SGD.
+
+use super::{scalar, StepCase, SEED};
+use anyhow::Result;
+use contrast_core::tensors::named_variables;
+use serde_json::{json, Value};
+use tch::{Device, Kind, Tensor};
+use contrast_core::optim::Optimizer;
+
+pub struct MultinetStep {
+    cfg: multinet::config::MultinetConfig,
+    learner: multinet::method::Mnclglf,
+    opt: Box<dyn Optimizer>,
+    params: Vec<Tensor>,
+    views: Vec<Tensor>,
+}
+
+impl MultinetStep {
+    pub fn new(batch: i64, device: Device) -> Result<Self> {
+        use multinet::method::Learner;
+        let mut cfg = multinet::config::MultinetConfig::default();
+        cfg.model.stem = contrast_core::nn::resnet::Stem::Cifar;
+        cfg.model.bank_size = 4096;
+        cfg.optim.batch_size = batch as usize;
+        let learner = multinet::method::Mnclglf::new(&cfg, device)?;
+        let opt = multinet::train::build_optimizer(&cfg, &learner)?;
+        let params = multinet::train::trainable(&learner);
+        let views = (0..learner.views())
+            .map(|_| Tensor::randn([batch, 3, 32, 32], (Kind::Float, device)))
+            .collect();
+        Ok(Self {
+            cfg,
+            learner,
+            opt,
+            params,
+            views,
+        })
+    }
+}
+
+impl StepCase for MultinetStep {
+    fn name(&self) -> String {
+        format!("multinet_r18_b{}", self.batch())
+    }
+
+    fn batch(&self) -> i64 {
+        self.cfg.optim.batch_size as i64
+    }
+
+    fn loss(&mut self) -> Result<Tensor> {
+        use multinet::method::Learner;
+        self.learner.before_step(0)?;
+        Ok(self.learner.loss(&self.views)?.0)
+    }
+
+    fn zero_grad(&mut self) {
+        self.opt.zero_grad();
+    }
+
+    fn update(&mut self) -> Result<()> {
+        let refs: Vec<&Tensor> = self.params.iter().collect();
+        contrast_core::optim::clip::clip_grad_norm_tensors(&refs, self.cfg.optim.clip_grad_norm)?;
+        self.opt.step()
+    }
+
+    fn spec(&self) -> Value {
+        let c = &self.cfg;
+        json!({
+            "case": "multinet",
+            "layers": c.model.layers,
+            "proj_hidden": c.model.proj_hidden,
+            "proj_out": c.model.proj_out,
+            "pred_hidden": c.model.pred_hidden,
+            "ema_momentum": c.model.ema_momentum,
+            "bank_size": c.model.bank_size,
+            "split_num": c.local.split_num,
+            "combs": c.local.combs,
+            "tau_global_local": c.loss.temperature_global_local,
+            "tau_nn": c.loss.temperature_nn,
+            "nn_weight": c.loss.nn_weight,
+            "released_code_l1": c.loss.released_code_l1,
+            "lr": c.optim.lr,
+            "momentum": c.optim.momentum,
+            "weight_decay": c.optim.weight_decay,
+            "clip_grad_norm": c.optim.clip_grad_norm,
+        })
+    }
+
+    fn tensors(&self) -> Vec<(String, Tensor)> {
+        let net = &self.learner.net;
+        let mut out = Vec::new();
+        for (prefix, vs) in [
+            ("encoder", &net.encoder_vs),
+            ("predictor", &net.predictor_vs),
+            ("ema", &net.ema_vs),
+        ] {
+            out.extend(
+                named_variables(vs)
+                    .into_iter()
+                    .map(|(k, v)| (format!("w:{prefix}.{k}"), v)),
+            );
+        }
+        for (k, v) in self.learner.bank.state() {
+            // a copy: the checked forward enqueues into the bank in place
+            out.push((format!("in:{k}"), v.copy()));
+        }
+        for (i, v) in self.views.iter().enumerate() {
+            out.push((format!("in:x{}", i + 1), v.shallow_clone()));
+        }
+        out
+    }
+
+    fn checked_loss(&mut self) -> Result<f64> {
+        use multinet::method::Learner;
+        tch::manual_seed(SEED);
+        let loss = tch::no_grad(|| self.learner.loss(&self.views))?.0;
+        scalar(&loss)
+    }
+}
+
