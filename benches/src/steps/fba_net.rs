@@ -2,10 +2,10 @@
 
 use super::{scalar, StepCase, SEED};
 use anyhow::Result;
+use contrast_core::optim::{Optimizer, Sgd};
 use contrast_core::tensors::named_variables;
 use serde_json::{json, Value};
 use tch::{Device, Kind, Tensor};
-use contrast_core::optim::{Optimizer, Sgd};
 
 pub struct FbaStep {
     cfg: fba_net::config::FbaNetConfig,
@@ -106,4 +106,3 @@ impl StepCase for FbaStep {
         scalar(&terms.total)
     }
 }
-

@@ -2,10 +2,10 @@
 
 use super::{scalar, StepCase, SEED};
 use anyhow::Result;
+use contrast_core::optim::Optimizer;
 use contrast_core::tensors::named_variables;
 use serde_json::{json, Value};
 use tch::{Device, Kind, Tensor};
-use contrast_core::optim::Optimizer;
 
 pub struct MultinetStep {
     cfg: multinet::config::MultinetConfig,
@@ -117,4 +117,3 @@ impl StepCase for MultinetStep {
         scalar(&loss)
     }
 }
-

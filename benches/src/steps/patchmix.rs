@@ -2,12 +2,12 @@
 
 use super::{scalar, StepCase, SEED};
 use anyhow::Result;
-use contrast_core::tensors::named_variables;
-use serde_json::{json, Value};
-use tch::{Device, Kind, Tensor};
 use contrast_core::loss::InfoNce;
 use contrast_core::optim::adamw::{AdamW, AdamWConfig};
 use contrast_core::optim::{decay_groups, Optimizer};
+use contrast_core::tensors::named_variables;
+use serde_json::{json, Value};
+use tch::{Device, Kind, Tensor};
 
 /// The paper's drop-path rate, used when timing (the loss check builds the step without it).
 pub const PATCHMIX_DROP_PATH: f64 = 0.1;
@@ -149,4 +149,3 @@ impl StepCase for PatchMixStep {
         scalar(&terms.total)
     }
 }
-

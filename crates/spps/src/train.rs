@@ -164,6 +164,19 @@ struct Diag {
 }
 
 /// Pretrain (or resume) and evaluate. `stop_at` ends this invocation after that many steps.
+/// The pretraining optimiser: SGD with momentum over every trained variable, one weight decay
+/// (the step bench builds the same).
+pub fn build_optimizer(cfg: &SppsConfig, learner: &Learner) -> Result<Box<dyn Optimizer>> {
+    let o = &cfg.optim;
+    Ok(Box::new(Sgd::new(
+        single_group(learner.trained_vs(), o.weight_decay),
+        o.lr,
+        o.momentum,
+        0.0,
+        false,
+    )?))
+}
+
 pub fn pretrain(cfg: &SppsConfig, opts: &RunOptions, stop_at: Option<u64>) -> Result<Outcome> {
     let device = cfg.runtime.init()?;
     let mut opts = opts.clone();
@@ -226,13 +239,7 @@ pub fn pretrain(cfg: &SppsConfig, opts: &RunOptions, stop_at: Option<u64>) -> Re
     }
     let total = iters * cfg.optim.epochs;
     let o = &cfg.optim;
-    let mut opt: Box<dyn Optimizer> = Box::new(Sgd::new(
-        single_group(learner.trained_vs(), o.weight_decay),
-        o.lr,
-        o.momentum,
-        0.0,
-        false,
-    )?);
+    let mut opt = build_optimizer(cfg, &learner)?;
     let params = learner.trained_vs().trainable_variables();
     let param_refs: Vec<&Tensor> = params.iter().collect();
     let lr_s = Schedule::Cosine {

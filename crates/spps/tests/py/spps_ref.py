@@ -1,9 +1,6 @@
 """PyTorch reference for the SPPS objectives (our own code, written from the formulas):
 
-SimCLR + SPPS (solo-learn `simclr_loss_func(z, indexes)` / SupCon form):
-  z = normalize(cat[z1, z2, zs]); ids = cat[arange N, arange N, anchor]
-  logits = z z^T / tau with the diagonal removed; pos = (ids_i == ids_j), i != j
-  L = mean_i  -(1/|P_i|) sum_{p in P_i} log_softmax(logits_i)_p
+SimCLR + SPPS: `spps_torch.spps_simclr_loss` (shared with the bench peer).
 MoCo-v2 + SPPS:
   logits_i = [q_i.k_i, q_i.e_m (anchor[m] == i), q_i.queue] / tau
   L = mean_i  -(1/P_i) sum over its positives of log_softmax(logits_i)
@@ -15,6 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from spps_torch import spps_simclr_loss
+
 inp = np.load(sys.argv[1])
 tau, tau_m = float(sys.argv[3]), float(sys.argv[4])
 t = {k: torch.from_numpy(inp[k]) for k in inp.files}
@@ -23,17 +22,8 @@ out = {}
 z1 = t["z1"].double().requires_grad_()
 z2 = t["z2"].double().requires_grad_()
 zs = t["zs"].double().requires_grad_()
-anchor = t["anchor"].long()
 n = z1.shape[0]
-z = F.normalize(torch.cat([z1, z2, zs]), dim=1)
-ids = torch.cat([torch.arange(n), torch.arange(n), anchor])
-logits = z @ z.T / tau
-eye = torch.eye(z.shape[0], dtype=torch.bool)
-logits = logits.masked_fill(eye, float("-inf"))
-pos = (ids[:, None] == ids[None, :]) & ~eye
-logp = torch.log_softmax(logits, dim=1).masked_fill(eye, 0.0)
-per = -(logp * pos).sum(1) / pos.sum(1)
-loss = per.mean()
+loss = spps_simclr_loss(z1, z2, zs, t["anchor"], tau)
 loss.backward()
 out["simclr_loss"] = loss.detach().float().reshape(1)
 out["g_z1"] = z1.grad.float()
