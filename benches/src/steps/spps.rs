@@ -23,8 +23,10 @@ pub struct SppsStep {
 
 impl SppsStep {
     pub fn new(batch: i64, device: Device) -> Result<Self> {
-        let mut cfg = spps::config::SppsConfig::default();
-        cfg.framework = spps::config::Framework::Simclr;
+        let mut cfg = spps::config::SppsConfig {
+            framework: spps::config::Framework::Simclr,
+            ..Default::default()
+        };
         cfg.model.arch = "resnet18".into();
         cfg.model.stem = contrast_core::nn::resnet::Stem::Cifar;
         cfg.model.layers = vec![];
