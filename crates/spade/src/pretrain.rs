@@ -182,7 +182,64 @@ pub fn sample_crops(
     })
 }
 
-/// The loss of one step (and its terms).
+/// The local term's sampled voxel pairs of one step: for each overlapping crop pair `k`, the
+/// flat voxel indices `ia` (in crop `k`) and `ib` (in its twin `k + V`), and the volume
+/// coordinates of all B voxels `[M, 3]` (each volume's frame offset so crops of different
+/// volumes are far apart).
+pub struct LocalSamples {
+    pub pairs: Vec<(i64, Tensor, Tensor)>,
+    pub pos: Tensor,
+}
+
+/// Draw `local.samples` corresponding voxel pairs per crop pair (CPU geometry only).
+pub fn sample_local(
+    cfg: &SpadeConfig,
+    batch: &CropBatch,
+    rng: &mut ChaCha8Rng,
+) -> Result<LocalSamples> {
+    let v = batch.geometry.len() / 2;
+    let (mut out, mut pos) = (vec![], vec![]);
+    for k in 0..v {
+        let (a, b) = (&batch.geometry[k], &batch.geometry[k + v]);
+        let pairs = correspondences(a, b)?;
+        if pairs.is_empty() {
+            continue;
+        }
+        let m = cfg.local.samples.min(pairs.len());
+        let sa = a.shape();
+        let sb = b.shape();
+        let (mut ia, mut ib) = (Vec::with_capacity(m), Vec::with_capacity(m));
+        for _ in 0..m {
+            let (p, q) = pairs[rng.gen_range(0..pairs.len())];
+            ia.push((p[0] * sa[1] + p[1]) * sa[2] + p[2]);
+            ib.push((q[0] * sb[1] + q[1]) * sb[2] + q[2]);
+            let w = b.to_volume(q);
+            // crops of different volumes are always far apart: offset each volume's frame
+            pos.extend([(w[0] + 100_000 * k as i64) as f32, w[1] as f32, w[2] as f32]);
+        }
+        out.push((k as i64, Tensor::from_slice(&ia), Tensor::from_slice(&ib)));
+    }
+    if out.is_empty() {
+        bail!("no crop pair overlaps: pretrain.max_shift must stay below 1");
+    }
+    Ok(LocalSamples {
+        pairs: out,
+        pos: Tensor::from_slice(&pos).view([-1, 3]),
+    })
+}
+
+/// The pretraining optimiser: AdamW with decay groups (no decay on biases and norms).
+pub fn optimizer(cfg: &SpadeConfig, net: &PretrainNet) -> Result<AdamW> {
+    AdamW::new(
+        decay_groups(&net.vs, cfg.pretrain.weight_decay),
+        AdamWConfig {
+            lr: cfg.pretrain.lr,
+            ..AdamWConfig::default()
+        },
+    )
+}
+
+/// The loss of one step (and its terms): crops → encoder → global head (+ local decoder).
 pub fn step_loss(
     cfg: &SpadeConfig,
     net: &PretrainNet,
@@ -190,6 +247,30 @@ pub fn step_loss(
     rng: &mut ChaCha8Rng,
     device: Device,
 ) -> Result<(Tensor, Vec<(&'static str, f64)>)> {
+    let local = match net.local {
+        Some(_) => Some(sample_local(cfg, batch, rng)?),
+        None => None,
+    };
+    let (total, global, local) = step_terms(cfg, net, batch, local.as_ref(), device)?;
+    let mut values = vec![
+        ("total", total.double_value(&[])),
+        ("global", global.double_value(&[])),
+    ];
+    if let Some(l) = local {
+        values.push(("local", l.double_value(&[])));
+    }
+    Ok((total, values))
+}
+
+/// The forward pass and objective of one step on given crops and local samples (`None` for
+/// `simclr` / `spade-global`): `(total, global, local)`.
+pub fn step_terms(
+    cfg: &SpadeConfig,
+    net: &PretrainNet,
+    batch: &CropBatch,
+    samples: Option<&LocalSamples>,
+    device: Device,
+) -> Result<(Tensor, Tensor, Option<Tensor>)> {
     let n = batch.geometry.len() as i64;
     let v = n / 2;
     let x = batch.images.to_device(device);
@@ -221,65 +302,32 @@ pub fn step_loss(
         }
     };
     let global = global_loss(&z, &twin, &volume, &batch.centres.to_device(device), &gcfg)?;
-    let Some(dec) = &net.local else {
-        let val = global.double_value(&[]);
-        return Ok((global, vec![("total", val), ("global", val)]));
+    let (Some(dec), Some(samples)) = (&net.local, samples) else {
+        return Ok((global.shallow_clone(), global, None));
     };
-    // local: decoder features of each crop pair at sampled corresponding voxels
+    // local: decoder features of each crop pair at the sampled corresponding voxels
     let maps = dec.forward_t(&feats, true); // [2V, C, c, c, c]
     let c = maps.size()[1];
-    let (mut fa, mut fb, mut pos) = (vec![], vec![], vec![]);
-    for k in 0..v as usize {
-        let (a, b) = (&batch.geometry[k], &batch.geometry[k + v as usize]);
-        let pairs = correspondences(a, b)?;
-        if pairs.is_empty() {
-            continue;
-        }
-        let m = cfg.local.samples.min(pairs.len());
-        let sa = a.shape();
-        let sb = b.shape();
-        let (mut ia, mut ib) = (Vec::with_capacity(m), Vec::with_capacity(m));
-        for _ in 0..m {
-            let (p, q) = pairs[rng.gen_range(0..pairs.len())];
-            ia.push((p[0] * sa[1] + p[1]) * sa[2] + p[2]);
-            ib.push((q[0] * sb[1] + q[1]) * sb[2] + q[2]);
-            let w = b.to_volume(q);
-            // crops of different volumes are always far apart: offset each volume's frame
-            pos.extend([(w[0] + 100_000 * k as i64) as f32, w[1] as f32, w[2] as f32]);
-        }
-        let ia = Tensor::from_slice(&ia).to_device(device);
-        let ib = Tensor::from_slice(&ib).to_device(device);
-        fa.push(
-            maps.get(k as i64)
+    let (mut fa, mut fb) = (vec![], vec![]);
+    for (k, ia, ib) in &samples.pairs {
+        let at = |i: i64, idx: &Tensor| {
+            maps.get(i)
                 .view([c, -1])
-                .index_select(1, &ia)
-                .transpose(0, 1),
-        );
-        fb.push(
-            maps.get(k as i64 + v)
-                .view([c, -1])
-                .index_select(1, &ib)
-                .transpose(0, 1),
-        );
+                .index_select(1, &idx.to_device(device))
+                .transpose(0, 1)
+        };
+        fa.push(at(*k, ia));
+        fb.push(at(*k + v, ib));
     }
-    if fa.is_empty() {
-        bail!("no crop pair overlaps: pretrain.max_shift must stay below 1");
-    }
-    let pos = Tensor::from_slice(&pos).view([-1, 3]).to_device(device);
     let local = local_loss(
         &Tensor::cat(&fa, 0),
         &Tensor::cat(&fb, 0),
-        &pos,
+        &samples.pos.to_device(device),
         cfg.local.temperature,
         cfg.local.negative_radius,
     )?;
     let total = &global + &local * cfg.local.weight;
-    let values = vec![
-        ("total", total.double_value(&[])),
-        ("global", global.double_value(&[])),
-        ("local", local.double_value(&[])),
-    ];
-    Ok((total, values))
+    Ok((total, global, Some(local)))
 }
 
 /// An unlabelled pretraining volume from a NIfTI file, z-scored (the LA volumes are already
@@ -332,13 +380,7 @@ pub fn pretrain(cfg: &SpadeConfig, opts: &RunOptions, stop_at: Option<u64>) -> R
     drop(cases);
     tch::manual_seed(cfg.runtime.seed as i64);
     let net = PretrainNet::new(cfg, device)?;
-    let mut opt = AdamW::new(
-        decay_groups(&net.vs, cfg.pretrain.weight_decay),
-        AdamWConfig {
-            lr: cfg.pretrain.lr,
-            ..AdamWConfig::default()
-        },
-    )?;
+    let mut opt = optimizer(cfg, &net)?;
     let total = cfg.pretrain.steps;
     let start = run.start_step();
     if let Some(ck) = &run.resumed {
