@@ -18,6 +18,7 @@ pub mod adamw;
 pub mod clip;
 pub mod ema;
 pub mod fixed_lr;
+mod fused;
 pub mod lars;
 pub mod schedule;
 pub mod sgd;
