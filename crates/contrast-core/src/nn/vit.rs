@@ -239,7 +239,12 @@ impl Attention {
             .forward(xs) // [B, N, 3D]
             .reshape([b, n, 3, h, d / h])
             .permute([2, 0, 3, 1, 4]); // [3, B, h, N, D/h]
-        let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
+                                       // `unbind` as timm: one backward node that stacks the three gradients (three `select`s
+                                       // would each scatter into a zero tensor of the full qkv size)
+        let [q, k, v]: [Tensor; 3] = qkv
+            .unbind(0)
+            .try_into()
+            .expect("qkv has 3 entries on dim 0");
         let x = Tensor::scaled_dot_product_attention(
             &q,
             &k,
