@@ -33,7 +33,8 @@ pub struct BenchArgs {
     /// Measurement seconds per case and round.
     #[arg(long, default_value_t = 4.0)]
     pub seconds: f64,
-    /// `all`, `augment`, `steps`, or one method of the steps bench (`patchmix`, `fba-net`).
+    /// `all`, `augment`, `steps`, or methods of the steps bench (`patchmix`, `fba-net`, …),
+    /// comma-separated.
     #[arg(long, default_value = "all")]
     pub method: String,
     /// libtorch intra-op threads for the step benches (both sides).
@@ -112,18 +113,38 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
+/// `--method`: `all`, `augment`, `steps`, a step case, or a comma-separated list of those →
+/// (run the augmentation bench, step cases in report order).
+fn select(method: &str) -> Result<(bool, Vec<&'static str>)> {
+    let (mut augment, mut steps) = (false, Vec::new());
+    for m in method.split(',').map(str::trim) {
+        match m {
+            "all" => {
+                augment = true;
+                steps.extend(STEP_CASES);
+            }
+            "augment" => augment = true,
+            "steps" => steps.extend(STEP_CASES),
+            m => match STEP_CASES.iter().find(|c| **c == m) {
+                Some(c) => steps.push(*c),
+                None => bail!(
+                    "unknown --method {m}: use all, augment, steps or one of {} (comma-separated for several)",
+                    STEP_CASES.join(", ")
+                ),
+            },
+        }
+    }
+    let ordered = STEP_CASES
+        .iter()
+        .copied()
+        .filter(|c| steps.contains(c))
+        .collect();
+    Ok((augment, ordered))
+}
+
 pub fn bench(a: &BenchArgs) -> Result<()> {
     setup(&SetupArgs::default())?;
-    let (augment, steps): (bool, Vec<&str>) = match a.method.as_str() {
-        "all" => (true, STEP_CASES.to_vec()),
-        "augment" => (true, vec![]),
-        "steps" => (false, STEP_CASES.to_vec()),
-        m if STEP_CASES.contains(&m) => (false, vec![m]),
-        other => bail!(
-            "unknown --method {other}: use all, augment, steps or one of {}",
-            STEP_CASES.join(", ")
-        ),
-    };
+    let (augment, steps) = select(&a.method)?;
     let mut sections = Vec::new();
     if augment {
         let rows = bench_augment(a)?;
@@ -562,6 +583,19 @@ fn bench_augment(a: &BenchArgs) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn method_lists_select_cases_in_report_order() {
+        assert_eq!(select("all").unwrap(), (true, STEP_CASES.to_vec()));
+        assert_eq!(select("augment").unwrap(), (true, vec![]));
+        assert_eq!(
+            select("spade, patchmix").unwrap(),
+            (false, vec!["patchmix", "spade"])
+        );
+        assert_eq!(select("augment,fba-net").unwrap(), (true, vec!["fba-net"]));
+        let e = select("patchmix,nope").unwrap_err().to_string();
+        assert!(e.contains("unknown --method nope"), "{e}");
+    }
 
     #[test]
     fn parses_criterion_bencher_and_peer_lines() {
