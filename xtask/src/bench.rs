@@ -101,17 +101,7 @@ pub fn parse_peer(out: &str) -> BTreeMap<String, f64> {
     m
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n == 0 {
-        f64::NAN
-    } else if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
+use contrast_report::metrics::median;
 
 /// `--method`: `all`, `augment`, `steps`, a step case, or a comma-separated list of those →
 /// (run the augmentation bench, step cases in report order).
@@ -317,25 +307,17 @@ fn bench_steps(a: &BenchArgs, cases: &[&str]) -> Result<Vec<String>> {
     let threads = a.threads.to_string();
     let secs = format!("{}", a.seconds);
     let rust = |args: &[&str]| run_output(Command::new(&bin).current_dir(&root).args(args));
-    let py = |args: &[&str]| {
-        run_output(
-            Command::new(&python)
-                .current_dir(&root)
-                .arg("benches/py/steps.py")
-                .args(args),
-        )
-    };
-    // the peer once more with glibc set up like our `keep_freed_memory`, so the table shows how
+    // `malloc`: the peer with glibc set up like our `keep_freed_memory`, so the table shows how
     // much of the ratio is the allocator setting and how much the step itself
-    let py_malloc = |args: &[&str]| {
-        run_output(
-            Command::new(&python)
-                .current_dir(&root)
-                .envs(KEEP_FREED_MEMORY_ENV.iter().copied())
-                .arg("benches/py/steps.py")
-                .args(args),
-        )
+    let py_with = |malloc: bool, args: &[&str]| {
+        let mut cmd = Command::new(&python);
+        cmd.current_dir(&root).arg("benches/py/steps.py").args(args);
+        if malloc {
+            cmd.envs(KEEP_FREED_MEMORY_ENV.iter().copied());
+        }
+        run_output(&mut cmd)
     };
+    let py = |args: &[&str]| py_with(false, args);
     struct Case {
         case: String,
         batch: f64,
@@ -419,37 +401,33 @@ fn bench_steps(a: &BenchArgs, cases: &[&str]) -> Result<Vec<String>> {
             println!("  ours  {:<28} {r:>9.3} samples/s  peak {m:.0} MiB", c.name);
             c.ours.push((r, m));
             if a.vs_pytorch {
-                let out = py(&[
-                    "time",
-                    &c.spec,
-                    "--threads",
-                    &threads,
-                    "--seconds",
-                    &secs,
-                    "--device",
-                    &a.device,
-                ])?;
-                let (_, r, m) =
-                    parse_step(&out).with_context(|| format!("no step line in:\n{out}"))?;
-                println!("  torch {:<28} {r:>9.3} samples/s  peak {m:.0} MiB", c.name);
-                c.peer.push((r, m));
-                let out = py_malloc(&[
-                    "time",
-                    &c.spec,
-                    "--threads",
-                    &threads,
-                    "--seconds",
-                    &secs,
-                    "--device",
-                    &a.device,
-                ])?;
-                let (_, r, m) =
-                    parse_step(&out).with_context(|| format!("no step line in:\n{out}"))?;
-                println!(
-                    "  torch+malloc {:<21} {r:>9.3} samples/s  peak {m:.0} MiB",
-                    c.name
-                );
-                c.peer_malloc.push(r);
+                for malloc in [false, true] {
+                    let out = py_with(
+                        malloc,
+                        &[
+                            "time",
+                            &c.spec,
+                            "--threads",
+                            &threads,
+                            "--seconds",
+                            &secs,
+                            "--device",
+                            &a.device,
+                        ],
+                    )?;
+                    let (_, r, m) =
+                        parse_step(&out).with_context(|| format!("no step line in:\n{out}"))?;
+                    let who = if malloc { "torch+malloc" } else { "torch" };
+                    println!(
+                        "  {who:<12} {:<21} {r:>9.3} samples/s  peak {m:.0} MiB",
+                        c.name
+                    );
+                    if malloc {
+                        c.peer_malloc.push(r);
+                    } else {
+                        c.peer.push((r, m));
+                    }
+                }
             }
         }
     }

@@ -1,9 +1,8 @@
 //! FBA-Net+: V-Net with three decoders, Dice + consistency + contrast, SGD.
 
-use super::{scalar, StepCase, SEED};
+use super::{scalar, weights, StepCase, SEED};
 use anyhow::Result;
 use contrast_core::optim::{Optimizer, Sgd};
-use contrast_core::tensors::named_variables;
 use serde_json::{json, Value};
 use tch::{Device, Kind, Tensor};
 
@@ -64,12 +63,8 @@ impl StepCase for FbaStep {
         Ok(fba_net::train::step_terms(&self.net, &self.x, &self.y, &self.w)?.total)
     }
 
-    fn zero_grad(&mut self) {
-        self.opt.zero_grad();
-    }
-
-    fn update(&mut self) -> Result<()> {
-        self.opt.step()
+    fn optimizer(&mut self) -> &mut dyn Optimizer {
+        &mut self.opt
     }
 
     fn spec(&self) -> Value {
@@ -90,10 +85,7 @@ impl StepCase for FbaStep {
     }
 
     fn tensors(&self) -> Vec<(String, Tensor)> {
-        let mut out: Vec<(String, Tensor)> = named_variables(&self.net.vs)
-            .into_iter()
-            .map(|(k, v)| (format!("w:{k}"), v))
-            .collect();
+        let mut out = weights(&self.net.vs, "");
         out.push(("in:x".into(), self.x.shallow_clone()));
         out.push(("in:y".into(), self.y.shallow_clone()));
         out

@@ -13,6 +13,7 @@
 //! | `fba-net` | FBA-Net+ V-Net (width 8, 3 decoders, contrastive head 128 d), no dropout | 4 volumes 1×32×32×32, 2 labelled | forward, Dice + consistency + SimMax/SimMin, backward, SGD momentum 0.9 |
 
 use anyhow::{bail, Context, Result};
+use contrast_core::optim::Optimizer;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
@@ -43,9 +44,15 @@ pub trait StepCase {
     fn batch(&self) -> i64;
     /// Forward pass and objective of one step.
     fn loss(&mut self) -> Result<Tensor>;
-    fn zero_grad(&mut self);
+    /// The step's optimiser.
+    fn optimizer(&mut self) -> &mut dyn Optimizer;
+    fn zero_grad(&mut self) {
+        self.optimizer().zero_grad();
+    }
     /// The optimiser update (after the backward pass).
-    fn update(&mut self) -> Result<()>;
+    fn update(&mut self) -> Result<()> {
+        self.optimizer().step()
+    }
     /// One full training step (forward, loss, backward, optimiser update); returns the loss.
     fn step(&mut self) -> Result<f64> {
         let loss = self.loss()?;
@@ -121,6 +128,14 @@ pub fn export(case: &mut dyn StepCase, dir: &Path) -> Result<PathBuf> {
     Ok(js)
 }
 
+/// A variable store's variables as exported weights (`w:<name>`).
+pub(crate) fn weights(vs: &tch::nn::VarStore, prefix: &str) -> Vec<(String, Tensor)> {
+    contrast_core::tensors::named_variables(vs)
+        .into_iter()
+        .map(|(k, v)| (format!("w:{prefix}{k}"), v))
+        .collect()
+}
+
 pub(crate) fn scalar(t: &Tensor) -> Result<f64> {
     Ok(t.detach()
         .to_kind(Kind::Double)
@@ -156,14 +171,4 @@ pub fn matmul_gflops(n: i64, seconds: f64, device: Device) -> f64 {
     2.0 * (n as f64).powi(3) / median(&mut times) / 1e9
 }
 
-pub fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n == 0 {
-        f64::NAN
-    } else if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
+pub use contrast_report::metrics::median;

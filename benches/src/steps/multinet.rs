@@ -1,9 +1,8 @@
 //! MNCLGLF: ResNet-18 online / EMA encoders, local keys, memory bank, SGD.
 
-use super::{scalar, StepCase, SEED};
+use super::{scalar, weights, StepCase, SEED};
 use anyhow::Result;
 use contrast_core::optim::Optimizer;
-use contrast_core::tensors::named_variables;
 use serde_json::{json, Value};
 use tch::{Device, Kind, Tensor};
 
@@ -53,14 +52,14 @@ impl StepCase for MultinetStep {
         Ok(self.learner.loss(&self.views)?.0)
     }
 
-    fn zero_grad(&mut self) {
-        self.opt.zero_grad();
-    }
-
     fn update(&mut self) -> Result<()> {
         let refs: Vec<&Tensor> = self.params.iter().collect();
         contrast_core::optim::clip::clip_grad_norm_tensors(&refs, self.cfg.optim.clip_grad_norm)?;
         self.opt.step()
+    }
+
+    fn optimizer(&mut self) -> &mut dyn Optimizer {
+        self.opt.as_mut()
     }
 
     fn spec(&self) -> Value {
@@ -94,11 +93,7 @@ impl StepCase for MultinetStep {
             ("predictor", &net.predictor_vs),
             ("ema", &net.ema_vs),
         ] {
-            out.extend(
-                named_variables(vs)
-                    .into_iter()
-                    .map(|(k, v)| (format!("w:{prefix}.{k}"), v)),
-            );
+            out.extend(weights(vs, &format!("{prefix}.")));
         }
         for (k, v) in self.learner.bank.state() {
             // a copy: the checked forward enqueues into the bank in place

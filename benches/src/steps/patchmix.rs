@@ -1,11 +1,10 @@
 //! PatchMix: ViT-T/4 + MoCo-v3 heads, two mixes, soft InfoNCE, AdamW.
 
-use super::{scalar, StepCase, SEED};
+use super::{scalar, weights, StepCase, SEED};
 use anyhow::Result;
 use contrast_core::loss::InfoNce;
 use contrast_core::optim::adamw::{AdamW, AdamWConfig};
 use contrast_core::optim::{decay_groups, Optimizer};
-use contrast_core::tensors::named_variables;
 use serde_json::{json, Value};
 use tch::{Device, Kind, Tensor};
 
@@ -100,12 +99,8 @@ impl StepCase for PatchMixStep {
         Ok(self.terms()?.total)
     }
 
-    fn zero_grad(&mut self) {
-        self.opt.zero_grad();
-    }
-
-    fn update(&mut self) -> Result<()> {
-        self.opt.step()
+    fn optimizer(&mut self) -> &mut dyn Optimizer {
+        &mut self.opt
     }
 
     fn spec(&self) -> Value {
@@ -133,11 +128,8 @@ impl StepCase for PatchMixStep {
     }
 
     fn tensors(&self) -> Vec<(String, Tensor)> {
-        let mut out: Vec<(String, Tensor)> = named_variables(&self.net.encoder_vs)
-            .into_iter()
-            .chain(named_variables(&self.net.predictor_vs))
-            .map(|(k, v)| (format!("w:{k}"), v))
-            .collect();
+        let mut out = weights(&self.net.encoder_vs, "");
+        out.extend(weights(&self.net.predictor_vs, ""));
         out.push(("in:x1".into(), self.views[0].shallow_clone()));
         out.push(("in:x2".into(), self.views[1].shallow_clone()));
         out

@@ -2,11 +2,10 @@
 //! 3-D crops; global loss with spatial positives / negatives and weights, local voxel InfoNCE,
 //! AdamW. The crops and the local voxel samples are drawn once (data work, outside the step).
 
-use super::{scalar, StepCase, SEED};
+use super::{scalar, weights, StepCase, SEED};
 use anyhow::Result;
 use contrast_core::optim::adamw::AdamW;
 use contrast_core::optim::Optimizer;
-use contrast_core::tensors::named_variables;
 use rand::SeedableRng;
 use serde_json::{json, Value};
 use spade::pretrain::{CropBatch, LocalSamples, PoolVolume, PretrainNet};
@@ -85,12 +84,8 @@ impl StepCase for SpadeStep {
         self.total()
     }
 
-    fn zero_grad(&mut self) {
-        self.opt.zero_grad();
-    }
-
-    fn update(&mut self) -> Result<()> {
-        self.opt.step()
+    fn optimizer(&mut self) -> &mut dyn Optimizer {
+        &mut self.opt
     }
 
     fn spec(&self) -> Value {
@@ -116,10 +111,7 @@ impl StepCase for SpadeStep {
     }
 
     fn tensors(&self) -> Vec<(String, Tensor)> {
-        let mut out: Vec<(String, Tensor)> = named_variables(&self.net.vs)
-            .into_iter()
-            .map(|(k, v)| (format!("w:{k}"), v))
-            .collect();
+        let mut out = weights(&self.net.vs, "");
         let b = &self.batch;
         out.push(("in:images".into(), b.images.shallow_clone()));
         out.push(("in:volume".into(), Tensor::from_slice(&b.volume)));

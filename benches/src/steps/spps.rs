@@ -1,10 +1,9 @@
 //! SPPS: SimCLR + semantic positive pairs, ResNet-18 (CIFAR stem) + head 2048 → 128 (BN),
 //! multi-positive NT-Xent over two views and the partner views, SGD.
 
-use super::{scalar, StepCase, SEED};
+use super::{scalar, weights, StepCase, SEED};
 use anyhow::Result;
 use contrast_core::optim::Optimizer;
-use contrast_core::tensors::named_variables;
 use serde_json::{json, Value};
 use spps::model::{Learner, Partners};
 use tch::{Device, Kind, Tensor};
@@ -71,12 +70,8 @@ impl StepCase for SppsStep {
         self.learner.loss(&self.x1, &self.x2, Some(&self.partners))
     }
 
-    fn zero_grad(&mut self) {
-        self.opt.zero_grad();
-    }
-
-    fn update(&mut self) -> Result<()> {
-        self.opt.step()
+    fn optimizer(&mut self) -> &mut dyn Optimizer {
+        self.opt.as_mut()
     }
 
     fn spec(&self) -> Value {
@@ -96,10 +91,7 @@ impl StepCase for SppsStep {
     }
 
     fn tensors(&self) -> Vec<(String, Tensor)> {
-        let mut out: Vec<(String, Tensor)> = named_variables(self.learner.trained_vs())
-            .into_iter()
-            .map(|(k, v)| (format!("w:{k}"), v))
-            .collect();
+        let mut out = weights(self.learner.trained_vs(), "");
         out.push(("in:x1".into(), self.x1.shallow_clone()));
         out.push(("in:x2".into(), self.x2.shallow_clone()));
         out.push(("in:xs".into(), self.partners.x.shallow_clone()));

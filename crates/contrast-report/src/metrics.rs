@@ -151,3 +151,17 @@ pub fn charts(records: &[Record], title: &str) -> Vec<(String, LineChart)> {
         })
         .collect()
 }
+
+/// The median of `v` (sorted in place; the mean of the two middle values for an even count,
+/// NaN for none): the statistic the benches report over rounds and steps.
+pub fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}

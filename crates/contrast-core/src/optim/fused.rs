@@ -52,3 +52,82 @@ pub(crate) fn for_ranges(len: usize, f: impl Fn(Range<usize>) + Sync) {
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{AdamW, AdamWConfig, Optimizer, ParamGroup, Sgd};
+    use tch::{Device, Kind, Tensor};
+
+    type Build = fn(Vec<ParamGroup>) -> Box<dyn Optimizer>;
+
+    /// Steps of the optimiser on one parameter `[n]` with fixed gradients: contiguous (the fused
+    /// path) or the transpose `[2, n/2]` of a `[n/2, 2]` layout, whose copy keeps the strides
+    /// (the per-op path). Returns the final parameter in the original order.
+    fn run(p0: &Tensor, grads: &[Tensor], contiguous: bool, build: Build) -> Tensor {
+        let n = p0.numel() as i64;
+        let layout = |t: &Tensor| {
+            if contiguous {
+                t.shallow_clone()
+            } else {
+                t.view([n / 2, 2]).transpose(0, 1)
+            }
+        };
+        let p = layout(p0).copy().set_requires_grad(true);
+        assert_eq!(p.is_contiguous(), contiguous);
+        let mut opt = build(vec![ParamGroup {
+            name: "all".into(),
+            params: vec![("p".into(), p.shallow_clone())],
+            weight_decay: 0.05,
+            lr_scale: 1.0,
+        }]);
+        for g in grads {
+            opt.zero_grad();
+            (&p * layout(g)).sum(Kind::Float).backward();
+            opt.step().unwrap();
+        }
+        let p = p.detach();
+        if contiguous {
+            p
+        } else {
+            p.transpose(0, 1).reshape([n])
+        }
+    }
+
+    #[test]
+    fn fused_updates_match_the_per_op_paths() {
+        // large enough for parallel chunks (≥ 2 × 65,536 elements) with two threads
+        let n = 300_002;
+        tch::set_num_threads(2);
+        let p0 = Tensor::randn([n], (Kind::Float, Device::Cpu));
+        let grads: Vec<Tensor> = (0..4)
+            .map(|_| Tensor::randn([n], (Kind::Float, Device::Cpu)))
+            .collect();
+        fn adamw(amsgrad: bool) -> AdamWConfig {
+            AdamWConfig {
+                lr: 1e-2,
+                amsgrad,
+                ..Default::default()
+            }
+        }
+        let cases: [(&str, Build); 4] = [
+            ("adamw", |g| Box::new(AdamW::new(g, adamw(false)).unwrap())),
+            ("adamw amsgrad", |g| {
+                Box::new(AdamW::new(g, adamw(true)).unwrap())
+            }),
+            ("sgd dampening", |g| {
+                Box::new(Sgd::new(g, 0.05, 0.9, 0.1, false).unwrap())
+            }),
+            ("sgd nesterov", |g| {
+                Box::new(Sgd::new(g, 0.05, 0.9, 0.0, true).unwrap())
+            }),
+        ];
+        for (name, build) in cases {
+            let fused = run(&p0, &grads, true, build);
+            let per_op = run(&p0, &grads, false, build);
+            let diff = (&fused - &per_op).abs().max().double_value(&[]);
+            let moved = (&fused - &p0).abs().max().double_value(&[]);
+            assert!(moved > 1e-3, "{name}: the parameter barely moved ({moved})");
+            assert!(diff < 1e-6, "{name}: fused vs per-op max |Δ| {diff}");
+        }
+    }
+}

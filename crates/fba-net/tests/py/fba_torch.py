@@ -147,8 +147,11 @@ class ContraModule(nn.Module):
         return (c / (H * W * Z)).reshape(N, -1), ((1 - c) / (H * W * Z)).reshape(N, -1)
 
 
-class Decoder(nn.Module):
-    def __init__(self, f, mode, vox, dim):
+class DecoderBlocks(nn.Module):
+    """The V-Net decoder's up-sampling path (`block_five_up` … `block_nine`), skip connections
+    added; subclasses add their output layers."""
+
+    def __init__(self, f, mode):
         super().__init__()
         self.block_five_up = Up(16 * f, 8 * f, mode)
         self.block_six = ConvBlock(3, 8 * f, 8 * f)
@@ -158,18 +161,25 @@ class Decoder(nn.Module):
         self.block_eight = ConvBlock(2, 2 * f, 2 * f)
         self.block_eight_up = Up(2 * f, f, mode)
         self.block_nine = ConvBlock(1, f, f)
+
+    def decode(self, feats):
+        x1, x2, x3, x4, x5 = feats
+        x = self.block_six(self.block_five_up(x5) + x4)
+        x = self.block_seven(self.block_six_up(x) + x3)
+        x = self.block_eight(self.block_seven_up(x) + x2)
+        return self.block_nine(self.block_eight_up(x) + x1)
+
+
+class Decoder(DecoderBlocks):
+    def __init__(self, f, mode, vox, dim):
+        super().__init__(f, mode)
         self.out_conv = nn.Conv3d(f, 2, 1, padding=0)
         self.cm = ContraModule(2)
         self.f_mlp = nn.Sequential(nn.Linear(vox, dim), nn.ReLU())
         self.b_mlp = nn.Sequential(nn.Linear(vox, dim), nn.ReLU())
 
     def forward(self, feats):
-        x1, x2, x3, x4, x5 = feats
-        x = self.block_six(self.block_five_up(x5) + x4)
-        x = self.block_seven(self.block_six_up(x) + x3)
-        x = self.block_eight(self.block_seven_up(x) + x2)
-        x = self.block_nine(self.block_eight_up(x) + x1)
-        o = self.out_conv(x)
+        o = self.out_conv(self.decode(feats))
         fg, bg = self.cm(o)
         return self.f_mlp(fg), self.b_mlp(bg), o
 

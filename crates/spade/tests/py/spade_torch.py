@@ -15,31 +15,18 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "fba-net", "tests", "py"))
-from fba_torch import ConvBlock, Encoder, Up  # noqa: E402
+from fba_torch import DecoderBlocks, Encoder  # noqa: E402
 
 
-class LocalDecoder(nn.Module):
+class LocalDecoder(DecoderBlocks):
     """V-Net decoder (transposed-conv up-sampling) ending in a 1×1×1 conv to `dim` channels."""
 
     def __init__(self, f, dim):
-        super().__init__()
-        self.block_five_up = Up(16 * f, 8 * f, 0)
-        self.block_six = ConvBlock(3, 8 * f, 8 * f)
-        self.block_six_up = Up(8 * f, 4 * f, 0)
-        self.block_seven = ConvBlock(3, 4 * f, 4 * f)
-        self.block_seven_up = Up(4 * f, 2 * f, 0)
-        self.block_eight = ConvBlock(2, 2 * f, 2 * f)
-        self.block_eight_up = Up(2 * f, f, 0)
-        self.block_nine = ConvBlock(1, f, f)
+        super().__init__(f, 0)
         self.out_conv = nn.Conv3d(f, dim, 1, padding=0)
 
     def forward(self, feats):
-        x1, x2, x3, x4, x5 = feats
-        x = self.block_six(self.block_five_up(x5) + x4)
-        x = self.block_seven(self.block_six_up(x) + x3)
-        x = self.block_eight(self.block_seven_up(x) + x2)
-        x = self.block_nine(self.block_eight_up(x) + x1)
-        return self.out_conv(x)
+        return self.out_conv(self.decode(feats))
 
 
 class PretrainNet(nn.Module):
