@@ -5,7 +5,7 @@ that `contrast-steps export` writes, so the settings have one source.
     python benches/py/steps.py check SPEC.json            # loss on the exported weights + inputs
     python benches/py/steps.py time  SPEC.json [--threads 1] [--seconds 10]
     python benches/py/steps.py flops SPEC.json            # FLOPs of one step (FlopCounterMode)
-    python benches/py/steps.py peak  [--threads 1] [--n 1024] [--seconds 3]
+    python benches/py/steps.py peak  [--threads 1] [--n 1024] [--seconds 3] [--device cpu]
 
 `time` prints `step <name> <samples/s> samples/s (median step … ms over N steps, T threads,
 peak RSS M MiB)` exactly like the Rust binary; `check` prints `loss <name> <value>`.
@@ -61,13 +61,16 @@ def main():
     if a.threads > 0:
         torch.set_num_threads(a.threads)
     if a.cmd == "peak":
-        x, y = torch.randn(a.n, a.n), torch.randn(a.n, a.n)
+        dev = torch.device(a.device)
+        x, y = torch.randn(a.n, a.n, device=dev), torch.randn(a.n, a.n, device=dev)
         x @ y
         times = []
         start = time.perf_counter()
         while time.perf_counter() - start < a.seconds or len(times) < 3:
             t = time.perf_counter()
-            x @ y
+            z = x @ y
+            if dev.type != "cpu":  # the same synchronisation as the Rust side
+                z.sum().item()
             times.append(time.perf_counter() - t)
         g = 2 * a.n ** 3 / statistics.median(times) / 1e9
         print(f"matmul_peak {g:.2f} GFLOP/s (fp32 {a.n}x{a.n}, {torch.get_num_threads()} threads)")

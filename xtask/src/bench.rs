@@ -46,6 +46,25 @@ pub struct BenchArgs {
     /// Do not rewrite `benches/RESULTS.md`.
     #[arg(long)]
     pub no_results: bool,
+    /// Results file to update instead of `benches/RESULTS.md`.
+    #[arg(long)]
+    pub results: Option<std::path::PathBuf>,
+    /// A prebuilt `contrast-steps` binary: no setup, no cargo (for a machine without Rust, such
+    /// as a lent GPU machine; run from the repository root).
+    #[arg(long)]
+    pub steps_bin: Option<std::path::PathBuf>,
+    /// Python interpreter of the peers (default: the cache's venv from `cargo xtask setup`).
+    #[arg(long)]
+    pub python: Option<std::path::PathBuf>,
+}
+
+impl BenchArgs {
+    fn python(&self) -> Result<std::path::PathBuf> {
+        match &self.python {
+            Some(p) => Ok(p.clone()),
+            None => Ok(crate::util::cache_dir()?.join("venv/bin/python")),
+        }
+    }
 }
 
 /// `ns/iter` lines of criterion's `--output-format bencher` → images/s per case, using the
@@ -133,14 +152,16 @@ fn select(method: &str) -> Result<(bool, Vec<&'static str>)> {
 }
 
 pub fn bench(a: &BenchArgs) -> Result<()> {
-    setup(&SetupArgs::default())?;
+    if a.steps_bin.is_none() {
+        setup(&SetupArgs::default())?;
+    }
     let (augment, steps) = select(&a.method)?;
     let mut sections = Vec::new();
     if augment {
         let rows = bench_augment(a)?;
         sections.push((
             format!(
-                "## Data pipeline (two-view BYOL augmentation; PyTorch peer: torchvision + DataLoader, 2 workers; {} rounds × {} s)",
+                "### Data pipeline (two-view BYOL augmentation; PyTorch peer: torchvision + DataLoader, 2 workers; {} rounds × {} s)",
                 a.rounds, a.seconds
             ),
             rows,
@@ -150,7 +171,7 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
         let rows = bench_steps(a, &steps)?;
         sections.push((
             format!(
-                "## Training steps ({} threads, {}; {} rounds × {} s alternating; PyTorch peer: benches/py/steps.py, eager)",
+                "### Training steps ({} threads, {}; {} rounds × {} s alternating; PyTorch peer: benches/py/steps.py, eager)",
                 a.threads, a.device, a.rounds, a.seconds
             ),
             rows,
@@ -162,22 +183,18 @@ pub fn bench(a: &BenchArgs) -> Result<()> {
     }
     println!("{md}");
     if !a.no_results {
-        let path = repo_root().join("benches/RESULTS.md");
-        let text = format!(
-            "# Benchmark results\n\nWritten by `cargo xtask bench {}` on {} (UTC).\n\nMachine: {}\n\n\
-             Ratios are ours / PyTorch throughput, both measured in this run, alternating; absolute \
-             numbers move with the machine's load, ratios much less.\n\n\
-             Our step runs with `runtime.keep_freed_memory` (the default of every training run): \
-             glibc malloc keeps freed memory for the next step instead of returning it to the OS, \
-             which spares the page faults that zero fresh pages (14 % of the PatchMix step's \
-             cycles under `perf` without it). PyTorch's default allocator setup is the first \
-             peer column; the second runs the same peer with the same malloc settings \
-             (`MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`, `MALLOC_TOP_PAD_`), for a \
-             like-for-like ratio.\n{md}",
+        let path = a
+            .results
+            .clone()
+            .unwrap_or_else(|| repo_root().join("benches/RESULTS.md"));
+        let block = format!(
+            "Written by `cargo xtask bench {}` on {} (UTC).\n\nMachine: {}\n{md}",
             std::env::args().skip(2).collect::<Vec<_>>().join(" "),
             utc_now(),
-            machine_description()
+            machine_description(a)
         );
+        let old = std::fs::read_to_string(&path).unwrap_or_default();
+        let text = results_with_block(&old, device_kind(&a.device), &block);
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
         println!("wrote {}", path.display());
     }
@@ -207,8 +224,60 @@ fn utc_now() -> String {
     )
 }
 
-/// CPU model, logical cores, memory, load average and PyTorch version, for the results file.
-fn machine_description() -> String {
+/// The head of `benches/RESULTS.md`: how to read the tables of every device block below it.
+const RESULTS_HEAD: &str = "# Benchmark results\n\n\
+Ratios are ours / PyTorch throughput, both measured in the same run, alternating; absolute \
+numbers move with the machine's load, ratios much less. Each device has its own block, \
+rewritten by the last `cargo xtask bench` on that device; the other blocks are kept.\n\n\
+On CPU our step runs with `runtime.keep_freed_memory` (the default of every training run): \
+glibc malloc keeps freed memory for the next step instead of returning it to the OS, which \
+spares the page faults that zero fresh pages (14 % of the PatchMix step's cycles under `perf` \
+without it). PyTorch's default allocator setup is the first peer column; the second runs the \
+same peer with the same malloc settings (`MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`, \
+`MALLOC_TOP_PAD_`), for a like-for-like ratio. On CUDA the allocator is PyTorch's caching \
+allocator on both sides, so that column is left out, and peak memory is the host's RSS.\n";
+
+/// `cpu` or `cuda` (any `cuda:N`), the key of a results block.
+fn device_kind(device: &str) -> &'static str {
+    if device.starts_with("cuda") {
+        "cuda"
+    } else {
+        "cpu"
+    }
+}
+
+/// `old` results text with the block of `device` replaced by `block` (appended if absent);
+/// blocks of other devices are kept, in their order, under the shared head.
+pub fn results_with_block(old: &str, device: &str, block: &str) -> String {
+    let mut blocks: Vec<(String, String)> = Vec::new();
+    let mut rest = old;
+    while let Some(i) = rest.find("<!-- bench:") {
+        let after = &rest[i + "<!-- bench:".len()..];
+        let Some(j) = after.find(" -->") else { break };
+        let key = after[..j].to_string();
+        let body_start = j + " -->".len();
+        let end_marker = format!("<!-- /bench:{key} -->");
+        let Some(k) = after[body_start..].find(&end_marker) else {
+            break;
+        };
+        blocks.push((key, after[body_start..body_start + k].to_string()));
+        rest = &after[body_start + k + end_marker.len()..];
+    }
+    let new_body = format!("\n## {}\n\n{}\n", device.to_uppercase(), block.trim());
+    match blocks.iter_mut().find(|(k, _)| k == device) {
+        Some(b) => b.1 = new_body,
+        None => blocks.push((device.to_string(), new_body)),
+    }
+    let mut text = RESULTS_HEAD.to_string();
+    for (k, body) in &blocks {
+        text.push_str(&format!("\n<!-- bench:{k} -->{body}<!-- /bench:{k} -->\n"));
+    }
+    text
+}
+
+/// CPU model, logical cores, memory, load average, PyTorch version and, on CUDA, the GPU, for
+/// the results file.
+fn machine_description(a: &BenchArgs) -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -233,22 +302,26 @@ fn machine_description() -> String {
     let load = std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default();
-    let torch = crate::util::cache_dir()
-        .ok()
-        .and_then(|c| {
-            run_output(
-                Command::new(c.join("venv/bin/python"))
-                    .args(["-c", "import torch; print(torch.__version__)"]),
-            )
-            .ok()
-        })
-        .map(|v| v.trim().to_string())
-        .unwrap_or_else(|| "?".into());
-    format!("{cpu}, {cores} logical cores, {mem}; load average at the end {load}; PyTorch {torch} (libtorch of the same wheel for tch)")
+    let python = a.python().ok();
+    let ask = |code: &str| {
+        python
+            .as_ref()
+            .and_then(|p| run_output(Command::new(p).args(["-c", code])).ok())
+            .map(|v| v.trim().to_string())
+    };
+    let torch = ask("import torch; print(torch.__version__)").unwrap_or_else(|| "?".into());
+    let gpu = if device_kind(&a.device) == "cuda" {
+        ask("import torch; print(torch.cuda.get_device_name(), '(CUDA', torch.version.cuda + ')')")
+            .map(|g| format!("; GPU {g}"))
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
+    format!("{cpu}, {cores} logical cores, {mem}; load average at the end {load}; PyTorch {torch} (its libtorch under tch too){gpu}")
 }
 
 /// The step cases of `benches/src/steps/mod.rs` (kept in sync by a test).
-pub const STEP_CASES: &[&str] = &["patchmix", "multinet", "fba-net", "spps", "spade"];
+pub const STEP_CASES: &[&str] = &["patchmix", "multinet", "fba-net", "spps", "spade", "grass"];
 
 /// glibc's environment form of `contrast_core::train::keep_freed_memory` (same three values).
 pub const KEEP_FREED_MEMORY_ENV: [(&str, &str); 3] = [
@@ -285,24 +358,55 @@ pub fn rel_diff(a: f64, b: f64) -> f64 {
     (a - b).abs() / a.abs().max(b.abs()).max(1e-12)
 }
 
+/// The line of an error that says what went wrong (the last line naming an error, else the last
+/// line), short enough for a table cell.
+pub fn failure_summary(why: &str) -> String {
+    let lines: Vec<&str> = why
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let line = lines
+        .iter()
+        .rev()
+        .find(|l| l.contains("Error") || l.contains("error"))
+        .or(lines.last())
+        .copied()
+        .unwrap_or("");
+    let mut s: String = line.replace('|', "/").chars().take(160).collect();
+    if line.chars().count() > 160 {
+        s.push('…');
+    }
+    s
+}
+
+fn target_dir(root: &std::path::Path) -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+}
+
 fn bench_steps(a: &BenchArgs, cases: &[&str]) -> Result<Vec<String>> {
     let root = repo_root();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    step("building contrast-steps (release)");
-    crate::util::run_status(Command::new(&cargo).current_dir(&root).args([
-        "build",
-        "--release",
-        "-q",
-        "-p",
-        "contrast-benches",
-        "--bin",
-        "contrast-steps",
-    ]))?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let bin = target.join("release/contrast-steps");
-    let python = crate::util::cache_dir()?.join("venv/bin/python");
+    let bin = match &a.steps_bin {
+        Some(b) => b.clone(),
+        None => {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            step("building contrast-steps (release)");
+            crate::util::run_status(Command::new(&cargo).current_dir(&root).args([
+                "build",
+                "--release",
+                "-q",
+                "-p",
+                "contrast-benches",
+                "--bin",
+                "contrast-steps",
+            ]))?;
+            target_dir(&root).join("release/contrast-steps")
+        }
+    };
+    let target = target_dir(&root);
+    let python = a.python()?;
     let dir = target.join("steps");
     let threads = a.threads.to_string();
     let secs = format!("{}", a.seconds);
@@ -327,11 +431,22 @@ fn bench_steps(a: &BenchArgs, cases: &[&str]) -> Result<Vec<String>> {
         ours: Vec<(f64, f64)>,
         peer: Vec<(f64, f64)>,
         peer_malloc: Vec<f64>,
+        /// why the case stopped being timed (it fails on this device, say): reported in its row
+        failed: Option<String>,
     }
     let mut all = Vec::new();
     for c in cases {
         step(&format!("{c}: export + loss check"));
-        let out = rust(&["export", "--case", c, "--dir", &dir.to_string_lossy()])?;
+        // the check compares the step's arithmetic, on CPU whatever device is timed (no TF32)
+        let out = rust(&[
+            "export",
+            "--case",
+            c,
+            "--dir",
+            &dir.to_string_lossy(),
+            "--device",
+            "cpu",
+        ])?;
         let spec = out
             .split_whitespace()
             .last()
@@ -366,80 +481,126 @@ fn bench_steps(a: &BenchArgs, cases: &[&str]) -> Result<Vec<String>> {
             ours: vec![],
             peer: vec![],
             peer_malloc: vec![],
+            failed: None,
         });
     }
+    let cuda = device_kind(&a.device) == "cuda";
+    // products large enough to reach the BLAS kernels' steady rate (a GPU needs far larger
+    // ones than a CPU to leave launch overhead behind)
+    let n = if cuda { "8192" } else { "2048" };
     let mut peaks_ours = Vec::new();
     let mut peaks_peer = Vec::new();
+    let time_case = |c: &mut Case| -> Result<()> {
+        let out = rust(&[
+            "time",
+            "--case",
+            &c.case,
+            "--threads",
+            &threads,
+            "--seconds",
+            &secs,
+            "--device",
+            &a.device,
+        ])?;
+        let (_, r, m) = parse_step(&out).with_context(|| format!("no step line in:\n{out}"))?;
+        println!("  ours  {:<28} {r:>9.3} samples/s  peak {m:.0} MiB", c.name);
+        c.ours.push((r, m));
+        if a.vs_pytorch {
+            // on CUDA both sides use the caching allocator: no malloc column
+            let mallocs: &[bool] = if cuda { &[false] } else { &[false, true] };
+            for &malloc in mallocs {
+                let out = py_with(
+                    malloc,
+                    &[
+                        "time",
+                        &c.spec,
+                        "--threads",
+                        &threads,
+                        "--seconds",
+                        &secs,
+                        "--device",
+                        &a.device,
+                    ],
+                )?;
+                let (_, r, m) =
+                    parse_step(&out).with_context(|| format!("no step line in:\n{out}"))?;
+                let who = if malloc { "torch+malloc" } else { "torch" };
+                println!(
+                    "  {who:<12} {:<21} {r:>9.3} samples/s  peak {m:.0} MiB",
+                    c.name
+                );
+                if malloc {
+                    c.peer_malloc.push(r);
+                } else {
+                    c.peer.push((r, m));
+                }
+            }
+        }
+        Ok(())
+    };
     for round in 1..=a.rounds {
         step(&format!("round {round}/{}: matmul peak", a.rounds));
         if let Some(g) = parse_value(
-            &rust(&["peak", "--threads", &threads, "--device", &a.device])?,
+            &rust(&[
+                "peak",
+                "--threads",
+                &threads,
+                "--n",
+                n,
+                "--seconds",
+                "3",
+                "--device",
+                &a.device,
+            ])?,
             "matmul_peak",
             0,
         ) {
             peaks_ours.push(g);
         }
         if a.vs_pytorch {
-            if let Some(g) = parse_value(&py(&["peak", "--threads", &threads])?, "matmul_peak", 0) {
+            if let Some(g) = parse_value(
+                &py(&[
+                    "peak",
+                    "--threads",
+                    &threads,
+                    "--n",
+                    n,
+                    "--seconds",
+                    "3",
+                    "--device",
+                    &a.device,
+                ])?,
+                "matmul_peak",
+                0,
+            ) {
                 peaks_peer.push(g);
             }
         }
-        for c in all.iter_mut() {
+        for c in all.iter_mut().filter(|c| c.failed.is_none()) {
             step(&format!("round {round}/{}: {} ours", a.rounds, c.name));
-            let out = rust(&[
-                "time",
-                "--case",
-                &c.case,
-                "--threads",
-                &threads,
-                "--seconds",
-                &secs,
-                "--device",
-                &a.device,
-            ])?;
-            let (_, r, m) = parse_step(&out).with_context(|| format!("no step line in:\n{out}"))?;
-            println!("  ours  {:<28} {r:>9.3} samples/s  peak {m:.0} MiB", c.name);
-            c.ours.push((r, m));
-            if a.vs_pytorch {
-                for malloc in [false, true] {
-                    let out = py_with(
-                        malloc,
-                        &[
-                            "time",
-                            &c.spec,
-                            "--threads",
-                            &threads,
-                            "--seconds",
-                            &secs,
-                            "--device",
-                            &a.device,
-                        ],
-                    )?;
-                    let (_, r, m) =
-                        parse_step(&out).with_context(|| format!("no step line in:\n{out}"))?;
-                    let who = if malloc { "torch+malloc" } else { "torch" };
-                    println!(
-                        "  {who:<12} {:<21} {r:>9.3} samples/s  peak {m:.0} MiB",
-                        c.name
-                    );
-                    if malloc {
-                        c.peer_malloc.push(r);
-                    } else {
-                        c.peer.push((r, m));
-                    }
-                }
+            if let Err(e) = time_case(c) {
+                // a case that fails (on a device it was never run on, say) is reported in its
+                // row; the other cases are still timed
+                let why = format!("{e:#}");
+                println!("  FAILED {}: {why}", c.name);
+                c.failed = Some(why);
             }
         }
     }
     let peak = median(&mut peaks_ours.clone());
     let mut rows = vec![
         format!(
-            "fp32 matmul peak (1024²): ours {peak:.1} GFLOP/s, PyTorch {} (medians of {} rounds)\n",
+            "fp32 matmul peak ({n}²): ours {peak:.1} GFLOP/s, PyTorch {} (medians of {} rounds)\n",
             if peaks_peer.is_empty() { "–".to_string() } else { format!("{:.1} GFLOP/s", median(&mut peaks_peer)) },
             a.rounds
         ),
-        "| step | ours (samples/s) | PyTorch (samples/s) | ratio | PyTorch, our malloc settings (samples/s) | ratio | peak RSS ours / PyTorch (MiB) | GFLOP per step | ours GFLOP/s (% of matmul peak) |".to_string(),
-        "|---|---|---|---|---|---|---|---|---|".to_string(),
+        if cuda {
+            "| step | ours (samples/s) | PyTorch (samples/s) | ratio | peak host RSS ours / PyTorch (MiB) | GFLOP per step | ours GFLOP/s (% of matmul peak) |"
+        } else {
+            "| step | ours (samples/s) | PyTorch (samples/s) | ratio | PyTorch, our malloc settings (samples/s) | ratio | peak RSS ours / PyTorch (MiB) | GFLOP per step | ours GFLOP/s (% of matmul peak) |"
+        }
+        .to_string(),
+        if cuda { "|---|---|---|---|---|---|---|" } else { "|---|---|---|---|---|---|---|---|---|" }.to_string(),
     ];
     for c in &all {
         let o = median(&mut c.ours.iter().map(|v| v.0).collect::<Vec<_>>());
@@ -466,9 +627,17 @@ fn bench_steps(a: &BenchArgs, cases: &[&str]) -> Result<Vec<String>> {
             }
         };
         let ((pr, pq), (kr, kq)) = (rate(p), rate(pk));
+        let malloc_cols = if cuda {
+            String::new()
+        } else {
+            format!(" {kr} | {kq} |")
+        };
+        let name = match &c.failed {
+            Some(why) => format!("{} (**failed**: {})", c.name, failure_summary(why)),
+            None => c.name.clone(),
+        };
         rows.push(format!(
-            "| {} | {o:.3} | {pr} | {pq} | {kr} | {kq} | {om:.0} / {} | {} |",
-            c.name,
+            "| {name} | {o:.3} | {pr} | {pq} |{malloc_cols} {om:.0} / {} | {} |",
             if pm.is_nan() {
                 "–".into()
             } else {
@@ -561,6 +730,30 @@ fn bench_augment(a: &BenchArgs) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn results_keep_the_other_devices_block() {
+        let cpu = results_with_block("", "cpu", "cpu table v1");
+        assert!(cpu.starts_with("# Benchmark results"));
+        let both = results_with_block(&cpu, "cuda", "cuda table");
+        let again = results_with_block(&both, "cpu", "cpu table v2");
+        assert!(again.contains("## CPU\n\ncpu table v2\n"), "{again}");
+        assert!(!again.contains("cpu table v1"), "{again}");
+        assert!(again.contains("## CUDA\n\ncuda table\n"), "{again}");
+        // block order is kept, the head appears once
+        assert!(again.find("## CPU").unwrap() < again.find("## CUDA").unwrap());
+        assert_eq!(again.matches("# Benchmark results").count(), 1);
+        assert_eq!(results_with_block(&again, "cuda", "cuda table"), again);
+    }
+
+    #[test]
+    fn failure_summary_picks_the_error_line_and_escapes_pipes() {
+        let why = "\"target/release/contrast-steps\" failed with exit status: 1:\nError: Torch(\"Expected all tensors to be on the same device | cuda:0 and cpu\")\nException raised from x";
+        let s = failure_summary(why);
+        assert!(s.starts_with("Error: Torch(\"Expected all tensors"), "{s}");
+        assert!(!s.contains('|'));
+        assert!(failure_summary(&"x".repeat(500)).chars().count() <= 161);
+    }
 
     #[test]
     fn method_lists_select_cases_in_report_order() {

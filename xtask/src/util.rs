@@ -4,12 +4,18 @@ use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The repository root (the parent of this crate's folder).
+/// The repository root: the parent of this crate's folder, or, for an xtask binary carried to
+/// another machine (where that folder does not exist), the current directory.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let built = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives one level below the repository root")
-        .to_path_buf()
+        .to_path_buf();
+    if built.join("Cargo.toml").exists() {
+        built
+    } else {
+        std::env::current_dir().unwrap_or(built)
+    }
 }
 
 /// The cache folder for installed tools: `$CONTRAST_CACHE`, else `$XDG_CACHE_HOME/contrast`,

@@ -10,6 +10,7 @@
 //! | `multinet` | MNCLGLF: ResNet-18 (CIFAR stem) + projector 2048 + predictor 512, separately initialised EMA encoder, memory bank 4096 | 3 views 3×32×32, batch 16 | EMA update, 3 online forwards, 2×(4 grid cells → 6 pair means) local keys, 2 EMA forwards, bank NN + enqueue, 12 global-vs-local InfoNCE + NT-Xent, backward, grad-norm clip 1.0, SGD |
 //! | `spps` | SimCLR + SPPS: ResNet-18 (CIFAR stem) + head 512→2048 (BN)→128 | 2 views 3×32×32, batch 32, + 8 partner views | 3 forwards (per view, BN per batch), multi-positive NT-Xent (τ 0.5), backward, SGD momentum 0.9 |
 //! | `spade` | V-Net encoder (width 8) + global head 128→128 (BN)→64 + local decoder (16-d voxel features) | 4 synthetic volumes × 2 overlapping crops 1×32³ (batch = 8 crops), 64 voxel pairs per crop pair | forward, spatial global loss (cross-volume positives, near negatives dropped, distance weights) + local voxel InfoNCE, backward, AdamW |
+//! | `grass` | GraSS: ResNet-18 (torchvision layout) + head 512→512 (ReLU)→128 | 2 views 3×96×96, batch 16 | GS stage: forward, NT-Xent (τ 0.5), dL/dF of layer 4, heat maps → boxes (host) → crops, second forward, NT-Xent, backward, LARS (scale mode, trust 0.001) over SGD momentum 0.9 |
 //! | `fba-net` | FBA-Net+ V-Net (width 8, 3 decoders, contrastive head 128 d), no dropout | 4 volumes 1×32×32×32, 2 labelled | forward, Dice + consistency + SimMax/SimMin, backward, SGD momentum 0.9 |
 
 use anyhow::{bail, Context, Result};
@@ -19,19 +20,21 @@ use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
 mod fba_net;
+mod grass;
 mod multinet;
 mod patchmix;
 mod spade;
 mod spps;
 
 pub use fba_net::FbaStep;
+pub use grass::{GrassStep, GRASS_CROP};
 pub use multinet::MultinetStep;
 pub use patchmix::{PatchMixStep, PATCHMIX_DROP_PATH};
 pub use spade::SpadeStep;
 pub use spps::SppsStep;
 
 /// The cases, in report order.
-pub const CASES: &[&str] = &["patchmix", "multinet", "fba-net", "spps", "spade"];
+pub const CASES: &[&str] = &["patchmix", "multinet", "fba-net", "spps", "spade", "grass"];
 
 /// Seed of the weights and inputs, and of the RNG right before the checked forward pass.
 pub const SEED: i64 = 20261124;
@@ -103,6 +106,8 @@ pub fn build(
         "spps" => Ok(Box::new(SppsStep::new(batch.unwrap_or(32), device)?)),
         // `--batch` = volumes (two crops each)
         "spade" => Ok(Box::new(SpadeStep::new(batch.unwrap_or(4), device)?)),
+        // `--batch` = images (two views each)
+        "grass" => Ok(Box::new(GrassStep::new(batch.unwrap_or(16), device)?)),
         other => bail!("unknown step case `{other}` (known: {})", CASES.join(", ")),
     }
 }

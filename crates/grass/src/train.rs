@@ -1,13 +1,13 @@
 //! Pre-training (stage A: SimCLR warm-up; stage B: gradient-guided sampling) and the
 //! DeepLabV3+ fine-tune with mIoU, on the shared run harness.
 
-use crate::config::GrassConfig;
+use crate::config::{GrassConfig, PretrainConfig};
 use crate::data::{source, Source};
 use crate::deeplab::{DeepLabConfig, DeepLabV3Plus};
 use crate::model::GrassNet;
 use crate::overlay::save_overlays;
 use crate::raster::{read_tiles, tile_grid, MaskCoding, Raster, TileIndex, Window};
-use crate::sampling::{feature_gradient, gradient_guided_crops};
+use crate::sampling::{feature_gradient, gradient_guided_crops, BoxRect};
 use anyhow::{bail, ensure, Context, Result};
 use contrast_core::data::augment::{IMAGENET_MEAN, IMAGENET_STD};
 use contrast_core::data::{InMemoryDataset, Loader, LoaderConfig, Recipe};
@@ -62,6 +62,49 @@ pub fn grass_groups(named: Named, wd: f64) -> Vec<ParamGroup> {
             lr_scale: 1.0,
         },
     ]
+}
+
+/// The pre-training optimiser at learning rate `lr`: VISSL's LARC (`clip: False`, i.e. scale
+/// mode) over SGD with momentum, BN parameters in a no-decay group.
+pub fn build_optimizer(p: &PretrainConfig, net: &GrassNet, lr: f64) -> Result<Lars> {
+    Lars::new(
+        grass_groups(named_variables(&net.vs), p.weight_decay),
+        LarsConfig {
+            momentum: p.momentum,
+            trust_coefficient: p.trust_coefficient,
+            mode: LarsMode::Scale,
+            ..LarsConfig::grass(lr)
+        },
+    )
+}
+
+/// The loss of one pre-training step on the views `x [2N, 3, S, S]` (`[x₁…x_N, x'₁…x'_N]`).
+/// With `sampling` (the GS stage) a first forward gives `dL/dF` of the layer-4 map only, every
+/// view is cropped to its gradient-guided box (`threshold_ratio`), and the loss is that of a
+/// second forward on the crops; the boxes are returned too (`None` entries: views kept whole).
+pub fn step_loss(
+    net: &GrassNet,
+    loss_fn: &NtXent,
+    x: &Tensor,
+    sampling: bool,
+    threshold_ratio: f32,
+) -> Result<(Tensor, Option<Vec<Option<BoxRect>>>)> {
+    let mut boxes = None;
+    let crops;
+    let x = if sampling {
+        // first forward (train mode, as the official step): dL/dF only
+        let out = net.forward(x, true)?;
+        let l0 = loss_fn.forward(&out.z)?;
+        let g = feature_gradient(&l0, &out.layer4)?;
+        let (c, b, _) = gradient_guided_crops(x, &out.layer4.detach(), &g, threshold_ratio)?;
+        boxes = Some(b);
+        crops = c;
+        &crops
+    } else {
+        x
+    };
+    let out = net.forward(x, true)?;
+    Ok((loss_fn.forward(&out.z)?, boxes))
 }
 
 /// Unlabelled training tiles as an in-memory data set (HWC bytes).
@@ -145,15 +188,7 @@ pub fn pretrain(cfg: &GrassConfig, opts: &RunOptions, stop_at: Option<u64>) -> R
         cfg.model.head_relu,
     )?;
     let lr_s = Schedule::grass_vissl(total)?;
-    let mut opt = Lars::new(
-        grass_groups(named_variables(&net.vs), p.weight_decay),
-        LarsConfig {
-            momentum: p.momentum,
-            trust_coefficient: p.trust_coefficient,
-            mode: LarsMode::Scale,
-            ..LarsConfig::grass(lr_s.value(0) * p.lr_scale)
-        },
-    )?;
+    let mut opt = build_optimizer(p, &net, lr_s.value(0) * p.lr_scale)?;
     let loss_fn = NtXent::new(p.temperature)?;
     let start = run.start_step();
     if let Some(ck) = &run.resumed {
@@ -186,17 +221,12 @@ pub fn pretrain(cfg: &GrassConfig, opts: &RunOptions, stop_at: Option<u64>) -> R
             seed_step(cfg.runtime.seed, step);
             opt.set_lr(lr_s.value(step) * p.lr_scale);
             // [x_1..x_N, x'_1..x'_N] (VISSL simclr_collator)
-            let mut x = Tensor::cat(&[&batch.views[0], &batch.views[1]], 0).to_device(device);
+            let x = Tensor::cat(&[&batch.views[0], &batch.views[1]], 0).to_device(device);
             let sampling = gs && step >= warmup_steps;
+            let (loss, boxes) = step_loss(&net, &loss_fn, &x, sampling, p.threshold_ratio)?;
             let mut box_area = f64::NAN;
             let mut kept = 0usize;
-            if sampling {
-                // first forward (train mode, as the official step): dL/dF only
-                let out = net.forward(&x, true)?;
-                let l0 = loss_fn.forward(&out.z)?;
-                let g = feature_gradient(&l0, &out.layer4)?;
-                let (crops, boxes, _) =
-                    gradient_guided_crops(&x, &out.layer4.detach(), &g, p.threshold_ratio)?;
+            if let Some(boxes) = &boxes {
                 let s = cfg.data.crop_size as f64;
                 let areas: Vec<f64> = boxes
                     .iter()
@@ -204,10 +234,7 @@ pub fn pretrain(cfg: &GrassConfig, opts: &RunOptions, stop_at: Option<u64>) -> R
                     .collect();
                 kept = boxes.iter().filter(|b| b.is_none()).count();
                 box_area = areas.iter().sum::<f64>() / areas.len() as f64;
-                x = crops;
             }
-            let out = net.forward(&x, true)?;
-            let loss = loss_fn.forward(&out.z)?;
             let lv = loss.double_value(&[]);
             let done = step + 1;
             run.check_finite(done, &[("loss", lv)])?;

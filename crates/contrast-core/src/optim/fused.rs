@@ -55,6 +55,7 @@ pub(crate) fn for_ranges(len: usize, f: impl Fn(Range<usize>) + Sync) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::lars::{Lars, LarsConfig, LarsMode};
     use super::super::{AdamW, AdamWConfig, Optimizer, ParamGroup, Sgd};
     use tch::{Device, Kind, Tensor};
 
@@ -109,7 +110,16 @@ mod tests {
                 ..Default::default()
             }
         }
-        let cases: [(&str, Build); 4] = [
+        fn lars(mode: LarsMode, nesterov: bool) -> LarsConfig {
+            LarsConfig {
+                lr: 0.5,
+                mode,
+                nesterov,
+                dampening: 0.0,
+                ..LarsConfig::default()
+            }
+        }
+        let cases: [(&str, Build); 7] = [
             ("adamw", |g| Box::new(AdamW::new(g, adamw(false)).unwrap())),
             ("adamw amsgrad", |g| {
                 Box::new(AdamW::new(g, adamw(true)).unwrap())
@@ -119,6 +129,19 @@ mod tests {
             }),
             ("sgd nesterov", |g| {
                 Box::new(Sgd::new(g, 0.05, 0.9, 0.0, true).unwrap())
+            }),
+            ("lars scale", |g| {
+                Box::new(Lars::new(g, lars(LarsMode::Scale, false)).unwrap())
+            }),
+            ("lars clip nesterov", |g| {
+                Box::new(Lars::new(g, lars(LarsMode::Clip, true)).unwrap())
+            }),
+            ("lars dampening", |g| {
+                let cfg = LarsConfig {
+                    dampening: 0.1,
+                    ..lars(LarsMode::Scale, false)
+                };
+                Box::new(Lars::new(g, cfg).unwrap())
             }),
         ];
         for (name, build) in cases {

@@ -21,6 +21,7 @@
 //! Differs from MoCo-v3's `LARS` (which adapts with ‖g + wd·p‖ and keeps zero-initialised
 //! momentum `mu`): not implemented here.
 
+use super::fused::{for_ranges, fusable, F32Ptr};
 use super::sgd::momentum_direction;
 use super::{
     grad_of, load_momentum_state, momentum_state, set_group_decay, zero_grads, Optimizer,
@@ -163,6 +164,44 @@ pub fn lars_direction(p: &Tensor, g: &Tensor, wd: f64, lr: f64, cfg: &LarsConfig
     adapted.where_self(&ok, g)
 }
 
+/// A LARS momentum step after the first (the buffer exists) on contiguous fp32 CPU tensors: the
+/// two norms by libtorch, the rate `a` in fp32 as the 0-D tensor ops compute it, then one pass
+/// with, per element, the float operations of the per-op path (`d = (g + wd·p)·a` or `g`,
+/// `b = b·μ + (1 − dampening)·d`, `d = d + μ·b` (Nesterov) or `b`, `p = p − d·lr`).
+fn fused_lars_step(p: &Tensor, g: &Tensor, buf: &Tensor, wd: f64, lr: f64, cfg: &LarsConfig) {
+    let rate = if cfg.exclude_bias_and_norm && p.dim() <= 1 {
+        None
+    } else {
+        let pn = p.norm().double_value(&[]) as f32;
+        let gn = g.norm().double_value(&[]) as f32;
+        let mut a = pn * cfg.trust_coefficient as f32 / (gn + pn * wd as f32 + cfg.eps as f32);
+        if cfg.mode == LarsMode::Clip {
+            a = (a / lr as f32).min(1.0);
+        }
+        (pn > 0.0 && gn > 0.0).then_some(a)
+    };
+    let (wd, lr) = (wd as f32, lr as f32);
+    let (momentum, damp) = (cfg.momentum as f32, (1.0 - cfg.dampening) as f32);
+    let nesterov = cfg.nesterov;
+    let (pp, gp, bp) = (F32Ptr::of(p), F32Ptr::of(g), F32Ptr::of(buf));
+    for_ranges(p.numel(), |r| {
+        // SAFETY: checked with `fusable`; p, g and the buffer are distinct allocations (the
+        // buffer is a copy), and each thread gets a disjoint range.
+        let (p, g, b) = unsafe { (pp.slice(&r), gp.slice(&r), bp.slice(&r)) };
+        for i in 0..p.len() {
+            let d = match rate {
+                Some(a) if wd != 0.0 => (g[i] + p[i] * wd) * a,
+                Some(a) => g[i] * a,
+                None => g[i],
+            };
+            let bi = b[i] * momentum + damp * d;
+            b[i] = bi;
+            let d = if nesterov { d + bi * momentum } else { bi };
+            p[i] -= d * lr;
+        }
+    });
+}
+
 impl Optimizer for Lars {
     fn step(&mut self) -> Result<()> {
         let cfg = self.cfg.clone();
@@ -171,6 +210,14 @@ impl Optimizer for Lars {
                 let lr = cfg.lr * g.lr_scale;
                 for (name, p) in &g.params {
                     let Some(grad) = grad_of(p) else { continue };
+                    if cfg.momentum != 0.0 {
+                        if let Some(buf) = self.buffers.get(name) {
+                            if fusable(&[p, &grad, buf]) {
+                                fused_lars_step(p, &grad, buf, g.weight_decay, lr, &cfg);
+                                continue;
+                            }
+                        }
+                    }
                     let d = lars_direction(p, &grad, g.weight_decay, lr, &cfg);
                     let d = momentum_direction(
                         &mut self.buffers,

@@ -13,10 +13,14 @@ Usage: python optim.py IN.npz OUT.npz
 """
 import bisect
 import math
+import os
 import sys
 
 import numpy as np
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from larc import larc_step  # noqa: E402
 
 inp = {k: torch.from_numpy(v) for k, v in np.load(sys.argv[1]).items()}
 out = {}
@@ -49,31 +53,6 @@ def set_hparams(opt, t):
 def set_grads(ps, t):
     for n in NAMES:
         ps[n].grad = inp[f"grad.{n}.{t}"].clone()
-
-
-def larc_step(opt, trust, clip, eps, exclude):
-    with torch.no_grad():
-        saved = []
-        for group in opt.param_groups:
-            wd = group["weight_decay"]
-            saved.append(wd)
-            group["weight_decay"] = 0
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if exclude and p.ndim == 1:
-                    continue
-                param_norm = torch.norm(p.data)
-                grad_norm = torch.norm(p.grad.data)
-                if param_norm != 0 and grad_norm != 0:
-                    adaptive_lr = trust * param_norm / (grad_norm + param_norm * wd + eps)
-                    if clip:
-                        adaptive_lr = min(adaptive_lr / group["lr"], 1)
-                    p.grad.data += wd * p.data
-                    p.grad.data *= adaptive_lr
-    opt.step()
-    for g, wd in zip(opt.param_groups, saved):
-        g["weight_decay"] = wd
 
 
 def run(case, make, lars=None):
