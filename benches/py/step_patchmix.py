@@ -45,10 +45,10 @@ def mix_images(x, p, m):
     hp, wp = h // p, w // p
     tokens = x.view(b, c, hp, p, wp, p).permute(0, 2, 4, 1, 3, 5).reshape(b, hp * wp, c * p * p)
     t = tokens.shape[1]
-    perm = torch.randperm(t)
+    perm = torch.randperm(t).to(x.device)  # drawn on the CPU, as the check's RNG stream
     s = t // m
     out = tokens.clone()
-    g = torch.arange(b)
+    g = torch.arange(b, device=x.device)
     for j in range(1, m):
         pos = perm[j * s:(j + 1) * s]
         out[:, pos] = tokens[(g + j) % b][:, pos]

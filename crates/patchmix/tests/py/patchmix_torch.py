@@ -33,13 +33,13 @@ def ce(q, k, target, tau):
 def patchmix_objective(q1, k1, k2, mq2, mk1, lq, lmq, tau, mix_t, mixmix_t):
     """(total, orig, mix_orig, mix_mix, multi, multi_mix); `lq`/`lmq` are lists of local-crop
     queries (possibly empty)."""
-    eye = torch.eye(q1.shape[0])
+    eye = torch.eye(q1.shape[0], device=q1.device)
     orig = ce(q1, k2, eye, tau)
     mix_orig = ce(mq2, k1, mix_t, tau)
     mix_mix = ce(mq2, mk1, mixmix_t, tau)
     n = len(lq)
-    multi = sum((ce(lq[c], k1, eye, tau) + ce(lq[c], k2, eye, tau)) / n for c in range(n)) if n else torch.zeros(())
+    multi = sum((ce(lq[c], k1, eye, tau) + ce(lq[c], k2, eye, tau)) / n for c in range(n)) if n else q1.new_zeros(())
     multi_mix = (sum((ce(lmq[c], k1, mix_t, tau) + ce(lmq[c], k2, mix_t, tau)) / n for c in range(n))
-                 if n else torch.zeros(()))
+                 if n else q1.new_zeros(()))
     total = orig + 0.5 * (mix_orig + mix_mix) + multi + multi_mix
     return total, orig, mix_orig, mix_mix, multi, multi_mix
