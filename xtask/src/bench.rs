@@ -321,7 +321,9 @@ fn machine_description(a: &BenchArgs) -> String {
 }
 
 /// The step cases of `benches/src/steps/mod.rs` (kept in sync by a test).
-pub const STEP_CASES: &[&str] = &["patchmix", "multinet", "fba-net", "spps", "spade", "grass"];
+pub const STEP_CASES: &[&str] = &[
+    "patchmix", "multinet", "fba-net", "spps", "spade", "grass", "claires",
+];
 
 /// glibc's environment form of `contrast_core::train::keep_freed_memory` (same three values).
 pub const KEEP_FREED_MEMORY_ENV: [(&str, &str); 3] = [

@@ -11,6 +11,7 @@
 //! | `spps` | SimCLR + SPPS: ResNet-18 (CIFAR stem) + head 512→2048 (BN)→128 | 2 views 3×32×32, batch 32, + 8 partner views | 3 forwards (per view, BN per batch), multi-positive NT-Xent (τ 0.5), backward, SGD momentum 0.9 |
 //! | `spade` | V-Net encoder (width 8) + global head 128→128 (BN)→64 + local decoder (16-d voxel features) | 4 synthetic volumes × 2 overlapping crops 1×32³ (batch = 8 crops), 64 voxel pairs per crop pair | forward, spatial global loss (cross-volume positives, near negatives dropped, distance weights) + local voxel InfoNCE, backward, AdamW |
 //! | `grass` | GraSS: ResNet-18 (torchvision layout) + head 512→512 (ReLU)→128 | 2 views 3×96×96, batch 16 | GS stage: forward, NT-Xent (τ 0.5), dL/dF of layer 4, heat maps → boxes (host) → crops, second forward, NT-Xent, backward, LARS (scale mode, trust 0.001) over SGD momentum 0.9 |
+//! | `claires` | Dental CLAIRES: ResNet-18 (torchvision layout) + pretrained MiniLM-L6 (mean pooling), projection heads 512/384→256 (GELU, dropout 0.1, LayerNorm) | 32 images 3×128×128 + 32 captions of 8–32 token ids | image + text forwards, soft-target CLIP loss (τ 1), backward, AdamW (heads 1e-3 with decay, image 1e-4, text 1e-5) |
 //! | `fba-net` | FBA-Net+ V-Net (width 8, 3 decoders, contrastive head 128 d), no dropout | 4 volumes 1×32×32×32, 2 labelled | forward, Dice + consistency + SimMax/SimMin, backward, SGD momentum 0.9 |
 
 use anyhow::{bail, Context, Result};
@@ -19,6 +20,7 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
+mod claires;
 mod fba_net;
 mod grass;
 mod multinet;
@@ -26,6 +28,7 @@ mod patchmix;
 mod spade;
 mod spps;
 
+pub use claires::{ClairesStep, CLAIRES_IMAGE, CLAIRES_TOKENS};
 pub use fba_net::FbaStep;
 pub use grass::{GrassStep, GRASS_CROP};
 pub use multinet::MultinetStep;
@@ -34,7 +37,9 @@ pub use spade::SpadeStep;
 pub use spps::SppsStep;
 
 /// The cases, in report order.
-pub const CASES: &[&str] = &["patchmix", "multinet", "fba-net", "spps", "spade", "grass"];
+pub const CASES: &[&str] = &[
+    "patchmix", "multinet", "fba-net", "spps", "spade", "grass", "claires",
+];
 
 /// Seed of the weights and inputs, and of the RNG right before the checked forward pass.
 pub const SEED: i64 = 20261124;
@@ -108,6 +113,7 @@ pub fn build(
         "spade" => Ok(Box::new(SpadeStep::new(batch.unwrap_or(4), device)?)),
         // `--batch` = images (two views each)
         "grass" => Ok(Box::new(GrassStep::new(batch.unwrap_or(16), device)?)),
+        "claires" => Ok(Box::new(ClairesStep::new(batch.unwrap_or(32), device)?)),
         other => bail!("unknown step case `{other}` (known: {})", CASES.join(", ")),
     }
 }

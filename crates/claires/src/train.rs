@@ -200,6 +200,18 @@ pub fn model_path(run_dir: &Path) -> PathBuf {
 }
 
 /// Train (or resume) and evaluate; writes `model.safetensors` and `report.json` in the run.
+/// AdamW over the model's parameter groups (heads at `optim.lr_head`, encoders at their own
+/// rates, see [`Claires::param_groups`]).
+pub fn build_optimizer(cfg: &ClairesConfig, model: &Claires) -> Result<AdamW> {
+    AdamW::new(
+        model.param_groups(cfg)?,
+        AdamWConfig {
+            lr: cfg.optim.lr_head,
+            ..AdamWConfig::default()
+        },
+    )
+}
+
 pub fn train(cfg: &ClairesConfig, opts: &RunOptions, stop_at: Option<u64>) -> Result<Outcome> {
     let device = cfg.runtime.init()?;
     let mut opts = opts.clone();
@@ -250,13 +262,7 @@ pub fn train(cfg: &ClairesConfig, opts: &RunOptions, stop_at: Option<u64>) -> Re
         }
         Some(Tensor::cat(&parts, 0))
     };
-    let mut opt = AdamW::new(
-        model.param_groups(cfg)?,
-        AdamWConfig {
-            lr: cfg.optim.lr_head,
-            ..AdamWConfig::default()
-        },
-    )?;
+    let mut opt = build_optimizer(cfg, &model)?;
     let start = run.start_step();
     if let Some(ck) = &run.resumed {
         load_into(&model.vs, ck.group("model")?, true).context("restoring the model")?;
