@@ -17,7 +17,13 @@
 //! On CPU, for contiguous fp32 parameters, the update runs as one fused pass over `p`, `g`, `m`,
 //! `v` (the same float operations in the same order as PyTorch's per-op kernels, one read and
 //! write of each array instead of eight passes and three temporaries; split across the libtorch
-//! intra-op thread count for large tensors). Other devices and dtypes take the per-op path.
+//! intra-op thread count for large tensors). On other devices (CUDA) each group is updated as
+//! one flat tensor: gradients and parameters are concatenated, the moments live in one flat
+//! buffer per group (each parameter's `exp_avg` / `exp_avg_sq` is a view of it), the same ops
+//! run once on the flat tensors and the parameters are copied back: about N + 12 kernels per
+//! group instead of 10 per parameter, which is what PyTorch's multi-tensor (`foreach`) AdamW
+//! saves too. tch does not expose `_foreach_*` / `_fused_adamw_`. Amsgrad, and groups whose
+//! parameters are at different steps, take the per-op path.
 
 use super::fused::{for_ranges, fusable, F32Ptr};
 use super::{grad_of, param_index, set_group_decay, state_like, zero_grads, Optimizer, ParamGroup};
@@ -62,6 +68,10 @@ pub struct AdamW {
     groups: Vec<ParamGroup>,
     cfg: AdamWConfig,
     state: BTreeMap<String, Moments>,
+    /// Per group index: the flat `(exp_avg, exp_avg_sq)` of the grouped path.
+    flat: BTreeMap<usize, (Tensor, Tensor)>,
+    /// `None`: grouped path on non-CPU devices; `Some(on)`: forced on or off.
+    grouped: Option<bool>,
 }
 
 impl AdamW {
@@ -92,7 +102,16 @@ impl AdamW {
             groups,
             cfg,
             state: BTreeMap::new(),
+            flat: BTreeMap::new(),
+            grouped: None,
         })
+    }
+
+    /// Force the grouped (flat, multi-tensor) update on or off; by default it runs for
+    /// parameters on a non-CPU device.
+    pub fn with_grouped(mut self, on: bool) -> Self {
+        self.grouped = Some(on);
+        self
     }
 
     pub fn config(&self) -> &AdamWConfig {
@@ -102,6 +121,122 @@ impl AdamW {
     pub fn groups(&self) -> &[ParamGroup] {
         &self.groups
     }
+}
+
+/// One group's update as flat tensors (module docs); `false` when the group must take the
+/// per-parameter path (amsgrad, parameters at different steps, mixed dtypes or devices).
+fn grouped_step(
+    g: &ParamGroup,
+    state: &mut BTreeMap<String, Moments>,
+    flat: &mut Option<(Tensor, Tensor)>,
+    cfg: &AdamWConfig,
+    lr: f64,
+) -> bool {
+    let items: Vec<(&String, &Tensor, Tensor)> = g
+        .params
+        .iter()
+        .filter_map(|(n, p)| grad_of(p).map(|gr| (n, p, gr)))
+        .collect();
+    let Some((_, p0, _)) = items.first() else {
+        return true;
+    };
+    let (kind, device) = (p0.kind(), p0.device());
+    if cfg.amsgrad
+        || items
+            .iter()
+            .any(|(_, p, gr)| p.kind() != kind || p.device() != device || gr.kind() != kind)
+    {
+        return false;
+    }
+    let steps: Vec<Option<i64>> = items
+        .iter()
+        .map(|(n, _, _)| state.get(*n).map(|s| s.step))
+        .collect();
+    if steps.iter().any(|s| *s != steps[0]) {
+        return false;
+    }
+    let sizes: Vec<i64> = items.iter().map(|(_, p, _)| p.numel() as i64).collect();
+    let total: i64 = sizes.iter().sum();
+    // the flat moments are current when every parameter's moments are views of them at its
+    // offset (not after `load_state`, nor on the first step)
+    let elt = kind.elt_size_in_bytes();
+    let current = flat.as_ref().is_some_and(|(m, v)| {
+        m.numel() as i64 == total && {
+            let mut off = 0usize;
+            items.iter().zip(&sizes).all(|((n, _, _), &k)| {
+                let ok = state.get(*n).is_some_and(|st| {
+                    st.exp_avg.data_ptr() as usize == m.data_ptr() as usize + off * elt
+                        && st.exp_avg_sq.data_ptr() as usize == v.data_ptr() as usize + off * elt
+                });
+                off += k as usize;
+                ok
+            })
+        }
+    });
+    if !current {
+        let gather = |pick: fn(&Moments) -> &Tensor| {
+            let parts: Vec<Tensor> = items
+                .iter()
+                .map(|(n, p, _)| {
+                    state
+                        .get(*n)
+                        .map_or_else(|| p.zeros_like(), |s| pick(s).shallow_clone())
+                        .reshape([-1])
+                })
+                .collect();
+            Tensor::cat(&parts, 0)
+        };
+        let m = gather(|s| &s.exp_avg);
+        let v = gather(|s| &s.exp_avg_sq);
+        let mut off = 0;
+        for ((n, p, _), &k) in items.iter().zip(&sizes) {
+            let step = state.get(*n).map_or(0, |s| s.step);
+            let view = |t: &Tensor| t.narrow(0, off, k).view(p.size().as_slice());
+            state.insert(
+                (*n).clone(),
+                Moments {
+                    step,
+                    exp_avg: view(&m),
+                    exp_avg_sq: view(&v),
+                    max_exp_avg_sq: None,
+                },
+            );
+            off += k;
+        }
+        *flat = Some((m, v));
+    }
+    let Some((m, v)) = flat.as_mut() else {
+        return false;
+    };
+    let t = steps[0].unwrap_or(0) + 1;
+    for (n, _, _) in &items {
+        if let Some(st) = state.get_mut(*n) {
+            st.step = t;
+        }
+    }
+    let t = t as f64;
+    let cat = |ts: Vec<Tensor>| Tensor::cat(&ts, 0);
+    let mut p = cat(items.iter().map(|(_, p, _)| p.reshape([-1])).collect());
+    let grad = cat(items.iter().map(|(_, _, gr)| gr.reshape([-1])).collect());
+    // the per-op path's ops, on the flat tensors
+    if g.weight_decay != 0.0 {
+        let _ = p.g_mul_scalar_(1.0 - lr * g.weight_decay);
+    }
+    let _ = m.lerp_(&grad, 1.0 - cfg.beta1);
+    let _ = v.g_mul_scalar_(cfg.beta2);
+    let _ = v.addcmul_(&(&grad * (1.0 - cfg.beta2)), &grad);
+    let step_size = lr / (1.0 - cfg.beta1.powf(t));
+    let mut denom = v.sqrt();
+    let _ = denom.g_div_scalar_((1.0 - cfg.beta2.powf(t)).sqrt());
+    let _ = denom.g_add_scalar_(cfg.eps);
+    let _ = p.addcdiv_(&(&*m * (-step_size)), &denom);
+    let mut off = 0;
+    for ((_, param, _), &k) in items.iter().zip(&sizes) {
+        let mut param = param.shallow_clone();
+        let _ = param.copy_(&p.narrow(0, off, k).view(param.size().as_slice()));
+        off += k;
+    }
+    true
 }
 
 /// Scalars of one fused update (fp32, like PyTorch's CPU kernels' `opmath` type).
@@ -183,13 +318,35 @@ impl Optimizer for AdamW {
             eps,
             amsgrad,
         } = self.cfg;
+        let cfg = self.cfg.clone();
+        let grouped = self.grouped;
+        let Self {
+            groups,
+            state,
+            flat,
+            ..
+        } = self;
         tch::no_grad(|| {
-            for g in &self.groups {
+            for (gi, g) in groups.iter().enumerate() {
                 let lr = base_lr * g.lr_scale;
+                let on_device = g
+                    .params
+                    .first()
+                    .is_some_and(|(_, p)| p.device() != tch::Device::Cpu);
+                if grouped.unwrap_or(on_device) {
+                    let mut f = flat.remove(&gi);
+                    let done = grouped_step(g, state, &mut f, &cfg, lr);
+                    if let Some(f) = f {
+                        flat.insert(gi, f);
+                    }
+                    if done {
+                        continue;
+                    }
+                }
                 for (name, p) in &g.params {
                     let Some(grad) = grad_of(p) else { continue };
                     let mut p = p.shallow_clone();
-                    let st = self.state.entry(name.clone()).or_insert_with(|| Moments {
+                    let st = state.entry(name.clone()).or_insert_with(|| Moments {
                         step: 0,
                         exp_avg: p.zeros_like(),
                         exp_avg_sq: p.zeros_like(),
@@ -339,5 +496,94 @@ impl Optimizer for AdamW {
         }
         self.state = out;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    /// Two groups (decayed, not decayed) of parameters of several shapes, `steps` steps with
+    /// fixed gradients; with `resume_at`, the state is saved there and loaded into a fresh
+    /// optimiser that finishes the run. Returns the final parameters.
+    fn run(grouped: bool, steps: usize, resume_at: Option<usize>) -> Vec<Tensor> {
+        tch::manual_seed(7);
+        let shapes: [&[i64]; 4] = [&[64, 32], &[32], &[3, 4, 5], &[1]];
+        let params: Vec<Tensor> = shapes
+            .iter()
+            .map(|s| Tensor::randn(*s, (Kind::Float, Device::Cpu)).set_requires_grad(true))
+            .collect();
+        let grads: Vec<Vec<Tensor>> = (0..steps)
+            .map(|_| params.iter().map(|p| p.randn_like()).collect())
+            .collect();
+        let groups = || {
+            let named = |r: std::ops::Range<usize>| {
+                r.map(|i| (format!("p{i}"), params[i].shallow_clone()))
+                    .collect()
+            };
+            vec![
+                ParamGroup {
+                    name: "decay".into(),
+                    params: named(0..2),
+                    weight_decay: 0.05,
+                    lr_scale: 1.0,
+                },
+                ParamGroup {
+                    name: "no_decay".into(),
+                    params: named(2..4),
+                    weight_decay: 0.0,
+                    lr_scale: 0.5,
+                },
+            ]
+        };
+        let cfg = AdamWConfig {
+            lr: 1e-2,
+            ..Default::default()
+        };
+        let mut opt = AdamW::new(groups(), cfg.clone())
+            .unwrap()
+            .with_grouped(grouped);
+        for (t, gs) in grads.iter().enumerate() {
+            if Some(t) == resume_at {
+                let saved: Named = opt
+                    .state()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.copy()))
+                    .collect();
+                opt = AdamW::new(groups(), cfg.clone())
+                    .unwrap()
+                    .with_grouped(grouped);
+                opt.load_state(&saved).unwrap();
+            }
+            opt.zero_grad();
+            let loss = params
+                .iter()
+                .zip(gs)
+                .map(|(p, g)| (p * g).sum(Kind::Float))
+                .fold(Tensor::zeros([], (Kind::Float, Device::Cpu)), |a, b| a + b);
+            loss.backward();
+            opt.step().unwrap();
+        }
+        params.iter().map(|p| p.detach().copy()).collect()
+    }
+
+    #[test]
+    fn grouped_update_matches_the_per_parameter_path_and_resumes() {
+        let per_param = run(false, 5, None);
+        let grouped = run(true, 5, None);
+        let resumed = run(true, 5, Some(2));
+        let start = run(true, 0, None);
+        for (i, ((a, b), c)) in per_param.iter().zip(&grouped).zip(&resumed).enumerate() {
+            let d = (a - b).abs().max().double_value(&[]);
+            assert!(d < 1e-6, "p{i}: grouped vs per-parameter max |Δ| {d}");
+            let moved = (b - &start[i]).abs().max().double_value(&[]);
+            assert!(moved > 1e-3, "p{i} barely moved ({moved})");
+            // the grouped path after load_state rebuilds its flat moments: same numbers
+            assert!(
+                b.equal(c),
+                "p{i}: resuming the grouped path changed the result"
+            );
+        }
     }
 }
