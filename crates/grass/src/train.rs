@@ -92,11 +92,18 @@ pub fn step_loss(
     let mut boxes = None;
     let crops;
     let x = if sampling {
-        // first forward (train mode, as the official step): dL/dF only
-        let out = net.forward(x, true)?;
-        let l0 = loss_fn.forward(&out.z)?;
-        let g = feature_gradient(&l0, &out.layer4)?;
-        let (c, b, _) = gradient_guided_crops(x, &out.layer4.detach(), &g, threshold_ratio)?;
+        // first forward (train mode, as the official step): only dL/dF of the layer-4 map is
+        // needed, so the trunk runs without an autograd graph and the gradient flows through
+        // the pooling and the head alone: the same F and dL/dF as through the full graph (and
+        // the same BN statistics updates), without recording the trunk's backward
+        let f = tch::no_grad(|| net.trunk.forward_features(x, true))?
+            .layer4
+            .detach()
+            .set_requires_grad(true);
+        let z = net.project(&f.adaptive_avg_pool2d([1, 1]).flatten(1, -1), true);
+        let l0 = loss_fn.forward(&z)?;
+        let g = feature_gradient(&l0, &f)?;
+        let (c, b, _) = gradient_guided_crops(x, &f.detach(), &g, threshold_ratio)?;
         boxes = Some(b);
         crops = c;
         &crops

@@ -233,7 +233,7 @@ fn grouped_step(
     let mut off = 0;
     for ((_, param, _), &k) in items.iter().zip(&sizes) {
         let mut param = param.shallow_clone();
-        let _ = param.copy_(&p.narrow(0, off, k).view(param.size().as_slice()));
+        param.copy_(&p.narrow(0, off, k).view(param.size().as_slice()));
         off += k;
     }
     true
