@@ -542,39 +542,22 @@ fn bench_steps(a: &BenchArgs, cases: &[&str]) -> Result<Vec<String>> {
     };
     for round in 1..=a.rounds {
         step(&format!("round {round}/{}: matmul peak", a.rounds));
-        if let Some(g) = parse_value(
-            &rust(&[
-                "peak",
-                "--threads",
-                &threads,
-                "--n",
-                n,
-                "--seconds",
-                "3",
-                "--device",
-                &a.device,
-            ])?,
-            "matmul_peak",
-            0,
-        ) {
+        let peak = [
+            "peak",
+            "--threads",
+            &threads,
+            "--n",
+            n,
+            "--seconds",
+            "3",
+            "--device",
+            &a.device,
+        ];
+        if let Some(g) = parse_value(&rust(&peak)?, "matmul_peak", 0) {
             peaks_ours.push(g);
         }
         if a.vs_pytorch {
-            if let Some(g) = parse_value(
-                &py(&[
-                    "peak",
-                    "--threads",
-                    &threads,
-                    "--n",
-                    n,
-                    "--seconds",
-                    "3",
-                    "--device",
-                    &a.device,
-                ])?,
-                "matmul_peak",
-                0,
-            ) {
+            if let Some(g) = parse_value(&py(&peak)?, "matmul_peak", 0) {
                 peaks_peer.push(g);
             }
         }
