@@ -73,6 +73,14 @@ fn no_pairs_is_plain_simclr_loss_and_gradients() {
     let vars_a = learner.trained_vs().variables();
     let vars_b = vs.variables();
     assert_eq!(vars_a.len(), vars_b.len());
+    // a bias right before a BatchNorm has a true gradient of zero: what is computed there is
+    // float rounding (≈ 1e-7), so the absolute part of the tolerance follows the network's
+    // largest gradient, not that parameter's own
+    let largest = vars_b
+        .values()
+        .filter(|v| v.requires_grad())
+        .map(|v| v.grad().abs().max().double_value(&[]))
+        .fold(0.0, f64::max);
     let mut checked = 0;
     for (name, va) in &vars_a {
         let vb = &vars_b[name];
@@ -82,8 +90,8 @@ fn no_pairs_is_plain_simclr_loss_and_gradients() {
             let diff = (&ga - &gb).abs().max().double_value(&[]);
             let scale = gb.abs().max().double_value(&[]).max(1e-12);
             assert!(
-                diff <= 1e-5 * scale + 1e-7,
-                "{name}: grad differs by {diff} (scale {scale})"
+                diff <= 1e-5 * scale + 1e-6 * largest,
+                "{name}: grad differs by {diff} (scale {scale}, largest gradient {largest})"
             );
             checked += 1;
         }
