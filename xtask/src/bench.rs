@@ -393,9 +393,8 @@ fn bench_steps(a: &BenchArgs, cases: &[&str]) -> Result<Vec<String>> {
     let bin = match &a.steps_bin {
         Some(b) => b.clone(),
         None => {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             step("building contrast-steps (release)");
-            crate::util::run_status(Command::new(&cargo).current_dir(&root).args([
+            crate::util::cargo(&[
                 "build",
                 "--release",
                 "-q",
@@ -403,7 +402,7 @@ fn bench_steps(a: &BenchArgs, cases: &[&str]) -> Result<Vec<String>> {
                 "contrast-benches",
                 "--bin",
                 "contrast-steps",
-            ]))?;
+            ])?;
             target_dir(&root).join("release/contrast-steps")
         }
     };
@@ -639,15 +638,15 @@ fn bench_augment(a: &BenchArgs) -> Result<Vec<String>> {
     let root = repo_root();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     step("building the benches (release)");
-    crate::util::run_status(Command::new(&cargo).current_dir(&root).args([
+    crate::util::cargo(&[
         "bench",
         "-p",
         "contrast-benches",
         "--bench",
         "augment",
         "--no-run",
-    ]))?;
-    let python = crate::util::cache_dir()?.join("venv/bin/python");
+    ])?;
+    let python = a.python()?;
     let mut ours: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut peer: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for round in 1..=a.rounds {
