@@ -491,18 +491,17 @@ fn bench_steps(a: &BenchArgs, cases: &[&str]) -> Result<Vec<String>> {
     let n = if cuda { "8192" } else { "2048" };
     let mut peaks_ours = Vec::new();
     let mut peaks_peer = Vec::new();
+    // what both sides' `time` takes besides the case
+    let timing = [
+        "--threads",
+        threads.as_str(),
+        "--seconds",
+        secs.as_str(),
+        "--device",
+        a.device.as_str(),
+    ];
     let time_case = |c: &mut Case| -> Result<()> {
-        let out = rust(&[
-            "time",
-            "--case",
-            &c.case,
-            "--threads",
-            &threads,
-            "--seconds",
-            &secs,
-            "--device",
-            &a.device,
-        ])?;
+        let out = rust(&[&["time", "--case", c.case.as_str()][..], &timing].concat())?;
         let (_, r, m) = parse_step(&out).with_context(|| format!("no step line in:\n{out}"))?;
         println!("  ours  {:<28} {r:>9.3} samples/s  peak {m:.0} MiB", c.name);
         c.ours.push((r, m));
@@ -510,19 +509,7 @@ fn bench_steps(a: &BenchArgs, cases: &[&str]) -> Result<Vec<String>> {
             // on CUDA both sides use the caching allocator: no malloc column
             let mallocs: &[bool] = if cuda { &[false] } else { &[false, true] };
             for &malloc in mallocs {
-                let out = py_with(
-                    malloc,
-                    &[
-                        "time",
-                        &c.spec,
-                        "--threads",
-                        &threads,
-                        "--seconds",
-                        &secs,
-                        "--device",
-                        &a.device,
-                    ],
-                )?;
+                let out = py_with(malloc, &[&["time", c.spec.as_str()][..], &timing].concat())?;
                 let (_, r, m) =
                     parse_step(&out).with_context(|| format!("no step line in:\n{out}"))?;
                 let who = if malloc { "torch+malloc" } else { "torch" };
