@@ -81,7 +81,8 @@ class PatchMixStep(Step):
             k2 = enc(self.x2)
             mk1 = enc(xm1)
         mq2 = pred(enc(xm2))
-        return patchmix_objective(q1, k1, k2, mq2, mk1, [], [], s["tau"], self.mix_t, self.mixmix_t)[0]
+        return patchmix_objective(q1, k1, k2, mq2, mk1, [], [], s["tau"], self.mix_t, self.mixmix_t,
+                                  s["src_smoothing"])[0]
 
 
 CASE = PatchMixStep

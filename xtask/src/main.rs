@@ -5,12 +5,15 @@ mod bench;
 mod data;
 mod doctor;
 mod download;
+mod gpu_bundle;
+mod official;
 mod report;
 mod reproduce;
 mod setup;
 #[cfg(test)]
 mod test_server;
 mod util;
+mod verify;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -53,6 +56,16 @@ enum Command {
     Report(report::ReportArgs),
     /// Print every run's report.json as one table (metric, preset, data, epochs, wall time).
     Compare(report::CompareArgs),
+    /// The official code of a paper at its pinned commit (`official/<method>.toml`), in the
+    /// git-ignored `.official/<method>/`: `official fetch <method> [--from <clone>]`, `official list`.
+    Official(official::OfficialArgs),
+    /// Build a folder to run on a GPU machine without Rust: our binary, a data subset, the
+    /// official code + adapter and `run.sh` (ours vs baseline vs official); `--check` runs
+    /// `run.sh --tiny` here.
+    GpuBundle(gpu_bundle::GpuBundleArgs),
+    /// Add a GPU verification run (`verify-<method>.json` from a bundle's `run.sh`) to the
+    /// method README's results and to `runs/report.html`.
+    VerifyReport(verify::VerifyReportArgs),
 }
 
 fn main() {
@@ -94,6 +107,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Reproduce(a) => reproduce::reproduce(&a),
         Command::Bench(a) => bench::bench(&a),
         Command::Download(args) => download::download(&args),
+        Command::Official(a) => official::official(&a),
+        Command::GpuBundle(a) => gpu_bundle::gpu_bundle(&a),
+        Command::VerifyReport(a) => verify::verify_report(&a),
     }
 }
 

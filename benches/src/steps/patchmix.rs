@@ -43,7 +43,7 @@ impl PatchMixStep {
             patchmix::mix::PatchMixer::new(cfg.mix.m, cfg.mix.p, cfg.model.patch_size, 0.0)?;
         let mut nce = InfoNce::new(cfg.optim.temperature)?;
         nce.check_targets = false;
-        let targets = patchmix::train::StepTargets::new(&mixer, batch, device);
+        let targets = patchmix::train::StepTargets::new(&mixer, batch, cfg.mix.src_smoothing, device);
         let mut groups = decay_groups(&net.encoder_vs, cfg.optim.wd_start);
         groups.extend(decay_groups(&net.predictor_vs, cfg.optim.wd_start));
         let opt = AdamW::new(
@@ -120,6 +120,7 @@ impl StepCase for PatchMixStep {
             "mlp_dim": c.model.mlp_dim,
             "out_dim": c.model.out_dim,
             "m": c.mix.m,
+            "src_smoothing": c.mix.src_smoothing,
             "tau": c.optim.temperature,
             "lr": c.optim.base_lr * self.batch() as f64 / 256.0,
             "weight_decay": c.optim.wd_start,

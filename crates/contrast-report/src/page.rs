@@ -305,6 +305,9 @@ pub fn write_page(
             body.push_str("</div>\n");
         }
     }
+    let (verify, verify_images) = crate::verify::html_section(runs_root)?;
+    body.push_str(&verify);
+    summary.images += verify_images;
     if let Some(b) = bench_results.filter(|b| b.exists()) {
         let text =
             std::fs::read_to_string(b).with_context(|| format!("cannot read {}", b.display()))?;

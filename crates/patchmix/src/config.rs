@@ -118,6 +118,10 @@ pub struct MixConfig {
     pub p: f64,
     /// Label smoothing of the soft targets.
     pub smoothing: f64,
+    /// Label smoothing of the unmixed source target (`CE(q1, k2, ·)` and the unmixed local
+    /// crops). Official: 0.1, the default of the `no_mixer = PatchMixer(mix_p=0.0, mix_n=1)`
+    /// that `main_pretrain.py` builds for it, independent of `smoothing`.
+    pub src_smoothing: f64,
 }
 
 impl Default for MixConfig {
@@ -127,6 +131,7 @@ impl Default for MixConfig {
             m: 2,
             p: 1.0,
             smoothing: 0.0,
+            src_smoothing: 0.1,
         }
     }
 }

@@ -176,12 +176,26 @@ impl PatchMixer {
     }
 
     fn smoothed(&self, t: &Tensor, n: i64) -> Tensor {
-        if self.smoothing == 0.0 {
-            t.shallow_clone()
-        } else {
-            t * (1.0 - self.smoothing) + self.smoothing / n as f64
-        }
+        smooth(t, self.smoothing, n)
     }
+}
+
+/// Label smoothing as the official `PatchMixer._one_hot` applies it: every entry gets `s / n`,
+/// the true columns share `1 − s` (`t` is row-stochastic).
+fn smooth(t: &Tensor, s: f64, n: i64) -> Tensor {
+    if s == 0.0 {
+        t.shallow_clone()
+    } else {
+        t * (1.0 - s) + s / n as f64
+    }
+}
+
+/// The target of the unmixed source term (and of the unmixed local crops): the identity at
+/// column `offset + i`, smoothed by `s`. The official code builds it with a second
+/// `PatchMixer(mix_p=0.0, mix_n=1)` (`no_mixer`, `main_pretrain.py`) that keeps the class's
+/// default `smoothing=0.1`, whatever the mixer's own smoothing is.
+pub fn source_targets(b: i64, n: i64, offset: i64, s: f64, dev: Device) -> Tensor {
+    smooth(&identity_rows(b, n, offset, dev), s, n)
 }
 
 fn identity_rows(b: i64, n: i64, offset: i64, dev: Device) -> Tensor {

@@ -25,7 +25,7 @@ use contrast_core::train::runtime::seed_step;
 use contrast_core::train::{config::to_toml, Checkpoint, EvalArgs, Progress, Run, RunOptions};
 use serde_json::json;
 use std::sync::Arc;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 /// The ViT of a config.
 pub fn vit_config(cfg: &PatchMixConfig) -> Result<VitConfig> {
@@ -282,15 +282,18 @@ pub struct StepTargets {
     pub soft: (Tensor, Tensor),
     /// What both become when a step does not mix (identity, label-smoothed like the mixer's).
     pub unmixed: Tensor,
+    /// The source term's target: the identity smoothed by `mix.src_smoothing`
+    /// ([`crate::mix::source_targets`]).
     pub identity: Tensor,
 }
 
 impl StepTargets {
-    pub fn new(mixer: &PatchMixer, b: i64, device: Device) -> Self {
+    /// `src_smoothing`: `mix.src_smoothing` (official 0.1).
+    pub fn new(mixer: &PatchMixer, b: i64, src_smoothing: f64, device: Device) -> Self {
         Self {
             soft: mixer.targets(b, b, 0, device),
             unmixed: mixer.unmixed_targets(b, b, 0, device),
-            identity: Tensor::eye(b, (Kind::Float, device)),
+            identity: crate::mix::source_targets(b, b, 0, src_smoothing, device),
         }
     }
 }
@@ -456,7 +459,12 @@ pub fn pretrain(cfg: &PatchMixConfig, opts: &RunOptions, stop_at: Option<u64>) -
         eprintln!("resumed {} at step {start}/{total}", run.dir.display());
     }
     let end = stop_at.map_or(total, |s| s.min(total));
-    let targets = StepTargets::new(&mixer, cfg.optim.batch_size as i64, device);
+    let targets = StepTargets::new(
+        &mixer,
+        cfg.optim.batch_size as i64,
+        cfg.mix.src_smoothing,
+        device,
+    );
     let progress = Progress::new(
         total,
         start,
@@ -499,7 +507,12 @@ pub fn pretrain(cfg: &PatchMixConfig, opts: &RunOptions, stop_at: Option<u64>) -
             let views: Vec<Tensor> = batch.views.iter().map(|v| v.to_device(device)).collect();
             // one decision per step for every mixed view; the targets depend on it only
             let apply = mixer.should_mix();
-            let terms = step_terms(&net, &mixer, &nce, &targets, &views, apply)?;
+            // forward passes and loss under bf16 autocast when `runtime.autocast_bf16` (CUDA only)
+            let terms = contrast_core::autocast::autocast_bf16(
+                cfg.runtime.autocast(device),
+                device,
+                || step_terms(&net, &mixer, &nce, &targets, &views, apply),
+            )?;
             let values = terms.values();
             let done = step + 1;
             run.check_finite(done, &values)?;

@@ -20,7 +20,8 @@ fn objective_matches_pytorch_and_keys_get_no_gradient() {
         let lmq: Vec<Tensor> = (0..n_local).map(|c| leaf(5 + n_local + c)).collect();
         let mixer = PatchMixer::new(m, 1.0, 2, 0.0).unwrap();
         let (mix_t, mixmix_t) = mixer.targets(b, b, 0, Device::Cpu);
-        let identity = Tensor::eye(b, opts);
+        // the official source target: identity smoothed by no_mixer's default 0.1
+        let identity = patchmix::mix::source_targets(b, b, 0, 0.1, Device::Cpu);
         let terms = patchmix_loss(
             &InfoNce::new(0.2).unwrap(),
             &LossInputs {
@@ -51,11 +52,12 @@ fn objective_matches_pytorch_and_keys_get_no_gradient() {
             ("lmq", &Tensor::stack(&lmq, 0)),
         ];
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/patchmix_loss.py");
-        let Some(out) = run_reference(script, &inputs, &["0.2", &m.to_string()]).unwrap() else {
+        let Some(out) = run_reference(script, &inputs, &["0.2", &m.to_string(), "0.1"]).unwrap() else {
             return;
         };
         assert_close(&mix_t, get(&out, "mix_target"), 0.0, 1e-6, "T_mix");
         assert_close(&mixmix_t, get(&out, "mixmix_target"), 0.0, 1e-6, "T_mixmix");
+        assert_close(&identity, get(&out, "src_target"), 0.0, 1e-7, "I_s");
         for (name, t) in [
             ("orig", &terms.orig),
             ("mix_orig", &terms.mix_orig),

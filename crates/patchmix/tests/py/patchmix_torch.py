@@ -2,8 +2,10 @@
 main_pretrain.py of the official repository). Imported by `patchmix_loss.py` (the tests'
 reference) and by `benches/py/step_patchmix.py` (the training-step bench's PyTorch peer).
 
-L = CE(q1, k2, I) + 1/2 CE(mq2, k1, T_mix) + 1/2 CE(mq2, mk1, T_mixmix)
+L = CE(q1, k2, I_s) + 1/2 CE(mq2, k1, T_mix) + 1/2 CE(mq2, mk1, T_mixmix)
     + sum_c [CE(lq_c, k1, I) + CE(lq_c, k2, I)] / n + sum_c [CE(lmq_c, k1, T_mix) + CE(lmq_c, k2, T_mix)] / n
+(I_s: the identity smoothed by s, as the official `no_mixer = PatchMixer(mix_p=0.0, mix_n=1)` builds
+it with PatchMixer's default smoothing=0.1: s/B everywhere, 1 - s + s/B on the diagonal)
 with CE(q, k, T) = mean_i sum_j -T_ij log_softmax_j(norm(q)_i . norm(k)_j / tau), keys without gradient.
 """
 import torch
@@ -22,6 +24,12 @@ def soft_targets(B, m):
     return mix_t, mixmix_t
 
 
+def source_target(B, s):
+    """The official `PatchMixer._one_hot` for an unmixed batch: off = s/B, on = (1 - s)/1 + off."""
+    off = s / B
+    return torch.full((B, B), off).scatter_(1, torch.arange(B).view(-1, 1), (1.0 - s) + off)
+
+
 def ce(q, k, target, tau):
     q = F.normalize(q, dim=1)
     with torch.no_grad():
@@ -30,10 +38,10 @@ def ce(q, k, target, tau):
     return torch.sum(-target * F.log_softmax(logits, dim=-1), dim=-1).mean()
 
 
-def patchmix_objective(q1, k1, k2, mq2, mk1, lq, lmq, tau, mix_t, mixmix_t):
+def patchmix_objective(q1, k1, k2, mq2, mk1, lq, lmq, tau, mix_t, mixmix_t, src_s=0.1):
     """(total, orig, mix_orig, mix_mix, multi, multi_mix); `lq`/`lmq` are lists of local-crop
-    queries (possibly empty)."""
-    eye = torch.eye(q1.shape[0], device=q1.device)
+    queries (possibly empty); `src_s` smooths the source target (official 0.1)."""
+    eye = source_target(q1.shape[0], src_s).to(q1.device)
     orig = ce(q1, k2, eye, tau)
     mix_orig = ce(mq2, k1, mix_t, tau)
     mix_mix = ce(mq2, mk1, mixmix_t, tau)

@@ -1,0 +1,223 @@
+//! GPU verification runs (`verify-<method>.json`, written by a GPU bundle's `run.sh`): ours, our
+//! baseline and the official code for the same epochs. One Markdown table for the method README
+//! and one HTML section for the report page, from the same rows.
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// One row per run: label, status, epochs run, final kNN for each k, final loss, samples/s,
+/// mean GPU utilisation, peak GPU memory.
+pub fn rows(v: &Value) -> (Vec<String>, Vec<Vec<String>>) {
+    let ks: Vec<i64> = v["settings"]["knn_k"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_i64).collect())
+        .unwrap_or_default();
+    let mut head = vec!["run".to_string(), "epochs".into()];
+    head.extend(ks.iter().map(|k| format!("kNN top-1 k={k}")));
+    head.extend(
+        [
+            "loss (last epoch)",
+            "samples/s (median epoch)",
+            "GPU util %",
+            "GPU mem peak MiB",
+            "status",
+        ]
+        .map(String::from),
+    );
+    let mut out = Vec::new();
+    let order = ["ours", "baseline", "official"];
+    let runs = v["runs"].as_object();
+    let mut names: Vec<&String> = runs.map(|r| r.keys().collect()).unwrap_or_default();
+    names.sort_by_key(|n| order.iter().position(|o| o == n).unwrap_or(order.len()));
+    for name in names {
+        let r = &v["runs"][name.as_str()];
+        let epochs = r["epochs"].as_array().cloned().unwrap_or_default();
+        let last = epochs.last().cloned().unwrap_or(Value::Null);
+        let mut row = vec![
+            r["label"].as_str().unwrap_or(name).to_string(),
+            epochs.len().to_string(),
+        ];
+        for k in &ks {
+            row.push(num(&last[format!("knn_top1_k{k}").as_str()], 1));
+        }
+        row.push(num(&last["loss"], 3));
+        row.push(num(&r["samples_per_s"], 0));
+        row.push(num(&r["gpu_util_mean_pct"], 0));
+        row.push(num(&r["gpu_mem_peak_mib"], 0));
+        row.push(r["status"].as_str().unwrap_or("?").to_string());
+        out.push(row);
+    }
+    (head, out)
+}
+
+fn num(v: &Value, digits: usize) -> String {
+    v.as_f64()
+        .map_or("–".to_string(), |x| format!("{x:.digits$}"))
+}
+
+/// What ran where: device, commits, data, epochs, batch, precision; the paper's setting.
+pub fn settings_line(v: &Value) -> String {
+    let s = &v["settings"];
+    format!(
+        "{device}, torch {torch}; our commit `{commit}`, official `{ocommit}`; {train} train / \
+         {test} test images ({source}); {epochs} epochs ({warm} warm-up) of {spe} steps at batch \
+         {batch}, ViT-T depth {depth} patch {patch}, heads {mlp}-wide, seed {seed}; precision: \
+         ours {pa}, official {po}{tiny}",
+        device = v["device"].as_str().unwrap_or("?"),
+        torch = v["torch"].as_str().unwrap_or("?"),
+        commit = short(v["commit"].as_str().unwrap_or("?")),
+        ocommit = short(v["official"]["commit"].as_str().unwrap_or("?")),
+        train = v["data"]["train"],
+        test = v["data"]["test"],
+        source = v["data"]["source"].as_str().unwrap_or("?"),
+        epochs = v["epochs"],
+        warm = v["warmup_epochs"],
+        spe = v["steps_per_epoch"],
+        batch = s["batch"],
+        depth = s["depth"],
+        patch = s["patch"],
+        mlp = s["mlp_dim"],
+        seed = s["seed"],
+        pa = v["precision"]["ours"].as_str().unwrap_or("?"),
+        po = v["precision"]["official"].as_str().unwrap_or("?"),
+        tiny = if v["tiny"].as_bool() == Some(true) {
+            "; TINY CHECK: the numbers mean nothing"
+        } else {
+            ""
+        },
+    )
+}
+
+fn short(c: &str) -> String {
+    c.chars().take(10).collect::<String>() + if c.ends_with("+uncommitted") { "+" } else { "" }
+}
+
+/// The README block: settings, the table, the paper's number marked as not comparable.
+pub fn markdown(v: &Value, png: Option<&str>) -> String {
+    let (head, rows) = rows(v);
+    let mut s = String::new();
+    let _ = writeln!(s, "{}.\n", settings_line(v));
+    let _ = writeln!(s, "| {} |", head.join(" | "));
+    let _ = writeln!(s, "|{}", "---|".repeat(head.len()));
+    for r in rows {
+        let _ = writeln!(s, "| {} |", r.join(" | "));
+    }
+    let p = &v["paper"];
+    if let Some(k) = p["knn"].as_f64() {
+        let _ = writeln!(
+            s,
+            "\nPaper ({}): kNN {k}, linear {} — **not comparable** with a run of {} epochs on a subset.",
+            p["setting"].as_str().unwrap_or("?"),
+            num(&p["linear"], 1),
+            v["epochs"]
+        );
+    }
+    if let Some(png) = png {
+        let _ = writeln!(s, "\n![curves: ours, baseline, official]({png})");
+    }
+    s
+}
+
+/// `runs/verify/*.json`, newest name last.
+pub fn collect(runs_root: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(runs_root.join("verify"))
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "json"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// The report page's section for every verification run under `runs_root/verify/`.
+pub fn html_section(runs_root: &Path) -> Result<(String, usize)> {
+    let files = collect(runs_root);
+    if files.is_empty() {
+        return Ok((String::new(), 0));
+    }
+    let mut body = String::from(
+        "<h2 id=\"gpu-verification\">GPU verification: ours vs baseline vs official code</h2>\n",
+    );
+    let mut images = 0;
+    for f in files {
+        let text =
+            std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?;
+        let v: Value =
+            serde_json::from_str(&text).with_context(|| format!("{} is not JSON", f.display()))?;
+        let (head, rows) = rows(&v);
+        let esc = crate::page::esc;
+        let _ = writeln!(
+            body,
+            "<h3>{} — {}</h3>\n<p>{}</p>\n<table>\n<tr>{}</tr>",
+            esc(v["method"].as_str().unwrap_or("?")),
+            esc(&f.file_name().unwrap_or_default().to_string_lossy()),
+            esc(&settings_line(&v)),
+            head.iter()
+                .map(|h| format!("<th>{}</th>", esc(h)))
+                .collect::<String>()
+        );
+        for r in rows {
+            let _ = writeln!(
+                body,
+                "<tr>{}</tr>",
+                r.iter()
+                    .map(|c| format!("<td>{}</td>", esc(c)))
+                    .collect::<String>()
+            );
+        }
+        body.push_str("</table>\n");
+        let png = f.with_extension("png");
+        if png.exists() {
+            let _ = writeln!(
+                body,
+                "<figure class=\"plot\">{}</figure>",
+                crate::page::embedded_img(&png, "verification curves")?
+            );
+            images += 1;
+        }
+    }
+    Ok((body, images))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sample() -> Value {
+        json!({
+            "method": "patchmix", "device": "NVIDIA H100", "torch": "2.11.0", "commit": "abcdef0123456789",
+            "official": {"commit": "21ace32d37"}, "tiny": false, "epochs": 2, "warmup_epochs": 1,
+            "steps_per_epoch": 39, "data": {"train": 20000, "test": 5000, "source": "cifar"},
+            "settings": {"batch": 512, "depth": 12, "patch": 2, "mlp_dim": 4096, "seed": 7, "knn_k": [10, 200]},
+            "precision": {"ours": "bf16", "official": "fp16"},
+            "paper": {"setting": "800 epochs", "knn": 92.9, "linear": 94.4},
+            "runs": {
+                "official": {"label": "official", "status": "ok", "samples_per_s": 9000.0,
+                             "epochs": [{"epoch": 1, "knn_top1_k10": 30.0}, {"epoch": 2, "knn_top1_k10": 41.31, "knn_top1_k200": 40.0, "loss": 6.5}]},
+                "ours": {"label": "ours", "status": "ok", "samples_per_s": 10000.0, "gpu_util_mean_pct": 91.0,
+                         "epochs": [{"epoch": 1}, {"epoch": 2, "knn_top1_k10": 42.0, "loss": 6.4}]},
+            }
+        })
+    }
+
+    #[test]
+    fn rows_put_ours_first_and_read_the_last_epoch() {
+        let (head, rows) = rows(&sample());
+        assert_eq!(head[2], "kNN top-1 k=10");
+        assert_eq!(rows[0][0], "ours");
+        assert_eq!(rows[0][2], "42.0");
+        assert_eq!(rows[0][3], "–", "no k=200 in our last epoch");
+        assert_eq!(rows[1][0], "official");
+        assert_eq!(rows[1][2], "41.3");
+        assert_eq!(rows[1][4], "6.500");
+        let md = markdown(&sample(), Some("x.png"));
+        assert!(md.contains("| ours | 2 | 42.0 |"), "{md}");
+        assert!(md.contains("not comparable"), "{md}");
+        assert!(md.contains("NVIDIA H100"), "{md}");
+    }
+}

@@ -1,0 +1,363 @@
+"""GPU verification run of one method (copied into the bundle by `cargo xtask gpu-bundle`).
+
+Runs, for the same number of epochs, seed, data and settings:
+  (a) ours        our method (the Rust binary in bin/)
+  (b) baseline    ours with the method switched off
+  (c) official    the official PyTorch code, through our adapter
+and writes $OUT/verify-<method>.json (per-epoch metrics, samples/s, GPU memory and utilisation)
+plus $OUT/verify-<method>.png (the curves side by side) and one log per run.
+
+Without --tiny it first times a few steps of (a) and (c) and picks the number of epochs so that
+the three runs end within the bundle's minutes. --tiny: a few steps of each on a few images (on
+the CPU when there is no GPU), to check that the bundle still works; its numbers mean nothing.
+Needs: python3 with torch (+ torchvision, timm, einops; matplotlib for the PNG), no network.
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def log(msg):
+    print(f"[run.py {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+class GpuSampler:
+    """Polls nvidia-smi (utilisation %, memory used MiB) while a run is going."""
+
+    def __init__(self):
+        self.util, self.mem = [], []
+        self.proc = None
+        if shutil.which("nvidia-smi"):
+            self.proc = subprocess.Popen(
+                ["nvidia-smi", "--query-gpu=utilization.gpu,memory.used", "--format=csv,noheader,nounits",
+                 "-lms", "500"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            self.thread = threading.Thread(target=self._read, daemon=True)
+            self.thread.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            try:
+                u, m = (float(x) for x in line.strip().split(",")[:2])
+            except ValueError:
+                continue
+            self.util.append(u)
+            self.mem.append(m)
+
+    def stop(self):
+        if self.proc:
+            self.proc.terminate()
+            self.proc.wait()
+        busy = [u for u in self.util if u > 0]
+        return {
+            "gpu_util_mean_pct": statistics.mean(self.util) if self.util else None,
+            "gpu_util_mean_busy_pct": statistics.mean(busy) if busy else None,
+            "gpu_mem_peak_mib": max(self.mem) if self.mem else None,
+        }
+
+
+def run_cmd(name, cmd, env, timeout_s, out_dir):
+    """Run one command with a deadline; stdout+stderr go to $OUT/log-<name>.txt."""
+    log(f"{name}: {' '.join(cmd)}")
+    path = os.path.join(out_dir, f"log-{name}.txt")
+    sampler = GpuSampler()
+    t0 = time.time()
+    status = "ok"
+    with open(path, "w") as f:
+        p = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=HERE)
+        try:
+            rc = p.wait(timeout=max(timeout_s, 1))
+            if rc != 0:
+                status = f"failed (exit {rc})"
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            status = f"timed out after {timeout_s:.0f} s"
+    gpu = sampler.stop()
+    wall = time.time() - t0
+    log(f"{name}: {status} in {wall:.0f} s")
+    if status != "ok":
+        with open(path) as f:
+            tail = f.read()[-3000:]
+        print(tail, flush=True)
+    return status, wall, gpu
+
+
+# ------------------------------------------------------------------ patchmix
+
+
+class PatchMix:
+    """(a) patchmix pretrain, (b) the same with mix.enabled=false, (c) official/patchmix.py."""
+
+    def __init__(self, b, s, data, device, work, env):
+        self.b, self.s, self.data, self.device, self.work, self.env = b, s, data, device, work, env
+
+    def ours_cmd(self, name, epochs, warmup, mix=True, stop_at=None):
+        s = self.s
+        sets = {
+            "data.format": '"image-folder"', "data.root": json.dumps(self.data),
+            "data.train_subset": 0, "data.test_subset": 0, "data.threads": s["workers"],
+            "model.depth": s["depth"], "model.patch_size": s["patch"], "model.mlp_dim": s["mlp_dim"],
+            "optim.epochs": epochs, "optim.warmup_epochs": warmup, "optim.batch_size": s["batch"],
+            "mix.enabled": str(mix).lower(), "eval.knn_every": 1, "eval.linear_epochs": 0,
+            "eval.knn_k": json.dumps(s["knn_k"]), "log.log_every": 1,
+            "log.checkpoint_every_epochs": 100000, "runtime.seed": s["seed"],
+            "runtime.threads": s["torch_threads"], "runtime.autocast_bf16": "true",
+        }
+        cmd = [os.path.join(HERE, "bin", "patchmix"), "pretrain", "--preset", os.path.join(HERE, "cfg", "patchmix.toml"),
+               "--runs-dir", os.path.join(self.work, "runs"), "--name", name, "--device", self.device]
+        for k, v in sets.items():
+            cmd += ["--set", f"{k}={v}"]
+        if stop_at:
+            cmd += ["--stop-at", str(stop_at)]
+        return cmd
+
+    def official_cmd(self, out, epochs, warmup, mix_p=1.0, max_steps=0, knn=True):
+        s = self.s
+        cmd = [sys.executable, os.path.join(HERE, "official", "adapter.py"), "--official",
+               os.path.join(HERE, "official", "src"), "--data", self.data, "--out", out,
+               "--epochs", str(epochs), "--warmup-epochs", str(warmup), "--batch", str(s["batch"]),
+               "--depth", str(s["depth"]), "--patch", str(s["patch"]), "--mlp-dim", str(s["mlp_dim"]),
+               "--mix-p", str(mix_p), "--workers", str(s["workers"]), "--seed", str(s["seed"]),
+               "--knn-k", ",".join(str(k) for k in s["knn_k"])]
+        if max_steps:
+            cmd += ["--max-steps", str(max_steps)]
+        if not knn:
+            cmd += ["--no-knn"]
+        return cmd
+
+    def variants(self, epochs, warmup):
+        d = os.path.join(self.work, "official-metrics.jsonl")
+        return [
+            ("ours", "PatchMix (ours)", self.ours_cmd("ours", epochs, warmup, True),
+             lambda: self.read_ours("ours")),
+            ("baseline", "no-mix baseline (ours)", self.ours_cmd("baseline", epochs, warmup, False),
+             lambda: self.read_ours("baseline")),
+            ("official", "PatchMix (official code)", self.official_cmd(d, epochs, warmup),
+             lambda: read_jsonl(d)),
+        ]
+
+    def calibrate(self, out_dir, steps):
+        """Seconds per step of ours and of the official code, and one kNN pass (official)."""
+        cal = {}
+        status, wall, _ = run_cmd("calibrate-ours", self.ours_cmd("calibrate", 1, 0, True, stop_at=steps),
+                                  self.env, 240, out_dir)
+        rows = [r for r in read_jsonl(os.path.join(self.work, "runs", "patchmix", "calibrate", "metrics.jsonl"))
+                if "elapsed_s" in r]
+        if status == "ok" and len(rows) >= 4:
+            cal["ours_step_s"] = (rows[-1]["elapsed_s"] - rows[1]["elapsed_s"]) / (len(rows) - 2)
+        cal["ours_startup_s"] = wall - cal.get("ours_step_s", 0) * steps
+        out = os.path.join(self.work, "calibrate-official.jsonl")
+        status, wall, _ = run_cmd("calibrate-official", self.official_cmd(out, 1, 0, max_steps=steps),
+                                  self.env, 240, out_dir)
+        rows = read_jsonl(out)
+        if status == "ok" and rows:
+            r = rows[0]
+            cal["official_step_s"] = self.s["batch"] / r["samples_per_s"]
+            cal["knn_s"] = r["elapsed_s"] - r["epoch_train_s"]
+        cal["official_startup_s"] = wall - cal.get("official_step_s", 0) * steps - cal.get("knn_s", 0)
+        return cal
+
+    def read_ours(self, name):
+        """Per-epoch rows from our metrics.jsonl and report.json (the last epoch's kNN)."""
+        d = os.path.join(self.work, "runs", "patchmix", name)
+        rows = read_jsonl(os.path.join(d, "metrics.jsonl"))
+        steps = [r for r in rows if "total" in r]
+        evals = {r["step"]: r for r in rows if any(k.startswith("knn_top1") for k in r)}
+        by_epoch = {}
+        for r in steps:
+            by_epoch.setdefault(int(r["epoch"]), []).append(r)
+        out = []
+        report = None
+        if os.path.exists(os.path.join(d, "report.json")):
+            with open(os.path.join(d, "report.json")) as f:
+                report = json.load(f)
+        for e in sorted(by_epoch):
+            rs = by_epoch[e]
+            row = {"epoch": e + 1, "steps": rs[-1]["step"], "loss": statistics.mean(r["total"] for r in rs),
+                   "src_loss": statistics.mean(r["orig"] for r in rs)}
+            if len(rs) > 1:
+                dt = rs[-1]["elapsed_s"] - rs[0]["elapsed_s"]
+                row["samples_per_s"] = (len(rs) - 1) * self.s["batch"] / max(dt, 1e-9)
+            ev = evals.get(rs[-1]["step"])
+            if ev:
+                row.update({k: v for k, v in ev.items() if k.startswith("knn_top1")})
+            elif report and e == max(by_epoch) and report.get("knn"):
+                row.update({f"knn_top1_k{x['k']}": x["top1"] for x in report["knn"]})
+            out.append(row)
+        return out
+
+
+def read_jsonl(path):
+    if not os.path.exists(path):
+        return []
+    rows = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    pass
+    return rows
+
+
+def tiny_data(src, dst, per_class):
+    """A few images per class (symbolic links) for --tiny."""
+    for split, n in per_class.items():
+        for c in sorted(os.listdir(os.path.join(src, split))):
+            d = os.path.join(dst, split, c)
+            os.makedirs(d, exist_ok=True)
+            for fn in sorted(os.listdir(os.path.join(src, split, c)))[:n]:
+                os.symlink(os.path.join(src, split, c, fn), os.path.join(d, fn))
+    return dst
+
+
+def plot(result, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("matplotlib missing: no PNG")
+        return False
+    k = result["settings"]["knn_k"][0]
+    fig, ax = plt.subplots(1, 3, figsize=(16, 4.5))
+    for name, r in result["runs"].items():
+        ep = [x["epoch"] for x in r["epochs"]]
+        knn = [(x["epoch"], x[f"knn_top1_k{k}"]) for x in r["epochs"] if f"knn_top1_k{k}" in x]
+        if knn:
+            ax[0].plot(*zip(*knn), marker="o", label=r["label"])
+        if ep:
+            ax[1].plot(ep, [x.get("loss") for x in r["epochs"]], marker="o", label=r["label"])
+        ax[2].bar(r["label"].replace(" (", "\n("), r.get("samples_per_s") or 0)
+    ax[0].set(xlabel="epoch", ylabel=f"kNN top-1 % (k={k})", title="kNN on the class token")
+    ax[1].set(xlabel="epoch", ylabel="training loss (epoch mean)", title="loss")
+    ax[2].set(ylabel="samples / s", title="training throughput")
+    for a in ax[:2]:
+        a.legend()
+        a.grid(alpha=0.3)
+    s = result
+    fig.suptitle(f"{s['method']}: {s['device']} · {s['epochs']} epochs · {s['data']['train']} train / "
+                 f"{s['data']['test']} test images · commit {s['commit'][:10]}" + (" · TINY CHECK" if s["tiny"] else ""))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return True
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tiny", action="store_true", help="a few steps on a few images: does the bundle work?")
+    ap.add_argument("--minutes", type=float, default=None, help="wall-clock budget (default: the bundle's)")
+    ap.add_argument("--epochs", type=int, default=0, help="skip the calibration: this many epochs")
+    ap.add_argument("--out", default=os.environ.get("OUT") or os.path.join(HERE, "out"))
+    a = ap.parse_args()
+    t_start = time.time()
+    with open(os.path.join(HERE, "bundle.json")) as f:
+        b = json.load(f)
+    os.makedirs(a.out, exist_ok=True)
+    work = os.path.join(HERE, "work-tiny" if a.tiny else "work")
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+
+    import torch
+    cuda = torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+    env = dict(os.environ)
+    torch_lib = os.path.join(os.path.dirname(torch.__file__), "lib")
+    env["LD_LIBRARY_PATH"] = torch_lib + (":" + env["LD_LIBRARY_PATH"] if env.get("LD_LIBRARY_PATH") else "")
+    env["PYTHONUNBUFFERED"] = "1"
+    env["CONTRAST_NO_PROGRESS"] = "1"
+    extra = os.path.join(HERE, "official", "site")
+    if os.path.isdir(extra):
+        env["PYTHONPATH"] = extra + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    try:  # our figures' chart text: matplotlib ships DejaVu Sans (a machine may have no fonts)
+        import matplotlib
+        font = os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data", "fonts", "ttf", "DejaVuSans.ttf")
+        if os.path.exists(font):
+            env.setdefault("CONTRAST_FONT", font)
+    except ImportError:
+        pass
+    gpu_name = torch.cuda.get_device_name(0) if cuda else "CPU"
+    log(f"device {gpu_name}, torch {torch.__version__}, python {sys.executable}")
+
+    s = dict(b["settings"])
+    data = os.path.join(HERE, "data")
+    if a.tiny:
+        s.update(b["tiny"])
+        data = tiny_data(data, os.path.join(work, "data"), {"train": s["train_per_class"], "test": s["test_per_class"]})
+    if b["method"] != "patchmix":
+        sys.exit(f"run.py knows no method `{b['method']}`")
+    m = PatchMix(b, s, data, device, work, env)
+    n_train = sum(len(os.listdir(os.path.join(data, "train", c))) for c in os.listdir(os.path.join(data, "train")))
+    n_test = sum(len(os.listdir(os.path.join(data, "test", c))) for c in os.listdir(os.path.join(data, "test")))
+    iters = n_train // s["batch"]
+
+    minutes = a.minutes or b["minutes"]
+    budget = minutes * 60
+    calibration = {}
+    if a.tiny:
+        epochs = s["epochs"]
+    elif a.epochs:
+        epochs = a.epochs
+    else:
+        calibration = m.calibrate(a.out, s["calibrate_steps"])
+        log(f"calibration: {calibration}")
+        step_s = max(calibration.get("ours_step_s", 0), calibration.get("official_step_s", 0)) or 1.0
+        knn_s = calibration.get("knn_s", 10.0)
+        startup = max(calibration.get("ours_startup_s", 30), calibration.get("official_startup_s", 30))
+        per_run = (budget - (time.time() - t_start) - 15) / 3
+        epochs = int((per_run - startup - knn_s) // (iters * step_s * 1.08 + knn_s))
+        epochs = max(1, min(epochs, s.get("max_epochs", 800)))
+        calibration.update({"per_run_budget_s": per_run, "chosen_epochs": epochs})
+    warmup = max(1, round(epochs * s["warmup_fraction"])) if epochs > 1 else 0
+    log(f"{epochs} epochs ({warmup} warm-up) of {iters} steps, batch {s['batch']}, {n_train} train / {n_test} test")
+
+    result = {
+        "method": b["method"], "device": gpu_name, "torch": torch.__version__, "commit": b["commit"],
+        "official": b["official"], "tiny": a.tiny, "epochs": epochs, "warmup_epochs": warmup,
+        "steps_per_epoch": iters, "settings": s, "data": {"train": n_train, "test": n_test, "source": b["data"]},
+        "calibration": calibration, "paper": b.get("paper", {}), "precision": b.get("precision", {}),
+        "runs": {},
+    }
+    variants = m.variants(epochs, warmup)
+    deadline = t_start + budget
+    for i, (name, label, cmd, read) in enumerate(variants):
+        left = deadline - time.time()
+        # what is left, shared by this and the remaining runs, with some slack for this one
+        share = left / (len(variants) - i)
+        timeout = min(left - 5 * (len(variants) - i - 1), share * 1.3) if not a.tiny else 900
+        status, wall, gpu = run_cmd(name, cmd, env, timeout, a.out)
+        rows = read()
+        sps = [r["samples_per_s"] for r in rows if r.get("samples_per_s")]
+        result["runs"][name] = {"label": label, "status": status, "wall_s": wall, "epochs": rows,
+                                "samples_per_s": statistics.median(sps) if sps else None, **gpu}
+        with open(os.path.join(a.out, f"verify-{b['method']}.json"), "w") as f:
+            json.dump(result, f, indent=1)
+    result["wall_s"] = time.time() - t_start
+    path = os.path.join(a.out, f"verify-{b['method']}.json")
+    with open(path, "w") as f:
+        json.dump(result, f, indent=1)
+    plot(result, os.path.join(a.out, f"verify-{b['method']}.png"))
+    k = s["knn_k"][0]
+    for name, r in result["runs"].items():
+        last = r["epochs"][-1] if r["epochs"] else {}
+        log(f"{name:9} {r['status']:10} epochs {len(r['epochs'])}  kNN@{k} {last.get(f'knn_top1_k{k}')}  "
+            f"loss {last.get('loss')}  samples/s {r['samples_per_s']}  util {r['gpu_util_mean_pct']}  "
+            f"mem {r['gpu_mem_peak_mib']} MiB")
+    log(f"wrote {path} in {result['wall_s']:.0f} s")
+    bad = [n for n, r in result["runs"].items() if r["status"] != "ok" or not r["epochs"]]
+    if bad:
+        sys.exit(f"runs that did not finish: {bad}")
+
+
+if __name__ == "__main__":
+    main()
