@@ -7,18 +7,41 @@ use serde_json::Value;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-/// One row per run: label, status, epochs run, final kNN for each k, final loss, samples/s,
-/// mean GPU utilisation, peak GPU memory.
+/// The last epoch at which every run has a kNN result for the first k (runs cut short by the
+/// time budget are compared where all of them got to), if any.
+pub fn common_epoch(v: &Value) -> Option<i64> {
+    let k0 = v["settings"]["knn_k"].get(0)?.as_i64()?;
+    let key = format!("knn_top1_k{k0}");
+    v["runs"]
+        .as_object()?
+        .values()
+        .map(|r| {
+            r["epochs"].as_array().and_then(|e| {
+                e.iter()
+                    .filter(|x| x.get(&key).is_some_and(Value::is_number))
+                    .filter_map(|x| x["epoch"].as_i64())
+                    .max()
+            })
+        })
+        .collect::<Option<Vec<i64>>>()?
+        .into_iter()
+        .min()
+}
+
+/// One row per run: label, status, epochs run, kNN for each k and the loss at the common epoch
+/// ([`common_epoch`]; else each run's last), samples/s, mean GPU utilisation, peak GPU memory.
 pub fn rows(v: &Value) -> (Vec<String>, Vec<Vec<String>>) {
     let ks: Vec<i64> = v["settings"]["knn_k"]
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_i64).collect())
         .unwrap_or_default();
-    let mut head = vec!["run".to_string(), "epochs".into()];
-    head.extend(ks.iter().map(|k| format!("kNN top-1 k={k}")));
+    let at = common_epoch(v);
+    let when = at.map_or("last epoch".to_string(), |e| format!("epoch {e}"));
+    let mut head = vec!["run".to_string(), "epochs run".into()];
+    head.extend(ks.iter().map(|k| format!("kNN top-1 k={k} @ {when}")));
     head.extend(
         [
-            "loss (last epoch)",
+            format!("loss @ {when}").as_str(),
             "samples/s (median epoch)",
             "GPU util %",
             "GPU mem peak MiB",
@@ -34,7 +57,14 @@ pub fn rows(v: &Value) -> (Vec<String>, Vec<Vec<String>>) {
     for name in names {
         let r = &v["runs"][name.as_str()];
         let epochs = r["epochs"].as_array().cloned().unwrap_or_default();
-        let last = epochs.last().cloned().unwrap_or(Value::Null);
+        let last = match at {
+            Some(e) => epochs
+                .iter()
+                .find(|x| x["epoch"].as_i64() == Some(e))
+                .cloned(),
+            None => epochs.last().cloned(),
+        }
+        .unwrap_or(Value::Null);
         let mut row = vec![
             r["label"].as_str().unwrap_or(name).to_string(),
             epochs.len().to_string(),
@@ -103,6 +133,11 @@ pub fn markdown(v: &Value, png: Option<&str>) -> String {
     let _ = writeln!(s, "|{}", "---|".repeat(head.len()));
     for r in rows {
         let _ = writeln!(s, "| {} |", r.join(" | "));
+    }
+    for n in v["notes"].as_array().into_iter().flatten() {
+        if let Some(n) = n.as_str() {
+            let _ = writeln!(s, "\n* {n}");
+        }
     }
     let p = &v["paper"];
     if let Some(k) = p["knn"].as_f64() {
@@ -208,7 +243,8 @@ mod tests {
     #[test]
     fn rows_put_ours_first_and_read_the_last_epoch() {
         let (head, rows) = rows(&sample());
-        assert_eq!(head[2], "kNN top-1 k=10");
+        assert_eq!(common_epoch(&sample()), Some(2));
+        assert_eq!(head[2], "kNN top-1 k=10 @ epoch 2");
         assert_eq!(rows[0][0], "ours");
         assert_eq!(rows[0][2], "42.0");
         assert_eq!(rows[0][3], "–", "no k=200 in our last epoch");
@@ -217,6 +253,14 @@ mod tests {
         assert_eq!(rows[1][4], "6.500");
         let md = markdown(&sample(), Some("x.png"));
         assert!(md.contains("| ours | 2 | 42.0 |"), "{md}");
+        // a run that stopped earlier moves the comparison to the epoch all runs reached
+        let mut short = sample();
+        short["runs"]["official"]["epochs"].as_array_mut().unwrap().pop();
+        assert_eq!(common_epoch(&short), Some(1));
+        let (head1, rows1) = super::rows(&short);
+        assert_eq!(head1[2], "kNN top-1 k=10 @ epoch 1");
+        assert_eq!(rows1[0][2], "–", "ours has no kNN at epoch 1");
+        assert_eq!(rows1[1][2], "30.0");
         assert!(md.contains("not comparable"), "{md}");
         assert!(md.contains("NVIDIA H100"), "{md}");
     }
