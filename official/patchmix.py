@@ -203,11 +203,13 @@ def main():
                "elapsed_s": time.time() - t0}
         row.update(tb.values)
         if not a.no_knn:
+            tk = time.time()
             tr, te_ = features(eval_sets[0]), features(eval_sets[1])
             for k in ks:
                 top1, _ = knn_classifier(tr[0], tr[1], te_[0], te_[1], k, 0.07, use_cuda=cuda,
                                          num_classes=len(eval_sets[0].classes))
                 row[f"knn_top1_k{k}"] = float(top1)
+            row["knn_s"] = time.time() - tk
         if cuda:
             row["max_memory_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
         out.write(json.dumps(row) + "\n")

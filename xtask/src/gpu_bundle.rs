@@ -50,6 +50,26 @@ pub struct GpuBundleArgs {
     pub check: bool,
 }
 
+impl GpuBundleArgs {
+    /// What CI runs: a small bundle from the dev build, checked with `run.sh --tiny`; CIFAR-10
+    /// when this machine has it, else synthetic images (the check is about the bundle working,
+    /// not about its numbers).
+    pub fn ci_check(method: &str) -> Self {
+        Self {
+            method: method.into(),
+            minutes: 9.0,
+            out: None,
+            train: 640,
+            test: 200,
+            data_dir: None,
+            synthetic: cifar10_source(None).is_err(),
+            profile: "dev".into(),
+            official_from: None,
+            check: true,
+        }
+    }
+}
+
 pub fn gpu_bundle(a: &GpuBundleArgs) -> Result<()> {
     if a.method != "patchmix" {
         bail!(
@@ -105,7 +125,10 @@ pub fn gpu_bundle(a: &GpuBundleArgs) -> Result<()> {
 
     // 2. the official code and our adapter
     std::fs::create_dir_all(out.join("official"))?;
-    std::fs::copy(root.join(&manifest.adapter), out.join("official/adapter.py"))?;
+    std::fs::copy(
+        root.join(&manifest.adapter),
+        out.join("official/adapter.py"),
+    )?;
     let checkout = match manifest.checkout() {
         Some(d) => Some(d),
         None => match official::fetch(&manifest, a.official_from.as_deref()) {
@@ -145,12 +168,11 @@ pub fn gpu_bundle(a: &GpuBundleArgs) -> Result<()> {
             .args(["rev-parse", "HEAD"]),
     )
     .unwrap_or_else(|_| "unknown".into());
-    let dirty = run_output(
-        Command::new("git")
-            .arg("-C")
-            .arg(&root)
-            .args(["status", "--porcelain", "--untracked-files=no"]),
-    )
+    let dirty = run_output(Command::new("git").arg("-C").arg(&root).args([
+        "status",
+        "--porcelain",
+        "--untracked-files=no",
+    ]))
     .map(|s| !s.is_empty())
     .unwrap_or(false);
     let bundle = json!({
@@ -202,7 +224,9 @@ pub fn gpu_bundle(a: &GpuBundleArgs) -> Result<()> {
             &std::fs::read_to_string(out.join(format!("out/verify-{}.json", a.method)))
                 .context("run.sh --tiny wrote no verify JSON")?,
         )?;
-        let runs = v["runs"].as_object().context("no runs in the verify JSON")?;
+        let runs = v["runs"]
+            .as_object()
+            .context("no runs in the verify JSON")?;
         for (name, r) in runs {
             println!(
                 "  {name}: {} ({} epochs)",
@@ -398,11 +422,8 @@ impl Cifar10Source {
                             }
                             let mut img = image::RgbImage::new(32, 32);
                             for (p, px) in img.pixels_mut().enumerate() {
-                                *px = image::Rgb([
-                                    rec[1 + p],
-                                    rec[1 + 1024 + p],
-                                    rec[1 + 2048 + p],
-                                ]);
+                                *px =
+                                    image::Rgb([rec[1 + p], rec[1 + 1024 + p], rec[1 + 2048 + p]]);
                             }
                             let to = dest.join(split).join(CIFAR10_CLASSES[label]);
                             std::fs::create_dir_all(&to)?;
@@ -411,10 +432,7 @@ impl Cifar10Source {
                         }
                     }
                     if count.iter().any(|&c| c < per_class) {
-                        bail!(
-                            "{}: only {count:?} {split} images per class",
-                            src.display()
-                        );
+                        bail!("{}: only {count:?} {split} images per class", src.display());
                     }
                 }
             }
@@ -483,8 +501,15 @@ mod tests {
             .unwrap()
             .to_rgb8();
         assert_eq!(img.dimensions(), (32, 32));
-        assert_eq!(img.get_pixel(5, 7).0, [13, 13, 13], "second cat = record 13");
-        assert_eq!(std::fs::read_dir(dest.join("test/truck")).unwrap().count(), 1);
+        assert_eq!(
+            img.get_pixel(5, 7).0,
+            [13, 13, 13],
+            "second cat = record 13"
+        );
+        assert_eq!(
+            std::fs::read_dir(dest.join("test/truck")).unwrap().count(),
+            1
+        );
         // asking for more than there is names the split
         let e = Cifar10Source::Binary(tmp.path().join("bin"))
             .write_subset(&tmp.path().join("o2"), 50, 10)

@@ -100,6 +100,8 @@ fn run(cli: Cli) -> Result<()> {
                 "warnings",
             ])?;
             test(&[])?;
+            util::step("gpu-bundle patchmix --check (run.sh --tiny on the CPU)");
+            gpu_bundle::gpu_bundle(&gpu_bundle::GpuBundleArgs::ci_check("patchmix"))?;
             println!("xtask ci: all green in {:.0} s", t0.elapsed().as_secs_f64());
             Ok(())
         }

@@ -65,8 +65,7 @@ impl Manifest {
     pub fn checkout(&self) -> Option<PathBuf> {
         let d = self.checkout_dir();
         let stamp = std::fs::read_to_string(d.join(".contrast-commit")).ok()?;
-        (stamp.trim() == self.commit && self.files.iter().all(|f| d.join(f).is_file()))
-            .then_some(d)
+        (stamp.trim() == self.commit && self.files.iter().all(|f| d.join(f).is_file())).then_some(d)
     }
 }
 
@@ -173,7 +172,12 @@ pub fn fetch(m: &Manifest, from: Option<&str>) -> Result<PathBuf> {
         )
     })?;
     git(&["-c", "advice.detachedHead=false", "checkout", "-q", rev])?;
-    let head = run_output(Command::new("git").arg("-C").arg(&tmp).args(["rev-parse", "HEAD"]))?;
+    let head = run_output(
+        Command::new("git")
+            .arg("-C")
+            .arg(&tmp)
+            .args(["rev-parse", "HEAD"]),
+    )?;
     if head != m.commit {
         bail!("fetched {head}, expected {}", m.commit);
     }

@@ -42,10 +42,19 @@ pub fn verify_report(a: &VerifyReportArgs) -> Result<()> {
         bail!("no crate `{method}` for {}", a.json.display());
     }
     let device = slug(v["device"].as_str().unwrap_or("device"));
-    let commit: String = v["commit"].as_str().unwrap_or("unknown").chars().take(10).collect();
+    let commit: String = v["commit"]
+        .as_str()
+        .unwrap_or("unknown")
+        .chars()
+        .take(10)
+        .collect();
     let stem = format!(
         "verify-{method}-{device}-{commit}{}",
-        if v["tiny"].as_bool() == Some(true) { "-tiny" } else { "" }
+        if v["tiny"].as_bool() == Some(true) {
+            "-tiny"
+        } else {
+            ""
+        }
     );
     let png = a.json.with_extension("png");
     let runs = a
@@ -69,7 +78,9 @@ pub fn verify_report(a: &VerifyReportArgs) -> Result<()> {
         let readme = crate_dir.join("README.md");
         let block = contrast_report::verify::markdown(
             &v,
-            png.exists().then_some(format!("results/{stem}.png")).as_deref(),
+            png.exists()
+                .then_some(format!("results/{stem}.png"))
+                .as_deref(),
         );
         update_block(&readme, &block)?;
         println!("updated {}", readme.display());
@@ -125,7 +136,10 @@ mod tests {
         update_block(&f, "two\n").unwrap();
         let t = std::fs::read_to_string(&f).unwrap();
         assert_eq!(t.matches(BEGIN).count(), 1, "{t}");
-        assert!(t.contains("two\n<!-- verify:end -->") && !t.contains("one"), "{t}");
+        assert!(
+            t.contains("two\n<!-- verify:end -->") && !t.contains("one"),
+            "{t}"
+        );
         assert!(t.starts_with("# x\n\ntext\n"), "{t}");
         assert_eq!(slug("NVIDIA H100 80GB HBM3"), "nvidia-h100-80gb-hbm3");
     }

@@ -43,7 +43,8 @@ impl PatchMixStep {
             patchmix::mix::PatchMixer::new(cfg.mix.m, cfg.mix.p, cfg.model.patch_size, 0.0)?;
         let mut nce = InfoNce::new(cfg.optim.temperature)?;
         nce.check_targets = false;
-        let targets = patchmix::train::StepTargets::new(&mixer, batch, cfg.mix.src_smoothing, device);
+        let targets =
+            patchmix::train::StepTargets::new(&mixer, batch, cfg.mix.src_smoothing, device);
         let mut groups = decay_groups(&net.encoder_vs, cfg.optim.wd_start);
         groups.extend(decay_groups(&net.predictor_vs, cfg.optim.wd_start));
         let opt = AdamW::new(

@@ -246,7 +246,11 @@ fn byol_recipe_follows_the_patchmix_notes() {
         let (mut blur, mut sol, mut cj, mut gray) = (None, 0.0, None, None);
         for op in &v.ops {
             match op {
-                Op::GaussianBlur { p, kernel_size, .. } => blur = Some((*p, *kernel_size)),
+                // PIL's radius-σ blur as the official code (no kernel size: 0 here)
+                Op::PilGaussianBlur { p, sigma } => {
+                    assert_eq!(*sigma, (0.1, 2.0));
+                    blur = Some((*p, 0))
+                }
                 Op::Solarize { p, .. } => sol = *p,
                 Op::ColorJitter { p, jitter } => cj = Some((*p, *jitter)),
                 Op::Grayscale { p } => gray = Some(*p),
@@ -267,15 +271,15 @@ fn byol_recipe_follows_the_patchmix_notes() {
     let cj = contrast_core::data::ColorJitter::new(0.4, 0.4, 0.2, 0.1);
     assert_eq!(
         probs(&r.views[0]),
-        (Some((1.0, 3)), 0.0, Some((0.8, cj)), Some(0.2))
+        (Some((1.0, 0)), 0.0, Some((0.8, cj)), Some(0.2))
     );
     assert_eq!(
         probs(&r.views[1]),
-        (Some((0.1, 3)), 0.2, Some((0.8, cj)), Some(0.2))
+        (Some((0.1, 0)), 0.2, Some((0.8, cj)), Some(0.2))
     );
     assert_eq!(
         probs(&r.views[2]),
-        (Some((0.5, 3)), 0.0, Some((0.8, cj)), Some(0.2))
+        (Some((0.5, 0)), 0.0, Some((0.8, cj)), Some(0.2))
     );
     assert_eq!(r.views[0].size(), 32);
     assert_eq!(r.views[7].size(), 16);

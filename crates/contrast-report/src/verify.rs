@@ -255,7 +255,10 @@ mod tests {
         assert!(md.contains("| ours | 2 | 42.0 |"), "{md}");
         // a run that stopped earlier moves the comparison to the epoch all runs reached
         let mut short = sample();
-        short["runs"]["official"]["epochs"].as_array_mut().unwrap().pop();
+        short["runs"]["official"]["epochs"]
+            .as_array_mut()
+            .unwrap()
+            .pop();
         assert_eq!(common_epoch(&short), Some(1));
         let (head1, rows1) = super::rows(&short);
         assert_eq!(head1[2], "kNN top-1 k=10 @ epoch 1");

@@ -52,7 +52,8 @@ fn objective_matches_pytorch_and_keys_get_no_gradient() {
             ("lmq", &Tensor::stack(&lmq, 0)),
         ];
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/patchmix_loss.py");
-        let Some(out) = run_reference(script, &inputs, &["0.2", &m.to_string(), "0.1"]).unwrap() else {
+        let Some(out) = run_reference(script, &inputs, &["0.2", &m.to_string(), "0.1"]).unwrap()
+        else {
             return;
         };
         assert_close(&mix_t, get(&out, "mix_target"), 0.0, 1e-6, "T_mix");

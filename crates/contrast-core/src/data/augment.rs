@@ -95,6 +95,10 @@ pub enum Op {
         kernel_size: usize,
         sigma: (f64, f64),
     },
+    /// `RandomApply([PIL GaussianBlur(radius=σ)], p)`, σ uniform in `sigma`: Pillow's
+    /// `ImageFilter.GaussianBlur` bit for bit on the image quantised to 8 bits
+    /// ([`super::pil_blur`]); what the official MoCo-v2 / BYOL-style / PatchMix pipelines call.
+    PilGaussianBlur { p: f64, sigma: (f64, f64) },
     /// `RandomSolarize(threshold, p)` on [0, 1] values.
     Solarize { p: f64, threshold: f32 },
     /// `Normalize(mean, std)`.
@@ -171,6 +175,13 @@ impl ViewSpec {
                     ensure!(
                         0.0 < sigma.0 && sigma.0 <= sigma.1,
                         "GaussianBlur: sigma {sigma:?} must satisfy 0 < min ≤ max"
+                    );
+                }
+                Op::PilGaussianBlur { p, sigma } => {
+                    ensure!(p_ok(*p), "op {k}: probability {p} not in [0, 1]");
+                    ensure!(
+                        0.0 < sigma.0 && sigma.0 <= sigma.1,
+                        "PilGaussianBlur: sigma {sigma:?} must satisfy 0 < min ≤ max"
                     );
                 }
                 Op::Normalize { std, .. } => {
@@ -268,6 +279,12 @@ impl ViewSpec {
                         gaussian_blur(out, s, s, kernel_size, sg as f32);
                     }
                 }
+                Op::PilGaussianBlur { p, sigma } => {
+                    if rng.gen::<f64>() < p {
+                        let sg = uniform(rng, sigma.0, sigma.1);
+                        super::pil_blur::gaussian_blur_unit(out, s, s, sg as f32);
+                    }
+                }
                 Op::Solarize { p, threshold } => {
                     if rng.gen::<f64>() < p {
                         solarize(out, threshold);
@@ -346,8 +363,8 @@ impl Recipe {
     /// `RandomApply(ColorJitter(0.4, 0.4, 0.2, 0.1), 0.8)` → `RandomGrayscale(0.2)` →
     /// `GaussianBlur(σ ∈ [0.1, 2])` with p = 1.0 (view 1) / 0.1 (view 2) → `Solarize` with
     /// p = 0 / 0.2 (threshold 128/255, PIL's `ImageOps.solarize` default) → `HorizontalFlip` →
-    /// `Normalize(ImageNet)`. The blur kernel is [`default_blur_kernel`] (the official code blurs
-    /// with PIL's radius-σ filter, which has no fixed kernel size: a documented deviation).
+    /// `Normalize(ImageNet)`. The blur is PIL's radius-σ `GaussianBlur`, as the official
+    /// `module/augmentation.py` applies it ([`Op::PilGaussianBlur`]).
     pub fn byol(size: usize, min_scale: f64) -> Result<Self> {
         let view = |blur_p: f64, solarize_p: f64| {
             ViewSpec::new(vec![
@@ -362,9 +379,8 @@ impl Recipe {
                     jitter: ColorJitter::new(0.4, 0.4, 0.2, 0.1),
                 },
                 Op::Grayscale { p: 0.2 },
-                Op::GaussianBlur {
+                Op::PilGaussianBlur {
                     p: blur_p,
-                    kernel_size: default_blur_kernel(size),
                     sigma: (0.1, 2.0),
                 },
                 Op::Solarize {
@@ -522,9 +538,8 @@ impl Recipe {
                 jitter: ColorJitter::new(0.4, 0.4, 0.2, 0.1),
             },
             Op::Grayscale { p: 0.2 },
-            Op::GaussianBlur {
+            Op::PilGaussianBlur {
                 p: 0.5,
-                kernel_size: default_blur_kernel(size),
                 sigma: (0.1, 2.0),
             },
             Op::HorizontalFlip { p: 0.5 },

@@ -40,6 +40,7 @@ pub mod augment;
 pub mod cifar;
 pub mod dataset;
 pub mod folder;
+pub mod pil_blur;
 pub mod pipeline;
 pub mod splits;
 pub mod stl10;
