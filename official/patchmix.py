@@ -44,6 +44,27 @@ def parse():
     return p.parse_args()
 
 
+def glue(cuda):
+    """What the official code needs to run here, and nothing else: on a machine without CUDA,
+    `.cuda()` is a no-op and the mixer builds its targets on the CPU (it asks for
+    `device='cuda'`); `utils/logger.py` imports tensorboard, stubbed when it is missing (the
+    adapter passes its own logger). Call after the official checkout is on `sys.path`."""
+    import torch
+    if not cuda:
+        torch.Tensor.cuda = lambda self, *args, **kw: self
+        torch.nn.Module.cuda = lambda self, *args, **kw: self
+        from module.mix import PatchMixer
+        one_hot = PatchMixer._one_hot
+        PatchMixer._one_hot = lambda self, t, n, on=1., off=0., device='cuda': one_hot(self, t, n, on, off, 'cpu')
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except Exception:
+        import types
+        stub = types.ModuleType("utils.logger")
+        stub.Logger = stub.console_logger = None
+        sys.modules["utils.logger"] = stub
+
+
 def main():
     a = parse()
     sys.path.insert(0, os.path.abspath(a.official))
@@ -53,17 +74,7 @@ def main():
     from torchvision import datasets, transforms
 
     cuda = torch.cuda.is_available()
-    if not cuda:
-        # glue for CPU checks only: the official code moves tensors with `.cuda()`
-        torch.Tensor.cuda = lambda self, *args, **kw: self
-        torch.nn.Module.cuda = lambda self, *args, **kw: self
-    try:
-        import torch.utils.tensorboard  # noqa: F401  (utils/logger.py needs it)
-    except Exception:
-        import types
-        stub = types.ModuleType("utils.logger")
-        stub.Logger = stub.console_logger = None
-        sys.modules["utils.logger"] = stub
+    glue(cuda)
 
     import main_pretrain as official
     from main_knn import knn_classifier
@@ -75,11 +86,6 @@ def main():
     from module.vits import ViT
     from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
     from utils import misc
-
-    if not cuda:
-        # CPU glue, as above: the mixer builds its targets with `device='cuda'`
-        one_hot = PatchMixer._one_hot
-        PatchMixer._one_hot = lambda self, t, n, on=1., off=0., device='cuda': one_hot(self, t, n, on, off, 'cpu')
 
     if not dist.is_initialized():
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
