@@ -213,7 +213,7 @@ pub fn build_optimizer(cfg: &ClairesConfig, model: &Claires) -> Result<AdamW> {
 }
 
 pub fn train(cfg: &ClairesConfig, opts: &RunOptions, stop_at: Option<u64>) -> Result<Outcome> {
-    let device = cfg.runtime.init()?;
+    let device = cfg.runtime.init_without_autocast("claires")?;
     let mut opts = opts.clone();
     opts.keep_checkpoints = cfg.log.keep_checkpoints;
     let mut run = Run::open(&opts, &to_toml(cfg)?)?;
@@ -439,7 +439,7 @@ pub fn load_run(run_dir: &Path) -> Result<(ClairesConfig, Claires)> {
         )),
         &[],
     )?;
-    let device = cfg.runtime.init()?;
+    let device = cfg.runtime.init_without_autocast("claires")?;
     let mut cfg2 = cfg.clone();
     cfg2.model.text_pretrained = false; // the run's weights replace them
     let mut model = Claires::new(&cfg2, device)?;

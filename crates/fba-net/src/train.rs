@@ -164,7 +164,7 @@ pub fn step_terms(net: &FbaNet, x: &Tensor, y: &Tensor, w: &LossWeights) -> Resu
 
 /// Train (or resume) and evaluate. `stop_at` ends this invocation after that many iterations.
 pub fn train(cfg: &FbaNetConfig, opts: &RunOptions, stop_at: Option<u64>) -> Result<Outcome> {
-    let device = cfg.runtime.init()?;
+    let device = cfg.runtime.init_without_autocast("fba-net")?;
     let mut opts = opts.clone();
     opts.keep_checkpoints = cfg.log.keep_checkpoints;
     let mut run = Run::open(&opts, &to_toml(cfg)?)?;
@@ -347,7 +347,7 @@ pub fn eval_weights(
     save_dir: Option<&Path>,
     figure: Option<&Path>,
 ) -> Result<Vec<CaseResult>> {
-    let device = cfg.runtime.init()?;
+    let device = cfg.runtime.init_without_autocast("fba-net")?;
     let data = LaData::load(cfg)?;
     let net = build_model(cfg, device, false)?;
     if weights.is_dir() {
@@ -368,7 +368,7 @@ pub fn eval_weights(
 /// Seconds per training iteration at the config's patch and batch (forward + backward + SGD
 /// step on random data; the first `warmup` iterations are not timed).
 pub fn time_iterations(cfg: &FbaNetConfig, iters: usize, warmup: usize) -> Result<f64> {
-    let device = cfg.runtime.init()?;
+    let device = cfg.runtime.init_without_autocast("fba-net")?;
     let net = build_model(cfg, device, true)?;
     let mut opt = optimizer(cfg, &net)?;
     let p = cfg.data.patch.map(|v| v as i64);

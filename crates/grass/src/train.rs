@@ -158,7 +158,7 @@ pub fn pretrain(cfg: &GrassConfig, opts: &RunOptions, stop_at: Option<u64>) -> R
         "pretrain.warmup_epochs {warmup_epochs} exceeds pretrain.epochs {}",
         p.epochs
     );
-    let device = cfg.runtime.init()?;
+    let device = cfg.runtime.init_without_autocast("grass")?;
     let mut opts = opts.clone();
     opts.keep_checkpoints = cfg.log.keep_checkpoints;
     let mut run = Run::open(&opts, &to_toml(cfg)?)?;
@@ -433,7 +433,7 @@ pub fn finetune(cfg: &GrassConfig, opts: &RunOptions, stop_at: Option<u64>) -> R
         "finetune.label_fraction must be in (0, 1], got {}",
         f.label_fraction
     );
-    let device = cfg.runtime.init()?;
+    let device = cfg.runtime.init_without_autocast("grass")?;
     let mut opts = opts.clone();
     opts.keep_checkpoints = cfg.log.keep_checkpoints;
     let mut run = Run::open(&opts, &to_toml(cfg)?)?;

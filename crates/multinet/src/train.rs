@@ -130,7 +130,7 @@ pub fn build_learner(cfg: &MultinetConfig, device: Device) -> Result<Box<dyn Lea
 
 /// Pretrain (or resume) and evaluate. `stop_at` ends this invocation after that many steps.
 pub fn pretrain(cfg: &MultinetConfig, opts: &RunOptions, stop_at: Option<u64>) -> Result<Outcome> {
-    let device = cfg.runtime.init()?;
+    let device = cfg.runtime.init_without_autocast("multinet")?;
     let mut opts = opts.clone();
     opts.keep_checkpoints = cfg.log.keep_checkpoints;
     let mut run = Run::open(&opts, &to_toml(cfg)?)?;

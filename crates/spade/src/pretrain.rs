@@ -365,7 +365,7 @@ pub fn pretrain(cfg: &SpadeConfig, opts: &RunOptions, stop_at: Option<u64>) -> R
     if cfg.pretrain.volumes < 2 {
         bail!("pretrain.volumes must be ≥ 2 (negatives come from other crops)");
     }
-    let device = cfg.runtime.init()?;
+    let device = cfg.runtime.init_without_autocast("spade")?;
     let mut run = Run::open(opts, &to_toml(cfg)?)?;
     let t0 = std::time::Instant::now();
     let data = fba_net::data::LaData::load(&cfg.finetune)?;

@@ -178,7 +178,7 @@ pub fn build_optimizer(cfg: &SppsConfig, learner: &Learner) -> Result<Box<dyn Op
 }
 
 pub fn pretrain(cfg: &SppsConfig, opts: &RunOptions, stop_at: Option<u64>) -> Result<Outcome> {
-    let device = cfg.runtime.init()?;
+    let device = cfg.runtime.init_without_autocast("spps")?;
     let mut opts = opts.clone();
     opts.keep_checkpoints = cfg.log.keep_checkpoints;
     let mut run = Run::open(&opts, &to_toml(cfg)?)?;
@@ -455,7 +455,7 @@ pub fn sample(
     let cfg_path = run_dir.join("config.toml");
     let cfg: SppsConfig = load_config(Some(ConfigSource::file(&cfg_path)?), &[])
         .with_context(|| format!("loading the run config {}", cfg_path.display()))?;
-    let device = cfg.runtime.init()?;
+    let device = cfg.runtime.init_without_autocast("spps")?;
     let ck_path = contrast_core::train::Checkpointer::new(run_dir.join("checkpoints"), 1)
         .latest()?
         .with_context(|| format!("no checkpoint in {}/checkpoints", run_dir.display()))?;

@@ -107,7 +107,7 @@ pub struct ToyOutcome {
 /// Train (or resume) the toy run. `stop_at` ends this invocation after that many total steps,
 /// leaving a checkpoint to resume from.
 pub fn train(cfg: &ToyConfig, opts: &RunOptions, stop_at: Option<u64>) -> Result<ToyOutcome> {
-    let device = cfg.runtime.init()?;
+    let device = cfg.runtime.init_without_autocast("the example")?;
     let resolved = super::config::to_toml(cfg)?;
     let mut opts = opts.clone();
     opts.keep_checkpoints = cfg.keep_checkpoints;
