@@ -164,8 +164,15 @@ mod tests {
         assert_eq!(cfg.init_without_autocast("spade").unwrap(), Device::Cpu);
         cfg.autocast_bf16 = true;
         let e = cfg.init_without_autocast("spade").unwrap_err().to_string();
-        assert!(e.contains("runtime.autocast_bf16") && e.contains("spade"), "{e}");
-        assert_eq!(cfg.init().unwrap(), Device::Cpu, "patchmix's init accepts it");
+        assert!(
+            e.contains("runtime.autocast_bf16") && e.contains("spade"),
+            "{e}"
+        );
+        assert_eq!(
+            cfg.init().unwrap(),
+            Device::Cpu,
+            "patchmix's init accepts it"
+        );
     }
 
     #[test]

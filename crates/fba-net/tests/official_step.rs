@@ -1,0 +1,245 @@
+//! One FBA-Net+ training iteration of ours against one iteration of the OFFICIAL code
+//! (`cys1102/FBA-Net`, checked out by `cargo xtask official fetch fba-net` into the git-ignored
+//! `.official/fba-net`): same weights (ours, loaded by name into the official `FBAnet`), same
+//! batch (2 labelled + 2 unlabelled patches). The official side (tests/py/official_step.py) uses
+//! the official network, losses and ramp-up with the loop body of `train_3d.py`. Compared: the
+//! loss terms, every gradient, every variable after the SGD step (BN statistics included).
+//!
+//! Without the official checkout (or Python) our iteration is compared with the official
+//! numbers committed in `official/fixtures/fba_net_step.json`, with one line saying so.
+
+use contrast_core::tensors::named_variables;
+use contrast_core::testing::{assert_close, get, global_rng_lock, run_reference};
+use fba_net::config::FbaNetConfig;
+use fba_net::loss::consistency_weight;
+use fba_net::train::{build_model, loss_weights, optimizer, step_terms};
+use std::path::PathBuf;
+use tch::{Device, Kind, Tensor};
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn fixture_path() -> PathBuf {
+    repo_root().join("official/fixtures/fba_net_step.json")
+}
+
+fn l2(t: &Tensor) -> f64 {
+    t.to_kind(Kind::Double).norm().double_value(&[])
+}
+
+#[test]
+fn one_iteration_equals_the_official_train_3d_iteration() {
+    let _rng = global_rng_lock();
+    let official = repo_root().join(".official/fba-net");
+    let mut cfg = FbaNetConfig::default();
+    cfg.model.variant = "fba-net+".into();
+    cfg.model.n_filters = 4;
+    cfg.model.dim = 16;
+    cfg.data.patch = [32, 32, 16];
+    let (n, lb) = (4i64, 2i64);
+    tch::manual_seed(21);
+    // dropout off (train = false builds without it); the step itself runs in train mode
+    let net = build_model(&cfg, Device::Cpu, false).unwrap();
+    // At initialisation the contrastive MLPs see A / (HWD), a map of ≈ 0.5 / 2048: every
+    // embedding is ≈ its bias, every cosine similarity hits the 0.9995 clamp and SimMax / SimMin
+    // carry no gradient. Spread the MLP weights so the contrastive terms are exercised.
+    tch::no_grad(|| {
+        // in name order: the draws must not depend on a hash map's order
+        for (name, mut t) in named_variables(&net.vs) {
+            if name.contains("_mlp.0.weight") {
+                let spread = Tensor::randn(t.size(), (Kind::Float, Device::Cpu)) * 4.0;
+                t.copy_(&spread);
+            }
+        }
+    });
+    let opts = (Kind::Float, Device::Cpu);
+    let x = Tensor::randn([n, 1, 32, 32, 16], opts);
+    // labelled masks: a ball around a random centre per image
+    let grid = |len: i64| Tensor::arange(len, (Kind::Float, Device::Cpu));
+    let (gx, gy, gz) = (
+        grid(32).view([32, 1, 1]),
+        grid(32).view([1, 32, 1]),
+        grid(16).view([1, 1, 16]),
+    );
+    let y = Tensor::stack(
+        &(0..lb)
+            .map(|i| {
+                let c = 10.0 + 6.0 * i as f64;
+                ((&gx - c).square() + (&gy - 16.0).square() + (&gz - 8.0).square())
+                    .lt(49.0)
+                    .to_kind(Kind::Int64)
+            })
+            .collect::<Vec<_>>(),
+        0,
+    );
+    let mut inputs: Vec<(String, Tensor)> =
+        vec![("x".into(), x.copy()), ("y".into(), y.to_kind(Kind::Float))];
+    for (k, v) in named_variables(&net.vs) {
+        inputs.push((format!("w.{k}"), v.detach().copy()));
+    }
+
+    // our iteration 1, as `train` runs it
+    let iter = 1u64;
+    let cw = consistency_weight(
+        iter,
+        cfg.loss.rampup_every,
+        cfg.loss.consistency_rampup,
+        cfg.loss.consistency,
+    );
+    let mut opt = optimizer(&cfg, &net).unwrap();
+    let terms = step_terms(&net, &x, &y, &loss_weights(&cfg, cw)).unwrap();
+    contrast_core::optim::Optimizer::zero_grad(&mut opt);
+    terms.total.backward();
+    contrast_core::optim::Optimizer::step(&mut opt).unwrap();
+    let ours: Vec<(String, Tensor)> = named_variables(&net.vs);
+    let ours_terms = [
+        ("seg_dice", terms.seg_dice.double_value(&[])),
+        ("consistency", terms.consistency.double_value(&[])),
+        ("contrast", terms.contrast.double_value(&[])),
+        ("loss", terms.total.double_value(&[])),
+    ];
+
+    let have_checkout = official.join(".contrast-commit").exists();
+    let out = if have_checkout {
+        let refs: Vec<(&str, &Tensor)> = inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/official_step.py");
+        let args = [
+            official.display().to_string(),
+            cfg.model.n_filters.to_string(),
+            cfg.model.dim.to_string(),
+            lb.to_string(),
+            cfg.optim.lr.to_string(),
+            iter.to_string(),
+            cfg.loss.consistency.to_string(),
+            cfg.loss.consistency_rampup.to_string(),
+            cfg.loss.temperature.to_string(),
+            cfg.loss.lambda_seg.to_string(),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_reference(script, &refs, &args).unwrap()
+    } else {
+        None
+    };
+    let Some(out) = out else {
+        compare_with_fixture(&ours_terms, &ours, cfg.optim.lr, have_checkout);
+        return;
+    };
+
+    for (name, v) in ours_terms {
+        let o = get(&out, name).double_value(&[]);
+        assert!(
+            (v - o).abs() <= 1e-5 * o.abs().max(1.0),
+            "{name}: ours {v} vs official {o}"
+        );
+    }
+    let global = out
+        .iter()
+        .filter(|(n, _)| n.starts_with("g."))
+        .map(|(_, g)| g.abs().max().double_value(&[]))
+        .fold(0.0, f64::max);
+    let mut checked = 0;
+    for (name, t) in &ours {
+        if t.requires_grad() {
+            let g = get(&out, &format!("g.{name}"));
+            assert_close(&t.grad(), g, 1e-5 * global, 1e-3, &format!("dL/d{name}"));
+        }
+        // SGD's first step is −lr·(g + wd·w): the variables agree as the gradients do
+        let w = get(&out, &format!("w.{name}"));
+        assert_close(
+            t,
+            w,
+            1e-5 * global * cfg.optim.lr + 1e-7,
+            1e-5,
+            &format!("{name} after the step"),
+        );
+        checked += 1;
+    }
+    assert!(checked > 100, "only {checked} variables compared");
+    println!(
+        "official_step: loss {:.7} (official {:.7}); {checked} variables equal after one iteration",
+        terms.total.double_value(&[]),
+        get(&out, "loss").double_value(&[])
+    );
+    if std::env::var_os("CONTRAST_WRITE_FIXTURES").is_some() {
+        write_fixture(&out, &official);
+    }
+}
+
+fn write_fixture(out: &[(String, Tensor)], official: &std::path::Path) {
+    let commit = std::fs::read_to_string(official.join(".contrast-commit")).unwrap();
+    let mut grad = serde_json::Map::new();
+    let mut after = serde_json::Map::new();
+    let mut global = 0.0f64;
+    for (n, t) in out {
+        if let Some(v) = n.strip_prefix("g.") {
+            grad.insert(v.into(), l2(t).into());
+            global = global.max(t.abs().max().double_value(&[]));
+        } else if let Some(v) = n.strip_prefix("w.") {
+            after.insert(v.into(), l2(t).into());
+        }
+    }
+    let terms: serde_json::Map<String, serde_json::Value> =
+        ["seg_dice", "consistency", "contrast", "loss"]
+            .iter()
+            .map(|k| (k.to_string(), get(out, k).double_value(&[]).into()))
+            .collect();
+    let v = serde_json::json!({
+        "what": "one FBA-Net+ iteration of the official network, losses and train_3d.py loop on the weights and batch of crates/fba-net/tests/official_step.rs",
+        "official_commit": commit.trim(),
+        "terms": terms, "grad_l2": grad, "after_l2": after, "grad_max_abs": global,
+    });
+    std::fs::create_dir_all(fixture_path().parent().unwrap()).unwrap();
+    std::fs::write(
+        fixture_path(),
+        serde_json::to_string_pretty(&v).unwrap() + "\n",
+    )
+    .unwrap();
+    println!("official_step: wrote {}", fixture_path().display());
+}
+
+fn compare_with_fixture(
+    terms: &[(&str, f64)],
+    vars: &[(String, Tensor)],
+    lr: f64,
+    have_checkout: bool,
+) {
+    let text = std::fs::read_to_string(fixture_path())
+        .unwrap_or_else(|e| panic!("no fixture {}: {e}", fixture_path().display()));
+    let f: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let close = |a: f64, b: f64, rtol: f64, atol: f64, what: &str| {
+        assert!(
+            (a - b).abs() <= atol + rtol * b.abs(),
+            "{what}: ours {a} vs official {b}"
+        );
+    };
+    for (name, v) in terms {
+        close(*v, f["terms"][*name].as_f64().unwrap(), 1e-5, 1e-5, name);
+    }
+    let global = f["grad_max_abs"].as_f64().unwrap();
+    for (name, t) in vars {
+        if t.requires_grad() {
+            let g = f["grad_l2"][name.as_str()]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{name} not in the fixture"));
+            let noise = 1e-5 * global * (t.numel() as f64).sqrt();
+            close(l2(&t.grad()), g, 1e-3, noise, &format!("|dL/d{name}|"));
+        }
+        let w = f["after_l2"][name.as_str()]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{name} not in the fixture"));
+        close(
+            l2(t),
+            w,
+            1e-5,
+            lr * 1e-5 * global * (t.numel() as f64).sqrt() + 1e-6,
+            &format!("|{name}| after the step"),
+        );
+    }
+    println!(
+        "official_step: {} (`cargo xtask official fetch fba-net`); our iteration matches the committed official numbers ({} variables, official commit {})",
+        if have_checkout { "no Python with torch" } else { "no official checkout" },
+        vars.len(),
+        f["official_commit"].as_str().unwrap_or("?")
+    );
+}
