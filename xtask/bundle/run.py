@@ -96,8 +96,13 @@ def run_cmd(name, cmd, env, timeout_s, out_dir):
 class PatchMix:
     """(a) patchmix pretrain, (b) the same with mix.enabled=false, (c) official/patchmix.py."""
 
+    x_label = "epoch"
+
     def __init__(self, b, s, data, device, work, env):
         self.b, self.s, self.data, self.device, self.work, self.env = b, s, data, device, work, env
+
+    def primary(self):
+        return f"knn_top1_k{self.s['knn_k'][0]}"
 
     def ours_cmd(self, name, epochs, warmup, mix=True, stop_at=None):
         s = self.s
@@ -195,6 +200,94 @@ class PatchMix:
         return out
 
 
+# ------------------------------------------------------------------ fba-net
+
+
+class FbaNet:
+    """(a) fba-net train, FBA-Net+; (b) the same with model.variant = supervised (V-Net on the
+    labelled cases only); (c) the official train_3d.py through official/adapter.py. A fixed number
+    of iterations (`settings.iterations`, or --epochs N read as iterations): the official script
+    evaluates the test Dice every 200 iterations from 800, and ours is set to the same points."""
+
+    x_label = "iteration"
+
+    def __init__(self, b, s, data, device, work, env):
+        self.b, self.s, self.data, self.device, self.work, self.env = b, s, data, device, work, env
+
+    def primary(self):
+        return "dice"
+
+    def ours_cmd(self, name, iters, variant):
+        s = self.s
+        sets = {
+            "data.root": json.dumps(self.data), "data.labeled": s["labeled"], "data.max_samples": 0,
+            "data.patch": json.dumps(s["patch"]), "model.n_filters": s["n_filters"],
+            "model.variant": json.dumps(variant), "optim.iterations": iters,
+            "eval.every": s["eval_every"], "eval.start": s["eval_start"], "eval.stride": json.dumps(s["stride"]),
+            "log.log_every": 1, "log.checkpoint_every": 100000, "runtime.seed": s["seed"],
+            "runtime.threads": s["torch_threads"],
+        }
+        cmd = [os.path.join(HERE, "bin", "fba-net"), "train", "--preset", os.path.join(HERE, "cfg", "fba-net.toml"),
+               "--runs-dir", os.path.join(self.work, "runs"), "--name", name, "--device", self.device]
+        for k, v in sets.items():
+            cmd += ["--set", f"{k}={v}"]
+        return cmd
+
+    def official_cmd(self, out, iters):
+        return [sys.executable, os.path.join(HERE, "official", "adapter.py"), "--official",
+                os.path.join(HERE, "official", "src"), "--data", self.data, "--work",
+                os.path.join(self.work, "official"), "--out", out, "--iterations", str(iters),
+                "--labeled", str(self.s["labeled"]), "--seed", str(self.s["seed"])]
+
+    def variants(self, iters, _warmup):
+        d = os.path.join(self.work, "official-metrics.jsonl")
+        return [
+            ("ours", "FBA-Net+ (ours)", self.ours_cmd("ours", iters, "fba-net+"), lambda: self.read_ours("ours")),
+            ("baseline", "supervised V-Net (ours)", self.ours_cmd("baseline", iters, "supervised"),
+             lambda: self.read_ours("baseline")),
+            ("official", "FBA-Net+ (official code)", self.official_cmd(d, iters), lambda: self.read_official(d)),
+        ]
+
+    def points(self, losses, dices, batch):
+        """Rows at the evaluation iterations (and the last one): test Dice %, the mean loss of the
+        iterations since the previous row, samples/s over them."""
+        out, prev = [], None
+        marks = sorted(set(dices) | ({max(losses)} if losses else set()))
+        for it in marks:
+            seg = [losses[i] for i in losses if (prev is None or i > prev) and i <= it]
+            row = {"epoch": it, "iteration": it}
+            if it in dices:
+                row["dice"] = dices[it]
+            if seg:
+                row["loss"] = statistics.mean(r["loss"] for r in seg)
+                if len(seg) > 1:
+                    dt = seg[-1]["elapsed_s"] - seg[0]["elapsed_s"]
+                    row["samples_per_s"] = (len(seg) - 1) * batch / max(dt, 1e-9)
+            out.append(row)
+            prev = it
+        return out
+
+    def read_ours(self, name):
+        rows = read_jsonl(os.path.join(self.work, "runs", "fba-net", name, "metrics.jsonl"))
+        losses = {r["step"]: {"loss": r["total"], "elapsed_s": r["elapsed_s"]} for r in rows if "total" in r}
+        dices = {r["step"]: r["test_dice"] for r in rows if "test_dice" in r}
+        report = os.path.join(self.work, "runs", "fba-net", name, "report.json")
+        if os.path.exists(report) and losses:
+            with open(report) as f:
+                last = json.load(f).get("last_iteration", {}).get("mean", {}).get("dice")
+            # the final evaluation (same sliding window, all test cases) of the last iteration
+            if last is not None:
+                dices.setdefault(max(losses), last)
+        batch = self.s["batch"] if name == "ours" else self.s["labeled_bs"]
+        return self.points(losses, dices, batch)
+
+    def read_official(self, path):
+        rows = read_jsonl(path)
+        losses = {r["iteration"]: r for r in rows if r.get("tag") == "loss"}
+        dices = {r["iteration"]: 100.0 * r["value"] for r in rows if r.get("tag") == "Var_dice/Dice"}
+        return self.points(losses, dices, self.s["batch"])
+
+
 def read_jsonl(path):
     if not os.path.exists(path):
         return []
@@ -229,25 +322,25 @@ def plot(result, path):
     except ImportError:
         log("matplotlib missing: no PNG")
         return False
-    k = result["settings"]["knn_k"][0]
+    key, xl = result["primary"], result.get("x_label", "epoch")
     fig, ax = plt.subplots(1, 3, figsize=(16, 4.5))
     for name, r in result["runs"].items():
-        ep = [x["epoch"] for x in r["epochs"]]
-        knn = [(x["epoch"], x[f"knn_top1_k{k}"]) for x in r["epochs"] if f"knn_top1_k{k}" in x]
-        if knn:
-            ax[0].plot(*zip(*knn), marker="o", label=r["label"])
-        if ep:
-            ax[1].plot(ep, [x.get("loss") for x in r["epochs"]], marker="o", label=r["label"])
+        pts = [(x["epoch"], x[key]) for x in r["epochs"] if key in x]
+        if pts:
+            ax[0].plot(*zip(*pts), marker="o", label=r["label"])
+        ls = [(x["epoch"], x["loss"]) for x in r["epochs"] if "loss" in x]
+        if ls:
+            ax[1].plot(*zip(*ls), marker="o", label=r["label"])
         ax[2].bar(r["label"].replace(" (", "\n("), r.get("samples_per_s") or 0)
-    ax[0].set(xlabel="epoch", ylabel=f"kNN top-1 % (k={k})", title="kNN on the class token")
-    ax[1].set(xlabel="epoch", ylabel="training loss (epoch mean)", title="loss")
+    ax[0].set(xlabel=xl, ylabel=result.get("primary_label", key), title=result.get("primary_title", key))
+    ax[1].set(xlabel=xl, ylabel=f"training loss (mean per {xl} span)", title="loss")
     ax[2].set(ylabel="samples / s", title="training throughput")
     for a in ax[:2]:
         a.legend()
         a.grid(alpha=0.3)
     s = result
-    fig.suptitle(f"{s['method']}: {s['device']} · {s['epochs']} epochs · {s['data']['train']} train / "
-                 f"{s['data']['test']} test images · commit {s['commit'][:10]}" + (" · TINY CHECK" if s["tiny"] else ""))
+    fig.suptitle(f"{s['method']}: {s['device']} · {s['epochs']} {xl}s · {s['data']['train']} train / "
+                 f"{s['data']['test']} test · commit {s['commit'][:10]}" + (" · TINY CHECK" if s["tiny"] else ""))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return True
@@ -293,41 +386,54 @@ def main():
     data = os.path.join(HERE, "data")
     if a.tiny:
         s.update(b["tiny"])
-        data = tiny_data(data, os.path.join(work, "data"), {"train": s["train_per_class"], "test": s["test_per_class"]})
-    if b["method"] != "patchmix":
-        sys.exit(f"run.py knows no method `{b['method']}`")
-    m = PatchMix(b, s, data, device, work, env)
-    n_train = sum(len(os.listdir(os.path.join(data, "train", c))) for c in os.listdir(os.path.join(data, "train")))
-    n_test = sum(len(os.listdir(os.path.join(data, "test", c))) for c in os.listdir(os.path.join(data, "test")))
-    iters = n_train // s["batch"]
-
     minutes = a.minutes or b["minutes"]
     budget = minutes * 60
     calibration = {}
-    if a.tiny:
-        epochs = s["epochs"]
-    elif a.epochs:
-        epochs = a.epochs
+    if b["method"] == "patchmix":
+        if a.tiny:
+            data = tiny_data(data, os.path.join(work, "data"),
+                             {"train": s["train_per_class"], "test": s["test_per_class"]})
+        m = PatchMix(b, s, data, device, work, env)
+        n_train = sum(len(os.listdir(os.path.join(data, "train", c))) for c in os.listdir(os.path.join(data, "train")))
+        n_test = sum(len(os.listdir(os.path.join(data, "test", c))) for c in os.listdir(os.path.join(data, "test")))
+        iters = n_train // s["batch"]
+        if a.tiny:
+            epochs = s["epochs"]
+        elif a.epochs:
+            epochs = a.epochs
+        else:
+            calibration = m.calibrate(a.out, s["calibrate_steps"])
+            log(f"calibration: {calibration}")
+            step_s = max(calibration.get("ours_step_s", 0), calibration.get("official_step_s", 0)) or 1.0
+            # one kNN pass (train + test features); ours also evaluates once more at the end and
+            # draws its figures: counted as two more passes (measured on an H100: ≈ 4-5 s each)
+            knn_s = max(calibration.get("knn_s", 0.0), 1.0) * 1.2
+            startup = max(calibration.get("ours_startup_s", 30), calibration.get("official_startup_s", 30))
+            per_run = (budget - (time.time() - t_start) - 15) / 3
+            epochs = int((per_run - startup - 2 * knn_s) // (iters * step_s * 1.1 + knn_s))
+            epochs = max(1, min(epochs, s.get("max_epochs", 800)))
+            calibration.update({"per_run_budget_s": per_run, "chosen_epochs": epochs})
+        warmup = max(1, round(epochs * s["warmup_fraction"])) if epochs > 1 else 0
+        log(f"{epochs} epochs ({warmup} warm-up) of {iters} steps, batch {s['batch']}, {n_train} train / {n_test} test")
+        primary = (m.primary(), f"kNN top-1 % (k={s['knn_k'][0]})", "kNN on the class token")
+    elif b["method"] == "fba-net":
+        m = FbaNet(b, s, data, device, work, env)
+        lists = [os.path.join(data, f) for f in ("train.list", "test.list")]
+        n_train, n_test = (len([x for x in open(f) if x.strip()]) for f in lists)
+        iters = 1
+        epochs = a.epochs or s["iterations"]  # iterations: the official schedule has no epochs
+        warmup = 0
+        log(f"{epochs} iterations, {s['labeled']} labelled + {n_train - s['labeled']} unlabelled, {n_test} test")
+        primary = ("dice", "test Dice % (sliding window)", "test Dice every 200 iterations from 800")
     else:
-        calibration = m.calibrate(a.out, s["calibrate_steps"])
-        log(f"calibration: {calibration}")
-        step_s = max(calibration.get("ours_step_s", 0), calibration.get("official_step_s", 0)) or 1.0
-        # one kNN pass (train + test features); ours also evaluates once more at the end and
-        # draws its figures: counted as two more passes (measured on an H100: ≈ 4-5 s each)
-        knn_s = max(calibration.get("knn_s", 0.0), 1.0) * 1.2
-        startup = max(calibration.get("ours_startup_s", 30), calibration.get("official_startup_s", 30))
-        per_run = (budget - (time.time() - t_start) - 15) / 3
-        epochs = int((per_run - startup - 2 * knn_s) // (iters * step_s * 1.1 + knn_s))
-        epochs = max(1, min(epochs, s.get("max_epochs", 800)))
-        calibration.update({"per_run_budget_s": per_run, "chosen_epochs": epochs})
-    warmup = max(1, round(epochs * s["warmup_fraction"])) if epochs > 1 else 0
-    log(f"{epochs} epochs ({warmup} warm-up) of {iters} steps, batch {s['batch']}, {n_train} train / {n_test} test")
+        sys.exit(f"run.py knows no method `{b['method']}`")
 
     result = {
         "method": b["method"], "device": gpu_name, "torch": torch.__version__, "commit": b["commit"],
         "official": b["official"], "tiny": a.tiny, "epochs": epochs, "warmup_epochs": warmup,
         "steps_per_epoch": iters, "settings": s, "data": {"train": n_train, "test": n_test, "source": b["data"]},
         "calibration": calibration, "paper": b.get("paper", {}), "precision": b.get("precision", {}),
+        "x_label": m.x_label, "primary": primary[0], "primary_label": primary[1], "primary_title": primary[2],
         "runs": {},
     }
     variants = m.variants(epochs, warmup)
@@ -350,10 +456,10 @@ def main():
     with open(path, "w") as f:
         json.dump(result, f, indent=1)
     plot(result, os.path.join(a.out, f"verify-{b['method']}.png"))
-    k = s["knn_k"][0]
+    key = result["primary"]
     for name, r in result["runs"].items():
         last = r["epochs"][-1] if r["epochs"] else {}
-        log(f"{name:9} {r['status']:10} epochs {len(r['epochs'])}  kNN@{k} {last.get(f'knn_top1_k{k}')}  "
+        log(f"{name:9} {r['status']:10} points {len(r['epochs'])}  {key} {last.get(key)}  "
             f"loss {last.get('loss')}  samples/s {r['samples_per_s']}  util {r['gpu_util_mean_pct']}  "
             f"mem {r['gpu_mem_peak_mib']} MiB")
     log(f"wrote {path} in {result['wall_s']:.0f} s")

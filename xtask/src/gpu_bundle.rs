@@ -13,6 +13,9 @@ use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// The methods with a bundle recipe.
+pub const METHODS: &[&str] = &["patchmix", "fba-net"];
+
 /// The most a bundle may weigh: it travels to the GPU machine with the working tree.
 pub const MAX_BUNDLE_BYTES: u64 = 60 * 1024 * 1024;
 
@@ -62,7 +65,7 @@ impl GpuBundleArgs {
             train: 640,
             test: 200,
             data_dir: None,
-            synthetic: cifar10_source(None).is_err(),
+            synthetic: method == "patchmix" && cifar10_source(None).is_err(),
             profile: "dev".into(),
             official_from: None,
             check: true,
@@ -71,12 +74,13 @@ impl GpuBundleArgs {
 }
 
 pub fn gpu_bundle(a: &GpuBundleArgs) -> Result<()> {
-    if a.method != "patchmix" {
-        bail!(
-            "gpu-bundle knows `patchmix` so far; `{}` has no bundle recipe yet",
-            a.method
-        );
-    }
+    let (package, preset) = match a.method.as_str() {
+        "patchmix" => ("patchmix", "paper-cifar10-vit-t"),
+        "fba-net" => ("fba-net", "paper-la-16"),
+        other => bail!(
+            "gpu-bundle knows patchmix and fba-net so far; `{other}` has no bundle recipe yet"
+        ),
+    };
     let manifest = Manifest::load(&a.method)?;
     let root = repo_root();
     let out = a.out.clone().unwrap_or_else(|| {
@@ -97,7 +101,42 @@ pub fn gpu_bundle(a: &GpuBundleArgs) -> Result<()> {
     std::fs::create_dir_all(out.join("bin"))?;
 
     // 1. the binary, stripped (libtorch is the GPU machine's: run.py points LD_LIBRARY_PATH at it)
-    let mut build = vec!["build", "-p", "patchmix", "--bin", "patchmix"];
+    // the data first: a check on a machine without it stops here, before building anything
+    let source = match a.method.as_str() {
+        "patchmix" if a.synthetic => {
+            synthetic_folder(&out.join("data"), n_train, n_test)?;
+            "synthetic random-colour images (check only)".to_string()
+        }
+        "patchmix" => {
+            let src = cifar10_source(a.data_dir.as_deref())?;
+            let s = src.describe();
+            src.write_subset(&out.join("data"), n_train, n_test)?;
+            s
+        }
+        _ => {
+            let root = match &a.data_dir {
+                Some(d) => d.clone(),
+                None => match crate::data::la_heart_root("smoke", None) {
+                    Ok(d) => d,
+                    Err(e) if a.check => {
+                        println!(
+                            "gpu-bundle {} --check: skipped (no LA cases here: {e:#})",
+                            a.method
+                        );
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e),
+                },
+            };
+            let (tr, te) = copy_la_cases(&root, &out.join("data"), 12, 4)?;
+            format!(
+                "LA heart h5 cases ({tr} train, {te} test) from {}",
+                root.display()
+            )
+        }
+    };
+
+    let mut build = vec!["build", "-p", package, "--bin", package];
     if a.profile != "dev" {
         build.extend(["--profile", a.profile.as_str()]);
     }
@@ -107,20 +146,18 @@ pub fn gpu_bundle(a: &GpuBundleArgs) -> Result<()> {
     } else {
         &a.profile
     };
-    let bin = root.join("target").join(dir).join("patchmix");
+    let bin = root.join("target").join(dir).join(package);
     run_status(
         Command::new("strip")
             .arg("-o")
-            .arg(out.join("bin/patchmix"))
+            .arg(out.join("bin").join(package))
             .arg(&bin),
     )
     .with_context(|| format!("stripping {}", bin.display()))?;
+    std::fs::create_dir_all(out.join("cfg"))?;
     std::fs::copy(
-        root.join("crates/patchmix/configs/paper-cifar10-vit-t.toml"),
-        {
-            std::fs::create_dir_all(out.join("cfg"))?;
-            out.join("cfg/patchmix.toml")
-        },
+        root.join(format!("crates/{package}/configs/{preset}.toml")),
+        out.join(format!("cfg/{package}.toml")),
     )?;
 
     // 2. the official code and our adapter
@@ -146,17 +183,6 @@ pub fn gpu_bundle(a: &GpuBundleArgs) -> Result<()> {
         official::copy_files(&manifest, d, &out.join("official/src"))?;
     }
 
-    // 3. the data subset
-    let source = if a.synthetic {
-        synthetic_folder(&out.join("data"), n_train, n_test)?;
-        "synthetic random-colour images (check only)".to_string()
-    } else {
-        let src = cifar10_source(a.data_dir.as_deref())?;
-        let s = src.describe();
-        src.write_subset(&out.join("data"), n_train, n_test)?;
-        s
-    };
-
     // 4. the runner
     for f in ["run.sh", "run.py"] {
         std::fs::copy(root.join("xtask/bundle").join(f), out.join(f))?;
@@ -175,34 +201,56 @@ pub fn gpu_bundle(a: &GpuBundleArgs) -> Result<()> {
     ]))
     .map(|s| !s.is_empty())
     .unwrap_or(false);
-    let bundle = json!({
-        "method": a.method,
-        "commit": if dirty { format!("{commit}+uncommitted") } else { commit },
-        "minutes": a.minutes,
-        "official": {
-            "repository": manifest.repository,
-            "commit": manifest.commit,
-            "licence": manifest.licence,
-            "present": checkout.is_some(),
-        },
-        "data": source,
-        // the paper's CIFAR-10 ViT-T/2 recipe (configs/paper-cifar10-vit-t.toml) at the GPU's
-        // scale: same batch, model, heads, optimiser, schedules' shape, τ, m, p, augmentation
-        "settings": {
-            "batch": 512, "depth": 12, "patch": 2, "mlp_dim": 4096, "seed": 7,
-            "workers": 12, "torch_threads": 4, "knn_k": [10, 20, 100, 200],
-            "warmup_fraction": 0.125, "calibrate_steps": 12, "max_epochs": 800,
-        },
-        "tiny": {
-            "batch": 32, "depth": 1, "patch": 4, "mlp_dim": 64, "epochs": 2, "workers": 1,
-            "torch_threads": 2, "train_per_class": 16, "test_per_class": 10, "knn_k": [10, 20, 100],
-        },
-        "precision": {
-            "ours": "bf16 autocast (runtime.autocast_bf16), fp32 weights and optimiser",
-            "official": "fp16 autocast + GradScaler (main_pretrain.py, torch.cuda.amp)",
-        },
-        "paper": {"setting": "CIFAR-10, ViT-T/2, 800 epochs, batch 512, full 50k train", "knn": 92.9, "linear": 94.4},
+    let commit = if dirty {
+        format!("{commit}+uncommitted")
+    } else {
+        commit
+    };
+    let official_json = json!({
+        "repository": manifest.repository,
+        "commit": manifest.commit,
+        "licence": manifest.licence,
+        "present": checkout.is_some(),
     });
+    let bundle = match a.method.as_str() {
+        "patchmix" => json!({
+            "method": a.method, "commit": commit, "minutes": a.minutes, "official": official_json,
+            "data": source,
+            // the paper's CIFAR-10 ViT-T/2 recipe (configs/paper-cifar10-vit-t.toml) at the GPU's
+            // scale: same batch, model, heads, optimiser, schedules' shape, τ, m, p, augmentation
+            "settings": {
+                "batch": 512, "depth": 12, "patch": 2, "mlp_dim": 4096, "seed": 7,
+                "workers": 12, "torch_threads": 4, "knn_k": [10, 20, 100, 200],
+                "warmup_fraction": 0.125, "calibrate_steps": 12, "max_epochs": 800,
+            },
+            "tiny": {
+                "batch": 32, "depth": 1, "patch": 4, "mlp_dim": 64, "epochs": 2, "workers": 1,
+                "torch_threads": 2, "train_per_class": 16, "test_per_class": 10, "knn_k": [10, 20, 100],
+            },
+            "precision": {
+                "ours": "bf16 autocast (runtime.autocast_bf16), fp32 weights and optimiser",
+                "official": "fp16 autocast + GradScaler (main_pretrain.py, torch.cuda.amp)",
+            },
+            "paper": {"setting": "CIFAR-10, ViT-T/2, 800 epochs, batch 512, full 50k train", "knn": 92.9, "linear": 94.4},
+        }),
+        _ => json!({
+            "method": a.method, "commit": commit, "minutes": a.minutes, "official": official_json,
+            "data": source,
+            // the official train_3d.py recipe (configs/paper-la-16.toml) on the development cases:
+            // 4 labelled + 8 unlabelled training cases, 4 test cases, fewer iterations
+            "settings": {
+                "iterations": 1000, "labeled": 4, "batch": 4, "labeled_bs": 2,
+                "patch": [112, 112, 80], "n_filters": 16, "stride": [18, 18, 4],
+                "eval_every": 200, "eval_start": 800, "seed": 1337, "torch_threads": 4,
+            },
+            "tiny": {
+                "iterations": 1, "patch": [32, 32, 32], "n_filters": 8, "stride": [32, 32, 28],
+                "eval_start": 1_000_000, "torch_threads": 2,
+            },
+            "precision": {"ours": "fp32", "official": "fp32 (train_3d.py has no AMP)"},
+            "paper": {"setting": "LA, 16 labelled / 64 unlabelled, 15 000 iterations, 20 test cases", "numbers": "FBA-Net+ Dice 91.31, supervised V-Net (16 labelled) 86.96"},
+        }),
+    };
     std::fs::write(
         out.join("bundle.json"),
         serde_json::to_string_pretty(&bundle)?,
@@ -439,6 +487,43 @@ impl Cifar10Source {
         }
         Ok(())
     }
+}
+
+/// The first `n_train` / `n_test` cases of an LA root's `train.list` / `test.list`
+/// (`2018LA_Seg_Training Set/<id>/mri_norm2.h5`, the official layout) copied into `dest` with
+/// their lists; returns how many of each.
+fn copy_la_cases(
+    root: &Path,
+    dest: &Path,
+    n_train: usize,
+    n_test: usize,
+) -> Result<(usize, usize)> {
+    let mut counts = [0usize; 2];
+    for (k, (list, n)) in [("train.list", n_train), ("test.list", n_test)]
+        .into_iter()
+        .enumerate()
+    {
+        let text = std::fs::read_to_string(root.join(list))
+            .with_context(|| format!("{}: no {list}", root.display()))?;
+        let ids: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .take(n)
+            .collect();
+        for id in &ids {
+            let rel = Path::new("2018LA_Seg_Training Set")
+                .join(id)
+                .join("mri_norm2.h5");
+            let to = dest.join(&rel);
+            std::fs::create_dir_all(to.parent().unwrap())?;
+            std::fs::copy(root.join(&rel), &to)
+                .with_context(|| format!("copying case {id} from {}", root.display()))?;
+        }
+        std::fs::write(dest.join(list), ids.join("\n") + "\n")?;
+        counts[k] = ids.len();
+    }
+    Ok((counts[0], counts[1]))
 }
 
 /// Random-colour 32×32 PNGs in 10 classes (the class sets the mean colour), for `--check`

@@ -100,8 +100,12 @@ fn run(cli: Cli) -> Result<()> {
                 "warnings",
             ])?;
             test(&[])?;
-            util::step("gpu-bundle patchmix --check (run.sh --tiny on the CPU)");
-            gpu_bundle::gpu_bundle(&gpu_bundle::GpuBundleArgs::ci_check("patchmix"))?;
+            for method in gpu_bundle::METHODS {
+                util::step(&format!(
+                    "gpu-bundle {method} --check (run.sh --tiny on the CPU)"
+                ));
+                gpu_bundle::gpu_bundle(&gpu_bundle::GpuBundleArgs::ci_check(method))?;
+            }
             println!("xtask ci: all green in {:.0} s", t0.elapsed().as_secs_f64());
             Ok(())
         }

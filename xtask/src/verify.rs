@@ -66,14 +66,7 @@ pub fn verify_report(a: &VerifyReportArgs) -> Result<()> {
     if !a.no_readme {
         dests.push(crate_dir.join("results"));
     }
-    for d in &dests {
-        std::fs::create_dir_all(d)?;
-        std::fs::copy(&a.json, d.join(format!("{stem}.json")))?;
-        if png.exists() {
-            std::fs::copy(&png, d.join(format!("{stem}.png")))?;
-        }
-        println!("filed {}", d.join(format!("{stem}.json")).display());
-    }
+    file_into(&a.json, &dests, &stem)?;
     if !a.no_readme {
         let readme = crate_dir.join("README.md");
         let block = contrast_report::verify::markdown(
@@ -89,6 +82,27 @@ pub fn verify_report(a: &VerifyReportArgs) -> Result<()> {
     let bench = root.join("benches").join("RESULTS.md");
     contrast_report::page::write_page(&runs, &out, Some(&bench))?;
     println!("wrote {}", out.display());
+    Ok(())
+}
+
+/// Copy the JSON (and the PNG beside it) into every folder as `<stem>.json|png`. Read once, then
+/// written atomically: filing a JSON from where it is already filed must not truncate it.
+fn file_into(json: &Path, dests: &[PathBuf], stem: &str) -> Result<()> {
+    let text = std::fs::read(json).with_context(|| format!("cannot read {}", json.display()))?;
+    let png = json.with_extension("png");
+    let png_bytes = if png.exists() {
+        Some(std::fs::read(&png).with_context(|| format!("cannot read {}", png.display()))?)
+    } else {
+        None
+    };
+    for d in dests {
+        std::fs::create_dir_all(d)?;
+        contrast_report::write_atomic(&d.join(format!("{stem}.json")), &text)?;
+        if let Some(b) = &png_bytes {
+            contrast_report::write_atomic(&d.join(format!("{stem}.png")), b)?;
+        }
+        println!("filed {}", d.join(format!("{stem}.json")).display());
+    }
     Ok(())
 }
 
@@ -126,6 +140,21 @@ fn update_block(readme: &Path, block: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refiling_a_filed_json_keeps_it_whole() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().to_path_buf();
+        std::fs::write(d.join("v.json"), "{\"a\": 1}").unwrap();
+        std::fs::write(d.join("v.png"), [1u8, 2, 3]).unwrap();
+        file_into(&d.join("v.json"), &[d.clone(), d.join("other")], "v").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(d.join("v.json")).unwrap(),
+            "{\"a\": 1}"
+        );
+        assert_eq!(std::fs::read(d.join("v.png")).unwrap(), [1, 2, 3]);
+        assert_eq!(std::fs::read(d.join("other/v.png")).unwrap(), [1, 2, 3]);
+    }
 
     #[test]
     fn the_block_is_appended_once_then_replaced() {

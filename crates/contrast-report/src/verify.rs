@@ -10,8 +10,7 @@ use std::path::{Path, PathBuf};
 /// The last epoch at which every run has a kNN result for the first k (runs cut short by the
 /// time budget are compared where all of them got to), if any.
 pub fn common_epoch(v: &Value) -> Option<i64> {
-    let k0 = v["settings"]["knn_k"].get(0)?.as_i64()?;
-    let key = format!("knn_top1_k{k0}");
+    let key = primary(v)?;
     v["runs"]
         .as_object()?
         .values()
@@ -28,17 +27,44 @@ pub fn common_epoch(v: &Value) -> Option<i64> {
         .min()
 }
 
-/// One row per run: label, status, epochs run, kNN for each k and the loss at the common epoch
-/// ([`common_epoch`]; else each run's last), samples/s, mean GPU utilisation, peak GPU memory.
-pub fn rows(v: &Value) -> (Vec<String>, Vec<Vec<String>>) {
+/// The metric the curves are about: `primary` (run.py writes it), else the first kNN k.
+fn primary(v: &Value) -> Option<String> {
+    match v["primary"].as_str() {
+        Some(p) => Some(p.to_string()),
+        None => Some(format!(
+            "knn_top1_k{}",
+            v["settings"]["knn_k"].get(0)?.as_i64()?
+        )),
+    }
+}
+
+/// `(column key, header)` of the metric columns: every kNN k (natural images), else the primary.
+fn metric_columns(v: &Value) -> Vec<(String, String)> {
     let ks: Vec<i64> = v["settings"]["knn_k"]
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_i64).collect())
         .unwrap_or_default();
+    match primary(v) {
+        Some(p) if !p.starts_with("knn_top1_k") => {
+            let label = v["primary_label"].as_str().unwrap_or(&p).to_string();
+            vec![(p, label)]
+        }
+        _ => ks
+            .iter()
+            .map(|k| (format!("knn_top1_k{k}"), format!("kNN top-1 k={k}")))
+            .collect(),
+    }
+}
+
+/// One row per run: label, status, epochs run, kNN for each k and the loss at the common epoch
+/// ([`common_epoch`]; else each run's last), samples/s, mean GPU utilisation, peak GPU memory.
+pub fn rows(v: &Value) -> (Vec<String>, Vec<Vec<String>>) {
+    let cols = metric_columns(v);
+    let x = v["x_label"].as_str().unwrap_or("epoch");
     let at = common_epoch(v);
-    let when = at.map_or("last epoch".to_string(), |e| format!("epoch {e}"));
-    let mut head = vec!["run".to_string(), "epochs run".into()];
-    head.extend(ks.iter().map(|k| format!("kNN top-1 k={k} @ {when}")));
+    let when = at.map_or(format!("last {x}"), |e| format!("{x} {e}"));
+    let mut head = vec!["run".to_string(), "points".into()];
+    head.extend(cols.iter().map(|(_, h)| format!("{h} @ {when}")));
     head.extend(
         [
             format!("loss @ {when}").as_str(),
@@ -69,8 +95,8 @@ pub fn rows(v: &Value) -> (Vec<String>, Vec<Vec<String>>) {
             r["label"].as_str().unwrap_or(name).to_string(),
             epochs.len().to_string(),
         ];
-        for k in &ks {
-            row.push(num(&last[format!("knn_top1_k{k}").as_str()], 1));
+        for (key, _) in &cols {
+            row.push(num(&last[key.as_str()], 1));
         }
         row.push(num(&last["loss"], 3));
         row.push(num(&r["samples_per_s"], 0));
@@ -90,6 +116,28 @@ fn num(v: &Value, digits: usize) -> String {
 /// What ran where: device, commits, data, epochs, batch, precision; the paper's setting.
 pub fn settings_line(v: &Value) -> String {
     let s = &v["settings"];
+    if s.get("knn_k").is_none() {
+        // other methods: their settings as run.py recorded them
+        return format!(
+            "{device}, torch {torch}; our commit `{commit}`, official `{ocommit}`; data: {source}; \
+             {n} {x}s; settings {settings}; precision: ours {pa}, official {po}{tiny}",
+            device = v["device"].as_str().unwrap_or("?"),
+            torch = v["torch"].as_str().unwrap_or("?"),
+            commit = short(v["commit"].as_str().unwrap_or("?")),
+            ocommit = short(v["official"]["commit"].as_str().unwrap_or("?")),
+            source = v["data"]["source"].as_str().unwrap_or("?"),
+            n = v["epochs"],
+            x = v["x_label"].as_str().unwrap_or("epoch"),
+            settings = serde_json::to_string(s).unwrap_or_default(),
+            pa = v["precision"]["ours"].as_str().unwrap_or("?"),
+            po = v["precision"]["official"].as_str().unwrap_or("?"),
+            tiny = if v["tiny"].as_bool() == Some(true) {
+                "; TINY CHECK: the numbers mean nothing"
+            } else {
+                ""
+            },
+        );
+    }
     format!(
         "{device}, torch {torch}; our commit `{commit}`, official `{ocommit}`; {train} train / \
          {test} test images ({source}); {epochs} epochs ({warm} warm-up) of {spe} steps at batch \
@@ -147,6 +195,14 @@ pub fn markdown(v: &Value, png: Option<&str>) -> String {
             p["setting"].as_str().unwrap_or("?"),
             num(&p["linear"], 1),
             v["epochs"]
+        );
+    } else if let Some(n) = p["numbers"].as_str() {
+        let _ = writeln!(
+            s,
+            "\nPaper ({}): {n} — **not comparable** with a run of {} {}s on the development subset.",
+            p["setting"].as_str().unwrap_or("?"),
+            v["epochs"],
+            v["x_label"].as_str().unwrap_or("epoch")
         );
     }
     if let Some(png) = png {
@@ -253,6 +309,20 @@ mod tests {
         assert_eq!(rows[1][4], "6.500");
         let md = markdown(&sample(), Some("x.png"));
         assert!(md.contains("| ours | 2 | 42.0 |"), "{md}");
+        // another method: its primary metric, its x axis, its paper line
+        let mut f = sample();
+        f["settings"] = json!({"iterations": 1000});
+        f["primary"] = json!("dice");
+        f["primary_label"] = json!("test Dice %");
+        f["x_label"] = json!("iteration");
+        f["paper"] = json!({"setting": "LA", "numbers": "Dice 91.31"});
+        f["runs"]["ours"]["epochs"] = json!([{"epoch": 800, "dice": 80.25}]);
+        f["runs"]["official"]["epochs"] = json!([{"epoch": 800, "dice": 79.5}]);
+        let (h, r) = super::rows(&f);
+        assert_eq!(h[2], "test Dice % @ iteration 800");
+        assert_eq!((r[0][2].as_str(), r[1][2].as_str()), ("80.2", "79.5"));
+        let md = markdown(&f, None);
+        assert!(md.contains("Dice 91.31") && md.contains("1000"), "{md}");
         // a run that stopped earlier moves the comparison to the epoch all runs reached
         let mut short = sample();
         short["runs"]["official"]["epochs"]
