@@ -87,6 +87,12 @@ pub struct ModelConfig {
     pub use_momentum: bool,
     /// Start of the cosine EMA momentum schedule (→ 1).
     pub momentum_start: f64,
+    /// How the momentum follows its cosine: `"official"` = what `main_pretrain.train_epoch` does,
+    /// one value per epoch, `m(e + 1/I)` (its loop variable `i` is rebound by the parameter-group
+    /// loop, so `adjust_moco_momentum(epoch + i / num_iter)` always sees `i = 1`); `"per-step"` =
+    /// `m(t / I)` at every step, as MoCo v3 and the paper's description. Either way the update
+    /// comes before the step's forward passes, as in the official loop.
+    pub momentum_schedule: String,
 }
 
 impl Default for ModelConfig {
@@ -102,6 +108,7 @@ impl Default for ModelConfig {
             out_dim: 256,
             use_momentum: false,
             momentum_start: 0.996,
+            momentum_schedule: "official".into(),
         }
     }
 }

@@ -355,6 +355,20 @@ pub fn step_terms(
     )
 }
 
+/// The EMA momentum applied before step `step` (global, `iters` steps per epoch):
+/// `m(x) = 1 − ½(1 + cos(π·x / E))(1 − m₀)` at `x = epoch + 1/iters` (`model.momentum_schedule =
+/// "official"`, see its doc) or `x = step / iters` (`"per-step"`).
+pub fn momentum_at(cfg: &PatchMixConfig, step: u64, iters: u64) -> Result<f64> {
+    let iters = iters.max(1) as f64;
+    let x = match cfg.model.momentum_schedule.as_str() {
+        "official" => (step as f64 / iters).floor() + 1.0 / iters,
+        "per-step" => step as f64 / iters,
+        other => bail!("unknown model.momentum_schedule `{other}`: use official or per-step"),
+    };
+    let e = cfg.optim.epochs.max(1) as f64;
+    Ok(1.0 - 0.5 * (1.0 + (std::f64::consts::PI * x / e).cos()) * (1.0 - cfg.model.momentum_start))
+}
+
 /// Load encoder, predictor and (when present) momentum-encoder weights from a checkpoint.
 fn restore_weights(net: &PatchMixNet, ck: &Checkpoint) -> Result<()> {
     load_into(&net.encoder_vs, ck.group("encoder")?, true).context("restoring the encoder")?;
@@ -440,7 +454,7 @@ pub fn pretrain(cfg: &PatchMixConfig, opts: &RunOptions, stop_at: Option<u64>) -
         end: cfg.optim.wd_end,
         steps: total,
     };
-    let mom_s = Schedule::ema_momentum(cfg.model.momentum_start, total);
+    momentum_at(cfg, 0, iters)?; // an unknown schedule name fails before training
     let mixer = PatchMixer::new(
         cfg.mix.m,
         if cfg.mix.enabled { cfg.mix.p } else { 0.0 },
@@ -504,6 +518,9 @@ pub fn pretrain(cfg: &PatchMixConfig, opts: &RunOptions, stop_at: Option<u64>) -
             seed_step(cfg.runtime.seed, step);
             opt.set_lr(lr_s.value(step));
             opt.set_weight_decay(wd_s.value(step));
+            // the momentum encoder moves before the step's forwards (official train_epoch)
+            let momentum = momentum_at(cfg, step, iters)?;
+            net.update_momentum(momentum)?;
             let views: Vec<Tensor> = batch.views.iter().map(|v| v.to_device(device)).collect();
             // one decision per step for every mixed view; the targets depend on it only
             let apply = mixer.should_mix();
@@ -519,7 +536,6 @@ pub fn pretrain(cfg: &PatchMixConfig, opts: &RunOptions, stop_at: Option<u64>) -
             opt.zero_grad();
             terms.total.backward();
             opt.step()?;
-            net.update_momentum(mom_s.value(step))?;
             step = done;
             let total_loss = values.iter().find(|v| v.0 == "total").map_or(0.0, |v| v.1);
             if done % cfg.log.log_every == 0 || done == end {
@@ -530,7 +546,7 @@ pub fn pretrain(cfg: &PatchMixConfig, opts: &RunOptions, stop_at: Option<u64>) -
                 fields.push(("epoch", json!(epoch)));
                 fields.push(("elapsed_s", json!(t0.elapsed().as_secs_f64())));
                 if cfg.model.use_momentum {
-                    fields.push(("ema_momentum", json!(mom_s.value(step - 1))));
+                    fields.push(("ema_momentum", json!(momentum)));
                 }
                 run.metrics.log(done, &fields)?;
             }
