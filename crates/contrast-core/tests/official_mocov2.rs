@@ -1,0 +1,202 @@
+//! Our MoCo v2 (`frameworks::mocov2`, the SPPS baseline) against the OFFICIAL MoCo v2
+//! (`facebookresearch/moco` `moco/builder.py` + the `main_moco.py` step, checked out by
+//! `cargo xtask official fetch moco` into the git-ignored `.official/moco`): same ResNet-18 +
+//! MLP weights for the query and key encoders, same queue, same batches, three SGD steps.
+//! Compared: every step's loss, the last step's gradients, every variable after the steps
+//! (key encoder and BN statistics included) and the queue.
+//!
+//! Without the official checkout (or Python) the test says so in one line and compares with the
+//! official numbers committed in `official/fixtures/moco_steps.json`.
+
+use contrast_core::frameworks::mocov2::{MocoV2, MocoV2Config};
+use contrast_core::nn::resnet::Stem;
+use contrast_core::optim::{single_group, Optimizer, Sgd};
+use contrast_core::tensors::named_variables;
+use contrast_core::testing::{assert_close, get, global_rng_lock, run_reference};
+use std::path::PathBuf;
+use tch::{Device, Kind, Tensor};
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn l2(t: &Tensor) -> f64 {
+    t.to_kind(Kind::Double).norm().double_value(&[])
+}
+
+/// Our names → the official ones: `backbone.x` → `encoder_?.x`, `projector.{0,2}` →
+/// `encoder_?.fc.{0,2}`.
+fn official(prefix: &str, name: &str) -> String {
+    match name.strip_prefix("backbone.") {
+        Some(rest) => format!("{prefix}.{rest}"),
+        None => format!("{prefix}.fc.{}", name.trim_start_matches("projector.")),
+    }
+}
+
+#[test]
+fn three_steps_equal_the_official_moco_v2() {
+    let _rng = global_rng_lock();
+    let checkout = repo_root().join(".official/moco");
+    let fixture = repo_root().join("official/fixtures/moco_steps.json");
+    let (b, dim, k_queue, steps, lr) = (8i64, 32i64, 32i64, 3usize, 0.03);
+    let cfg = MocoV2Config {
+        hidden_dim: 512, // official `mlp=True`: Linear(dim_mlp, dim_mlp), dim_mlp = 512 for ResNet-18
+        out_dim: dim,
+        queue_size: k_queue,
+        momentum: 0.9, // visible in three steps (official default 0.999)
+        temperature: 0.2,
+    };
+    tch::manual_seed(5);
+    let rc = MocoV2::resnet18(Stem::ImageNet).unwrap();
+    let mut moco = MocoV2::new(&rc, &cfg, 9, Device::Cpu).unwrap();
+    let mut inputs: Vec<(String, Tensor)> = Vec::new();
+    for (n, t) in named_variables(&moco.query_vs) {
+        inputs.push((
+            format!("w.{}", official("encoder_q", &n)),
+            t.detach().copy(),
+        ));
+    }
+    for (n, t) in named_variables(&moco.key_vs) {
+        inputs.push((
+            format!("w.{}", official("encoder_k", &n)),
+            t.detach().copy(),
+        ));
+    }
+    inputs.push(("queue".into(), moco.queue.features().tr().contiguous()));
+    let opts = (Kind::Float, Device::Cpu);
+    let batches: Vec<(Tensor, Tensor)> = (0..steps)
+        .map(|_| {
+            (
+                Tensor::randn([b, 3, 32, 32], opts),
+                Tensor::randn([b, 3, 32, 32], opts),
+            )
+        })
+        .collect();
+    for (k, (q, kk)) in batches.iter().enumerate() {
+        inputs.push((format!("xq_{k}"), q.copy()));
+        inputs.push((format!("xk_{k}"), kk.copy()));
+    }
+
+    // ours, as the SPPS MoCo-v2 baseline steps: key-encoder update, loss (enqueues), SGD
+    let mut opt = Sgd::new(single_group(&moco.query_vs, 1e-4), lr, 0.9, 0.0, false).unwrap();
+    let mut losses = Vec::new();
+    for (q, kk) in &batches {
+        moco.update_key_encoder().unwrap();
+        let loss = moco.loss(q, kk, None, true).unwrap();
+        opt.zero_grad();
+        loss.backward();
+        opt.step().unwrap();
+        losses.push(loss.double_value(&[]));
+    }
+    let mut ours: Vec<(String, Tensor)> = named_variables(&moco.query_vs)
+        .into_iter()
+        .map(|(n, t)| (official("encoder_q", &n), t))
+        .collect();
+    ours.extend(
+        named_variables(&moco.key_vs)
+            .into_iter()
+            .map(|(n, t)| (official("encoder_k", &n), t)),
+    );
+    let queue = moco.queue.features().tr();
+
+    let have = checkout.join(".contrast-commit").exists();
+    let out = if have {
+        let refs: Vec<(&str, &Tensor)> = inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/official_mocov2.py");
+        let args = [
+            checkout.display().to_string(),
+            dim.to_string(),
+            k_queue.to_string(),
+            cfg.momentum.to_string(),
+            cfg.temperature.to_string(),
+            lr.to_string(),
+            steps.to_string(),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_reference(script, &refs, &args).unwrap()
+    } else {
+        None
+    };
+    let Some(out) = out else {
+        let f: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(&fixture)
+                .unwrap_or_else(|e| panic!("no fixture {}: {e}", fixture.display())),
+        )
+        .unwrap();
+        for (k, l) in losses.iter().enumerate() {
+            let o = f["loss"][k].as_f64().unwrap();
+            assert!(
+                (l - o).abs() <= 1e-5 * o.abs().max(1.0),
+                "loss {k}: ours {l} vs official {o}"
+            );
+        }
+        for (n, t) in &ours {
+            let w = f["after_l2"][n.as_str()]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{n} not in the fixture"));
+            assert!(
+                (l2(t) - w).abs() <= 1e-4 * w.max(1e-3),
+                "|{n}|: ours {} vs official {w}",
+                l2(t)
+            );
+        }
+        let qn = f["queue_l2"].as_f64().unwrap();
+        assert!(
+            (l2(&queue) - qn).abs() <= 1e-4 * qn,
+            "|queue|: ours {} vs official {qn}",
+            l2(&queue)
+        );
+        println!(
+            "official_mocov2: {} (`cargo xtask official fetch moco`); our steps match the committed official numbers ({} variables, official commit {})",
+            if have { "no Python with torch" } else { "no official checkout" },
+            ours.len(),
+            f["official_commit"].as_str().unwrap_or("?")
+        );
+        return;
+    };
+
+    for (k, l) in losses.iter().enumerate() {
+        let o = get(&out, &format!("loss_{k}")).double_value(&[]);
+        assert!(
+            (l - o).abs() <= 1e-5 * o.abs().max(1.0),
+            "loss {k}: ours {l} vs official {o}"
+        );
+    }
+    let global = out
+        .iter()
+        .filter(|(n, _)| n.starts_with("g."))
+        .map(|(_, g)| g.abs().max().double_value(&[]))
+        .fold(0.0, f64::max);
+    for (n, t) in &ours {
+        if t.requires_grad() {
+            let g = get(&out, &format!("g.{n}"));
+            // three steps compound the float rounding of two implementations (and shuffle-BN
+            // sums the batch in another order): the losses above stay within 1e-5
+            assert_close(&t.grad(), g, 1e-4 * global, 1e-2, &format!("dL/d{n}"));
+        }
+        let w = get(&out, &format!("w.{n}"));
+        assert_close(t, w, 1e-5, 1e-4, &format!("{n} after {steps} steps"));
+    }
+    assert_close(&queue, get(&out, "w.queue"), 1e-5, 1e-4, "queue");
+    println!(
+        "official_mocov2: losses {losses:?} equal the official ones; {} variables and the queue equal after {steps} steps",
+        ours.len()
+    );
+    if std::env::var_os("CONTRAST_WRITE_FIXTURES").is_some() {
+        let after: serde_json::Map<String, serde_json::Value> = out
+            .iter()
+            .filter_map(|(n, t)| n.strip_prefix("w.").map(|v| (v.to_string(), l2(t).into())))
+            .filter(|(n, _)| n != "queue" && n != "queue_ptr")
+            .collect();
+        let commit = std::fs::read_to_string(checkout.join(".contrast-commit")).unwrap();
+        let v = serde_json::json!({
+            "what": "official MoCo v2 (moco/builder.py + main_moco.py step) on the weights, queue and batches of crates/contrast-core/tests/official_mocov2.rs",
+            "official_commit": commit.trim(),
+            "loss": (0..steps).map(|k| get(&out, &format!("loss_{k}")).double_value(&[])).collect::<Vec<_>>(),
+            "after_l2": after,
+            "queue_l2": l2(get(&out, "w.queue")),
+        });
+        std::fs::write(&fixture, serde_json::to_string_pretty(&v).unwrap() + "\n").unwrap();
+        println!("official_mocov2: wrote {}", fixture.display());
+    }
+}
