@@ -103,6 +103,25 @@ pub enum OfficialCmd {
     },
     /// List the manifests and whether each checkout is present.
     List,
+    /// Run the step comparison of ours against the official code (fetching it first when a
+    /// `--from` clone is given): the method's `official_step` test, with its numbers printed.
+    Compare {
+        /// Method name (`official/<method>.toml`).
+        method: String,
+        /// Fetch from this local clone when `.official/<method>` is missing.
+        #[arg(long)]
+        from: Option<String>,
+    },
+}
+
+/// The test that compares a method's steps with the official code: (package, test target).
+pub fn step_test(method: &str) -> Option<(&'static str, &'static str)> {
+    match method {
+        "patchmix" => Some(("patchmix", "official_step")),
+        "fba-net" => Some(("fba-net", "official_step")),
+        "moco" => Some(("contrast-core", "official_mocov2")),
+        _ => None,
+    }
 }
 
 pub fn official(args: &OfficialArgs) -> Result<()> {
@@ -112,6 +131,20 @@ pub fn official(args: &OfficialArgs) -> Result<()> {
             let d = fetch(&m, from.as_deref())?;
             println!("official {method}: {} at {}", d.display(), m.commit);
             Ok(())
+        }
+        OfficialCmd::Compare { method, from } => {
+            let m = Manifest::load(method)?;
+            let Some((package, test)) = step_test(method) else {
+                bail!("no step comparison for `{method}` yet");
+            };
+            if m.checkout().is_none() {
+                if let Err(e) = fetch(&m, from.as_deref()) {
+                    println!(
+                        "official {method}: not fetched ({e:#}); comparing with the committed fixture instead"
+                    );
+                }
+            }
+            crate::util::cargo(&["test", "-p", package, "--test", test, "--", "--nocapture"])
         }
         OfficialCmd::List => {
             for name in known() {
@@ -212,6 +245,21 @@ pub fn copy_files(m: &Manifest, checkout: &Path, dest: &Path) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_step_comparison_names_a_manifest_and_a_test_file() {
+        for name in known() {
+            if let Some((package, test)) = step_test(&name) {
+                assert!(
+                    repo_root()
+                        .join(format!("crates/{package}/tests/{test}.rs"))
+                        .is_file(),
+                    "{name}"
+                );
+            }
+        }
+        assert!(step_test("patchmix").is_some() && step_test("fba-net").is_some());
+    }
 
     #[test]
     fn every_manifest_parses_and_names_its_adapter() {
