@@ -122,14 +122,14 @@ fn our_views_are_distributed_like_the_official_views() {
         "grayscale rate",
     ];
     let mut failures = Vec::new();
-    for v in 0..2usize {
+    for (v, ours_v) in ours.iter().enumerate() {
         for (k, name) in names.iter().enumerate() {
             let o: Vec<f64> = Vec::<f32>::try_from(off.get(v as i64).select(1, k as i64))
                 .unwrap()
                 .into_iter()
                 .map(f64::from)
                 .collect();
-            let u: Vec<f64> = ours[v].iter().map(|s| s[k]).collect();
+            let u: Vec<f64> = ours_v.iter().map(|s| s[k]).collect();
             let m = |x: &[f64]| x.iter().sum::<f64>() / x.len() as f64;
             let se = |x: &[f64]| {
                 let mu = m(x);
