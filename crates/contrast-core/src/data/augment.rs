@@ -434,7 +434,9 @@ impl Recipe {
 
     /// `views` MoCo-v2 views as MNCLGLF uses them (notes §3d): `RandomResizedCrop(size, (0.2, 1),
     /// bicubic)` → `RandomApply(ColorJitter(0.4, 0.4, 0.4, 0.1), 0.8)` → `RandomGrayscale(0.2)`
-    /// → `RandomApply(GaussianBlur(σ ∈ [0.1, 2]), 0.5)` → `HorizontalFlip` → `Normalize`.
+    /// → `RandomApply(GaussianBlur(σ ∈ [0.1, 2]), 0.5)` → `HorizontalFlip` → `Normalize`. The
+    /// blur is PIL's radius-σ filter ([`Op::PilGaussianBlur`]), as `moco/loader.py` and
+    /// MNCLGLF's `data/transforms.py` apply it.
     pub fn mocov2(size: usize, views: usize) -> Result<Self> {
         let v = ViewSpec::new(vec![
             Op::RandomResizedCrop {
@@ -448,9 +450,8 @@ impl Recipe {
                 jitter: ColorJitter::new(0.4, 0.4, 0.4, 0.1),
             },
             Op::Grayscale { p: 0.2 },
-            Op::GaussianBlur {
+            Op::PilGaussianBlur {
                 p: 0.5,
-                kernel_size: default_blur_kernel(size),
                 sigma: (0.1, 2.0),
             },
             Op::HorizontalFlip { p: 0.5 },
