@@ -378,6 +378,8 @@ enum Cifar10Source {
     Binary(PathBuf),
 }
 
+// the class folder names of `contrast_core::data::cifar` (xtask does not link libtorch, so it
+// cannot import them)
 const CIFAR10_CLASSES: [&str; 10] = [
     "airplane",
     "automobile",

@@ -205,3 +205,86 @@ pub fn write_synthetic_la(root: &Path, n: usize) {
     std::fs::write(root.join("train.list"), ids[..n - 2].join("\n")).expect("train.list");
     std::fs::write(root.join("test.list"), ids[n - 2..].join("\n")).expect("test.list");
 }
+
+/// Helpers of the step comparisons against the papers' official code
+/// (`crates/*/tests/official_*.rs`): the official side's outputs are `g.<name>` gradients and
+/// `w.<name>` variables (official state-dict names) plus named scalars; a fixture keeps what a
+/// machine without the official checkout needs to compare with.
+pub mod official {
+    use super::get;
+    use std::path::Path;
+    use tch::{Kind, Tensor};
+
+    /// The L2 norm in double precision.
+    pub fn l2(t: &Tensor) -> f64 {
+        t.to_kind(Kind::Double).norm().double_value(&[])
+    }
+
+    /// The largest |entry| of the official gradients: the scale of float rounding noise in any
+    /// of them (a gradient that is 0 in exact arithmetic is computed as noise of that scale).
+    pub fn grad_max(out: &[(String, Tensor)]) -> f64 {
+        out.iter()
+            .filter(|(n, _)| n.starts_with("g."))
+            .map(|(_, g)| g.abs().max().double_value(&[]))
+            .fold(0.0, f64::max)
+    }
+
+    /// The commit of an official checkout (`cargo xtask official fetch` writes it), if present.
+    pub fn checkout_commit(dir: &Path) -> Option<String> {
+        std::fs::read_to_string(dir.join(".contrast-commit"))
+            .ok()
+            .map(|s| s.trim().to_string())
+    }
+
+    /// Write a fixture: `{what, official_commit, terms {name: value}, grad_l2 {name: ‖g‖},
+    /// after_l2 {name: ‖w‖}, grad_max_abs}` from the official outputs.
+    pub fn write_fixture(
+        path: &Path,
+        out: &[(String, Tensor)],
+        checkout: &Path,
+        what: &str,
+        terms: &[&str],
+    ) {
+        let mut grad = serde_json::Map::new();
+        let mut after = serde_json::Map::new();
+        for (n, t) in out {
+            if let Some(v) = n.strip_prefix("g.") {
+                grad.insert(v.into(), l2(t).into());
+            } else if let Some(v) = n.strip_prefix("w.") {
+                after.insert(v.into(), l2(t).into());
+            }
+        }
+        let terms: serde_json::Map<String, serde_json::Value> = terms
+            .iter()
+            .map(|k| (k.to_string(), get(out, k).double_value(&[]).into()))
+            .collect();
+        let v = serde_json::json!({
+            "what": what,
+            "official_commit": checkout_commit(checkout),
+            "terms": terms, "grad_l2": grad, "after_l2": after, "grad_max_abs": grad_max(out),
+        });
+        std::fs::create_dir_all(path.parent().expect("a fixture path has a parent")).unwrap();
+        std::fs::write(path, serde_json::to_string_pretty(&v).unwrap() + "\n").unwrap();
+        println!("official: wrote {}", path.display());
+    }
+
+    /// Read a fixture written by [`write_fixture`]; panics naming the file.
+    pub fn read_fixture(path: &Path) -> serde_json::Value {
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
+            panic!(
+                "no official checkout and no fixture {}: {e}",
+                path.display()
+            )
+        });
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
+    }
+
+    /// `|a − b| ≤ atol + rtol·|b|`, else a panic naming `what`.
+    pub fn assert_near(a: f64, b: f64, rtol: f64, atol: f64, what: &str) {
+        assert!(
+            (a - b).abs() <= atol + rtol * b.abs(),
+            "{what}: ours {a} vs official {b}"
+        );
+    }
+}

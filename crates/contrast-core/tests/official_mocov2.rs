@@ -12,16 +12,13 @@ use contrast_core::frameworks::mocov2::{MocoV2, MocoV2Config};
 use contrast_core::nn::resnet::Stem;
 use contrast_core::optim::{single_group, Optimizer, Sgd};
 use contrast_core::tensors::named_variables;
+use contrast_core::testing::official::{assert_near, grad_max, l2, read_fixture, write_fixture};
 use contrast_core::testing::{assert_close, get, global_rng_lock, run_reference};
 use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn l2(t: &Tensor) -> f64 {
-    t.to_kind(Kind::Double).norm().double_value(&[])
 }
 
 /// Our names → the official ones: `backbone.x` → `encoder_?.x`, `projector.{0,2}` →
@@ -118,34 +115,19 @@ fn three_steps_equal_the_official_moco_v2() {
         None
     };
     let Some(out) = out else {
-        let f: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(&fixture)
-                .unwrap_or_else(|e| panic!("no fixture {}: {e}", fixture.display())),
-        )
-        .unwrap();
+        let f = read_fixture(&fixture);
         for (k, l) in losses.iter().enumerate() {
-            let o = f["loss"][k].as_f64().unwrap();
-            assert!(
-                (l - o).abs() <= 1e-5 * o.abs().max(1.0),
-                "loss {k}: ours {l} vs official {o}"
-            );
+            let o = f["terms"][format!("loss_{k}")].as_f64().unwrap();
+            assert_near(*l, o, 1e-5, 1e-5, &format!("loss {k}"));
         }
         for (n, t) in &ours {
             let w = f["after_l2"][n.as_str()]
                 .as_f64()
                 .unwrap_or_else(|| panic!("{n} not in the fixture"));
-            assert!(
-                (l2(t) - w).abs() <= 1e-4 * w.max(1e-3),
-                "|{n}|: ours {} vs official {w}",
-                l2(t)
-            );
+            assert_near(l2(t), w, 1e-4, 1e-7, &format!("|{n}|"));
         }
-        let qn = f["queue_l2"].as_f64().unwrap();
-        assert!(
-            (l2(&queue) - qn).abs() <= 1e-4 * qn,
-            "|queue|: ours {} vs official {qn}",
-            l2(&queue)
-        );
+        let qn = f["after_l2"]["queue"].as_f64().unwrap();
+        assert_near(l2(&queue), qn, 1e-4, 0.0, "|queue|");
         println!(
             "official_mocov2: {} (`cargo xtask official fetch moco`); our steps match the committed official numbers ({} variables, official commit {})",
             if have { "no Python with torch" } else { "no official checkout" },
@@ -162,11 +144,7 @@ fn three_steps_equal_the_official_moco_v2() {
             "loss {k}: ours {l} vs official {o}"
         );
     }
-    let global = out
-        .iter()
-        .filter(|(n, _)| n.starts_with("g."))
-        .map(|(_, g)| g.abs().max().double_value(&[]))
-        .fold(0.0, f64::max);
+    let global = grad_max(&out);
     for (n, t) in &ours {
         if t.requires_grad() {
             let g = get(&out, &format!("g.{n}"));
@@ -183,20 +161,14 @@ fn three_steps_equal_the_official_moco_v2() {
         ours.len()
     );
     if std::env::var_os("CONTRAST_WRITE_FIXTURES").is_some() {
-        let after: serde_json::Map<String, serde_json::Value> = out
-            .iter()
-            .filter_map(|(n, t)| n.strip_prefix("w.").map(|v| (v.to_string(), l2(t).into())))
-            .filter(|(n, _)| n != "queue" && n != "queue_ptr")
-            .collect();
-        let commit = std::fs::read_to_string(checkout.join(".contrast-commit")).unwrap();
-        let v = serde_json::json!({
-            "what": "official MoCo v2 (moco/builder.py + main_moco.py step) on the weights, queue and batches of crates/contrast-core/tests/official_mocov2.rs",
-            "official_commit": commit.trim(),
-            "loss": (0..steps).map(|k| get(&out, &format!("loss_{k}")).double_value(&[])).collect::<Vec<_>>(),
-            "after_l2": after,
-            "queue_l2": l2(get(&out, "w.queue")),
-        });
-        std::fs::write(&fixture, serde_json::to_string_pretty(&v).unwrap() + "\n").unwrap();
-        println!("official_mocov2: wrote {}", fixture.display());
+        let terms: Vec<String> = (0..steps).map(|k| format!("loss_{k}")).collect();
+        let terms: Vec<&str> = terms.iter().map(String::as_str).collect();
+        write_fixture(
+            &fixture,
+            &out,
+            &checkout,
+            "official MoCo v2 (moco/builder.py + main_moco.py step) on the weights, queue and batches of crates/contrast-core/tests/official_mocov2.rs",
+            &terms,
+        );
     }
 }

@@ -9,6 +9,7 @@
 //! numbers committed in `official/fixtures/fba_net_step.json`, with one line saying so.
 
 use contrast_core::tensors::named_variables;
+use contrast_core::testing::official::{assert_near, grad_max, l2, read_fixture, write_fixture};
 use contrast_core::testing::{assert_close, get, global_rng_lock, run_reference};
 use fba_net::config::FbaNetConfig;
 use fba_net::loss::consistency_weight;
@@ -22,10 +23,6 @@ fn repo_root() -> PathBuf {
 
 fn fixture_path() -> PathBuf {
     repo_root().join("official/fixtures/fba_net_step.json")
-}
-
-fn l2(t: &Tensor) -> f64 {
-    t.to_kind(Kind::Double).norm().double_value(&[])
 }
 
 #[test]
@@ -133,11 +130,7 @@ fn one_iteration_equals_the_official_train_3d_iteration() {
             "{name}: ours {v} vs official {o}"
         );
     }
-    let global = out
-        .iter()
-        .filter(|(n, _)| n.starts_with("g."))
-        .map(|(_, g)| g.abs().max().double_value(&[]))
-        .fold(0.0, f64::max);
+    let global = grad_max(&out);
     let mut checked = 0;
     for (name, t) in &ours {
         if t.requires_grad() {
@@ -162,40 +155,14 @@ fn one_iteration_equals_the_official_train_3d_iteration() {
         get(&out, "loss").double_value(&[])
     );
     if std::env::var_os("CONTRAST_WRITE_FIXTURES").is_some() {
-        write_fixture(&out, &official);
+        write_fixture(
+            &fixture_path(),
+            &out,
+            &official,
+            "one FBA-Net+ iteration of the official network, losses and train_3d.py loop on the weights and batch of crates/fba-net/tests/official_step.rs",
+            &["seg_dice", "consistency", "contrast", "loss"],
+        );
     }
-}
-
-fn write_fixture(out: &[(String, Tensor)], official: &std::path::Path) {
-    let commit = std::fs::read_to_string(official.join(".contrast-commit")).unwrap();
-    let mut grad = serde_json::Map::new();
-    let mut after = serde_json::Map::new();
-    let mut global = 0.0f64;
-    for (n, t) in out {
-        if let Some(v) = n.strip_prefix("g.") {
-            grad.insert(v.into(), l2(t).into());
-            global = global.max(t.abs().max().double_value(&[]));
-        } else if let Some(v) = n.strip_prefix("w.") {
-            after.insert(v.into(), l2(t).into());
-        }
-    }
-    let terms: serde_json::Map<String, serde_json::Value> =
-        ["seg_dice", "consistency", "contrast", "loss"]
-            .iter()
-            .map(|k| (k.to_string(), get(out, k).double_value(&[]).into()))
-            .collect();
-    let v = serde_json::json!({
-        "what": "one FBA-Net+ iteration of the official network, losses and train_3d.py loop on the weights and batch of crates/fba-net/tests/official_step.rs",
-        "official_commit": commit.trim(),
-        "terms": terms, "grad_l2": grad, "after_l2": after, "grad_max_abs": global,
-    });
-    std::fs::create_dir_all(fixture_path().parent().unwrap()).unwrap();
-    std::fs::write(
-        fixture_path(),
-        serde_json::to_string_pretty(&v).unwrap() + "\n",
-    )
-    .unwrap();
-    println!("official_step: wrote {}", fixture_path().display());
 }
 
 fn compare_with_fixture(
@@ -204,15 +171,8 @@ fn compare_with_fixture(
     lr: f64,
     have_checkout: bool,
 ) {
-    let text = std::fs::read_to_string(fixture_path())
-        .unwrap_or_else(|e| panic!("no fixture {}: {e}", fixture_path().display()));
-    let f: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let close = |a: f64, b: f64, rtol: f64, atol: f64, what: &str| {
-        assert!(
-            (a - b).abs() <= atol + rtol * b.abs(),
-            "{what}: ours {a} vs official {b}"
-        );
-    };
+    let f = read_fixture(&fixture_path());
+    let close = assert_near;
     for (name, v) in terms {
         close(*v, f["terms"][*name].as_f64().unwrap(), 1e-5, 1e-5, name);
     }

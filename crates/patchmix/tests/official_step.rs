@@ -19,6 +19,7 @@ use contrast_core::loss::InfoNce;
 use contrast_core::optim::adamw::{AdamW, AdamWConfig};
 use contrast_core::optim::{decay_groups, Optimizer};
 use contrast_core::tensors::named_variables;
+use contrast_core::testing::official::{assert_near, grad_max, l2, read_fixture, write_fixture};
 use contrast_core::testing::{assert_close, get, global_rng_lock, run_reference};
 use patchmix::config::PatchMixConfig;
 use patchmix::mix::PatchMixer;
@@ -28,10 +29,6 @@ use tch::{Device, Kind, Tensor};
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn l2(t: &Tensor) -> f64 {
-    t.to_kind(Kind::Double).norm().double_value(&[])
 }
 
 const LR: f64 = 1e-3;
@@ -185,11 +182,7 @@ fn run_case(momentum: bool, steps: usize, fixture: &str) {
     }
     // rounding noise in a gradient scales with the largest gradients of the network (a bias
     // just before a BatchNorm has a true gradient of 0 and a computed one of pure noise)
-    let global = out
-        .iter()
-        .filter(|(n, _)| n.starts_with("g."))
-        .map(|(_, g)| g.abs().max().double_value(&[]))
-        .fold(0.0, f64::max);
+    let global = grad_max(&out);
     let mut checked = 0;
     for (n, t) in &ours_vars {
         let w = get(&out, &format!("w.{n}"));
@@ -243,38 +236,14 @@ fn run_case(momentum: bool, steps: usize, fixture: &str) {
         get(&out, "loss").double_value(&[])
     );
     if std::env::var_os("CONTRAST_WRITE_FIXTURES").is_some() {
-        write_fixture(&fixture, &out, &official);
+        write_fixture(
+            &fixture,
+            &out,
+            &official,
+            "official PatchMix train_epoch on the weights, views and permutations of crates/patchmix/tests/official_step.rs",
+            &["src_loss", "mix_loss", "mix2_loss", "loss"],
+        );
     }
-}
-
-/// What the fixture keeps of the official steps: the loss terms, the L2 norm of every gradient
-/// and of every variable after the steps, the largest gradient entry.
-fn write_fixture(path: &Path, out: &[(String, Tensor)], official: &Path) {
-    let commit = std::fs::read_to_string(official.join(".contrast-commit")).unwrap();
-    let mut grad = serde_json::Map::new();
-    let mut after = serde_json::Map::new();
-    let mut global = 0.0f64;
-    for (n, t) in out {
-        if let Some(v) = n.strip_prefix("g.") {
-            grad.insert(v.into(), l2(t).into());
-            global = global.max(t.abs().max().double_value(&[]));
-        } else if let Some(v) = n.strip_prefix("w.") {
-            after.insert(v.into(), l2(t).into());
-        }
-    }
-    let loss: serde_json::Map<String, serde_json::Value> =
-        ["src_loss", "mix_loss", "mix2_loss", "loss"]
-            .iter()
-            .map(|k| (k.to_string(), get(out, k).double_value(&[]).into()))
-            .collect();
-    let v = serde_json::json!({
-        "what": "official PatchMix train_epoch on the weights, views and permutations of crates/patchmix/tests/official_step.rs",
-        "official_commit": commit.trim(),
-        "loss": loss, "grad_l2": grad, "after_l2": after, "grad_max_abs": global,
-    });
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, serde_json::to_string_pretty(&v).unwrap() + "\n").unwrap();
-    println!("official_step: wrote {}", path.display());
 }
 
 /// Without the official checkout: our steps against the committed official numbers.
@@ -285,22 +254,11 @@ fn compare_with_fixture(
     steps: usize,
     have_checkout: bool,
 ) {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
-        panic!(
-            "no official checkout and no fixture {}: {e}",
-            path.display()
-        )
-    });
-    let f: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let close = |a: f64, b: f64, rtol: f64, atol: f64, what: &str| {
-        assert!(
-            (a - b).abs() <= atol + rtol * b.abs(),
-            "{what}: ours {a} vs official {b}"
-        );
-    };
+    let f = read_fixture(path);
+    let close = assert_near;
     let tol = 1e-6 * steps as f64;
     for (name, v) in terms {
-        close(*v, f["loss"][*name].as_f64().unwrap(), tol, tol, name);
+        close(*v, f["terms"][*name].as_f64().unwrap(), tol, tol, name);
     }
     // several steps compound float rounding (see run_case)
     let rtol_g = if steps > 1 { 1e-2 } else { 1e-4 };
