@@ -285,3 +285,22 @@ fn byol_recipe_follows_the_patchmix_notes() {
     assert_eq!(r.views[7].size(), 16);
     assert_eq!(contrast_core::data::augment::default_blur_kernel(224), 23);
 }
+
+#[test]
+fn simclr_recipes_differ_only_in_their_blur() {
+    // SimCLR's own blur (fixed kernel) vs VISSL's PIL blur (GraSS), same ops otherwise
+    let a = Recipe::simclr(32, 0.5).unwrap();
+    let b = Recipe::simclr_pil_blur(32, 0.5).unwrap();
+    assert_eq!(a.views.len(), 2);
+    for (va, vb) in a.views.iter().zip(&b.views) {
+        assert_eq!(va.ops.len(), vb.ops.len());
+        for (oa, ob) in va.ops.iter().zip(&vb.ops) {
+            match (oa, ob) {
+                (Op::GaussianBlur { p, sigma, .. }, Op::PilGaussianBlur { p: q, sigma: s }) => {
+                    assert_eq!((p, sigma), (q, s))
+                }
+                _ => assert_eq!(oa, ob),
+            }
+        }
+    }
+}

@@ -168,7 +168,8 @@ pub fn pretrain(cfg: &GrassConfig, opts: &RunOptions, stop_at: Option<u64>) -> R
     let n_tiles = ds.len();
     let loader = Loader::new(
         Arc::clone(&ds),
-        Recipe::simclr(cfg.data.crop_size, cfg.data.blur_p)?,
+        // VISSL's ImgPilGaussianBlur: PIL's radius-σ filter (official config)
+        Recipe::simclr_pil_blur(cfg.data.crop_size, cfg.data.blur_p)?,
         LoaderConfig {
             batch_size: p.batch_size,
             shuffle: true,

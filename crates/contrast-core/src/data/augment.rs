@@ -402,8 +402,32 @@ impl Recipe {
     /// Two symmetric SimCLR views (solo-learn's CIFAR recipe, notes §4.1):
     /// `RandomResizedCrop(size, (0.08, 1), bicubic)` → `RandomApply(ColorJitter(0.8, 0.8, 0.8,
     /// 0.2), 0.8)` → `RandomGrayscale(0.2)` → `GaussianBlur` with p = `blur_p` (0.5 in the
-    /// ImageNet recipe; SimCLR's own CIFAR runs use 0) → `HorizontalFlip` → `Normalize`.
+    /// ImageNet recipe; SimCLR's own CIFAR runs use 0) → `HorizontalFlip` → `Normalize`. The blur
+    /// is SimCLR's own (`google-research/simclr`: a kernel of 10 % of the side, σ ∈ [0.1, 2]).
     pub fn simclr(size: usize, blur_p: f64) -> Result<Self> {
+        Self::simclr_views(
+            size,
+            Op::GaussianBlur {
+                p: blur_p,
+                kernel_size: default_blur_kernel(size),
+                sigma: (0.1, 2.0),
+            },
+        )
+    }
+
+    /// [`Recipe::simclr`] with PIL's radius-σ blur ([`Op::PilGaussianBlur`]), as VISSL's
+    /// `ImgPilGaussianBlur` (GraSS's official pipeline) applies it.
+    pub fn simclr_pil_blur(size: usize, blur_p: f64) -> Result<Self> {
+        Self::simclr_views(
+            size,
+            Op::PilGaussianBlur {
+                p: blur_p,
+                sigma: (0.1, 2.0),
+            },
+        )
+    }
+
+    fn simclr_views(size: usize, blur: Op) -> Result<Self> {
         let v = ViewSpec::new(vec![
             Op::RandomResizedCrop {
                 size,
@@ -416,11 +440,7 @@ impl Recipe {
                 jitter: ColorJitter::new(0.8, 0.8, 0.8, 0.2),
             },
             Op::Grayscale { p: 0.2 },
-            Op::GaussianBlur {
-                p: blur_p,
-                kernel_size: default_blur_kernel(size),
-                sigma: (0.1, 2.0),
-            },
+            blur,
             Op::HorizontalFlip { p: 0.5 },
             Op::Normalize {
                 mean: IMAGENET_MEAN,
