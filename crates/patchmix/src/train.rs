@@ -5,7 +5,7 @@ use crate::config::PatchMixConfig;
 use crate::loss::{patchmix_loss, LossInputs};
 use crate::mix::PatchMixer;
 use crate::model::{HeadConfig, PatchMixNet};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use contrast_core::data::augment::Recipe;
 use contrast_core::data::dataset::Dataset;
 use contrast_core::data::pipeline::{Loader, LoaderConfig};
@@ -41,6 +41,8 @@ pub fn vit_config(cfg: &PatchMixConfig) -> Result<VitConfig> {
         v.depth = cfg.model.depth;
     }
     v.drop_path_rate = cfg.model.drop_path;
+    // local crops: the position embedding resampled as the official module/vits.py does
+    v.pos_resample = contrast_core::nn::vit::PosResample::Dino;
     Ok(v)
 }
 
@@ -329,14 +331,25 @@ pub fn step_terms(
     let k2 = net.key(x2, true)?;
     let mk1 = net.key(&xm1, true)?;
     let (mq2, _) = net.query(&xm2, true)?;
-    // local crops: each (unmixed and mixed) is a query against k1 and k2
-    let mut local_q = Vec::new();
-    let mut local_mq = Vec::new();
-    for lc in &views[2..] {
-        local_q.push(net.query(lc, true)?.0);
-        // with mixing off (or skipped) this is the crop itself, with identity targets
-        let (ml, _) = mixer.mix_images(lc, apply)?;
-        local_mq.push(net.query(&ml, true)?.0);
+    // local crops: each (unmixed and mixed) is a query against k1 and k2. As the official
+    // loop, every crop is mixed on its own, then all crops go through the network as one batch
+    // (its BatchNorms see n·B samples) and the queries are split back per crop.
+    let locals = &views[2..];
+    let (mut local_q, mut local_mq) = (Vec::new(), Vec::new());
+    if !locals.is_empty() {
+        let b = locals[0].size()[0];
+        // with mixing off (or skipped) a mixed crop is the crop itself, with identity targets
+        let mixed = locals
+            .iter()
+            .map(|lc| Ok(mixer.mix_images(lc, apply)?.0))
+            .collect::<Result<Vec<Tensor>>>()?;
+        let n = locals.len() as i64;
+        local_q = net.query(&Tensor::cat(locals, 0), true)?.0.split(b, 0);
+        local_mq = net.query(&Tensor::cat(&mixed, 0), true)?.0.split(b, 0);
+        ensure!(
+            local_q.len() as i64 == n,
+            "the {n} local crops must share one batch size"
+        );
     }
     patchmix_loss(
         nce,

@@ -33,15 +33,32 @@ fn repo_root() -> PathBuf {
 
 const LR: f64 = 1e-3;
 
+/// The official meters' names, in our `Terms` order (orig, ½·mix, ½·mixmix, multi, multi-mix, total).
+const TERMS: [&str; 6] = [
+    "src_loss",
+    "mix_loss",
+    "mix2_loss",
+    "multi_loss",
+    "multi_mix_loss",
+    "loss",
+];
+
 #[test]
 fn one_step_equals_the_official_train_epoch() {
-    run_case(false, 1, "patchmix_step.json");
+    run_case(false, 1, 0, "patchmix_step.json");
+}
+
+#[test]
+fn one_step_with_local_crops_equals_the_official_train_epoch() {
+    // the ImageNet multi-crop recipe: local crops (16 px here, 96 officially) mixed one by one,
+    // then through the network as one batch
+    run_case(false, 1, 2, "patchmix_local_crops_step.json");
 }
 
 #[test]
 fn three_momentum_steps_equal_the_official_train_epoch() {
     // three: with two, the official per-epoch momentum and a per-step one coincide
-    run_case(true, 3, "patchmix_momentum_steps.json");
+    run_case(true, 3, 0, "patchmix_momentum_steps.json");
 }
 
 /// Our variables under the official state-dict names (the momentum encoder's VarStore mirrors the
@@ -59,7 +76,7 @@ fn official_names(net: &patchmix::model::PatchMixNet) -> Vec<(String, Tensor)> {
     v
 }
 
-fn run_case(momentum: bool, steps: usize, fixture: &str) {
+fn run_case(momentum: bool, steps: usize, n_local: usize, fixture: &str) {
     let official = repo_root().join(".official/patchmix");
     let fixture = repo_root().join("official/fixtures").join(fixture);
     let _rng = global_rng_lock();
@@ -85,15 +102,25 @@ fn run_case(momentum: bool, steps: usize, fixture: &str) {
     for k in 0..steps {
         let x1 = Tensor::randn([b, 3, size, size], opts);
         let x2 = Tensor::randn([b, 3, size, size], opts);
-        // the permutations step_terms will draw (same seed, same two calls in the same order)
+        let locals: Vec<Tensor> = (0..n_local)
+            .map(|_| Tensor::randn([b, 3, size / 2, size / 2], opts))
+            .collect();
+        // the permutations step_terms will draw (same seed, same calls in the same order)
         tch::manual_seed(11 + k as i64);
         let p1 = mixer.mix_images(&x1, true).unwrap().1.unwrap();
         let p2 = mixer.mix_images(&x2, true).unwrap().1.unwrap();
+        for (j, lc) in locals.iter().enumerate() {
+            let pl = mixer.mix_images(lc, true).unwrap().1.unwrap();
+            inputs.push((format!("lc{j}_{k}"), lc.copy()));
+            inputs.push((format!("permL{j}_{k}"), pl.to_kind(Kind::Float)));
+        }
         inputs.push((format!("x1_{k}"), x1.copy()));
         inputs.push((format!("x2_{k}"), x2.copy()));
         inputs.push((format!("perm1_{k}"), p1.to_kind(Kind::Float)));
         inputs.push((format!("perm2_{k}"), p2.to_kind(Kind::Float)));
-        batches.push([x1, x2]);
+        let mut views = vec![x1, x2];
+        views.extend(locals);
+        batches.push(views);
     }
     for (n, t) in official_names(&net) {
         inputs.push((format!("w.{n}"), t.detach().copy()));
@@ -116,7 +143,7 @@ fn run_case(momentum: bool, steps: usize, fixture: &str) {
     opt.set_weight_decay(wd);
     let targets = StepTargets::new(&mixer, b, cfg.mix.src_smoothing, Device::Cpu);
     let nce = InfoNce::new(cfg.optim.temperature).unwrap();
-    let mut sums = [0.0f64; 4];
+    let mut sums = [0.0f64; 6];
     for (k, views) in batches.iter().enumerate() {
         // one epoch of `steps` iterations
         net.update_momentum(momentum_at(&cfg, k as u64, steps as u64).unwrap())
@@ -130,16 +157,15 @@ fn run_case(momentum: bool, steps: usize, fixture: &str) {
             terms.orig.double_value(&[]),
             terms.mix_orig.double_value(&[]) * 0.5,
             terms.mix_mix.double_value(&[]) * 0.5,
+            terms.multi.double_value(&[]),
+            terms.multi_mix.double_value(&[]),
             terms.total.double_value(&[]),
         ]) {
             *s += v / steps as f64;
         }
     }
     // the official meters average over the epoch's steps
-    let ours_terms: Vec<(&str, f64)> = ["src_loss", "mix_loss", "mix2_loss", "loss"]
-        .into_iter()
-        .zip(sums)
-        .collect();
+    let ours_terms: Vec<(&str, f64)> = TERMS.into_iter().zip(sums).collect();
     let ours_vars = official_names(&net);
 
     let have_checkout = official.join(".contrast-commit").exists();
@@ -161,6 +187,7 @@ fn run_case(momentum: bool, steps: usize, fixture: &str) {
             cfg.model.momentum_start.to_string(),
             cfg.optim.epochs.to_string(),
             eps.to_string(),
+            n_local.to_string(),
         ];
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         run_reference(script, &refs, &args).unwrap()
@@ -232,7 +259,7 @@ fn run_case(momentum: bool, steps: usize, fixture: &str) {
         } else {
             ""
         },
-        ours_terms[3].1,
+        ours_terms[5].1,
         get(&out, "loss").double_value(&[])
     );
     if std::env::var_os("CONTRAST_WRITE_FIXTURES").is_some() {
@@ -241,7 +268,7 @@ fn run_case(momentum: bool, steps: usize, fixture: &str) {
             &out,
             &official,
             "official PatchMix train_epoch on the weights, views and permutations of crates/patchmix/tests/official_step.rs",
-            &["src_loss", "mix_loss", "mix2_loss", "loss"],
+            &TERMS,
         );
     }
 }

@@ -37,6 +37,19 @@ pub enum PosEmbed {
     SinCos,
 }
 
+/// How the position embedding follows an input of another size (config `"timm"` / `"dino"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PosResample {
+    /// timm's `resample_abs_pos_embed`: bicubic to the new grid, anti-aliased.
+    #[default]
+    Timm,
+    /// DINO's `interpolate_pos_encoding`, as PatchMix's `module/vits.py` does it:
+    /// `F.interpolate(mode='bicubic', scale_factor=((gh + 0.1)/h₀, (gw + 0.1)/w₀))`, no
+    /// anti-aliasing; the scale factor, not the output size, sets where the samples fall.
+    Dino,
+}
+
 /// Architecture and regularisation of a [`VisionTransformer`]. Default: PatchMix's CIFAR
 /// encoder, [`vit_tiny`]`(32, 2)`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -71,6 +84,8 @@ pub struct VitConfig {
     /// MoCo-v3's `stop_grad_conv1`: freeze the (randomly initialised) patch projection, which
     /// MoCo-v3 reports stabilises ViT training. PatchMix: `false`.
     pub stop_grad_patch_embed: bool,
+    /// How the position embedding is resampled for inputs of another size (multi-crop).
+    pub pos_resample: PosResample,
 }
 
 impl Default for VitConfig {
@@ -94,6 +109,7 @@ fn vit_preset(img_size: i64, patch_size: i64, embed_dim: i64, num_heads: i64) ->
         pos_embed: PosEmbed::Learnable,
         num_classes: None,
         stop_grad_patch_embed: false,
+        pos_resample: PosResample::Timm,
     }
 }
 
@@ -457,12 +473,17 @@ impl VisionTransformer {
     }
 
     /// The position embedding for a `grid` of patches, `[1, 1 + gh·gw, D]`: the stored one, or
-    /// bicubically resampled as timm's `resample_abs_pos_embed` (antialias on).
+    /// bicubically resampled per [`VitConfig::pos_resample`].
     pub fn pos_embed_for(&self, grid: (i64, i64)) -> Result<Tensor> {
         if grid == self.grid {
             return Ok(self.pos_embed.shallow_clone());
         }
-        resample_abs_pos_embed(&self.pos_embed, grid, Some(self.grid), 1, true)
+        match self.cfg.pos_resample {
+            PosResample::Timm => {
+                resample_abs_pos_embed(&self.pos_embed, grid, Some(self.grid), 1, true)
+            }
+            PosResample::Dino => dino_pos_embed(&self.pos_embed, grid, self.grid),
+        }
     }
 
     /// Patch tokens `[B, N, D]` on a `grid` (N = gh·gw) → all output tokens after the final
@@ -544,6 +565,49 @@ pub fn sincos_pos_embed_2d(gh: i64, gw: i64, dim: i64, temperature: f64) -> Resu
     let pe = Tensor::cat(&[out_a.sin(), out_a.cos(), out_b.sin(), out_b.cos()], 1); // [N, D]
     let cls = Tensor::zeros([1, dim], opts);
     Ok(Tensor::cat(&[cls, pe], 0).unsqueeze(0)) // [1, 1+N, D]
+}
+
+/// DINO's `interpolate_pos_encoding` (PatchMix `module/vits.py`): the patch part of `posemb`
+/// (`[1, 1 + h₀·w₀, D]`, class token first) through `F.interpolate(mode='bicubic',
+/// scale_factor=((gh + 0.1)/h₀, (gw + 0.1)/w₀), align_corners=False)`: output size
+/// `⌊h₀·s⌋ = gh`, sample positions from the scale factor itself.
+pub fn dino_pos_embed(posemb: &Tensor, grid: (i64, i64), old: (i64, i64)) -> Result<Tensor> {
+    let (_, n, d) = posemb.size3()?;
+    ensure!(
+        n == 1 + old.0 * old.1,
+        "position embedding has {n} tokens, not 1 + {}×{}",
+        old.0,
+        old.1
+    );
+    let (sh, sw) = (
+        (grid.0 as f64 + 0.1) / old.0 as f64,
+        (grid.1 as f64 + 0.1) / old.1 as f64,
+    );
+    let kind = posemb.kind();
+    let patch = posemb
+        .narrow(1, 1, n - 1)
+        .to_kind(Kind::Float)
+        .reshape([1, old.0, old.1, d])
+        .permute([0, 3, 1, 2]);
+    let out = patch.upsample_bicubic2d(
+        [
+            (old.0 as f64 * sh).floor() as i64,
+            (old.1 as f64 * sw).floor() as i64,
+        ],
+        false,
+        Some(sh),
+        Some(sw),
+    );
+    ensure!(
+        out.size()[2..] == [grid.0, grid.1],
+        "interpolated position grid {:?}, expected {grid:?}",
+        &out.size()[2..]
+    );
+    let out = out
+        .permute([0, 2, 3, 1])
+        .reshape([1, grid.0 * grid.1, d])
+        .to_kind(kind);
+    Ok(Tensor::cat(&[posemb.narrow(1, 0, 1), out], 1))
 }
 
 /// Resample an absolute position embedding `[1, P + gh·gw, D]` (P prefix tokens kept as they

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 inp, outp = sys.argv[1], sys.argv[2]
-official, repo, lr, wd, depth, patch, mlp_dim, out_dim, m, steps, use_moco, moco_m, epochs, eps = sys.argv[3:17]
-steps, use_moco, epochs = int(steps), use_moco == "1", int(epochs)
+official, repo, lr, wd, depth, patch, mlp_dim, out_dim, m, steps, use_moco, moco_m, epochs, eps, n_local = sys.argv[3:18]
+steps, use_moco, epochs, n_local = int(steps), use_moco == "1", int(epochs), int(n_local)
 sys.path.insert(0, official)
 sys.path.insert(0, repo + "/official")
 from patchmix import glue  # noqa: E402  (our adapter's CPU glue)
@@ -46,7 +46,11 @@ if not dist.is_initialized():
 
 d = np.load(inp)
 batches = [[torch.from_numpy(d[f"x1_{k}"]), torch.from_numpy(d[f"x2_{k}"])] for k in range(steps)]
-perms = [d[f"perm{j}_{k}"].astype(np.int64) for k in range(steps) for j in (1, 2)]
+if n_local:
+    for k in range(steps):
+        batches[k].append([torch.from_numpy(d[f"lc{j}_{k}"]) for j in range(n_local)])
+perms = [d[name].astype(np.int64) for k in range(steps)
+         for name in [f"perm1_{k}", f"perm2_{k}"] + [f"permL{j}_{k}" for j in range(n_local)]]
 mix.random_indexes = lambda size: (lambda f: (f, np.argsort(f)))(perms.pop(0))
 B, _, H, _ = batches[0][0].shape
 
@@ -57,6 +61,7 @@ args.input_size, args.batch_size = H, B
 args.hidden_dim, args.out_dim, args.mix_num = int(mlp_dim), int(out_dim), int(m)
 args.epochs, args.warmup_temp_epochs = epochs, 1
 args.use_moco, args.moco_m, args.moco_m_cos = use_moco, float(moco_m), True
+args.multi_crop_num = n_local
 torch.manual_seed(0)
 
 
