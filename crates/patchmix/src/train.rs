@@ -188,6 +188,10 @@ pub fn evaluate(
             batch_size: cfg.eval.linear_batch_size,
             lr: scaled_lr(cfg.eval.linear_base_lr, cfg.eval.linear_batch_size),
             seed: cfg.runtime.seed,
+            // official main_linear.py: timm's opt='sgd' is SGD with Nesterov momentum, and the
+            // head is a fresh nn.Linear
+            nesterov: true,
+            torch_default_init: true,
             ..LinearProbeConfig::default()
         };
         if cfg.eval.linear_augment {

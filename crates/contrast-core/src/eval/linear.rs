@@ -54,6 +54,10 @@ pub struct LinearProbeConfig {
     pub feature_norm: FeatureNorm,
     /// Std of the initial weights (MoCo `normal_(0, 0.01)`); biases start at 0.
     pub init_std: f64,
+    /// Initialise as a fresh `torch.nn.Linear` instead (weight and bias `U(−1/√D, 1/√D)`:
+    /// `kaiming_uniform_(a=√5)`), as the PatchMix probe does (`model.head = nn.Linear(...)`);
+    /// `init_std` is then unused.
+    pub torch_default_init: bool,
     pub seed: u64,
     /// Batch size for evaluation (memory only; does not change the result).
     pub eval_batch_size: usize,
@@ -73,6 +77,7 @@ impl Default for LinearProbeConfig {
             weight_decay: 0.0,
             feature_norm: FeatureNorm::None,
             init_std: 0.01,
+            torch_default_init: false,
             seed: 0,
             eval_batch_size: 4096,
         }
@@ -137,6 +142,31 @@ impl SplitMix64 {
                 ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos() * std) as f32
             })
             .collect()
+    }
+}
+
+/// The probe's initial weight `[classes·d]` and bias `[classes]`: `normal(0, init_std)` and 0, or
+/// with `torch_default_init` both `U(−1/√d, 1/√d)` as a fresh `nn.Linear(d, classes)`.
+fn probe_init(
+    cfg: &LinearProbeConfig,
+    classes: i64,
+    d: i64,
+    rng: &mut SplitMix64,
+) -> (Vec<f32>, Vec<f32>) {
+    if cfg.torch_default_init {
+        let bound = 1.0 / (d as f64).sqrt();
+        let mut u = |n: i64| -> Vec<f32> {
+            (0..n)
+                .map(|_| ((2.0 * rng.unit() - 1.0) * bound) as f32)
+                .collect()
+        };
+        let w = u(classes * d);
+        (w, u(classes))
+    } else {
+        (
+            rng.normals((classes * d) as usize, cfg.init_std),
+            vec![0f32; classes as usize],
+        )
     }
 }
 
@@ -260,13 +290,15 @@ pub fn linear_probe_with(
     let (train_y, test_y) = (train_y.to_device(dev), test_y.to_device(dev));
 
     let mut rng = SplitMix64(cfg.seed ^ 0x5EED_11AE_A4B0_0000);
-    let w0 = rng.normals((classes * d) as usize, cfg.init_std);
+    let (w0, b0) = probe_init(cfg, classes, d, &mut rng);
     let probe = Probe {
         weight: Tensor::from_slice(&w0)
             .view([classes, d])
             .to_device(dev)
             .set_requires_grad(true),
-        bias: Tensor::zeros([classes], (Kind::Float, dev)).set_requires_grad(true),
+        bias: Tensor::from_slice(&b0)
+            .to_device(dev)
+            .set_requires_grad(true),
         norm: cfg.feature_norm,
         running_mean: Tensor::zeros([d], (Kind::Float, dev)),
         running_var: Tensor::ones([d], (Kind::Float, dev)),
@@ -386,4 +418,38 @@ fn evaluate(probe: &Probe, x: &Tensor, y: &Tensor, k: i64, cfg: &LinearProbeConf
         c1.int64_value(&[]) as f64 / m as f64,
         ck.int64_value(&[]) as f64 / m as f64,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn torch_default_init_is_uniform_within_one_over_sqrt_d() {
+        let cfg = LinearProbeConfig {
+            torch_default_init: true,
+            ..LinearProbeConfig::default()
+        };
+        let (classes, d) = (10i64, 400i64);
+        let (w, b) = probe_init(&cfg, classes, d, &mut SplitMix64(3));
+        assert_eq!((w.len(), b.len()), (4000, 10));
+        let bound = 1.0 / (d as f32).sqrt(); // 0.05
+        assert!(w.iter().chain(&b).all(|v| v.abs() <= bound));
+        // U(−a, a) has variance a²/3
+        let var = w.iter().map(|v| (v * v) as f64).sum::<f64>() / w.len() as f64;
+        assert!(
+            (var / (bound as f64 * bound as f64 / 3.0) - 1.0).abs() < 0.1,
+            "{var}"
+        );
+        assert!(b.iter().any(|&v| v != 0.0), "the bias is drawn too");
+        // the MoCo default: normal(0, 0.01) weights, zero bias
+        let (w, b) = probe_init(
+            &LinearProbeConfig::default(),
+            classes,
+            d,
+            &mut SplitMix64(3),
+        );
+        let std = (w.iter().map(|v| (v * v) as f64).sum::<f64>() / w.len() as f64).sqrt();
+        assert!((std / 0.01 - 1.0).abs() < 0.1 && b.iter().all(|&v| v == 0.0));
+    }
 }
