@@ -350,7 +350,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tiny", action="store_true", help="a few steps on a few images: does the bundle work?")
     ap.add_argument("--minutes", type=float, default=None, help="wall-clock budget (default: the bundle's)")
-    ap.add_argument("--epochs", type=int, default=0, help="skip the calibration: this many epochs")
+    ap.add_argument("--epochs", type=int, default=0,
+                    help="patchmix: skip the calibration, run this many epochs; fba-net: iterations")
     ap.add_argument("--out", default=os.environ.get("OUT") or os.path.join(HERE, "out"))
     a = ap.parse_args()
     t_start = time.time()
@@ -368,10 +369,6 @@ def main():
     torch_lib = os.path.join(os.path.dirname(torch.__file__), "lib")
     env["LD_LIBRARY_PATH"] = torch_lib + (":" + env["LD_LIBRARY_PATH"] if env.get("LD_LIBRARY_PATH") else "")
     env["PYTHONUNBUFFERED"] = "1"
-    env["CONTRAST_NO_PROGRESS"] = "1"
-    extra = os.path.join(HERE, "official", "site")
-    if os.path.isdir(extra):
-        env["PYTHONPATH"] = extra + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     try:  # our figures' chart text: matplotlib ships DejaVu Sans (a machine may have no fonts)
         import matplotlib
         font = os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data", "fonts", "ttf", "DejaVuSans.ttf")
