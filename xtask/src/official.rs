@@ -182,8 +182,16 @@ pub fn fetch(m: &Manifest, from: Option<&str>) -> Result<PathBuf> {
     let tmp = dest.with_extension("partial");
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let r = fetch_into(m, source, &tmp, &dest);
+    if r.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp); // a failed fetch leaves nothing behind
+    }
+    r
+}
+
+fn fetch_into(m: &Manifest, source: &str, tmp: &Path, dest: &Path) -> Result<PathBuf> {
     let git = |args: &[&str]| -> Result<()> {
-        run_status(Command::new("git").arg("-C").arg(&tmp).args(args))
+        run_status(Command::new("git").arg("-C").arg(tmp).args(args))
     };
     git(&["init", "-q"])?;
     // a remote serves the pinned commit alone; a local clone or mirror may not serve a commit
@@ -208,7 +216,7 @@ pub fn fetch(m: &Manifest, from: Option<&str>) -> Result<PathBuf> {
     let head = run_output(
         Command::new("git")
             .arg("-C")
-            .arg(&tmp)
+            .arg(tmp)
             .args(["rev-parse", "HEAD"]),
     )?;
     if head != m.commit {
@@ -222,10 +230,10 @@ pub fn fetch(m: &Manifest, from: Option<&str>) -> Result<PathBuf> {
         );
     }
     std::fs::write(tmp.join(".contrast-commit"), format!("{}\n", m.commit))?;
-    let _ = std::fs::remove_dir_all(&dest);
-    std::fs::rename(&tmp, &dest)
+    let _ = std::fs::remove_dir_all(dest);
+    std::fs::rename(tmp, dest)
         .with_context(|| format!("cannot move {} to {}", tmp.display(), dest.display()))?;
-    Ok(dest)
+    Ok(dest.to_path_buf())
 }
 
 /// Copy the manifest's files from the checkout into `dest` (same relative paths).
@@ -315,6 +323,10 @@ mod tests {
         bad.files.push("module/absent.py".into());
         let e = fetch(&bad, Some(src.to_str().unwrap())).unwrap_err();
         assert!(format!("{e:#}").contains("module/absent.py"), "{e:#}");
+        assert!(
+            !bad.checkout_dir().with_extension("partial").exists(),
+            "a failed fetch leaves nothing behind"
+        );
         let _ = std::fs::remove_dir_all(d);
         let _ = std::fs::remove_dir_all(bad.checkout_dir().with_extension("partial"));
     }
