@@ -280,6 +280,56 @@ pub mod official {
             .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
     }
 
+    /// How closely ours must match a fixture: loss terms within `term` (absolute and relative);
+    /// ‖g‖ within `grad_rtol` plus `grad_noise · grad_max_abs · √numel` (a gradient that is 0 in
+    /// exact arithmetic has a norm of rounding noise); ‖w‖ after the steps within `after_rtol`
+    /// plus `after_atol_sqrt_n · √numel + after_atol`.
+    #[derive(Debug, Clone, Copy)]
+    pub struct FixtureTolerance {
+        pub term: f64,
+        pub grad_rtol: f64,
+        pub grad_noise: f64,
+        pub after_rtol: f64,
+        pub after_atol_sqrt_n: f64,
+        pub after_atol: f64,
+    }
+
+    /// Our loss terms, gradients (of trainable variables) and variables after the steps against
+    /// a fixture of [`write_fixture`]; panics naming the first that differs.
+    pub fn compare_with_fixture(
+        f: &serde_json::Value,
+        terms: &[(&str, f64)],
+        vars: &[(String, Tensor)],
+        tol: &FixtureTolerance,
+    ) {
+        let value = |section: &str, name: &str| {
+            f[section][name]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{name} not in the fixture's {section}"))
+        };
+        for (name, v) in terms {
+            assert_near(*v, value("terms", name), tol.term, tol.term, name);
+        }
+        let global = f["grad_max_abs"].as_f64().unwrap_or(0.0);
+        for (name, t) in vars {
+            let sqrt_n = (t.numel() as f64).sqrt();
+            if t.requires_grad() {
+                let noise = tol.grad_noise * global * sqrt_n;
+                let what = format!("|dL/d{name}|");
+                assert_near(
+                    l2(&t.grad()),
+                    value("grad_l2", name),
+                    tol.grad_rtol,
+                    noise,
+                    &what,
+                );
+            }
+            let atol = tol.after_atol_sqrt_n * sqrt_n + tol.after_atol;
+            let what = format!("|{name}| after the steps");
+            assert_near(l2(t), value("after_l2", name), tol.after_rtol, atol, &what);
+        }
+    }
+
     /// `|a − b| ≤ atol + rtol·|b|`, else a panic naming `what`.
     pub fn assert_near(a: f64, b: f64, rtol: f64, atol: f64, what: &str) {
         assert!(

@@ -19,7 +19,9 @@ use contrast_core::loss::InfoNce;
 use contrast_core::optim::adamw::{AdamW, AdamWConfig};
 use contrast_core::optim::{decay_groups, Optimizer};
 use contrast_core::tensors::named_variables;
-use contrast_core::testing::official::{assert_near, grad_max, l2, read_fixture, write_fixture};
+use contrast_core::testing::official::{
+    compare_with_fixture, grad_max, read_fixture, write_fixture, FixtureTolerance,
+};
 use contrast_core::testing::{assert_close, get, global_rng_lock, run_reference};
 use patchmix::config::PatchMixConfig;
 use patchmix::mix::PatchMixer;
@@ -195,7 +197,7 @@ fn run_case(momentum: bool, steps: usize, n_local: usize, fixture: &str) {
         None
     };
     let Some(out) = out else {
-        compare_with_fixture(&fixture, &ours_terms, &ours_vars, steps, have_checkout);
+        compare_fixture(&fixture, &ours_terms, &ours_vars, steps, have_checkout);
         return;
     };
 
@@ -274,7 +276,7 @@ fn run_case(momentum: bool, steps: usize, n_local: usize, fixture: &str) {
 }
 
 /// Without the official checkout: our steps against the committed official numbers.
-fn compare_with_fixture(
+fn compare_fixture(
     path: &Path,
     terms: &[(&str, f64)],
     vars: &[(String, Tensor)],
@@ -282,30 +284,17 @@ fn compare_with_fixture(
     have_checkout: bool,
 ) {
     let f = read_fixture(path);
-    let close = assert_near;
-    let tol = 1e-6 * steps as f64;
-    for (name, v) in terms {
-        close(*v, f["terms"][*name].as_f64().unwrap(), tol, tol, name);
-    }
-    // several steps compound float rounding (see run_case)
-    let rtol_g = if steps > 1 { 1e-2 } else { 1e-4 };
-    let global = f["grad_max_abs"].as_f64().unwrap();
-    for (name, t) in vars {
-        if t.requires_grad() {
-            let g = f["grad_l2"][name.as_str()]
-                .as_f64()
-                .unwrap_or_else(|| panic!("{name} not in the fixture"));
-            // a noise-only gradient (bias before a BatchNorm) has a norm of rounding noise
-            let noise = 1e-6 * global * (t.numel() as f64).sqrt();
-            close(l2(&t.grad()), g, rtol_g, noise, &format!("|dL/d{name}|"));
-        }
-        let w = f["after_l2"][name.as_str()]
-            .as_f64()
-            .unwrap_or_else(|| panic!("{name} not in the fixture"));
-        // entries whose gradient is noise move by ±lr either way (see above)
-        let atol = 2.0 * LR * 2.0 * (t.numel() as f64).sqrt();
-        close(l2(t), w, 1e-5, atol, &format!("|{name}| after the steps"));
-    }
+    let tolerance = FixtureTolerance {
+        term: 1e-6 * steps as f64,
+        // several steps compound float rounding (see run_case)
+        grad_rtol: if steps > 1 { 1e-2 } else { 1e-4 },
+        grad_noise: 1e-6,
+        after_rtol: 1e-5,
+        // entries whose gradient is noise move by ±lr either way (see run_case)
+        after_atol_sqrt_n: 4.0 * LR,
+        after_atol: 0.0,
+    };
+    compare_with_fixture(&f, terms, vars, &tolerance);
     println!(
         "official_step: {} (`cargo xtask official fetch patchmix`); our steps match the committed official numbers in {} ({} variables, official commit {})",
         if have_checkout { "no Python with torch" } else { "no official checkout" },
