@@ -7,8 +7,9 @@ Runs, for the same number of epochs, seed, data and settings:
 and writes $OUT/verify-<method>.json (per-epoch metrics, samples/s, GPU memory and utilisation)
 plus $OUT/verify-<method>.png (the curves side by side) and one log per run.
 
-Without --tiny it first times a few steps of (a) and (c) and picks the number of epochs so that
-the three runs end within the bundle's minutes. --tiny: a few steps of each on a few images (on
+Without --tiny, for PatchMix it first times a few steps of (a) and (c) and picks the number of
+epochs so that the three runs end within the bundle's minutes; FBA-Net runs the bundle's fixed
+number of iterations. Each run gets an equal share of the time left. --tiny: a few steps of each on a few images (on
 the CPU when there is no GPU), to check that the bundle still works; its numbers mean nothing.
 Needs: python3 with torch (+ torchvision, timm, einops; matplotlib for the PNG), no network.
 """

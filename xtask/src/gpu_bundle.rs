@@ -264,8 +264,7 @@ pub fn gpu_bundle(a: &GpuBundleArgs) -> Result<()> {
     )?;
     std::fs::write(out.join("README.txt"), readme(&a.method))?;
 
-    let total = folder_size(&out)?;
-    report_size(&out, total)?;
+    let total = check_size(bundle_parts(&out)?)?;
     if a.check {
         step("gpu-bundle --check: run.sh --tiny");
         run_status(
@@ -336,8 +335,8 @@ fn folder_size(d: &Path) -> Result<u64> {
     Ok(total)
 }
 
-/// Fails when the bundle is over [`MAX_BUNDLE_BYTES`], naming its largest parts.
-fn report_size(out: &Path, total: u64) -> Result<()> {
+/// `(bytes, name)` of each top-level entry of the bundle.
+fn bundle_parts(out: &Path) -> Result<Vec<(u64, String)>> {
     let mut parts = Vec::new();
     for e in std::fs::read_dir(out)? {
         let p = e?.path();
@@ -349,6 +348,13 @@ fn report_size(out: &Path, total: u64) -> Result<()> {
         };
         parts.push((n, p.file_name().unwrap().to_string_lossy().to_string()));
     }
+    Ok(parts)
+}
+
+/// Prints the bundle's size by part and returns the total; an error naming the largest part when
+/// the bundle is over [`MAX_BUNDLE_BYTES`].
+fn check_size(mut parts: Vec<(u64, String)>) -> Result<u64> {
+    let total: u64 = parts.iter().map(|p| p.0).sum();
     parts.sort_by(|a, b| b.cmp(a));
     let list: Vec<String> = parts
         .iter()
@@ -367,7 +373,7 @@ fn report_size(out: &Path, total: u64) -> Result<()> {
             list.first().cloned().unwrap_or_default()
         );
     }
-    Ok(())
+    Ok(total)
 }
 
 /// Where the CIFAR-10 images come from.
@@ -634,8 +640,11 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(tmp.path().join("data")).unwrap();
         std::fs::write(tmp.path().join("data/x"), [0u8; 10]).unwrap();
-        report_size(tmp.path(), 10).unwrap();
-        let e = report_size(tmp.path(), MAX_BUNDLE_BYTES + 1).unwrap_err();
-        assert!(format!("{e}").contains("data"), "{e}");
+        std::fs::write(tmp.path().join("run.sh"), [0u8; 3]).unwrap();
+        let parts = bundle_parts(tmp.path()).unwrap();
+        assert_eq!(check_size(parts).unwrap(), 13);
+        let big = vec![(MAX_BUNDLE_BYTES, "data".into()), (1, "bin".into())];
+        let e = check_size(big).unwrap_err();
+        assert!(format!("{e}").contains("largest: data"), "{e}");
     }
 }

@@ -32,13 +32,14 @@
 //! // stand-ins for your encoder's outputs on x1, x2, m1.images, m2.images
 //! let f = |_x: &Tensor| Tensor::randn([b, d], (Kind::Float, Device::Cpu)).set_requires_grad(true);
 //! let (q1, k1, k2, mk1, mq2) = (f(&x1), f(&x1), f(&x2), f(&m1.images), f(&m2.images));
-//! let identity = Tensor::eye(b, (Kind::Float, Device::Cpu));
+//! // the official source target: the identity smoothed by 0.1
+//! let source = patchmix::mix::source_targets(b, b, 0, 0.1, Device::Cpu);
 //! let terms = patchmix_loss(
 //!     &InfoNce::new(0.2)?,
 //!     &LossInputs {
 //!         q1: &q1, k1: &k1, k2: &k2, mq2: &mq2, mk1: &mk1,
 //!         mix_target: &m2.mix_target, mixmix_target: &m2.mixmix_target,
-//!         identity: &identity, local_q: &[], local_mq: &[],
+//!         source: &source, local_q: &[], local_mq: &[],
 //!     },
 //! )?;
 //! terms.total.backward();

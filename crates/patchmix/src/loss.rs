@@ -66,8 +66,9 @@ pub struct LossInputs<'a> {
     pub mix_target: &'a Tensor,
     /// `[B, N]` mixed-vs-mixed targets.
     pub mixmix_target: &'a Tensor,
-    /// Identity targets `[B, N]` (one-hot at `offset + i`).
-    pub identity: &'a Tensor,
+    /// Targets of the unmixed terms `[B, N]`: the identity at `offset + i`, smoothed as the
+    /// official `no_mixer` smooths it (`mix.src_smoothing`, see `mix::source_targets`).
+    pub source: &'a Tensor,
     /// Queries of the unmixed local crops (ImageNet multi-crop), may be empty.
     pub local_q: &'a [Tensor],
     /// Queries of the mixed local crops, may be empty.
@@ -77,7 +78,7 @@ pub struct LossInputs<'a> {
 /// The full objective. `nce` holds τ.
 pub fn patchmix_loss(nce: &InfoNce, x: &LossInputs) -> Result<Terms> {
     let (k1, k2, mk1) = (x.k1.detach(), x.k2.detach(), x.mk1.detach());
-    let orig = nce.forward_soft(x.q1, &k2, x.identity)?;
+    let orig = nce.forward_soft(x.q1, &k2, x.source)?;
     let mix_orig = nce.forward_soft(x.mq2, &k1, x.mix_target)?;
     let mix_mix = nce.forward_soft(x.mq2, &mk1, x.mixmix_target)?;
     // Σ_c [CE(q_c, k1, T) + CE(q_c, k2, T)] / n over local-crop queries (zero without any)
@@ -95,7 +96,7 @@ pub fn patchmix_loss(nce: &InfoNce, x: &LossInputs) -> Result<Terms> {
             Tensor::stack(&per_crop, 0).sum(Kind::Float)
         })
     };
-    let multi = local(x.local_q, x.identity)?;
+    let multi = local(x.local_q, x.source)?;
     let multi_mix = local(x.local_mq, x.mix_target)?;
     let total = &orig + (&mix_orig + &mix_mix) * 0.5 + &multi + &multi_mix;
     ensure!(total.numel() == 1, "the PatchMix loss must be a scalar");

@@ -290,7 +290,7 @@ pub struct StepTargets {
     pub unmixed: Tensor,
     /// The source term's target: the identity smoothed by `mix.src_smoothing`
     /// ([`crate::mix::source_targets`]).
-    pub identity: Tensor,
+    pub source: Tensor,
 }
 
 impl StepTargets {
@@ -299,7 +299,7 @@ impl StepTargets {
         Self {
             soft: mixer.targets(b, b, 0, device),
             unmixed: mixer.unmixed_targets(b, b, 0, device),
-            identity: crate::mix::source_targets(b, b, 0, src_smoothing, device),
+            source: crate::mix::source_targets(b, b, 0, src_smoothing, device),
         }
     }
 }
@@ -365,7 +365,7 @@ pub fn step_terms(
             mk1: &mk1,
             mix_target,
             mixmix_target,
-            identity: &t.identity,
+            source: &t.source,
             local_q: &local_q,
             local_mq: &local_mq,
         },

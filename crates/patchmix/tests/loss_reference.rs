@@ -21,7 +21,7 @@ fn objective_matches_pytorch_and_keys_get_no_gradient() {
         let mixer = PatchMixer::new(m, 1.0, 2, 0.0).unwrap();
         let (mix_t, mixmix_t) = mixer.targets(b, b, 0, Device::Cpu);
         // the official source target: identity smoothed by no_mixer's default 0.1
-        let identity = patchmix::mix::source_targets(b, b, 0, 0.1, Device::Cpu);
+        let source = patchmix::mix::source_targets(b, b, 0, 0.1, Device::Cpu);
         let terms = patchmix_loss(
             &InfoNce::new(0.2).unwrap(),
             &LossInputs {
@@ -32,7 +32,7 @@ fn objective_matches_pytorch_and_keys_get_no_gradient() {
                 mk1: &mk1,
                 mix_target: &mix_t,
                 mixmix_target: &mixmix_t,
-                identity: &identity,
+                source: &source,
                 local_q: &lq,
                 local_mq: &lmq,
             },
@@ -58,7 +58,7 @@ fn objective_matches_pytorch_and_keys_get_no_gradient() {
         };
         assert_close(&mix_t, get(&out, "mix_target"), 0.0, 1e-6, "T_mix");
         assert_close(&mixmix_t, get(&out, "mixmix_target"), 0.0, 1e-6, "T_mixmix");
-        assert_close(&identity, get(&out, "src_target"), 0.0, 1e-7, "I_s");
+        assert_close(&source, get(&out, "src_target"), 0.0, 1e-7, "I_s");
         for (name, t) in [
             ("orig", &terms.orig),
             ("mix_orig", &terms.mix_orig),
