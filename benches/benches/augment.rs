@@ -25,7 +25,6 @@
 use contrast_core::data::folder::load_image_folder;
 use contrast_core::data::{Dataset, InMemoryDataset, Loader, LoaderConfig, Recipe};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use std::path::Path;
 use std::sync::Arc;
 
 fn synthetic(n: usize, side: usize) -> InMemoryDataset {
@@ -48,8 +47,9 @@ fn synthetic(n: usize, side: usize) -> InMemoryDataset {
 }
 
 fn cifar_or_synthetic() -> InMemoryDataset {
-    let tar = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/data/cifar10-jpeg/CIFAR-10-images.tar");
+    let tar = contrast_core::data::dev_data_root()
+        .unwrap_or_default()
+        .join("cifar10-jpeg/CIFAR-10-images.tar");
     let dest = std::env::temp_dir().join("contrast-cache/cifar10-jpeg-78a12bf9");
     if tar.exists() && !dest.join(".extracted").exists() {
         let _ = std::fs::create_dir_all(&dest);

@@ -1,20 +1,58 @@
-//! Data for `reproduce`: find the data a preset needs in the data root, or prepare it from the
-//! development copy in `../shared/data` (read in place; extracted into the data root, never into
-//! the repository's tracked files).
+//! Data for `reproduce`: where each preset's data comes from, and getting it there.
+//!
+//! In order: what is already under the data root; the development copy beside the repository
+//! (`../shared/data`, this team's machines only; read in place or extracted into the data root,
+//! never into tracked files; `CONTRAST_DEV_DATA=none` hides it); otherwise the official data set
+//! through its manifest in `datasets/` (resumable, checksummed download). A smoke preset never
+//! needs the development copy: CIFAR-10 then comes from the official binary archive (same
+//! class-balanced subset), LA heart, VQA-RAD and the Dubai tiles from their manifests.
 
-use crate::download::{data_root, ensure_named, Options};
+use crate::download::manifest::Manifest;
+use crate::download::{data_root, ensure_named, human_bytes, is_verified, Options};
 use crate::reproduce::Method;
 use crate::util::repo_root;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 
-/// The development data folder beside the repository (`../shared/data`), when present.
+/// The core's rule for the development copy, shared as source (xtask does not link libtorch).
+#[allow(dead_code)]
+#[path = "../../crates/contrast-core/src/data/dev.rs"]
+mod dev;
+
+/// The development data folder beside the repository (`../shared/data`), when present and not
+/// hidden by `CONTRAST_DEV_DATA` (same rule as `contrast_core::data::dev_data_root`).
 pub fn shared_data() -> Option<PathBuf> {
-    let d = repo_root().join("../shared/data");
-    d.is_dir().then_some(d)
+    dev::resolve(
+        std::env::var_os("CONTRAST_DEV_DATA").as_deref(),
+        &repo_root().join("../shared/data"),
+    )
 }
 
-/// Read the `format` and `root` of a preset's `[data]` table (without libtorch: plain TOML).
+/// Where a preset's data comes from.
+#[derive(Debug)]
+pub enum Origin {
+    /// Already there (under the data root, or the development copy read in place).
+    Present { path: PathBuf, what: String },
+    /// The development CIFAR-10 JPEG tar, extracted into the data root on first use.
+    DevTar { tar: PathBuf, dest: PathBuf },
+    /// A data set of `datasets/<name>.toml`, fetched and verified (a no-op once verified).
+    Manifest { name: String, root: Option<PathBuf> },
+}
+
+/// A preset's data: its origin and the config values that point the run at it.
+#[derive(Debug)]
+pub struct Plan {
+    pub origin: Origin,
+    /// `(key, value)` pairs for `--set key=value` (values are TOML literals).
+    pub sets: Vec<(String, String)>,
+}
+
+fn quoted(p: &Path) -> String {
+    format!("{:?}", p.display().to_string())
+}
+
+/// Read the `format` and `root` of a preset's data table (`data`, or `finetune.data` for
+/// spade), without libtorch: plain TOML.
 fn preset_data(m: &Method, preset: &str) -> Result<(String, String)> {
     let path = repo_root()
         .join("crates")
@@ -30,134 +68,241 @@ fn preset_data(m: &Method, preset: &str) -> Result<(String, String)> {
     })?;
     let v: toml::Table =
         toml::from_str(&text).with_context(|| format!("{} is not valid TOML", path.display()))?;
-    let data = v.get("data").and_then(|d| d.as_table());
-    let get = |k: &str, default: &str| {
+    let mut data = v.get("data").and_then(|d| d.as_table());
+    if m.name == "spade" {
+        data = v
+            .get("finetune")
+            .and_then(|f| f.get("data"))
+            .and_then(|d| d.as_table());
+    }
+    let get = |k: &str| {
         data.and_then(|d| d.get(k))
             .and_then(|x| x.as_str())
-            .unwrap_or(default)
+            .unwrap_or_default()
             .to_string()
     };
-    Ok((get("format", "image-folder"), get("root", "")))
+    Ok((get("format"), get("root")))
 }
 
-/// Make the preset's data available; returns the folder to pass as `data.root` (None when the
-/// preset names its own root).
-pub fn prepare_for_preset(
-    m: &Method,
-    preset: &str,
-    flag: Option<&Path>,
-) -> Result<Option<PathBuf>> {
+/// The data plan of `reproduce <m> --preset <preset>` (no side effects). `None`: the method
+/// needs no data (toy) or the preset names its own `data.root`.
+pub fn plan(m: &Method, preset: &str, flag: Option<&Path>) -> Result<Option<Plan>> {
+    if m.name == "toy" {
+        return Ok(None);
+    }
     let (format, root) = preset_data(m, preset)?;
     if !root.is_empty() {
         return Ok(None);
     }
     let base = data_root(flag);
-    match format.as_str() {
-        "image-folder" if preset.contains("imagenet") => {
-            let d = base.join("imagenet");
-            if !d.join("train").is_dir() {
-                bail!("ImageNet is not in {}: it needs a manual download (`cargo xtask download imagenet` prints the steps)", d.display());
-            }
-            Ok(Some(d))
+    // the development copy is read only when no --data-dir was given
+    let dev = |sub: &str| {
+        flag.is_none()
+            .then(shared_data)
+            .flatten()
+            .map(|d| d.join(sub))
+            .filter(|d| d.exists())
+    };
+    let set = |k: &str, p: &Path| vec![(k.to_string(), quoted(p))];
+    let manifest = |name: &str, key: &str, sub: &str| Plan {
+        origin: Origin::Manifest {
+            name: name.into(),
+            root: flag.map(Path::to_path_buf),
+        },
+        sets: set(key, &base.join(name).join(sub)),
+    };
+    let plan = match (m.name, format.as_str()) {
+        ("patchmix" | "multinet" | "spps", "image-folder") if preset.contains("imagenet") => {
+            manifest("imagenet", "data.root", "")
         }
-        "image-folder" => cifar10_jpeg(&base).map(Some),
-        "cifar10" | "cifar100" => {
-            // fetched (resumable, checksummed) unless already verified under the data root
-            let sub = if format == "cifar10" {
-                "cifar-10-batches-bin"
+        ("spps", _) if preset.contains("stl10") => manifest("stl10", "data.root", ""),
+        ("patchmix" | "multinet" | "spps", "image-folder" | "") => {
+            let dest = base.join("cifar10-jpeg");
+            if dest.join(".extracted").exists() {
+                Plan {
+                    origin: Origin::Present {
+                        path: dest.clone(),
+                        what: "CIFAR-10 JPEG, extracted earlier".into(),
+                    },
+                    sets: set("data.root", &dest),
+                }
+            } else if let Some(tar) = dev("cifar10-jpeg/CIFAR-10-images.tar") {
+                Plan {
+                    origin: Origin::DevTar {
+                        tar,
+                        dest: dest.clone(),
+                    },
+                    sets: set("data.root", &dest),
+                }
             } else {
-                "cifar-100-binary"
-            };
-            Ok(Some(
-                ensure_named(&format, flag, &Options::from_env())?.join(sub),
-            ))
+                // no JPEG copy: the official binary archive, same subset logic
+                let mut p = manifest("cifar10", "data.root", "cifar-10-batches-bin");
+                p.sets
+                    .insert(0, ("data.format".into(), "\"cifar10\"".into()));
+                p
+            }
         }
-        "tiny-imagenet" => Ok(Some(
-            ensure_named("tiny-imagenet", flag, &Options::from_env())?.join("tiny-imagenet-200"),
-        )),
-        other => bail!("reproduce does not know how to prepare data.format `{other}`"),
+        ("patchmix" | "multinet" | "spps", "cifar10") => {
+            manifest("cifar10", "data.root", "cifar-10-batches-bin")
+        }
+        ("patchmix" | "multinet" | "spps", "cifar100") => {
+            manifest("cifar100", "data.root", "cifar-100-binary")
+        }
+        ("patchmix" | "multinet" | "spps", "tiny-imagenet") => {
+            manifest("tiny-imagenet", "data.root", "tiny-imagenet-200")
+        }
+        ("fba-net" | "spade", _) => {
+            let key = if m.name == "spade" {
+                "finetune.data.root"
+            } else {
+                "data.root"
+            };
+            // the smoke presets read the 16 development cases when present; the paper presets
+            // need all 100 cases
+            match dev("la-heart").filter(|_| preset == "smoke") {
+                Some(d) => Plan {
+                    origin: Origin::Present {
+                        path: d.clone(),
+                        what: "LA heart, development cases".into(),
+                    },
+                    sets: set(key, &d),
+                },
+                None => manifest("la-heart", key, ""),
+            }
+        }
+        ("claires", _) => match dev("vqa-rad") {
+            Some(d) => Plan {
+                origin: Origin::Present {
+                    path: d.clone(),
+                    what: "VQA-RAD, development copy".into(),
+                },
+                sets: set("data.root", &d),
+            },
+            None => manifest("vqa-rad", "data.root", ""),
+        },
+        ("grass", "dubai" | "") => {
+            let sub = "dubai-aerial/Semantic segmentation dataset";
+            match dev(sub) {
+                Some(d) => Plan {
+                    origin: Origin::Present {
+                        path: d.clone(),
+                        what: "Dubai aerial tiles, development copy".into(),
+                    },
+                    sets: set("data.root", &d),
+                },
+                None => manifest("dubai-aerial", "data.root", "Semantic segmentation dataset"),
+            }
+        }
+        ("grass", "potsdam") => manifest("potsdam", "data.root", ""),
+        ("grass", f) if f.starts_with("loveda") => manifest("loveda", "data.root", ""),
+        (name, other) => {
+            bail!("reproduce does not know how to prepare data.format `{other}` for {name}")
+        }
+    };
+    Ok(Some(plan))
+}
+
+/// Carry out a plan: extract or fetch what is missing. Returns the `--set` pairs.
+pub fn prepare(plan: &Plan) -> Result<&[(String, String)]> {
+    match &plan.origin {
+        Origin::Present { path, what } => println!("data: {} ({what})", path.display()),
+        Origin::DevTar { tar, dest } => extract_dev_tar(tar, dest)?,
+        Origin::Manifest { name, root } => {
+            let dir = ensure_named(name, root.as_deref(), &Options::from_env())?;
+            println!("data: {} ({name})", dir.display());
+        }
+    }
+    Ok(&plan.sets)
+}
+
+/// One line for `doctor`: what the plan finds, or what `reproduce` would do.
+pub fn describe(plan: &Plan) -> String {
+    match &plan.origin {
+        Origin::Present { path, what } => format!("present: {what} ({})", path.display()),
+        Origin::DevTar { tar, dest } => format!(
+            "development copy {}: extracted into {} on first run",
+            tar.display(),
+            dest.display()
+        ),
+        Origin::Manifest { name, root } => {
+            let Ok(m) = Manifest::named(name) else {
+                return format!("no manifest `{name}`");
+            };
+            let dir = data_root(root.as_deref()).join(name);
+            if m.manual {
+                if crate::download::missing_paths(&dir, &m.required_paths()).is_empty() {
+                    format!("present: {name} ({}, placed by hand)", dir.display())
+                } else {
+                    format!(
+                        "MISSING: {name} needs a manual download into {} (`cargo xtask download {name}` prints the steps)",
+                        dir.display()
+                    )
+                }
+            } else if is_verified(&m, &dir) {
+                format!("present: {name} ({}, verified)", dir.display())
+            } else {
+                format!(
+                    "absent: `reproduce` downloads {name} ({}) into {}",
+                    m.total_size()
+                        .map(human_bytes)
+                        .unwrap_or_else(|| "size unknown".into()),
+                    dir.display()
+                )
+            }
+        }
     }
 }
 
-/// CIFAR-10 as an image folder (`train/<class>/*.jpg`, `test/<class>/*.jpg`): already in the
-/// data root, or extracted there from the development tar in `../shared/data/cifar10-jpeg/`.
-pub fn cifar10_jpeg(base: &Path) -> Result<PathBuf> {
-    let dest = base.join("cifar10-jpeg");
-    let marker = dest.join(".extracted");
-    if marker.exists() {
-        println!("data: {} (already extracted)", dest.display());
-        return Ok(dest);
-    }
-    let Some(shared) = shared_data() else {
-        bail!(
-            "no CIFAR-10 image folder in {} and no development copy in ../shared/data; \
-             use a `paper-*` preset with `cargo xtask download cifar10`, or set data.root",
-            dest.display()
-        );
-    };
-    let tar_path = shared.join("cifar10-jpeg/CIFAR-10-images.tar");
+/// Extract the development CIFAR-10 JPEG tar into `dest` (`train/<class>/*.jpg`,
+/// `test/<class>/*.jpg`); a `.extracted` marker makes later runs skip it.
+fn extract_dev_tar(tar_path: &Path, dest: &Path) -> Result<()> {
     println!(
         "data: extracting {} into {}",
         tar_path.display(),
         dest.display()
     );
-    std::fs::create_dir_all(&dest).with_context(|| format!("cannot create {}", dest.display()))?;
-    let f = std::fs::File::open(&tar_path)
+    std::fs::create_dir_all(dest).with_context(|| format!("cannot create {}", dest.display()))?;
+    let f = std::fs::File::open(tar_path)
         .with_context(|| format!("cannot open {}", tar_path.display()))?;
     tar::Archive::new(f)
-        .unpack(&dest)
+        .unpack(dest)
         .with_context(|| format!("extracting {} (corrupt or cut short?)", tar_path.display()))?;
     for split in ["train", "test"] {
         if !dest.join(split).is_dir() {
             bail!("{} has no {split}/ folder after extraction", dest.display());
         }
     }
-    std::fs::write(&marker, "ok\n")?;
-    Ok(dest)
+    std::fs::write(dest.join(".extracted"), "ok\n")?;
+    Ok(())
 }
 
-/// The LA heart root for FBA-Net: the smoke preset reads the 16 development cases in
-/// `../shared/data/la-heart` when present (unless `--data-dir` is given); otherwise (and for
-/// the paper presets, which need all 100 cases) `<data root>/la-heart`, downloaded and
-/// checksummed from the manifest `datasets/la-heart.toml` when missing.
-pub fn la_heart_root(preset: &str, flag: Option<&Path>) -> Result<PathBuf> {
-    if preset == "smoke" && flag.is_none() {
-        if let Some(d) = shared_data()
-            .map(|s| s.join("la-heart"))
-            .filter(|d| d.is_dir())
-        {
-            println!("data: {} (development cases)", d.display());
-            return Ok(d);
-        }
+/// CIFAR-10 as an image folder for the GPU bundle: extracted earlier, or from the development
+/// tar. `None` when neither exists (the bundle then uses the official binary or synthetic data).
+pub fn cifar10_jpeg(base: &Path) -> Result<Option<PathBuf>> {
+    let dest = base.join("cifar10-jpeg");
+    if dest.join(".extracted").exists() {
+        return Ok(Some(dest));
     }
-    ensure_named("la-heart", flag, &Options::from_env())
+    match shared_data()
+        .map(|d| d.join("cifar10-jpeg/CIFAR-10-images.tar"))
+        .filter(|t| t.is_file())
+    {
+        Some(tar) => extract_dev_tar(&tar, &dest).map(|_| Some(dest)),
+        None => Ok(None),
+    }
 }
 
-/// GraSS: the data root of a preset (`data.format` dubai / potsdam / loveda-*). The Dubai
-/// development tiles are read in place from `../shared/data/dubai-aerial` (or
-/// `<data root>/dubai-aerial`); Potsdam (manual) and LoveDA (download) come from their manifests.
-pub fn grass_root(m: &Method, preset: &str, flag: Option<&Path>) -> Result<PathBuf> {
-    let (format, root) = preset_data(m, preset)?;
-    if !root.is_empty() {
-        return Ok(PathBuf::from(root));
-    }
-    match format.as_str() {
-        "dubai" => {
-            let sub = "dubai-aerial/Semantic segmentation dataset";
-            let local = data_root(flag).join(sub);
-            if local.is_dir() {
-                return Ok(local);
-            }
-            match shared_data().map(|d| d.join(sub)).filter(|d| d.is_dir()) {
-                Some(d) => Ok(d),
-                None => bail!(
-                    "no Dubai aerial tiles in {} or ../shared/data",
-                    local.display()
-                ),
-            }
-        }
-        "potsdam" => ensure_named("potsdam", flag, &Options::from_env()),
-        f if f.starts_with("loveda") => ensure_named("loveda", flag, &Options::from_env()),
-        other => bail!("reproduce does not know how to prepare data.format `{other}` for grass"),
+/// The LA heart cases of the smoke preset (the GPU bundle's source): the development cases
+/// when present, else the downloaded set (fetched when missing).
+pub fn la_heart_root(flag: Option<&Path>) -> Result<PathBuf> {
+    let m = crate::reproduce::METHODS
+        .iter()
+        .find(|m| m.name == "fba-net")
+        .context("fba-net is a reproduce method")?;
+    let plan = plan(m, "smoke", flag)?.context("the fba-net smoke preset reads LA cases")?;
+    prepare(&plan)?;
+    match plan.origin {
+        Origin::Present { path, .. } => Ok(path),
+        _ => Ok(data_root(flag).join("la-heart")),
     }
 }

@@ -5,6 +5,29 @@ use crate::util::{cache_dir, link_dir, repo_root, run_output};
 use anyhow::Result;
 use std::process::Command;
 
+/// What each method's default (smoke) preset needs and where it would come from.
+fn data_report() {
+    let root = crate::download::data_root(None);
+    println!(
+        "\ndata (root {}; --data-dir / CONTRAST_DATA change it)",
+        root.display()
+    );
+    match crate::data::shared_data() {
+        Some(d) => println!("  development copy: {} (optional speed-up)", d.display()),
+        None => {
+            println!("  development copy: none (not needed: smoke presets download what they use)")
+        }
+    }
+    for m in crate::reproduce::METHODS {
+        let line = match crate::data::plan(m, m.default_preset, None) {
+            Ok(Some(p)) => crate::data::describe(&p),
+            Ok(None) => "no data needed".into(),
+            Err(e) => format!("cannot tell: {e:#}"),
+        };
+        println!("  {:<9} --preset {:<6} {line}", m.name, m.default_preset);
+    }
+}
+
 pub fn doctor() -> Result<()> {
     let mut problems: Vec<String> = Vec::new();
     let cache = cache_dir()?;
@@ -71,6 +94,7 @@ pub fn doctor() -> Result<()> {
         "cpu cores       {}",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    data_report();
     if problems.is_empty() {
         println!("\nlibtorch as seen from Rust (cargo run -p contrast-core --bin contrast-info):");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());

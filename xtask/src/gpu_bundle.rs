@@ -123,7 +123,7 @@ pub fn gpu_bundle(a: &GpuBundleArgs) -> Result<()> {
         _ => {
             let root = match &a.data_dir {
                 Some(d) => d.clone(),
-                None => match crate::data::la_heart_root("smoke", None) {
+                None => match crate::data::la_heart_root(None) {
                     Ok(d) => d,
                     Err(e) if a.check => {
                         println!(
@@ -408,8 +408,8 @@ fn cifar10_source(flag: Option<&Path>) -> Result<Cifar10Source> {
     }
     let base = crate::download::data_root(None);
     let bin = base.join("cifar10/cifar-10-batches-bin");
-    if base.join("cifar10-jpeg/.extracted").exists() || crate::data::shared_data().is_some() {
-        return Ok(Cifar10Source::Folder(crate::data::cifar10_jpeg(&base)?));
+    if let Some(folder) = crate::data::cifar10_jpeg(&base)? {
+        return Ok(Cifar10Source::Folder(folder));
     }
     if bin.join("test_batch.bin").exists() {
         return Ok(Cifar10Source::Binary(bin));

@@ -92,6 +92,9 @@ pub struct ReproduceArgs {
     /// Data root (default: $CONTRAST_DATA, else datasets/ in the repository).
     #[arg(long, alias = "dir")]
     pub data_dir: Option<std::path::PathBuf>,
+    /// Only make the preset's data available (download, verify, extract), then stop.
+    #[arg(long)]
+    pub prepare_only: bool,
     /// Extra arguments for the method binary (e.g. `-- --resume --set optim.lr=0.1`).
     #[arg(last = true)]
     pub args: Vec<String>,
@@ -119,7 +122,9 @@ pub fn reproduce(a: &ReproduceArgs) -> Result<()> {
                 .join(", ")
         );
     };
-    setup(&SetupArgs::default())?;
+    if !a.prepare_only {
+        setup(&SetupArgs::default())?;
+    }
     let preset = a.preset.as_deref().unwrap_or(m.default_preset);
     step(&format!("reproduce {} --preset {preset}", m.name));
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -129,48 +134,22 @@ pub fn reproduce(a: &ReproduceArgs) -> Result<()> {
         cmd.arg("--release");
     }
     cmd.args(["-p", m.package, "--bin", m.binary, "--"]);
-    match m.name {
-        "spps" if preset.contains("stl10") => {
-            let root = crate::download::data_root(a.data_dir.as_deref()).join("stl10");
-            cmd.args(["reproduce", "--preset", preset, "--set"])
-                .arg(format!("data.root={:?}", root.display().to_string()));
+    if m.name == "toy" {
+        cmd.args(["--preset", preset]);
+    } else {
+        cmd.args(["reproduce", "--preset", preset]);
+    }
+    if let Some(plan) = crate::data::plan(m, preset, a.data_dir.as_deref())? {
+        for (k, v) in crate::data::prepare(&plan)? {
+            cmd.arg("--set").arg(format!("{k}={v}"));
         }
-        "patchmix" | "multinet" | "spps" => {
-            let root = crate::data::prepare_for_preset(m, preset, a.data_dir.as_deref())?;
-            cmd.args(["reproduce", "--preset", preset]);
-            if let Some(root) = root {
-                cmd.arg("--set")
-                    .arg(format!("data.root={:?}", root.display().to_string()));
-            }
-        }
-        "spade" => {
-            let root = crate::data::la_heart_root(preset, a.data_dir.as_deref())?;
-            cmd.args(["reproduce", "--preset", preset, "--set"])
-                .arg(format!(
-                    "finetune.data.root={:?}",
-                    root.display().to_string()
-                ));
-        }
-        "fba-net" => {
-            let root = crate::data::la_heart_root(preset, a.data_dir.as_deref())?;
-            cmd.args(["reproduce", "--preset", preset, "--set"])
-                .arg(format!("data.root={:?}", root.display().to_string()));
-        }
-        "claires" => {
-            cmd.args(["reproduce", "--preset", preset]);
-            if let Some(d) = &a.data_dir {
-                let root = d.join("vqa-rad").display().to_string();
-                cmd.arg("--set").arg(format!("data.root={root:?}"));
-            }
-        }
-        "grass" => {
-            let root = crate::data::grass_root(m, preset, a.data_dir.as_deref())?;
-            cmd.args(["reproduce", "--preset", preset, "--set"])
-                .arg(format!("data.root={:?}", root.display().to_string()));
-        }
-        _ => {
-            cmd.args(["--preset", preset]);
-        }
+    }
+    if a.prepare_only {
+        println!(
+            "data ready; the run would be: {:?}",
+            cmd.get_args().collect::<Vec<_>>()
+        );
+        return Ok(());
     }
     cmd.args(&a.args);
     run_status(&mut cmd)

@@ -27,8 +27,13 @@ pub fn data_root(cfg: &ClairesConfig) -> PathBuf {
     if let Some(d) = std::env::var_os("CONTRAST_DATA") {
         return PathBuf::from(d).join("vqa-rad");
     }
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/vqa-rad");
-    std::fs::canonicalize(&p).unwrap_or(p)
+    // the development copy beside the repository when there is one, else the download folder
+    if let Some(d) = contrast_core::data::dev_data_root().map(|d| d.join("vqa-rad")) {
+        if d.is_dir() {
+            return d;
+        }
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/vqa-rad")
 }
 
 /// All records of a config: the manifest if given, else the VQA-RAD converter.

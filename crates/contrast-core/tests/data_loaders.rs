@@ -7,7 +7,7 @@ use contrast_core::data::folder::load_image_folder;
 use contrast_core::data::stl10::{load_stl10, Stl10Split};
 use contrast_core::data::{Dataset, InMemoryDataset};
 use contrast_core::testing::tempdir;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Pixel value of synthetic image `n` at channel `c`, row `y`, column `x`.
 fn px(n: usize, c: usize, y: usize, x: usize) -> u8 {
@@ -221,17 +221,12 @@ fn image_folder_reads_pngs_exactly_and_names_a_corrupt_file() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn shared_data() -> PathBuf {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data")).to_path_buf()
-}
-
 /// Extract the CIFAR-10 JPEG tar once into a per-user cache folder outside the repository.
 fn cifar10_jpeg_tree() -> Option<PathBuf> {
-    let tar = shared_data().join("cifar10-jpeg/CIFAR-10-images.tar");
-    if !tar.exists() {
-        println!("skipped: {} not found", tar.display());
-        return None;
-    }
+    let tar = contrast_core::data::dev_data(
+        "real_cifar10_jpeg_tree",
+        "cifar10-jpeg/CIFAR-10-images.tar",
+    )?;
     let dest = std::env::temp_dir().join("contrast-cache/cifar10-jpeg-78a12bf9");
     let done = dest.join(".extracted");
     if !done.exists() {

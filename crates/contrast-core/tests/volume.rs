@@ -3,6 +3,7 @@
 //! (`tests/py/volume_reference.py`, medpy's surface-distance semantics re-implemented with
 //! scipy.ndimage).
 
+use contrast_core::data::dev_data;
 use contrast_core::eval::segmentation::{asd, case_metrics, dice, hd95, jaccard, SegMetrics};
 use contrast_core::testing::{assert_close, get, run_reference, tempdir};
 use contrast_core::volume::augment3d::{
@@ -13,19 +14,11 @@ use contrast_core::volume::nifti::{read_nifti, write_nifti};
 use contrast_core::volume::sliding::{window_grid, window_starts, SlidingWindow};
 use contrast_core::volume::{Case, Volume};
 use rand::SeedableRng;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tch::{Kind, Tensor};
 
-fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data")
-}
-
-fn la() -> Option<LaHeart> {
-    let root = shared().join("la-heart");
-    if !root.is_dir() {
-        eprintln!("skipping: {} missing", root.display());
-        return None;
-    }
+fn la(test: &str) -> Option<LaHeart> {
+    let root = dev_data(test, "la-heart")?;
     Some(LaHeart::new(root).unwrap())
 }
 
@@ -99,7 +92,7 @@ fn metrics_augment_and_nifti_match_reference() {
             [1.0, 2.0, 0.5],
         ),
     ];
-    if let Some(la) = la() {
+    if let Some(la) = la("segmentation metrics (real LA label case)") {
         // A real label against itself shifted by (3, −2, 1) voxels with a ball removed.
         let c = la.case("06SR5RBREL16DQ6M8LWS").unwrap();
         let sh = c.label.shape;
@@ -127,7 +120,7 @@ fn metrics_augment_and_nifti_match_reference() {
     let vol = Volume::new(vol_shape, (0..60).map(|v| v as f32).collect()).unwrap();
     named.push(("vol".into(), vol.to_tensor()));
     let inputs: Vec<(&str, &Tensor)> = named.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    let mni = shared().join("mni152");
+    let mni = dev_data("volume reference (NIfTI part)", "mni152").unwrap_or_default();
     let nii = [
         mni.join("image_10426.nii.gz"),
         mni.join("mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz"),
@@ -305,7 +298,9 @@ fn sliding_window_averages_probabilities_and_pads_small_volumes() {
 
 #[test]
 fn la_h5_case_reads_like_h5py() {
-    let Some(la) = la() else { return };
+    let Some(la) = la("la_h5_case_reads_like_h5py") else {
+        return;
+    };
     // DEPENDENCIES.md: image [183, 140, 88] f32 (mean 1.458397), label u8 (sum 154296), as h5py.
     let c = la.case("06SR5RBREL16DQ6M8LWS").unwrap();
     assert_eq!(c.image.shape, [183, 140, 88]);

@@ -27,6 +27,9 @@ pub struct DataConfig {
     pub root: String,
     /// Dubai only: every `test_every`-th scene (sorted by path) is a test scene.
     pub test_every: usize,
+    /// Dubai only: use the first `max_scenes` scenes (sorted by path; 0 = all). The smoke preset
+    /// takes 36, tiles 1–4 of the 8, which is what the development copy holds.
+    pub max_scenes: usize,
     /// Patch size and stride when tiling scenes (GraSS's patch size is unknown; the sister
     /// repo's downstream crops are 256).
     pub tile_size: usize,
@@ -48,6 +51,7 @@ impl Default for DataConfig {
             format: "dubai".into(),
             root: String::new(),
             test_every: 4,
+            max_scenes: 0,
             tile_size: 256,
             tile_stride: 256,
             crop_size: 224,

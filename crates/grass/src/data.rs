@@ -75,8 +75,15 @@ pub fn dubai_pairs(root: &Path) -> Result<Pairs> {
     Ok(pairs)
 }
 
-/// Open a data set. `format`: `dubai`, `potsdam`, `loveda-urban`, `loveda-rural`.
-pub fn source(format: &str, root: &Path, test_every: usize, ignore: i64) -> Result<Source> {
+/// Open a data set. `format`: `dubai`, `potsdam`, `loveda-urban`, `loveda-rural`;
+/// `max_scenes` (Dubai only): the first N scenes by path, 0 = all.
+pub fn source(
+    format: &str,
+    root: &Path,
+    test_every: usize,
+    max_scenes: usize,
+    ignore: i64,
+) -> Result<Source> {
     ensure!(
         root.is_dir(),
         "data.root {} is not a folder (see `cargo xtask download` / the crate README)",
@@ -88,7 +95,10 @@ pub fn source(format: &str, root: &Path, test_every: usize, ignore: i64) -> Resu
                 test_every >= 2,
                 "data.test_every must be ≥ 2, got {test_every}"
             );
-            let all = dubai_pairs(root)?;
+            let mut all = dubai_pairs(root)?;
+            if max_scenes > 0 {
+                all.truncate(max_scenes);
+            }
             let (mut train, mut test) = (Vec::new(), Vec::new());
             for (i, p) in all.into_iter().enumerate() {
                 if i % test_every == test_every - 1 {

@@ -37,6 +37,7 @@ pub fn open_source(cfg: &GrassConfig) -> Result<Source> {
         &cfg.data.format,
         Path::new(&cfg.data.root),
         cfg.data.test_every,
+        cfg.data.max_scenes,
         cfg.data.ignore_index,
     )
 }

@@ -11,13 +11,7 @@ use std::path::PathBuf;
 /// The development data beside the repository, or `None` (a fresh clone has none): the tests
 /// that read it then skip with one line.
 fn shared(test: &str) -> Option<PathBuf> {
-    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
-    if d.is_dir() {
-        Some(d)
-    } else {
-        println!("{test}: skipped (no development data in {})", d.display());
-        None
-    }
+    contrast_core::data::dev_data(test, "")
 }
 
 #[test]

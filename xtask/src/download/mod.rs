@@ -27,7 +27,7 @@
 
 mod extract;
 mod fetch;
-mod manifest;
+pub mod manifest;
 
 pub use extract::extract;
 #[cfg(test)]

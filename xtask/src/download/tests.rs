@@ -806,9 +806,15 @@ fn every_shipped_manifest_parses_and_has_the_required_fields() {
 /// when that folder is present.
 #[test]
 fn la_manifest_matches_the_shared_development_copy() {
-    let sums = repo_root().join("../shared/data/la-heart/SHA256SUMS");
+    let Some(sums) = crate::data::shared_data().map(|d| d.join("la-heart/SHA256SUMS")) else {
+        println!("la_manifest_matches_the_shared_development_copy: skipped (no development data)");
+        return;
+    };
     let Ok(text) = fs::read_to_string(&sums) else {
-        eprintln!("skipped: {} not present", sums.display());
+        println!(
+            "la_manifest_matches_the_shared_development_copy: skipped ({} not present)",
+            sums.display()
+        );
         return;
     };
     let la = Manifest::load(&manifest_dir().join("la-heart.toml")).unwrap();

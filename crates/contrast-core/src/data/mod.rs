@@ -39,6 +39,7 @@
 pub mod augment;
 pub mod cifar;
 pub mod dataset;
+pub mod dev;
 pub mod folder;
 pub mod pil_blur;
 pub mod pipeline;
@@ -49,4 +50,5 @@ pub mod tiny_imagenet;
 
 pub use augment::{ColorJitter, Interpolation, Op, Recipe, ViewSpec};
 pub use dataset::{Dataset, ImageRef, InMemoryDataset};
+pub use dev::{dev_data, dev_data_root};
 pub use pipeline::{Batch, Loader, LoaderConfig};
