@@ -5,12 +5,12 @@ mod bench;
 mod data;
 mod doctor;
 mod download;
+mod fresh_clone;
 mod gpu_bundle;
 mod official;
 mod report;
 mod reproduce;
 mod setup;
-#[cfg(test)]
 mod test_server;
 mod util;
 mod verify;
@@ -63,6 +63,10 @@ enum Command {
     /// official code + adapter and `run.sh` (ours vs baseline vs official); `--check` runs
     /// `run.sh --tiny` here.
     GpuBundle(gpu_bundle::GpuBundleArgs),
+    /// What a new user gets: clone HEAD into target/fresh-clone with no development data, serve
+    /// small data sets in the official formats from 127.0.0.1, run every smoke preset's data
+    /// step and a few PatchMix training steps there (CI runs it).
+    FreshClone(fresh_clone::FreshCloneArgs),
     /// Add a GPU verification run (`verify-<method>.json` from a bundle's `run.sh`) to the
     /// method README's results and to `runs/report.html`.
     VerifyReport(verify::VerifyReportArgs),
@@ -116,6 +120,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Official(a) => official::official(&a),
         Command::GpuBundle(a) => gpu_bundle::gpu_bundle(&a),
         Command::VerifyReport(a) => verify::verify_report(&a),
+        Command::FreshClone(a) => fresh_clone::fresh_clone(&a),
     }
 }
 

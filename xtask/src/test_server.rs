@@ -42,6 +42,16 @@ pub struct Server {
 
 impl Server {
     pub fn start(files: HashMap<String, Vec<u8>>, behaviour: Behaviour) -> Server {
+        Self::start_for(files, behaviour, Duration::from_secs(60))
+    }
+
+    /// [`Server::start`] with another deadline (the fresh-clone check builds for minutes
+    /// before its first download).
+    pub fn start_for(
+        files: HashMap<String, Vec<u8>>,
+        behaviour: Behaviour,
+        deadline: Duration,
+    ) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
         listener.set_nonblocking(true).expect("nonblocking");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
@@ -49,7 +59,7 @@ impl Server {
         let stop = Arc::new(AtomicBool::new(false));
         let (log2, stop2) = (log.clone(), stop.clone());
         let handle = std::thread::spawn(move || {
-            let deadline = Instant::now() + Duration::from_secs(60);
+            let deadline = Instant::now() + deadline;
             while !stop2.load(Ordering::SeqCst) && Instant::now() < deadline {
                 match listener.accept() {
                     Ok((stream, _)) => serve(stream, &files, behaviour, &log2),
