@@ -109,7 +109,11 @@ pub fn plan(m: &Method, preset: &str, flag: Option<&Path>) -> Result<Option<Plan
             name: name.into(),
             root: flag.map(Path::to_path_buf),
         },
-        sets: set(key, &base.join(name).join(sub)),
+        sets: if sub.is_empty() {
+            set(key, &base.join(name))
+        } else {
+            set(key, &base.join(name).join(sub))
+        },
     };
     let plan = match (m.name, format.as_str()) {
         ("patchmix" | "multinet" | "spps", "image-folder") if preset.contains("imagenet") => {

@@ -215,7 +215,7 @@ pub fn fresh_clone(a: &FreshCloneArgs) -> Result<()> {
             xtask(&[
                 "reproduce", "patchmix", "--preset", "smoke", "--debug", "--", "--stop-at", "3",
                 "--runs-dir", &runs_s, "--set", "data.train_subset=300", "--set",
-                "data.test_subset=100", "--set", "optim.batch_size=32",
+                "data.test_subset=100", "--set", "optim.batch_size=32", "--set", "log.log_every=1",
             ]),
             false,
         )?;

@@ -37,7 +37,8 @@ enum Command {
         #[arg(last = true)]
         cargo_args: Vec<String>,
     },
-    /// What CI runs: setup, `cargo fmt --check`, clippy with `-D warnings`, then the tests.
+    /// What CI runs: setup, `cargo fmt --check`, clippy with `-D warnings`, the tests (twice: the
+    /// second time with the development data hidden), `fresh-clone`, the GPU bundles' checks.
     Ci {
         #[command(flatten)]
         setup: setup::SetupArgs,
@@ -104,6 +105,17 @@ fn run(cli: Cli) -> Result<()> {
                 "warnings",
             ])?;
             test(&[])?;
+            // the same suite as a user's machine sees it: no development data beside the clone
+            util::step("cargo test --workspace, development data hidden (CONTRAST_DEV_DATA=none)");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            util::run_status(
+                std::process::Command::new(cargo)
+                    .args(["test", "--workspace"])
+                    .env("CONTRAST_DEV_DATA", "none")
+                    .current_dir(util::repo_root()),
+            )?;
+            util::step("fresh-clone: a clone without development data, data from 127.0.0.1");
+            fresh_clone::fresh_clone(&fresh_clone::FreshCloneArgs::default())?;
             for method in gpu_bundle::METHODS {
                 util::step(&format!(
                     "gpu-bundle {method} --check (run.sh --tiny on the CPU)"
