@@ -231,7 +231,7 @@ pub fn fresh_clone(a: &FreshCloneArgs) -> Result<()> {
         );
         for p in &metrics {
             let text = std::fs::read_to_string(p)?;
-            let steps = text.lines().filter(|l| l.contains("\"loss\"")).count();
+            let steps = text.lines().filter(|l| l.contains("\"total\"")).count();
             ensure!(steps >= 1, "{} logged no training step", p.display());
             let cfg = std::fs::read_to_string(p.with_file_name("config.toml"))?;
             ensure!(

@@ -60,6 +60,12 @@ pub struct DataConfig {
     pub image_size: usize,
     /// Side of the evaluation / sampler images (resize, no augmentation).
     pub eval_size: usize,
+    /// SimCLR views only (MoCo v2 keeps its own recipe): colour-jitter strength `s` of
+    /// `google-research/simclr` (brightness / contrast / saturation 0.8·s, hue 0.2·s). Its
+    /// README runs CIFAR-10 with 0.5 (the default here) and ImageNet with 1.0.
+    pub jitter_strength: f64,
+    /// SimCLR views only: Gaussian-blur probability (SimCLR: 0 on CIFAR-10, 0.5 on ImageNet).
+    pub blur_p: f64,
     /// Rayon threads of the data pipeline (0 = all cores).
     pub threads: usize,
     pub prefetch: usize,
@@ -75,6 +81,8 @@ impl Default for DataConfig {
             test_subset: 0,
             image_size: 32,
             eval_size: 32,
+            jitter_strength: 0.5,
+            blur_p: 0.0,
             threads: 0,
             prefetch: 3,
         }

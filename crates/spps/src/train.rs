@@ -2,7 +2,7 @@
 //! kNN / linear evaluation — one harness for the baseline and the method, so a comparison
 //! differs only in the semantic pairs.
 
-use crate::config::SppsConfig;
+use crate::config::{Framework, SppsConfig};
 use crate::model::{Learner, Partners};
 use crate::sampler::{histogram, memory_bytes, select_pairs, Pair, PairSet};
 use anyhow::{bail, ensure, Context, Result};
@@ -92,7 +92,8 @@ pub struct Picked {
 }
 
 impl PartnerPicker {
-    pub fn new(pairs: &PairSet, share: f64, seed: u64, image_size: usize) -> Result<Self> {
+    /// `recipe`: one view, the training recipe ([`train_recipe`] with 1 view).
+    pub fn new(pairs: &PairSet, share: f64, seed: u64, recipe: Recipe) -> Result<Self> {
         ensure!(
             (0.0..=1.0).contains(&share),
             "spps.share must be in [0, 1], got {share}"
@@ -101,7 +102,7 @@ impl PartnerPicker {
             partners: pairs.partners(),
             share,
             seed,
-            recipe: Recipe::mocov2(image_size, 1)?,
+            recipe,
         })
     }
 
@@ -163,6 +164,19 @@ struct Diag {
     sims: Vec<f32>,
 }
 
+/// The training views of the framework's official recipe: SimCLR's (`google-research/simclr`
+/// `data_util.py`, strength `data.jitter_strength`, blur `data.blur_p`) or MoCo v2's
+/// (`facebookresearch/moco` `main_moco.py --aug-plus`).
+pub fn train_recipe(cfg: &SppsConfig, views: usize) -> Result<Recipe> {
+    let size = cfg.data.image_size;
+    match cfg.framework {
+        Framework::Simclr => {
+            Recipe::simclr_strength(size, cfg.data.jitter_strength, cfg.data.blur_p, views)
+        }
+        Framework::Mocov2 => Recipe::mocov2(size, views),
+    }
+}
+
 /// Pretrain (or resume) and evaluate. `stop_at` ends this invocation after that many steps.
 /// The pretraining optimiser: SGD with momentum over every trained variable, one weight decay
 /// (the step bench builds the same).
@@ -207,7 +221,7 @@ pub fn pretrain(cfg: &SppsConfig, opts: &RunOptions, stop_at: Option<u64>) -> Re
             p,
             cfg.spps.share,
             cfg.runtime.seed,
-            cfg.data.image_size,
+            train_recipe(cfg, 1)?,
         )?),
         None => None,
     };
@@ -219,7 +233,7 @@ pub fn pretrain(cfg: &SppsConfig, opts: &RunOptions, stop_at: Option<u64>) -> Re
     let mut learner = Learner::new(cfg, device)?;
     let loader = Loader::new(
         Arc::clone(&train_ds),
-        Recipe::mocov2(cfg.data.image_size, 2)?,
+        train_recipe(cfg, 2)?,
         LoaderConfig {
             batch_size: cfg.optim.batch_size,
             shuffle: true,

@@ -3,6 +3,7 @@
 //! and the same gradients as core `SimClr::loss` (NT-Xent).
 
 use contrast_core::data::dataset::InMemoryDataset;
+use contrast_core::data::Recipe;
 use contrast_core::frameworks::{SimClr, SimClrConfig};
 use contrast_core::testing::global_rng_lock;
 use spps::config::{SamplerConfig, SppsConfig};
@@ -44,7 +45,8 @@ fn no_pairs_is_plain_simclr_loss_and_gradients() {
     // the SPPS path: an empty pair set → the picker chooses nothing → loss without partners
     let pixels: Vec<u8> = (0..6 * 16 * 16 * 3).map(|i| (i % 251) as u8).collect();
     let ds = InMemoryDataset::from_nhwc(pixels, 16, 16, 3, vec![0; 6], vec![]).unwrap();
-    let picker = PartnerPicker::new(&pairset(6, vec![]), 1.0, 0, 16).unwrap();
+    let picker =
+        PartnerPicker::new(&pairset(6, vec![]), 1.0, 0, Recipe::mocov2(16, 1).unwrap()).unwrap();
     let picked = picker.pick(&ds, &[0, 1, 2, 3, 4, 5], 0).unwrap();
     assert!(picked.chosen.is_empty() && picked.partners.is_none());
     tch::manual_seed(5);
@@ -116,7 +118,13 @@ fn picker_uses_share_and_partner_rows() {
             sim: 0.8,
         },
     ];
-    let p = PartnerPicker::new(&pairset(4, pairs.clone()), 1.0, 3, 8).unwrap();
+    let p = PartnerPicker::new(
+        &pairset(4, pairs.clone()),
+        1.0,
+        3,
+        Recipe::mocov2(8, 1).unwrap(),
+    )
+    .unwrap();
     // batch rows: indices [2, 1, 0] → anchors with partners are rows 0 (2→3) and 2 (0→1)
     let got = p.pick(&ds, &[2, 1, 0], 7).unwrap();
     assert_eq!(got.chosen, vec![(0, 3, 0.8), (2, 1, 0.9)]);
@@ -124,6 +132,7 @@ fn picker_uses_share_and_partner_rows() {
     assert_eq!(parts.x.size(), vec![2, 3, 8, 8]);
     assert_eq!(Vec::<i64>::try_from(&parts.anchor).unwrap(), vec![0, 2]);
     // share 0 → nothing
-    let none = PartnerPicker::new(&pairset(4, pairs), 0.0, 3, 8).unwrap();
+    let none =
+        PartnerPicker::new(&pairset(4, pairs), 0.0, 3, Recipe::mocov2(8, 1).unwrap()).unwrap();
     assert!(none.pick(&ds, &[2, 1, 0], 7).unwrap().chosen.is_empty());
 }

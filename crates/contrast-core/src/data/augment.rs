@@ -415,6 +415,32 @@ impl Recipe {
         )
     }
 
+    /// SimCLR's own views as `google-research/simclr` builds them (`data_util.py`:
+    /// `random_crop_with_resize` area (0.08, 1), aspect (3/4, 4/3); `random_color_jitter` with p
+    /// 0.8 and brightness / contrast / saturation `0.8·strength`, hue `0.2·strength`; grayscale
+    /// p 0.2; flip; blur with p = `blur_p`, kernel 10 % of the side, σ ∈ [0.1, 2]), `views` of
+    /// them. Its README runs CIFAR-10 with `--color_jitter_strength=0.5 --use_blur=False` and
+    /// ImageNet with strength 1.0 and blur p 0.5. (The TF code draws the four jitter factors in
+    /// a random order, as torchvision's ColorJitter does.)
+    pub fn simclr_strength(size: usize, strength: f64, blur_p: f64, views: usize) -> Result<Self> {
+        if !(strength > 0.0 && strength.is_finite()) {
+            bail!("SimCLR colour-jitter strength must be > 0, got {strength}");
+        }
+        let s = strength;
+        let v = Self::simclr_view(
+            size,
+            ColorJitter::new(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s),
+            Op::GaussianBlur {
+                p: blur_p,
+                kernel_size: default_blur_kernel(size),
+                sigma: (0.1, 2.0),
+            },
+        )?;
+        Ok(Self {
+            views: vec![v; views],
+        })
+    }
+
     /// [`Recipe::simclr`] with PIL's radius-σ blur ([`Op::PilGaussianBlur`]), as VISSL's
     /// `ImgPilGaussianBlur` (GraSS's official pipeline) applies it.
     pub fn simclr_pil_blur(size: usize, blur_p: f64) -> Result<Self> {
@@ -428,17 +454,21 @@ impl Recipe {
     }
 
     fn simclr_views(size: usize, blur: Op) -> Result<Self> {
-        let v = ViewSpec::new(vec![
+        let v = Self::simclr_view(size, ColorJitter::new(0.8, 0.8, 0.8, 0.2), blur)?;
+        Ok(Self {
+            views: vec![v.clone(), v],
+        })
+    }
+
+    fn simclr_view(size: usize, jitter: ColorJitter, blur: Op) -> Result<ViewSpec> {
+        ViewSpec::new(vec![
             Op::RandomResizedCrop {
                 size,
                 scale: (0.08, 1.0),
                 ratio: (3.0 / 4.0, 4.0 / 3.0),
                 interpolation: Interpolation::Bicubic,
             },
-            Op::ColorJitter {
-                p: 0.8,
-                jitter: ColorJitter::new(0.8, 0.8, 0.8, 0.2),
-            },
+            Op::ColorJitter { p: 0.8, jitter },
             Op::Grayscale { p: 0.2 },
             blur,
             Op::HorizontalFlip { p: 0.5 },
@@ -446,10 +476,7 @@ impl Recipe {
                 mean: IMAGENET_MEAN,
                 std: IMAGENET_STD,
             },
-        ])?;
-        Ok(Self {
-            views: vec![v.clone(), v],
-        })
+        ])
     }
 
     /// `views` MoCo-v2 views as MNCLGLF uses them (notes §3d): `RandomResizedCrop(size, (0.2, 1),
