@@ -199,6 +199,11 @@ pub fn pretrain(cfg: &SppsConfig, opts: &RunOptions, stop_at: Option<u64>) -> Re
     let t0 = std::time::Instant::now();
     let (train_ds, test_ds) = datasets(cfg)?;
     let classes = train_ds.classes().len().max(1) as i64;
+    if cfg.framework == Framework::Mocov2 {
+        cfg.mocov2
+            .check_queue(train_ds.len(), cfg.optim.batch_size)
+            .context("MoCo v2 queue")?;
+    }
     let pairs = if cfg.spps.enabled {
         ensure!(
             !cfg.spps.pairs.is_empty(),

@@ -86,10 +86,7 @@ fn training_views_follow_the_official_recipes() {
             (j.saturation, want.saturation),
             (j.hue, want.hue),
         ] {
-            assert!(
-                (a - b).abs() < 1e-12,
-                "{name}: jitter {j:?}, want {want:?}"
-            );
+            assert!((a - b).abs() < 1e-12, "{name}: jitter {j:?}, want {want:?}");
         }
         assert!(gray(&o), "{name}");
         assert_eq!(blur_p(&o), blur, "{name}");

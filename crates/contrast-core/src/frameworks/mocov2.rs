@@ -55,6 +55,31 @@ impl Default for MocoV2Config {
     }
 }
 
+impl MocoV2Config {
+    /// Refuse a queue that spans an epoch or more: with `K ≥ N` training images (minus one
+    /// batch) every image's own key from the previous epoch is still in the queue when it comes
+    /// back, so it is used as one of its own negatives. The official ImageNet setting is
+    /// K = 65,536 for N = 1.28 M; CIFAR ports use 4,096 for 50,000.
+    pub fn check_queue(&self, train_images: usize, batch_size: usize) -> anyhow::Result<()> {
+        let limit = train_images.saturating_sub(batch_size) as i64;
+        anyhow::ensure!(
+            self.queue_size > 0 && self.queue_size % batch_size as i64 == 0,
+            "mocov2.queue_size {} must be a positive multiple of the batch size {batch_size} \
+             (the official code asserts K % batch == 0)",
+            self.queue_size
+        );
+        anyhow::ensure!(
+            self.queue_size <= limit,
+            "mocov2.queue_size {} spans the whole training set ({train_images} images, batch \
+             {batch_size}): every image would meet its own key from the previous epoch as a \
+             negative. Use a queue well below the data set size (e.g. 4096 for CIFAR-10's \
+             50,000, 1024 for a few thousand images)",
+            self.queue_size
+        );
+        Ok(())
+    }
+}
+
 /// Backbone + MLP head under one VarStore (`backbone.*`, `projector.*`).
 pub struct MocoEncoder {
     pub backbone: ResNet,
@@ -320,5 +345,26 @@ mod tests {
         l.backward();
         assert_eq!(m.queue.pointer(), 4);
         assert!(l.double_value(&[]).is_finite());
+    }
+}
+
+#[cfg(test)]
+mod queue_tests {
+    use super::MocoV2Config;
+
+    #[test]
+    fn a_queue_spanning_an_epoch_is_refused_with_the_sizes_named() {
+        let c = MocoV2Config::default(); // K = 65,536
+        let e = c.check_queue(50_000, 512).unwrap_err().to_string();
+        assert!(e.contains("65536") && e.contains("50000"), "{e}");
+        c.check_queue(1_281_167, 256).unwrap(); // ImageNet
+        let small = MocoV2Config {
+            queue_size: 4096,
+            ..c.clone()
+        };
+        small.check_queue(50_000, 512).unwrap();
+        // K + batch must stay below N, and K a multiple of the batch (official assert)
+        assert!(small.check_queue(4_500, 512).is_err());
+        assert!(small.check_queue(50_000, 500).is_err());
     }
 }
