@@ -191,13 +191,40 @@ impl Default for SppsOptions {
 pub struct OptimConfig {
     pub epochs: u64,
     pub batch_size: usize,
-    /// SGD lr (cosine to `final_lr`).
+    /// `sgd` (SGD + momentum) or `lars` (SimCLR's ImageNet optimiser: core LARS, trust
+    /// `lars_trust`, biases and norm parameters excluded from adaptation and decay).
+    pub optimizer: String,
+    /// SimCLR's peak lr (cosine to `final_lr` after `warmup_epochs` of linear warm-up). MoCo v2
+    /// runs use `moco_lr` / `moco_weight_decay` instead.
     pub lr: f64,
     pub final_lr: f64,
+    /// Linear warm-up from 0 (SimCLR's ImageNet recipe: 10 epochs).
+    pub warmup_epochs: u64,
     pub momentum: f64,
     pub weight_decay: f64,
+    /// LARS trust coefficient η (SimCLR: 1e-3).
+    pub lars_trust: f64,
+    /// MoCo v2's lr per 256 images, scaled linearly with the batch (`main_moco.py`: 0.03 at
+    /// batch 256, cosine, no warm-up).
+    pub moco_lr: f64,
+    /// MoCo v2's weight decay (`main_moco.py`: 1e-4).
+    pub moco_weight_decay: f64,
     /// Gradient-norm clip (0 = off).
     pub clip_grad_norm: f64,
+}
+
+impl OptimConfig {
+    /// `(peak lr, weight decay)` of a framework: SimCLR's `lr` / `weight_decay`, or MoCo v2's
+    /// `moco_lr · batch / 256` / `moco_weight_decay`.
+    pub fn lr_and_decay(&self, framework: Framework) -> (f64, f64) {
+        match framework {
+            Framework::Simclr => (self.lr, self.weight_decay),
+            Framework::Mocov2 => (
+                self.moco_lr * self.batch_size as f64 / 256.0,
+                self.moco_weight_decay,
+            ),
+        }
+    }
 }
 
 impl Default for OptimConfig {
@@ -205,10 +232,15 @@ impl Default for OptimConfig {
         Self {
             epochs: 800,
             batch_size: 512,
+            optimizer: "sgd".into(),
             lr: 0.5,
             final_lr: 0.0,
+            warmup_epochs: 0,
             momentum: 0.9,
             weight_decay: 5e-4,
+            lars_trust: 1e-3,
+            moco_lr: 0.03,
+            moco_weight_decay: 1e-4,
             clip_grad_norm: 0.0,
         }
     }

@@ -13,6 +13,7 @@ use contrast_core::data::splits::{load_splits, SplitSpec};
 use contrast_core::eval::knn::knn_top1;
 use contrast_core::eval::linear::{linear_probe, LinearProbeConfig};
 use contrast_core::optim::clip::clip_grad_norm_tensors;
+use contrast_core::optim::lars::{Lars, LarsConfig, LarsMode};
 use contrast_core::optim::schedule::Schedule;
 use contrast_core::optim::{single_group, Optimizer, Sgd};
 use contrast_core::tensors::Named;
@@ -182,13 +183,49 @@ pub fn train_recipe(cfg: &SppsConfig, views: usize) -> Result<Recipe> {
 /// (the step bench builds the same).
 pub fn build_optimizer(cfg: &SppsConfig, learner: &Learner) -> Result<Box<dyn Optimizer>> {
     let o = &cfg.optim;
-    Ok(Box::new(Sgd::new(
-        single_group(learner.trained_vs(), o.weight_decay),
-        o.lr,
-        o.momentum,
-        0.0,
-        false,
-    )?))
+    let (lr, wd) = o.lr_and_decay(cfg.framework);
+    let groups = single_group(learner.trained_vs(), wd);
+    Ok(match o.optimizer.as_str() {
+        "sgd" => Box::new(Sgd::new(groups, lr, o.momentum, 0.0, false)?),
+        // SimCLR's `lars_optimizer.py`: no adaptation and no decay for `bias` and
+        // `batch_normalization` variables, trust η, plain scaling (no clipping)
+        "lars" => Box::new(Lars::new(
+            groups,
+            LarsConfig {
+                lr,
+                momentum: o.momentum,
+                trust_coefficient: o.lars_trust,
+                mode: LarsMode::Scale,
+                exclude_bias_and_norm: true,
+                ..LarsConfig::default()
+            },
+        )?),
+        other => bail!("optim.optimizer `{other}`: use sgd or lars"),
+    })
+}
+
+/// The lr schedule of a run of `total` steps with `iters` steps per epoch: linear warm-up from 0
+/// over `optim.warmup_epochs`, then cosine to `optim.final_lr`.
+pub fn lr_schedule(cfg: &SppsConfig, iters: u64, total: u64) -> Result<Schedule> {
+    let o = &cfg.optim;
+    let (lr, _) = o.lr_and_decay(cfg.framework);
+    let s = if o.warmup_epochs == 0 {
+        Schedule::Cosine {
+            start: lr,
+            end: o.final_lr,
+            steps: total,
+        }
+    } else {
+        Schedule::WarmupCosine {
+            base: lr,
+            final_value: o.final_lr,
+            total_steps: total,
+            warmup_steps: o.warmup_epochs * iters,
+            warmup_start: 0.0,
+        }
+    };
+    s.validate()?;
+    Ok(s)
 }
 
 pub fn pretrain(cfg: &SppsConfig, opts: &RunOptions, stop_at: Option<u64>) -> Result<Outcome> {
@@ -261,11 +298,7 @@ pub fn pretrain(cfg: &SppsConfig, opts: &RunOptions, stop_at: Option<u64>) -> Re
     let mut opt = build_optimizer(cfg, &learner)?;
     let params = learner.trained_vs().trainable_variables();
     let param_refs: Vec<&Tensor> = params.iter().collect();
-    let lr_s = Schedule::Cosine {
-        start: o.lr,
-        end: o.final_lr,
-        steps: total,
-    };
+    let lr_s = lr_schedule(cfg, iters, total)?;
     let start = run.start_step();
     if let Some(ck) = &run.resumed {
         learner.restore(ck)?;

@@ -103,3 +103,62 @@ fn training_views_follow_the_official_recipes() {
         Some(Op::PilGaussianBlur { p, .. }) if *p == 0.5
     ));
 }
+
+/// The optimisers of the presets: SimCLR's LARS + warm-up where the paper presets follow
+/// SimCLR (`run.py` defaults), MoCo v2's own lr and decay (`main_moco.py`: 0.03 per 256, 1e-4)
+/// whatever the preset's SimCLR values are.
+#[test]
+fn presets_take_each_frameworks_official_optimiser() {
+    use spps::config::Framework;
+    for (name, lr, wd) in [
+        ("paper-imagenet", 1.2, 1e-6),
+        ("paper-cifar10", 2.0, 1e-4),
+        ("paper-stl10", 2.0, 1e-4),
+    ] {
+        let c = preset(name);
+        assert_eq!(c.optim.optimizer, "lars", "{name}");
+        assert_eq!(
+            (c.optim.warmup_epochs, c.optim.lars_trust),
+            (10, 1e-3),
+            "{name}"
+        );
+        assert_eq!(c.optim.lr_and_decay(Framework::Simclr), (lr, wd), "{name}");
+        let (mlr, mwd) = c.optim.lr_and_decay(Framework::Mocov2);
+        let want = 0.03 * c.optim.batch_size as f64 / 256.0;
+        assert!(
+            (mlr - want).abs() < 1e-12 && mwd == 1e-4,
+            "{name}: {mlr} {mwd}"
+        );
+        // 10 linear warm-up epochs from 0, then cosine to 0
+        let s = spps::train::lr_schedule(&c, 100, 100 * c.optim.epochs).unwrap();
+        assert_eq!(s.value(0), 0.0);
+        assert!(s.value(500) < lr && s.value(999) <= lr);
+        assert!(
+            (s.value(1000) - lr).abs() < 1e-9,
+            "{name}: peak after warm-up"
+        );
+        assert!(s.value(100 * c.optim.epochs - 1) < 1e-3 * lr);
+    }
+    assert_eq!(preset("smoke").optim.optimizer, "sgd");
+}
+
+/// `optim.optimizer` builds what it names; an unknown name is an error that names it.
+#[test]
+fn optimiser_names_are_checked() {
+    let mut c = preset("smoke");
+    c.model.layers = vec![1, 1, 1, 1];
+    c.simclr.hidden = 16;
+    c.simclr.out_dim = 8;
+    c.runtime.device = "cpu".into();
+    let learner = spps::model::Learner::new(&c, tch::Device::Cpu).unwrap();
+    for name in ["sgd", "lars"] {
+        c.optim.optimizer = name.into();
+        spps::train::build_optimizer(&c, &learner).unwrap();
+    }
+    c.optim.optimizer = "adam".into();
+    let e = spps::train::build_optimizer(&c, &learner)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("adam"), "{e}");
+}
