@@ -58,8 +58,13 @@ pub struct DataConfig {
     pub test_subset: usize,
     /// Side of the training views.
     pub image_size: usize,
-    /// Side of the evaluation / sampler images (resize, no augmentation).
+    /// Side of the evaluation / sampler images (no augmentation).
     pub eval_size: usize,
+    /// Shorter side before the centre crop of the evaluation / sampler view. 0 = SimCLR's rule
+    /// (`google-research/simclr` `data.py` / `data_util.py`: no crop at ≤ 32 px, else a
+    /// centre crop of 0.875 of the side, i.e. `Resize(⌊size·256/224⌋) + CenterCrop(size)`:
+    /// 256 → 224 on ImageNet).
+    pub eval_resize: usize,
     /// SimCLR views only (MoCo v2 keeps its own recipe): colour-jitter strength `s` of
     /// `google-research/simclr` (brightness / contrast / saturation 0.8·s, hue 0.2·s). Its
     /// README runs CIFAR-10 with 0.5 (the default here) and ImageNet with 1.0.
@@ -81,6 +86,7 @@ impl Default for DataConfig {
             test_subset: 0,
             image_size: 32,
             eval_size: 32,
+            eval_resize: 0,
             jitter_strength: 0.5,
             blur_p: 0.0,
             threads: 0,

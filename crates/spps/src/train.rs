@@ -39,8 +39,24 @@ pub fn datasets(cfg: &SppsConfig) -> Result<(Arc<dyn Dataset>, Arc<dyn Dataset>)
     })
 }
 
+/// The evaluation / sampler view (see `data.eval_resize`): `Resize(r) + CenterCrop(size)` with
+/// `r = ⌊size·256/224⌋` above 32 px, a plain resize at ≤ 32 px.
+pub fn eval_recipe(cfg: &SppsConfig) -> Result<Recipe> {
+    let size = cfg.data.eval_size;
+    let resize = match cfg.data.eval_resize {
+        0 if size <= 32 => size,
+        0 => size * 256 / 224,
+        r => r,
+    };
+    if resize == size {
+        Recipe::eval(size)
+    } else {
+        Recipe::eval_center_crop(size, resize)
+    }
+}
+
 /// Embeddings `[N, D]` and labels `[N]` of every image of `ds` in index order (eval
-/// transform: resize only, no augmentation; BN in eval mode).
+/// transform of [`eval_recipe`], no augmentation; BN in eval mode).
 pub fn embed(
     ds: Arc<dyn Dataset>,
     cfg: &SppsConfig,
@@ -49,7 +65,7 @@ pub fn embed(
 ) -> Result<(Tensor, Tensor)> {
     let loader = Loader::new(
         ds,
-        Recipe::eval(cfg.data.eval_size)?,
+        eval_recipe(cfg)?,
         LoaderConfig {
             batch_size: 256,
             shuffle: false,

@@ -162,3 +162,28 @@ fn optimiser_names_are_checked() {
         .to_string();
     assert!(e.contains("adam"), "{e}");
 }
+
+/// Evaluation and sampler views: SimCLR's eval preprocessing (no crop at ≤ 32 px; above, a
+/// centre crop of 0.875 of the side, `CROP_PROPORTION` in `data_util.py`): ImageNet
+/// Resize(256) + CenterCrop(224), STL-10 Resize(109) + CenterCrop(96), CIFAR a plain 32-px view.
+#[test]
+fn evaluation_views_follow_simclrs_eval_preprocessing() {
+    use contrast_core::data::Op;
+    for (name, want) in [
+        ("paper-imagenet", Some((256, 224))),
+        ("paper-stl10", Some((109, 96))),
+        ("paper-cifar10", None),
+        ("smoke", None),
+    ] {
+        let r = spps::train::eval_recipe(&preset(name)).unwrap();
+        let got = match &r.views[0].ops[0] {
+            Op::ResizeCenterCrop { resize, size, .. } => Some((*resize, *size)),
+            Op::Resize { size, .. } => {
+                assert_eq!(*size, 32, "{name}");
+                None
+            }
+            o => panic!("{name}: {o:?}"),
+        };
+        assert_eq!(got, want, "{name}");
+    }
+}
