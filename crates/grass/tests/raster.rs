@@ -10,13 +10,14 @@ use std::path::PathBuf;
 
 /// The development data beside the repository, or `None` (a fresh clone has none): the tests
 /// that read it then skip with one line.
-fn shared(test: &str) -> Option<PathBuf> {
-    contrast_core::data::dev_data(test, "")
+fn shared(test: &str, needs: &str) -> Option<PathBuf> {
+    contrast_core::data::dev_data(test, needs)?;
+    contrast_core::data::dev_data_root()
 }
 
 #[test]
 fn reads_rgb_byte_tif_size_bands_geotransform() {
-    let Some(shared) = shared("reads_rgb_byte_tif_size_bands_geotransform") else {
+    let Some(shared) = shared("reads_rgb_byte_tif_size_bands_geotransform", "geotiff") else {
         return;
     };
     let r = Raster::open(shared.join("geotiff/RGB.byte.tif")).unwrap();
@@ -56,7 +57,10 @@ fn reads_rgb_byte_tif_size_bands_geotransform() {
 
 #[test]
 fn jpeg_and_palette_png_open_without_georeferencing() {
-    let Some(shared) = shared("jpeg_and_palette_png_open_without_georeferencing") else {
+    let Some(shared) = shared(
+        "jpeg_and_palette_png_open_without_georeferencing",
+        "dubai-aerial",
+    ) else {
         return;
     };
     let d = shared.join("dubai-aerial/Semantic segmentation dataset/Tile 2");
@@ -164,7 +168,10 @@ fn tile_grid_covers_the_scene_with_full_windows() {
 
 #[test]
 fn tile_index_reads_image_and_mask_tiles_in_parallel() {
-    let Some(shared) = shared("tile_index_reads_image_and_mask_tiles_in_parallel") else {
+    let Some(shared) = shared(
+        "tile_index_reads_image_and_mask_tiles_in_parallel",
+        "dubai-aerial",
+    ) else {
         return;
     };
     let d = shared.join("dubai-aerial/Semantic segmentation dataset/Tile 1");

@@ -29,24 +29,23 @@ pub fn resolve(env: Option<&std::ffi::OsStr>, beside: &Path) -> Option<PathBuf> 
 }
 
 /// `sub` inside the development data, for a test: `None` with one visible line naming the
-/// test and the data it missed when the copy (or that part of it) is absent.
+/// test and the data it missed when the copy (or that part of it) is absent. The line goes
+/// straight to the process's stderr, past the test harness's capture, so a passing test that
+/// skipped still shows it.
 pub fn dev_data(test: &str, sub: &str) -> Option<PathBuf> {
-    match dev_data_root() {
-        Some(root) if root.join(sub).exists() => Some(root.join(sub)),
-        Some(root) => {
-            println!(
-                "{test}: skipped (no development data `{sub}` in {})",
-                root.display()
-            );
-            None
-        }
-        None => {
-            println!(
-                "{test}: skipped (no development data `{sub}`: no ../shared/data beside the checkout, or CONTRAST_DEV_DATA hides it)"
-            );
-            None
-        }
-    }
+    use std::io::Write;
+    let line = match dev_data_root() {
+        Some(root) if root.join(sub).exists() => return Some(root.join(sub)),
+        Some(root) => format!(
+            "{test}: skipped (no development data `{sub}` in {})",
+            root.display()
+        ),
+        None => format!(
+            "{test}: skipped (no development data `{sub}`: no ../shared/data beside the checkout, or CONTRAST_DEV_DATA hides it)"
+        ),
+    };
+    let _ = writeln!(std::io::stderr(), "{line}");
+    None
 }
 
 #[cfg(test)]
