@@ -119,7 +119,9 @@ pub fn plan(m: &Method, preset: &str, flag: Option<&Path>) -> Result<Option<Plan
         ("patchmix" | "multinet" | "spps", "image-folder") if preset.contains("imagenet") => {
             manifest("imagenet", "data.root", "")
         }
-        ("spps", _) if preset.contains("stl10") => manifest("stl10", "data.root", ""),
+        ("patchmix" | "multinet" | "spps", "stl10") => {
+            manifest("stl10", "data.root", "stl10_binary")
+        }
         ("patchmix" | "multinet" | "spps", "image-folder" | "") => {
             let dest = base.join("cifar10-jpeg");
             if dest.join(".extracted").exists() {

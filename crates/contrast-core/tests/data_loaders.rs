@@ -152,6 +152,23 @@ fn stl10_binaries_are_column_major_and_read_back_exactly() {
     std::fs::write(dir.join("unlabeled_X.bin"), &x).unwrap();
     let train = load_stl10(&dir, Stl10Split::Train).unwrap();
     assert_eq!(train.labels(), &[0, 9, 3]);
+    // as `data.format = "stl10"`: labelled train split and test split
+    std::fs::write(dir.join("test_X.bin"), &x).unwrap();
+    std::fs::write(dir.join("test_y.bin"), [2u8, 2, 3]).unwrap();
+    let root = dir.display().to_string();
+    let (tr, te) =
+        contrast_core::data::splits::load_splits(&contrast_core::data::splits::SplitSpec {
+            format: "stl10",
+            root: &root,
+            test_split: "test",
+            train_subset: 0,
+            test_subset: 0,
+            seed: 0,
+            method: "test",
+        })
+        .unwrap();
+    assert_eq!((tr.len(), te.len()), (3, 3));
+    assert_eq!(te.get(1).unwrap().1, 1);
     assert_eq!(train.classes()[2], "car");
     check_pixels(&train, 96);
     let unl = load_stl10(&dir, Stl10Split::Unlabeled).unwrap();

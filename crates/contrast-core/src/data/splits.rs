@@ -5,6 +5,7 @@
 use super::cifar::{load_cifar10, load_cifar100, Cifar100Label};
 use super::dataset::Dataset;
 use super::folder::load_image_folder;
+use super::stl10::{load_stl10, Stl10Split};
 use super::subset::Subset;
 use super::tiny_imagenet::load_tiny_imagenet;
 use anyhow::{bail, Result};
@@ -12,14 +13,21 @@ use std::path::Path;
 use std::sync::Arc;
 
 /// Formats [`load_splits`] understands.
-pub const FORMATS: &[&str] = &["image-folder", "cifar10", "cifar100", "tiny-imagenet"];
+pub const FORMATS: &[&str] = &[
+    "image-folder",
+    "cifar10",
+    "cifar100",
+    "stl10",
+    "tiny-imagenet",
+];
 
 /// What to load.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SplitSpec<'a> {
     /// One of [`FORMATS`]: `image-folder` (`<root>/{train,<test_split>}/<class>/*`), `cifar10` /
-    /// `cifar100` (official binary batches; CIFAR-100 fine labels), `tiny-imagenet`
-    /// (CS231n layout, test split `val`).
+    /// `cifar100` (official binary batches; CIFAR-100 fine labels), `stl10` (official binary:
+    /// `train` = the 5,000 labelled images, `test`), `tiny-imagenet` (CS231n layout, test split
+    /// `val`).
     pub format: &'a str,
     pub root: &'a str,
     /// Evaluation split folder (`image-folder`, `tiny-imagenet`).
@@ -54,6 +62,11 @@ pub fn load_splits(spec: &SplitSpec) -> Result<(Arc<dyn Dataset>, Arc<dyn Datase
         "cifar100" => (
             Arc::new(load_cifar100(root, true, Cifar100Label::Fine)?),
             Arc::new(load_cifar100(root, false, Cifar100Label::Fine)?),
+        ),
+        // the 5,000 labelled training images and the 8,000 test images (`stl10_binary/`)
+        "stl10" => (
+            Arc::new(load_stl10(root, Stl10Split::Train)?),
+            Arc::new(load_stl10(root, Stl10Split::Test)?),
         ),
         "tiny-imagenet" => (
             Arc::new(load_tiny_imagenet(root, "train")?),
