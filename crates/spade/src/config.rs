@@ -5,7 +5,7 @@ use contrast_core::train::RuntimeConfig;
 use fba_net::config::FbaNetConfig;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SpadeConfig {
     pub runtime: RuntimeConfig,
@@ -14,8 +14,25 @@ pub struct SpadeConfig {
     pub local: LocalSettings,
     /// The downstream fine-tune: FBA-Net's supervised V-Net training on the LA data (its
     /// `data.*` also names the volumes the pretraining reads: the train list, labels unused).
+    /// Its Dice weight `finetune.loss.lambda_seg` defaults to 1, as FBA-Net's supervised
+    /// baseline (0.5 is FBA-Net+'s `--lamda`, which weighs Dice against its other terms).
     pub finetune: FbaNetConfig,
     pub paper: PaperNote,
+}
+
+impl Default for SpadeConfig {
+    fn default() -> Self {
+        let mut finetune = FbaNetConfig::default();
+        finetune.loss.lambda_seg = 1.0;
+        Self {
+            runtime: RuntimeConfig::default(),
+            pretrain: PretrainConfig::default(),
+            global: GlobalSettings::default(),
+            local: LocalSettings::default(),
+            finetune,
+            paper: PaperNote::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

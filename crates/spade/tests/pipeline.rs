@@ -173,3 +173,23 @@ fn presets_parse() {
         assert!(cfg.pretrain.steps > 0, "{}", p.display());
     }
 }
+
+/// The fine-tune is FBA-Net's supervised V-Net with Dice weight 1 (FBA-Net's supervised
+/// baseline), not FBA-Net+'s 0.5, in the defaults and in every preset.
+#[test]
+fn finetune_dice_weight_is_the_supervised_baselines() {
+    use contrast_core::train::{load_config, ConfigSource};
+    assert_eq!(
+        spade::config::SpadeConfig::default()
+            .finetune
+            .loss
+            .lambda_seg,
+        1.0
+    );
+    for p in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/configs")).unwrap() {
+        let p = p.unwrap().path();
+        let c: spade::config::SpadeConfig =
+            load_config(Some(ConfigSource::file(&p).unwrap()), &[]).unwrap();
+        assert_eq!(c.finetune.loss.lambda_seg, 1.0, "{}", p.display());
+    }
+}
