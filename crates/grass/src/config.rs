@@ -68,7 +68,9 @@ impl Default for DataConfig {
 pub struct ModelConfig {
     /// `resnet50` (paper) or `resnet18` (CPU smoke).
     pub arch: String,
-    /// ReLU between the two head layers (the intent; `false` = the official code's linear head).
+    /// ReLU between the two head layers. `false` (every preset) is the official head: VISSL's
+    /// `MLP(dims=[2048, 2048], use_relu=True)` skips the ReLU of its last (only) layer
+    /// (`skip_last_layer_relu_bn`, `vissl/models/heads/mlp.py`), so the head is linear.
     pub head_relu: bool,
     pub out_dim: i64,
 }
@@ -77,7 +79,7 @@ impl Default for ModelConfig {
     fn default() -> Self {
         Self {
             arch: "resnet50".into(),
-            head_relu: true,
+            head_relu: false,
             out_dim: 128,
         }
     }

@@ -1,11 +1,11 @@
-//! The GraSS network (`grass-claires.md` §1.1): a torchvision-layout ResNet trunk that exposes
+//! The GraSS network : a torchvision-layout ResNet trunk that exposes
 //! its layer-4 map (the tensor the gradient is taken against) and the projection head
 //! `C4 → C4 → 128` with bias and no BN.
 //!
 //! Head quirk: the official config lists two one-layer VISSL `mlp` heads, and VISSL's `MLP`
 //! skips the ReLU after a module's last layer, so the code's head is Linear → Linear with no
-//! non-linearity. `head_relu = true` (our default, the intent and SimCLR's head) puts a ReLU
-//! between them; `head_relu = false` reproduces the code.
+//! non-linearity: the official head is linear (`head_relu = false`, the default). `head_relu = true`
+//! (SimCLR's head, and what the paper's "MLP" suggests) puts a ReLU between them.
 
 use anyhow::{bail, Result};
 use contrast_core::nn::heads::{simclr_head, MlpConfig, MlpHead};

@@ -133,6 +133,9 @@ fn presets_parse_and_warmup_length_is_required() {
         )
         .unwrap_or_else(|e| panic!("{p}: {e:#}"));
         assert!(cfg.pretrain.warmup_epochs.is_some(), "{p}");
+        // the official head (VISSL `MLP([2048, 2048], use_relu=True)` with
+        // `skip_last_layer_relu_bn=True`: no ReLU after its only layer) is linear
+        assert!(!cfg.model.head_relu, "{p}");
         if p.starts_with("paper") {
             assert_eq!(
                 (cfg.pretrain.epochs, cfg.pretrain.batch_size),
