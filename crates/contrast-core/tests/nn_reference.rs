@@ -160,6 +160,25 @@ fn backbones_and_heads_match_timm_and_torchvision() {
     inputs.extend(export(&r50_vs, "r50w"));
     let x64 = Tensor::randn([2, 3, 64, 64], (Kind::Float, CPU));
     let r50_logits = tch::no_grad(|| r50.forward_t(&x64, false));
+    // The same weights at output stride 16 and 8 (dilated layer 4 / layers 3 and 4).
+    let dilated: Vec<(i64, Tensor)> = [16i64, 8]
+        .iter()
+        .map(|&os| {
+            let mut vs = VarStore::new(CPU);
+            let net = ResNet::new(
+                vs.root(),
+                &ResNetConfig {
+                    num_classes: Some(10),
+                    output_stride: os,
+                    ..resnet50()
+                },
+            )
+            .unwrap();
+            vs.copy(&r50_vs).unwrap();
+            let l4 = tch::no_grad(|| net.forward_features(&x64, false).unwrap().layer4);
+            (os, l4)
+        })
+        .collect();
 
     // Heads (MoCo-v3 builder, SimCLR, BYOL).
     let heads = [
@@ -359,6 +378,19 @@ fn backbones_and_heads_match_timm_and_torchvision() {
         1e-3,
         "R50 logits (eval)",
     );
+    for (os, l4) in &dilated {
+        // 64 px: layer 4 is 4×4 at stride 16 and 8×8 at stride 8
+        assert_eq!(l4.size(), [2, 2048, 64 / os, 64 / os], "output stride {os}");
+        assert_close(
+            l4,
+            get(&out, &format!("r50_os{os}_layer4")),
+            1e-3,
+            1e-3,
+            &format!(
+                "R50 layer 4 at output stride {os} (torchvision replace_stride_with_dilation)"
+            ),
+        );
+    }
 
     // Heads.
     for (name, e, t) in &head_out {

@@ -149,6 +149,10 @@ pub struct FinetuneConfig {
     pub weight_decay: f64,
     /// Fraction of the training tiles with labels (seeded subset); 1.0 = all.
     pub label_fraction: f64,
+    /// Output stride of the encoder in the fine-tune: 8 (MMSeg's `-d8` dilated ResNet: strides
+    /// (1, 2, 1, 1), dilations (1, 1, 2, 4), the group's DeepLabV3+ configs), 16 or 32 (the
+    /// trunk as pretrained; the smoke preset, for CPU cost). Same weights at every stride.
+    pub output_stride: i64,
     /// DeepLabV3+ widths and ASPP rates (MMSeg 512, 48, [1, 12, 24, 36], dropout 0.1).
     pub channels: i64,
     pub c1_channels: i64,
@@ -177,6 +181,7 @@ impl Default for FinetuneConfig {
             label_fraction: 1.0,
             channels: 512,
             c1_channels: 48,
+            output_stride: 8,
             dilations: vec![1, 12, 24, 36],
             dropout: 0.1,
             crop_size: 0,

@@ -49,9 +49,28 @@ pub struct Forward {
 
 impl GrassNet {
     pub fn new(device: Device, arch: &str, out_dim: i64, head_relu: bool) -> Result<Self> {
+        Self::with_output_stride(device, arch, out_dim, head_relu, 32)
+    }
+
+    /// [`GrassNet::new`] with the trunk at output stride 32, 16 or 8 (dilated stages, same
+    /// weights): the segmentation fine-tune runs the pretrained trunk at stride 8, as MMSeg's
+    /// `-d8` ResNets.
+    pub fn with_output_stride(
+        device: Device,
+        arch: &str,
+        out_dim: i64,
+        head_relu: bool,
+        output_stride: i64,
+    ) -> Result<Self> {
         let vs = nn::VarStore::new(device);
         let root = vs.root();
-        let trunk = ResNet::new(&root / "trunk", &trunk_config(arch)?)?;
+        let trunk = ResNet::new(
+            &root / "trunk",
+            &ResNetConfig {
+                output_stride,
+                ..trunk_config(arch)?
+            },
+        )?;
         let c = trunk.num_features();
         let hp = &root / "head";
         let head = if head_relu {

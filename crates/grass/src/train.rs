@@ -466,11 +466,12 @@ pub fn finetune(cfg: &GrassConfig, opts: &RunOptions, stop_at: Option<u64>) -> R
     drop((px, lab));
 
     tch::manual_seed(cfg.runtime.seed as i64);
-    let mut net = GrassNet::new(
+    let mut net = GrassNet::with_output_stride(
         device,
         &cfg.model.arch,
         cfg.model.out_dim,
         cfg.model.head_relu,
+        f.output_stride,
     )?;
     let encoder_step = if f.encoder.is_empty() {
         None

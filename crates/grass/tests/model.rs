@@ -74,6 +74,21 @@ fn deeplab_on_layer1_and_layer4_gives_full_size_logits() {
     .unwrap();
     let y = dec.forward_t(&f.layer1, &f.layer4, (64, 96), true);
     assert_eq!(y.size(), vec![2, 6, 64, 96]);
+    // the fine-tune's encoder at output stride 8: same weights (names and shapes), layer 4 at
+    // 1/8 of the input, and the decoder takes it
+    let d8 = GrassNet::with_output_stride(Device::Cpu, "resnet18", 128, true, 8).unwrap();
+    let names = |vs: &tch::nn::VarStore| {
+        named_variables(vs)
+            .into_iter()
+            .map(|(n, t)| (n, t.size()))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    assert_eq!(names(&d8.vs), names(&net.vs));
+    let f8 = d8.trunk.forward_features(&x, false).unwrap();
+    assert_eq!(f8.layer1.size(), vec![2, 64, 16, 24]);
+    assert_eq!(f8.layer4.size(), vec![2, 512, 8, 12]); // stride 8
+    let y8 = dec.forward_t(&f8.layer1, &f8.layer4, (64, 96), false);
+    assert_eq!(y8.size(), vec![2, 6, 64, 96]);
     let shapes: std::collections::HashMap<String, Vec<i64>> = named_variables(&vs)
         .into_iter()
         .map(|(n, t)| (n, t.size()))
@@ -144,6 +159,8 @@ fn presets_parse_and_warmup_length_is_required() {
             );
             assert_eq!(cfg.model.arch, "resnet50");
             assert_eq!(cfg.finetune.dilations, vec![1, 12, 24, 36]);
+            // MMSeg's -d8 encoder (the group's DeepLabV3+ configs)
+            assert_eq!(cfg.finetune.output_stride, 8, "{p}");
         }
     }
     let tmp = tempfile::tempdir().unwrap();

@@ -72,6 +72,12 @@ pub struct ResNetConfig {
     pub zero_init_residual: bool,
     /// A linear classifier `fc` on the pooled feature (`None`: return the feature).
     pub num_classes: Option<i64>,
+    /// Output stride of `layer4` with the ImageNet stem: 32 (plain), 16 (layer 4 dilated) or 8
+    /// (layers 3 and 4 dilated), as torchvision's `replace_stride_with_dilation` ([F, F, T] /
+    /// [F, T, T]) and MMSeg's `-d8` ResNets (`strides (1, 2, 1, 1)`, `dilations (1, 1, 2, 4)`,
+    /// `contract_dilation`): a dilated stage keeps stride 1, its first block uses the previous
+    /// dilation and the others the new one. The weights are the same shapes at every stride.
+    pub output_stride: i64,
 }
 
 impl Default for ResNetConfig {
@@ -89,6 +95,7 @@ pub fn resnet18() -> ResNetConfig {
         in_chans: 3,
         zero_init_residual: false,
         num_classes: None,
+        output_stride: 32,
     }
 }
 
@@ -143,6 +150,31 @@ fn bn(p: nn::Path, c: i64, w0: f64) -> nn::BatchNorm {
     )
 }
 
+/// A 3×3 conv with `dilation` (padding = dilation, so the size only changes with the stride).
+fn conv3_dilated(p: nn::Path, c_in: i64, c_out: i64, stride: i64, dilation: i64) -> nn::Conv2D {
+    if dilation == 1 {
+        return conv(p, c_in, c_out, 3, stride, 1);
+    }
+    nn::conv2d(
+        p,
+        c_in,
+        c_out,
+        3,
+        nn::ConvConfig {
+            stride,
+            padding: dilation,
+            dilation,
+            bias: false,
+            ws_init: Init::Kaiming {
+                dist: nn::init::NormalOrUniform::Normal,
+                fan: nn::init::FanInOut::FanOut,
+                non_linearity: nn::init::NonLinearity::ReLU,
+            },
+            ..Default::default()
+        },
+    )
+}
+
 /// One residual block (`BasicBlock` or `Bottleneck`), `layer{s}.{j}`.
 #[derive(Debug)]
 pub struct ResBlock {
@@ -162,12 +194,26 @@ impl ResBlock {
         stride: i64,
         zero_init_residual: bool,
     ) -> Self {
+        Self::dilated(p, kind, c_in, width, stride, 1, zero_init_residual)
+    }
+
+    /// [`ResBlock::new`] with a dilated 3×3 conv: the Bottleneck's `conv2` (torchvision), the
+    /// BasicBlock's `conv1` (MMSeg; torchvision refuses dilated BasicBlocks).
+    pub fn dilated(
+        p: nn::Path,
+        kind: BlockKind,
+        c_in: i64,
+        width: i64,
+        stride: i64,
+        dilation: i64,
+        zero_init_residual: bool,
+    ) -> Self {
         let c_out = width * kind.expansion();
         let last_w = if zero_init_residual { 0.0 } else { 1.0 };
         let convs = match kind {
             BlockKind::Basic => vec![
                 (
-                    conv(&p / "conv1", c_in, width, 3, stride, 1),
+                    conv3_dilated(&p / "conv1", c_in, width, stride, dilation),
                     bn(&p / "bn1", width, 1.0),
                 ),
                 (
@@ -181,7 +227,7 @@ impl ResBlock {
                     bn(&p / "bn1", width, 1.0),
                 ),
                 (
-                    conv(&p / "conv2", width, width, 3, stride, 1),
+                    conv3_dilated(&p / "conv2", width, width, stride, dilation),
                     bn(&p / "bn2", width, 1.0),
                 ),
                 (
@@ -264,19 +310,33 @@ impl ResNet {
             Stem::CifarPad2 => conv(&p / "conv1", cfg.in_chans, 64, 3, 1, 2),
         };
         let bn1 = bn(&p / "bn1", 64, 1.0);
+        // stages replaced by dilation (torchvision `replace_stride_with_dilation`)
+        let dilate: [bool; 4] = match cfg.output_stride {
+            32 => [false; 4],
+            16 => [false, false, false, true],
+            8 => [false, false, true, true],
+            o => bail!("resnet output_stride must be 32, 16 or 8, got {o}"),
+        };
         let mut c_in = 64;
+        let mut dilation = 1;
         let mut stages = Vec::new();
         for (s, (&n, width)) in cfg.layers.iter().zip([64i64, 128, 256, 512]).enumerate() {
             let lp = &p / format!("layer{}", s + 1);
-            let stride = if s == 0 { 1 } else { 2 };
+            let mut stride = if s == 0 { 1 } else { 2 };
+            let previous = dilation;
+            if dilate[s] {
+                dilation *= stride;
+                stride = 1;
+            }
             let mut blocks = Vec::new();
             for j in 0..n {
-                blocks.push(ResBlock::new(
+                blocks.push(ResBlock::dilated(
                     &lp / j,
                     cfg.block,
                     c_in,
                     width,
                     if j == 0 { stride } else { 1 },
+                    if j == 0 { previous } else { dilation },
                     cfg.zero_init_residual,
                 ));
                 c_in = width * cfg.block.expansion();

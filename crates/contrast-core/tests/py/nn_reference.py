@@ -125,6 +125,14 @@ out["r18c_after.layer4.0.downsample.1.running_var"] = r.layer4[0].downsample[1].
 r50 = load(torchvision.models.resnet50(num_classes=10), "r50w").eval()
 with torch.no_grad():
     out["r50_logits"] = r50(torch.from_numpy(inp["x64"])).numpy()
+# the same weights with torchvision's replace_stride_with_dilation (output stride 16 and 8)
+for os_, rep in [(16, [False, False, True]), (8, [False, True, True])]:
+    rd = load(torchvision.models.resnet50(num_classes=10, replace_stride_with_dilation=rep), "r50w")
+    rd = rd.eval()
+    body = nn.Sequential(rd.conv1, rd.bn1, rd.relu, rd.maxpool, rd.layer1, rd.layer2, rd.layer3,
+                         rd.layer4)
+    with torch.no_grad():
+        out[f"r50_os{os_}_layer4"] = body(torch.from_numpy(inp["x64"])).numpy()
 
 
 # ---- heads -----------------------------------------------------------------------------------
