@@ -15,7 +15,8 @@
 //! carries **no gradient** at all and only the NN term trains the network. The paper describes
 //! the global/local contrast as a training signal, so by default we keep the gradient through
 //! `p` (`released_code_l1 = false`); `released_code_l1 = true` reproduces the released code
-//! (`L1` is still computed and logged, but detached).
+//! (`L1` is still computed and logged, but detached), and every preset sets it: the released
+//! code is the only evidence of how the published numbers were produced.
 
 use anyhow::{ensure, Result};
 use contrast_core::loss::{InfoNce, NtXent};

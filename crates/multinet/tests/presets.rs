@@ -34,7 +34,8 @@ fn presets_parse_with_the_released_settings() {
         assert_eq!(c.loss.temperature_global_local, 1.0);
         assert_eq!(c.loss.temperature_nn, 1.0);
         assert_eq!(c.loss.nn_weight, 6.0);
-        assert!(!c.loss.released_code_l1);
+        // the released code detaches L1 (infoNCE.py:44-48, network_builder.py:217-229)
+        assert!(c.loss.released_code_l1, "{name}");
         assert_eq!(c.eval.linear_epochs, 90);
         assert_eq!(c.paper.mnclglf_top1, Some(top1));
     }
