@@ -120,6 +120,7 @@ pub fn step_test(method: &str) -> Option<(&'static str, &'static str)> {
         "patchmix" => Some(("patchmix", "official_step")),
         "fba-net" => Some(("fba-net", "official_step")),
         "moco" => Some(("contrast-core", "official_mocov2")),
+        "multinet" => Some(("contrast-core", "official_lars")),
         _ => None,
     }
 }

@@ -5,6 +5,7 @@
 //! batch 256.
 
 use crate::loss::LossConfig;
+use contrast_core::eval::linear::ProbeOptimizer;
 use contrast_core::nn::resnet::Stem;
 use contrast_core::train::RuntimeConfig;
 use serde::{Deserialize, Serialize};
@@ -189,6 +190,17 @@ pub struct EvalConfig {
     pub linear_lr: f64,
     pub linear_batch_size: usize,
     pub linear_weight_decay: f64,
+    /// The probe's optimiser: `lars` (released `config_finetune.yaml`: LARS with
+    /// `implementation: PyTorch`, η 1e-3 (its default), momentum 0.9, wd 0, cosine per epoch) or
+    /// `sgd`.
+    pub linear_optimizer: ProbeOptimizer,
+    /// Re-encode the training images every epoch through RandomResizedCrop + flip (the released
+    /// `linear.py` trains on augmented images through the frozen network); `false` = one pass
+    /// of fixed, un-augmented features (cheap, for CPU runs).
+    pub linear_augment: bool,
+    /// Shorter side before the centre crop of the evaluation view (0 = no crop; the released
+    /// probe tests on Resize(256) + CenterCrop(224)).
+    pub eval_resize: usize,
 }
 
 impl Default for EvalConfig {
@@ -200,6 +212,9 @@ impl Default for EvalConfig {
             linear_lr: 0.8,
             linear_batch_size: 256,
             linear_weight_decay: 0.0,
+            linear_optimizer: ProbeOptimizer::Lars,
+            linear_augment: false,
+            eval_resize: 0,
         }
     }
 }

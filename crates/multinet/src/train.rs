@@ -11,7 +11,7 @@ use contrast_core::data::dataset::Dataset;
 use contrast_core::data::pipeline::{Loader, LoaderConfig};
 use contrast_core::data::splits::{load_splits, SplitSpec};
 use contrast_core::eval::knn::knn_top1;
-use contrast_core::eval::linear::{linear_probe, LinearProbeConfig};
+use contrast_core::eval::linear::{linear_probe, linear_probe_with, LinearProbeConfig};
 use contrast_core::optim::clip::clip_grad_norm_tensors;
 use contrast_core::optim::fixed_lr::FixedLr;
 use contrast_core::optim::schedule::Schedule;
@@ -44,21 +44,43 @@ pub fn embed(
     cfg: &MultinetConfig,
     device: Device,
 ) -> Result<(Tensor, Tensor)> {
+    embed_with(learner, ds, eval_recipe(cfg)?, cfg, 0, device)
+}
+
+/// The evaluation view: `Resize(eval_resize) + CenterCrop(eval_size)` (the released probe's
+/// ONECROP, 256 → 224), or a plain resize when `eval.eval_resize` is 0.
+pub fn eval_recipe(cfg: &MultinetConfig) -> Result<Recipe> {
+    match cfg.eval.eval_resize {
+        0 => Recipe::eval(cfg.data.eval_size),
+        r => Recipe::eval_center_crop(cfg.data.eval_size, r),
+    }
+}
+
+/// Embeddings of every image of `ds` in index order through `recipe` (its random stream of
+/// `epoch`), frozen network in eval mode.
+pub fn embed_with(
+    learner: &dyn Learner,
+    ds: Arc<dyn Dataset>,
+    recipe: Recipe,
+    cfg: &MultinetConfig,
+    epoch: u64,
+    device: Device,
+) -> Result<(Tensor, Tensor)> {
     let loader = Loader::new(
         ds,
-        Recipe::eval(cfg.data.eval_size)?,
+        recipe,
         LoaderConfig {
             batch_size: 256,
             shuffle: false,
             drop_last: false,
-            seed: 0,
+            seed: cfg.runtime.seed,
             prefetch: cfg.data.prefetch.max(1),
             threads: cfg.data.threads,
         },
     )?;
     let mut feats = Vec::new();
     let mut labels = Vec::new();
-    for batch in loader.epoch_from(0, 0) {
+    for batch in loader.epoch_from(epoch, 0) {
         let batch = batch?;
         feats.push(
             learner
@@ -268,15 +290,45 @@ pub fn pretrain(cfg: &MultinetConfig, opts: &RunOptions, stop_at: Option<u64>) -
         2000,
     )?;
     let linear = if cfg.eval.linear_epochs > 0 {
+        // released config_finetune.yaml: LARS (implementation PyTorch, η 1e-3), momentum 0.9,
+        // wd 0, cosine per epoch from 0.8, 90 epochs, batch 256
         let lp = LinearProbeConfig {
             epochs: cfg.eval.linear_epochs,
             batch_size: cfg.eval.linear_batch_size,
             lr: cfg.eval.linear_lr,
             weight_decay: cfg.eval.linear_weight_decay,
             seed: cfg.runtime.seed,
+            optimizer: cfg.eval.linear_optimizer,
             ..LinearProbeConfig::default()
         };
-        let r = linear_probe(&bank.0, &bank.1, &query.0, &query.1, classes, &lp)?;
+        let r = if cfg.eval.linear_augment {
+            // the released LINEAR transform: RandomResizedCrop(size) + flip, every epoch
+            let recipe = Recipe::linear_train(cfg.data.image_size, (0.08, 1.0))?;
+            let progress = Progress::new(cfg.eval.linear_epochs as u64, 0, "linear probe");
+            let r = linear_probe_with(
+                &mut |epoch| {
+                    progress.update(epoch as u64, "augmented features");
+                    let (x, _) = embed_with(
+                        learner.as_ref(),
+                        Arc::clone(&train_ds),
+                        recipe.clone(),
+                        cfg,
+                        epoch as u64,
+                        device,
+                    )?;
+                    Ok(x)
+                },
+                &bank.1,
+                &query.0,
+                &query.1,
+                classes,
+                &lp,
+            )?;
+            progress.finish();
+            r
+        } else {
+            linear_probe(&bank.0, &bank.1, &query.0, &query.1, classes, &lp)?
+        };
         Some(json!({
             "last_top1": r.last_top1 * 100.0, "last_top5": r.last_top5 * 100.0,
             "best_top1": r.best_top1 * 100.0, "best_top5": r.best_top5 * 100.0,
@@ -291,8 +343,8 @@ pub fn pretrain(cfg: &MultinetConfig, opts: &RunOptions, stop_at: Option<u64>) -
         "method": "multinet",
         "variant": label,
         "released_code_l1": cfg.loss.released_code_l1,
-        "metric": "linear top-1 (frozen backbone, last epoch)",
-        "value": linear.as_ref().map(|l| l["last_top1"].clone()),
+        "metric": "linear top-1 (frozen backbone, best epoch: the released linear.py reports its best evaluation)",
+        "value": linear.as_ref().map(|l| l["best_top1"].clone()),
         "knn": knn.iter().map(|(k, a)| json!({"k": k, "top1": a})).collect::<Vec<_>>(),
         "linear": linear,
         "paper": cfg.paper,

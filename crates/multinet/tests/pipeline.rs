@@ -103,3 +103,37 @@ fn pretrain_reports_and_resumes_bit_exactly() {
     assert_eq!(rb["variant"], "simclr");
     assert!(rb["linear"]["last_top1"].as_f64().is_some());
 }
+
+/// The released probe protocol end to end: LARS, training views re-encoded with
+/// RandomResizedCrop + flip every epoch, a Resize + CenterCrop test view; the headline value is
+/// the best evaluation, as the released `linear.py` reports it.
+#[test]
+fn released_probe_protocol_reencodes_and_reports_the_best_epoch() {
+    let _rng = global_rng_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("cifar");
+    write_synthetic_cifar10(&data, 8);
+    let mut cfg = tiny_config(&data);
+    cfg.optim.epochs = 1;
+    cfg.eval.linear_optimizer = contrast_core::eval::linear::ProbeOptimizer::Lars;
+    cfg.eval.linear_lr = 0.8;
+    cfg.eval.linear_augment = true;
+    cfg.eval.eval_resize = 20;
+    let runs = dir.path().join("runs");
+    let out = pretrain(&cfg, &opts(&runs, "probe", false), None).unwrap();
+    let r = out.report.unwrap();
+    let lin = &r["linear"];
+    assert_eq!(r["value"], lin["best_top1"]);
+    assert!(lin["best_top1"].as_f64().unwrap() >= lin["last_top1"].as_f64().unwrap());
+    assert_eq!(lin["epochs"], 3);
+    // the test view is Resize(20) + CenterCrop(16)
+    let view = multinet::train::eval_recipe(&cfg).unwrap();
+    assert!(matches!(
+        view.views[0].ops[0],
+        contrast_core::data::Op::ResizeCenterCrop {
+            resize: 20,
+            size: 16,
+            ..
+        }
+    ));
+}

@@ -37,6 +37,14 @@ fn presets_parse_with_the_released_settings() {
         // the released code detaches L1 (infoNCE.py:44-48, network_builder.py:217-229)
         assert!(c.loss.released_code_l1, "{name}");
         assert_eq!(c.eval.linear_epochs, 90);
+        // the released probe: LARS at 0.8, augmented training views, ONECROP test view
+        assert_eq!(
+            c.eval.linear_optimizer,
+            contrast_core::eval::linear::ProbeOptimizer::Lars
+        );
+        assert_eq!((c.eval.linear_lr, c.eval.linear_weight_decay), (0.8, 0.0));
+        assert!(c.eval.linear_augment, "{name}");
+        assert_eq!((c.eval.eval_resize, c.data.eval_size), (256, 224), "{name}");
         assert_eq!(c.paper.mnclglf_top1, Some(top1));
     }
     assert_eq!(preset("paper-tinyimagenet").data.format, "tiny-imagenet");

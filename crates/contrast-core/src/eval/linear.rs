@@ -14,6 +14,7 @@
 //! the last epoch's numbers, the best top-1 with its epoch, and the best top-5 (max over epochs,
 //! possibly another epoch).
 
+use crate::optim::lars::{Lars, LarsConfig, LarsMode};
 use crate::optim::schedule::Schedule;
 use crate::optim::{Optimizer, ParamGroup, Sgd};
 use anyhow::{ensure, Context, Result};
@@ -61,6 +62,20 @@ pub struct LinearProbeConfig {
     pub seed: u64,
     /// Batch size for evaluation (memory only; does not change the result).
     pub eval_batch_size: usize,
+    /// `sgd` (momentum, optional Nesterov) or `lars` (core LARS with `lars_trust` in
+    /// `lars_mode`; MNCLGLF's probe: `scale_step`, η 1e-3, every parameter adapted).
+    pub optimizer: ProbeOptimizer,
+    pub lars_trust: f64,
+    pub lars_mode: LarsMode,
+}
+
+/// The probe's optimiser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeOptimizer {
+    #[default]
+    Sgd,
+    Lars,
 }
 
 impl Default for LinearProbeConfig {
@@ -80,6 +95,9 @@ impl Default for LinearProbeConfig {
             torch_default_init: false,
             seed: 0,
             eval_batch_size: 4096,
+            optimizer: ProbeOptimizer::Sgd,
+            lars_trust: 1e-3,
+            lars_mode: LarsMode::ScaleStep,
         }
     }
 }
@@ -312,8 +330,26 @@ pub fn linear_probe_with(
         weight_decay: cfg.weight_decay,
         lr_scale: 1.0,
     };
-    let mut opt = Sgd::new(vec![group], cfg.lr, cfg.momentum, 0.0, cfg.nesterov)
-        .context("linear probe optimiser")?;
+    let mut opt: Box<dyn Optimizer> = match cfg.optimizer {
+        ProbeOptimizer::Sgd => Box::new(
+            Sgd::new(vec![group], cfg.lr, cfg.momentum, 0.0, cfg.nesterov)
+                .context("linear probe optimiser")?,
+        ),
+        ProbeOptimizer::Lars => Box::new(
+            Lars::new(
+                vec![group],
+                LarsConfig {
+                    lr: cfg.lr,
+                    momentum: cfg.momentum,
+                    nesterov: cfg.nesterov,
+                    trust_coefficient: cfg.lars_trust,
+                    mode: cfg.lars_mode,
+                    ..LarsConfig::default()
+                },
+            )
+            .context("linear probe optimiser (LARS)")?,
+        ),
+    };
 
     let bs = cfg.batch_size as i64;
     let iters = (n + bs - 1) / bs; // the last batch may be smaller (no drop_last)

@@ -33,12 +33,17 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use tch::Tensor;
 
-/// How the adaptive rate enters: `scale` (plain LARS: `d·a`) or `clip` (LARC: `d·min(a/η, 1)`).
+/// How the adaptive rate enters: `scale` (plain LARS: `d·a`) or `clip` (LARC: `d·min(a/η, 1)`)
+/// before the momentum buffer, or `scale_step`: the buffer takes the unscaled `g + wd·p` and
+/// the rate scales the step, `p ← p − lr·a·b` — the Fast-MoCo / MNCLGLF `optimizer/lars.py`
+/// (`implementation='PyTorch'`), the optimiser of MNCLGLF's linear probe. The forms agree while
+/// `a` is constant; they differ when it changes from step to step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LarsMode {
     Scale,
     Clip,
+    ScaleStep,
 }
 
 /// Hyper-parameters of [`Lars`]. The default is apex `LARC` wrapping `SGD(momentum=0.9)`:
@@ -144,8 +149,30 @@ impl Lars {
     }
 }
 
-/// The adapted direction `d` of the module docs for one parameter (a new tensor).
+/// The rate `a` of [`LarsMode::ScaleStep`] for one parameter (0-D; 1 where it is not adapted):
+/// `η‖p‖ / (‖g‖ + wd·‖p‖ + ε)` when both norms are non-zero.
+fn step_rate(p: &Tensor, g: &Tensor, wd: f64, cfg: &LarsConfig) -> Tensor {
+    let one = Tensor::ones([], (p.kind(), p.device()));
+    if cfg.exclude_bias_and_norm && p.dim() <= 1 {
+        return one;
+    }
+    let pn = p.norm();
+    let gn = g.norm();
+    let a = &pn * cfg.trust_coefficient / (&gn + &pn * wd + cfg.eps);
+    let ok = pn.gt(0.0).logical_and(&gn.gt(0.0));
+    a.where_self(&ok, &one)
+}
+
+/// The adapted direction `d` of the module docs for one parameter (a new tensor); for
+/// [`LarsMode::ScaleStep`] the unscaled `g + wd·p` (the rate scales the step instead).
 pub fn lars_direction(p: &Tensor, g: &Tensor, wd: f64, lr: f64, cfg: &LarsConfig) -> Tensor {
+    if cfg.mode == LarsMode::ScaleStep {
+        return if wd != 0.0 {
+            g + p * wd
+        } else {
+            g.shallow_clone()
+        };
+    }
     if cfg.exclude_bias_and_norm && p.dim() <= 1 {
         return g.shallow_clone();
     }
@@ -210,6 +237,21 @@ impl Optimizer for Lars {
                 let lr = cfg.lr * g.lr_scale;
                 for (name, p) in &g.params {
                     let Some(grad) = grad_of(p) else { continue };
+                    if cfg.mode == LarsMode::ScaleStep {
+                        let a = step_rate(p, &grad, g.weight_decay, &cfg);
+                        let d = lars_direction(p, &grad, g.weight_decay, lr, &cfg);
+                        let d = momentum_direction(
+                            &mut self.buffers,
+                            name,
+                            d,
+                            cfg.momentum,
+                            cfg.dampening,
+                            cfg.nesterov,
+                        );
+                        let mut p = p.shallow_clone();
+                        let _ = p.g_sub_(&(d * a * lr));
+                        continue;
+                    }
                     if cfg.momentum != 0.0 {
                         if let Some(buf) = self.buffers.get(name) {
                             if fusable(&[p, &grad, buf]) {
