@@ -262,6 +262,10 @@ pub struct EvalConfig {
     pub linear_lr: f64,
     pub linear_batch_size: usize,
     pub linear_weight_decay: f64,
+    /// Re-encode the training images every epoch through random crops + flips (SimCLR's linear
+    /// evaluation: `preprocess_for_train` without colour distortion); `false` = fixed,
+    /// un-augmented features (cheap; the smoke preset).
+    pub linear_augment: bool,
 }
 
 impl Default for EvalConfig {
@@ -273,6 +277,7 @@ impl Default for EvalConfig {
             linear_lr: 0.1,
             linear_batch_size: 256,
             linear_weight_decay: 0.0,
+            linear_augment: false,
         }
     }
 }

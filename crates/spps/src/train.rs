@@ -11,7 +11,7 @@ use contrast_core::data::dataset::Dataset;
 use contrast_core::data::pipeline::{Loader, LoaderConfig};
 use contrast_core::data::splits::{load_splits, SplitSpec};
 use contrast_core::eval::knn::knn_top1;
-use contrast_core::eval::linear::{linear_probe, LinearProbeConfig};
+use contrast_core::eval::linear::{linear_probe, linear_probe_with, LinearProbeConfig};
 use contrast_core::optim::clip::clip_grad_norm_tensors;
 use contrast_core::optim::lars::{Lars, LarsConfig, LarsMode};
 use contrast_core::optim::schedule::Schedule;
@@ -63,21 +63,33 @@ pub fn embed(
     device: Device,
     f: &dyn Fn(&Tensor) -> Result<Tensor>,
 ) -> Result<(Tensor, Tensor)> {
+    embed_with(ds, eval_recipe(cfg)?, cfg, 0, device, f)
+}
+
+/// [`embed`] through `recipe` with its random stream of `epoch` (the probe's augmented views).
+pub fn embed_with(
+    ds: Arc<dyn Dataset>,
+    recipe: Recipe,
+    cfg: &SppsConfig,
+    epoch: u64,
+    device: Device,
+    f: &dyn Fn(&Tensor) -> Result<Tensor>,
+) -> Result<(Tensor, Tensor)> {
     let loader = Loader::new(
         ds,
-        eval_recipe(cfg)?,
+        recipe,
         LoaderConfig {
             batch_size: 256,
             shuffle: false,
             drop_last: false,
-            seed: 0,
+            seed: cfg.runtime.seed,
             prefetch: cfg.data.prefetch.max(1),
             threads: cfg.data.threads,
         },
     )?;
     let mut feats = Vec::new();
     let mut labels = Vec::new();
-    for batch in loader.epoch_from(0, 0) {
+    for batch in loader.epoch_from(epoch, 0) {
         let batch = batch?;
         feats.push(f(&batch.views[0].to_device(device))?.to_device(Device::Cpu));
         labels.push(batch.labels);
@@ -470,7 +482,31 @@ pub fn pretrain(cfg: &SppsConfig, opts: &RunOptions, stop_at: Option<u64>) -> Re
             seed: cfg.runtime.seed,
             ..LinearProbeConfig::default()
         };
-        let r = linear_probe(&bank.0, &bank.1, &query.0, &query.1, classes, &lp)?;
+        let r = if cfg.eval.linear_augment {
+            // SimCLR's linear evaluation trains on random crops (area 0.08–1) + flips, without
+            // colour distortion (`preprocess_for_train(color_distort=False)`)
+            let recipe = Recipe::linear_train(cfg.data.eval_size, (0.08, 1.0))?;
+            linear_probe_with(
+                &mut |epoch| {
+                    Ok(embed_with(
+                        Arc::clone(&train_ds),
+                        recipe.clone(),
+                        cfg,
+                        epoch as u64,
+                        device,
+                        &f,
+                    )?
+                    .0)
+                },
+                &bank.1,
+                &query.0,
+                &query.1,
+                classes,
+                &lp,
+            )?
+        } else {
+            linear_probe(&bank.0, &bank.1, &query.0, &query.1, classes, &lp)?
+        };
         Some(json!({
             "last_top1": r.last_top1 * 100.0, "last_top5": r.last_top5 * 100.0,
             "best_top1": r.best_top1 * 100.0, "best_top5": r.best_top5 * 100.0,

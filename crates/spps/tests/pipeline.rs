@@ -103,6 +103,7 @@ fn baseline_sampler_spps_and_resume() {
     // MoCo-v2 with SPPS on the same harness
     let mut m = c.clone();
     m.framework = Framework::Mocov2;
+    m.eval.linear_augment = true; // the probe re-encodes augmented crops every epoch
     let mo = pretrain(&m, &opts(&runs, "moco", false), None).unwrap();
     let mr = mo.report.unwrap();
     assert_eq!(mr["variant"], "mocov2+spps");

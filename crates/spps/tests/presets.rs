@@ -140,6 +140,11 @@ fn presets_take_each_frameworks_official_optimiser() {
         assert!(s.value(100 * c.optim.epochs - 1) < 1e-3 * lr);
     }
     assert_eq!(preset("smoke").optim.optimizer, "sgd");
+    // SimCLR's linear evaluation trains on augmented crops in the paper presets
+    for name in ["paper-imagenet", "paper-cifar10", "paper-stl10"] {
+        assert!(preset(name).eval.linear_augment, "{name}");
+    }
+    assert!(!preset("smoke").eval.linear_augment);
 }
 
 /// `optim.optimizer` builds what it names; an unknown name is an error that names it.
