@@ -121,6 +121,7 @@ pub fn step_test(method: &str) -> Option<(&'static str, &'static str)> {
         "fba-net" => Some(("fba-net", "official_step")),
         "moco" => Some(("contrast-core", "official_mocov2")),
         "multinet" => Some(("contrast-core", "official_lars")),
+        "ua-mt" => Some(("fba-net", "official_uamt")),
         _ => None,
     }
 }

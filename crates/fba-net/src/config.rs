@@ -93,6 +93,11 @@ pub struct LossConfig {
     /// pass `--set loss.lambda_seg=1` with `model.variant="fba-net"`; `reproduce` sets 1 for the
     /// supervised baseline.
     pub lambda_seg: f64,
+    /// Weight on cross entropy over the labelled voxels (0 in FBA-Net; 0.5 with `lambda_seg`
+    /// 0.5 is UA-MT's supervised baseline, `loss = 0.5·(CE + Dice)` in its `train_LA.py`).
+    pub ce_weight: f64,
+    /// `fba-net` (FBA-Net's `Binary_dice_loss`) or `ua-mt` (UA-MT's `dice_loss`: squared sums).
+    pub dice: crate::loss::DiceForm,
     /// Maximum consistency weight (`--consistency 1`).
     pub consistency: f64,
     /// Ramp-up length in "epochs" of `rampup_every` iterations (`--consistency_rampup 40`).
@@ -112,6 +117,8 @@ impl Default for LossConfig {
     fn default() -> Self {
         Self {
             lambda_seg: 0.5,
+            ce_weight: 0.0,
+            dice: crate::loss::DiceForm::FbaNet,
             consistency: 1.0,
             consistency_rampup: 40.0,
             rampup_every: 150,
@@ -128,8 +135,12 @@ impl Default for LossConfig {
 pub struct OptimConfig {
     /// Iterations (`--max_iteration 15000`).
     pub iterations: u64,
-    /// Constant learning rate (`--base_lr 0.01`, no decay in `train_3d.py`).
+    /// Learning rate (`--base_lr 0.01`, constant in `train_3d.py`).
     pub lr: f64,
+    /// Step decay: the lr is multiplied by `lr_gamma` every `lr_step` iterations (0 = constant;
+    /// UA-MT's `train_LA.py`: 2500 and 0.1).
+    pub lr_step: u64,
+    pub lr_gamma: f64,
     pub momentum: f64,
     pub weight_decay: f64,
 }
@@ -139,6 +150,8 @@ impl Default for OptimConfig {
         Self {
             iterations: 15_000,
             lr: 0.01,
+            lr_step: 0,
+            lr_gamma: 0.1,
             momentum: 0.9,
             weight_decay: 1e-4,
         }

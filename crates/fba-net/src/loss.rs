@@ -9,6 +9,7 @@
 //! `w(t) = exp(−5 (1 − clip(⌊t/150⌋, 0, 40)/40)²)` (sigmoid ramp-up, `t` = 1-based iteration).
 
 use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 /// `cos_simi(a, b) = clamp(normalize(a) · normalize(b)ᵀ, 0.0005, 0.9995)` → `[N, M]`.
@@ -48,6 +49,26 @@ pub fn sim_min(fg: &Tensor, bg: &Tensor, alpha: f64) -> Tensor {
     let s = cos_simi(fg, bg);
     let loss = -(s.ones_like() - &s).log();
     (loss * rank_weights(&s, alpha)).mean(Kind::Float)
+}
+
+/// The Dice loss of the labelled term.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DiceForm {
+    /// FBA-Net / MC-Net+ `Binary_dice_loss`: `1 − (2Σpg + 1e-8)/(Σp + Σg + 1e-8)`.
+    #[default]
+    FbaNet,
+    /// UA-MT `utils/losses.py` `dice_loss`: `1 − (2Σpg + 1e-5)/(Σp² + Σg² + 1e-5)`.
+    UaMt,
+}
+
+/// UA-MT's `dice_loss(score, target)`: squared sums, smooth 1e-5, over the whole tensor.
+pub fn uamt_dice_loss(prob: &Tensor, target: &Tensor) -> Tensor {
+    let t = target.to_kind(Kind::Float);
+    let intersect = (prob * &t).sum(Kind::Float);
+    let y_sum = (&t * &t).sum(Kind::Float);
+    let z_sum = (prob * prob).sum(Kind::Float);
+    1.0 - (intersect * 2.0 + 1e-5) / (z_sum + y_sum + 1e-5)
 }
 
 /// `Binary_dice_loss(p, g) = 1 − (2Σpg + ε)/(Σp + Σg + ε)`, ε = 1e-8, over the whole tensor.
@@ -104,6 +125,11 @@ pub fn consistency_weight(iter: u64, every: u64, rampup: f64, consistency: f64) 
 pub struct LossWeights {
     /// λ on the Dice term (0.5).
     pub lambda_seg: f64,
+    /// Which Dice loss.
+    pub dice: DiceForm,
+    /// Weight on a cross-entropy term over the labelled voxels (0: FBA-Net's objective has
+    /// none; UA-MT's supervised baseline uses 0.5·(CE + Dice)).
+    pub ce: f64,
     /// w(t) on the consistency term.
     pub consistency: f64,
     /// Weight on the contrastive term (1; 0 disables it — the MC-Net+ / baseline case).
@@ -131,6 +157,8 @@ pub struct Terms {
     pub seg_dice: Tensor,
     pub consistency: Tensor,
     pub contrast: Tensor,
+    /// Cross entropy on the labelled voxels (summed over decoders), when its weight is set.
+    pub seg_ce: Option<Tensor>,
 }
 
 impl Terms {
@@ -148,10 +176,14 @@ impl Terms {
         .to_kind(Kind::Double)
         .to_device(tch::Device::Cpu);
         let v = Vec::<f64>::try_from(&all).unwrap_or_default();
-        ["total", "seg_dice", "consistency", "contrast"]
+        let mut out: Vec<(&'static str, f64)> = ["total", "seg_dice", "consistency", "contrast"]
             .into_iter()
             .zip(v)
-            .collect()
+            .collect();
+        if let Some(ce) = &self.seg_ce {
+            out.push(("seg_ce", ce.double_value(&[])));
+        }
+        out
     }
 }
 
@@ -164,12 +196,26 @@ pub fn fba_loss(outs: &[DecoderOutputs], labels: &Tensor, w: &LossWeights) -> Re
     let dev = outs[0].logits.device();
     let zero = || Tensor::zeros([], (Kind::Float, dev));
     let mut seg = zero();
+    let mut ce = zero();
     let mut contrast = zero();
     let mut probs = vec![];
     for o in outs {
         let p = o.logits.softmax(1, Kind::Float);
         let fg_prob = p.narrow(0, 0, l).select(1, 1);
-        seg += binary_dice_loss(&fg_prob, &labels.eq(1));
+        seg += match w.dice {
+            DiceForm::FbaNet => binary_dice_loss(&fg_prob, &labels.eq(1)),
+            DiceForm::UaMt => uamt_dice_loss(&fg_prob, &labels.eq(1)),
+        };
+        if w.ce != 0.0 {
+            // F.cross_entropy(outputs, label) over every labelled voxel (mean)
+            ce += o.logits.narrow(0, 0, l).cross_entropy_loss::<Tensor>(
+                &labels.to_kind(Kind::Int64),
+                None,
+                tch::Reduction::Mean,
+                -100,
+                0.0,
+            );
+        }
         if w.contrast != 0.0 {
             let (Some(fg), Some(bg)) = (o.fg, o.bg) else {
                 bail!("fba_loss: the contrastive term needs fg/bg embeddings");
@@ -184,11 +230,15 @@ pub fn fba_loss(outs: &[DecoderOutputs], labels: &Tensor, w: &LossWeights) -> Re
     } else {
         zero()
     };
-    let total = &seg * w.lambda_seg + &cons * w.consistency + &contrast * w.contrast;
+    let mut total = &seg * w.lambda_seg + &cons * w.consistency + &contrast * w.contrast;
+    if w.ce != 0.0 {
+        total += &ce * w.ce;
+    }
     Ok(Terms {
         total,
         seg_dice: seg,
         consistency: cons,
         contrast,
+        seg_ce: (w.ce != 0.0).then_some(ce),
     })
 }

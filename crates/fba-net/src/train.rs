@@ -15,6 +15,7 @@ use crate::model::{FbaConfig, FbaNet};
 use anyhow::{anyhow, bail, Context, Result};
 use contrast_core::eval::segmentation::SegMetrics;
 use contrast_core::nn::vnet::{Norm, UpMode, VNetConfig};
+use contrast_core::optim::schedule::Schedule;
 use contrast_core::optim::{single_group, Optimizer, Sgd};
 use contrast_core::tensors::{load_into, named_variables, Named};
 use contrast_core::train::runtime::seed_step;
@@ -118,6 +119,26 @@ pub fn init_from(net: &FbaNet, path: &Path) -> Result<usize> {
     Ok(matched.len())
 }
 
+/// The lr of every iteration (0-based): constant (`train_3d.py`), or UA-MT's step decay,
+/// `base·γ^⌊i / lr_step⌋` (`train_LA.py` lowers it after iterations 2500, 5000).
+pub fn lr_schedule(cfg: &FbaNetConfig, total: u64) -> Result<Schedule> {
+    let o = &cfg.optim;
+    let s = if o.lr_step == 0 {
+        Schedule::Constant { value: o.lr }
+    } else {
+        Schedule::Step {
+            base: o.lr,
+            milestones: (1..)
+                .map(|k| k * o.lr_step)
+                .take_while(|&m| m < total.max(1))
+                .collect(),
+            gamma: o.lr_gamma,
+        }
+    };
+    s.validate()?;
+    Ok(s)
+}
+
 /// The reference optimiser: SGD with momentum, weight decay on every parameter.
 pub fn optimizer(cfg: &FbaNetConfig, net: &FbaNet) -> Result<Sgd> {
     Sgd::new(
@@ -134,6 +155,8 @@ pub fn optimizer(cfg: &FbaNetConfig, net: &FbaNet) -> Result<Sgd> {
 pub fn loss_weights(cfg: &FbaNetConfig, consistency: f64) -> LossWeights {
     LossWeights {
         lambda_seg: cfg.loss.lambda_seg,
+        ce: cfg.loss.ce_weight,
+        dice: cfg.loss.dice,
         consistency,
         contrast: if cfg.model.variant == "supervised" {
             0.0
@@ -209,6 +232,7 @@ pub fn train(cfg: &FbaNetConfig, opts: &RunOptions, stop_at: Option<u64>) -> Res
         )
     };
     let end = stop_at.map_or(total, |s| s.min(total));
+    let lr_schedule = lr_schedule(cfg, total)?;
     let progress = Progress::new(total, start, &cfg.model.variant);
     let save = |run: &Run, step: u64, opt: &Sgd, best_dice: f64, best_step: u64| -> Result<()> {
         let model = named_variables(&net.vs);
@@ -232,6 +256,7 @@ pub fn train(cfg: &FbaNetConfig, opts: &RunOptions, stop_at: Option<u64>) -> Res
         let y = batch.labels.to_device(device);
         let done = step + 1;
         let w = weights(done);
+        opt.set_lr(lr_schedule.value(step));
         let terms = step_terms(&net, &x, &y, &w)?;
         let values = terms.values();
         run.check_finite(done, &values)?;

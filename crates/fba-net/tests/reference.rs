@@ -82,6 +82,8 @@ fn loss_terms_gradients_and_network_match_pytorch() {
         .collect();
     let w = LossWeights {
         lambda_seg: lambda,
+        ce: 0.0,
+        dice: fba_net::loss::DiceForm::FbaNet,
         consistency: cons_w,
         contrast: 1.0,
         temperature: temp,
