@@ -1,4 +1,4 @@
-//! `spade`: pretrain one variant, or reproduce the four-way comparison. Thin: all logic is in
+//! `spade`: pretrain one variant, or reproduce the five-row comparison. Thin: all logic is in
 //! the library.
 
 use anyhow::Result;

@@ -353,6 +353,10 @@ pub fn nifti_case(path: &Path) -> Result<Case> {
 pub struct Pretrained {
     pub dir: PathBuf,
     pub encoder: Option<PathBuf>,
+    /// `spade` only: `encoder.*` plus the local term's decoder as `decoder.*` (every variable
+    /// but `out_conv`, whose width is the local feature size, not the class count), the names
+    /// of the fine-tune's V-Net: a fine-tune from it starts with a pretrained decoder too.
+    pub encoder_decoder: Option<PathBuf>,
     pub step: u64,
 }
 
@@ -432,17 +436,35 @@ pub fn pretrain(cfg: &SpadeConfig, opts: &RunOptions, stop_at: Option<u64>) -> R
         return Ok(Pretrained {
             dir: run.dir.clone(),
             encoder: None,
+            encoder_decoder: None,
             step: end,
         });
     }
-    let enc: Named = named_variables(&net.vs)
-        .into_iter()
+    let all = named_variables(&net.vs);
+    let enc: Named = all
+        .iter()
         .filter(|(n, _)| n.starts_with("encoder."))
+        .map(|(n, t)| (n.clone(), t.shallow_clone()))
         .collect();
-    let path = run.path("encoder.safetensors");
-    let tmp = run.path("encoder.safetensors.tmp");
-    Tensor::write_safetensors(&enc, &tmp).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+    let write = |name: &str, vars: &Named| -> Result<PathBuf> {
+        let path = run.path(name);
+        let tmp = run.path(&format!("{name}.tmp"));
+        Tensor::write_safetensors(vars, &tmp)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    };
+    let path = write("encoder.safetensors", &enc)?;
+    let encoder_decoder = if method == "spade" {
+        let mut both = enc;
+        both.extend(all.iter().filter_map(|(n, t)| {
+            let rest = n.strip_prefix("local.")?;
+            (!rest.starts_with("out_conv")).then(|| (format!("decoder.{rest}"), t.shallow_clone()))
+        }));
+        Some(write("encoder_decoder.safetensors", &both)?)
+    } else {
+        None
+    };
     run.write_report(&json!({
         "method": "spade",
         "variant": method,
@@ -453,12 +475,14 @@ pub fn pretrain(cfg: &SpadeConfig, opts: &RunOptions, stop_at: Option<u64>) -> R
         "pretraining_volumes": pool.len(),
         "extra_nifti": cfg.pretrain.extra_nifti,
         "encoder": path.display().to_string(),
+        "encoder_decoder": encoder_decoder.as_ref().map(|p| p.display().to_string()),
         "threads": tch::get_num_threads(),
         "wall_s": t0.elapsed().as_secs_f64(),
     }))?;
     Ok(Pretrained {
         dir: run.dir.clone(),
         encoder: Some(path),
+        encoder_decoder,
         step: end,
     })
 }

@@ -2,7 +2,7 @@
 //! from 3-D SimCLR, from Spade (global) and from Spade (global + local).
 
 use crate::config::SpadeConfig;
-use crate::pretrain::pretrain;
+use crate::pretrain::{pretrain, Pretrained};
 use anyhow::{Context, Result};
 use contrast_core::train::RunOptions;
 use serde_json::{json, Value};
@@ -21,29 +21,56 @@ pub fn reproduce(
     stop_at: Option<u64>,
 ) -> Result<Option<Vec<Row>>> {
     let mut rows = Vec::new();
-    for (init, method) in [
-        ("scratch", None),
-        ("3-D SimCLR", Some("simclr")),
-        ("Spade global", Some("spade-global")),
-        ("Spade global + local", Some("spade")),
-    ] {
+    // (row, pretraining method, fine-tune from the decoder-transfer file)
+    let plan: [(&'static str, Option<&str>, bool); 5] = [
+        ("scratch", None, false),
+        ("3-D SimCLR", Some("simclr"), false),
+        ("Spade global", Some("spade-global"), false),
+        ("Spade global + local", Some("spade"), false),
+        (
+            "Spade global + local, decoder transferred",
+            Some("spade"),
+            true,
+        ),
+    ];
+    let mut spade_pre: Option<Pretrained> = None;
+    for (init, method, with_decoder) in plan {
         let mut ft = cfg.finetune.clone();
         ft.model.variant = "supervised".into();
         ft.runtime = cfg.runtime.clone();
         if let Some(m) = method {
-            let mut pc = cfg.clone();
-            pc.pretrain.method = m.into();
-            let mut po = opts.clone();
-            po.name = format!("{}-pretrain-{m}", opts.name);
-            let pre = pretrain(&pc, &po, stop_at)?;
-            let Some(enc) = pre.encoder else {
+            // the spade pretraining serves both of its rows
+            let pre = match spade_pre.take().filter(|_| m == "spade") {
+                Some(p) => p,
+                None => {
+                    let mut pc = cfg.clone();
+                    pc.pretrain.method = m.into();
+                    let mut po = opts.clone();
+                    po.name = format!("{}-pretrain-{m}", opts.name);
+                    pretrain(&pc, &po, stop_at)?
+                }
+            };
+            let file = if with_decoder {
+                pre.encoder_decoder.clone()
+            } else {
+                pre.encoder.clone()
+            };
+            let Some(file) = file else {
                 return Ok(None);
             };
-            ft.model.init = enc.display().to_string();
+            ft.model.init = file.display().to_string();
+            if m == "spade" {
+                spade_pre = Some(pre);
+            }
         }
         let mut fo = opts.clone();
         fo.method = "spade".into();
-        fo.name = format!("{}-finetune-{}", opts.name, method.unwrap_or("scratch"));
+        let tag = match (method, with_decoder) {
+            (Some(m), true) => format!("{m}-decoder"),
+            (Some(m), false) => m.to_string(),
+            (None, _) => "scratch".into(),
+        };
+        fo.name = format!("{}-finetune-{tag}", opts.name);
         let out = fba_net::train::train(&ft, &fo, None)
             .with_context(|| format!("fine-tuning from {init}"))?;
         let Some(report) = out.report else {

@@ -132,6 +132,24 @@ fn pretrain_resume_finetune_and_reproduce() {
     let err = format!("{:#}", fba_net::train::init_from(&net, &bad).unwrap_err());
     assert!(err.contains("bad.safetensors"), "{err}");
 
+    // with the decoder transfer, the local term's decoder initialises the fine-tune's decoder
+    // (all of it but `out_conv`, whose width is the local feature size)
+    let both_path = runs.join("spade/spade/encoder_decoder.safetensors");
+    let both = read(&both_path);
+    let net2 = fba_net::train::build_model(&ft, tch::Device::Cpu, true).unwrap();
+    let n2 = fba_net::train::init_from(&net2, &both_path).unwrap();
+    assert_eq!(n2, both.len());
+    let dec: Vec<&String> = both
+        .iter()
+        .map(|(n, _)| n)
+        .filter(|n| n.starts_with("decoder."))
+        .collect();
+    assert!(!dec.is_empty() && dec.iter().all(|n| !n.contains("out_conv")));
+    let vars2 = net2.vs.variables();
+    for (name, t) in &both {
+        assert!(vars2[name].equal(t), "{name} not initialised from the file");
+    }
+
     // the four-way comparison
     let rows = spade::reproduce::reproduce(&cfg, &opts(&runs, "four", false), None)
         .unwrap()
@@ -143,7 +161,8 @@ fn pretrain_resume_finetune_and_reproduce() {
             "scratch",
             "3-D SimCLR",
             "Spade global",
-            "Spade global + local"
+            "Spade global + local",
+            "Spade global + local, decoder transferred"
         ]
     );
     for r in &rows {
