@@ -1,4 +1,4 @@
-"""PyTorch reference for contrast_core::loss::info_nce (hard diagonal targets)."""
+"""OUR OWN restatement: contrast_core::loss::info_nce in PyTorch (hard diagonal targets)."""
 import sys
 
 import numpy as np

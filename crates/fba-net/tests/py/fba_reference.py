@@ -1,4 +1,4 @@
-"""PyTorch reference for the FBA-Net objective and network (the model and loss live in
+"""OUR OWN restatement (not official code): the FBA-Net objective and network (they live in
 `fba_torch.py`, shared with the training-step bench's PyTorch peer).
 
 Inputs: o{d} logits [N,2,X,Y,Z], f{d}/b{d} embeddings [N,D] for d = 0..2, y labels [L,X,Y,Z],

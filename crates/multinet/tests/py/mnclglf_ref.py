@@ -1,4 +1,4 @@
-"""PyTorch reference for MNCLGLF (the math lives in `mnclglf_torch.py`, shared with the
+"""OUR OWN restatement (not official code) of MNCLGLF (the math is in `mnclglf_torch.py`, shared with the
 training-step bench's PyTorch peer): local split and pair averaging on constructed tensors, and
 the objective computed twice — with gradient through p in L1 (paper) and with p detached in L1
 (released code).

@@ -1,4 +1,4 @@
-"""PyTorch reference for the PatchMix objective (the objective itself is in `patchmix_torch.py`,
+"""OUR OWN restatement (not official code) of the PatchMix objective (it is in `patchmix_torch.py`,
 shared with the training-step bench's PyTorch peer). Inputs: q1, k1, k2, mq2, mk1 [B, D] and
 local-crop queries lq, lmq [n, B, D]; outputs: the terms, the gradients of the queries, and the
 soft targets rebuilt from their definition.
