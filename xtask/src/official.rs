@@ -122,6 +122,7 @@ pub fn step_test(method: &str) -> Option<(&'static str, &'static str)> {
         "moco" => Some(("contrast-core", "official_mocov2")),
         "multinet" => Some(("contrast-core", "official_lars")),
         "ua-mt" => Some(("fba-net", "official_uamt")),
+        "grass" => Some(("grass", "official_sampling")),
         _ => None,
     }
 }

