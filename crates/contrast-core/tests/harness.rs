@@ -105,28 +105,80 @@ fn nan_loss_stops_the_run_and_the_last_checkpoint_still_loads() {
     assert!(loaded.group("model").is_ok() && loaded.group("optim").is_ok());
 }
 
-#[test]
-fn truncated_checkpoint_is_reported_by_name_on_resume() {
-    let _rng = global_rng_lock();
-    let dir = tempfile::tempdir().unwrap();
-    let c = cfg();
-    train(&c, &opts(dir.path(), "cut", false), Some(10)).unwrap();
-    let ck = Checkpointer::new(dir.path().join("toy/cut/checkpoints"), 3);
-    let latest = ck.latest().unwrap().unwrap();
-    let f = latest.join("optim.safetensors");
-    let len = std::fs::metadata(&f).unwrap().len();
+fn cut_short(f: &Path) {
+    let len = std::fs::metadata(f).unwrap().len();
     std::fs::OpenOptions::new()
         .write(true)
-        .open(&f)
+        .open(f)
         .unwrap()
         .set_len(len - 7)
         .unwrap();
-    let err = train(&c, &opts(dir.path(), "cut", true), None).unwrap_err();
+}
+
+/// Checkpoints at steps 5 and 10; step 10 cut short. `--resume` falls back to step 5 (the
+/// newest that verifies), sets step 10 aside as `.corrupt-step-00000010`, and the finished run
+/// equals the uninterrupted one bit for bit. With every checkpoint corrupt the error names the
+/// file; `--resume-from` takes exactly the step asked for.
+#[test]
+fn resume_falls_back_to_the_newest_checkpoint_that_verifies() {
+    let _rng = global_rng_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let c = cfg();
+    let full = train(&c, &opts(dir.path(), "full", false), None).unwrap();
+    train(&c, &opts(dir.path(), "cut", false), Some(10)).unwrap();
+    let ck = Checkpointer::new(dir.path().join("toy/cut/checkpoints"), 3);
+    let steps: Vec<u64> = ck.list().unwrap().iter().map(|(s, _)| *s).collect();
+    assert_eq!(steps, [5, 10]);
+    cut_short(&ck.latest().unwrap().unwrap().join("optim.safetensors"));
+    let rest = train(&c, &opts(dir.path(), "cut", true), None).unwrap();
+    assert_eq!(rest.losses.first().unwrap().0, 6, "resumed from step 5");
+    for ((n1, w1), (n2, w2)) in full.weights.iter().zip(&rest.weights) {
+        assert_eq!(n1, n2);
+        assert!(
+            w1.equal(w2),
+            "weight {n1} differs after the fallback resume"
+        );
+    }
+    let aside = dir
+        .path()
+        .join("toy/cut/checkpoints/.corrupt-step-00000010");
+    assert!(
+        aside.join("optim.safetensors").is_file(),
+        "the corrupt checkpoint is kept aside"
+    );
+
+    // every checkpoint corrupt: an error naming the file, nothing deleted
+    train(&c, &opts(dir.path(), "bad", false), Some(5)).unwrap();
+    let ck = Checkpointer::new(dir.path().join("toy/bad/checkpoints"), 3);
+    cut_short(&ck.latest().unwrap().unwrap().join("optim.safetensors"));
+    let err = train(&c, &opts(dir.path(), "bad", true), None).unwrap_err();
     let msg = format!("{err:#}");
     assert!(
-        msg.contains("optim.safetensors") && msg.contains("corrupt"),
+        msg.contains("optim.safetensors")
+            && msg.contains("corrupt")
+            && msg.contains("no checkpoint verifies"),
         "{msg}"
     );
+    assert!(dir
+        .path()
+        .join("toy/bad/checkpoints/.corrupt-step-00000005")
+        .is_dir());
+
+    // --resume-from: exactly that step, or an error naming the saved ones
+    train(&c, &opts(dir.path(), "pick", false), Some(15)).unwrap();
+    let mut o = opts(dir.path(), "pick", true);
+    o.resume_from = Some(7);
+    let msg = format!("{:#}", train(&c, &o, None).unwrap_err());
+    assert!(
+        msg.contains("step 7") && msg.contains("[5, 10, 15]"),
+        "{msg}"
+    );
+    o.resume_from = Some(5);
+    let from5 = train(&c, &o, None).unwrap();
+    assert_eq!(from5.losses.first().unwrap().0, 6);
+    for ((_, w1), (_, w2)) in full.weights.iter().zip(&from5.weights) {
+        assert!(w1.equal(w2));
+    }
 }
 
 #[test]

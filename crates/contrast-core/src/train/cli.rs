@@ -21,9 +21,13 @@ pub struct RunArgs {
     /// Parent folder of runs (default: $CONTRAST_RUNS or ./runs).
     #[arg(long)]
     pub runs_dir: Option<PathBuf>,
-    /// Continue the run from its newest checkpoint.
+    /// Continue the run from its newest checkpoint that verifies (a corrupt newer one is set
+    /// aside with a message).
     #[arg(long)]
     pub resume: bool,
+    /// Continue the run from the checkpoint of exactly this step.
+    #[arg(long, value_name = "STEP")]
+    pub resume_from: Option<u64>,
     /// Stop after this many optimisation steps in total (the run stays resumable).
     #[arg(long)]
     pub stop_at: Option<u64>,
@@ -70,7 +74,8 @@ impl RunArgs {
             .unwrap_or_else(|| "default".into());
         let mut o = RunOptions::new(method, &name);
         o.runs_root = self.runs_dir.clone().unwrap_or_else(default_runs_root);
-        o.resume = self.resume;
+        o.resume = self.resume || self.resume_from.is_some();
+        o.resume_from = self.resume_from;
         o
     }
 }

@@ -104,11 +104,17 @@ where
             Some(field) => format!("{path}.{field}"),
             None => path,
         };
-        let origin = if from_cli
-            .iter()
-            .any(|k| k == &key || key.starts_with(&format!("{k}.")))
-        {
-            "on the command line".to_string()
+        // an override names the key, lies inside it, or created it as a table on its way
+        // (`--set optim.lrr=0.1` where the config has no `optim`)
+        let cli = from_cli.iter().find(|k| {
+            *k == &key || key.starts_with(&format!("{k}.")) || k.starts_with(&format!("{key}."))
+        });
+        let origin = if let Some(k) = cli {
+            if *k == key {
+                "on the command line".to_string()
+            } else {
+                format!("on the command line (`--set {k}=…`)")
+            }
         } else if let Some(name) = &file_name {
             if from_file.iter().any(|k| k == &key) || unknown_field(&inner).is_some() {
                 format!("in {name}")
@@ -281,6 +287,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("key.path=value"), "{e}");
+        // an override that creates an unknown table is blamed, not the preset file (the toy
+        // config has no `optim`: `--set optim.lrr=0.1` used to report "in configs/toy.toml")
+        let src = ConfigSource::text("epochs = 2", "configs/toy.toml");
+        let e = load_config::<Outer>(Some(src), &["nested.lrr=0.1".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`nested`") && e.contains("command line") && e.contains("nested.lrr"),
+            "{e}"
+        );
+        assert!(!e.contains("toy.toml"), "{e}");
     }
 
     #[test]

@@ -13,8 +13,12 @@ pub struct RunOptions {
     pub runs_root: PathBuf,
     pub method: String,
     pub name: String,
-    /// Continue from the newest checkpoint instead of starting afresh.
+    /// Continue from the newest checkpoint that verifies instead of starting afresh (a newer
+    /// one that fails its SHA-256 check is set aside as `.corrupt-step-N`, with a message).
     pub resume: bool,
+    /// Resume from exactly this step's checkpoint (implies `resume`; an error if it is missing
+    /// or corrupt).
+    pub resume_from: Option<u64>,
     /// Checkpoints to keep.
     pub keep_checkpoints: usize,
 }
@@ -26,6 +30,7 @@ impl RunOptions {
             method: method.into(),
             name: name.into(),
             resume: false,
+            resume_from: None,
             keep_checkpoints: 3,
         }
     }
@@ -37,6 +42,48 @@ pub fn default_runs_root() -> PathBuf {
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("runs"))
+}
+
+/// The newest checkpoint that loads and verifies. A newer one that fails is renamed
+/// `.corrupt-step-N` beside the others (kept, not deleted) with a message naming it and why, so
+/// that `latest()` and later saves see only good checkpoints. `Ok(None)`: there is none at all;
+/// an error when checkpoints exist but none verifies.
+fn newest_that_verifies(checkpoints: &Checkpointer, dir: &Path) -> Result<Option<Checkpoint>> {
+    let all = checkpoints.list()?;
+    if all.is_empty() {
+        return Ok(None);
+    }
+    let mut why = Vec::new();
+    for (step, p) in all.into_iter().rev() {
+        match Checkpointer::load(&p) {
+            Ok(c) => {
+                if !why.is_empty() {
+                    eprintln!(
+                        "resuming {} from step {step}, the newest checkpoint that verifies",
+                        dir.display()
+                    );
+                }
+                return Ok(Some(c));
+            }
+            Err(e) => {
+                let aside = p.with_file_name(format!(".corrupt-step-{step:08}"));
+                eprintln!(
+                    "skipping checkpoint {} ({e:#}); kept as {}",
+                    p.display(),
+                    aside.display()
+                );
+                std::fs::rename(&p, &aside).with_context(|| {
+                    format!("setting the corrupt checkpoint {} aside", p.display())
+                })?;
+                why.push(format!("step {step}: {e:#}"));
+            }
+        }
+    }
+    bail!(
+        "cannot resume {}: no checkpoint verifies ({})",
+        dir.display(),
+        why.join("; ")
+    )
 }
 
 /// An open run.
@@ -58,36 +105,48 @@ impl Run {
         let checkpoints = Checkpointer::new(dir.join("checkpoints"), opts.keep_checkpoints);
         let existing = checkpoints.latest()?;
         let cfg_path = dir.join("config.toml");
-        let resumed = if opts.resume {
-            match existing {
-                Some(p) => {
+        let resumed =
+            if opts.resume || opts.resume_from.is_some() {
+                if existing.is_some() {
                     if let Ok(old) = std::fs::read_to_string(&cfg_path) {
                         if old != config_toml {
                             bail!(
                                 "cannot resume {}: its config.toml differs from this run's \
-                                 resolved config ({}); resume with the same preset and overrides",
+                             resolved config ({}); resume with the same preset and overrides",
                                 dir.display(),
                                 first_difference(&old, config_toml)
                             );
                         }
                     }
-                    Some(Checkpointer::load(&p).with_context(|| {
-                        format!("cannot resume {} from {}", dir.display(), p.display())
-                    })?)
                 }
-                None => None, // nothing to resume: start afresh
-            }
-        } else {
-            if let Some(p) = existing {
-                bail!(
-                    "run folder {} already holds checkpoint {}: pass --resume to continue it, \
+                match opts.resume_from {
+                    Some(step) => {
+                        let Some((_, p)) =
+                            checkpoints.list()?.into_iter().find(|(s, _)| *s == step)
+                        else {
+                            bail!(
+                            "cannot resume {} from step {step}: no such checkpoint (saved: {:?})",
+                            dir.display(),
+                            checkpoints.list()?.iter().map(|(s, _)| *s).collect::<Vec<_>>()
+                        );
+                        };
+                        Some(Checkpointer::load(&p).with_context(|| {
+                            format!("cannot resume {} from {}", dir.display(), p.display())
+                        })?)
+                    }
+                    None => newest_that_verifies(&checkpoints, &dir)?, // None: start afresh
+                }
+            } else {
+                if let Some(p) = existing {
+                    bail!(
+                        "run folder {} already holds checkpoint {}: pass --resume to continue it, \
                      or choose another --name",
-                    dir.display(),
-                    p.display()
-                );
-            }
-            None
-        };
+                        dir.display(),
+                        p.display()
+                    );
+                }
+                None
+            };
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
         write_atomic(&cfg_path, config_toml.as_bytes())?;
