@@ -4,7 +4,7 @@
 
 use crate::setup::{setup, SetupArgs};
 use crate::util::{repo_root, run_status, step};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::process::Command;
 
@@ -15,6 +15,9 @@ pub struct Method {
     pub binary: &'static str,
     pub default_preset: &'static str,
     pub what: &'static str,
+    /// The run-name suffixes of the method's run and of its baseline run in one `reproduce`
+    /// (for `--seeds`); `None` where `reproduce` has no single baseline.
+    pub pair: Option<(&'static str, &'static str)>,
 }
 
 pub const METHODS: &[Method] = &[
@@ -24,6 +27,7 @@ pub const METHODS: &[Method] = &[
         binary: "patchmix",
         default_preset: "smoke",
         what: "PatchMix vs its no-mix baseline (ViT, CIFAR-10)",
+        pair: Some(("", "-nomix")),
     },
     Method {
         name: "multinet",
@@ -31,6 +35,7 @@ pub const METHODS: &[Method] = &[
         binary: "multinet",
         default_preset: "smoke",
         what: "MNCLGLF vs a plain-SimCLR baseline (ResNet-18, CIFAR-10)",
+        pair: Some(("", "-simclr")),
     },
     Method {
         name: "fba-net",
@@ -38,6 +43,7 @@ pub const METHODS: &[Method] = &[
         binary: "fba-net",
         default_preset: "smoke",
         what: "FBA-Net+ vs a supervised V-Net (semi-supervised 3D LA segmentation)",
+        pair: Some(("", "-supervised")),
     },
     Method {
         name: "spade",
@@ -45,6 +51,7 @@ pub const METHODS: &[Method] = &[
         binary: "spade",
         default_preset: "smoke",
         what: "V-Net fine-tune from scratch / 3-D SimCLR / Spade global / Spade global+local (LA)",
+        pair: Some(("-finetune-spade", "-finetune-scratch")),
     },
     Method {
         name: "claires",
@@ -52,6 +59,7 @@ pub const METHODS: &[Method] = &[
         binary: "claires",
         default_preset: "smoke",
         what: "CLAIRES: CLIP text-to-image retrieval on VQA-RAD records (paired + label-match)",
+        pair: None,
     },
     Method {
         name: "grass",
@@ -59,6 +67,7 @@ pub const METHODS: &[Method] = &[
         binary: "grass",
         default_preset: "smoke",
         what: "GraSS vs its SimCLR warm-up baseline (ResNet + DeepLabV3+, mIoU; Dubai tiles)",
+        pair: Some(("-grass-ft", "-simclr-ft")),
     },
     Method {
         name: "spps",
@@ -66,6 +75,7 @@ pub const METHODS: &[Method] = &[
         binary: "spps",
         default_preset: "smoke",
         what: "SimCLR vs SimCLR+SPPS semantic positive pairs (ResNet, CIFAR-10)",
+        pair: Some(("-spps", "-baseline")),
     },
     Method {
         name: "toy",
@@ -73,6 +83,7 @@ pub const METHODS: &[Method] = &[
         binary: "contrast-toy",
         default_preset: "toy",
         what: "core example: InfoNCE on synthetic blobs (harness smoke test)",
+        pair: None,
     },
 ];
 
@@ -95,6 +106,11 @@ pub struct ReproduceArgs {
     /// Only make the preset's data available (download, verify, extract), then stop.
     #[arg(long)]
     pub prepare_only: bool,
+    /// Run the method and its baseline on N seeds (the preset's seed, +1, …) and summarise the
+    /// headline metric: mean ± sd per side, the paired difference with a 95 % t interval and a
+    /// computed verdict (`<runs>/<method>/<preset>-seeds.json`, shown by `cargo xtask report`).
+    #[arg(long, default_value_t = 1)]
+    pub seeds: u64,
     /// Extra arguments for the method binary (e.g. `-- --resume --set optim.lr=0.1`).
     #[arg(last = true)]
     pub args: Vec<String>,
@@ -151,6 +167,111 @@ pub fn reproduce(a: &ReproduceArgs) -> Result<()> {
         );
         return Ok(());
     }
-    cmd.args(&a.args);
-    run_status(&mut cmd)
+    if a.seeds <= 1 {
+        cmd.args(&a.args);
+        return run_status(&mut cmd);
+    }
+    seeds(m, preset, a, &cmd)
+}
+
+/// `--seeds N`: the same command N times with `--set runtime.seed=s --name <preset>-seed<s>`,
+/// then the paired summary of the headline metric.
+fn seeds(m: &Method, preset: &str, a: &ReproduceArgs, cmd: &Command) -> Result<()> {
+    let Some((ours_sfx, base_sfx)) = m.pair else {
+        bail!(
+            "{} has no single baseline run: --seeds needs a method/baseline pair",
+            m.name
+        );
+    };
+    let base_seed = preset_seed(m, preset)?;
+    let runs_root = runs_root(&a.args);
+    let mut pairs = Vec::new();
+    let mut metric = String::new();
+    for k in 0..a.seeds {
+        let seed = base_seed + k;
+        let name = format!("{preset}-seed{seed}");
+        step(&format!(
+            "reproduce {} --preset {preset}: seed {seed} ({}/{})",
+            m.name,
+            k + 1,
+            a.seeds
+        ));
+        let mut c = Command::new(cmd.get_program());
+        c.current_dir(repo_root()).args(cmd.get_args());
+        c.args(["--name", &name, "--set", &format!("runtime.seed={seed}")]);
+        c.args(&a.args);
+        run_status(&mut c)?;
+        let read = |sfx: &str| -> Result<(f64, String, String)> {
+            let run = format!("{}/{name}{sfx}", m.name);
+            let p = runs_root.join(&run).join("report.json");
+            let v: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?,
+            )
+            .with_context(|| format!("{} is not JSON", p.display()))?;
+            let value = v["value"]
+                .as_f64()
+                .with_context(|| format!("{} has no numeric `value`", p.display()))?;
+            Ok((
+                value,
+                v["metric"].as_str().unwrap_or("value").to_string(),
+                run,
+            ))
+        };
+        let (ours, mtr, r1) = read(ours_sfx)?;
+        let (base, _, r2) = read(base_sfx)?;
+        metric = mtr;
+        pairs.push(contrast_report::seeds::SeedPair {
+            seed,
+            ours,
+            baseline: base,
+            runs: [r1, r2],
+        });
+    }
+    let s = contrast_report::seeds::SeedSummary::new(m.name, preset, &metric, true, pairs)?;
+    let out = runs_root.join(m.name).join(format!("{preset}-seeds.json"));
+    s.write(&out)?;
+    println!(
+        "\n{} --preset {preset}, {} seeds, {metric}:\n  ours {:.2} ± {:.2}, baseline {:.2} ± {:.2}, \
+         difference {} (95 % t interval) → {}\n  {}\nwrote {}",
+        m.name,
+        s.pairs.len(),
+        s.ours_mean,
+        s.ours_sd,
+        s.baseline_mean,
+        s.baseline_sd,
+        s.delta_text(),
+        s.verdict.text(),
+        s.method_note,
+        out.display()
+    );
+    Ok(())
+}
+
+/// `runtime.seed` of a preset (0 when it sets none).
+fn preset_seed(m: &Method, preset: &str) -> Result<u64> {
+    let path = repo_root()
+        .join("crates")
+        .join(m.package)
+        .join("configs")
+        .join(format!("{preset}.toml"));
+    let t: toml::Table = toml::from_str(&std::fs::read_to_string(&path)?)
+        .with_context(|| format!("{} is not valid TOML", path.display()))?;
+    Ok(t.get("runtime")
+        .and_then(|r| r.get("seed"))
+        .and_then(|s| s.as_integer())
+        .unwrap_or(0) as u64)
+}
+
+/// The runs root the binary will use: `--runs-dir` among the extra arguments, else
+/// `$CONTRAST_RUNS`, else `runs/` in the repository (the binary runs there).
+fn runs_root(args: &[String]) -> std::path::PathBuf {
+    if let Some(i) = args.iter().position(|a| a == "--runs-dir") {
+        if let Some(d) = args.get(i + 1) {
+            return repo_root().join(d);
+        }
+    }
+    if let Some(d) = std::env::var_os("CONTRAST_RUNS").filter(|v| !v.is_empty()) {
+        return repo_root().join(d);
+    }
+    repo_root().join("runs")
 }

@@ -17,6 +17,7 @@ pub mod images;
 pub mod metrics;
 pub mod page;
 pub mod plot;
+pub mod seeds;
 pub mod verify;
 
 use anyhow::{Context, Result};

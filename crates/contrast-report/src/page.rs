@@ -203,13 +203,58 @@ pub struct PageSummary {
 /// Write the comparison page for every run under `runs_root` to `out` (regenerating each run's
 /// curves first, so that runs in progress are current). `bench_results`: a Markdown file
 /// (e.g. `benches/RESULTS.md`) shown verbatim when it exists.
+/// The page's first table: one row per `reproduce --seeds` summary, with the computed verdict.
+pub fn seeds_section(all: &[crate::seeds::SeedSummary]) -> String {
+    if all.is_empty() {
+        return String::new();
+    }
+    let mut s = String::from(
+        "<h2 id=\"seeds\">Method vs baseline over seeds</h2>\n<table class=\"seeds\">\n\
+         <tr><th>method</th><th>preset</th><th>metric</th><th>seeds</th><th>ours (mean ± sd)</th>\
+         <th>baseline (mean ± sd)</th><th>ours − baseline (95 % interval)</th><th>verdict</th>\
+         <th>per seed: ours / baseline</th></tr>\n",
+    );
+    for x in all {
+        let per_seed = x
+            .pairs
+            .iter()
+            .map(|p| format!("{}: {:.2} / {:.2}", p.seed, p.ours, p.baseline))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let _ = writeln!(
+            s,
+            "<tr><td><a href=\"#{m}\">{m}</a></td><td>{}</td><td>{}</td><td>{}</td>\
+             <td>{:.2} ± {:.2}</td><td>{:.2} ± {:.2}</td><td>{}</td>\
+             <td class=\"verdict\" data-verdict=\"{v}\"><b>{v}</b></td><td>{}</td></tr>",
+            esc(&x.preset),
+            esc(&x.metric),
+            x.pairs.len(),
+            x.ours_mean,
+            x.ours_sd,
+            x.baseline_mean,
+            x.baseline_sd,
+            esc(&x.delta_text()),
+            esc(&per_seed),
+            m = esc(&x.method),
+            v = x.verdict.text(),
+        );
+    }
+    s.push_str(
+        "</table>\n<p>The interval is Student's t over the paired per-seed differences \
+         (mean ± t(0.975, n − 1) · sd / √n); the verdict is computed from it: <i>better</i> or \
+         <i>worse</i> when the interval excludes 0, <i>within noise</i> when it contains 0 or \
+         when there is one seed.</p>\n",
+    );
+    s
+}
+
 pub fn write_page(
     runs_root: &Path,
     out: &Path,
     bench_results: Option<&Path>,
 ) -> Result<PageSummary> {
     let reports = collect_reports(runs_root)?;
-    let mut body = String::new();
+    let mut body = seeds_section(&crate::seeds::collect(runs_root)?);
     let mut summary = PageSummary {
         runs: reports.len(),
         ..Default::default()
@@ -267,12 +312,17 @@ pub fn write_page(
             .unwrap_or_default();
         for k in keys {
             let v = &r.report[k.as_str()];
-            let text = if v.is_array() || (v.is_object() && k != "paper") {
-                serde_json::to_string(v).unwrap_or_default()
+            // nested values: the flat fields as text, the raw JSON folded away
+            let cell = if v.is_array() || (v.is_object() && k != "paper") {
+                format!(
+                    "{}<details><summary>JSON</summary><code>{}</code></details>",
+                    esc(&fmt_value(v)),
+                    esc(&serde_json::to_string(v).unwrap_or_default())
+                )
             } else {
-                fmt_value(v)
+                esc(&fmt_value(v))
             };
-            let _ = writeln!(body, "<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(&text));
+            let _ = writeln!(body, "<tr><th>{}</th><td>{cell}</td></tr>", esc(k));
         }
         body.push_str("</table>\n");
         // curves: regenerate from metrics.jsonl (a run in progress is shown as it stands)

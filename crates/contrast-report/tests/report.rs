@@ -215,6 +215,36 @@ fn comparison_page_embeds_everything_and_loads_in_chromium() {
     .unwrap();
     // a run without report.json is not listed
     std::fs::create_dir_all(runs.join("spps/unfinished")).unwrap();
+    // two `--seeds 3` summaries: one clearly better, one within noise
+    let pair = |seed, ours, baseline| contrast_report::seeds::SeedPair {
+        seed,
+        ours,
+        baseline,
+        runs: ["a".into(), "b".into()],
+    };
+    for (method, pairs) in [
+        (
+            "patchmix",
+            vec![
+                pair(7, 31.4, 30.5),
+                pair(8, 31.9, 30.9),
+                pair(9, 31.6, 30.8),
+            ],
+        ),
+        (
+            "spps",
+            vec![
+                pair(7, 40.0, 39.0),
+                pair(8, 38.0, 39.5),
+                pair(9, 39.9, 38.8),
+            ],
+        ),
+    ] {
+        contrast_report::seeds::SeedSummary::new(method, "smoke", "kNN top-1", true, pairs)
+            .unwrap()
+            .write(&runs.join(method).join("smoke-seeds.json"))
+            .unwrap();
+    }
 
     let reports = collect_reports(&runs).unwrap();
     assert_eq!(reports.len(), 3);
@@ -235,6 +265,21 @@ fn comparison_page_embeds_everything_and_loads_in_chromium() {
     assert_eq!(html.matches("<img ").count(), 13);
     assert!(html.contains("CIFAR-10 &lt;subset&gt;"), "text is escaped");
     assert!(html.contains("augment | 20.6"));
+    // the seed table comes first, its verdicts match the numbers (computed, not written)
+    let seeds_at = html.find("Method vs baseline over seeds").unwrap();
+    assert!(seeds_at < html.find("All runs").unwrap());
+    assert!(
+        html.contains("data-verdict=\"better\"") && html.contains("data-verdict=\"within noise\"")
+    );
+    assert!(
+        html.contains("+0.90 ± 0.25"),
+        "patchmix: Δ = 0.9, 1.0, 0.8 → 0.90 ± 4.3027·0.1/√3"
+    );
+    // no table cell holds raw JSON
+    assert!(
+        !html.contains("<td>{") && !html.contains("<td>["),
+        "raw JSON in a cell"
+    );
     assert!(
         !html.contains("src=\"/") && !html.contains("http"),
         "self-contained"
@@ -264,5 +309,27 @@ fn comparison_page_embeds_everything_and_loads_in_chromium() {
             .find(|l| l.contains("image-check"))
             .unwrap_or("no image-check line")
     );
-    println!("chromium {browser}: 13 of 13 images loaded");
+    assert!(
+        dom.contains("data-verdict=\"better\"") && dom.contains("data-verdict=\"within noise\""),
+        "the rendered page lost the verdicts"
+    );
+    // a screenshot for a reader to look at
+    let png = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-page.png");
+    let shot = std::process::Command::new(&browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--window-size=1400,1200",
+            &format!("--screenshot={}", png.display()),
+            &url,
+        ])
+        .output()
+        .unwrap();
+    assert!(shot.status.success() && png.is_file(), "no screenshot");
+    println!(
+        "chromium {browser}: 13 of 13 images loaded, verdicts rendered; screenshot {}",
+        png.display()
+    );
 }
