@@ -44,6 +44,8 @@ pub const PY_REQUIREMENTS: &[&str] = &[
     // the official GraSS sampling (`cv2.resize`, `skimage.measure`) in the official-code test
     "opencv-python-headless",
     "scikit-image",
+    // lightly's NTXentLoss stands in for MNCLGLF's missing `core.utils.ntx_ent_loss`
+    "lightly",
 ];
 
 /// Debian packages the workspace needs to build (checked with dpkg-query).
