@@ -94,3 +94,75 @@ fn crops_equal_the_official_gradient_guided_sampling() {
         println!("official_sampling: wrote {}", fixture.display());
     }
 }
+
+/// Our NT-Xent (core `NtXent`, GraSS's stage-A and sampling loss) against the OFFICIAL
+/// `SimclrInfoNCELoss` of the GraSS VISSL fork (`vissl/losses/simclr_info_nce_loss.py`, through
+/// `tests/py/official_simclr_loss.py`, one process): the loss and its gradient on the
+/// projections, τ = 0.5 as `grass_1gpu_resnet_b256.yaml`. Without the checkout: the committed
+/// official numbers (`official/fixtures/grass_simclr_loss.json`).
+#[test]
+fn nt_xent_equals_the_official_vissl_simclr_loss() {
+    let _rng = global_rng_lock();
+    let checkout = repo_root().join(".official/grass");
+    let fixture = repo_root().join("official/fixtures/grass_simclr_loss.json");
+    let tau = 0.5;
+    tch::manual_seed(31);
+    let z = Tensor::randn([16, 32], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+    let loss = contrast_core::loss::NtXent::new(tau)
+        .unwrap()
+        .forward(&z)
+        .unwrap();
+    loss.backward();
+    let ours = loss.double_value(&[]);
+    let zd = z.detach();
+    let have = checkout.join(".contrast-commit").exists();
+    let out = if have {
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/py/official_simclr_loss.py"
+        );
+        let args = [checkout.display().to_string(), tau.to_string()];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_reference(script, &[("z", &zd)], &args).unwrap()
+    } else {
+        None
+    };
+    let Some(out) = out else {
+        let text = std::fs::read_to_string(&fixture).unwrap_or_else(|e| {
+            panic!(
+                "no official checkout and no fixture {}: {e}",
+                fixture.display()
+            )
+        });
+        let f: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let (w, g) = (f["loss"].as_f64().unwrap(), f["grad_l2"].as_f64().unwrap());
+        assert!(
+            (ours - w).abs() <= 1e-5 * w,
+            "loss: ours {ours} vs official {w}"
+        );
+        let gl2 = z.grad().norm().double_value(&[]);
+        assert!(
+            (gl2 - g).abs() <= 1e-4 * g,
+            "|grad|: ours {gl2} vs official {g}"
+        );
+        println!("official_simclr_loss: no official checkout; our loss matches the committed official numbers");
+        return;
+    };
+    let w = get(&out, "loss").double_value(&[]);
+    assert!(
+        (ours - w).abs() <= 1e-5 * w,
+        "loss: ours {ours} vs official {w}"
+    );
+    assert_close(&z.grad(), get(&out, "g.z"), 1e-6, 1e-4, "dL/dz");
+    println!("official_simclr_loss: loss {ours} and its gradient equal VISSL's SimclrInfoNCELoss");
+    if std::env::var_os("CONTRAST_WRITE_FIXTURES").is_some() {
+        let f = serde_json::json!({
+            "what": "official SimclrInfoNCELoss (GraSS VISSL fork, one process) on the projections of crates/grass/tests/official_sampling.rs::nt_xent_equals_the_official_vissl_simclr_loss",
+            "official_commit": std::fs::read_to_string(checkout.join(".contrast-commit")).unwrap_or_default().trim(),
+            "loss": w,
+            "grad_l2": get(&out, "g.z").norm().double_value(&[]),
+        });
+        std::fs::write(&fixture, serde_json::to_string_pretty(&f).unwrap() + "\n").unwrap();
+        println!("official_simclr_loss: wrote {}", fixture.display());
+    }
+}
