@@ -381,10 +381,16 @@ fn backbones_and_heads_match_timm_and_torchvision() {
     for (os, l4) in &dilated {
         // 64 px: layer 4 is 4×4 at stride 16 and 8×8 at stride 8
         assert_eq!(l4.size(), [2, 2048, 64 / os, 64 / os], "output stride {os}");
+        // 50 layers of fp32 convolutions (other algorithms for dilated ones, other thread
+        // counts) on maps of scale ~1e3 (the perturbed norms): rounding measured at ~1e-6 of
+        // the scale; a wrong stride or dilation changes the receptive fields and gives
+        // differences of the order of the map itself
+        let reference = get(&out, &format!("r50_os{os}_layer4"));
+        let scale = reference.abs().max().double_value(&[]);
         assert_close(
             l4,
-            get(&out, &format!("r50_os{os}_layer4")),
-            1e-3,
+            reference,
+            1e-5 * scale,
             1e-3,
             &format!(
                 "R50 layer 4 at output stride {os} (torchvision replace_stride_with_dilation)"
