@@ -115,6 +115,17 @@ pub fn plan(m: &Method, preset: &str, flag: Option<&Path>) -> Result<Option<Plan
             set(key, &base.join(name).join(sub))
         },
     };
+    // the development copy `sub` read in place when present, else the manifest data set
+    let dev_or = |sub: &str, what: &str, key: &str, name: &str, msub: &str| match dev(sub) {
+        Some(d) => Plan {
+            origin: Origin::Present {
+                path: d.clone(),
+                what: what.into(),
+            },
+            sets: set(key, &d),
+        },
+        None => manifest(name, key, msub),
+    };
     let plan = match (m.name, format.as_str()) {
         ("patchmix" | "multinet" | "spps", "image-folder") if preset.contains("imagenet") => {
             manifest("imagenet", "data.root", "")
@@ -165,40 +176,32 @@ pub fn plan(m: &Method, preset: &str, flag: Option<&Path>) -> Result<Option<Plan
             };
             // the smoke presets read the 16 development cases when present; the paper presets
             // need all 100 cases
-            match dev("la-heart").filter(|_| preset == "smoke") {
-                Some(d) => Plan {
-                    origin: Origin::Present {
-                        path: d.clone(),
-                        what: "LA heart, development cases".into(),
-                    },
-                    sets: set(key, &d),
-                },
-                None => manifest("la-heart", key, ""),
+            if preset == "smoke" {
+                dev_or(
+                    "la-heart",
+                    "LA heart, development cases",
+                    key,
+                    "la-heart",
+                    "",
+                )
+            } else {
+                manifest("la-heart", key, "")
             }
         }
-        ("claires", _) => match dev("vqa-rad") {
-            Some(d) => Plan {
-                origin: Origin::Present {
-                    path: d.clone(),
-                    what: "VQA-RAD, development copy".into(),
-                },
-                sets: set("data.root", &d),
-            },
-            None => manifest("vqa-rad", "data.root", ""),
-        },
-        ("grass", "dubai" | "") => {
-            let sub = "dubai-aerial/Semantic segmentation dataset";
-            match dev(sub) {
-                Some(d) => Plan {
-                    origin: Origin::Present {
-                        path: d.clone(),
-                        what: "Dubai aerial tiles, development copy".into(),
-                    },
-                    sets: set("data.root", &d),
-                },
-                None => manifest("dubai-aerial", "data.root", "Semantic segmentation dataset"),
-            }
-        }
+        ("claires", _) => dev_or(
+            "vqa-rad",
+            "VQA-RAD, development copy",
+            "data.root",
+            "vqa-rad",
+            "",
+        ),
+        ("grass", "dubai" | "") => dev_or(
+            "dubai-aerial/Semantic segmentation dataset",
+            "Dubai aerial tiles, development copy",
+            "data.root",
+            "dubai-aerial",
+            "Semantic segmentation dataset",
+        ),
         ("grass", "potsdam") => manifest("potsdam", "data.root", ""),
         ("grass", f) if f.starts_with("loveda") => manifest("loveda", "data.root", ""),
         (name, other) => {

@@ -211,9 +211,78 @@ pub fn write_synthetic_la(root: &Path, n: usize) {
 /// `w.<name>` variables (official state-dict names) plus named scalars; a fixture keeps what a
 /// machine without the official checkout needs to compare with.
 pub mod official {
-    use super::get;
-    use std::path::Path;
+    use super::{get, run_reference};
+    use std::path::{Path, PathBuf};
     use tch::{Kind, Tensor};
+
+    /// The repository root.
+    pub fn repo_root() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    }
+
+    /// `.official/<method>`: the git-ignored checkout of `cargo xtask official fetch <method>`.
+    pub fn checkout(method: &str) -> PathBuf {
+        repo_root().join(".official").join(method)
+    }
+
+    /// `official/fixtures/<name>`: the committed official numbers.
+    pub fn fixture(name: &str) -> PathBuf {
+        repo_root().join("official/fixtures").join(name)
+    }
+
+    /// Run an adapter script on the official checkout (its first argument after the npz paths,
+    /// then `args`). `None` when there is no checkout or no Python with torch: the caller then
+    /// compares with the fixture.
+    pub fn run_official(
+        checkout: &Path,
+        script: &str,
+        inputs: &[(&str, &Tensor)],
+        args: &[&str],
+    ) -> Option<Vec<(String, Tensor)>> {
+        checkout_commit(checkout)?;
+        let c = checkout.display().to_string();
+        let mut all = vec![c.as_str()];
+        all.extend_from_slice(args);
+        run_reference(script, inputs, &all).unwrap()
+    }
+
+    /// Write a fixture of named official scalars: `{what, official_commit, <name>: value…}`.
+    pub fn write_scalars(path: &Path, checkout: &Path, what: &str, values: &[(&str, f64)]) {
+        let mut v = serde_json::Map::new();
+        v.insert("what".into(), what.into());
+        v.insert("official_commit".into(), checkout_commit(checkout).into());
+        for (k, x) in values {
+            v.insert(k.to_string(), (*x).into());
+        }
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(&serde_json::Value::Object(v)).unwrap() + "\n",
+        )
+        .unwrap();
+        println!("official: wrote {}", path.display());
+    }
+
+    /// Our scalars against a fixture of [`write_scalars`], each within
+    /// `rtol · max(|official|, 1)`; then one line saying the comparison used the fixture.
+    pub fn compare_scalars(path: &Path, test: &str, ours: &[(&str, f64)], rtol: f64) {
+        let f = read_fixture(path);
+        for (name, v) in ours {
+            let o = f[*name]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{name} not in {}", path.display()));
+            assert_near(*v, o, 0.0, rtol * o.abs().max(1.0), name);
+        }
+        println!(
+            "{test}: no official checkout (or no Python for it); ours matches the committed official numbers ({}, official commit {})",
+            path.display(),
+            f["official_commit"].as_str().unwrap_or("?")
+        );
+    }
+
+    /// `CONTRAST_WRITE_FIXTURES` is set: the tests rewrite their fixtures from the official run.
+    pub fn writing_fixtures() -> bool {
+        std::env::var_os("CONTRAST_WRITE_FIXTURES").is_some()
+    }
 
     /// The L2 norm in double precision.
     pub fn l2(t: &Tensor) -> f64 {

@@ -12,21 +12,16 @@
 use contrast_core::optim::lars::{Lars, LarsConfig, LarsMode};
 use contrast_core::optim::{Optimizer, ParamGroup};
 use contrast_core::testing::official::{
-    compare_with_fixture, read_fixture, write_fixture, FixtureTolerance,
+    checkout, compare_with_fixture, fixture, read_fixture, run_official, write_fixture,
+    writing_fixtures, FixtureTolerance,
 };
-use contrast_core::testing::{assert_close, get, global_rng_lock, run_reference};
-use std::path::PathBuf;
+use contrast_core::testing::{assert_close, get, global_rng_lock};
 use tch::{Device, Kind, Tensor};
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 #[test]
 fn six_steps_equal_the_official_mnclglf_lars() {
     let _rng = global_rng_lock();
-    let checkout = repo_root().join(".official/multinet");
-    let fixture = repo_root().join("official/fixtures/multinet_lars_steps.json");
+    let (checkout, fixture) = (checkout("multinet"), fixture("multinet_lars_steps.json"));
     let (c, d, b, steps) = (10i64, 32i64, 16i64, 6usize);
     let (momentum, wd, eta) = (0.9, 1e-4, 1e-3);
     let opts = (Kind::Float, Device::Cpu);
@@ -92,22 +87,11 @@ fn six_steps_equal_the_official_mnclglf_lars() {
         ("bias".to_string(), bias.shallow_clone()),
     ];
 
-    let have = checkout.join(".contrast-commit").exists();
-    let out = if have {
-        let refs: Vec<(&str, &Tensor)> = inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/official_lars.py");
-        let args = [
-            checkout.display().to_string(),
-            momentum.to_string(),
-            wd.to_string(),
-            eta.to_string(),
-            steps.to_string(),
-        ];
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        run_reference(script, &refs, &args).unwrap()
-    } else {
-        None
-    };
+    let refs: Vec<(&str, &Tensor)> = inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/official_lars.py");
+    let args = [momentum, wd, eta, steps as f64].map(|v| v.to_string());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run_official(&checkout, script, &refs, &args);
     let Some(out) = out else {
         let f = read_fixture(&fixture);
         let names: Vec<String> = (0..steps).map(|k| format!("loss_{k}")).collect();
@@ -126,8 +110,7 @@ fn six_steps_equal_the_official_mnclglf_lars() {
         };
         compare_with_fixture(&f, &terms, &ours, &tolerance);
         println!(
-            "official_lars: {} (`cargo xtask official fetch multinet`); our steps match the committed official numbers (official commit {})",
-            if have { "no Python with torch" } else { "no official checkout" },
+            "official_lars: no official checkout or no Python with torch (`cargo xtask official fetch multinet`); our steps match the committed official numbers (official commit {})",
             f["official_commit"].as_str().unwrap_or("?")
         );
         return;
@@ -144,7 +127,7 @@ fn six_steps_equal_the_official_mnclglf_lars() {
         assert_close(t, get(&out, &format!("w.{n}")), 1e-7, 1e-5, n);
     }
     println!("official_lars: losses {losses:?} and the weights after {steps} steps equal the official LARS");
-    if std::env::var_os("CONTRAST_WRITE_FIXTURES").is_some() {
+    if writing_fixtures() {
         let terms: Vec<String> = (0..steps).map(|k| format!("loss_{k}")).collect();
         let terms: Vec<&str> = terms.iter().map(String::as_str).collect();
         write_fixture(

@@ -13,15 +13,11 @@ use contrast_core::nn::resnet::Stem;
 use contrast_core::optim::{single_group, Optimizer, Sgd};
 use contrast_core::tensors::named_variables;
 use contrast_core::testing::official::{
-    assert_near, compare_with_fixture, grad_max, l2, read_fixture, write_fixture, FixtureTolerance,
+    assert_near, compare_with_fixture, grad_max, l2, read_fixture, repo_root, write_fixture,
+    FixtureTolerance,
 };
 use contrast_core::testing::{assert_close, get, global_rng_lock, run_reference};
-use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 /// Our names → the official ones: `backbone.x` → `encoder_?.x`, `projector.{0,2}` →
 /// `encoder_?.fc.{0,2}`.

@@ -197,7 +197,8 @@ fn comparison_page_embeds_everything_and_loads_in_chromium() {
         let report = serde_json::json!({
             "method": method, "variant": run, "metric": "kNN top-1", "value": value,
             "paper": {"knn": 92.9, "linear": 94.4}, "data": "CIFAR-10 <subset>", "epochs": 3,
-            "wall_s": 123.456, "device": "Cpu", "threads": 2
+            "wall_s": 123.456, "device": "Cpu", "threads": 2,
+            "knn": [{"k": 10, "top1": value}, {"k": 20, "top1": value}]
         });
         std::fs::write(
             dir.join("report.json"),
@@ -279,6 +280,11 @@ fn comparison_page_embeds_everything_and_loads_in_chromium() {
     assert!(
         !html.contains("<td>{") && !html.contains("<td>["),
         "raw JSON in a cell"
+    );
+    // the nested `knn` list shows as text, its JSON folded away
+    assert!(
+        html.contains("<td>k 10, top1 31.40, k 20, top1 31.40<details><summary>JSON</summary>"),
+        "nested values are not folded"
     );
     assert!(
         !html.contains("src=\"/") && !html.contains("http"),

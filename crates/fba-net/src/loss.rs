@@ -164,26 +164,22 @@ pub struct Terms {
 impl Terms {
     /// `(name, value)` pairs read with one host copy.
     pub fn values(&self) -> Vec<(&'static str, f64)> {
-        let all = Tensor::stack(
-            &[
-                self.total.detach(),
-                self.seg_dice.detach(),
-                self.consistency.detach(),
-                self.contrast.detach(),
-            ],
-            0,
-        )
-        .to_kind(Kind::Double)
-        .to_device(tch::Device::Cpu);
-        let v = Vec::<f64>::try_from(&all).unwrap_or_default();
-        let mut out: Vec<(&'static str, f64)> = ["total", "seg_dice", "consistency", "contrast"]
-            .into_iter()
-            .zip(v)
-            .collect();
+        let mut names = vec!["total", "seg_dice", "consistency", "contrast"];
+        let mut t = vec![
+            self.total.detach(),
+            self.seg_dice.detach(),
+            self.consistency.detach(),
+            self.contrast.detach(),
+        ];
         if let Some(ce) = &self.seg_ce {
-            out.push(("seg_ce", ce.double_value(&[])));
+            names.push("seg_ce");
+            t.push(ce.detach());
         }
-        out
+        let all = Tensor::stack(&t, 0)
+            .to_kind(Kind::Double)
+            .to_device(tch::Device::Cpu);
+        let v = Vec::<f64>::try_from(&all).unwrap_or_default();
+        names.into_iter().zip(v).collect()
     }
 }
 

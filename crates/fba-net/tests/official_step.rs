@@ -10,7 +10,7 @@
 
 use contrast_core::tensors::named_variables;
 use contrast_core::testing::official::{
-    compare_with_fixture, grad_max, read_fixture, write_fixture, FixtureTolerance,
+    compare_with_fixture, grad_max, read_fixture, repo_root, write_fixture, FixtureTolerance,
 };
 use contrast_core::testing::{assert_close, get, global_rng_lock, run_reference};
 use fba_net::config::FbaNetConfig;
@@ -18,10 +18,6 @@ use fba_net::loss::consistency_weight;
 use fba_net::train::{build_model, loss_weights, optimizer, step_terms};
 use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 fn fixture_path() -> PathBuf {
     repo_root().join("official/fixtures/fba_net_step.json")

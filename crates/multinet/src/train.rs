@@ -304,10 +304,8 @@ pub fn pretrain(cfg: &MultinetConfig, opts: &RunOptions, stop_at: Option<u64>) -
         let r = if cfg.eval.linear_augment {
             // the released LINEAR transform: RandomResizedCrop(size) + flip, every epoch
             let recipe = Recipe::linear_train(cfg.data.image_size, (0.08, 1.0))?;
-            let progress = Progress::new(cfg.eval.linear_epochs as u64, 0, "linear probe");
-            let r = linear_probe_with(
+            linear_probe_with(
                 &mut |epoch| {
-                    progress.update(epoch as u64, "augmented features");
                     let (x, _) = embed_with(
                         learner.as_ref(),
                         Arc::clone(&train_ds),
@@ -323,9 +321,7 @@ pub fn pretrain(cfg: &MultinetConfig, opts: &RunOptions, stop_at: Option<u64>) -
                 &query.1,
                 classes,
                 &lp,
-            )?;
-            progress.finish();
-            r
+            )?
         } else {
             linear_probe(&bank.0, &bank.1, &query.0, &query.1, classes, &lp)?
         };

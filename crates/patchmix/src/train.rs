@@ -197,10 +197,8 @@ pub fn evaluate(
         if cfg.eval.linear_augment {
             let recipe =
                 Recipe::linear_train(cfg.data.image_size, (cfg.eval.linear_min_scale, 1.0))?;
-            let progress = Progress::new(cfg.eval.linear_epochs as u64, 0, "linear probe");
-            let r = linear_probe_with(
+            Some(linear_probe_with(
                 &mut |epoch| {
-                    progress.update(epoch as u64, "augmented features");
                     // the probe's epoch e uses the augmentation stream of epoch e
                     let (x, _) = embed_with(
                         net,
@@ -217,9 +215,7 @@ pub fn evaluate(
                 &query.1,
                 classes,
                 &lp,
-            )?;
-            progress.finish();
-            Some(r)
+            )?)
         } else {
             Some(linear_probe(
                 &bank.0, &bank.1, &query.0, &query.1, classes, &lp,

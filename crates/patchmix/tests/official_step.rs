@@ -20,18 +20,14 @@ use contrast_core::optim::adamw::{AdamW, AdamWConfig};
 use contrast_core::optim::{decay_groups, Optimizer};
 use contrast_core::tensors::named_variables;
 use contrast_core::testing::official::{
-    compare_with_fixture, grad_max, read_fixture, write_fixture, FixtureTolerance,
+    compare_with_fixture, grad_max, read_fixture, repo_root, write_fixture, FixtureTolerance,
 };
 use contrast_core::testing::{assert_close, get, global_rng_lock, run_reference};
 use patchmix::config::PatchMixConfig;
 use patchmix::mix::PatchMixer;
 use patchmix::train::{build_net, momentum_at, step_terms, StepTargets};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tch::{Device, Kind, Tensor};
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 const LR: f64 = 1e-3;
 

@@ -405,14 +405,7 @@ impl Recipe {
     /// ImageNet recipe; SimCLR's own CIFAR runs use 0) → `HorizontalFlip` → `Normalize`. The blur
     /// is SimCLR's own (`google-research/simclr`: a kernel of 10 % of the side, σ ∈ [0.1, 2]).
     pub fn simclr(size: usize, blur_p: f64) -> Result<Self> {
-        Self::simclr_views(
-            size,
-            Op::GaussianBlur {
-                p: blur_p,
-                kernel_size: default_blur_kernel(size),
-                sigma: (0.1, 2.0),
-            },
-        )
+        Self::simclr_strength(size, 1.0, blur_p, 2)
     }
 
     /// SimCLR's own views as `google-research/simclr` builds them (`data_util.py`:

@@ -369,6 +369,7 @@ pub fn linear_probe_with(
 
     let k = classes.min(5);
     let mut epochs = Vec::with_capacity(cfg.epochs);
+    let progress = crate::train::Progress::new(cfg.epochs as u64, 0, "linear probe");
     for epoch in 0..cfg.epochs {
         let train_x = match first.take() {
             Some(x) => x,
@@ -415,7 +416,9 @@ pub fn linear_probe_with(
             top1,
             top5,
         });
+        progress.update(epoch as u64 + 1, &format!("top-1 {:.2}", top1 * 100.0));
     }
+    progress.finish();
     let last = epochs.last().context("no epoch ran")?.clone();
     let best = epochs
         .iter()

@@ -118,6 +118,19 @@ pub fn resnet50() -> ResNetConfig {
 
 /// torchvision's conv init: `kaiming_normal_(mode='fan_out', nonlinearity='relu')`, no bias.
 fn conv(p: nn::Path, c_in: i64, c_out: i64, k: i64, stride: i64, padding: i64) -> nn::Conv2D {
+    conv_dilated(p, c_in, c_out, k, stride, padding, 1)
+}
+
+/// [`conv`] with a dilation.
+fn conv_dilated(
+    p: nn::Path,
+    c_in: i64,
+    c_out: i64,
+    k: i64,
+    stride: i64,
+    padding: i64,
+    dilation: i64,
+) -> nn::Conv2D {
     nn::conv2d(
         p,
         c_in,
@@ -126,6 +139,7 @@ fn conv(p: nn::Path, c_in: i64, c_out: i64, k: i64, stride: i64, padding: i64) -
         nn::ConvConfig {
             stride,
             padding,
+            dilation,
             bias: false,
             ws_init: Init::Kaiming {
                 dist: nn::init::NormalOrUniform::Normal,
@@ -152,27 +166,7 @@ fn bn(p: nn::Path, c: i64, w0: f64) -> nn::BatchNorm {
 
 /// A 3×3 conv with `dilation` (padding = dilation, so the size only changes with the stride).
 fn conv3_dilated(p: nn::Path, c_in: i64, c_out: i64, stride: i64, dilation: i64) -> nn::Conv2D {
-    if dilation == 1 {
-        return conv(p, c_in, c_out, 3, stride, 1);
-    }
-    nn::conv2d(
-        p,
-        c_in,
-        c_out,
-        3,
-        nn::ConvConfig {
-            stride,
-            padding: dilation,
-            dilation,
-            bias: false,
-            ws_init: Init::Kaiming {
-                dist: nn::init::NormalOrUniform::Normal,
-                fan: nn::init::FanInOut::FanOut,
-                non_linearity: nn::init::NonLinearity::ReLU,
-            },
-            ..Default::default()
-        },
-    )
+    conv_dilated(p, c_in, c_out, 3, stride, dilation, dilation)
 }
 
 /// One residual block (`BasicBlock` or `Bottleneck`), `layer{s}.{j}`.

@@ -149,46 +149,41 @@ impl Lars {
     }
 }
 
-/// The rate `a` of [`LarsMode::ScaleStep`] for one parameter (0-D; 1 where it is not adapted):
-/// `η‖p‖ / (‖g‖ + wd·‖p‖ + ε)` when both norms are non-zero.
-fn step_rate(p: &Tensor, g: &Tensor, wd: f64, cfg: &LarsConfig) -> Tensor {
-    let one = Tensor::ones([], (p.kind(), p.device()));
+/// `η‖p‖ / (‖g‖ + wd·‖p‖ + ε)` and whether both norms are non-zero (0-D tensors, no host
+/// synchronisation); `None` for a parameter excluded from adaptation.
+fn trust_ratio(p: &Tensor, g: &Tensor, wd: f64, cfg: &LarsConfig) -> Option<(Tensor, Tensor)> {
     if cfg.exclude_bias_and_norm && p.dim() <= 1 {
-        return one;
+        return None;
     }
     let pn = p.norm();
     let gn = g.norm();
     let a = &pn * cfg.trust_coefficient / (&gn + &pn * wd + cfg.eps);
     let ok = pn.gt(0.0).logical_and(&gn.gt(0.0));
-    a.where_self(&ok, &one)
+    Some((a, ok))
+}
+
+/// `g + wd·p` (a new tensor only when there is decay).
+fn decayed(p: &Tensor, g: &Tensor, wd: f64) -> Tensor {
+    if wd != 0.0 {
+        g + p * wd
+    } else {
+        g.shallow_clone()
+    }
 }
 
 /// The adapted direction `d` of the module docs for one parameter (a new tensor); for
 /// [`LarsMode::ScaleStep`] the unscaled `g + wd·p` (the rate scales the step instead).
 pub fn lars_direction(p: &Tensor, g: &Tensor, wd: f64, lr: f64, cfg: &LarsConfig) -> Tensor {
     if cfg.mode == LarsMode::ScaleStep {
-        return if wd != 0.0 {
-            g + p * wd
-        } else {
-            g.shallow_clone()
-        };
+        return decayed(p, g, wd);
     }
-    if cfg.exclude_bias_and_norm && p.dim() <= 1 {
+    let Some((mut a, ok)) = trust_ratio(p, g, wd, cfg) else {
         return g.shallow_clone();
-    }
-    let pn = p.norm(); // 0-D
-    let gn = g.norm(); // 0-D
-    let mut a = &pn * cfg.trust_coefficient / (&gn + &pn * wd + cfg.eps);
+    };
     if cfg.mode == LarsMode::Clip {
         a = (a / lr).clamp_max(1.0);
     }
-    let ok = pn.gt(0.0).logical_and(&gn.gt(0.0)); // 0-D bool
-    let adapted = if wd != 0.0 {
-        g + p * wd
-    } else {
-        g.shallow_clone()
-    } * a;
-    adapted.where_self(&ok, g)
+    (decayed(p, g, wd) * a).where_self(&ok, g)
 }
 
 /// A LARS momentum step after the first (the buffer exists) on contiguous fp32 CPU tensors: the
@@ -237,22 +232,13 @@ impl Optimizer for Lars {
                 let lr = cfg.lr * g.lr_scale;
                 for (name, p) in &g.params {
                     let Some(grad) = grad_of(p) else { continue };
-                    if cfg.mode == LarsMode::ScaleStep {
-                        let a = step_rate(p, &grad, g.weight_decay, &cfg);
-                        let d = lars_direction(p, &grad, g.weight_decay, lr, &cfg);
-                        let d = momentum_direction(
-                            &mut self.buffers,
-                            name,
-                            d,
-                            cfg.momentum,
-                            cfg.dampening,
-                            cfg.nesterov,
-                        );
-                        let mut p = p.shallow_clone();
-                        let _ = p.g_sub_(&(d * a * lr));
-                        continue;
-                    }
-                    if cfg.momentum != 0.0 {
+                    // scale_step: the rate scales the step, not the buffer's input (1 where
+                    // a norm is 0, none for an excluded parameter)
+                    let rate = (cfg.mode == LarsMode::ScaleStep)
+                        .then(|| trust_ratio(p, &grad, g.weight_decay, &cfg))
+                        .flatten()
+                        .map(|(a, ok)| a.where_scalarother(&ok, 1.0));
+                    if cfg.momentum != 0.0 && cfg.mode != LarsMode::ScaleStep {
                         if let Some(buf) = self.buffers.get(name) {
                             if fusable(&[p, &grad, buf]) {
                                 fused_lars_step(p, &grad, buf, g.weight_decay, lr, &cfg);
@@ -269,8 +255,12 @@ impl Optimizer for Lars {
                         cfg.dampening,
                         cfg.nesterov,
                     );
+                    let step = match rate {
+                        Some(a) => d * a * lr,
+                        None => d * lr,
+                    };
                     let mut p = p.shallow_clone();
-                    let _ = p.g_sub_(&(d * lr));
+                    let _ = p.g_sub_(&step);
                 }
             }
         });
