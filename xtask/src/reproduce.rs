@@ -150,11 +150,7 @@ pub fn reproduce(a: &ReproduceArgs) -> Result<()> {
         cmd.arg("--release");
     }
     cmd.args(["-p", m.package, "--bin", m.binary, "--"]);
-    if m.name == "toy" {
-        cmd.args(["--preset", preset]);
-    } else {
-        cmd.args(["reproduce", "--preset", preset]);
-    }
+    cmd.args(["reproduce", "--preset", preset]);
     if let Some(plan) = crate::data::plan(m, preset, a.data_dir.as_deref())? {
         for (k, v) in crate::data::prepare(&plan)? {
             cmd.arg("--set").arg(format!("{k}={v}"));

@@ -136,3 +136,119 @@ impl EvalArgs {
         self.run.join(&self.out)
     }
 }
+
+/// The verbs every method binary shares.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum Verb {
+    /// Train one run (resumable) and evaluate it; prints the report.
+    #[command(alias = "train")]
+    Pretrain(RunArgs),
+    /// Evaluate a run folder again from its newest checkpoint (writes `<run>/eval.json`).
+    Eval(EvalArgs),
+    /// Train the method and its baseline with the same settings, then print both beside the
+    /// paper's numbers.
+    Reproduce(RunArgs),
+    /// What this binary trains: presets, baseline, metric (`--json` for tools).
+    Describe {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Parser, Debug)]
+struct MethodCli {
+    #[command(subcommand)]
+    verb: Verb,
+}
+
+/// The presets of a crate (`configs/*.toml`, by name).
+pub fn presets(crate_dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(crate_dir.join("configs"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let p = e.path();
+            (p.extension()? == "toml").then_some(())?;
+            Some(p.file_stem()?.to_string_lossy().to_string())
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// A method binary's whole `main`: parse the shared verbs and run them through the
+/// [`super::Trainer`]. `crate_dir` is the method crate's `CARGO_MANIFEST_DIR` (its presets).
+pub fn main<M: super::Method>(crate_dir: &str) {
+    use clap::Parser;
+    let cli = MethodCli::parse();
+    if let Err(e) = run_verb::<M>(Path::new(crate_dir), cli.verb) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// Run one verb for method `M`.
+pub fn run_verb<M: super::Method>(crate_dir: &Path, verb: Verb) -> Result<()> {
+    use super::Trainer;
+    match verb {
+        Verb::Pretrain(args) => {
+            let cfg: M::Config = args.config(crate_dir)?;
+            let out = Trainer::<M>::new(cfg, args.run_options(M::NAME)).run(args.stop_at)?;
+            match out.report {
+                Some(r) => println!("{}", serde_json::to_string_pretty(&r)?),
+                None => println!("stopped at step {} (continue with --resume)", out.step),
+            }
+        }
+        Verb::Eval(args) => {
+            let cfg: M::Config = args.config()?;
+            let ev = Trainer::<M>::new(cfg, RunOptions::new(M::NAME, "eval"))
+                .evaluate_checkpoint(&args.run, &args.report_path())?;
+            println!(
+                "{}: {} (written to {})",
+                ev.headline.metric,
+                ev.headline.value.map_or("—".into(), |v| format!("{v:.4}")),
+                args.report_path().display()
+            );
+        }
+        Verb::Reproduce(args) => {
+            let cfg: M::Config = args.config(crate_dir)?;
+            let opts = args.run_options(M::NAME);
+            let ours = Trainer::<M>::new(cfg.clone(), opts.clone()).run(args.stop_at)?;
+            let base = match M::baseline(&cfg) {
+                Some((name, base_cfg)) => {
+                    let mut o = opts.clone();
+                    o.name = format!("{}-{name}", opts.name);
+                    Some(Trainer::<M>::new(base_cfg, o).run(args.stop_at)?)
+                }
+                None => None,
+            };
+            let Some(m) = ours.report else {
+                println!("stopped early (continue with --resume)");
+                return Ok(());
+            };
+            let b = base.and_then(|b| b.report);
+            println!("{}", M::table(&m, b.as_ref()));
+        }
+        Verb::Describe { json } => {
+            let cfg = M::Config::default();
+            let d = serde_json::json!({
+                "method": M::NAME,
+                "presets": presets(crate_dir),
+                "baseline": M::baseline(&cfg).map(|(n, _)| n),
+                "length": format!("{:?}", M::length(&cfg)),
+            });
+            if json {
+                println!("{}", serde_json::to_string_pretty(&d)?);
+            } else {
+                println!(
+                    "{}: presets {}; baseline: {}",
+                    M::NAME,
+                    d["presets"],
+                    d["baseline"]
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -18,14 +18,23 @@ pub mod cli;
 pub mod config;
 pub mod example;
 pub mod guard;
+pub mod log;
 pub mod metrics;
+pub mod report;
 pub mod run;
 pub mod runtime;
+pub mod trainer;
 
 pub use checkpoint::{Checkpoint, Checkpointer};
 pub use cli::{EvalArgs, RunArgs};
 pub use config::{load_config, ConfigSource};
 pub use guard::check_finite;
+pub use log::LogConfig;
 pub use metrics::{MetricsLog, Progress};
+pub use report::{Headline, RunReport};
 pub use run::{Run, RunOptions};
-pub use runtime::{keep_freed_memory, parse_device, step_seed, RuntimeConfig};
+pub use runtime::{derive_seed, keep_freed_memory, parse_device, step_seed, RuntimeConfig};
+pub use trainer::{
+    Batches, Evaluation, Length, Losses, Method, Monitor, Optimization, Outcome, PerStep, RunCtx,
+    StepCtx, Trainer,
+};

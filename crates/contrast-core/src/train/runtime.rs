@@ -132,6 +132,19 @@ pub fn step_seed(seed: u64, step: u64) -> i64 {
     ((z ^ (z >> 31)) >> 1) as i64
 }
 
+/// The one derivation for a run's other random streams (memory-bank init, data order, crop
+/// sampling, …): `(run seed, purpose, index)` → a seed. The purpose is hashed (FNV-1a) into the
+/// step slot of [`step_seed`], so streams of different purposes and indices are unrelated, and
+/// none equals the per-step libtorch stream. Use a fixed purpose string per stream, e.g.
+/// `derive_seed(seed, "memory-bank", 0)` or `derive_seed(seed, "crops", step)`.
+pub fn derive_seed(seed: u64, purpose: &str, index: u64) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in purpose.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    step_seed(seed ^ h, index) as u64
+}
+
 /// Reseed libtorch (CPU and every CUDA device) for `step`.
 pub fn seed_step(seed: u64, step: u64) {
     tch::manual_seed(step_seed(seed, step));
@@ -181,5 +194,9 @@ mod tests {
         assert_ne!(step_seed(7, 3), step_seed(7, 4));
         assert_ne!(step_seed(7, 3), step_seed(8, 3));
         assert!(step_seed(u64::MAX, u64::MAX) >= 0);
+        assert_eq!(derive_seed(7, "bank", 0), derive_seed(7, "bank", 0));
+        assert_ne!(derive_seed(7, "bank", 0), derive_seed(7, "crops", 0));
+        assert_ne!(derive_seed(7, "bank", 0), derive_seed(7, "bank", 1));
+        assert_ne!(derive_seed(7, "bank", 0), derive_seed(8, "bank", 0));
     }
 }

@@ -1,0 +1,537 @@
+//! One training harness for every method: the [`Method`] trait (what a paper adds) and the
+//! [`Trainer`] (everything else, once).
+//!
+//! A method supplies its modules, its training data in step order, its optimiser and schedules,
+//! one step's loss terms, its checkpoint groups, its monitors and its evaluation protocol. The
+//! Trainer owns the run folder and resolved config, device / threads / seeding, the resume
+//! position, the schedules' application, bf16 autocast on CUDA, the NaN/Inf guard, gradient
+//! clipping, `metrics.jsonl`, the progress bar, checkpoint cadence and retention, evaluation,
+//! figures (a figure failure is a warning) and the typed [`RunReport`].
+//!
+//! The step order is fixed: reseed libtorch from `(run seed, step)` → pull the batch →
+//! set lr / weight decay from the schedules → [`Method::before_step`] → [`Method::step`] (forward
+//! and loss, under bf16 autocast when `runtime.autocast_bf16` and the device is CUDA) → NaN/Inf
+//! guard → zero grads, backward, clip, optimiser update → [`Method::after_step`] → log → monitor
+//! → checkpoint. A resumed run restores the checkpoint and replays the data from the step after
+//! it, so that on CPU it ends bit-identical to an uninterrupted one.
+//!
+//! The toy InfoNCE method below is a complete example, and a test of the harness:
+//!
+//! ```no_run
+//! use contrast_core::train::example::{Toy, ToyConfig};
+//! use contrast_core::train::{RunOptions, Trainer};
+//! let out = Trainer::<Toy>::new(ToyConfig::default(), RunOptions::new("toy", "demo"))
+//!     .run(None)
+//!     .unwrap();
+//! println!("{}", out.report.unwrap().value.unwrap());
+//! ```
+
+use super::checkpoint::Checkpoint;
+use super::log::LogConfig;
+use super::metrics::Progress;
+use super::report::{Headline, RunReport};
+use super::run::{Run, RunOptions};
+use super::runtime::{seed_step, RuntimeConfig};
+use crate::optim::clip::clip_grad_norm_tensors;
+use crate::optim::schedule::Schedule;
+use crate::optim::Optimizer;
+use crate::tensors::Named;
+use anyhow::{bail, Context, Result};
+use serde::{de::DeserializeOwned, Serialize};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tch::{Device, Tensor};
+
+/// The training data of a run, in step order.
+pub trait Batches {
+    type Batch;
+    /// Steps in one epoch (the cadence of epoch-based checkpoints and monitors; a sampler without
+    /// epochs returns its own notion, e.g. the labelled set over the batch).
+    fn per_epoch(&self) -> u64;
+    /// The batches of steps `step, step + 1, …` (without end; the Trainer stops pulling).
+    fn iter_from(&mut self, step: u64) -> Box<dyn Iterator<Item = Result<Self::Batch>> + '_>;
+}
+
+impl Batches for crate::data::pipeline::Loader {
+    type Batch = crate::data::pipeline::Batch;
+    fn per_epoch(&self) -> u64 {
+        self.batches_per_epoch() as u64
+    }
+    fn iter_from(&mut self, step: u64) -> Box<dyn Iterator<Item = Result<Self::Batch>> + '_> {
+        let per = self.per_epoch().max(1);
+        let (epoch, first) = (step / per, (step % per) as usize);
+        let this: &Self = self;
+        Box::new(
+            (epoch..).flat_map(move |e| this.epoch_from(e, if e == epoch { first } else { 0 })),
+        )
+    }
+}
+
+/// Training data drawn per step: batch `step` is `draw(step)` (a function of the step alone, so
+/// a resumed run draws the same batches).
+pub struct PerStep<F> {
+    pub per_epoch: u64,
+    pub draw: F,
+}
+
+impl<B, F: FnMut(u64) -> Result<B>> Batches for PerStep<F> {
+    type Batch = B;
+    fn per_epoch(&self) -> u64 {
+        self.per_epoch
+    }
+    fn iter_from(&mut self, step: u64) -> Box<dyn Iterator<Item = Result<B>> + '_> {
+        let draw = &mut self.draw;
+        Box::new((step..).map(draw))
+    }
+}
+
+/// How long a run trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Length {
+    Epochs(u64),
+    Steps(u64),
+}
+
+/// Where a step stands, handed to the method's hooks.
+#[derive(Debug, Clone, Copy)]
+pub struct StepCtx {
+    /// Steps completed before this one (0-based index of this step).
+    pub step: u64,
+    pub epoch: u64,
+    pub per_epoch: u64,
+    pub total: u64,
+    pub device: Device,
+    pub seed: u64,
+}
+
+impl StepCtx {
+    /// Steps completed once this one is done.
+    pub fn done(&self) -> u64 {
+        self.step + 1
+    }
+    /// Whether this step ends an epoch.
+    pub fn epoch_end(&self) -> bool {
+        self.per_epoch > 0 && self.done().is_multiple_of(self.per_epoch)
+    }
+}
+
+/// One step's result: the tensor to differentiate and the named terms (guarded against NaN/Inf
+/// and logged; the first is the total by convention), plus other values to log.
+pub struct Losses {
+    pub total: Tensor,
+    pub terms: Vec<(String, f64)>,
+    pub logged: Vec<(String, Value)>,
+}
+
+impl Losses {
+    pub fn new<S: Into<String>>(total: Tensor, terms: impl IntoIterator<Item = (S, f64)>) -> Self {
+        Self {
+            total,
+            terms: terms.into_iter().map(|(n, v)| (n.into(), v)).collect(),
+            logged: Vec::new(),
+        }
+    }
+    /// The loss alone, as the term `name`.
+    pub fn single(name: &str, total: Tensor) -> Self {
+        let v = total.double_value(&[]);
+        Self::new(total, [(name, v)])
+    }
+    /// Also log `name = value` for this step (not guarded).
+    pub fn with(mut self, name: &str, value: impl Serialize) -> Self {
+        self.logged.push((
+            name.into(),
+            serde_json::to_value(value).unwrap_or(Value::Null),
+        ));
+        self
+    }
+}
+
+/// The optimiser of a run and what the Trainer applies to it each step.
+pub struct Optimization {
+    pub optimizer: Box<dyn Optimizer>,
+    /// The base learning rate of step `i` (0-based), set before the step.
+    pub lr: Schedule,
+    /// The weight decay of step `i`, when it is scheduled.
+    pub weight_decay: Option<Schedule>,
+    /// Clip the global gradient norm of these tensors to this value before each update (the
+    /// norm is logged as `grad_norm`).
+    pub clip: Option<(f64, Vec<Tensor>)>,
+}
+
+/// What a monitor returns: fields for `metrics.jsonl` at this step and a line for the console.
+#[derive(Default)]
+pub struct Monitor {
+    pub fields: Vec<(String, Value)>,
+    pub message: Option<String>,
+}
+
+/// Where evaluation and monitors may write (the run folder) and on which device.
+#[derive(Debug, Clone)]
+pub struct RunCtx {
+    pub dir: PathBuf,
+    pub device: Device,
+}
+
+impl RunCtx {
+    /// `<run>/figures/`, created on demand.
+    pub fn figures_dir(&self) -> Result<PathBuf> {
+        let d = self.dir.join("figures");
+        std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
+        Ok(d)
+    }
+}
+
+/// The evaluation of a finished run: its headline number and the method's details (merged into
+/// the report at top level).
+pub struct Evaluation {
+    pub headline: Headline,
+    pub details: serde_json::Map<String, Value>,
+}
+
+impl Evaluation {
+    pub fn new(metric: impl Into<String>, value: Option<f64>) -> Self {
+        Self {
+            headline: Headline {
+                metric: metric.into(),
+                value,
+            },
+            details: serde_json::Map::new(),
+        }
+    }
+    /// Add a detail field.
+    pub fn with(mut self, key: &str, value: impl Serialize) -> Self {
+        self.details.insert(
+            key.into(),
+            serde_json::to_value(value).unwrap_or(Value::Null),
+        );
+        self
+    }
+}
+
+/// What a paper adds. See the module docs for the order in which the Trainer calls the hooks.
+pub trait Method: Sized {
+    /// The method's typed config (`[runtime]` and `[log]` inside it).
+    type Config: Serialize + DeserializeOwned + Default + Clone;
+    type Batch;
+    /// `runs/<NAME>/…` and the report's `method`.
+    const NAME: &'static str;
+
+    fn runtime(cfg: &Self::Config) -> &RuntimeConfig;
+    fn log(cfg: &Self::Config) -> &LogConfig;
+    /// How long `cfg` trains.
+    fn length(cfg: &Self::Config) -> Length;
+
+    /// Modules, buffers and data. libtorch is seeded with the run seed just before.
+    fn build(cfg: &Self::Config, device: Device) -> Result<Self>;
+    /// The training data (called once per invocation, after `build`).
+    fn data(&mut self) -> Result<Box<dyn Batches<Batch = Self::Batch>>>;
+    /// Optimiser, schedules and clipping for a run of `total` steps of `per_epoch` per epoch.
+    fn optimization(&self, total: u64, per_epoch: u64) -> Result<Optimization>;
+
+    /// The variant this config trains (`"patchmix"`, `"no-mix"`, …): progress label and report.
+    fn variant(&self) -> String;
+    /// Samples per step (for `samples_per_s`).
+    fn samples_per_step(&self) -> u64;
+    /// One line each for the report.
+    fn describe_data(&self) -> String;
+    fn describe_model(&self) -> String;
+    /// The paper's numbers for this preset (shown beside ours).
+    fn paper(&self) -> Value {
+        Value::Null
+    }
+
+    /// Per-step updates before the forward pass (EMA teachers), outside autocast.
+    fn before_step(&mut self, _ctx: &StepCtx) -> Result<()> {
+        Ok(())
+    }
+    /// The forward pass and loss of one batch.
+    fn step(&mut self, batch: Self::Batch, ctx: &StepCtx) -> Result<Losses>;
+    /// Updates after the optimiser step (clamping a learnable temperature, memory banks).
+    fn after_step(&mut self, _ctx: &StepCtx) -> Result<()> {
+        Ok(())
+    }
+
+    /// Checkpoint groups (the Trainer adds `optim`).
+    fn state(&self) -> Vec<(String, Named)>;
+    fn restore(&mut self, ck: &Checkpoint) -> Result<()>;
+    /// Extra JSON saved in the checkpoint's `state.json` (e.g. the best score so far); read it
+    /// back in [`Method::restore`] from `ck.state.extra`.
+    fn extra_state(&self) -> Value {
+        json!({})
+    }
+
+    /// Called after every step; the method decides its own cadence (kNN every N epochs,
+    /// validation Dice every N steps). Runs with gradients on; use `tch::no_grad` inside.
+    fn monitor(&mut self, _ctx: &StepCtx, _run: &RunCtx) -> Result<Monitor> {
+        Ok(Monitor::default())
+    }
+    /// The evaluation protocol of the paper on the trained model.
+    fn evaluate(&mut self, run: &RunCtx) -> Result<Evaluation>;
+    /// Pictures of what the model learned, into `dir` (after `evaluate`). A failure is a warning.
+    fn figures(&mut self, _dir: &Path) -> Result<()> {
+        Ok(())
+    }
+
+    /// The baseline of `cfg` (the paper's idea switched off, all else equal) and its run-name
+    /// suffix, for `reproduce`; `None` when the method has none.
+    fn baseline(_cfg: &Self::Config) -> Option<(String, Self::Config)> {
+        None
+    }
+    /// The comparison `reproduce` prints (markdown).
+    fn table(ours: &RunReport, baseline: Option<&RunReport>) -> String {
+        super::report::table(ours, baseline)
+    }
+}
+
+/// The outcome of one invocation of [`Trainer::run`].
+pub struct Outcome {
+    pub dir: PathBuf,
+    /// The step reached (== the run's total unless stopped early).
+    pub step: u64,
+    /// `(step, first loss term)` of every step this invocation ran.
+    pub losses: Vec<(u64, f64)>,
+    /// The report, when the run completed.
+    pub report: Option<RunReport>,
+}
+
+/// Everything that is not the paper: see the module docs.
+pub struct Trainer<M: Method> {
+    pub cfg: M::Config,
+    pub opts: RunOptions,
+}
+
+impl<M: Method> Trainer<M> {
+    pub fn new(cfg: M::Config, opts: RunOptions) -> Self {
+        Self { cfg, opts }
+    }
+
+    /// Train (or resume) and evaluate. `stop_at` ends this invocation after that many steps in
+    /// total, with a checkpoint to resume from. Returns the method too (for callers that keep
+    /// using the trained model).
+    pub fn run_with_method(&self, stop_at: Option<u64>) -> Result<(Outcome, M)> {
+        let cfg = &self.cfg;
+        let rt = M::runtime(cfg);
+        let log = M::log(cfg);
+        let device = rt.init()?;
+        let autocast = rt.autocast(device);
+        let mut opts = self.opts.clone();
+        opts.keep_checkpoints = log.keep_checkpoints;
+        let mut run = Run::open(&opts, &super::config::to_toml(cfg)?)?;
+        let ctx_run = RunCtx {
+            dir: run.dir.clone(),
+            device,
+        };
+        let t0 = Instant::now();
+
+        tch::manual_seed(rt.seed as i64);
+        let mut method = M::build(cfg, device)?;
+        let mut data = method.data()?;
+        let per_epoch = data.per_epoch();
+        let total = match M::length(cfg) {
+            Length::Epochs(e) => {
+                if per_epoch == 0 {
+                    bail!(
+                        "{}: the training set is smaller than one batch (0 steps per epoch)",
+                        M::NAME
+                    );
+                }
+                e * per_epoch
+            }
+            Length::Steps(s) => s,
+        };
+        let mut opt = method.optimization(total, per_epoch)?;
+        let start = run.start_step();
+        if let Some(ck) = &run.resumed {
+            method
+                .restore(ck)
+                .with_context(|| format!("restoring {} from step {start}", M::NAME))?;
+            opt.optimizer
+                .load_state(ck.group("optim")?)
+                .context("restoring the optimiser")?;
+            eprintln!("resumed {} at step {start}/{total}", run.dir.display());
+        }
+        let end = stop_at.map_or(total, |s| s.min(total));
+        let variant = method.variant();
+        let progress = Progress::new(total, start, &variant);
+        let save = |run: &Run, step: u64, method: &M, opt: &dyn Optimizer| -> Result<()> {
+            let state = method.state();
+            let optim = opt.state();
+            let mut groups: Vec<(&str, &Named)> =
+                state.iter().map(|(n, t)| (n.as_str(), t)).collect();
+            groups.push(("optim", &optim));
+            let mut extra = method.extra_state();
+            if let (Some(o), true) = (extra.as_object_mut(), per_epoch > 0) {
+                o.insert("epoch".into(), json!(step / per_epoch));
+            }
+            run.checkpoints.save(step, rt.seed, &groups, extra)?;
+            Ok(())
+        };
+
+        let mut losses = Vec::new();
+        let mut train_s = 0.0;
+        let mut step = start;
+        if start < end {
+            let mut batches = data.iter_from(start);
+            while step < end {
+                let ts = Instant::now();
+                seed_step(rt.seed, step);
+                let batch = batches
+                    .next()
+                    .with_context(|| format!("the training data ended at step {step}"))??;
+                let ctx = StepCtx {
+                    step,
+                    epoch: step.checked_div(per_epoch).unwrap_or(0),
+                    per_epoch,
+                    total,
+                    device,
+                    seed: rt.seed,
+                };
+                opt.optimizer.set_lr(opt.lr.value(step));
+                let wd = opt.weight_decay.as_ref().map(|s| s.value(step));
+                if let Some(wd) = wd {
+                    opt.optimizer.set_weight_decay(wd);
+                }
+                method.before_step(&ctx)?;
+                let l =
+                    crate::autocast::autocast_bf16(autocast, device, || method.step(batch, &ctx))?;
+                let done = ctx.done();
+                let terms: Vec<(&str, f64)> =
+                    l.terms.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+                run.check_finite(done, &terms)?;
+                opt.optimizer.zero_grad();
+                l.total.backward();
+                let grad_norm = match &opt.clip {
+                    Some((max, params)) => {
+                        let refs: Vec<&Tensor> = params.iter().collect();
+                        Some(clip_grad_norm_tensors(&refs, *max)?)
+                    }
+                    None => None,
+                };
+                opt.optimizer.step()?;
+                method.after_step(&ctx)?;
+                drop(l.total);
+                step = done;
+                train_s += ts.elapsed().as_secs_f64();
+                let first = l.terms.first().map_or(0.0, |t| t.1);
+                losses.push((done, first));
+                if (log.log_every > 0 && done.is_multiple_of(log.log_every)) || done == end {
+                    let mut fields: Vec<(&str, Value)> = l
+                        .terms
+                        .iter()
+                        .map(|(n, v)| (n.as_str(), json!(v)))
+                        .collect();
+                    fields.extend(l.logged.iter().map(|(n, v)| (n.as_str(), v.clone())));
+                    fields.push(("lr", json!(opt.optimizer.lr())));
+                    if let Some(wd) = wd {
+                        fields.push(("wd", json!(wd)));
+                    }
+                    if let Some(g) = grad_norm {
+                        fields.push(("grad_norm", json!(g)));
+                    }
+                    fields.push(("epoch", json!(ctx.epoch)));
+                    fields.push(("elapsed_s", json!(t0.elapsed().as_secs_f64())));
+                    run.metrics.log(done, &fields)?;
+                }
+                progress.update(done, &format!("ep {} loss {first:.4}", ctx.epoch));
+                let m = method.monitor(&ctx, &ctx_run)?;
+                if !m.fields.is_empty() {
+                    let refs: Vec<(&str, Value)> = m
+                        .fields
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.clone()))
+                        .collect();
+                    run.metrics.log(done, &refs)?;
+                }
+                if let Some(line) = &m.message {
+                    progress.println(line);
+                }
+                if log.checkpoint_due(done, per_epoch) || done == end {
+                    save(&run, done, &method, opt.optimizer.as_ref())?;
+                }
+            }
+        }
+        progress.finish();
+        let outcome = |report| Outcome {
+            dir: run.dir.clone(),
+            step: end,
+            losses: losses.clone(),
+            report,
+        };
+        if end < total {
+            return Ok((outcome(None), method));
+        }
+        let train_wall = t0.elapsed().as_secs_f64();
+        let ev = method.evaluate(&ctx_run)?;
+        match ctx_run.figures_dir() {
+            Ok(dir) => {
+                if let Err(e) = method.figures(&dir) {
+                    eprintln!("warning: figures of {} not drawn: {e:#}", run.dir.display());
+                }
+            }
+            Err(e) => eprintln!("warning: {e:#}"),
+        }
+        let ran = end - start;
+        let report = RunReport {
+            schema: RunReport::SCHEMA,
+            method: M::NAME.into(),
+            variant,
+            metric: ev.headline.metric,
+            value: ev.headline.value,
+            paper: method.paper(),
+            data: method.describe_data(),
+            model: method.describe_model(),
+            epochs: match M::length(cfg) {
+                Length::Epochs(e) => Some(e),
+                Length::Steps(_) => None,
+            },
+            steps: total,
+            batch_size: method.samples_per_step(),
+            device: super::report::device_name(device),
+            precision: if autocast { "bf16 autocast" } else { "fp32" }.into(),
+            threads: tch::get_num_threads(),
+            seed: rt.seed,
+            train_wall_s: train_wall,
+            wall_s: t0.elapsed().as_secs_f64(),
+            samples_per_s: if train_s > 0.0 {
+                ran as f64 * method.samples_per_step() as f64 / train_s
+            } else {
+                0.0
+            },
+            commit: super::report::commit(),
+            details: ev.details,
+        };
+        run.write_report(&serde_json::to_value(&report)?)?;
+        Ok((outcome(Some(report)), method))
+    }
+
+    /// [`Self::run_with_method`] without the method.
+    pub fn run(&self, stop_at: Option<u64>) -> Result<Outcome> {
+        Ok(self.run_with_method(stop_at)?.0)
+    }
+
+    /// Evaluate a run folder again from its newest checkpoint (its `config.toml` is `self.cfg`,
+    /// possibly with overrides): build the method, restore, evaluate, write `out` in the folder.
+    pub fn evaluate_checkpoint(&self, run_dir: &Path, out: &Path) -> Result<Evaluation> {
+        let rt = M::runtime(&self.cfg);
+        let device = rt.init()?;
+        tch::manual_seed(rt.seed as i64);
+        let dir = run_dir.join("checkpoints");
+        let latest = super::Checkpointer::new(&dir, usize::MAX)
+            .latest()?
+            .with_context(|| format!("no checkpoint in {}", dir.display()))?;
+        let ck = super::Checkpointer::load(&latest)?;
+        let mut method = M::build(&self.cfg, device)?;
+        method.restore(&ck)?;
+        let ev = method.evaluate(&RunCtx {
+            dir: run_dir.to_path_buf(),
+            device,
+        })?;
+        let mut v = ev.details.clone();
+        v.insert("metric".into(), json!(ev.headline.metric));
+        v.insert("value".into(), json!(ev.headline.value));
+        v.insert("checkpoint".into(), json!(latest.display().to_string()));
+        super::checkpoint::write_atomic(out, &serde_json::to_vec_pretty(&v)?)?;
+        Ok(ev)
+    }
+}
