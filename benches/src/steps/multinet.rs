@@ -1,39 +1,65 @@
-//! MNCLGLF: ResNet-18 online / EMA encoders, local keys, memory bank, SGD.
+//! MNCLGLF: ResNet-18 online / EMA encoders, local keys, memory bank, SGD — through the
+//! crate's `Method` (`multinet::method::Multinet`), the step the Trainer runs.
 
 use super::{scalar, weights, StepCase, SEED};
 use anyhow::Result;
+use contrast_core::data::pipeline::Batch;
 use contrast_core::optim::Optimizer;
+use contrast_core::train::{Method, Optimization, StepCtx};
+use multinet::method::{Multinet, Net};
 use serde_json::{json, Value};
 use tch::{Device, Kind, Tensor};
 
 pub struct MultinetStep {
     cfg: multinet::config::MultinetConfig,
-    learner: multinet::method::Mnclglf,
-    opt: Box<dyn Optimizer>,
-    params: Vec<Tensor>,
+    method: Multinet,
+    opt: Optimization,
     views: Vec<Tensor>,
+    ctx: StepCtx,
 }
 
 impl MultinetStep {
     pub fn new(batch: i64, device: Device) -> Result<Self> {
-        use multinet::method::Learner;
         let mut cfg = multinet::config::MultinetConfig::default();
         cfg.model.stem = contrast_core::nn::resnet::Stem::Cifar;
         cfg.model.bank_size = 4096;
         cfg.optim.batch_size = batch as usize;
-        let learner = multinet::method::Mnclglf::new(&cfg, device)?;
-        let opt = multinet::train::build_optimizer(&cfg, &learner)?;
-        let params = multinet::train::trainable(&learner);
-        let views = (0..learner.views())
+        let method = Multinet::build(&cfg, device)?;
+        let opt = method.optimization(1, 1)?;
+        let views = (0..method.net.views())
             .map(|_| Tensor::randn([batch, 3, 32, 32], (Kind::Float, device)))
             .collect();
+        let ctx = StepCtx {
+            step: 0,
+            epoch: 0,
+            per_epoch: 1,
+            total: 1,
+            device,
+            seed: 0,
+        };
         Ok(Self {
             cfg,
-            learner,
+            method,
             opt,
-            params,
             views,
+            ctx,
         })
+    }
+
+    fn batch_of_views(&self) -> Batch {
+        let n = self.views[0].size()[0];
+        Batch {
+            views: self.views.iter().map(|v| v.shallow_clone()).collect(),
+            labels: Tensor::zeros([n], (Kind::Int64, Device::Cpu)),
+            indices: Tensor::arange(n, (Kind::Int64, Device::Cpu)),
+        }
+    }
+
+    fn mnclglf(&self) -> &multinet::method::Mnclglf {
+        match &self.method.net {
+            Net::Mnclglf(m) => m,
+            Net::Simclr(_) => unreachable!("the bench trains MNCLGLF"),
+        }
     }
 }
 
@@ -47,19 +73,21 @@ impl StepCase for MultinetStep {
     }
 
     fn loss(&mut self) -> Result<Tensor> {
-        use multinet::method::Learner;
-        self.learner.before_step(0)?;
-        Ok(self.learner.loss(&self.views)?.0)
+        self.method.before_step(&self.ctx)?;
+        let batch = self.batch_of_views();
+        Ok(self.method.step(batch, &self.ctx)?.total)
     }
 
     fn update(&mut self) -> Result<()> {
-        let refs: Vec<&Tensor> = self.params.iter().collect();
-        contrast_core::optim::clip::clip_grad_norm_tensors(&refs, self.cfg.optim.clip_grad_norm)?;
-        self.opt.step()
+        if let Some((max, params)) = &self.opt.clip {
+            let refs: Vec<&Tensor> = params.iter().collect();
+            contrast_core::optim::clip::clip_grad_norm_tensors(&refs, *max)?;
+        }
+        self.opt.optimizer.step()
     }
 
     fn optimizer(&mut self) -> &mut dyn Optimizer {
-        self.opt.as_mut()
+        self.opt.optimizer.as_mut()
     }
 
     fn spec(&self) -> Value {
@@ -86,7 +114,8 @@ impl StepCase for MultinetStep {
     }
 
     fn tensors(&self) -> Vec<(String, Tensor)> {
-        let net = &self.learner.net;
+        let m = self.mnclglf();
+        let net = &m.net;
         let mut out = Vec::new();
         for (prefix, vs) in [
             ("encoder", &net.encoder_vs),
@@ -95,7 +124,7 @@ impl StepCase for MultinetStep {
         ] {
             out.extend(weights(vs, &format!("{prefix}.")));
         }
-        for (k, v) in self.learner.bank.state() {
+        for (k, v) in m.bank.state() {
             // a copy: the checked forward enqueues into the bank in place
             out.push((format!("in:{k}"), v.copy()));
         }
@@ -106,9 +135,9 @@ impl StepCase for MultinetStep {
     }
 
     fn checked_loss(&mut self) -> Result<f64> {
-        use multinet::method::Learner;
         tch::manual_seed(SEED);
-        let loss = tch::no_grad(|| self.learner.loss(&self.views))?.0;
+        let batch = self.batch_of_views();
+        let loss = tch::no_grad(|| self.method.step(batch, &self.ctx))?.total;
         scalar(&loss)
     }
 }

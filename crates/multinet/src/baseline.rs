@@ -7,7 +7,6 @@
 //! the SPPS and GraSS baselines use); only the harness glue is here.
 
 use crate::config::MultinetConfig;
-use crate::method::Learner;
 use crate::model::resnet_config;
 use anyhow::{ensure, Context, Result};
 use contrast_core::frameworks::{SimClr, SimClrConfig};
@@ -45,16 +44,8 @@ impl SimclrBaseline {
     }
 }
 
-impl Learner for SimclrBaseline {
-    fn views(&self) -> usize {
-        2
-    }
-
-    fn before_step(&mut self, _step: u64) -> Result<()> {
-        Ok(())
-    }
-
-    fn loss(&mut self, views: &[Tensor]) -> Result<(Tensor, Vec<(&'static str, f64)>)> {
+impl SimclrBaseline {
+    pub fn loss(&mut self, views: &[Tensor]) -> Result<(Tensor, Vec<(&'static str, f64)>)> {
         ensure!(
             views.len() >= 2,
             "SimCLR needs 2 views, got {}",
@@ -65,27 +56,27 @@ impl Learner for SimclrBaseline {
         Ok((l, vec![("total", v), ("nt_xent", v)]))
     }
 
-    fn scheduled_vs(&self) -> Vec<&VarStore> {
+    pub fn scheduled_vs(&self) -> Vec<&VarStore> {
         vec![&self.vs]
     }
 
-    fn fixed_vs(&self) -> Vec<&VarStore> {
+    pub fn fixed_vs(&self) -> Vec<&VarStore> {
         vec![]
     }
 
-    fn state(&self) -> Vec<(&'static str, Named)> {
+    pub fn state(&self) -> Vec<(&'static str, Named)> {
         vec![("encoder", named_variables(&self.vs))]
     }
 
-    fn restore(&mut self, ck: &Checkpoint) -> Result<()> {
+    pub fn restore(&mut self, ck: &Checkpoint) -> Result<()> {
         load_into(&self.vs, ck.group("encoder")?, true).context("restoring the SimCLR encoder")
     }
 
-    fn embed(&self, x: &Tensor) -> Result<Tensor> {
+    pub fn embed(&self, x: &Tensor) -> Result<Tensor> {
         tch::no_grad(|| self.net.features(x, false))
     }
 
-    fn describe(&self) -> String {
+    pub fn describe(&self) -> String {
         format!(
             "ResNet(layers {:?}, stem {:?}) + SimCLR head 512→{}→{} (τ {})",
             self.cfg.model.layers,

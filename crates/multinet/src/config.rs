@@ -7,7 +7,7 @@
 use crate::loss::LossConfig;
 use contrast_core::eval::linear::ProbeOptimizer;
 use contrast_core::nn::resnet::Stem;
-use contrast_core::train::RuntimeConfig;
+use contrast_core::train::{LogConfig, RuntimeConfig};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -215,24 +215,6 @@ impl Default for EvalConfig {
             linear_optimizer: ProbeOptimizer::Lars,
             linear_augment: false,
             eval_resize: 0,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LogConfig {
-    pub log_every: u64,
-    pub checkpoint_every_epochs: u64,
-    pub keep_checkpoints: usize,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self {
-            log_every: 10,
-            checkpoint_every_epochs: 1,
-            keep_checkpoints: 2,
         }
     }
 }

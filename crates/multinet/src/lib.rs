@@ -13,10 +13,10 @@
 //! * [`local`]: the grid split and the pair averaging;
 //! * [`loss`]: the objective (global-vs-local InfoNCE + weighted NN NT-Xent);
 //! * [`model`]: online / EMA encoders and predictor;
-//! * [`method`]: one training step (EMA update, bank lookup and enqueue, loss);
-//! * [`baseline`]: the plain-SimCLR baseline on the same harness;
-//! * [`train`]: the shared pretraining loop and kNN / linear evaluation;
-//! * [`data`]: the Tiny-ImageNet (CS231n layout) loader;
+//! * [`method`]: one training step (EMA update, bank lookup and enqueue, loss) and
+//!   [`method::Multinet`], the `Method` the shared `Trainer` drives (`multinet pretrain`);
+//! * [`baseline`]: the plain-SimCLR baseline of the same harness;
+//! * [`eval`]: data sets, frozen-feature embeddings, kNN and the linear probe;
 //! * [`config`]: the configuration (presets in `configs/`).
 //!
 //! ```
@@ -35,9 +35,9 @@
 
 pub mod baseline;
 pub mod config;
+pub mod eval;
 pub mod local;
 pub mod loss;
 pub mod method;
 pub mod model;
 pub mod report;
-pub mod train;

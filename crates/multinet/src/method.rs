@@ -1,35 +1,28 @@
-//! One training step of MNCLGLF (official `FastMoCo.forward` + `InfoNCE.forward`), as a
-//! [`Learner`] the shared loop in [`crate::train`] drives.
+//! MNCLGLF on the shared [`Trainer`](contrast_core::train::Trainer): one training step
+//! (official `FastMoCo.forward` + `InfoNCE.forward`) in [`Mnclglf`], the plain-SimCLR baseline
+//! beside it, and [`Multinet`], the `Method` that drives either with the same data, optimiser,
+//! schedule, clipping, checkpoints and evaluation, so the comparison differs only in the method.
 
-use crate::config::MultinetConfig;
+use crate::baseline::SimclrBaseline;
+use crate::config::{self, MultinetConfig};
+use crate::eval;
 use crate::loss::{mnclglf_loss, LossInputs};
 use crate::model::MultiNet;
 use anyhow::{ensure, Context, Result};
+use contrast_core::data::augment::Recipe;
+use contrast_core::data::dataset::Dataset;
+use contrast_core::data::pipeline::{Batch, Loader, LoaderConfig};
 use contrast_core::memory::MemoryBank;
+use contrast_core::optim::schedule::Schedule;
 use contrast_core::tensors::{load_into, named_variables, Named};
-use contrast_core::train::Checkpoint;
+use contrast_core::train::{
+    derive_seed, Batches, Checkpoint, Evaluation, Length, LogConfig, Losses, Method, Optimization,
+    RunCtx, RunReport, RuntimeConfig, StepCtx,
+};
+use std::path::Path;
+use std::sync::Arc;
 use tch::nn::VarStore;
 use tch::{Device, Tensor};
-
-/// What the shared training loop needs from a method.
-pub trait Learner {
-    /// Augmented views per image the step consumes.
-    fn views(&self) -> usize;
-    /// Before the loss: per-step state updates (EMA).
-    fn before_step(&mut self, step: u64) -> Result<()>;
-    /// The loss of one batch (`views` on the device) and its logged terms (first = total).
-    fn loss(&mut self, views: &[Tensor]) -> Result<(Tensor, Vec<(&'static str, f64)>)>;
-    /// VarStores trained with the scheduled lr, and those at a constant lr.
-    fn scheduled_vs(&self) -> Vec<&VarStore>;
-    fn fixed_vs(&self) -> Vec<&VarStore>;
-    /// Checkpoint groups (besides `optim`).
-    fn state(&self) -> Vec<(&'static str, Named)>;
-    fn restore(&mut self, ck: &Checkpoint) -> Result<()>;
-    /// Frozen features for evaluation (BN eval mode, no gradient).
-    fn embed(&self, x: &Tensor) -> Result<Tensor>;
-    /// Human-readable model description for the report.
-    fn describe(&self) -> String;
-}
 
 /// MNCLGLF: networks + nearest-neighbour bank + loss settings.
 pub struct Mnclglf {
@@ -45,7 +38,7 @@ impl Mnclglf {
             bank: MemoryBank::new(
                 cfg.model.bank_size,
                 cfg.model.proj_out,
-                cfg.runtime.seed ^ 0xba4c,
+                derive_seed(cfg.runtime.seed, "memory-bank", 0),
                 device,
             )?,
             cfg: cfg.clone(),
@@ -53,18 +46,14 @@ impl Mnclglf {
     }
 }
 
-impl Learner for Mnclglf {
-    fn views(&self) -> usize {
-        3
-    }
-
-    fn before_step(&mut self, _step: u64) -> Result<()> {
+impl Mnclglf {
+    pub fn before_step(&mut self) -> Result<()> {
         // official: `_momentum_update_target_encoder()` at the start of the no-grad block, before
         // the EMA encoder runs
         self.net.update_ema(self.cfg.model.ema_momentum)
     }
 
-    fn loss(&mut self, views: &[Tensor]) -> Result<(Tensor, Vec<(&'static str, f64)>)> {
+    pub fn loss(&mut self, views: &[Tensor]) -> Result<(Tensor, Vec<(&'static str, f64)>)> {
         ensure!(
             views.len() >= 3,
             "MNCLGLF needs 3 views, got {}",
@@ -91,7 +80,7 @@ impl Learner for Mnclglf {
         Ok((terms.total, values))
     }
 
-    fn scheduled_vs(&self) -> Vec<&VarStore> {
+    pub fn scheduled_vs(&self) -> Vec<&VarStore> {
         if self.cfg.optim.constant_predictor_lr {
             vec![&self.net.encoder_vs]
         } else {
@@ -99,7 +88,7 @@ impl Learner for Mnclglf {
         }
     }
 
-    fn fixed_vs(&self) -> Vec<&VarStore> {
+    pub fn fixed_vs(&self) -> Vec<&VarStore> {
         if self.cfg.optim.constant_predictor_lr {
             vec![&self.net.predictor_vs]
         } else {
@@ -107,7 +96,7 @@ impl Learner for Mnclglf {
         }
     }
 
-    fn state(&self) -> Vec<(&'static str, Named)> {
+    pub fn state(&self) -> Vec<(&'static str, Named)> {
         vec![
             ("encoder", named_variables(&self.net.encoder_vs)),
             ("predictor", named_variables(&self.net.predictor_vs)),
@@ -116,7 +105,7 @@ impl Learner for Mnclglf {
         ]
     }
 
-    fn restore(&mut self, ck: &Checkpoint) -> Result<()> {
+    pub fn restore(&mut self, ck: &Checkpoint) -> Result<()> {
         load_into(&self.net.encoder_vs, ck.group("encoder")?, true)
             .context("restoring the encoder")?;
         load_into(&self.net.predictor_vs, ck.group("predictor")?, true)
@@ -127,11 +116,11 @@ impl Learner for Mnclglf {
             .context("restoring the memory bank")
     }
 
-    fn embed(&self, x: &Tensor) -> Result<Tensor> {
+    pub fn embed(&self, x: &Tensor) -> Result<Tensor> {
         self.net.embed(x)
     }
 
-    fn describe(&self) -> String {
+    pub fn describe(&self) -> String {
         format!(
             "ResNet(layers {:?}, stem {:?}) + projector 512→{}→{}→{} + predictor →{}→; EMA {}; bank {}",
             self.cfg.model.layers,
@@ -143,5 +132,266 @@ impl Learner for Mnclglf {
             self.cfg.model.ema_momentum,
             self.cfg.model.bank_size
         )
+    }
+}
+
+/// The network a config trains: MNCLGLF or the plain-SimCLR baseline (`method`).
+pub enum Net {
+    Mnclglf(Box<Mnclglf>),
+    Simclr(Box<SimclrBaseline>),
+}
+
+impl Net {
+    pub fn new(cfg: &MultinetConfig, device: Device) -> Result<Self> {
+        Ok(match cfg.method {
+            config::Method::Mnclglf => Net::Mnclglf(Box::new(Mnclglf::new(cfg, device)?)),
+            config::Method::Simclr => Net::Simclr(Box::new(SimclrBaseline::new(cfg, device)?)),
+        })
+    }
+    /// Augmented views per image the step consumes.
+    pub fn views(&self) -> usize {
+        match self {
+            Net::Mnclglf(_) => 3,
+            Net::Simclr(_) => 2,
+        }
+    }
+    /// The loss of one batch (`views` on the device) and its logged terms (first = total).
+    pub fn loss(&mut self, views: &[Tensor]) -> Result<(Tensor, Vec<(&'static str, f64)>)> {
+        match self {
+            Net::Mnclglf(m) => m.loss(views),
+            Net::Simclr(b) => b.loss(views),
+        }
+    }
+    /// VarStores trained with the scheduled lr, and those at a constant lr.
+    pub fn scheduled_vs(&self) -> Vec<&VarStore> {
+        match self {
+            Net::Mnclglf(m) => m.scheduled_vs(),
+            Net::Simclr(b) => b.scheduled_vs(),
+        }
+    }
+    pub fn fixed_vs(&self) -> Vec<&VarStore> {
+        match self {
+            Net::Mnclglf(m) => m.fixed_vs(),
+            Net::Simclr(b) => b.fixed_vs(),
+        }
+    }
+    /// Frozen features for evaluation (BN eval mode, no gradient).
+    pub fn embed(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Net::Mnclglf(m) => m.embed(x),
+            Net::Simclr(b) => b.embed(x),
+        }
+    }
+    pub fn describe(&self) -> String {
+        match self {
+            Net::Mnclglf(m) => m.describe(),
+            Net::Simclr(b) => b.describe(),
+        }
+    }
+    /// Every trainable tensor (what the gradient-norm clip sees).
+    pub fn trainable(&self) -> Vec<Tensor> {
+        self.scheduled_vs()
+            .into_iter()
+            .chain(self.fixed_vs())
+            .flat_map(|vs| vs.trainable_variables())
+            .collect()
+    }
+}
+
+/// MNCLGLF (or its SimCLR baseline) as a [`Method`] of the shared Trainer.
+pub struct Multinet {
+    pub cfg: MultinetConfig,
+    pub net: Net,
+    device: Device,
+    /// Train / test sets, loaded on first use (`data`, `evaluate`).
+    sets: Option<(Arc<dyn Dataset>, Arc<dyn Dataset>)>,
+    /// Test embeddings of the last evaluation (for the PCA figure).
+    query: Option<(Tensor, Tensor)>,
+}
+
+impl Multinet {
+    fn sets(&mut self) -> Result<(Arc<dyn Dataset>, Arc<dyn Dataset>)> {
+        if self.sets.is_none() {
+            self.sets = Some(eval::datasets(&self.cfg)?);
+        }
+        let (a, b) = self.sets.as_ref().expect("loaded above");
+        Ok((Arc::clone(a), Arc::clone(b)))
+    }
+}
+
+impl Method for Multinet {
+    type Config = MultinetConfig;
+    type Batch = Batch;
+    const NAME: &'static str = "multinet";
+
+    fn runtime(cfg: &MultinetConfig) -> &RuntimeConfig {
+        &cfg.runtime
+    }
+    fn log(cfg: &MultinetConfig) -> &LogConfig {
+        &cfg.log
+    }
+    fn length(cfg: &MultinetConfig) -> Length {
+        Length::Epochs(cfg.optim.epochs)
+    }
+
+    fn build(cfg: &MultinetConfig, device: Device) -> Result<Self> {
+        Ok(Self {
+            cfg: cfg.clone(),
+            net: Net::new(cfg, device)?,
+            device,
+            sets: None,
+            query: None,
+        })
+    }
+
+    fn data(&mut self) -> Result<Box<dyn Batches<Batch = Batch>>> {
+        let (train, _) = self.sets()?;
+        let c = &self.cfg;
+        let loader = Loader::new(
+            Arc::clone(&train),
+            Recipe::mocov2(c.data.image_size, self.net.views())?,
+            LoaderConfig {
+                batch_size: c.optim.batch_size,
+                shuffle: true,
+                drop_last: true,
+                seed: c.runtime.seed,
+                prefetch: c.data.prefetch.max(1),
+                threads: c.data.threads,
+            },
+        )?;
+        ensure!(
+            loader.batches_per_epoch() > 0,
+            "the training set ({} images) is smaller than one batch ({})",
+            train.len(),
+            c.optim.batch_size
+        );
+        Ok(Box::new(loader))
+    }
+
+    /// SGD with the cosine schedule; the predictor at a constant lr (`WCosCon`) when
+    /// `optim.constant_predictor_lr`; the global gradient norm clipped (`optim.clip_grad_norm`).
+    fn optimization(&self, total: u64, _per_epoch: u64) -> Result<Optimization> {
+        let o = &self.cfg.optim;
+        Ok(Optimization {
+            optimizer: eval::build_optimizer(&self.cfg, &self.net)?,
+            lr: Schedule::Cosine {
+                start: o.lr,
+                end: o.final_lr,
+                steps: total,
+            },
+            weight_decay: None,
+            clip: (o.clip_grad_norm > 0.0).then(|| (o.clip_grad_norm, self.net.trainable())),
+        })
+    }
+
+    fn variant(&self) -> String {
+        match self.cfg.method {
+            config::Method::Mnclglf => "mnclglf",
+            config::Method::Simclr => "simclr",
+        }
+        .into()
+    }
+    fn samples_per_step(&self) -> u64 {
+        self.cfg.optim.batch_size as u64
+    }
+    fn describe_data(&self) -> String {
+        let c = &self.cfg;
+        match &self.sets {
+            Some((tr, te)) => format!(
+                "{} ({} train / {} test images, {} px)",
+                c.data.format,
+                tr.len(),
+                te.len(),
+                c.data.image_size
+            ),
+            None => format!("{} ({} px)", c.data.format, c.data.image_size),
+        }
+    }
+    fn describe_model(&self) -> String {
+        self.net.describe()
+    }
+    fn paper(&self) -> serde_json::Value {
+        serde_json::to_value(&self.cfg.paper).unwrap_or_default()
+    }
+
+    /// Official: `_momentum_update_target_encoder()` at the start of the no-grad block, before
+    /// the EMA encoder runs.
+    fn before_step(&mut self, _ctx: &StepCtx) -> Result<()> {
+        match &mut self.net {
+            Net::Mnclglf(m) => m.before_step(),
+            Net::Simclr(_) => Ok(()),
+        }
+    }
+
+    fn step(&mut self, batch: Batch, ctx: &StepCtx) -> Result<Losses> {
+        let views: Vec<Tensor> = batch
+            .views
+            .iter()
+            .map(|v| v.to_device(ctx.device))
+            .collect();
+        let (loss, terms) = self.net.loss(&views)?;
+        Ok(Losses::new(loss, terms))
+    }
+
+    fn state(&self) -> Vec<(String, Named)> {
+        let groups = match &self.net {
+            Net::Mnclglf(m) => m.state(),
+            Net::Simclr(b) => b.state(),
+        };
+        groups
+            .into_iter()
+            .map(|(n, t)| (n.to_string(), t))
+            .collect()
+    }
+    fn restore(&mut self, ck: &Checkpoint) -> Result<()> {
+        match &mut self.net {
+            Net::Mnclglf(m) => m.restore(ck),
+            Net::Simclr(b) => b.restore(ck),
+        }
+    }
+
+    /// Frozen backbone features (BN eval mode): the kNN monitor at k ∈ `eval.knn_k` and the
+    /// linear probe of the released `linear.py` (headline: its best epoch, as it reports).
+    fn evaluate(&mut self, _run: &RunCtx) -> Result<Evaluation> {
+        let (train, test) = self.sets()?;
+        let e = eval::evaluate(&self.net, &train, &test, &self.cfg, self.device)?;
+        let headline = e.linear.as_ref().map(|l| l["best_top1"].clone());
+        self.query = Some(e.query);
+        Ok(Evaluation::new(
+            "linear top-1 (frozen backbone, best epoch: the released linear.py reports its best evaluation)",
+            headline.and_then(|v| v.as_f64()),
+        )
+        .with("released_code_l1", self.cfg.loss.released_code_l1)
+        .with("knn", &e.knn)
+        .with("linear", &e.linear))
+    }
+
+    /// What the model learned: the test embeddings, PCA, coloured by class.
+    fn figures(&mut self, dir: &Path) -> Result<()> {
+        let (Some((x, y)), Some((_, test))) = (&self.query, &self.sets) else {
+            return Ok(());
+        };
+        contrast_core::eval::projection::pca_figure(
+            x,
+            y,
+            test.classes(),
+            &format!("{}: test embeddings, PCA", self.net.describe()),
+            &dir.join("pca"),
+            2000,
+        )
+        .map(|_| ())
+    }
+
+    /// The plain-SimCLR baseline of the same settings (run name suffix `simclr`).
+    fn baseline(cfg: &MultinetConfig) -> Option<(String, MultinetConfig)> {
+        (cfg.method == config::Method::Mnclglf).then(|| {
+            let mut b = cfg.clone();
+            b.method = config::Method::Simclr;
+            ("simclr".into(), b)
+        })
+    }
+    fn table(ours: &RunReport, baseline: Option<&RunReport>) -> String {
+        let v = |r: &RunReport| serde_json::to_value(r).unwrap_or_default();
+        crate::report::table(&v(ours), baseline.map(v).as_ref())
     }
 }

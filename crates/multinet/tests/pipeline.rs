@@ -3,10 +3,23 @@
 //! EMA encoder and memory bank are all checkpointed); the SimCLR baseline runs on the same harness.
 
 use contrast_core::testing::{global_rng_lock, write_synthetic_cifar10};
-use contrast_core::train::{MetricsLog, RunOptions};
+use contrast_core::train::{Checkpointer, MetricsLog, Outcome, RunOptions, Trainer};
 use multinet::config::MultinetConfig;
-use multinet::train::pretrain;
+use multinet::method::Multinet;
 use std::path::Path;
+
+fn pretrain(cfg: &MultinetConfig, o: &RunOptions, stop_at: Option<u64>) -> anyhow::Result<Outcome> {
+    Trainer::<Multinet>::new(cfg.clone(), o.clone()).run(stop_at)
+}
+
+/// The `optim` group of a run's newest checkpoint.
+fn final_optim(run: &Path) -> contrast_core::tensors::Named {
+    let ck = Checkpointer::new(run.join("checkpoints"), usize::MAX);
+    let latest = ck.latest().unwrap().unwrap();
+    let loaded = Checkpointer::load(&latest).unwrap();
+    let g = loaded.group("optim").unwrap();
+    g.iter().map(|(n, t)| (n.clone(), t.copy())).collect()
+}
 
 /// Class `c` images: a bright square in quadrant `c % 4` on noise, so classes are learnable.
 fn tiny_config(root: &Path) -> MultinetConfig {
@@ -51,9 +64,10 @@ fn pretrain_reports_and_resumes_bit_exactly() {
     let cfg = tiny_config(&data);
     let runs = dir.path().join("runs");
     let full = pretrain(&cfg, &opts(&runs, "full", false), None).unwrap();
-    let report = full.report.unwrap();
+    let report = serde_json::to_value(full.report.unwrap()).unwrap();
     assert_eq!(full.step, 10);
     assert_eq!(report["steps"], 10);
+    assert_eq!(report["schema"], 1);
     assert_eq!(report["knn"].as_array().unwrap().len(), 2);
     // the PCA figure of the test embeddings (PNG decodes, not blank; SVG beside it)
     let pca = image::open(runs.join("multinet/full/figures/pca.png"))
@@ -70,7 +84,7 @@ fn pretrain_reports_and_resumes_bit_exactly() {
     let half = pretrain(&cfg, &opts(&runs, "split", false), Some(4)).unwrap();
     assert!(half.report.is_none());
     let rest = pretrain(&cfg, &opts(&runs, "split", true), None).unwrap();
-    let r2 = rest.report.unwrap();
+    let r2 = serde_json::to_value(rest.report.unwrap()).unwrap();
     assert_eq!(
         report["knn"], r2["knn"],
         "resumed run evaluates differently"
@@ -90,6 +104,16 @@ fn pretrain_reports_and_resumes_bit_exactly() {
     let b = strip(&runs.join("multinet/split/metrics.jsonl"));
     assert_eq!(a.len(), 10);
     assert_eq!(a, b, "losses differ after resume");
+    // the optimiser state (and so the weights it moved) ends bit-identical
+    let (oa, ob) = (
+        final_optim(&runs.join("multinet/full")),
+        final_optim(&runs.join("multinet/split")),
+    );
+    assert_eq!(oa.len(), ob.len());
+    for ((n1, t1), (n2, t2)) in oa.iter().zip(&ob) {
+        assert_eq!(n1, n2);
+        assert!(t1.equal(t2), "optimiser state {n1} differs after resume");
+    }
     // both terms are live; the clip reports the pre-clip norm
     assert!(a.iter().all(|r| r["global_local"].as_f64().unwrap() > 0.0
         && r["nn"].as_f64().unwrap() > 0.0
@@ -99,7 +123,7 @@ fn pretrain_reports_and_resumes_bit_exactly() {
     let mut base = cfg.clone();
     base.method = multinet::config::Method::Simclr;
     let out = pretrain(&base, &opts(&runs, "simclr", false), None).unwrap();
-    let rb = out.report.unwrap();
+    let rb = serde_json::to_value(out.report.unwrap()).unwrap();
     assert_eq!(rb["variant"], "simclr");
     assert!(rb["linear"]["last_top1"].as_f64().is_some());
 }
@@ -121,13 +145,13 @@ fn released_probe_protocol_reencodes_and_reports_the_best_epoch() {
     cfg.eval.eval_resize = 20;
     let runs = dir.path().join("runs");
     let out = pretrain(&cfg, &opts(&runs, "probe", false), None).unwrap();
-    let r = out.report.unwrap();
+    let r = serde_json::to_value(out.report.unwrap()).unwrap();
     let lin = &r["linear"];
     assert_eq!(r["value"], lin["best_top1"]);
     assert!(lin["best_top1"].as_f64().unwrap() >= lin["last_top1"].as_f64().unwrap());
     assert_eq!(lin["epochs"], 3);
     // the test view is Resize(20) + CenterCrop(16)
-    let view = multinet::train::eval_recipe(&cfg).unwrap();
+    let view = multinet::eval::eval_recipe(&cfg).unwrap();
     assert!(matches!(
         view.views[0].ops[0],
         contrast_core::data::Op::ResizeCenterCrop {
