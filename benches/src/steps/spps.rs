@@ -5,7 +5,7 @@ use super::{scalar, weights, StepCase, SEED};
 use anyhow::Result;
 use contrast_core::optim::Optimizer;
 use serde_json::{json, Value};
-use spps::model::{Learner, Partners};
+use spps::model::{Model, Partners};
 use tch::{Device, Kind, Tensor};
 
 /// Partner views per step: a quarter of the batch (`spps.share` picks about this many).
@@ -13,7 +13,7 @@ pub const SPPS_PARTNER_SHARE: i64 = 4;
 
 pub struct SppsStep {
     cfg: spps::config::SppsConfig,
-    learner: Learner,
+    model: Model,
     opt: Box<dyn Optimizer>,
     x1: Tensor,
     x2: Tensor,
@@ -35,8 +35,8 @@ impl SppsStep {
         cfg.simclr.head_bn = true;
         cfg.simclr.temperature = 0.5;
         cfg.optim.batch_size = batch as usize;
-        let learner = Learner::new(&cfg, device)?;
-        let opt = spps::train::build_optimizer(&cfg, &learner)?;
+        let model = Model::new(&cfg, device)?;
+        let opt = spps::train::build_optimizer(&cfg, model.trained_vs())?;
         let m = (batch / SPPS_PARTNER_SHARE).max(1);
         let x1 = Tensor::randn([batch, 3, 32, 32], (Kind::Float, device));
         let x2 = Tensor::randn([batch, 3, 32, 32], (Kind::Float, device));
@@ -47,7 +47,7 @@ impl SppsStep {
         };
         Ok(Self {
             cfg,
-            learner,
+            model,
             opt,
             x1,
             x2,
@@ -66,8 +66,8 @@ impl StepCase for SppsStep {
     }
 
     fn loss(&mut self) -> Result<Tensor> {
-        self.learner.before_step()?;
-        self.learner.loss(&self.x1, &self.x2, Some(&self.partners))
+        // SimCLR: no per-step update before the forward (MoCo's momentum update is the method's)
+        self.model.loss(&self.x1, &self.x2, Some(&self.partners))
     }
 
     fn optimizer(&mut self) -> &mut dyn Optimizer {
@@ -91,7 +91,7 @@ impl StepCase for SppsStep {
     }
 
     fn tensors(&self) -> Vec<(String, Tensor)> {
-        let mut out = weights(self.learner.trained_vs(), "");
+        let mut out = weights(self.model.trained_vs(), "");
         out.push(("in:x1".into(), self.x1.shallow_clone()));
         out.push(("in:x2".into(), self.x2.shallow_clone()));
         out.push(("in:xs".into(), self.partners.x.shallow_clone()));
@@ -101,7 +101,7 @@ impl StepCase for SppsStep {
 
     fn checked_loss(&mut self) -> Result<f64> {
         tch::manual_seed(SEED);
-        let loss = tch::no_grad(|| self.learner.loss(&self.x1, &self.x2, Some(&self.partners)))?;
+        let loss = tch::no_grad(|| self.model.loss(&self.x1, &self.x2, Some(&self.partners)))?;
         scalar(&loss)
     }
 }

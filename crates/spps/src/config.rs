@@ -4,10 +4,10 @@
 
 use contrast_core::frameworks::mocov2::MocoV2Config;
 use contrast_core::nn::resnet::Stem;
-use contrast_core::train::RuntimeConfig;
+use contrast_core::train::{LogConfig, RuntimeConfig};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SppsConfig {
     /// Base framework: `simclr` or `mocov2`.
@@ -21,9 +21,35 @@ pub struct SppsConfig {
     pub spps: SppsOptions,
     pub optim: OptimConfig,
     pub eval: EvalConfig,
+    /// Logging and checkpoint cadence (core `LogConfig`; SPPS's defaults: a line every 10 steps,
+    /// a checkpoint every epoch, the newest 2 kept).
     pub log: LogConfig,
     /// The paper's numbers (shown beside ours; never used in training).
     pub paper: PaperNumbers,
+}
+
+impl Default for SppsConfig {
+    fn default() -> Self {
+        Self {
+            framework: Framework::default(),
+            runtime: RuntimeConfig::default(),
+            data: DataConfig::default(),
+            model: ModelConfig::default(),
+            simclr: SimclrConfig::default(),
+            mocov2: MocoV2Config::default(),
+            sampler: SamplerConfig::default(),
+            spps: SppsOptions::default(),
+            optim: OptimConfig::default(),
+            eval: EvalConfig::default(),
+            log: LogConfig {
+                log_every: 10,
+                checkpoint_every: 0,
+                checkpoint_every_epochs: 1,
+                keep_checkpoints: 2,
+            },
+            paper: PaperNumbers::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -180,6 +206,8 @@ pub struct SppsOptions {
     /// Fraction of the batch's anchors that have a partner which get an extra semantic
     /// positive in a step (1.0 = all of them).
     pub share: f64,
+    /// Bins of the per-epoch similarity histogram of the used semantic pairs (over [-1, 1]).
+    pub hist_bins: usize,
 }
 
 impl Default for SppsOptions {
@@ -188,6 +216,7 @@ impl Default for SppsOptions {
             enabled: false,
             pairs: String::new(),
             share: 1.0,
+            hist_bins: 10,
         }
     }
 }
@@ -278,27 +307,6 @@ impl Default for EvalConfig {
             linear_batch_size: 256,
             linear_weight_decay: 0.0,
             linear_augment: false,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LogConfig {
-    pub log_every: u64,
-    pub checkpoint_every_epochs: u64,
-    pub keep_checkpoints: usize,
-    /// Bins of the per-epoch similarity histogram of the used semantic pairs (over [-1, 1]).
-    pub hist_bins: usize,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self {
-            log_every: 10,
-            checkpoint_every_epochs: 1,
-            keep_checkpoints: 2,
-            hist_bins: 10,
         }
     }
 }

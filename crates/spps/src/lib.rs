@@ -9,8 +9,10 @@
 //!
 //! * [`sampler`]: exact blocked cosine kNN and the pair rules (threshold / top-k / mutual);
 //! * [`loss`]: the multi-positive NT-Xent (MoCo-v2's lives in core `frameworks::mocov2`);
-//! * [`model`]: SimCLR / MoCo-v2 learners taking partner views;
-//! * [`train`]: pretraining with diagnostics, the sampler pass, evaluation;
+//! * [`model`]: the SimCLR / MoCo-v2 networks, their losses taking partner views;
+//! * [`method`]: the core `Method` impl (pretraining with per-epoch pair diagnostics, kNN /
+//!   linear evaluation; the loop is core's `Trainer`);
+//! * [`train`]: data sets and views, the partner picker, optimiser and schedule, the sampler pass;
 //! * [`report`]: the side-by-side table;
 //! * [`config`]: the configuration (presets in `configs/`).
 //!
@@ -29,6 +31,7 @@
 
 pub mod config;
 pub mod loss;
+pub mod method;
 pub mod model;
 pub mod report;
 pub mod sampler;

@@ -1,12 +1,16 @@
-//! `spps`: pretrain (plain or with semantic pairs), run the semantic sampler on a finished run,
-//! or reproduce a preset (baseline → sampler → +SPPS → side by side). Thin: logic is in the lib.
+//! `spps`: the shared verbs (`pretrain` | `eval` | `reproduce` | `describe`) over the
+//! [`Spps`] method, plus `sample` (the semantic sampler over a finished run). `reproduce` is
+//! SPPS's own: the baseline must finish before its checkpoint can pick the pairs, so it runs
+//! baseline (`<name>-baseline`) → sampler → +SPPS (`<name>-spps`) and prints them side by side.
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use contrast_core::train::RunArgs;
+use contrast_core::train::cli::{run_verb, Verb};
+use contrast_core::train::{Method, RunArgs, Trainer};
 use spps::config::SppsConfig;
-use spps::train::{pretrain, sample};
-use std::path::PathBuf;
+use spps::method::Spps;
+use spps::train::sample;
+use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
 #[command(about = "SPPS: semantic positive pairs for contrastive instance discrimination")]
@@ -30,16 +34,14 @@ struct SampleArgs {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Pretrain one run and evaluate it (`--set spps.enabled=true --set spps.pairs=FILE` for SPPS).
-    Pretrain(RunArgs),
+    #[command(flatten)]
+    Shared(Verb),
     /// Select semantic pairs with a finished run's frozen encoder and save them.
     Sample(SampleArgs),
-    /// Baseline pretrain → sampler on its checkpoint → pretrain with SPPS → compare.
-    Reproduce(RunArgs),
 }
 
-fn crate_dir() -> &'static std::path::Path {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+fn crate_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn main() {
@@ -51,15 +53,8 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Cmd::Pretrain(args) => {
-            let cfg: SppsConfig = args.config(crate_dir())?;
-            let out = pretrain(&cfg, &args.run_options("spps"), args.stop_at)?;
-            match out.report {
-                Some(r) => println!("{}", serde_json::to_string_pretty(&r)?),
-                None => println!("stopped at step {} (continue with --resume)", out.step),
-            }
-            Ok(())
-        }
+        Cmd::Shared(Verb::Reproduce(args)) => reproduce(&args),
+        Cmd::Shared(verb) => run_verb::<Spps>(crate_dir(), verb),
         Cmd::Sample(a) => {
             let cfg: SppsConfig = a.run.config(crate_dir())?;
             let out = a.out.unwrap_or_else(|| a.from_run.join("spps_pairs.json"));
@@ -73,34 +68,34 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Cmd::Reproduce(args) => {
-            let cfg: SppsConfig = args.config(crate_dir())?;
-            let opts = args.run_options("spps");
-            let mut base_cfg = cfg.clone();
-            base_cfg.spps.enabled = false;
-            base_cfg.spps.pairs = String::new();
-            let mut base_opts = opts.clone();
-            base_opts.name = format!("{}-baseline", opts.name);
-            let base = pretrain(&base_cfg, &base_opts, args.stop_at)?;
-            let Some(b) = base.report else {
-                println!("stopped early (continue with --resume)");
-                return Ok(());
-            };
-            let pairs_file = base.dir.join("spps_pairs.json");
-            sample(&base.dir, &cfg.sampler, &pairs_file).context("semantic sampler")?;
-            let mut spps_cfg = cfg.clone();
-            spps_cfg.spps.enabled = true;
-            spps_cfg.spps.pairs = pairs_file.display().to_string();
-            let mut spps_opts = opts.clone();
-            spps_opts.name = format!("{}-spps", opts.name);
-            let remaining = args.stop_at.map(|s| s.saturating_sub(base.step));
-            let m = pretrain(&spps_cfg, &spps_opts, remaining)?;
-            let Some(m) = m.report else {
-                println!("stopped early (continue with --resume)");
-                return Ok(());
-            };
-            println!("{}", spps::report::table(&m, &b));
-            Ok(())
-        }
     }
+}
+
+/// Baseline pretrain → sampler on its newest checkpoint → pretrain with SPPS → compare.
+fn reproduce(args: &RunArgs) -> Result<()> {
+    let cfg: SppsConfig = args.config(crate_dir())?;
+    let opts = args.run_options(Spps::NAME);
+    let (suffix, base_cfg) = Spps::baseline(&cfg).context("SPPS has a baseline")?;
+    let mut base_opts = opts.clone();
+    base_opts.name = format!("{}-{suffix}", opts.name);
+    let base = Trainer::<Spps>::new(base_cfg, base_opts).run(args.stop_at)?;
+    let Some(b) = base.report else {
+        println!("stopped early (continue with --resume)");
+        return Ok(());
+    };
+    let pairs_file = base.dir.join("spps_pairs.json");
+    sample(&base.dir, &cfg.sampler, &pairs_file).context("semantic sampler")?;
+    let mut spps_cfg = cfg.clone();
+    spps_cfg.spps.enabled = true;
+    spps_cfg.spps.pairs = pairs_file.display().to_string();
+    let mut spps_opts = opts.clone();
+    spps_opts.name = format!("{}-spps", opts.name);
+    let remaining = args.stop_at.map(|s| s.saturating_sub(base.step));
+    let m = Trainer::<Spps>::new(spps_cfg, spps_opts).run(remaining)?;
+    let Some(m) = m.report else {
+        println!("stopped early (continue with --resume)");
+        return Ok(());
+    };
+    println!("{}", Spps::table(&m, Some(&b)));
+    Ok(())
 }

@@ -1,5 +1,6 @@
-//! The learner: SimCLR (core [`SimClr`]) or MoCo-v2 (core [`MocoV2`]) on a ResNet, each taking
-//! optional semantic partner views (SPPS) in its loss.
+//! The networks: SimCLR (core [`SimClr`]) or MoCo-v2 (core [`MocoV2`]) on a ResNet, each
+//! taking optional semantic partner views (SPPS) in its loss. The training hooks (momentum
+//! update, checkpoint groups) are the [`crate::method::Spps`] `Method` impl's.
 
 use crate::config::{Framework, SppsConfig};
 use crate::loss::spps_nt_xent;
@@ -7,7 +8,7 @@ use anyhow::{Context, Result};
 use contrast_core::frameworks::mocov2::MocoV2;
 use contrast_core::frameworks::{resnet_config, SimClr, SimClrConfig};
 use contrast_core::nn::resnet::ResNetConfig;
-use contrast_core::tensors::{load_into, named_variables, Named};
+use contrast_core::tensors::load_into;
 use contrast_core::train::Checkpoint;
 use tch::nn::{ModuleT, VarStore};
 use tch::{Device, Tensor};
@@ -33,12 +34,13 @@ pub struct Partners {
     pub anchor: Tensor,
 }
 
-pub enum Learner {
+/// The network of the configured framework.
+pub enum Model {
     Simclr { vs: VarStore, net: Box<SimClr> },
     Mocov2(Box<MocoV2>),
 }
 
-impl Learner {
+impl Model {
     pub fn new(cfg: &SppsConfig, device: Device) -> Result<Self> {
         let rc = backbone_config(cfg)?;
         Ok(match cfg.framework {
@@ -56,12 +58,12 @@ impl Learner {
                         ..SimClrConfig::default()
                     },
                 )?;
-                Learner::Simclr {
+                Model::Simclr {
                     vs,
                     net: Box::new(net),
                 }
             }
-            Framework::Mocov2 => Learner::Mocov2(Box::new(MocoV2::new(
+            Framework::Mocov2 => Model::Mocov2(Box::new(MocoV2::new(
                 &rc,
                 &cfg.mocov2,
                 cfg.runtime.seed,
@@ -73,16 +75,8 @@ impl Learner {
     /// The trained variables.
     pub fn trained_vs(&self) -> &VarStore {
         match self {
-            Learner::Simclr { vs, .. } => vs,
-            Learner::Mocov2(m) => &m.query_vs,
-        }
-    }
-
-    /// Before the step's forward (MoCo: momentum update of the key encoder).
-    pub fn before_step(&mut self) -> Result<()> {
-        match self {
-            Learner::Simclr { .. } => Ok(()),
-            Learner::Mocov2(m) => m.update_key_encoder(),
+            Model::Simclr { vs, .. } => vs,
+            Model::Mocov2(m) => &m.query_vs,
         }
     }
 
@@ -94,7 +88,7 @@ impl Learner {
         partners: Option<&Partners>,
     ) -> Result<Tensor> {
         match self {
-            Learner::Simclr { net, .. } => {
+            Model::Simclr { net, .. } => {
                 let (z1, z2) = net.project_pair(x1, x2, true)?;
                 match partners {
                     Some(p) => {
@@ -104,56 +98,27 @@ impl Learner {
                     None => spps_nt_xent(&z1, &z2, None, net.cfg.temperature),
                 }
             }
-            Learner::Mocov2(m) => m.loss(x1, x2, partners.map(|p| (&p.x, &p.anchor)), true),
+            Model::Mocov2(m) => m.loss(x1, x2, partners.map(|p| (&p.x, &p.anchor)), true),
         }
     }
 
     /// Frozen pooled backbone features `[B, F]` (BN eval mode, no gradient).
     pub fn embed(&self, x: &Tensor) -> Result<Tensor> {
         tch::no_grad(|| match self {
-            Learner::Simclr { net, .. } => net.features(x, false),
-            Learner::Mocov2(m) => m.query.features(x, false),
+            Model::Simclr { net, .. } => net.features(x, false),
+            Model::Mocov2(m) => m.query.features(x, false),
         })
     }
 
     /// Frozen projector output `[B, out]` (eval mode, no gradient).
     pub fn embed_projector(&self, x: &Tensor) -> Result<Tensor> {
         tch::no_grad(|| match self {
-            Learner::Simclr { net, .. } => net.project(x, false),
-            Learner::Mocov2(m) => Ok(m
+            Model::Simclr { net, .. } => net.project(x, false),
+            Model::Mocov2(m) => Ok(m
                 .query
                 .projector
                 .forward_t(&m.query.features(x, false)?, false)),
         })
-    }
-
-    /// Checkpoint groups.
-    pub fn state(&self) -> Vec<(&'static str, Named)> {
-        match self {
-            Learner::Simclr { vs, .. } => vec![("encoder", named_variables(vs))],
-            Learner::Mocov2(m) => vec![
-                ("encoder", named_variables(&m.query_vs)),
-                ("key_encoder", named_variables(&m.key_vs)),
-                ("queue", m.queue.state()),
-            ],
-        }
-    }
-
-    pub fn restore(&mut self, ck: &Checkpoint) -> Result<()> {
-        match self {
-            Learner::Simclr { vs, .. } => {
-                load_into(vs, ck.group("encoder")?, true).context("restoring the SimCLR encoder")
-            }
-            Learner::Mocov2(m) => {
-                load_into(&m.query_vs, ck.group("encoder")?, true)
-                    .context("restoring the MoCo query encoder")?;
-                load_into(&m.key_vs, ck.group("key_encoder")?, true)
-                    .context("restoring the MoCo key encoder")?;
-                m.queue
-                    .load_state(ck.group("queue")?)
-                    .context("restoring the MoCo queue")
-            }
-        }
     }
 
     /// Only the encoder group (the sampler needs nothing else).

@@ -1,5 +1,5 @@
 //! With no semantic pairs the SPPS training step is plain SimCLR: for the same seed, the SPPS
-//! learner (pair file with zero pairs, partner picker, multi-positive loss) gives the same loss
+//! model (pair file with zero pairs, partner picker, multi-positive loss) gives the same loss
 //! and the same gradients as core `SimClr::loss` (NT-Xent).
 
 use contrast_core::data::dataset::InMemoryDataset;
@@ -7,7 +7,7 @@ use contrast_core::data::Recipe;
 use contrast_core::frameworks::{SimClr, SimClrConfig};
 use contrast_core::testing::global_rng_lock;
 use spps::config::{SamplerConfig, SppsConfig};
-use spps::model::{backbone_config, Learner};
+use spps::model::{backbone_config, Model};
 use spps::sampler::{Pair, PairSet};
 use spps::train::PartnerPicker;
 use tch::nn::VarStore;
@@ -50,8 +50,8 @@ fn no_pairs_is_plain_simclr_loss_and_gradients() {
     let picked = picker.pick(&ds, &[0, 1, 2, 3, 4, 5], 0).unwrap();
     assert!(picked.chosen.is_empty() && picked.partners.is_none());
     tch::manual_seed(5);
-    let mut learner = Learner::new(&c, Device::Cpu).unwrap();
-    let l_spps = learner.loss(&x1, &x2, picked.partners.as_ref()).unwrap();
+    let mut model = Model::new(&c, Device::Cpu).unwrap();
+    let l_spps = model.loss(&x1, &x2, picked.partners.as_ref()).unwrap();
     l_spps.backward();
 
     // plain SimCLR from core, same seed and architecture
@@ -72,7 +72,7 @@ fn no_pairs_is_plain_simclr_loss_and_gradients() {
 
     let (a, b) = (l_spps.double_value(&[]), l_plain.double_value(&[]));
     assert!((a - b).abs() < 1e-6, "SPPS without pairs {a} vs SimCLR {b}");
-    let vars_a = learner.trained_vs().variables();
+    let vars_a = model.trained_vs().variables();
     let vars_b = vs.variables();
     assert_eq!(vars_a.len(), vars_b.len());
     // a bias right before a BatchNorm has a true gradient of zero: what is computed there is

@@ -155,13 +155,13 @@ fn optimiser_names_are_checked() {
     c.simclr.hidden = 16;
     c.simclr.out_dim = 8;
     c.runtime.device = "cpu".into();
-    let learner = spps::model::Learner::new(&c, tch::Device::Cpu).unwrap();
+    let model = spps::model::Model::new(&c, tch::Device::Cpu).unwrap();
     for name in ["sgd", "lars"] {
         c.optim.optimizer = name.into();
-        spps::train::build_optimizer(&c, &learner).unwrap();
+        spps::train::build_optimizer(&c, model.trained_vs()).unwrap();
     }
     c.optim.optimizer = "adam".into();
-    let e = spps::train::build_optimizer(&c, &learner)
+    let e = spps::train::build_optimizer(&c, model.trained_vs())
         .err()
         .unwrap()
         .to_string();

@@ -1,0 +1,420 @@
+//! SPPS as a core [`Method`]: SimCLR or MoCo-v2 pretraining, with semantic partners when
+//! `spps.enabled` (the baseline is the same config with them off), per-epoch pair diagnostics,
+//! and the kNN / linear evaluation. The loop, logging, checkpoints and report are core's
+//! [`contrast_core::train::Trainer`].
+
+use crate::config::{Framework, SppsConfig};
+use crate::model::{Model, Partners};
+use crate::sampler::{histogram, PairSet};
+use crate::train::{
+    build_optimizer, datasets, embed, embed_with, lr_schedule, train_recipe, PartnerPicker,
+};
+use anyhow::{bail, ensure, Context, Result};
+use contrast_core::data::augment::Recipe;
+use contrast_core::data::dataset::Dataset;
+use contrast_core::data::pipeline::{Batch, Loader, LoaderConfig};
+use contrast_core::eval::knn::knn_top1;
+use contrast_core::eval::linear::{linear_probe, linear_probe_with, LinearProbeConfig};
+use contrast_core::tensors::{load_into, named_variables, Named};
+use contrast_core::train::{
+    Batches, Checkpoint, Evaluation, Length, LogConfig, Losses, Method, Monitor, Optimization,
+    RunCtx, RunReport, RuntimeConfig, StepCtx,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::sync::Arc;
+use tch::{Device, Kind, Tensor};
+
+/// The headline metric of every SPPS run.
+pub const METRIC: &str = "linear top-1 (frozen backbone, last epoch)";
+
+/// Diagnostics of the semantic pairs used since the last epoch end (checkpointed, so a run
+/// resumed mid-epoch logs the same epoch line).
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Diag {
+    pub anchors: u64,
+    pub used: u64,
+    pub same: u64,
+    pub labelled: u64,
+    pub sims: Vec<f32>,
+}
+
+/// A SimCLR or MoCo-v2 run, with or without semantic positive pairs.
+pub struct Spps {
+    cfg: SppsConfig,
+    device: Device,
+    pub model: Model,
+    train_ds: Arc<dyn Dataset>,
+    test_ds: Arc<dyn Dataset>,
+    train_labels: Vec<i64>,
+    pairs: Option<PairSet>,
+    picker: Option<PartnerPicker>,
+    diag: Diag,
+    /// Test embeddings and labels of the last evaluation (the PCA figure).
+    query: Option<(Tensor, Tensor)>,
+}
+
+impl Spps {
+    pub fn config(&self) -> &SppsConfig {
+        &self.cfg
+    }
+}
+
+impl Method for Spps {
+    type Config = SppsConfig;
+    type Batch = Batch;
+    const NAME: &'static str = "spps";
+
+    fn runtime(cfg: &SppsConfig) -> &RuntimeConfig {
+        &cfg.runtime
+    }
+    fn log(cfg: &SppsConfig) -> &LogConfig {
+        &cfg.log
+    }
+    fn length(cfg: &SppsConfig) -> Length {
+        Length::Epochs(cfg.optim.epochs)
+    }
+
+    fn build(cfg: &SppsConfig, device: Device) -> Result<Self> {
+        let (train_ds, test_ds) = datasets(cfg)?;
+        if train_ds.len() < cfg.optim.batch_size {
+            bail!(
+                "the training set ({} images) is smaller than one batch ({})",
+                train_ds.len(),
+                cfg.optim.batch_size
+            );
+        }
+        if cfg.framework == Framework::Mocov2 {
+            cfg.mocov2
+                .check_queue(train_ds.len(), cfg.optim.batch_size)
+                .context("MoCo v2 queue")?;
+        }
+        let pairs = if cfg.spps.enabled {
+            ensure!(
+                !cfg.spps.pairs.is_empty(),
+                "spps.enabled needs spps.pairs (a file from `spps sample`)"
+            );
+            let p = PairSet::load(Path::new(&cfg.spps.pairs))?;
+            ensure!(
+                p.n == train_ds.len(),
+                "pair file {} indexes {} images but the training set has {} (same data.* and seed?)",
+                cfg.spps.pairs,
+                p.n,
+                train_ds.len()
+            );
+            Some(p)
+        } else {
+            None
+        };
+        let picker = match &pairs {
+            Some(p) => Some(PartnerPicker::new(
+                p,
+                cfg.spps.share,
+                cfg.runtime.seed,
+                train_recipe(cfg, 1)?,
+            )?),
+            None => None,
+        };
+        let train_labels: Vec<i64> = (0..train_ds.len())
+            .map(|i| train_ds.get(i).map(|(_, l)| l))
+            .collect::<Result<_>>()?;
+        // the networks are initialised from the run seed alone, whatever loading the data did
+        tch::manual_seed(cfg.runtime.seed as i64);
+        let model = Model::new(cfg, device)?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            device,
+            model,
+            train_ds,
+            test_ds,
+            train_labels,
+            pairs,
+            picker,
+            diag: Diag::default(),
+            query: None,
+        })
+    }
+
+    fn data(&mut self) -> Result<Box<dyn Batches<Batch = Batch>>> {
+        let c = &self.cfg;
+        Ok(Box::new(Loader::new(
+            Arc::clone(&self.train_ds),
+            train_recipe(c, 2)?,
+            LoaderConfig {
+                batch_size: c.optim.batch_size,
+                shuffle: true,
+                drop_last: true,
+                seed: c.runtime.seed,
+                prefetch: c.data.prefetch.max(1),
+                threads: c.data.threads,
+            },
+        )?))
+    }
+
+    fn optimization(&self, total: u64, per_epoch: u64) -> Result<Optimization> {
+        let c = &self.cfg;
+        let vs = self.model.trained_vs();
+        Ok(Optimization {
+            optimizer: build_optimizer(c, vs)?,
+            lr: lr_schedule(c, per_epoch, total)?,
+            weight_decay: None,
+            clip: (c.optim.clip_grad_norm > 0.0)
+                .then(|| (c.optim.clip_grad_norm, vs.trainable_variables())),
+        })
+    }
+
+    fn variant(&self) -> String {
+        format!(
+            "{}{}",
+            self.cfg.framework.name(),
+            if self.cfg.spps.enabled { "+spps" } else { "" }
+        )
+    }
+    fn samples_per_step(&self) -> u64 {
+        self.cfg.optim.batch_size as u64
+    }
+    fn describe_data(&self) -> String {
+        format!(
+            "{} ({} train / {} test images, {} px)",
+            self.cfg.data.format,
+            self.train_ds.len(),
+            self.test_ds.len(),
+            self.cfg.data.image_size
+        )
+    }
+    fn describe_model(&self) -> String {
+        self.model.describe(&self.cfg)
+    }
+    fn paper(&self) -> Value {
+        serde_json::to_value(&self.cfg.paper).unwrap_or(Value::Null)
+    }
+
+    /// MoCo: the momentum update of the key encoder before the step's keys.
+    fn before_step(&mut self, _ctx: &StepCtx) -> Result<()> {
+        match &mut self.model {
+            Model::Simclr { .. } => Ok(()),
+            Model::Mocov2(m) => m.update_key_encoder(),
+        }
+    }
+
+    /// The batch's partners (when SPPS is on), then the framework's loss over the two views and
+    /// the partner views.
+    fn step(&mut self, batch: Batch, ctx: &StepCtx) -> Result<Losses> {
+        let indices: Vec<i64> = Vec::try_from(&batch.indices.to_kind(Kind::Int64))?;
+        let picked = match &self.picker {
+            Some(p) => Some(p.pick(self.train_ds.as_ref(), &indices, ctx.step)?),
+            None => None,
+        };
+        if let Some(pk) = &picked {
+            let d = &mut self.diag;
+            d.anchors += indices.len() as u64;
+            for &(row, j, s) in &pk.chosen {
+                d.used += 1;
+                d.sims.push(s);
+                let (a, b) = (
+                    self.train_labels[indices[row] as usize],
+                    self.train_labels[j],
+                );
+                if a >= 0 && b >= 0 {
+                    d.labelled += 1;
+                    d.same += u64::from(a == b);
+                }
+            }
+        }
+        let dev = self.device;
+        let partners = picked
+            .as_ref()
+            .and_then(|p| p.partners.as_ref())
+            .map(|p| Partners {
+                x: p.x.to_device(dev),
+                anchor: p.anchor.to_device(dev),
+            });
+        let x1 = batch.views[0].to_device(dev);
+        let x2 = batch.views[1].to_device(dev);
+        let loss = self.model.loss(&x1, &x2, partners.as_ref())?;
+        let lv = loss.double_value(&[]);
+        let m = partners.as_ref().map_or(0, |p| p.anchor.size()[0]);
+        Ok(Losses::new(
+            loss,
+            [("loss", lv), ("semantic_pairs", m as f64)],
+        ))
+    }
+
+    fn state(&self) -> Vec<(String, Named)> {
+        match &self.model {
+            Model::Simclr { vs, .. } => vec![("encoder".into(), named_variables(vs))],
+            Model::Mocov2(m) => vec![
+                ("encoder".into(), named_variables(&m.query_vs)),
+                ("key_encoder".into(), named_variables(&m.key_vs)),
+                ("queue".into(), m.queue.state()),
+            ],
+        }
+    }
+
+    fn restore(&mut self, ck: &Checkpoint) -> Result<()> {
+        match &mut self.model {
+            Model::Simclr { vs, .. } => {
+                load_into(vs, ck.group("encoder")?, true).context("restoring the SimCLR encoder")?
+            }
+            Model::Mocov2(m) => {
+                load_into(&m.query_vs, ck.group("encoder")?, true)
+                    .context("restoring the MoCo query encoder")?;
+                load_into(&m.key_vs, ck.group("key_encoder")?, true)
+                    .context("restoring the MoCo key encoder")?;
+                m.queue
+                    .load_state(ck.group("queue")?)
+                    .context("restoring the MoCo queue")?;
+            }
+        }
+        self.diag = match ck.state.extra.get("diag") {
+            Some(d) => serde_json::from_value(d.clone())
+                .context("restoring the semantic-pair diagnostics")?,
+            None => Diag::default(),
+        };
+        Ok(())
+    }
+
+    fn extra_state(&self) -> Value {
+        json!({ "diag": self.diag })
+    }
+
+    /// At every epoch end of an SPPS run: the diagnostics of the pairs used in that epoch.
+    fn monitor(&mut self, ctx: &StepCtx, _run: &RunCtx) -> Result<Monitor> {
+        let Some(pairs) = &self.pairs else {
+            return Ok(Monitor::default());
+        };
+        if !ctx.epoch_end() {
+            return Ok(Monitor::default());
+        }
+        let d = std::mem::take(&mut self.diag);
+        let bins = self.cfg.spps.hist_bins;
+        let fields = [
+            ("diag_epoch", json!(ctx.epoch)),
+            (
+                "pair_precision",
+                json!((d.labelled > 0).then(|| d.same as f64 / d.labelled as f64)),
+            ),
+            (
+                "pairs_per_anchor",
+                json!(d.used as f64 / d.anchors.max(1) as f64),
+            ),
+            ("pairs_per_image", json!(pairs.pairs_per_image())),
+            ("pairs_used", json!(d.used)),
+            ("sim_hist_bins", json!(bins)),
+            ("sim_hist", json!(histogram(&d.sims, bins))),
+        ];
+        Ok(Monitor {
+            fields: fields.into_iter().map(|(k, v)| (k.into(), v)).collect(),
+            message: None,
+        })
+    }
+
+    /// kNN on the frozen pooled backbone features and the linear probe (SimCLR's augmented
+    /// probe when `eval.linear_augment`).
+    fn evaluate(&mut self, _run: &RunCtx) -> Result<Evaluation> {
+        let cfg = &self.cfg;
+        let device = self.device;
+        let classes = self.train_ds.classes().len().max(1) as i64;
+        let model = &self.model;
+        let f = |x: &Tensor| model.embed(x);
+        let bank = embed(Arc::clone(&self.train_ds), cfg, device, &f)?;
+        let query = embed(Arc::clone(&self.test_ds), cfg, device, &f)?;
+        let knn = knn_top1(&bank, &query, classes, &cfg.eval.knn_k, cfg.eval.knn_t)?;
+        let linear = if cfg.eval.linear_epochs > 0 {
+            let lp = LinearProbeConfig {
+                epochs: cfg.eval.linear_epochs,
+                batch_size: cfg.eval.linear_batch_size,
+                lr: cfg.eval.linear_lr,
+                weight_decay: cfg.eval.linear_weight_decay,
+                seed: cfg.runtime.seed,
+                ..LinearProbeConfig::default()
+            };
+            let r = if cfg.eval.linear_augment {
+                // SimCLR's linear evaluation trains on random crops (area 0.08–1) + flips,
+                // without colour distortion (`preprocess_for_train(color_distort=False)`)
+                let recipe = Recipe::linear_train(cfg.data.eval_size, (0.08, 1.0))?;
+                let train_ds = &self.train_ds;
+                linear_probe_with(
+                    &mut |epoch| {
+                        Ok(embed_with(
+                            Arc::clone(train_ds),
+                            recipe.clone(),
+                            cfg,
+                            epoch as u64,
+                            device,
+                            &f,
+                        )?
+                        .0)
+                    },
+                    &bank.1,
+                    &query.0,
+                    &query.1,
+                    classes,
+                    &lp,
+                )?
+            } else {
+                linear_probe(&bank.0, &bank.1, &query.0, &query.1, classes, &lp)?
+            };
+            Some(json!({
+                "last_top1": r.last_top1 * 100.0, "last_top5": r.last_top5 * 100.0,
+                "best_top1": r.best_top1 * 100.0, "best_top5": r.best_top5 * 100.0,
+                "best_epoch": r.best_epoch, "epochs": cfg.eval.linear_epochs,
+            }))
+        } else {
+            None
+        };
+        let value = linear.as_ref().and_then(|l| l["last_top1"].as_f64());
+        let pairs = self.pairs.as_ref().map(|p| {
+            json!({
+                "file": cfg.spps.pairs, "count": p.pairs.len(), "per_image": p.pairs_per_image(),
+                "precision": p.precision, "settings": p.settings, "share": cfg.spps.share,
+            })
+        });
+        self.query = Some(query);
+        Ok(Evaluation::new(METRIC, value)
+            .with(
+                "knn",
+                knn.iter()
+                    .map(|(k, a)| json!({"k": k, "top1": a}))
+                    .collect::<Vec<_>>(),
+            )
+            .with("linear", linear)
+            .with("pairs", pairs))
+    }
+
+    /// What the model learned: the test embeddings, PCA, coloured by class.
+    fn figures(&mut self, dir: &Path) -> Result<()> {
+        let Some((emb, labels)) = &self.query else {
+            return Ok(());
+        };
+        contrast_core::eval::projection::pca_figure(
+            emb,
+            labels,
+            self.test_ds.classes(),
+            "test embeddings, PCA",
+            &dir.join("pca"),
+            2000,
+        )?;
+        Ok(())
+    }
+
+    /// The plain framework: the same config without semantic pairs.
+    fn baseline(cfg: &SppsConfig) -> Option<(String, SppsConfig)> {
+        let mut b = cfg.clone();
+        b.spps.enabled = false;
+        b.spps.pairs = String::new();
+        Some(("baseline".into(), b))
+    }
+
+    /// The SPPS table (baseline vs +SPPS, our delta beside the paper's) when both runs are there.
+    fn table(ours: &RunReport, baseline: Option<&RunReport>) -> String {
+        let (Some(b), Ok(o)) = (baseline, serde_json::to_value(ours)) else {
+            return contrast_core::train::report::table(ours, baseline);
+        };
+        match serde_json::to_value(b) {
+            Ok(b) => crate::report::table(&o, &b),
+            Err(_) => contrast_core::train::report::table(ours, baseline),
+        }
+    }
+}
