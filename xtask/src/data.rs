@@ -9,7 +9,7 @@
 
 use crate::download::manifest::Manifest;
 use crate::download::{data_root, ensure_named, human_bytes, is_verified, Options};
-use crate::reproduce::Method;
+use crate::methods::Method;
 use crate::util::repo_root;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -304,7 +304,7 @@ pub fn cifar10_jpeg(base: &Path) -> Result<Option<PathBuf>> {
 /// The LA heart cases of the smoke preset (the GPU bundle's source): the development cases
 /// when present, else the downloaded set (fetched when missing).
 pub fn la_heart_root(flag: Option<&Path>) -> Result<PathBuf> {
-    let m = crate::reproduce::METHODS
+    let m = crate::methods::METHODS
         .iter()
         .find(|m| m.name == "fba-net")
         .context("fba-net is a reproduce method")?;

@@ -18,7 +18,7 @@ fn data_report() {
             println!("  development copy: none (not needed: smoke presets download what they use)")
         }
     }
-    for m in crate::reproduce::METHODS {
+    for m in crate::methods::METHODS {
         let line = match crate::data::plan(m, m.default_preset, None) {
             Ok(Some(p)) => crate::data::describe(&p),
             Ok(None) => "no data needed".into(),

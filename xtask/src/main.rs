@@ -7,6 +7,7 @@ mod doctor;
 mod download;
 mod fresh_clone;
 mod gpu_bundle;
+mod methods;
 mod official;
 mod report;
 mod reproduce;

@@ -2,90 +2,12 @@
 //! method's binary (release build) with `configs/<P>.toml`; the run lands in
 //! `runs/<method>/<run-name>/` with its config, metrics, checkpoints and `report.json`.
 
+use crate::methods::{Method, METHODS};
 use crate::setup::{setup, SetupArgs};
 use crate::util::{repo_root, run_status, step};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use std::process::Command;
-
-/// A method that `reproduce` knows: name, package, binary, default preset.
-pub struct Method {
-    pub name: &'static str,
-    pub package: &'static str,
-    pub binary: &'static str,
-    pub default_preset: &'static str,
-    pub what: &'static str,
-    /// The run-name suffixes of the method's run and of its baseline run in one `reproduce`
-    /// (for `--seeds`); `None` where `reproduce` has no single baseline.
-    pub pair: Option<(&'static str, &'static str)>,
-}
-
-pub const METHODS: &[Method] = &[
-    Method {
-        name: "patchmix",
-        package: "patchmix",
-        binary: "patchmix",
-        default_preset: "smoke",
-        what: "PatchMix vs its no-mix baseline (ViT, CIFAR-10)",
-        pair: Some(("", "-nomix")),
-    },
-    Method {
-        name: "multinet",
-        package: "multinet",
-        binary: "multinet",
-        default_preset: "smoke",
-        what: "MNCLGLF vs a plain-SimCLR baseline (ResNet-18, CIFAR-10)",
-        pair: Some(("", "-simclr")),
-    },
-    Method {
-        name: "fba-net",
-        package: "fba-net",
-        binary: "fba-net",
-        default_preset: "smoke",
-        what: "FBA-Net+ vs a supervised V-Net (semi-supervised 3D LA segmentation)",
-        pair: Some(("", "-supervised")),
-    },
-    Method {
-        name: "spade",
-        package: "spade",
-        binary: "spade",
-        default_preset: "smoke",
-        what: "V-Net fine-tune from scratch / 3-D SimCLR / Spade global / Spade global+local (LA)",
-        pair: Some(("-finetune-spade", "-finetune-scratch")),
-    },
-    Method {
-        name: "claires",
-        package: "claires",
-        binary: "claires",
-        default_preset: "smoke",
-        what: "CLAIRES: CLIP text-to-image retrieval on VQA-RAD records (paired + label-match)",
-        pair: None,
-    },
-    Method {
-        name: "grass",
-        package: "grass",
-        binary: "grass",
-        default_preset: "smoke",
-        what: "GraSS vs its SimCLR warm-up baseline (ResNet + DeepLabV3+, mIoU; Dubai tiles)",
-        pair: Some(("-grass-ft", "-simclr-ft")),
-    },
-    Method {
-        name: "spps",
-        package: "spps",
-        binary: "spps",
-        default_preset: "smoke",
-        what: "SimCLR vs SimCLR+SPPS semantic positive pairs (ResNet, CIFAR-10)",
-        pair: Some(("-spps", "-baseline")),
-    },
-    Method {
-        name: "toy",
-        package: "contrast-core",
-        binary: "contrast-toy",
-        default_preset: "toy",
-        what: "core example: InfoNCE on synthetic blobs (harness smoke test)",
-        pair: None,
-    },
-];
 
 #[derive(Args, Debug)]
 pub struct ReproduceArgs {
@@ -200,18 +122,11 @@ fn seeds(m: &Method, preset: &str, a: &ReproduceArgs, cmd: &Command) -> Result<(
         let read = |sfx: &str| -> Result<(f64, String, String)> {
             let run = format!("{}/{name}{sfx}", m.name);
             let p = runs_root.join(&run).join("report.json");
-            let v: serde_json::Value = serde_json::from_str(
-                &std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?,
-            )
-            .with_context(|| format!("{} is not JSON", p.display()))?;
-            let value = v["value"]
-                .as_f64()
-                .with_context(|| format!("{} has no numeric `value`", p.display()))?;
-            Ok((
-                value,
-                v["metric"].as_str().unwrap_or("value").to_string(),
-                run,
-            ))
+            let r = contrast_report::run_report::RunReport::read(&p)?;
+            let value = r
+                .value
+                .with_context(|| format!("{} has no headline `value`", p.display()))?;
+            Ok((value, r.metric, run))
         };
         let (ours, mtr, r1) = read(ours_sfx)?;
         let (base, _, r2) = read(base_sfx)?;

@@ -86,7 +86,7 @@ pub fn grid(tiles: &[RgbImage], cols: usize, pad: u32) -> Result<RgbImage> {
 
 /// `img` with a white strip above holding `text` (one line, 14 px font).
 pub fn caption(img: &RgbImage, text: &str) -> Result<RgbImage> {
-    crate::plot::ensure_font()?;
+    crate::font::ensure_font()?;
     let strip = 22u32;
     // wide enough for the text (DejaVu Sans at 14 px: < 8.5 px per character)
     let text_w = 6 + (text.chars().count() as f64 * 8.5) as u32;

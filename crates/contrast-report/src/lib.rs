@@ -6,6 +6,7 @@
 //! * [`plot`]: line charts and 2-D scatter plots, written as SVG and PNG.
 //! * [`images`]: image grids, captions, boxes, mask and heat-map overlays as PNG (what the model
 //!   does: mixed images, gradient boxes, segmentation slices, retrieval results).
+//! * [`run_report`]: the typed `report.json` every run writes (schema 1).
 //! * [`page`]: the comparison table of every run's `report.json` and the self-contained HTML
 //!   page (`cargo xtask report`), images embedded so that it opens without network or files
 //!   beside it.
@@ -13,10 +14,12 @@
 //! A run folder's layout, as the harness writes it: `config.toml`, `metrics.jsonl`,
 //! `report.json`, `plots/` (this crate, from the metrics) and `figures/` (method-specific PNGs).
 
+pub mod font;
 pub mod images;
 pub mod metrics;
 pub mod page;
 pub mod plot;
+pub mod run_report;
 pub mod seeds;
 pub mod verify;
 
@@ -60,14 +63,30 @@ pub fn run_title(run_dir: &Path) -> String {
     }
 }
 
-/// Write `bytes` to `path` through a temporary file and a rename (a reader never sees a
-/// half-written file; an interrupted write leaves the old file intact).
+/// Write `bytes` to `path` through a temporary file in the same folder (created if missing),
+/// synced, then renamed into place: a reader never sees a half-written file, and an interrupted
+/// write leaves the old file intact. The one atomic write of the workspace (`contrast-core`
+/// re-exports it as `train::checkpoint::write_atomic`).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("")
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let tmp = dir.join(format!(
+        ".tmp-{}-{}",
+        path.file_name()
+            .map_or("file".into(), |n| n.to_string_lossy()),
+        std::process::id()
     ));
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    {
+        let mut f = std::fs::File::create(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        f.write_all(bytes)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        f.sync_all()?;
+    }
     std::fs::rename(&tmp, path)
         .with_context(|| format!("cannot move {} to {}", tmp.display(), path.display()))
 }

@@ -4,10 +4,9 @@
 //! benchmark table when present. Images are embedded as `data:` URIs: the page needs no network
 //! and no files beside it.
 //!
-//! `report.json` fields read (all optional except that the file is a JSON object): `method`,
-//! `variant`, `metric`, `value`, `paper` (an object of the paper's numbers, or a number),
-//! `data`, `model`, `epochs`, `steps`, `batch_size`, `wall_s`, `samples_per_s`, `device`,
-//! `threads`.
+//! Reports are read as the typed [`crate::run_report::RunReport`] (schema 1): a `report.json`
+//! that does not load (an older layout, a missing field) is left off the page with one warning
+//! line naming the file and the field.
 
 use anyhow::{Context, Result};
 use base64::Engine;
@@ -15,18 +14,22 @@ use serde_json::Value;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-/// One run's report.
+/// One run's report, as found under the runs folder.
 #[derive(Debug, Clone)]
-pub struct RunReport {
+pub struct CollectedRun {
     pub method: String,
     pub run: String,
     pub dir: PathBuf,
+    /// The typed report.
+    pub typed: crate::run_report::RunReport,
+    /// The same report as JSON (for the method's own detail fields).
     pub report: Value,
 }
 
-/// All `<runs_root>/<method>/<run>/report.json`, sorted by method then run. A report that is not
-/// a JSON object is an error naming the file.
-pub fn collect_reports(runs_root: &Path) -> Result<Vec<RunReport>> {
+/// All `<runs_root>/<method>/<run>/report.json` that load as a typed report, sorted by method
+/// then run. A file that is not JSON is an error naming it; a report of another layout is
+/// skipped with a warning naming the file and the missing or malformed field.
+pub fn collect_reports(runs_root: &Path) -> Result<Vec<CollectedRun>> {
     let mut out = Vec::new();
     if !runs_root.exists() {
         return Ok(out);
@@ -42,10 +45,18 @@ pub fn collect_reports(runs_root: &Path) -> Result<Vec<RunReport>> {
             let report: Value = serde_json::from_str(&text)
                 .with_context(|| format!("{} is not valid JSON", p.display()))?;
             anyhow::ensure!(report.is_object(), "{} is not a JSON object", p.display());
-            out.push(RunReport {
+            let typed = match crate::run_report::RunReport::from_value(report.clone()) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("warning: {} left off: {e:#}", p.display());
+                    continue;
+                }
+            };
+            out.push(CollectedRun {
                 method: file_name(&m),
                 run: file_name(&r),
                 dir: r,
+                typed,
                 report,
             });
         }
@@ -112,7 +123,7 @@ pub const COLUMNS: &[(&str, &str)] = &[
 ];
 
 /// The comparison table as Markdown (one row per run).
-pub fn comparison_markdown(reports: &[RunReport]) -> String {
+pub fn comparison_markdown(reports: &[CollectedRun]) -> String {
     let mut s = String::from("| method | run |");
     for (h, _) in COLUMNS {
         let _ = write!(s, " {h} |");

@@ -6,44 +6,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 /// Chart size in pixels (PNG) / user units (SVG).
 pub const SIZE: (u32, u32) = (900, 520);
-
-/// Font files tried in order after `$CONTRAST_FONT`.
-const FONT_CANDIDATES: &[&str] = &[
-    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
-    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
-    "/usr/share/fonts/TTF/DejaVuSans.ttf",
-    "/Library/Fonts/Arial.ttf",
-];
-
-/// Register the font plotters draws text with (once per process).
-pub fn ensure_font() -> Result<()> {
-    static FONT: OnceLock<std::result::Result<String, String>> = OnceLock::new();
-    let r = FONT.get_or_init(|| {
-        let env = std::env::var("CONTRAST_FONT").ok();
-        let candidates = env
-            .iter()
-            .map(String::as_str)
-            .chain(FONT_CANDIDATES.iter().copied());
-        for c in candidates {
-            if let Ok(bytes) = std::fs::read(c) {
-                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-                if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
-                    return Ok(c.to_string());
-                }
-            }
-        }
-        Err(format!(
-            "no usable TrueType font for chart text (tried $CONTRAST_FONT and {}); install \
-             Debian's fonts-dejavu-core or set CONTRAST_FONT to a .ttf file",
-            FONT_CANDIDATES.join(", ")
-        ))
-    });
-    r.as_ref().map(|_| ()).map_err(|e| anyhow!("{e}"))
-}
 
 /// A line chart: one line per named series of `(x, y)` points.
 #[derive(Debug, Clone, PartialEq)]
@@ -237,7 +202,7 @@ impl Drawable for Scatter {
 
 /// Render `d` to `<stem>.svg` and `<stem>.png` (atomically).
 pub fn write_svg_png<D: Drawable>(d: &D, stem: &Path) -> Result<Vec<PathBuf>> {
-    ensure_font()?;
+    crate::font::ensure_font()?;
     let (w, h) = SIZE;
     let mut svg = String::new();
     {

@@ -195,9 +195,11 @@ fn comparison_page_embeds_everything_and_loads_in_chromium() {
         let dir = runs.join(method).join(run);
         write_metrics(&dir, 20, false);
         let report = serde_json::json!({
-            "method": method, "variant": run, "metric": "kNN top-1", "value": value,
+            "schema": 1, "method": method, "variant": run, "metric": "kNN top-1", "value": value,
             "paper": {"knn": 92.9, "linear": 94.4}, "data": "CIFAR-10 <subset>", "epochs": 3,
-            "wall_s": 123.456, "device": "Cpu", "threads": 2,
+            "model": "ViT-T/4", "steps": 30, "batch_size": 32, "precision": "fp32", "seed": 0,
+            "train_wall_s": 100.0, "wall_s": 123.456, "samples_per_s": 9.6, "commit": null,
+            "device": "cpu", "threads": 2,
             "knn": [{"k": 10, "top1": value}, {"k": 20, "top1": value}]
         });
         std::fs::write(
@@ -214,8 +216,14 @@ fn comparison_page_embeds_everything_and_loads_in_chromium() {
         &fig.join("mixed.png"),
     )
     .unwrap();
-    // a run without report.json is not listed
+    // a run without report.json is not listed, nor one of an older layout (with a warning)
     std::fs::create_dir_all(runs.join("spps/unfinished")).unwrap();
+    std::fs::create_dir_all(runs.join("spps/old-layout")).unwrap();
+    std::fs::write(
+        runs.join("spps/old-layout/report.json"),
+        r#"{"method": "spps", "metric": "kNN top-1", "value": 1.0}"#,
+    )
+    .unwrap();
     // two `--seeds 3` summaries: one clearly better, one within noise
     let pair = |seed, ours, baseline| contrast_report::seeds::SeedPair {
         seed,

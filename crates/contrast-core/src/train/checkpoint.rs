@@ -225,25 +225,7 @@ fn sync_dir(dir: &Path) {
     }
 }
 
-/// Write `bytes` to `path` atomically (temporary file in the same folder, fsync, rename).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let tmp = dir.join(format!(
-        ".tmp-{}-{}",
-        path.file_name()
-            .map_or("file".into(), |n| n.to_string_lossy()),
-        std::process::id()
-    ));
-    {
-        let mut f = std::fs::File::create(&tmp)
-            .with_context(|| format!("cannot create {}", tmp.display()))?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
-}
+pub use contrast_report::write_atomic;
 
 #[cfg(test)]
 mod tests {
