@@ -29,8 +29,8 @@ fn bench_sliding_window(c: &mut Criterion) {
     cfg.model.n_filters = 8;
     cfg.eval.stride = [16, 16, 16];
     cfg.eval.sw_batch = 4;
-    let net = fba_net::train::build_model(&cfg, Device::Cpu, false).expect("V-Net");
-    let sw = fba_net::train::sliding_window(&cfg);
+    let net = fba_net::method::build_model(&cfg, Device::Cpu, false).expect("V-Net");
+    let sw = fba_net::method::sliding_window(&cfg);
     let image = Tensor::randn([64, 64, 48], (Kind::Float, Device::Cpu));
     let mut g = c.benchmark_group("sliding_window");
     g.sample_size(10);

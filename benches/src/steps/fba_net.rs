@@ -26,13 +26,13 @@ impl FbaStep {
         cfg.model.dim = 128;
         // `train = false`: no dropout, so the loss check is deterministic; the PyTorch peer's
         // network has none either.
-        let net = fba_net::train::build_model(&cfg, device, false)?;
-        let opt = fba_net::train::optimizer(&cfg, &net)?;
+        let net = fba_net::method::build_model(&cfg, device, false)?;
+        let opt = fba_net::method::optimizer(&cfg, &net)?;
         let p = cfg.data.patch.map(|v| v as i64);
         let l = cfg.data.labeled_bs as i64;
         let x = Tensor::randn([batch, 1, p[0], p[1], p[2]], (Kind::Float, device));
         let y = Tensor::randint(2, [l, p[0], p[1], p[2]], (Kind::Int64, device));
-        let w = fba_net::train::loss_weights(&cfg, 1.0);
+        let w = fba_net::method::loss_weights(&cfg, 1.0);
         Ok(Self {
             cfg,
             net,
@@ -60,7 +60,7 @@ impl StepCase for FbaStep {
     }
 
     fn loss(&mut self) -> Result<Tensor> {
-        Ok(fba_net::train::step_terms(&self.net, &self.x, &self.y, &self.w)?.total)
+        Ok(fba_net::method::step_terms(&self.net, &self.x, &self.y, &self.w)?.total)
     }
 
     fn optimizer(&mut self) -> &mut dyn Optimizer {
@@ -94,7 +94,7 @@ impl StepCase for FbaStep {
     fn checked_loss(&mut self) -> Result<f64> {
         tch::manual_seed(SEED);
         let terms =
-            tch::no_grad(|| fba_net::train::step_terms(&self.net, &self.x, &self.y, &self.w))?;
+            tch::no_grad(|| fba_net::method::step_terms(&self.net, &self.x, &self.y, &self.w))?;
         scalar(&terms.total)
     }
 }

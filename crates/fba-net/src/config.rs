@@ -1,10 +1,10 @@
 //! FBA-Net configuration (the official `code/train_3d.py` arguments as data: `configs/*.toml`).
 //! Defaults are the official LA recipe (notes §1c–§1e); presets override them.
 
-use contrast_core::train::RuntimeConfig;
+use contrast_core::train::{LogConfig, RuntimeConfig};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FbaNetConfig {
     pub runtime: RuntimeConfig,
@@ -13,16 +13,38 @@ pub struct FbaNetConfig {
     pub loss: LossConfig,
     pub optim: OptimConfig,
     pub eval: EvalConfig,
+    /// Logging and checkpoint cadence in iterations (no epoch cadence: the two-stream sampler's
+    /// "epoch" is only the labelled set over its batch share).
     pub log: LogConfig,
     /// The paper's numbers for this preset (printed beside ours; never used in training).
     pub paper: PaperNumbers,
+}
+
+impl Default for FbaNetConfig {
+    fn default() -> Self {
+        Self {
+            runtime: RuntimeConfig::default(),
+            data: DataConfig::default(),
+            model: ModelConfig::default(),
+            loss: LossConfig::default(),
+            optim: OptimConfig::default(),
+            eval: EvalConfig::default(),
+            log: LogConfig {
+                log_every: 10,
+                checkpoint_every: 1000,
+                checkpoint_every_epochs: 0,
+                keep_checkpoints: 2,
+            },
+            paper: PaperNumbers::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DataConfig {
     /// LA root holding `train.list`, `test.list` and `2018LA_Seg_Training Set/`; empty = filled
-    /// in by `cargo xtask reproduce fba-net` (`../shared/data/la-heart` or `datasets/la-heart`).
+    /// in by `cargo xtask reproduce fba-net` (the development cases or `datasets/la-heart`).
     pub root: String,
     pub train_list: String,
     pub test_list: String,
@@ -181,24 +203,6 @@ impl Default for EvalConfig {
             every: 200,
             start: 800,
             save_predictions: false,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LogConfig {
-    pub log_every: u64,
-    pub checkpoint_every: u64,
-    pub keep_checkpoints: usize,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self {
-            log_every: 10,
-            checkpoint_every: 1000,
-            keep_checkpoints: 2,
         }
     }
 }

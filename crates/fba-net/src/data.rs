@@ -4,7 +4,7 @@
 
 use crate::config::FbaNetConfig;
 use anyhow::{bail, Context, Result};
-use contrast_core::train::Progress;
+use contrast_core::train::{derive_seed, Progress};
 use contrast_core::volume::augment3d::{
     random_crop, random_rot_flip, stack_images, stack_labels, TwoStreamSampler,
 };
@@ -108,7 +108,7 @@ pub struct Batch {
 }
 
 /// Augments the cases of one batch (`RandomRotFlip` + `RandomCrop`) with a per-step RNG
-/// seeded from `(seed, step)`, so a resumed run draws the same patches.
+/// seeded with `derive_seed(seed, "augment", step)`, so a resumed run draws the same patches.
 pub fn make_batch(
     data: &LaData,
     labeled: &[usize],
@@ -117,7 +117,7 @@ pub fn make_batch(
     seed: u64,
     step: u64,
 ) -> Result<Batch> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(seed, "augment", step));
     let mut cases = Vec::with_capacity(labeled.len() + unlabeled.len());
     for &i in labeled.iter().chain(unlabeled) {
         let c = random_rot_flip(&data.train[i], &mut rng);

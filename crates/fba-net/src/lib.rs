@@ -11,7 +11,8 @@
 //! * [`loss`]: Dice, mutual consistency with sharpening and ramp-up, SimMax / SimMin.
 //! * [`data`]: LA cases, two-stream batches, 3D augmentation (contrast-core `volume`).
 //! * [`eval`]: sliding-window inference and Dice / Jaccard / 95HD / ASD per case.
-//! * [`train`]: the loop, model selection ("last iteration" and "best on test"), report.
+//! * [`method`]: the `impl Method` the shared Trainer runs (step, model selection on the test
+//!   set, "last iteration" and "best on test" evaluation, figure) and the step's pieces.
 //! * [`report`]: ours beside the paper's LA table.
 
 pub mod config;
@@ -19,6 +20,8 @@ pub mod data;
 pub mod eval;
 pub mod figures;
 pub mod loss;
+pub mod method;
 pub mod model;
 pub mod report;
-pub mod train;
+
+pub use method::FbaNetMethod;

@@ -1,6 +1,7 @@
 //! The comparison table `reproduce` prints: our FBA-Net(+) and supervised baseline (last
 //! iteration and best on test, clearly labelled) beside the paper's LA rows.
 
+use contrast_core::train::RunReport;
 use serde_json::Value;
 
 fn num(v: &Value) -> String {
@@ -34,6 +35,34 @@ pub fn per_case(title: &str, summary: &Value) -> String {
         ));
     }
     s.push_str(&row("**mean**", summary));
+    s
+}
+
+/// What `reproduce` prints: the per-case tables of each run (last iteration, and best on test
+/// when the selection ran), then [`table`].
+pub fn comparison(ours: &RunReport, baseline: Option<&RunReport>) -> String {
+    let reports: Vec<Value> = std::iter::once(ours)
+        .chain(baseline)
+        .map(|r| serde_json::to_value(r).unwrap_or(Value::Null))
+        .collect();
+    let mut s = String::new();
+    for r in &reports {
+        let name = r["variant"].as_str().unwrap_or("?");
+        s.push_str(&per_case(
+            &format!("{name}: last iteration"),
+            &r["last_iteration"],
+        ));
+        s.push('\n');
+        if !r["best_on_test"].is_null() {
+            s.push_str(&per_case(
+                &format!("{name}: best on test (selected on the test set)"),
+                &r["best_on_test"],
+            ));
+            s.push('\n');
+        }
+    }
+    let refs: Vec<&Value> = reports.iter().collect();
+    s.push_str(&table(&refs));
     s
 }
 
@@ -85,11 +114,16 @@ pub fn table(reports: &[&Value]) -> String {
         ));
     }
     for r in reports {
+        // seconds per iteration of training step time: samples per step / samples per second
+        let s_per_iter = match (r["batch_size"].as_f64(), r["samples_per_s"].as_f64()) {
+            (Some(b), Some(v)) if v > 0.0 => b / v,
+            _ => f64::NAN,
+        };
         s.push_str(&format!(
             "\n{} (batch {}): {:.2} s/iteration, training wall {:.0} s\n",
             r["variant"].as_str().unwrap_or("?"),
             r["batch"].as_str().unwrap_or("?"),
-            r["s_per_iter"].as_f64().unwrap_or(f64::NAN),
+            s_per_iter,
             r["train_wall_s"].as_f64().unwrap_or(f64::NAN)
         ));
     }

@@ -15,7 +15,7 @@ use contrast_core::testing::official::{
 use contrast_core::testing::{assert_close, get, global_rng_lock, run_reference};
 use fba_net::config::FbaNetConfig;
 use fba_net::loss::consistency_weight;
-use fba_net::train::{build_model, loss_weights, optimizer, step_terms};
+use fba_net::method::{build_model, loss_weights, optimizer, step_terms};
 use std::path::PathBuf;
 use tch::{Device, Kind, Tensor};
 

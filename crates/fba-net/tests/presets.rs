@@ -1,9 +1,11 @@
-//! Every preset parses (unknown keys are errors); the UA-MT baseline presets carry UA-MT's
-//! `train_LA.py` recipe and their lr steps down as its loop does.
+//! Every preset parses (unknown keys are errors) and checkpoints by iterations only; the UA-MT
+//! baseline presets carry UA-MT's `train_LA.py` recipe and their lr steps down as its loop does;
+//! `reproduce`'s baseline is the supervised V-Net with Dice weight 1.
 
-use contrast_core::train::{load_config, ConfigSource};
+use contrast_core::train::{load_config, ConfigSource, Method};
 use fba_net::config::FbaNetConfig;
 use fba_net::loss::DiceForm;
+use fba_net::FbaNetMethod;
 
 fn preset(name: &str) -> FbaNetConfig {
     let p = format!("{}/configs/{name}.toml", env!("CARGO_MANIFEST_DIR"));
@@ -13,8 +15,33 @@ fn preset(name: &str) -> FbaNetConfig {
 
 #[test]
 fn presets_parse_and_the_uamt_baselines_follow_train_la() {
+    for name in [
+        "smoke",
+        "paper-la-8",
+        "paper-la-16",
+        "baseline-uamt-8",
+        "baseline-uamt-16",
+    ] {
+        // a [log] table fills missing keys from core's defaults (checkpoint every epoch): the
+        // presets spell out the iteration cadence
+        let c = preset(name);
+        assert_eq!(c.log.checkpoint_every_epochs, 0, "{name}");
+        assert_eq!(c.log.keep_checkpoints, 2, "{name}");
+        assert!(c.log.checkpoint_every > 0, "{name}");
+    }
+    assert_eq!(FbaNetConfig::default().log.checkpoint_every_epochs, 0);
     for name in ["smoke", "paper-la-8", "paper-la-16"] {
         let c = preset(name);
+        let (suffix, b) = FbaNetMethod::baseline(&c).unwrap();
+        assert_eq!(suffix, "supervised");
+        assert_eq!(
+            (b.model.variant.as_str(), b.loss.lambda_seg),
+            ("supervised", 1.0)
+        );
+        assert_eq!(
+            (b.optim.clone(), b.data.clone()),
+            (c.optim.clone(), c.data.clone())
+        );
         assert_eq!(
             (c.loss.ce_weight, c.loss.dice),
             (0.0, DiceForm::FbaNet),
@@ -36,7 +63,7 @@ fn presets_parse_and_the_uamt_baselines_follow_train_la() {
         // lr_ = base_lr * 0.1 ** (iter_num // 2500), 6000 iterations, final model evaluated
         assert_eq!(c.optim.iterations, 6000);
         assert_eq!(c.eval.every, 0);
-        let s = fba_net::train::lr_schedule(&c, c.optim.iterations).unwrap();
+        let s = fba_net::method::lr_schedule(&c, c.optim.iterations).unwrap();
         for (i, lr) in [
             (0, 0.01),
             (2499, 0.01),

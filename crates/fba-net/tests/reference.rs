@@ -7,7 +7,7 @@ use contrast_core::tensors::named_variables;
 use contrast_core::testing::{assert_close, get, global_rng_lock, run_reference};
 use fba_net::config::FbaNetConfig;
 use fba_net::loss::{consistency_weight, fba_loss, sim_max, sim_min, DecoderOutputs, LossWeights};
-use fba_net::train::build_model;
+use fba_net::method::build_model;
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
