@@ -4,7 +4,8 @@
 use crate::config::SpadeConfig;
 use crate::pretrain::{pretrain, Pretrained};
 use anyhow::{Context, Result};
-use contrast_core::train::RunOptions;
+use contrast_core::train::{RunOptions, Trainer};
+use fba_net::FbaNetMethod;
 use serde_json::{json, Value};
 
 /// One row: the initialisation and the fine-tune's report.
@@ -71,12 +72,16 @@ pub fn reproduce(
             (None, _) => "scratch".into(),
         };
         fo.name = format!("{}-finetune-{tag}", opts.name);
-        let out = fba_net::train::train(&ft, &fo, None)
+        let out = Trainer::<FbaNetMethod>::new(ft, fo)
+            .run(None)
             .with_context(|| format!("fine-tuning from {init}"))?;
         let Some(report) = out.report else {
             return Ok(None);
         };
-        rows.push(Row { init, report });
+        rows.push(Row {
+            init,
+            report: serde_json::to_value(&report)?,
+        });
     }
     Ok(Some(rows))
 }

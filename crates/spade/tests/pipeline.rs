@@ -113,8 +113,8 @@ fn pretrain_resume_finetune_and_reproduce() {
         .join("spade/spade/encoder.safetensors")
         .display()
         .to_string();
-    let net = fba_net::train::build_model(&ft, tch::Device::Cpu, true).unwrap();
-    let n = fba_net::train::init_from(&net, Path::new(&ft.model.init)).unwrap();
+    let net = fba_net::method::build_model(&ft, tch::Device::Cpu, true).unwrap();
+    let n = fba_net::method::init_from(&net, Path::new(&ft.model.init)).unwrap();
     assert_eq!(n, a.len());
     let vars = net.vs.variables();
     for (name, t) in &a {
@@ -129,15 +129,15 @@ fn pretrain_resume_finetune_and_reproduce() {
         &bad,
     )
     .unwrap();
-    let err = format!("{:#}", fba_net::train::init_from(&net, &bad).unwrap_err());
+    let err = format!("{:#}", fba_net::method::init_from(&net, &bad).unwrap_err());
     assert!(err.contains("bad.safetensors"), "{err}");
 
     // with the decoder transfer, the local term's decoder initialises the fine-tune's decoder
     // (all of it but `out_conv`, whose width is the local feature size)
     let both_path = runs.join("spade/spade/encoder_decoder.safetensors");
     let both = read(&both_path);
-    let net2 = fba_net::train::build_model(&ft, tch::Device::Cpu, true).unwrap();
-    let n2 = fba_net::train::init_from(&net2, &both_path).unwrap();
+    let net2 = fba_net::method::build_model(&ft, tch::Device::Cpu, true).unwrap();
+    let n2 = fba_net::method::init_from(&net2, &both_path).unwrap();
     assert_eq!(n2, both.len());
     let dec: Vec<&String> = both
         .iter()
