@@ -1,7 +1,7 @@
 //! Spade configuration. Only the abstract of the paper is available, so every choice below is
 //! ours (defaults documented here and in the README's "deviations and unknowns").
 
-use contrast_core::train::RuntimeConfig;
+use contrast_core::train::{LogConfig, RuntimeConfig};
 use fba_net::config::FbaNetConfig;
 use serde::{Deserialize, Serialize};
 
@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 #[serde(default, deny_unknown_fields)]
 pub struct SpadeConfig {
     pub runtime: RuntimeConfig,
+    /// The pretraining's logging and checkpoint cadence, in steps (the fine-tune has its own,
+    /// `finetune.log`).
+    pub log: LogConfig,
     pub pretrain: PretrainConfig,
     pub global: GlobalSettings,
     pub local: LocalSettings,
@@ -26,6 +29,12 @@ impl Default for SpadeConfig {
         finetune.loss.lambda_seg = 1.0;
         Self {
             runtime: RuntimeConfig::default(),
+            log: LogConfig {
+                log_every: 5,
+                checkpoint_every: 50,
+                checkpoint_every_epochs: 0,
+                keep_checkpoints: 3,
+            },
             pretrain: PretrainConfig::default(),
             global: GlobalSettings::default(),
             local: LocalSettings::default(),
@@ -58,12 +67,11 @@ pub struct PretrainConfig {
     pub intensity: f64,
     /// Projection head width (global scope).
     pub proj_dim: i64,
+    /// AdamW learning rate (constant) and weight decay (not on biases and norms).
     pub lr: f64,
     pub weight_decay: f64,
-    pub log_every: u64,
-    pub checkpoint_every: u64,
     /// Extra unlabelled NIfTI volumes for the pretraining pool (z-scored per volume), besides
-    /// the LA training cases, e.g. `../shared/data/mni152/*.nii.gz`.
+    /// the LA training cases, e.g. the MNI152 templates (`*.nii.gz`).
     pub extra_nifti: Vec<String>,
 }
 
@@ -82,8 +90,6 @@ impl Default for PretrainConfig {
             proj_dim: 64,
             lr: 1e-3,
             weight_decay: 1e-4,
-            log_every: 5,
-            checkpoint_every: 50,
             extra_nifti: vec![],
         }
     }

@@ -5,14 +5,19 @@
 //! abstract is public and there is no official code, so this crate implements the design the
 //! abstract describes with every unknown a config value (README: "what is inferred").
 //!
-//! * [`pretrain`]: crop-based 3-D contrastive pretraining of a V-Net encoder with crop geometry
-//!   (`contrast_core::volume::crops`) and the spatially debiased global / local losses
-//!   (`contrast_core::spatial_contrast`); `simclr` is the plain 3-D SimCLR baseline in the same
-//!   harness.
-//! * [`reproduce`]: the four-way comparison — fine-tune a V-Net (FBA-Net's supervised training,
-//!   `fba_net::train::train`) from scratch, from 3-D SimCLR, from Spade global and from Spade
-//!   global + local, and report test Dice.
+//! * [`pretrain`]: the pieces of a pretraining step — crops with their geometry
+//!   (`contrast_core::volume::crops`), the V-Net encoder + heads, and the spatially debiased
+//!   global / local losses (`contrast_core::spatial_contrast`); `simclr` is the plain 3-D SimCLR
+//!   baseline in the same harness.
+//! * [`method`]: [`SpadePretrain`], the `impl Method` the shared Trainer runs (per-step crops,
+//!   the step's loss, `encoder.safetensors` / `encoder_decoder.safetensors` at the end).
+//! * [`reproduce`]: the five-row comparison — fine-tune a V-Net (FBA-Net's supervised training,
+//!   `Trainer<fba_net::FbaNetMethod>`) from scratch, from 3-D SimCLR, from Spade global, from
+//!   Spade global + local, and from Spade global + local with its decoder, and report test Dice.
 
 pub mod config;
+pub mod method;
 pub mod pretrain;
 pub mod reproduce;
+
+pub use method::SpadePretrain;

@@ -1,10 +1,15 @@
-//! `spade`: pretrain one variant, or reproduce the five-row comparison. Thin: all logic is in
-//! the library.
+//! `spade`: the shared verbs `pretrain` (alias `train`) | `eval --run DIR` | `describe` over
+//! [`SpadePretrain`], and its own `reproduce`: the five-row comparison (pretrain each variant,
+//! fine-tune FBA-Net's supervised V-Net from scratch and from each encoder). Thin: all logic is
+//! in the library.
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use contrast_core::train::RunArgs;
+use contrast_core::train::cli::{run_verb, Verb};
+use contrast_core::train::{EvalArgs, RunArgs};
 use spade::config::SpadeConfig;
+use spade::SpadePretrain;
+use std::path::Path;
 
 #[derive(Parser)]
 #[command(
@@ -17,16 +22,23 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Pretrain one variant (`pretrain.method`: simclr, spade-global, spade).
+    /// Pretrain one variant (`pretrain.method`: simclr, spade-global, spade); writes
+    /// `encoder.safetensors` (and `encoder_decoder.safetensors` for spade) into the run.
+    #[command(alias = "train")]
     Pretrain(RunArgs),
-    /// Scratch vs 3-D SimCLR vs Spade global vs Spade global + local, fine-tuned on the
-    /// labelled cases, test Dice side by side.
+    /// Write a run's weight files again from its newest checkpoint (`<run>/eval.json`).
+    Eval(EvalArgs),
+    /// Scratch vs 3-D SimCLR vs Spade global vs Spade global + local (encoder, and encoder +
+    /// decoder), fine-tuned on the labelled cases, test Dice side by side.
     Reproduce(RunArgs),
+    /// What this binary trains: presets, metric (`--json` for tools).
+    Describe {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
-fn crate_dir() -> &'static std::path::Path {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+const CRATE_DIR: &str = env!("CARGO_MANIFEST_DIR");
 
 fn main() {
     if let Err(e) = run(Cli::parse()) {
@@ -36,17 +48,13 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    let shared = |verb| run_verb::<SpadePretrain>(Path::new(CRATE_DIR), verb);
     match cli.command {
-        Cmd::Pretrain(args) => {
-            let cfg: SpadeConfig = args.config(crate_dir())?;
-            let out = spade::pretrain::pretrain(&cfg, &args.run_options("spade"), args.stop_at)?;
-            match out.encoder {
-                Some(e) => println!("encoder weights: {}", e.display()),
-                None => println!("stopped at step {} (continue with --resume)", out.step),
-            }
-        }
+        Cmd::Pretrain(args) => shared(Verb::Pretrain(args)),
+        Cmd::Eval(args) => shared(Verb::Eval(args)),
+        Cmd::Describe { json } => shared(Verb::Describe { json }),
         Cmd::Reproduce(args) => {
-            let cfg: SpadeConfig = args.config(crate_dir())?;
+            let cfg: SpadeConfig = args.config(Path::new(CRATE_DIR))?;
             let opts = args.run_options("spade");
             match spade::reproduce::reproduce(&cfg, &opts, args.stop_at)? {
                 Some(rows) => {
@@ -65,7 +73,7 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 None => println!("stopped early (continue with --resume)"),
             }
+            Ok(())
         }
     }
-    Ok(())
 }

@@ -12,23 +12,22 @@
 //!
 //! The encoder's variables are named like FBA-Net's (`encoder.*`), so the downstream V-Net is
 //! initialised from `encoder.safetensors` by name (`finetune.model.init`).
+//!
+//! These are the pieces of one step; [`crate::method::SpadePretrain`] runs them on the shared
+//! Trainer.
 
 use crate::config::SpadeConfig;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use contrast_core::nn::heads::{LastNorm, MlpConfig, MlpHead};
 use contrast_core::nn::vnet::{Norm, UpMode, VNetConfig, VNetDecoder, VNetEncoder};
 use contrast_core::optim::adamw::{AdamW, AdamWConfig};
-use contrast_core::optim::{decay_groups, Optimizer};
+use contrast_core::optim::decay_groups;
 use contrast_core::spatial_contrast::{global_loss, local_loss, GlobalConfig};
-use contrast_core::tensors::{load_into, named_variables, Named};
-use contrast_core::train::runtime::seed_step;
-use contrast_core::train::{config::to_toml, Progress, Run, RunOptions};
 use contrast_core::volume::crops::{body_bbox, correspondences, CropGeometry};
 use contrast_core::volume::Case;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use serde_json::json;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tch::nn::{ModuleT, VarStore};
 use tch::{Device, Kind, Tensor};
 
@@ -239,29 +238,6 @@ pub fn optimizer(cfg: &SpadeConfig, net: &PretrainNet) -> Result<AdamW> {
     )
 }
 
-/// The loss of one step (and its terms): crops → encoder → global head (+ local decoder).
-pub fn step_loss(
-    cfg: &SpadeConfig,
-    net: &PretrainNet,
-    batch: &CropBatch,
-    rng: &mut ChaCha8Rng,
-    device: Device,
-) -> Result<(Tensor, Vec<(&'static str, f64)>)> {
-    let local = match net.local {
-        Some(_) => Some(sample_local(cfg, batch, rng)?),
-        None => None,
-    };
-    let (total, global, local) = step_terms(cfg, net, batch, local.as_ref(), device)?;
-    let mut values = vec![
-        ("total", total.double_value(&[])),
-        ("global", global.double_value(&[])),
-    ];
-    if let Some(l) = local {
-        values.push(("local", l.double_value(&[])));
-    }
-    Ok((total, values))
-}
-
 /// The forward pass and objective of one step on given crops and local samples (`None` for
 /// `simclr` / `spade-global`): `(total, global, local)`.
 pub fn step_terms(
@@ -348,141 +324,13 @@ pub fn nifti_case(path: &Path) -> Result<Case> {
     Case::new(path.display().to_string(), img, label)
 }
 
-/// What a pretraining run leaves: its folder and the encoder weights for the fine-tune.
-#[derive(Debug)]
-pub struct Pretrained {
-    pub dir: PathBuf,
-    pub encoder: Option<PathBuf>,
-    /// `spade` only: `encoder.*` plus the local term's decoder as `decoder.*` (every variable
-    /// but `out_conv`, whose width is the local feature size, not the class count), the names
-    /// of the fine-tune's V-Net: a fine-tune from it starts with a pretrained decoder too.
-    pub encoder_decoder: Option<PathBuf>,
-    pub step: u64,
-}
-
-/// Pretrain (or resume); writes `encoder.safetensors` (`encoder.*` only) at the end.
-pub fn pretrain(cfg: &SpadeConfig, opts: &RunOptions, stop_at: Option<u64>) -> Result<Pretrained> {
-    let method = cfg.pretrain.method.as_str();
-    if !matches!(method, "simclr" | "spade-global" | "spade") {
-        bail!("pretrain.method `{method}`: use simclr, spade-global or spade");
-    }
-    if cfg.pretrain.volumes < 2 {
-        bail!("pretrain.volumes must be ≥ 2 (negatives come from other crops)");
-    }
-    let device = cfg.runtime.init_without_autocast("spade")?;
-    let mut run = Run::open(opts, &to_toml(cfg)?)?;
-    let t0 = std::time::Instant::now();
+/// The pretraining pool of a config: the LA training cases of `finetune.data` (labels unused)
+/// and the `pretrain.extra_nifti` volumes, each prepared once.
+pub fn pool(cfg: &SpadeConfig) -> Result<Vec<PoolVolume>> {
     let data = fba_net::data::LaData::load(&cfg.finetune)?;
     let mut cases = data.train;
     for f in &cfg.pretrain.extra_nifti {
         cases.push(nifti_case(Path::new(f))?);
     }
-    let pool: Vec<PoolVolume> = cases
-        .iter()
-        .map(|c| PoolVolume::new(cfg, c))
-        .collect::<Result<_>>()?;
-    drop(cases);
-    tch::manual_seed(cfg.runtime.seed as i64);
-    let net = PretrainNet::new(cfg, device)?;
-    let mut opt = optimizer(cfg, &net)?;
-    let total = cfg.pretrain.steps;
-    let start = run.start_step();
-    if let Some(ck) = &run.resumed {
-        load_into(&net.vs, ck.group("model")?, true).context("restoring the model")?;
-        opt.load_state(ck.group("optim")?)
-            .context("restoring the optimiser")?;
-        eprintln!("resumed {} at step {start}/{total}", run.dir.display());
-    }
-    let end = stop_at.map_or(total, |s| s.min(total));
-    let progress = Progress::new(total, start, method);
-    let save = |run: &Run, step: u64, opt: &AdamW| -> Result<()> {
-        let model = named_variables(&net.vs);
-        let optim = opt.state();
-        run.checkpoints.save(
-            step,
-            cfg.runtime.seed,
-            &[("model", &model), ("optim", &optim)],
-            json!({}),
-        )?;
-        Ok(())
-    };
-    let mut step = start;
-    while step < end {
-        // crops and local samples from a per-step stream: a resumed run draws the same ones
-        let mut rng = ChaCha8Rng::seed_from_u64(cfg.runtime.seed ^ step.wrapping_mul(0x9e37_79b9));
-        seed_step(cfg.runtime.seed, step);
-        let batch = sample_crops(cfg, &pool, &mut rng)?;
-        let (loss, values) = step_loss(cfg, &net, &batch, &mut rng, device)?;
-        let done = step + 1;
-        run.check_finite(done, &values)?;
-        opt.zero_grad();
-        loss.backward();
-        opt.step()?;
-        step = done;
-        if done % cfg.pretrain.log_every.max(1) == 0 || done == end {
-            let mut fields: Vec<(&str, serde_json::Value)> =
-                values.iter().map(|(n, v)| (*n, json!(v))).collect();
-            fields.push(("lr", json!(opt.lr())));
-            fields.push(("elapsed_s", json!(t0.elapsed().as_secs_f64())));
-            run.metrics.log(done, &fields)?;
-        }
-        progress.update(done, &format!("loss {:.4}", values[0].1));
-        if done % cfg.pretrain.checkpoint_every.max(1) == 0 || done == end {
-            save(&run, done, &opt)?;
-        }
-    }
-    progress.finish();
-    if end < total {
-        return Ok(Pretrained {
-            dir: run.dir.clone(),
-            encoder: None,
-            encoder_decoder: None,
-            step: end,
-        });
-    }
-    let all = named_variables(&net.vs);
-    let enc: Named = all
-        .iter()
-        .filter(|(n, _)| n.starts_with("encoder."))
-        .map(|(n, t)| (n.clone(), t.shallow_clone()))
-        .collect();
-    let write = |name: &str, vars: &Named| -> Result<PathBuf> {
-        let path = run.path(name);
-        let tmp = run.path(&format!("{name}.tmp"));
-        Tensor::write_safetensors(vars, &tmp)
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("writing {}", path.display()))?;
-        Ok(path)
-    };
-    let path = write("encoder.safetensors", &enc)?;
-    let encoder_decoder = if method == "spade" {
-        let mut both = enc;
-        both.extend(all.iter().filter_map(|(n, t)| {
-            let rest = n.strip_prefix("local.")?;
-            (!rest.starts_with("out_conv")).then(|| (format!("decoder.{rest}"), t.shallow_clone()))
-        }));
-        Some(write("encoder_decoder.safetensors", &both)?)
-    } else {
-        None
-    };
-    run.write_report(&json!({
-        "method": "spade",
-        "variant": method,
-        "stage": "pretraining",
-        "steps": total,
-        "crop": cfg.pretrain.crop,
-        "volumes_per_step": cfg.pretrain.volumes,
-        "pretraining_volumes": pool.len(),
-        "extra_nifti": cfg.pretrain.extra_nifti,
-        "encoder": path.display().to_string(),
-        "encoder_decoder": encoder_decoder.as_ref().map(|p| p.display().to_string()),
-        "threads": tch::get_num_threads(),
-        "wall_s": t0.elapsed().as_secs_f64(),
-    }))?;
-    Ok(Pretrained {
-        dir: run.dir.clone(),
-        encoder: Some(path),
-        encoder_decoder,
-        step: end,
-    })
+    cases.iter().map(|c| PoolVolume::new(cfg, c)).collect()
 }

@@ -1,12 +1,36 @@
-//! The four-way comparison: a supervised V-Net fine-tuned on the labelled LA cases from scratch,
-//! from 3-D SimCLR, from Spade (global) and from Spade (global + local).
+//! The five-row comparison: a supervised V-Net fine-tuned on the labelled LA cases from scratch,
+//! from 3-D SimCLR, from Spade (global), from Spade (global + local), and from Spade (global +
+//! local) with its local decoder transferred too. Pretrainings run as `Trainer<SpadePretrain>`,
+//! fine-tunes as `Trainer<FbaNetMethod>` (FBA-Net's supervised V-Net).
 
 use crate::config::SpadeConfig;
-use crate::pretrain::{pretrain, Pretrained};
+use crate::method::{SpadePretrain, ENCODER, ENCODER_DECODER};
 use anyhow::{Context, Result};
 use contrast_core::train::{RunOptions, Trainer};
 use fba_net::FbaNetMethod;
 use serde_json::{json, Value};
+use std::path::PathBuf;
+
+/// The weight files a finished pretraining left.
+struct Pretrained {
+    encoder: PathBuf,
+    encoder_decoder: Option<PathBuf>,
+}
+
+/// Pretrain `cfg` as run `opts` (resumable); `None` when `stop_at` ended it early.
+fn pretrain(
+    cfg: &SpadeConfig,
+    opts: &RunOptions,
+    stop_at: Option<u64>,
+) -> Result<Option<Pretrained>> {
+    let out = Trainer::<SpadePretrain>::new(cfg.clone(), opts.clone())
+        .run(stop_at)
+        .with_context(|| format!("pretraining {}", cfg.pretrain.method))?;
+    Ok(out.report.map(|_| Pretrained {
+        encoder: out.dir.join(ENCODER),
+        encoder_decoder: (cfg.pretrain.method == "spade").then(|| out.dir.join(ENCODER_DECODER)),
+    }))
+}
 
 /// One row: the initialisation and the fine-tune's report.
 pub struct Row {
@@ -48,16 +72,18 @@ pub fn reproduce(
                     pc.pretrain.method = m.into();
                     let mut po = opts.clone();
                     po.name = format!("{}-pretrain-{m}", opts.name);
-                    pretrain(&pc, &po, stop_at)?
+                    match pretrain(&pc, &po, stop_at)? {
+                        Some(p) => p,
+                        None => return Ok(None),
+                    }
                 }
             };
             let file = if with_decoder {
-                pre.encoder_decoder.clone()
+                pre.encoder_decoder
+                    .clone()
+                    .context("the spade pretraining left no encoder_decoder.safetensors")?
             } else {
                 pre.encoder.clone()
-            };
-            let Some(file) = file else {
-                return Ok(None);
             };
             ft.model.init = file.display().to_string();
             if m == "spade" {

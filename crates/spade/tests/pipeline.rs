@@ -1,15 +1,21 @@
-//! End to end on a synthetic LA-layout data set: every pretraining variant runs, writes its
-//! report and an `encoder.*` weight file that the fine-tune loads by name (the V-Net's encoder
-//! starts from the pretrained values, not at random); an interrupted pretraining resumes to the
-//! same weights; the four-way reproduce reports Dice for every initialisation; bad settings stop
-//! with a message naming the key.
+//! End to end on a synthetic LA-layout data set, through the shared `Trainer<SpadePretrain>`:
+//! every pretraining variant runs, writes its report and an `encoder.*` weight file that the
+//! fine-tune loads by name (the V-Net's encoder starts from the pretrained values, not at
+//! random); an interrupted pretraining resumes bit-exactly (weights, optimiser state, metrics
+//! lines); the five-row reproduce reports Dice for every initialisation; bad settings stop with
+//! a message naming the key.
 
 use contrast_core::testing::{global_rng_lock, write_synthetic_la};
-use contrast_core::train::RunOptions;
+use contrast_core::train::{Checkpointer, MetricsLog, Outcome, RunOptions, Trainer};
 use spade::config::SpadeConfig;
-use spade::pretrain::pretrain;
+use spade::SpadePretrain;
 use std::path::Path;
 use tch::Tensor;
+
+/// Pretrain `c` as run `o` through the Trainer.
+fn pretrain(c: &SpadeConfig, o: &RunOptions, stop_at: Option<u64>) -> anyhow::Result<Outcome> {
+    Trainer::<SpadePretrain>::new(c.clone(), o.clone()).run(stop_at)
+}
 
 fn tiny(root: &Path) -> SpadeConfig {
     let mut c = SpadeConfig::default();
@@ -27,7 +33,8 @@ fn tiny(root: &Path) -> SpadeConfig {
     c.pretrain.steps = 4;
     c.pretrain.volumes = 2;
     c.pretrain.crop = [16, 16, 16];
-    c.pretrain.checkpoint_every = 2;
+    c.log.checkpoint_every = 2;
+    c.log.log_every = 1;
     c.pretrain.proj_dim = 8;
     c.local.dim = 4;
     c.local.samples = 16;
@@ -65,8 +72,22 @@ fn pretrain_resume_finetune_and_reproduce() {
         let mut c = cfg.clone();
         c.pretrain.method = m.into();
         let out = pretrain(&c, &opts(&runs, m, false), None).unwrap();
-        let enc = read(out.encoder.as_ref().unwrap());
+        let rep = serde_json::to_value(out.report.as_ref().unwrap()).unwrap();
+        assert_eq!(
+            (rep["method"].as_str(), rep["variant"].as_str()),
+            (Some("spade"), Some(m))
+        );
+        assert_eq!(rep["stage"], "pretraining");
+        let enc = read(&out.dir.join("encoder.safetensors"));
+        assert_eq!(
+            rep["encoder"],
+            out.dir.join("encoder.safetensors").display().to_string()
+        );
         assert!(!enc.is_empty() && enc.iter().all(|(n, _)| n.starts_with("encoder.")));
+        assert_eq!(
+            out.dir.join("encoder_decoder.safetensors").is_file(),
+            m == "spade"
+        );
         let metrics = std::fs::read_to_string(out.dir.join("metrics.jsonl")).unwrap();
         assert!(metrics.contains("\"global\""), "{m}: {metrics}");
         assert_eq!(metrics.contains("\"local\""), m == "spade", "{m}");
@@ -90,21 +111,61 @@ fn pretrain_resume_finetune_and_reproduce() {
     c.pretrain.extra_nifti = vec![dir.path().join("missing.nii.gz").display().to_string()];
     let err = format!(
         "{:#}",
-        pretrain(&c, &opts(&runs, "nifti-bad", false), None).unwrap_err()
+        pretrain(&c, &opts(&runs, "nifti-bad", false), None)
+            .err()
+            .expect("a missing NIfTI file is an error")
     );
     assert!(err.contains("missing.nii.gz"), "{err}");
 
-    // interrupted + resumed = uninterrupted
+    // interrupted + resumed = uninterrupted, bit for bit: every step's loss, the encoder file,
+    // the model and optimiser groups of the final checkpoints, the metrics lines
     let half = pretrain(&cfg, &opts(&runs, "split", false), Some(2)).unwrap();
-    assert!(half.encoder.is_none());
+    assert!(half.report.is_none());
+    assert!(!half.dir.join("encoder.safetensors").exists());
     let rest = pretrain(&cfg, &opts(&runs, "split", true), None).unwrap();
+    assert_eq!(
+        rest.losses.first().unwrap().0,
+        3,
+        "resume continues at step 3"
+    );
+    let full = pretrain(&cfg, &opts(&runs, "full", false), None).unwrap();
+    let joined: Vec<(u64, f64)> = half.losses.iter().chain(&rest.losses).cloned().collect();
+    assert_eq!(joined.len(), full.losses.len());
+    for ((s1, x), (s2, y)) in full.losses.iter().zip(&joined) {
+        assert_eq!(s1, s2);
+        assert_eq!(x.to_bits(), y.to_bits(), "loss at step {s1}: {x} vs {y}");
+    }
     let a = read(&runs.join("spade/spade/encoder.safetensors"));
-    let b = read(rest.encoder.as_ref().unwrap());
+    let b = read(&rest.dir.join("encoder.safetensors"));
     assert_eq!(a.len(), b.len());
     for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
         assert_eq!(na, nb);
         assert!(ta.equal(tb), "{na} differs after resume");
     }
+    let last_ck = |name: &str| {
+        let ck = Checkpointer::new(runs.join("spade").join(name).join("checkpoints"), 9);
+        Checkpointer::load(ck.latest().unwrap().unwrap()).unwrap()
+    };
+    let (c1, c2) = (last_ck("full"), last_ck("split"));
+    assert_eq!((c1.state.step, c2.state.step), (4, 4));
+    for g in ["model", "optim"] {
+        let (x, y) = (c1.group(g).unwrap(), c2.group(g).unwrap());
+        assert!(!x.is_empty() && x.len() == y.len(), "{g}");
+        for ((n1, t1), (n2, t2)) in x.iter().zip(y) {
+            assert_eq!(n1, n2);
+            assert!(t1.equal(t2), "{g}: {n1} differs after resume");
+        }
+    }
+    let lines = |name: &str| {
+        let mut v = MetricsLog::read(runs.join("spade").join(name).join("metrics.jsonl")).unwrap();
+        for l in &mut v {
+            l.as_object_mut().unwrap().remove("elapsed_s");
+        }
+        v
+    };
+    let (m_full, m_split) = (lines("full"), lines("split"));
+    assert_eq!(m_full.len(), 4);
+    assert_eq!(m_full, m_split, "metrics lines differ after resume");
 
     // the fine-tune starts from the pretrained encoder
     let mut ft = cfg.finetune.clone();
@@ -150,7 +211,7 @@ fn pretrain_resume_finetune_and_reproduce() {
         assert!(vars2[name].equal(t), "{name} not initialised from the file");
     }
 
-    // the four-way comparison
+    // the five-row comparison
     let rows = spade::reproduce::reproduce(&cfg, &opts(&runs, "four", false), None)
         .unwrap()
         .unwrap();
@@ -168,7 +229,32 @@ fn pretrain_resume_finetune_and_reproduce() {
     for r in &rows {
         let d = r.report["last_iteration"]["mean"]["dice"].as_f64().unwrap();
         assert!((0.0..=100.0).contains(&d));
+        // the fine-tune is FBA-Net's supervised V-Net through Trainer<FbaNetMethod>
+        assert_eq!(r.report["method"], "fba-net");
+        assert_eq!(r.report["variant"], "supervised");
+        assert_eq!(r.report["value"].as_f64(), Some(d));
     }
+    // runs/spade/<name>-pretrain-<m> and -finetune-<tag>; the spade pretraining serves two rows
+    for run in [
+        "four-pretrain-simclr",
+        "four-pretrain-spade-global",
+        "four-pretrain-spade",
+        "four-finetune-scratch",
+        "four-finetune-simclr",
+        "four-finetune-spade-global",
+        "four-finetune-spade",
+        "four-finetune-spade-decoder",
+    ] {
+        assert!(
+            runs.join("spade").join(run).join("report.json").is_file(),
+            "{run}"
+        );
+    }
+    let ft_cfg =
+        std::fs::read_to_string(runs.join("spade/four-finetune-spade-decoder/config.toml"))
+            .unwrap();
+    let init = runs.join("spade/four-pretrain-spade/encoder_decoder.safetensors");
+    assert!(ft_cfg.contains(&init.display().to_string()), "{ft_cfg}");
     assert!(spade::reproduce::table(&rows).contains("| Spade global + local |"));
 
     // bad settings name the key
@@ -176,7 +262,9 @@ fn pretrain_resume_finetune_and_reproduce() {
     c.pretrain.method = "byol".into();
     let err = format!(
         "{:#}",
-        pretrain(&c, &opts(&runs, "bad", false), None).unwrap_err()
+        pretrain(&c, &opts(&runs, "bad", false), None)
+            .err()
+            .expect("an unknown pretrain.method is an error")
     );
     assert!(err.contains("pretrain.method"), "{err}");
 }
@@ -190,6 +278,12 @@ fn presets_parse() {
         let cfg: SpadeConfig =
             toml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         assert!(cfg.pretrain.steps > 0, "{}", p.display());
+        // a [log] table fills missing keys from core's defaults (checkpoint every epoch): the
+        // presets spell out the step cadence, for the pretraining and for the fine-tune
+        for log in [&cfg.log, &cfg.finetune.log] {
+            assert_eq!(log.checkpoint_every_epochs, 0, "{}", p.display());
+            assert!(log.checkpoint_every > 0, "{}", p.display());
+        }
     }
 }
 
