@@ -2,10 +2,10 @@
 //! Defaults are the official CIFAR-10 ViT-T/2 config (`config/pretrain/cifar10_vit_tiny.py`,
 //! notes §1c); presets override them.
 
-use contrast_core::train::RuntimeConfig;
+use contrast_core::train::{LogConfig, RuntimeConfig};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PatchMixConfig {
     pub runtime: RuntimeConfig,
@@ -17,6 +17,28 @@ pub struct PatchMixConfig {
     pub log: LogConfig,
     /// The paper's numbers for this preset (shown beside ours; never used in training).
     pub paper: PaperNumbers,
+}
+
+impl Default for PatchMixConfig {
+    fn default() -> Self {
+        Self {
+            runtime: RuntimeConfig::default(),
+            data: DataConfig::default(),
+            model: ModelConfig::default(),
+            mix: MixConfig::default(),
+            optim: OptimConfig::default(),
+            eval: EvalConfig::default(),
+            // a metrics line every 10 steps, a checkpoint at the end of every epoch (and of the
+            // run), the last two kept
+            log: LogConfig {
+                log_every: 10,
+                checkpoint_every: 0,
+                checkpoint_every_epochs: 1,
+                keep_checkpoints: 2,
+            },
+            paper: PaperNumbers::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -215,25 +237,6 @@ impl Default for EvalConfig {
             linear_min_scale: 0.08,
             linear_base_lr: 0.05,
             linear_batch_size: 256,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LogConfig {
-    pub log_every: u64,
-    /// Checkpoint every this many epochs (and at the end).
-    pub checkpoint_every_epochs: u64,
-    pub keep_checkpoints: usize,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self {
-            log_every: 10,
-            checkpoint_every_epochs: 1,
-            keep_checkpoints: 2,
         }
     }
 }

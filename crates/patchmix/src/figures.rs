@@ -68,7 +68,7 @@ fn stack(parts: &[RgbImage], pad: u32) -> RgbImage {
 pub fn mixing_figure(cfg: &PatchMixConfig, ds: Arc<dyn Dataset>, path: &Path) -> Result<PathBuf> {
     let loader = Loader::new(
         ds,
-        crate::train::eval_recipe(cfg)?,
+        crate::eval::eval_recipe(cfg)?,
         LoaderConfig {
             batch_size: MIX_FIGURE_IMAGES as usize,
             shuffle: false,

@@ -11,7 +11,11 @@
 //! * [`mix`]: the patch-level mixer and the soft targets;
 //! * [`loss`]: the three-term objective (+ multi-crop terms);
 //! * [`model`]: ViT + MoCo-v3 projector/predictor, stop-gradient or momentum key branch;
-//! * [`train`]: pretraining and kNN / linear evaluation on the shared harness;
+//! * [`train`]: the network of a config, its data, and one training step's loss terms;
+//! * [`eval`]: the kNN / linear-probe evaluation on the class token;
+//! * [`figures`]: the mixing figure and the PCA of the test features;
+//! * [`method`]: [`PatchMix`], the [`contrast_core::train::Method`] that the shared Trainer
+//!   runs (`patchmix pretrain | eval | reproduce | describe`);
 //! * [`config`]: the configuration (presets in `configs/`).
 //!
 //! Using the mixer and the loss from your own loop:
@@ -49,11 +53,14 @@
 //! ```
 
 pub mod config;
+pub mod eval;
 pub mod figures;
 pub mod loss;
+pub mod method;
 pub mod mix;
 pub mod model;
 pub mod report;
 pub mod train;
 
+pub use method::PatchMix;
 pub use mix::{MixOutput, PatchMixer};

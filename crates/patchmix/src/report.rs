@@ -7,7 +7,8 @@ fn num(v: &Value) -> String {
     v.as_f64().map_or("–".into(), |x| format!("{x:.2}"))
 }
 
-/// A Markdown table from the two `report.json` values.
+/// A Markdown table from the two `report.json` values (`PatchMix::table`; `base` is `null` when
+/// the baseline did not finish).
 pub fn table(mixed: &Value, base: &Value) -> String {
     let knn_rows = |r: &Value| -> Vec<(i64, String)> {
         r["knn"]

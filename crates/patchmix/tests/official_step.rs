@@ -124,7 +124,8 @@ fn run_case(momentum: bool, steps: usize, n_local: usize, fixture: &str) {
         inputs.push((format!("w.{n}"), t.detach().copy()));
     }
 
-    // our steps, as `pretrain` runs them: momentum update, forwards, loss, AdamW
+    // our steps, in the order the Trainer runs `PatchMix` (src/method.rs): momentum update
+    // (`before_step`), forwards and loss (`step`), AdamW
     let mut groups = decay_groups(&net.encoder_vs, wd);
     groups.extend(decay_groups(&net.predictor_vs, wd));
     let eps = if steps > 1 { 1e-3 } else { 1e-8 };

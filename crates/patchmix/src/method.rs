@@ -1,0 +1,315 @@
+//! PatchMix as a [`Method`] of the shared [`contrast_core::train::Trainer`]: what the paper adds
+//! (the network, the mixed views and soft targets, the momentum encoder, kNN monitoring, the
+//! kNN + linear evaluation, the figures); the Trainer runs everything else.
+//!
+//! Per step (official `main_pretrain.py::train_epoch`): the Trainer sets lr (warm-up + cosine)
+//! and weight decay (cosine-increasing) from the [`Optimization`] schedules, then
+//! [`Method::before_step`] moves the momentum encoder (before the forwards, as officially), then
+//! [`Method::step`] mixes the views and computes the loss terms ([`crate::train::step_terms`]).
+//! The baseline ([`Method::baseline`]) is the same run with `mix.enabled = false`.
+
+use crate::config::PatchMixConfig;
+use crate::eval::{evaluate, knn_now};
+use crate::mix::PatchMixer;
+use crate::model::PatchMixNet;
+use crate::train::{
+    build_net, datasets, momentum_at, step_terms, train_recipe, vit_config, StepTargets,
+};
+use anyhow::{bail, Context, Result};
+use contrast_core::data::dataset::Dataset;
+use contrast_core::data::pipeline::{Batch, Loader, LoaderConfig};
+use contrast_core::loss::InfoNce;
+use contrast_core::optim::adamw::{AdamW, AdamWConfig};
+use contrast_core::optim::decay_groups;
+use contrast_core::optim::schedule::{scaled_lr, Schedule};
+use contrast_core::tensors::{load_into, named_variables, Named};
+use contrast_core::train::{
+    Batches, Checkpoint, Evaluation, Length, LogConfig, Losses, Method, Monitor, Optimization,
+    RunCtx, RunReport, RuntimeConfig, StepCtx,
+};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::sync::Arc;
+use tch::{Device, Tensor};
+
+/// A PatchMix run (or its no-mix baseline): the network, the data sets and the step's fixed
+/// parts.
+pub struct PatchMix {
+    cfg: PatchMixConfig,
+    pub net: PatchMixNet,
+    train_ds: Arc<dyn Dataset>,
+    test_ds: Arc<dyn Dataset>,
+    mixer: PatchMixer,
+    nce: InfoNce,
+    targets: StepTargets,
+    /// The EMA momentum applied before the current step (logged with a momentum encoder).
+    momentum: f64,
+    /// The test set's class tokens and labels from the last evaluation (for the figures).
+    query: Option<(Tensor, Tensor)>,
+}
+
+impl Method for PatchMix {
+    type Config = PatchMixConfig;
+    type Batch = Batch;
+    const NAME: &'static str = "patchmix";
+
+    fn runtime(cfg: &PatchMixConfig) -> &RuntimeConfig {
+        &cfg.runtime
+    }
+    fn log(cfg: &PatchMixConfig) -> &LogConfig {
+        &cfg.log
+    }
+    fn length(cfg: &PatchMixConfig) -> Length {
+        Length::Epochs(cfg.optim.epochs)
+    }
+
+    fn build(cfg: &PatchMixConfig, device: Device) -> Result<Self> {
+        // the network first, from the run seed the Trainer has just set
+        let net = build_net(cfg, device)?;
+        let (train_ds, test_ds) = datasets(cfg)?;
+        momentum_at(cfg, 0, 1)?; // an unknown schedule name fails before training
+        let mixer = PatchMixer::new(
+            cfg.mix.m,
+            if cfg.mix.enabled { cfg.mix.p } else { 0.0 },
+            cfg.model.patch_size,
+            cfg.mix.smoothing,
+        )?;
+        let mut nce = InfoNce::new(cfg.optim.temperature)?;
+        // the mixer's targets are row-stochastic by construction (tested): skip the per-call check
+        nce.check_targets = false;
+        let targets = StepTargets::new(
+            &mixer,
+            cfg.optim.batch_size as i64,
+            cfg.mix.src_smoothing,
+            device,
+        );
+        Ok(Self {
+            cfg: cfg.clone(),
+            net,
+            train_ds,
+            test_ds,
+            mixer,
+            nce,
+            targets,
+            momentum: 0.0,
+            query: None,
+        })
+    }
+
+    fn data(&mut self) -> Result<Box<dyn Batches<Batch = Batch>>> {
+        let cfg = &self.cfg;
+        let loader = Loader::new(
+            Arc::clone(&self.train_ds),
+            train_recipe(cfg)?,
+            LoaderConfig {
+                batch_size: cfg.optim.batch_size,
+                shuffle: true,
+                drop_last: true,
+                seed: cfg.runtime.seed,
+                prefetch: cfg.data.prefetch.max(1),
+                threads: cfg.data.threads,
+            },
+        )?;
+        if loader.batches_per_epoch() == 0 {
+            bail!(
+                "the training set ({} images) is smaller than one batch ({})",
+                self.train_ds.len(),
+                cfg.optim.batch_size
+            );
+        }
+        Ok(Box::new(loader))
+    }
+
+    /// AdamW (no weight decay on 1-D parameters), lr = base·batch/256 with linear warm-up and
+    /// cosine decay per step, weight decay cosine-increasing from `wd_start` to `wd_end`.
+    fn optimization(&self, total: u64, per_epoch: u64) -> Result<Optimization> {
+        let o = &self.cfg.optim;
+        let mut groups = decay_groups(&self.net.encoder_vs, o.wd_start);
+        groups.extend(decay_groups(&self.net.predictor_vs, o.wd_start));
+        let lr = scaled_lr(o.base_lr, o.batch_size);
+        let optimizer = AdamW::new(
+            groups,
+            AdamWConfig {
+                lr,
+                beta1: o.beta1,
+                beta2: o.beta2,
+                ..AdamWConfig::default()
+            },
+        )?;
+        Ok(Optimization {
+            optimizer: Box::new(optimizer),
+            lr: Schedule::WarmupCosine {
+                base: lr,
+                final_value: o.min_lr,
+                total_steps: total,
+                warmup_steps: per_epoch * o.warmup_epochs,
+                warmup_start: 0.0,
+            },
+            weight_decay: Some(Schedule::Cosine {
+                start: o.wd_start,
+                end: o.wd_end,
+                steps: total,
+            }),
+            clip: None,
+        })
+    }
+
+    fn variant(&self) -> String {
+        if self.cfg.mix.enabled {
+            "patchmix"
+        } else {
+            "no-mix baseline"
+        }
+        .into()
+    }
+    fn samples_per_step(&self) -> u64 {
+        self.cfg.optim.batch_size as u64
+    }
+    fn describe_data(&self) -> String {
+        format!(
+            "{} ({} train / {} test images)",
+            self.cfg.data.format,
+            self.train_ds.len(),
+            self.test_ds.len()
+        )
+    }
+    fn describe_model(&self) -> String {
+        let depth = vit_config(&self.cfg).map_or(self.cfg.model.depth, |v| v.depth);
+        format!(
+            "{} patch {} depth {depth}",
+            self.cfg.model.arch, self.cfg.model.patch_size
+        )
+    }
+    fn paper(&self) -> Value {
+        serde_json::to_value(&self.cfg.paper).unwrap_or(Value::Null)
+    }
+
+    /// The momentum encoder moves before the step's forwards (official `train_epoch`).
+    fn before_step(&mut self, ctx: &StepCtx) -> Result<()> {
+        self.momentum = momentum_at(&self.cfg, ctx.step, ctx.per_epoch)?;
+        self.net.update_momentum(self.momentum)
+    }
+
+    fn step(&mut self, batch: Batch, ctx: &StepCtx) -> Result<Losses> {
+        let views: Vec<Tensor> = batch
+            .views
+            .iter()
+            .map(|v| v.to_device(ctx.device))
+            .collect();
+        // one decision per step for every mixed view; the targets depend on it only
+        let apply = self.mixer.should_mix();
+        let terms = step_terms(
+            &self.net,
+            &self.mixer,
+            &self.nce,
+            &self.targets,
+            &views,
+            apply,
+        )?;
+        // the total first (the Trainer's headline term), then the parts
+        let values = terms.values();
+        let ordered = values
+            .iter()
+            .filter(|(n, _)| *n == "total")
+            .chain(values.iter().filter(|(n, _)| *n != "total"))
+            .copied();
+        let mut losses = Losses::new(terms.total, ordered);
+        if self.cfg.model.use_momentum {
+            losses = losses.with("ema_momentum", self.momentum);
+        }
+        Ok(losses)
+    }
+
+    fn state(&self) -> Vec<(String, Named)> {
+        let mut groups = vec![
+            ("encoder".into(), named_variables(&self.net.encoder_vs)),
+            ("predictor".into(), named_variables(&self.net.predictor_vs)),
+        ];
+        if let Some(m) = &self.net.momentum {
+            groups.push(("momentum".into(), named_variables(&m.vs)));
+        }
+        groups
+    }
+
+    /// Encoder, predictor and (when present) momentum-encoder weights.
+    fn restore(&mut self, ck: &Checkpoint) -> Result<()> {
+        let net = &self.net;
+        load_into(&net.encoder_vs, ck.group("encoder")?, true).context("restoring the encoder")?;
+        load_into(&net.predictor_vs, ck.group("predictor")?, true)
+            .context("restoring the predictor")?;
+        if let Some(m) = &net.momentum {
+            load_into(&m.vs, ck.group("momentum")?, true)
+                .context("restoring the momentum encoder")?;
+        }
+        Ok(())
+    }
+
+    /// kNN on the class token every `eval.knn_every` epochs (not after the last: the
+    /// evaluation does it), as `knn_top1_k<k>` fields.
+    fn monitor(&mut self, ctx: &StepCtx, run: &RunCtx) -> Result<Monitor> {
+        let every = self.cfg.eval.knn_every;
+        let done = ctx.done();
+        if !(ctx.epoch_end()
+            && every > 0
+            && (done / ctx.per_epoch).is_multiple_of(every)
+            && done < ctx.total)
+        {
+            return Ok(Monitor::default());
+        }
+        let acc = knn_now(
+            &self.net,
+            &self.train_ds,
+            &self.test_ds,
+            &self.cfg,
+            run.device,
+        )?;
+        Ok(Monitor {
+            fields: acc
+                .iter()
+                .map(|(k, a)| (format!("knn_top1_k{k}"), json!(a)))
+                .collect(),
+            message: Some(format!("epoch {}: kNN {acc:?}", done / ctx.per_epoch)),
+        })
+    }
+
+    /// kNN and the linear probe on the class token of the frozen encoder (the momentum encoder
+    /// when there is one). Headline: kNN top-1 at the first k.
+    fn evaluate(&mut self, run: &RunCtx) -> Result<Evaluation> {
+        let cfg = &self.cfg;
+        let ev = evaluate(&self.net, &self.train_ds, &self.test_ds, cfg, run.device)?;
+        let j = ev.to_json(cfg)?;
+        let metric = format!(
+            "kNN top-1 (k={}, T={})",
+            cfg.eval.knn_k.first().copied().unwrap_or(0),
+            cfg.eval.knn_t
+        );
+        self.query = Some(ev.query);
+        let mut out = Evaluation::new(metric, ev.knn.first().map(|a| a.1));
+        for key in ["knn", "linear", "eval_protocol"] {
+            out = out.with(key, &j[key]);
+        }
+        Ok(out)
+    }
+
+    /// `mixing.png` (PatchMix runs) and the PCA of the test class tokens.
+    fn figures(&mut self, dir: &Path) -> Result<()> {
+        let query = self
+            .query
+            .as_ref()
+            .context("the figures need the evaluation's test features")?;
+        crate::figures::write_figures(&self.cfg, &self.test_ds, query, dir)?;
+        Ok(())
+    }
+
+    /// The identical run with mixing off: identity targets, i.e. the symmetric MoCo-v3 loss.
+    fn baseline(cfg: &PatchMixConfig) -> Option<(String, PatchMixConfig)> {
+        let mut base = cfg.clone();
+        base.mix.enabled = false;
+        Some(("nomix".into(), base))
+    }
+
+    fn table(ours: &RunReport, baseline: Option<&RunReport>) -> String {
+        let v = |r: &RunReport| serde_json::to_value(r).unwrap_or(Value::Null);
+        crate::report::table(&v(ours), &baseline.map_or(Value::Null, v))
+    }
+}
