@@ -382,6 +382,19 @@ impl Method for Multinet {
         .map(|_| ())
     }
 
+    /// The online encoder's ResNet (MNCLGLF) or the SimCLR backbone, as a torchvision state dict.
+    fn export(&self) -> Result<contrast_core::nn::export::Export> {
+        use contrast_core::nn::export::{backbone_state, resnet_meta, Export};
+        let vs = match &self.net {
+            Net::Mnclglf(m) => &m.net.encoder_vs,
+            Net::Simclr(b) => &b.vs,
+        };
+        Ok(Export {
+            tensors: backbone_state(&named_variables(vs), "backbone"),
+            meta: resnet_meta(&crate::model::resnet_config(&self.cfg)),
+        })
+    }
+
     /// The plain-SimCLR baseline of the same settings (run name suffix `simclr`).
     fn baseline(cfg: &MultinetConfig) -> Option<(String, MultinetConfig)> {
         (cfg.method == config::Method::Mnclglf).then(|| {

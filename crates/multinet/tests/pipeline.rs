@@ -3,7 +3,7 @@
 //! EMA encoder and memory bank are all checkpointed); the SimCLR baseline runs on the same harness.
 
 use contrast_core::testing::{global_rng_lock, write_synthetic_cifar10};
-use contrast_core::train::{Checkpointer, MetricsLog, Outcome, RunOptions, Trainer};
+use contrast_core::train::{Checkpointer, Method, MetricsLog, Outcome, RunOptions, Trainer};
 use multinet::config::MultinetConfig;
 use multinet::method::Multinet;
 use std::path::Path;
@@ -118,6 +118,15 @@ fn pretrain_reports_and_resumes_bit_exactly() {
     assert!(a.iter().all(|r| r["global_local"].as_f64().unwrap() > 0.0
         && r["nn"].as_f64().unwrap() > 0.0
         && r["grad_norm"].as_f64().unwrap() > 0.0));
+
+    // the trained backbone exports as a torchvision ResNet state dict
+    let (m, _, _) = Trainer::<Multinet>::new(cfg.clone(), opts(&runs, "full", false))
+        .restore_latest(&runs.join("multinet/full"))
+        .unwrap();
+    let e = m.export().unwrap();
+    assert!(e.tensors.iter().all(|(n, _)| !n.starts_with("backbone.")));
+    assert!(e.tensors.iter().any(|(n, _)| n == "layer4.0.conv1.weight"));
+    assert_eq!(e.meta["library"], "torchvision");
 
     // the plain-SimCLR baseline runs on the same harness and reports the same metrics
     let mut base = cfg.clone();

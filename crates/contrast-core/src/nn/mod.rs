@@ -17,6 +17,7 @@
 //! `*.num_batches_tracked` entries (see [`is_untracked_buffer`]); exporting to PyTorch loads with
 //! those keys missing.
 
+pub mod export;
 pub mod heads;
 pub mod resnet;
 pub mod vit;

@@ -148,6 +148,16 @@ pub enum Verb {
     /// Train the method and its baseline with the same settings, then print both beside the
     /// paper's numbers.
     Reproduce(RunArgs),
+    /// Write a run's trained backbone as a timm / torchvision state dict
+    /// (`<run>/export/backbone.safetensors` + `backbone.json` saying how to load it).
+    Export {
+        /// The run folder.
+        #[arg(long)]
+        run: PathBuf,
+        /// Output folder (default `<run>/export`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// What this binary trains: presets, baseline, metric (`--json` for tools).
     Describe {
         #[arg(long)]
@@ -229,6 +239,25 @@ pub fn run_verb<M: super::Method>(crate_dir: &Path, verb: Verb) -> Result<()> {
             };
             let b = base.and_then(|b| b.report);
             println!("{}", M::table(&m, b.as_ref()));
+        }
+        Verb::Export { run, out } => {
+            let args = EvalArgs {
+                run: run.clone(),
+                ..EvalArgs::default()
+            };
+            let cfg: M::Config = args.config()?;
+            let (method, latest, _) =
+                Trainer::<M>::new(cfg, RunOptions::new(M::NAME, "export")).restore_latest(&run)?;
+            let e = method.export()?;
+            let dir = out.unwrap_or_else(|| run.join("export"));
+            let [st, js] = crate::nn::export::write_export(&e, &dir, "backbone")?;
+            println!(
+                "exported {} tensors from {} to {} (how to load: {})",
+                e.tensors.len(),
+                latest.display(),
+                st.display(),
+                js.display()
+            );
         }
         Verb::Describe { json } => {
             let cfg = M::Config::default();

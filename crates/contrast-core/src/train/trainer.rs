@@ -278,6 +278,12 @@ pub trait Method: Sized {
     fn baseline(_cfg: &Self::Config) -> Option<(String, Self::Config)> {
         None
     }
+    /// The trained backbone as a timm / torchvision state dict (`<method> export --run DIR`);
+    /// see [`crate::nn::export`]. Methods without a natural-image backbone keep the default.
+    fn export(&self) -> Result<crate::nn::export::Export> {
+        bail!("{} has no backbone export", Self::NAME)
+    }
+
     /// The comparison `reproduce` prints (markdown).
     fn table(ours: &RunReport, baseline: Option<&RunReport>) -> String {
         super::report::table(ours, baseline)
@@ -510,9 +516,9 @@ impl<M: Method> Trainer<M> {
         Ok(self.run_with_method(stop_at)?.0)
     }
 
-    /// Evaluate a run folder again from its newest checkpoint (its `config.toml` is `self.cfg`,
-    /// possibly with overrides): build the method, restore, evaluate, write `out` in the folder.
-    pub fn evaluate_checkpoint(&self, run_dir: &Path, out: &Path) -> Result<Evaluation> {
+    /// The method of `self.cfg` restored from a run folder's newest checkpoint, with the
+    /// checkpoint's path and the device.
+    pub fn restore_latest(&self, run_dir: &Path) -> Result<(M, PathBuf, Device)> {
         let rt = M::runtime(&self.cfg);
         let device = rt.init()?;
         tch::manual_seed(rt.seed as i64);
@@ -522,7 +528,16 @@ impl<M: Method> Trainer<M> {
             .with_context(|| format!("no checkpoint in {}", dir.display()))?;
         let ck = super::Checkpointer::load(&latest)?;
         let mut method = M::build(&self.cfg, device)?;
-        method.restore(&ck)?;
+        method
+            .restore(&ck)
+            .with_context(|| format!("restoring {}", latest.display()))?;
+        Ok((method, latest, device))
+    }
+
+    /// Evaluate a run folder again from its newest checkpoint (its `config.toml` is `self.cfg`,
+    /// possibly with overrides): build the method, restore, evaluate, write `out` in the folder.
+    pub fn evaluate_checkpoint(&self, run_dir: &Path, out: &Path) -> Result<Evaluation> {
+        let (mut method, latest, device) = self.restore_latest(run_dir)?;
         let ev = method.evaluate(&RunCtx {
             dir: run_dir.to_path_buf(),
             device,
