@@ -4,9 +4,12 @@
 //! contrastive-learning methods share. A method crate composes these blocks; it never
 //! re-implements one.
 //!
-//! * [`train`]: the run harness — device and threads, seeding, TOML configs with command-line
-//!   overrides, run directories, atomic checkpoints with bit-exact resume, metrics logging with a
-//!   progress bar, and the NaN/Inf guard.
+//! * [`train`]: the one training harness — the [`train::Method`] trait (what a paper adds) and
+//!   the [`train::Trainer`] that runs every method (device and threads, seeding, TOML configs with
+//!   command-line overrides, run directories, schedules, bf16 autocast on CUDA, the NaN/Inf
+//!   guard, metrics logging with a progress bar, atomic checkpoints with bit-exact resume,
+//!   evaluation, figures and the typed [`train::RunReport`]), and the shared command line
+//!   ([`train::cli`]); [`train::example`] is a complete minimal method.
 //! * [`optim`]: optimisers whose state can be checkpointed.
 //! * [`loss`]: contrastive objectives.
 //! * [`nn`]: backbones (ViT, ResNet) and MLP heads with PyTorch parameter names.
