@@ -51,7 +51,9 @@ pub struct RunReport {
     pub wall_s: f64,
     /// Training samples per second of step time (this invocation's steps).
     pub samples_per_s: f64,
-    /// `git rev-parse --short HEAD` of the checkout that built the binary, when known.
+    /// The source commit: `$CONTRAST_COMMIT` when set (the GPU bundles set it to the commit
+    /// they were built from), else `git rev-parse --short HEAD` of the crate's checkout when the
+    /// run started (a binary built from an older tree reports the newer HEAD).
     pub commit: Option<String>,
     /// The method's own results.
     #[serde(flatten)]

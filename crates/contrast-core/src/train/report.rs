@@ -13,8 +13,8 @@ pub fn device_name(d: Device) -> String {
     }
 }
 
-/// The commit of the source tree the binary was built from: `CONTRAST_COMMIT` when set (the GPU
-/// bundles set it), else `git rev-parse --short HEAD` in the crate's checkout.
+/// The source commit of a run: `CONTRAST_COMMIT` when set (the GPU bundles set it to the commit
+/// they were built from), else `git rev-parse --short HEAD` in the crate's checkout at run time.
 pub fn commit() -> Option<String> {
     if let Ok(c) = std::env::var("CONTRAST_COMMIT") {
         if !c.is_empty() {
