@@ -144,7 +144,7 @@ impl Default for ModelConfig {
     }
 }
 
-/// SimCLR head and loss (the issue: head 2048 → 128 with BN; NT-Xent).
+/// SimCLR head and loss (head 2048 → 128 with BN; NT-Xent).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SimclrConfig {

@@ -4,7 +4,7 @@
 //! [`contrast_core::train::Trainer`].
 
 use crate::config::{Framework, SppsConfig};
-use crate::model::{Model, Partners};
+use crate::model::{backbone_config, Model, Partners};
 use crate::sampler::{histogram, PairSet};
 use crate::train::{
     build_optimizer, datasets, embed, embed_with, lr_schedule, train_recipe, PartnerPicker,
@@ -397,6 +397,15 @@ impl Method for Spps {
             2000,
         )?;
         Ok(())
+    }
+
+    /// The trained ResNet (SimCLR's encoder, MoCo's query encoder) as a torchvision state dict.
+    fn export(&self) -> Result<contrast_core::nn::export::Export> {
+        use contrast_core::nn::export::{backbone_state, resnet_meta, Export};
+        Ok(Export {
+            tensors: backbone_state(&named_variables(self.model.trained_vs()), "backbone"),
+            meta: resnet_meta(&backbone_config(&self.cfg)?),
+        })
     }
 
     /// The plain framework: the same config without semantic pairs.

@@ -56,8 +56,8 @@ fn baseline_sampler_spps_and_mocov2() {
     write_synthetic_cifar10(&data, 8); // 40 train, 8 test → 5 steps per epoch
     let runs = dir.path().join("runs");
     let base_cfg = tiny(&data);
-    let base = Trainer::<Spps>::new(base_cfg.clone(), opts(&runs, "base", false))
-        .run(None)
+    let (base, base_method) = Trainer::<Spps>::new(base_cfg.clone(), opts(&runs, "base", false))
+        .run_with_method(None)
         .unwrap();
     assert_eq!(base.step, 10);
     let br = base.report.unwrap();
@@ -69,6 +69,16 @@ fn baseline_sampler_spps_and_mocov2() {
         .unwrap()
         .to_rgb8();
     assert!(contrast_report::images::ink_fraction(&pca) > 0.01);
+    // the export is the ResNet alone, under torchvision's names
+    let ex = base_method.export().unwrap();
+    let names: Vec<&str> = ex.tensors.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(names.contains(&"conv1.weight") && names.contains(&"layer4.0.conv2.weight"));
+    assert!(
+        names
+            .iter()
+            .all(|n| !n.starts_with("projector") && !n.starts_with("backbone")),
+        "{names:?}"
+    );
 
     let pairs_file = dir.path().join("pairs.json");
     let set = sample(&base.dir, &base_cfg.sampler, &pairs_file).unwrap();
