@@ -301,6 +301,15 @@ impl Method for PatchMix {
         Ok(())
     }
 
+    /// The query encoder's ViT (without the projector) as a timm `VisionTransformer` state dict.
+    fn export(&self) -> Result<contrast_core::nn::export::Export> {
+        use contrast_core::nn::export::{backbone_state, vit_meta, Export};
+        Ok(Export {
+            tensors: backbone_state(&named_variables(&self.net.encoder_vs), "base_encoder"),
+            meta: vit_meta(&vit_config(&self.cfg)?),
+        })
+    }
+
     /// The identical run with mixing off: identity targets, i.e. the symmetric MoCo-v3 loss.
     fn baseline(cfg: &PatchMixConfig) -> Option<(String, PatchMixConfig)> {
         let mut base = cfg.clone();

@@ -197,6 +197,15 @@ fn pretrain_reports_evaluates_and_resumes_bit_exactly() {
     assert!((wd[0] - 0.02).abs() < 1e-12, "{wd:?}");
     assert!(wd.windows(2).all(|w| w[1] > w[0]) && wd[9] < 0.2, "{wd:?}");
 
+    // the trained ViT exports as a timm VisionTransformer state dict (no projector)
+    let (m, _, _) = Trainer::<PatchMix>::new(cfg.clone(), opts(&runs, "full", false))
+        .restore_latest(&run_dir)
+        .unwrap();
+    let e = m.export().unwrap();
+    assert!(e.tensors.iter().any(|(n, _)| n == "cls_token"));
+    assert!(e.tensors.iter().all(|(n, _)| !n.starts_with("head.")));
+    assert_eq!(e.meta["library"], "timm");
+
     // the no-mix baseline: identity targets, so both mixed terms equal the unmixed CE and the
     // objective is the symmetric MoCo-v3 loss
     let (suffix, base) = PatchMix::baseline(&cfg).unwrap();
