@@ -31,6 +31,11 @@ pub struct RunArgs {
     /// Stop after this many optimisation steps in total (the run stays resumable).
     #[arg(long)]
     pub stop_at: Option<u64>,
+    /// Train the method's baseline instead (the paper's idea switched off, everything else as
+    /// configured; the same switch for every method, see `<method> describe`). The run name gets
+    /// the baseline's suffix, as in `reproduce`.
+    #[arg(long)]
+    pub baseline: bool,
     /// Shorthand for `--set runtime.device=...` (auto, cpu, cuda, cuda:N).
     #[arg(long)]
     pub device: Option<String>,
@@ -203,8 +208,15 @@ pub fn run_verb<M: super::Method>(crate_dir: &Path, verb: Verb) -> Result<()> {
     use super::Trainer;
     match verb {
         Verb::Pretrain(args) => {
-            let cfg: M::Config = args.config(crate_dir)?;
-            let out = Trainer::<M>::new(cfg, args.run_options(M::NAME)).run(args.stop_at)?;
+            let mut cfg: M::Config = args.config(crate_dir)?;
+            let mut opts = args.run_options(M::NAME);
+            if args.baseline {
+                let (suffix, base) = M::baseline(&cfg)
+                    .with_context(|| format!("{} has no baseline for this config", M::NAME))?;
+                cfg = base;
+                opts.name = format!("{}-{suffix}", opts.name);
+            }
+            let out = Trainer::<M>::new(cfg, opts).run(args.stop_at)?;
             match out.report {
                 Some(r) => println!("{}", serde_json::to_string_pretty(&r)?),
                 None => println!("stopped at step {} (continue with --resume)", out.step),
@@ -260,24 +272,67 @@ pub fn run_verb<M: super::Method>(crate_dir: &Path, verb: Verb) -> Result<()> {
             );
         }
         Verb::Describe { json } => {
-            let cfg = M::Config::default();
+            let mut rows = Vec::new();
+            for p in presets(crate_dir) {
+                let src = ConfigSource::file(preset_path(crate_dir, &p))?;
+                let row = match load_config::<M::Config>(Some(src), &[]) {
+                    Ok(cfg) => serde_json::json!({
+                        "preset": p,
+                        "baseline": M::baseline(&cfg).map(|(n, _)| n),
+                        "length": format!("{:?}", M::length(&cfg)),
+                        "runtime": M::runtime(&cfg),
+                    }),
+                    Err(e) => serde_json::json!({"preset": p, "error": format!("{e:#}")}),
+                };
+                rows.push(row);
+            }
             let d = serde_json::json!({
                 "method": M::NAME,
-                "presets": presets(crate_dir),
-                "baseline": M::baseline(&cfg).map(|(n, _)| n),
-                "length": format!("{:?}", M::length(&cfg)),
+                "verbs": ["pretrain", "eval", "reproduce", "export", "describe"],
+                "baseline_switch": "--baseline (runs the config that `reproduce` runs beside the method)",
+                "presets": rows,
             });
             if json {
                 println!("{}", serde_json::to_string_pretty(&d)?);
             } else {
-                println!(
-                    "{}: presets {}; baseline: {}",
-                    M::NAME,
-                    d["presets"],
-                    d["baseline"]
-                );
+                println!("{}:", M::NAME);
+                for r in rows {
+                    println!(
+                        "  preset {:<24} {} baseline {}",
+                        r["preset"].as_str().unwrap_or("?"),
+                        r["length"].as_str().unwrap_or("?"),
+                        r["baseline"]
+                    );
+                }
             }
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::example::Toy;
+
+    #[test]
+    fn baseline_switch_names_a_method_without_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = RunArgs {
+            baseline: true,
+            runs_dir: Some(dir.path().to_path_buf()),
+            ..RunArgs::default()
+        };
+        let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let e = run_verb::<Toy>(crate_dir, Verb::Pretrain(args)).unwrap_err();
+        assert!(format!("{e:#}").contains("toy has no baseline"), "{e:#}");
+        assert!(!dir.path().join("toy").exists(), "nothing was written");
+    }
+
+    #[test]
+    fn presets_are_listed_by_name() {
+        let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        assert_eq!(presets(crate_dir), ["toy"]);
+        run_verb::<Toy>(crate_dir, Verb::Describe { json: true }).unwrap();
+    }
 }
