@@ -195,6 +195,7 @@ fn trains_resumes_bit_exact_and_evaluates() {
         .evaluate_checkpoint(
             &runs.join("fba-net/full"),
             &runs.join("fba-net/full/eval.json"),
+            &[],
         )
         .unwrap();
     assert_eq!(ev.headline.value, r["value"].as_f64());

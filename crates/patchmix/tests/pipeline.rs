@@ -160,6 +160,9 @@ fn pretrain_reports_evaluates_and_resumes_bit_exactly() {
         "{}",
         again["checkpoint"]
     );
+    assert_eq!(again["checkpoint_step"], 10);
+    assert_eq!(again["overrides"][0], "eval.linear_augment=false");
+    assert!(again["wall_s"].as_f64().unwrap() > 0.0);
     assert_eq!(
         again["eval_protocol"]["linear_train_transform"],
         "evaluation transform, features computed once"

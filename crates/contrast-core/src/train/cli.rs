@@ -224,8 +224,14 @@ pub fn run_verb<M: super::Method>(crate_dir: &Path, verb: Verb) -> Result<()> {
         }
         Verb::Eval(args) => {
             let cfg: M::Config = args.config()?;
-            let ev = Trainer::<M>::new(cfg, RunOptions::new(M::NAME, "eval"))
-                .evaluate_checkpoint(&args.run, &args.report_path())?;
+            let ev = Trainer::<M>::new(cfg, RunOptions::new(M::NAME, "eval")).evaluate_checkpoint(
+                &args.run,
+                &args.report_path(),
+                &[
+                    ("run", serde_json::json!(args.run.display().to_string())),
+                    ("overrides", serde_json::json!(args.overrides)),
+                ],
+            )?;
             println!(
                 "{}: {} (written to {})",
                 ev.headline.metric,

@@ -535,17 +535,42 @@ impl<M: Method> Trainer<M> {
     }
 
     /// Evaluate a run folder again from its newest checkpoint (its `config.toml` is `self.cfg`,
-    /// possibly with overrides): build the method, restore, evaluate, write `out` in the folder.
-    pub fn evaluate_checkpoint(&self, run_dir: &Path, out: &Path) -> Result<Evaluation> {
+    /// possibly with overrides): build the method, restore, evaluate, redraw the figures (a
+    /// failure is a warning), write `out` (the evaluation's details, headline, the checkpoint and
+    /// its step, wall time, and the `note` fields, e.g. the overrides used).
+    pub fn evaluate_checkpoint(
+        &self,
+        run_dir: &Path,
+        out: &Path,
+        note: &[(&str, Value)],
+    ) -> Result<Evaluation> {
+        let t0 = Instant::now();
         let (mut method, latest, device) = self.restore_latest(run_dir)?;
-        let ev = method.evaluate(&RunCtx {
+        let ctx = RunCtx {
             dir: run_dir.to_path_buf(),
             device,
-        })?;
+        };
+        let ev = method.evaluate(&ctx)?;
+        match ctx.figures_dir() {
+            Ok(dir) => {
+                if let Err(e) = method.figures(&dir) {
+                    eprintln!("warning: figures of {} not drawn: {e:#}", run_dir.display());
+                }
+            }
+            Err(e) => eprintln!("warning: {e:#}"),
+        }
+        let step = latest
+            .file_name()
+            .and_then(|n| n.to_str()?.strip_prefix("step-")?.parse::<u64>().ok());
         let mut v = ev.details.clone();
         v.insert("metric".into(), json!(ev.headline.metric));
         v.insert("value".into(), json!(ev.headline.value));
         v.insert("checkpoint".into(), json!(latest.display().to_string()));
+        v.insert("checkpoint_step".into(), json!(step));
+        for (k, x) in note {
+            v.insert((*k).into(), x.clone());
+        }
+        v.insert("wall_s".into(), json!(t0.elapsed().as_secs_f64()));
         super::checkpoint::write_atomic(out, &serde_json::to_vec_pretty(&v)?)?;
         Ok(ev)
     }
