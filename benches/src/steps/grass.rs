@@ -32,7 +32,7 @@ impl GrassStep {
         // the official schedule's value where the GS stage starts in the paper presets (200 of
         // 350 epochs); the value only scales the update
         let lr = contrast_core::optim::schedule::Schedule::grass_vissl(350)?.value(200);
-        let opt = grass::train::build_optimizer(&p, &net, lr)?;
+        let opt = grass::method::build_optimizer(&p, &net, lr)?;
         let loss_fn = NtXent::new(p.temperature)?;
         let x = Tensor::randn(
             [2 * batch, 3, GRASS_CROP, GRASS_CROP],
@@ -60,7 +60,7 @@ impl StepCase for GrassStep {
     }
 
     fn loss(&mut self) -> Result<Tensor> {
-        let (loss, _) = grass::train::step_loss(
+        let (loss, _) = grass::method::step_loss(
             &self.net,
             &self.loss_fn,
             &self.x,

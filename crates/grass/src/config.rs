@@ -2,10 +2,10 @@
 //! (`grass_1gpu_resnet_b256.yaml`, `grass-claires.md` §1.2–1.5) and the group's downstream
 //! protocol (FALSE's MMSeg configs, §1.8); presets override them.
 
-use contrast_core::train::RuntimeConfig;
+use contrast_core::train::{LogConfig, RuntimeConfig};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GrassConfig {
     pub runtime: RuntimeConfig,
@@ -16,6 +16,26 @@ pub struct GrassConfig {
     pub log: LogConfig,
     /// The paper's claims for this preset (shown beside ours; never used in training).
     pub paper: PaperNumbers,
+}
+
+impl Default for GrassConfig {
+    fn default() -> Self {
+        Self {
+            runtime: RuntimeConfig::default(),
+            data: DataConfig::default(),
+            model: ModelConfig::default(),
+            pretrain: PretrainConfig::default(),
+            finetune: FinetuneConfig::default(),
+            // both stages log and checkpoint by steps
+            log: LogConfig {
+                log_every: 10,
+                checkpoint_every: 1000,
+                checkpoint_every_epochs: 0,
+                keep_checkpoints: 2,
+            },
+            paper: PaperNumbers::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -187,25 +207,6 @@ impl Default for FinetuneConfig {
             crop_size: 0,
             flip: true,
             eval_tile: 512,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LogConfig {
-    pub log_every: u64,
-    /// Checkpoint every this many steps (and at the end).
-    pub checkpoint_every: u64,
-    pub keep_checkpoints: usize,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self {
-            log_every: 10,
-            checkpoint_every: 1000,
-            keep_checkpoints: 2,
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The data sets: file pairs (image, mask), train/test split and mask coding per format.
 //!
-//! * `dubai` (development set, `../shared/data/dubai-aerial`): `Tile N/images/*.jpg` with
+//! * `dubai` (development set, `cargo xtask download dubai-aerial`): `Tile N/images/*.jpg` with
 //!   `Tile N/masks/*.png` (RGB or palette; the true colours of `ColorMap::dubai`). No official
 //!   split: scenes are sorted by path and every `test_every`-th one is held out.
 //! * `potsdam` (`datasets/potsdam.toml`, manual download): `4_Ortho_RGBIR/<id>_RGBIR.tif` (RGB

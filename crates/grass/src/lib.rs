@@ -10,13 +10,15 @@
 //! above half of the heat map's range, and trains on the crops.
 //!
 //! * [`raster`]: GDAL raster I/O, tiling, RGB mask → class ids;
-//! * [`sampling`]: heat map, threshold, 8-connected components, box, crop.
+//! * [`sampling`]: heat map, threshold, 8-connected components, box, crop;
+//! * [`method`]: the two stages as `Method`s of the shared `Trainer` (`Pretrain`: GraSS or the
+//!   SimCLR baseline; `Finetune`: DeepLabV3+ and mIoU) and `reproduce` (both, then the table).
 pub mod config;
 pub mod data;
 pub mod deeplab;
+pub mod method;
 pub mod model;
 pub mod overlay;
 pub mod raster;
 pub mod report;
 pub mod sampling;
-pub mod train;

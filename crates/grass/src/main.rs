@@ -1,11 +1,14 @@
-//! `grass`: pre-train (GraSS or the SimCLR baseline), fine-tune DeepLabV3+ and report mIoU, or
-//! reproduce a preset (both pre-trainings and both fine-tunes, then the comparison table).
+//! `grass`: the shared verbs (`pretrain` with `--baseline`, `eval`, `export`, `describe`) over
+//! the pre-training [`Pretrain`], plus `finetune` (the [`Finetune`] stage) and this crate's
+//! `reproduce` (both pre-trainings, both fine-tunes, the mIoU table). `eval` and `export` take
+//! either kind of run folder.
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use contrast_core::train::RunArgs;
-use grass::config::GrassConfig;
-use grass::train::{finetune, pretrain};
+use contrast_core::train::cli::{run_verb, Verb};
+use contrast_core::train::{EvalArgs, RunArgs};
+use grass::method::{reproduce, Finetune, Pretrain};
+use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
 #[command(about = "GraSS: gradient-guided sampling for remote-sensing segmentation")]
@@ -16,105 +19,77 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Pre-train one run (GraSS, or the baseline with `--set pretrain.method=simclr`).
+    /// Pre-train one run (GraSS, or the SimCLR baseline with `--baseline`, i.e.
+    /// `--set pretrain.method=simclr` and the run name suffixed `-simclr`).
+    #[command(alias = "train")]
     Pretrain(RunArgs),
-    /// Fine-tune DeepLabV3+ on a pre-trained encoder (`--set finetune.encoder=<run folder>`).
+    /// Fine-tune DeepLabV3+ on a pre-trained encoder (`--set finetune.encoder=<run folder>`)
+    /// and report mIoU.
     Finetune(RunArgs),
+    /// Evaluate a run folder again from its newest checkpoint (a fine-tune run: mIoU; a
+    /// pre-training run: the heat-map overlays).
+    Eval(EvalArgs),
     /// Pre-train GraSS and the SimCLR baseline with the same settings, fine-tune both, and
     /// print the mIoU comparison.
     Reproduce(RunArgs),
-}
-
-fn crate_dir() -> &'static std::path::Path {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+    /// Write a run's trained ResNet as a torchvision state dict (`<run>/export/`): the trunk of a
+    /// pre-training run, the encoder of a fine-tune run.
+    Export {
+        #[arg(long)]
+        run: PathBuf,
+        /// Output folder (default `<run>/export`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// What this binary trains: presets, baseline (`--json` for tools).
+    Describe {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() {
-    if let Err(e) = run(Cli::parse()) {
+    if let Err(e) = run(Cli::parse().command) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
 }
 
-fn show(r: &Option<serde_json::Value>, step: u64) -> Result<()> {
-    match r {
-        Some(r) => println!("{}", serde_json::to_string_pretty(r)?),
-        None => println!("stopped at step {step} (continue with --resume)"),
-    }
-    Ok(())
+/// Whether a run folder is a fine-tune (its newest checkpoint holds the decoder).
+fn is_finetune(run: &Path) -> Result<bool> {
+    let args = EvalArgs {
+        run: run.to_path_buf(),
+        ..EvalArgs::default()
+    };
+    Ok(args.checkpoint()?.group("decoder").is_ok())
 }
 
-fn run(cli: Cli) -> Result<()> {
-    match cli.command {
-        Cmd::Pretrain(args) => {
-            let cfg: GrassConfig = args.config(crate_dir())?;
-            let out = pretrain(&cfg, &args.run_options("grass"), args.stop_at)?;
-            show(&out.report, out.step)
-        }
-        Cmd::Finetune(args) => {
-            let cfg: GrassConfig = args.config(crate_dir())?;
-            let out = finetune(&cfg, &args.run_options("grass"), args.stop_at)?;
-            show(&out.report, out.step)
-        }
-        Cmd::Reproduce(args) => {
-            let cfg: GrassConfig = args.config(crate_dir())?;
-            let opts = args.run_options("grass");
-            let mut reports = Vec::new();
-            for method in ["grass", "simclr"] {
-                let mut c = cfg.clone();
-                c.pretrain.method = method.into();
-                let mut o = opts.clone();
-                o.name = format!("{}-{method}", opts.name);
-                // with --resume, a stage that already finished (report.json) is reused
-                let done =
-                    |o: &contrast_core::train::RunOptions| -> Result<Option<serde_json::Value>> {
-                        let p = o.runs_root.join("grass").join(&o.name).join("report.json");
-                        if !args.resume || !p.is_file() {
-                            return Ok(None);
-                        }
-                        eprintln!("reusing the finished run {}", p.display());
-                        Ok(Some(serde_json::from_str(&std::fs::read_to_string(&p)?)?))
-                    };
-                let pre = match done(&o)? {
-                    Some(r) => grass::train::Outcome {
-                        report: Some(r),
-                        step: 0,
-                        dir: o.runs_root.join("grass").join(&o.name),
-                    },
-                    None => pretrain(&c, &o, args.stop_at)?,
-                };
-                let Some(pr) = pre.report else {
-                    println!("stopped early (continue with --resume)");
-                    return Ok(());
-                };
-                c.finetune.encoder = pre.dir.display().to_string();
-                o.name = format!("{}-{method}-ft", opts.name);
-                let ft = match done(&o)? {
-                    Some(r) => grass::train::Outcome {
-                        report: Some(r),
-                        step: 0,
-                        dir: o.runs_root.join("grass").join(&o.name),
-                    },
-                    None => finetune(&c, &o, None)?,
-                };
-                let Some(fr) = ft.report else {
-                    println!("stopped early (continue with --resume)");
-                    return Ok(());
-                };
-                reports.push((pr, fr));
+fn run(cmd: Cmd) -> Result<()> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    match cmd {
+        Cmd::Pretrain(a) => run_verb::<Pretrain>(dir, Verb::Pretrain(a)),
+        Cmd::Finetune(a) => run_verb::<Finetune>(dir, Verb::Pretrain(a)),
+        Cmd::Eval(a) => {
+            if is_finetune(&a.run)? {
+                run_verb::<Finetune>(dir, Verb::Eval(a))
+            } else {
+                run_verb::<Pretrain>(dir, Verb::Eval(a))
             }
-            let t = grass::report::table(
-                (&reports[0].0, &reports[0].1),
-                (&reports[1].0, &reports[1].1),
-            );
-            println!("{t}");
-            let path = opts
-                .runs_root
-                .join("grass")
-                .join(format!("{}-table.md", opts.name));
-            std::fs::write(&path, &t)?;
-            eprintln!("wrote {}", path.display());
+        }
+        Cmd::Export { run, out } => {
+            if is_finetune(&run)? {
+                run_verb::<Finetune>(dir, Verb::Export { run, out })
+            } else {
+                run_verb::<Pretrain>(dir, Verb::Export { run, out })
+            }
+        }
+        Cmd::Reproduce(a) => {
+            match reproduce(&a.config(dir)?, &a.run_options("grass"), a.stop_at)? {
+                Some(t) => println!("{t}"),
+                None => println!("stopped early (continue with --resume)"),
+            }
             Ok(())
         }
+        Cmd::Describe { json } => run_verb::<Pretrain>(dir, Verb::Describe { json }),
     }
 }

@@ -2,11 +2,11 @@
 //! maps, the GraSS parameter groups, the presets and the required warm-up length.
 
 use contrast_core::tensors::named_variables;
-use contrast_core::train::{load_config, ConfigSource, RunOptions};
+use contrast_core::train::{load_config, ConfigSource, RunOptions, Trainer};
 use grass::config::GrassConfig;
 use grass::deeplab::{DeepLabConfig, DeepLabV3Plus};
+use grass::method::{grass_groups, Pretrain};
 use grass::model::GrassNet;
-use grass::train::{grass_groups, pretrain};
 use tch::{Device, Kind, Tensor};
 
 /// Without the ReLU the head is affine: f(a + b) − f(b) = f(a) − f(0) exactly (up to float
@@ -148,6 +148,9 @@ fn presets_parse_and_warmup_length_is_required() {
         )
         .unwrap_or_else(|e| panic!("{p}: {e:#}"));
         assert!(cfg.pretrain.warmup_epochs.is_some(), "{p}");
+        // both stages checkpoint by steps: a [log] table that left the epoch cadence out would
+        // take core's default (every epoch)
+        assert_eq!(cfg.log.checkpoint_every_epochs, 0, "{p}");
         // the official head (VISSL `MLP([2048, 2048], use_relu=True)` with
         // `skip_last_layer_relu_bn=True`: no ReLU after its only layer) is linear
         assert!(!cfg.model.head_relu, "{p}");
@@ -166,7 +169,9 @@ fn presets_parse_and_warmup_length_is_required() {
     let tmp = tempfile::tempdir().unwrap();
     let mut opts = RunOptions::new("grass", "no-warmup");
     opts.runs_root = tmp.path().to_path_buf();
-    let e = pretrain(&GrassConfig::default(), &opts, None).unwrap_err();
+    let Err(e) = Trainer::<Pretrain>::new(GrassConfig::default(), opts).run(None) else {
+        panic!("a config without pretrain.warmup_epochs must be refused");
+    };
     assert!(
         format!("{e:#}").contains("warmup_epochs is required"),
         "{e:#}"
