@@ -1,5 +1,6 @@
 //! One training step per method at a fixed small configuration, built from the method crates'
-//! own step functions (`patchmix::train::step_terms`, `fba_net::train::step_terms`), so the
+//! own step functions (`patchmix::train::step_terms`, `fba_net::method::step_terms`; MNCLGLF through
+//! its `Method` impl, `Method::step`), so the
 //! benches time the code that trains. Each case also exports its weights, inputs, settings and
 //! loss so that the PyTorch peer (`benches/py/steps.py`) can check it computes the same loss
 //! before it is timed.

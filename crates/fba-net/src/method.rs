@@ -23,7 +23,6 @@ use contrast_core::nn::vnet::{Norm, UpMode, VNetConfig};
 use contrast_core::optim::schedule::Schedule;
 use contrast_core::optim::{single_group, Optimizer, Sgd};
 use contrast_core::tensors::{load_into, named_variables, Named};
-use contrast_core::train::checkpoint::write_atomic;
 use contrast_core::train::runtime::derive_seed;
 use contrast_core::train::{
     Batches, Checkpoint, Evaluation, Length, LogConfig, Losses, Method, Monitor, Optimization,
@@ -80,22 +79,7 @@ pub fn sliding_window(cfg: &FbaNetConfig) -> SlidingWindow {
 /// complete new one). libtorch writes safetensors only to a path: it writes a scratch file
 /// beside `path`, whose bytes then go through [`write_atomic`].
 pub fn save_weights(path: &Path, named: &Named) -> Result<()> {
-    let scratch = path.with_file_name(format!(
-        ".scratch-{}-{}",
-        path.file_name()
-            .map_or("weights".into(), |n| n.to_string_lossy()),
-        std::process::id()
-    ));
-    let cpu: Vec<(&str, Tensor)> = named
-        .iter()
-        .map(|(n, t)| (n.as_str(), t.detach().to_device(Device::Cpu).contiguous()))
-        .collect();
-    Tensor::write_safetensors(&cpu, &scratch)
-        .map_err(|e| anyhow!("writing {}: {e}", scratch.display()))?;
-    let bytes =
-        std::fs::read(&scratch).with_context(|| format!("reading {}", scratch.display()))?;
-    let _ = std::fs::remove_file(&scratch);
-    write_atomic(path, &bytes)
+    contrast_core::tensors::write_safetensors_atomic(path, named)
 }
 
 /// Loads weights saved by [`save_weights`] (or a checkpoint's `model` group) into `net`.

@@ -156,10 +156,7 @@ pub fn write_export(e: &Export, dir: &Path, stem: &str) -> Result<[PathBuf; 2]> 
     ensure!(!e.tensors.is_empty(), "nothing to export (no tensors)");
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let st = dir.join(format!("{stem}.safetensors"));
-    let tmp = dir.join(format!(".tmp-{stem}.safetensors"));
-    Tensor::write_safetensors(&e.tensors, &tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &st).with_context(|| format!("writing {}", st.display()))?;
+    crate::tensors::write_safetensors_atomic(&st, &e.tensors)?;
     let js = dir.join(format!("{stem}.json"));
     let mut meta = e.meta.clone();
     if let Some(o) = meta.as_object_mut() {

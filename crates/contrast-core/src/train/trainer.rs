@@ -291,6 +291,7 @@ pub trait Method: Sized {
 }
 
 /// The outcome of one invocation of [`Trainer::run`].
+#[derive(Debug)]
 pub struct Outcome {
     pub dir: PathBuf,
     /// The step reached (== the run's total unless stopped early).
@@ -323,15 +324,16 @@ impl<M: Method> Trainer<M> {
         let autocast = rt.autocast(device);
         let mut opts = self.opts.clone();
         opts.keep_checkpoints = log.keep_checkpoints;
+        let t0 = Instant::now();
+        // the method is built (and its config checked) before the run folder is touched: a
+        // config that `build` refuses leaves nothing behind
+        tch::manual_seed(rt.seed as i64);
+        let mut method = M::build(cfg, device)?;
         let mut run = Run::open(&opts, &super::config::to_toml(cfg)?)?;
         let ctx_run = RunCtx {
             dir: run.dir.clone(),
             device,
         };
-        let t0 = Instant::now();
-
-        tch::manual_seed(rt.seed as i64);
-        let mut method = M::build(cfg, device)?;
         let mut data = method.data()?;
         let per_epoch = data.per_epoch();
         let total = match M::length(cfg) {
