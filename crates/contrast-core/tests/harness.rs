@@ -277,3 +277,55 @@ fn autocast_bf16_changes_the_step_dtype_on_cuda_only() {
         assert_eq!(report.precision, "fp32");
     }
 }
+
+/// `--record DIR`: the initial weights, each step's batch and a line per step (seed, lr, loss
+/// terms); recording changes nothing in the run itself.
+#[test]
+fn record_writes_every_input_of_each_step_and_changes_nothing() {
+    let _rng = global_rng_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg();
+    c.steps = 3;
+    let plain = train(&c, &opts(dir.path(), "plain", false), None).unwrap();
+    let rec = dir.path().join("record");
+    let (out, _) = Trainer::<Toy>::new(c.clone(), opts(dir.path(), "rec", false))
+        .with_record(Some(rec.clone()))
+        .run_with_method(None)
+        .unwrap();
+    assert_eq!(out.losses, plain.losses, "recording changed the run");
+    let initial = tch::Tensor::read_safetensors(rec.join("initial.safetensors")).unwrap();
+    let fc1 = initial
+        .iter()
+        .find(|(n, _)| n == "model/fc1.weight")
+        .unwrap();
+    // the initial weights: what a fresh build with the run seed makes
+    tch::manual_seed(c.runtime.seed as i64);
+    let fresh = <Toy as contrast_core::train::Method>::build(&c, tch::Device::Cpu).unwrap();
+    let w = named_variables(&fresh.vs);
+    assert!(w
+        .iter()
+        .find(|(n, _)| n == "fc1.weight")
+        .unwrap()
+        .1
+        .equal(&fc1.1));
+    for s in 1..=3u64 {
+        let t =
+            tch::Tensor::read_safetensors(rec.join(format!("step-{s:08}.safetensors"))).unwrap();
+        let v1 = &t.iter().find(|(n, _)| n == "view1").unwrap().1;
+        assert_eq!(v1.size(), [c.batch, c.dim]);
+    }
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(rec.join("steps.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    for (l, (step, loss)) in lines.iter().zip(&plain.losses) {
+        assert_eq!(l["step"], *step);
+        assert_eq!(l["terms"]["info_nce"].as_f64().unwrap(), *loss);
+        assert_eq!(
+            l["torch_seed"].as_i64().unwrap(),
+            contrast_core::train::step_seed(c.runtime.seed, step - 1)
+        );
+    }
+}

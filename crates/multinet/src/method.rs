@@ -333,6 +333,11 @@ impl Method for Multinet {
         Ok(Losses::new(loss, terms))
     }
 
+    /// `--record`: the augmented views, labels and data-set indices of the step.
+    fn batch_tensors(batch: &Batch) -> Named {
+        batch.named()
+    }
+
     fn state(&self) -> Vec<(String, Named)> {
         let groups = match &self.net {
             Net::Mnclglf(m) => m.state(),

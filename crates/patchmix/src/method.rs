@@ -220,6 +220,11 @@ impl Method for PatchMix {
         Ok(losses)
     }
 
+    /// `--record`: the augmented views, labels and data-set indices of the step.
+    fn batch_tensors(batch: &Batch) -> Named {
+        batch.named()
+    }
+
     fn state(&self) -> Vec<(String, Named)> {
         let mut groups = vec![
             ("encoder".into(), named_variables(&self.net.encoder_vs)),

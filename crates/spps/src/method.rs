@@ -241,6 +241,11 @@ impl Method for Spps {
         ))
     }
 
+    /// `--record`: the augmented views, labels and data-set indices of the step.
+    fn batch_tensors(batch: &Batch) -> Named {
+        batch.named()
+    }
+
     fn state(&self) -> Vec<(String, Named)> {
         match &self.model {
             Model::Simclr { vs, .. } => vec![("encoder".into(), named_variables(vs))],

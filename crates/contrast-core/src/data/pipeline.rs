@@ -56,6 +56,21 @@ pub struct Batch {
     pub indices: Tensor,
 }
 
+impl Batch {
+    /// The batch by name (`view0`, `view1`, …, `labels`, `indices`), e.g. for `--record`.
+    pub fn named(&self) -> Vec<(String, Tensor)> {
+        let mut v: Vec<(String, Tensor)> = self
+            .views
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (format!("view{i}"), t.shallow_clone()))
+            .collect();
+        v.push(("labels".into(), self.labels.shallow_clone()));
+        v.push(("indices".into(), self.indices.shallow_clone()));
+        v
+    }
+}
+
 /// A data set + a recipe + a thread pool: produces augmented batches.
 pub struct Loader {
     dataset: Arc<dyn Dataset>,

@@ -36,6 +36,10 @@ pub struct RunArgs {
     /// the baseline's suffix, as in `reproduce`.
     #[arg(long)]
     pub baseline: bool,
+    /// Write every input of each step into DIR (initial weights, batches, the step's random
+    /// draws, seeds, lr and loss terms) for the official code to replay.
+    #[arg(long, value_name = "DIR")]
+    pub record: Option<PathBuf>,
     /// Shorthand for `--set runtime.device=...` (auto, cpu, cuda, cuda:N).
     #[arg(long)]
     pub device: Option<String>,
@@ -216,7 +220,9 @@ pub fn run_verb<M: super::Method>(crate_dir: &Path, verb: Verb) -> Result<()> {
                 cfg = base;
                 opts.name = format!("{}-{suffix}", opts.name);
             }
-            let out = Trainer::<M>::new(cfg, opts).run(args.stop_at)?;
+            let out = Trainer::<M>::new(cfg, opts)
+                .with_record(args.record.clone())
+                .run(args.stop_at)?;
             match out.report {
                 Some(r) => println!("{}", serde_json::to_string_pretty(&r)?),
                 None => println!("stopped at step {} (continue with --resume)", out.step),

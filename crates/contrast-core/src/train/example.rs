@@ -185,6 +185,13 @@ impl Method for Toy {
         Ok(Losses::single("info_nce", loss))
     }
 
+    fn batch_tensors((v1, v2): &Self::Batch) -> Named {
+        vec![
+            ("view1".into(), v1.shallow_clone()),
+            ("view2".into(), v2.shallow_clone()),
+        ]
+    }
+
     fn state(&self) -> Vec<(String, Named)> {
         vec![("model".into(), named_variables(&self.vs))]
     }

@@ -278,6 +278,17 @@ pub trait Method: Sized {
     fn baseline(_cfg: &Self::Config) -> Option<(String, Self::Config)> {
         None
     }
+    /// The tensors of a batch, by name, for `--record` (what the official code must replay).
+    /// Default: none recorded.
+    fn batch_tensors(_batch: &Self::Batch) -> Named {
+        Vec::new()
+    }
+    /// Random draws made inside the last step that are not a function of the batch and the
+    /// step seed alone (mixing permutations, crop boxes…), for `--record`. Default: none.
+    fn step_draws(&mut self) -> Named {
+        Vec::new()
+    }
+
     /// The trained backbone as a timm / torchvision state dict (`<method> export --run DIR`);
     /// see [`crate::nn::export`]. Methods without a natural-image backbone keep the default.
     fn export(&self) -> Result<crate::nn::export::Export> {
@@ -306,11 +317,64 @@ pub struct Outcome {
 pub struct Trainer<M: Method> {
     pub cfg: M::Config,
     pub opts: RunOptions,
+    /// `--record DIR`: write every input of each step this invocation runs (see [`Recorder`]).
+    pub record: Option<PathBuf>,
+}
+
+/// `--record DIR`: what a step consumed, for the official code to replay.
+///
+/// * `initial.safetensors`: the method's state (every checkpoint group, `group/name`) before
+///   the first recorded step — our initial (or resumed) weights;
+/// * `step-NNNNNNNN.safetensors` (1-based step): the batch ([`Method::batch_tensors`]) and the
+///   step's own random draws ([`Method::step_draws`], `draw/…`);
+/// * `steps.jsonl`: per step the libtorch seed it ran under (`step_seed(run seed, step)`), lr,
+///   weight decay and every loss term.
+pub struct Recorder {
+    dir: PathBuf,
+    lines: Vec<u8>,
+}
+
+impl Recorder {
+    fn open(dir: &Path, initial: &[(String, Named)]) -> Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let all: Named = initial
+            .iter()
+            .flat_map(|(g, t)| {
+                t.iter()
+                    .map(move |(n, x)| (format!("{g}/{n}"), x.shallow_clone()))
+            })
+            .collect();
+        crate::tensors::write_safetensors_atomic(&dir.join("initial.safetensors"), &all)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            lines: Vec::new(),
+        })
+    }
+
+    fn step(&mut self, done: u64, tensors: Named, line: Value) -> Result<()> {
+        if !tensors.is_empty() {
+            let p = self.dir.join(format!("step-{done:08}.safetensors"));
+            crate::tensors::write_safetensors_atomic(&p, &tensors)?;
+        }
+        self.lines.extend(serde_json::to_vec(&line)?);
+        self.lines.push(b'\n');
+        super::checkpoint::write_atomic(&self.dir.join("steps.jsonl"), &self.lines)
+    }
 }
 
 impl<M: Method> Trainer<M> {
     pub fn new(cfg: M::Config, opts: RunOptions) -> Self {
-        Self { cfg, opts }
+        Self {
+            cfg,
+            opts,
+            record: None,
+        }
+    }
+
+    /// Record every step's inputs into `dir` (see [`Recorder`]).
+    pub fn with_record(mut self, dir: Option<PathBuf>) -> Self {
+        self.record = dir;
+        self
     }
 
     /// Train (or resume) and evaluate. `stop_at` ends this invocation after that many steps in
@@ -376,6 +440,10 @@ impl<M: Method> Trainer<M> {
             Ok(())
         };
 
+        let mut recorder = match &self.record {
+            Some(dir) => Some(Recorder::open(dir, &method.state())?),
+            None => None,
+        };
         let mut losses = Vec::new();
         let mut train_s = 0.0;
         let mut step = start;
@@ -401,8 +469,30 @@ impl<M: Method> Trainer<M> {
                     opt.optimizer.set_weight_decay(wd);
                 }
                 method.before_step(&ctx)?;
+                let recorded = recorder.as_ref().map(|_| M::batch_tensors(&batch));
                 let l =
                     crate::autocast::autocast_bf16(autocast, device, || method.step(batch, &ctx))?;
+                if let (Some(r), Some(mut tensors)) = (recorder.as_mut(), recorded) {
+                    tensors.extend(
+                        method
+                            .step_draws()
+                            .into_iter()
+                            .map(|(n, t)| (format!("draw/{n}"), t)),
+                    );
+                    let terms: serde_json::Map<String, Value> =
+                        l.terms.iter().map(|(n, v)| (n.clone(), json!(v))).collect();
+                    r.step(
+                        ctx.done(),
+                        tensors,
+                        json!({
+                            "step": ctx.done(),
+                            "torch_seed": super::runtime::step_seed(rt.seed, step),
+                            "lr": opt.lr.value(step),
+                            "wd": wd,
+                            "terms": terms,
+                        }),
+                    )?;
+                }
                 let done = ctx.done();
                 let terms: Vec<(&str, f64)> =
                     l.terms.iter().map(|(n, v)| (n.as_str(), *v)).collect();
