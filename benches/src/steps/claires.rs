@@ -31,7 +31,7 @@ impl ClairesStep {
         cfg.data.image_size = CLAIRES_IMAGE as u32;
         cfg.optim.batch_size = batch as usize;
         let model = Claires::new(&cfg, device)?;
-        let opt = claires::train::build_optimizer(&cfg, &model)?;
+        let opt = claires::method::build_optimizer(&cfg, &model)?;
         let x = Tensor::randn(
             [batch, 3, CLAIRES_IMAGE, CLAIRES_IMAGE],
             (Kind::Float, device),

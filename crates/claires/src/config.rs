@@ -5,10 +5,10 @@
 //! 1e-5, encoders without decay), 4 epochs. The paper's own settings are unknown; every default
 //! is our choice and is listed in the README under "deviations and unknowns".
 
-use contrast_core::train::RuntimeConfig;
+use contrast_core::train::{LogConfig, RuntimeConfig};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClairesConfig {
     pub runtime: RuntimeConfig,
@@ -22,11 +22,32 @@ pub struct ClairesConfig {
     pub paper: PaperNumbers,
 }
 
+impl Default for ClairesConfig {
+    fn default() -> Self {
+        Self {
+            runtime: RuntimeConfig::default(),
+            data: DataConfig::default(),
+            model: ModelConfig::default(),
+            loss: LossConfig::default(),
+            optim: OptimConfig::default(),
+            eval: EvalConfig::default(),
+            // checkpoints at the end of every epoch
+            log: LogConfig {
+                log_every: 5,
+                checkpoint_every: 0,
+                checkpoint_every_epochs: 1,
+                keep_checkpoints: 2,
+            },
+            paper: PaperNumbers::default(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DataConfig {
     /// A VQA-RAD folder (`trainset.json`, `testset.json`, `images/`); empty = `$CONTRAST_DATA/vqa-rad`,
-    /// else `../shared/data/vqa-rad` beside the repository.
+    /// else the development copy beside the repository, else `datasets/vqa-rad`.
     pub root: String,
     /// A CSV / JSON manifest of records; when set it replaces the VQA-RAD converter.
     pub manifest: String,
@@ -150,24 +171,6 @@ impl Default for EvalConfig {
             pools: vec![0, 10],
             pool_seed: 0,
             every_epoch: true,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LogConfig {
-    pub log_every: u64,
-    pub checkpoint_every_epochs: u64,
-    pub keep_checkpoints: usize,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        Self {
-            log_every: 5,
-            checkpoint_every_epochs: 1,
-            keep_checkpoints: 2,
         }
     }
 }

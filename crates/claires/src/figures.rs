@@ -2,7 +2,7 @@
 //! over the test set), the query text and its top-k images over the whole test gallery, ranked by
 //! the model. A green frame marks a relevant image (same fields as the query, the label-match
 //! criterion); a thick green frame with "own" marks the query's own record (the paired
-//! criterion). Written to the run's `figures/retrieval_topk.png` and by `claires eval --figure`.
+//! criterion). Written to the run's `figures/retrieval_topk.png` at the end of training.
 
 use crate::model::Claires;
 use crate::records::Record;

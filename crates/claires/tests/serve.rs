@@ -10,11 +10,11 @@ mod common;
 
 use claires::index::Index;
 use claires::loadtest::{http_get, load_test};
+use claires::method::retrieval_eval;
 use claires::model::Claires;
 use claires::records::load_manifest;
 use claires::serve::{url_encode, AppState, ServeConfig};
 use claires::text::minilm_dir;
-use claires::train::retrieval_eval;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
