@@ -112,8 +112,7 @@ fn pretrain_resume_finetune_and_reproduce() {
     let err = format!(
         "{:#}",
         pretrain(&c, &opts(&runs, "nifti-bad", false), None)
-            .err()
-            .expect("a missing NIfTI file is an error")
+            .expect_err("a missing NIfTI file is an error")
     );
     assert!(err.contains("missing.nii.gz"), "{err}");
 
@@ -263,8 +262,7 @@ fn pretrain_resume_finetune_and_reproduce() {
     let err = format!(
         "{:#}",
         pretrain(&c, &opts(&runs, "bad", false), None)
-            .err()
-            .expect("an unknown pretrain.method is an error")
+            .expect_err("an unknown pretrain.method is an error")
     );
     assert!(err.contains("pretrain.method"), "{err}");
 }

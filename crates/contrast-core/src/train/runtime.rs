@@ -14,7 +14,8 @@ pub struct RuntimeConfig {
     pub threads: usize,
     /// The run's seed: model initialisation, data order, augmentation and per-step RNG.
     pub seed: u64,
-    /// bf16 autocast on CUDA (ignored on CPU, where bf16 matmul is very slow).
+    /// bf16 autocast of every method's forward pass and loss on CUDA (the Trainer applies it);
+    /// a documented no-op on CPU, where bf16 matmul is very slow.
     pub autocast_bf16: bool,
     /// Keep memory that tensors free inside the process for the next step instead of handing it
     /// back to the OS (glibc malloc settings, see [`keep_freed_memory`]). Default `true`: on CPU
@@ -49,18 +50,6 @@ impl RuntimeConfig {
             keep_freed_memory();
         }
         Ok(device)
-    }
-
-    /// [`Self::init`] for a method whose step has no autocast path yet: `autocast_bf16 = true`
-    /// is an error naming the key, instead of a setting that silently does nothing.
-    pub fn init_without_autocast(&self, method: &str) -> Result<Device> {
-        if self.autocast_bf16 {
-            bail!(
-                "runtime.autocast_bf16 = true, but {method}'s training step has no autocast path \
-                 yet (only patchmix has one): set it to false"
-            );
-        }
-        self.init()
     }
 
     /// Whether the step should run under bf16 autocast (only ever on CUDA).
@@ -165,27 +154,6 @@ mod tests {
             assert!(e.contains("CUDA is not available"), "{e}");
             assert_eq!(parse_device("auto").unwrap(), Device::Cpu);
         }
-    }
-
-    #[test]
-    fn autocast_is_refused_where_a_step_has_no_autocast_path() {
-        let mut cfg = RuntimeConfig {
-            device: "cpu".into(),
-            threads: 1,
-            ..RuntimeConfig::default()
-        };
-        assert_eq!(cfg.init_without_autocast("spade").unwrap(), Device::Cpu);
-        cfg.autocast_bf16 = true;
-        let e = cfg.init_without_autocast("spade").unwrap_err().to_string();
-        assert!(
-            e.contains("runtime.autocast_bf16") && e.contains("spade"),
-            "{e}"
-        );
-        assert_eq!(
-            cfg.init().unwrap(),
-            Device::Cpu,
-            "patchmix's init accepts it"
-        );
     }
 
     #[test]
