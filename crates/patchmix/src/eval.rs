@@ -6,7 +6,7 @@ use crate::model::PatchMixNet;
 use anyhow::Result;
 use contrast_core::data::augment::Recipe;
 use contrast_core::data::dataset::Dataset;
-use contrast_core::data::pipeline::{Loader, LoaderConfig};
+use contrast_core::eval::features::{embed_dataset, EvalLoader};
 use contrast_core::eval::knn::knn_top1;
 use contrast_core::eval::linear::{
     linear_probe, linear_probe_with, LinearProbeConfig, LinearProbeReport,
@@ -48,29 +48,19 @@ pub fn embed_with(
     epoch: u64,
     device: Device,
 ) -> Result<(Tensor, Tensor)> {
-    let loader = Loader::new(
+    let d = &cfg.data;
+    embed_dataset(
         ds,
         recipe,
-        LoaderConfig {
-            batch_size: 256,
-            shuffle: false,
-            drop_last: false,
+        EvalLoader {
             seed: cfg.runtime.seed,
-            prefetch: cfg.data.prefetch.max(1),
-            threads: cfg.data.threads,
+            prefetch: d.prefetch,
+            threads: d.threads,
         },
-    )?;
-    let mut feats = Vec::new();
-    let mut labels = Vec::new();
-    for batch in loader.epoch_from(epoch, 0) {
-        let batch = batch?;
-        feats.push(
-            net.features(&batch.views[0].to_device(device))?
-                .to_device(Device::Cpu),
-        );
-        labels.push(batch.labels);
-    }
-    Ok((Tensor::cat(&feats, 0), Tensor::cat(&labels, 0)))
+        epoch,
+        device,
+        |x| net.features(x),
+    )
 }
 
 /// kNN top-1 for every configured k: `[(k, accuracy %)]`.

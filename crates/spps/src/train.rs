@@ -8,8 +8,8 @@ use crate::sampler::{memory_bytes, select_pairs, Pair, PairSet};
 use anyhow::{bail, ensure, Context, Result};
 use contrast_core::data::augment::{sample_rng, Recipe};
 use contrast_core::data::dataset::Dataset;
-use contrast_core::data::pipeline::{Loader, LoaderConfig};
 use contrast_core::data::splits::{load_splits, SplitSpec};
+use contrast_core::eval::features::{embed_dataset, EvalLoader};
 use contrast_core::optim::lars::{Lars, LarsConfig, LarsMode};
 use contrast_core::optim::schedule::Schedule;
 use contrast_core::optim::{single_group, Optimizer, Sgd};
@@ -70,26 +70,19 @@ pub fn embed_with(
     device: Device,
     f: &dyn Fn(&Tensor) -> Result<Tensor>,
 ) -> Result<(Tensor, Tensor)> {
-    let loader = Loader::new(
+    let d = &cfg.data;
+    embed_dataset(
         ds,
         recipe,
-        LoaderConfig {
-            batch_size: 256,
-            shuffle: false,
-            drop_last: false,
+        EvalLoader {
             seed: cfg.runtime.seed,
-            prefetch: cfg.data.prefetch.max(1),
-            threads: cfg.data.threads,
+            prefetch: d.prefetch,
+            threads: d.threads,
         },
-    )?;
-    let mut feats = Vec::new();
-    let mut labels = Vec::new();
-    for batch in loader.epoch_from(epoch, 0) {
-        let batch = batch?;
-        feats.push(f(&batch.views[0].to_device(device))?.to_device(Device::Cpu));
-        labels.push(batch.labels);
-    }
-    Ok((Tensor::cat(&feats, 0), Tensor::cat(&labels, 0)))
+        epoch,
+        device,
+        f,
+    )
 }
 
 /// Chooses each step's semantic partners and augments them.

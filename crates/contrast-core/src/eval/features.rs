@@ -101,3 +101,45 @@ where
     });
     extract_features(model, batches, device)
 }
+
+/// The loader settings of [`embed_dataset`]: the run seed (the recipe's random stream) and the
+/// data settings of the method's config.
+#[derive(Debug, Clone, Copy)]
+pub struct EvalLoader {
+    pub seed: u64,
+    pub prefetch: usize,
+    pub threads: usize,
+}
+
+/// Embeddings of every image of `ds` in index order through `recipe` (its random stream of
+/// `epoch`; one view, the first), computed by `forward` under `no_grad` in batches of 256 and
+/// gathered on the CPU: `[N, D]` features and `[N]` labels. The frozen feature pass of every
+/// natural-image method's kNN monitor and linear probe.
+pub fn embed_dataset(
+    ds: std::sync::Arc<dyn crate::data::dataset::Dataset>,
+    recipe: crate::data::augment::Recipe,
+    loader: EvalLoader,
+    epoch: u64,
+    device: Device,
+    forward: impl FnMut(&Tensor) -> Result<Tensor>,
+) -> Result<(Tensor, Tensor)> {
+    use crate::data::pipeline::{Loader, LoaderConfig};
+    let loader = Loader::new(
+        ds,
+        recipe,
+        LoaderConfig {
+            batch_size: 256,
+            shuffle: false,
+            drop_last: false,
+            seed: loader.seed,
+            prefetch: loader.prefetch.max(1),
+            threads: loader.threads,
+        },
+    )?;
+    let batches = loader.epoch_from(epoch, 0).map(|b| {
+        let mut b = b?;
+        Ok((b.views.swap_remove(0), b.labels))
+    });
+    let f = extract_with(batches, device, Device::Cpu, forward)?;
+    Ok((f.features, f.labels))
+}
