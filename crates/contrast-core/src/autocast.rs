@@ -98,6 +98,7 @@ mod tests {
 
     #[test]
     fn cpu_autocast_is_a_bit_exact_no_op() {
+        let _rng = crate::testing::global_rng_lock();
         tch::manual_seed(0);
         let a = tch::Tensor::randn([64, 32], (tch::Kind::Float, Device::Cpu));
         let b = tch::Tensor::randn([32, 16], (tch::Kind::Float, Device::Cpu));

@@ -172,6 +172,7 @@ mod tests {
     #[test]
     fn plain_settings_reduce_to_nt_xent() {
         // twins (i, i+N/2), no spatial terms: the SimCLR NT-Xent loss
+        let _rng = crate::testing::global_rng_lock();
         tch::manual_seed(3);
         let z = Tensor::randn([8, 5], (Kind::Float, tch::Device::Cpu));
         let twin = Tensor::from_slice(&[4i64, 5, 6, 7, 0, 1, 2, 3]);

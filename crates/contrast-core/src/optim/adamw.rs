@@ -508,6 +508,8 @@ mod tests {
     /// fixed gradients; with `resume_at`, the state is saved there and loaded into a fresh
     /// optimiser that finishes the run. Returns the final parameters.
     fn run(grouped: bool, steps: usize, resume_at: Option<usize>) -> Vec<Tensor> {
+        // the global RNG is shared with the tests running beside this one
+        let _rng = crate::testing::global_rng_lock();
         tch::manual_seed(7);
         let shapes: [&[i64]; 4] = [&[64, 32], &[32], &[3, 4, 5], &[1]];
         let params: Vec<Tensor> = shapes
