@@ -193,22 +193,6 @@ impl Run {
         }
         Ok(p)
     }
-
-    /// Where method-specific figures go (`<run>/figures/`, created on demand); the comparison
-    /// page embeds every PNG found there.
-    pub fn figures_dir(&self) -> Result<PathBuf> {
-        let d = self.dir.join("figures");
-        std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
-        Ok(d)
-    }
-
-    pub fn path(&self, file: &str) -> PathBuf {
-        self.dir.join(file)
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.dir
-    }
 }
 
 fn first_difference(a: &str, b: &str) -> String {
