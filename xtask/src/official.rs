@@ -25,6 +25,14 @@ pub struct Manifest {
     pub python: Vec<String>,
     /// Our adapter, relative to the repository root.
     pub adapter: String,
+    /// The tests that compare ours with this code, as `package/test-target`
+    /// (`crates/<package>/tests/<test-target>.rs`); `cargo xtask official compare` runs them.
+    #[serde(default)]
+    pub tests: Vec<String>,
+    /// Methods without official code of their own whose baseline or blocks this code checks
+    /// (e.g. SPPS's MoCo-v2 baseline): `compare <method>` runs these manifests' tests too.
+    #[serde(default)]
+    pub covers: Vec<String>,
 }
 
 impl Manifest {
@@ -111,20 +119,29 @@ pub enum OfficialCmd {
         /// Fetch from this local clone when `.official/<method>` is missing.
         #[arg(long)]
         from: Option<String>,
+        /// Steps of the N-step comparisons (each test's default otherwise; the committed
+        /// fixtures hold that default, so other values need the official checkout).
+        #[arg(long)]
+        steps: Option<usize>,
     },
 }
 
-/// The test that compares a method's steps with the official code: (package, test target).
-pub fn step_test(method: &str) -> Option<(&'static str, &'static str)> {
-    match method {
-        "patchmix" => Some(("patchmix", "official_step")),
-        "fba-net" => Some(("fba-net", "official_step")),
-        "moco" => Some(("contrast-core", "official_mocov2")),
-        "multinet" => Some(("contrast-core", "official_lars")),
-        "ua-mt" => Some(("fba-net", "official_uamt")),
-        "grass" => Some(("grass", "official_sampling")),
-        _ => None,
+/// The step comparisons of `name` as (package, test target): the tests of its own manifest and
+/// of every manifest that `covers` it.
+pub fn step_tests(name: &str) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for k in known() {
+        let m = Manifest::load(&k)?;
+        if m.method == name || m.covers.iter().any(|c| c == name) {
+            for t in &m.tests {
+                let Some((package, test)) = t.split_once('/') else {
+                    bail!("official/{k}.toml: test `{t}` is not `package/test-target`");
+                };
+                out.push((package.to_string(), test.to_string()));
+            }
+        }
     }
+    Ok(out)
 }
 
 pub fn official(args: &OfficialArgs) -> Result<()> {
@@ -135,19 +152,37 @@ pub fn official(args: &OfficialArgs) -> Result<()> {
             println!("official {method}: {} at {}", d.display(), m.commit);
             Ok(())
         }
-        OfficialCmd::Compare { method, from } => {
-            let m = Manifest::load(method)?;
-            let Some((package, test)) = step_test(method) else {
-                bail!("no step comparison for `{method}` yet");
-            };
-            if m.checkout().is_none() {
-                if let Err(e) = fetch(&m, from.as_deref()) {
-                    println!(
-                        "official {method}: not fetched ({e:#}); comparing with the committed fixture instead"
-                    );
+        OfficialCmd::Compare {
+            method,
+            from,
+            steps,
+        } => {
+            let tests = step_tests(method)?;
+            if tests.is_empty() {
+                bail!(
+                    "no step comparison for `{method}` (no manifest in official/ names it in `method` or `covers`)"
+                );
+            }
+            if let Ok(m) = Manifest::load(method) {
+                if m.checkout().is_none() {
+                    if let Err(e) = fetch(&m, from.as_deref()) {
+                        println!(
+                            "official {method}: not fetched ({e:#}); comparing with the committed fixture instead"
+                        );
+                    }
                 }
             }
-            crate::util::cargo(&["test", "-p", package, "--test", test, "--", "--nocapture"])
+            if let Some(n) = steps {
+                // read by `contrast_core::testing::official::official_steps`
+                std::env::set_var("CONTRAST_OFFICIAL_STEPS", n.to_string());
+            }
+            for (package, test) in &tests {
+                step(&format!(
+                    "official compare {method}: {package} --test {test}"
+                ));
+                crate::util::cargo(&["test", "-p", package, "--test", test, "--", "--nocapture"])?;
+            }
+            Ok(())
         }
         OfficialCmd::List => {
             for name in known() {
@@ -260,16 +295,18 @@ mod tests {
     #[test]
     fn every_step_comparison_names_a_manifest_and_a_test_file() {
         for name in known() {
-            if let Some((package, test)) = step_test(&name) {
+            for (package, test) in step_tests(&name).unwrap() {
                 assert!(
                     repo_root()
                         .join(format!("crates/{package}/tests/{test}.rs"))
                         .is_file(),
-                    "{name}"
+                    "{name}: {package}/{test}"
                 );
             }
         }
-        assert!(step_test("patchmix").is_some() && step_test("fba-net").is_some());
+        for m in ["patchmix", "fba-net", "multinet", "grass", "spps"] {
+            assert!(!step_tests(m).unwrap().is_empty(), "{m}");
+        }
     }
 
     #[test]
@@ -313,6 +350,8 @@ mod tests {
             files: vec!["module/mix.py".into()],
             python: vec![],
             adapter: "official/patchmix.py".into(),
+            tests: vec![],
+            covers: vec![],
         };
         let d = fetch(&m, Some(src.to_str().unwrap())).unwrap();
         assert_eq!(

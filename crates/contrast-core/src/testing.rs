@@ -399,11 +399,223 @@ pub mod official {
         }
     }
 
+    /// How many steps an N-step comparison runs: `$CONTRAST_OFFICIAL_STEPS` (what
+    /// `cargo xtask official compare <method> --steps N` sets), else `default`.
+    pub fn official_steps(default: usize) -> usize {
+        std::env::var("CONTRAST_OFFICIAL_STEPS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&n: &usize| n > 0)
+            .unwrap_or(default)
+    }
+
+    /// Multiply every entry of `vars` by `1 + u·2⁻²³`, `u` uniform in [−1, 1] from a generator
+    /// seeded with `seed` (the global one is left alone): a perturbation of the size of one
+    /// float32 rounding. Our run from perturbed weights, beside our run from the exact ones,
+    /// measures how far fp32 rounding alone carries the training over N steps
+    /// ([`check_steps`]).
+    pub fn perturb_rounding(vars: &[Tensor], seed: u64) {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        tch::no_grad(|| {
+            for v in vars {
+                if !v.is_floating_point() {
+                    continue;
+                }
+                let n = v.numel();
+                let u: Vec<f32> = (0..n).map(|_| rng.gen_range(-1.0f32..=1.0)).collect();
+                let f = (Tensor::from_slice(&u) * 2f64.powi(-23) + 1.0)
+                    .to_kind(v.kind())
+                    .to_device(v.device())
+                    .reshape(v.size());
+                let _ = v.shallow_clone().f_mul_(&f).expect("perturbing a variable");
+            }
+        });
+    }
+
+    /// The N-step bar, per step `k` (1-based) and loss term:
+    /// `|ours − official| ≤ max(1e-5·max(|official|, 1), 8·k·D_k)` where
+    /// `D_k = max_{j≤k} |ours_j − perturbed_j|` is how far ours moved from ours started from
+    /// weights perturbed by one float32 rounding ([`perturb_rounding`]).
+    ///
+    /// Why this bound: the official code computes the same arithmetic in another reduction
+    /// order, which adds an error of a few roundings at every step instead of one at the start.
+    /// Linearised, an error `δ` injected at step `j` has grown by step `k` by the training's
+    /// amplification `A(j→k)`, and `A(j→k) ≤ A(0→k)` while the run is not contracting; summing
+    /// over the `k` steps gives `≤ k · A(0→k) · δ = k · D_k` per rounding, and the factor 8
+    /// allows a few roundings per operation. `D_k` is measured, never chosen: a method bug
+    /// (a wrong schedule, momentum, target or update) shows as a gap of the size of the
+    /// learning rate, orders above it. The first step keeps the 1e-5 relative bar of the
+    /// one-step comparisons.
+    pub fn drift_bound(k: usize, official: f64, envelope: f64) -> f64 {
+        (1e-5 * official.abs().max(1.0)).max(8.0 * k as f64 * envelope)
+    }
+
+    /// Print every step's loss terms ours / official / difference / bound, and assert each
+    /// within [`drift_bound`]; `ours`, `official` and `perturbed` are `[step][term]`. Returns
+    /// the largest `|difference| / bound` seen (≤ 1 when it passes).
+    pub fn check_steps(
+        test: &str,
+        terms: &[&str],
+        ours: &[Vec<f64>],
+        official: &[Vec<f64>],
+        perturbed: &[Vec<f64>],
+    ) -> f64 {
+        assert!(
+            ours.len() == official.len() && ours.len() == perturbed.len(),
+            "{test}: {} steps of ours, {} official, {} perturbed",
+            ours.len(),
+            official.len(),
+            perturbed.len()
+        );
+        println!("{test}: {} steps, loss terms ours / official", ours.len());
+        println!(
+            "{:>5} {:>16} {:>16} {:>16} {:>11} {:>11} {:>11}",
+            "step", "term", "ours", "official", "|diff|", "fp32 drift", "bound"
+        );
+        let mut envelope = vec![0.0f64; terms.len()];
+        let mut worst = 0.0f64;
+        let mut failures = Vec::new();
+        for (k, ((o, f), p)) in ours.iter().zip(official).zip(perturbed).enumerate() {
+            for (t, name) in terms.iter().enumerate() {
+                envelope[t] = envelope[t].max((o[t] - p[t]).abs());
+                let diff = (o[t] - f[t]).abs();
+                let bound = drift_bound(k + 1, f[t], envelope[t]);
+                worst = worst.max(diff / bound);
+                println!(
+                    "{:>5} {:>16} {:>16.9} {:>16.9} {:>11.3e} {:>11.3e} {:>11.3e}",
+                    k + 1,
+                    name,
+                    o[t],
+                    f[t],
+                    diff,
+                    envelope[t],
+                    bound
+                );
+                if !(diff <= bound) {
+                    failures.push(format!(
+                        "step {} {name}: ours {} vs official {} (|diff| {diff:.3e} > bound {bound:.3e})",
+                        k + 1,
+                        o[t],
+                        f[t]
+                    ));
+                }
+            }
+        }
+        assert!(
+            failures.is_empty(),
+            "{test}: {} of the N-step values are outside the fp32-drift bound:\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
+        println!("{test}: largest |diff| / bound = {worst:.3}");
+        worst
+    }
+
+    /// `[step][term]` loss curves as JSON (`{"terms": [...], "steps": [[...], ...]}`), for a
+    /// fixture's `curves` field.
+    pub fn curves_json(terms: &[&str], steps: &[Vec<f64>]) -> serde_json::Value {
+        serde_json::json!({ "terms": terms, "steps": steps })
+    }
+
+    /// The `[step][term]` curves of a fixture's `field` (see [`curves_json`]), in `terms`'
+    /// order; panics naming what is missing.
+    pub fn read_curves(f: &serde_json::Value, field: &str, terms: &[&str]) -> Vec<Vec<f64>> {
+        let c = &f[field];
+        let names: Vec<&str> = c["terms"]
+            .as_array()
+            .unwrap_or_else(|| panic!("fixture has no {field}.terms"))
+            .iter()
+            .map(|v| v.as_str().unwrap_or(""))
+            .collect();
+        let idx: Vec<usize> = terms
+            .iter()
+            .map(|t| {
+                names
+                    .iter()
+                    .position(|n| n == t)
+                    .unwrap_or_else(|| panic!("term {t} not in the fixture's {field}"))
+            })
+            .collect();
+        c["steps"]
+            .as_array()
+            .unwrap_or_else(|| panic!("fixture has no {field}.steps"))
+            .iter()
+            .map(|row| {
+                idx.iter()
+                    .map(|&i| row[i].as_f64().expect("a number in the fixture's curve"))
+                    .collect()
+            })
+            .collect()
+    }
+
     /// `|a − b| ≤ atol + rtol·|b|`, else a panic naming `what`.
     pub fn assert_near(a: f64, b: f64, rtol: f64, atol: f64, what: &str) {
         assert!(
             (a - b).abs() <= atol + rtol * b.abs(),
             "{what}: ours {a} vs official {b}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::official::*;
+    use tch::{Kind, Tensor};
+
+    #[test]
+    fn a_rounding_perturbation_is_one_float32_ulp_at_most() {
+        let v = Tensor::linspace(1.0, 2.0, 1000, (Kind::Float, tch::Device::Cpu));
+        let before = v.copy();
+        perturb_rounding(&[v.shallow_clone()], 7);
+        let rel = ((&v - &before) / &before).abs();
+        let max = rel.max().double_value(&[]);
+        // the factor and the product each round once in float32
+        assert!(max > 0.0 && max <= 2f64.powi(-22), "{max}");
+        // same seed, same perturbation
+        let w = before.copy();
+        perturb_rounding(&[w.shallow_clone()], 7);
+        assert_eq!(w, v);
+    }
+
+    #[test]
+    fn the_step_bar_grows_with_the_measured_drift_and_catches_a_real_gap() {
+        let official: Vec<Vec<f64>> = (0..50).map(|k| vec![5.0 - 0.01 * k as f64]).collect();
+        // fp32 drift of ours growing 1e-7 → 1e-5 over the steps
+        let drift = |k: usize| 1e-7 * 1.1f64.powi(k as i32);
+        let perturbed: Vec<Vec<f64>> = official
+            .iter()
+            .enumerate()
+            .map(|(k, r)| vec![r[0] + drift(k)])
+            .collect();
+        let close: Vec<Vec<f64>> = official
+            .iter()
+            .enumerate()
+            .map(|(k, r)| vec![r[0] - 3.0 * drift(k)])
+            .collect();
+        let worst = check_steps("close", &["loss"], &close, &official, &perturbed);
+        assert!(worst <= 1.0);
+        assert_eq!(drift_bound(1, 5.0, 0.0), 5e-5);
+        // a gap of the size of a learning-rate step (1e-3) from step 10 on is outside the bar
+        let gapped: Vec<Vec<f64>> = official
+            .iter()
+            .enumerate()
+            .map(|(k, r)| vec![r[0] + if k >= 10 { 1e-3 } else { 0.0 }])
+            .collect();
+        let gapped_perturbed: Vec<Vec<f64>> = gapped
+            .iter()
+            .enumerate()
+            .map(|(k, r)| vec![r[0] + drift(k)])
+            .collect();
+        let r = std::panic::catch_unwind(|| {
+            check_steps("gapped", &["loss"], &gapped, &official, &gapped_perturbed)
+        });
+        assert!(r.is_err());
+        let j = curves_json(&["a", "loss"], &[vec![1.0, 2.0], vec![3.0, 4.0]]);
+        let f = serde_json::json!({ "curves": j });
+        assert_eq!(
+            read_curves(&f, "curves", &["loss"]),
+            vec![vec![2.0], vec![4.0]]
         );
     }
 }
