@@ -492,7 +492,7 @@ pub mod official {
                     envelope[t],
                     bound
                 );
-                if !(diff <= bound) {
+                if diff.is_nan() || diff > bound {
                     failures.push(format!(
                         "step {} {name}: ours {} vs official {} (|diff| {diff:.3e} > bound {bound:.3e})",
                         k + 1,
