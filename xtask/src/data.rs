@@ -56,7 +56,7 @@ fn quoted(p: &Path) -> String {
 fn preset_data(m: &Method, preset: &str) -> Result<(String, String)> {
     let path = repo_root()
         .join("crates")
-        .join(m.package)
+        .join(&m.package)
         .join("configs")
         .join(format!("{preset}.toml"));
     let text = std::fs::read_to_string(&path).with_context(|| {
@@ -68,12 +68,10 @@ fn preset_data(m: &Method, preset: &str) -> Result<(String, String)> {
     })?;
     let v: toml::Table =
         toml::from_str(&text).with_context(|| format!("{} is not valid TOML", path.display()))?;
-    let mut data = v.get("data").and_then(|d| d.as_table());
-    if m.name == "spade" {
-        data = v
-            .get("finetune")
-            .and_then(|f| f.get("data"))
-            .and_then(|d| d.as_table());
+    // the registration's `data-table` (`data`, or e.g. `finetune.data`)
+    let mut data = Some(&v);
+    for part in m.data_table.split('.') {
+        data = data.and_then(|t| t.get(part)).and_then(|d| d.as_table());
     }
     let get = |k: &str| {
         data.and_then(|d| d.get(k))
@@ -85,12 +83,14 @@ fn preset_data(m: &Method, preset: &str) -> Result<(String, String)> {
 }
 
 /// The data plan of `reproduce <m> --preset <preset>` (no side effects). `None`: the method
-/// needs no data (toy) or the preset names its own `data.root`.
+/// needs no data (no `data` in its registration) or the preset names its own root.
 pub fn plan(m: &Method, preset: &str, flag: Option<&Path>) -> Result<Option<Plan>> {
-    if m.name == "toy" {
+    let Some(kind) = m.data.as_deref() else {
         return Ok(None);
-    }
+    };
     let (format, root) = preset_data(m, preset)?;
+    let key = format!("{}.root", m.data_table);
+    let key = key.as_str();
     if !root.is_empty() {
         return Ok(None);
     }
@@ -126,14 +126,12 @@ pub fn plan(m: &Method, preset: &str, flag: Option<&Path>) -> Result<Option<Plan
         },
         None => manifest(name, key, msub),
     };
-    let plan = match (m.name, format.as_str()) {
-        ("patchmix" | "multinet" | "spps", "image-folder") if preset.contains("imagenet") => {
-            manifest("imagenet", "data.root", "")
+    let plan = match (kind, format.as_str()) {
+        ("natural-images", "image-folder") if preset.contains("imagenet") => {
+            manifest("imagenet", key, "")
         }
-        ("patchmix" | "multinet" | "spps", "stl10") => {
-            manifest("stl10", "data.root", "stl10_binary")
-        }
-        ("patchmix" | "multinet" | "spps", "image-folder" | "") => {
+        ("natural-images", "stl10") => manifest("stl10", key, "stl10_binary"),
+        ("natural-images", "image-folder" | "") => {
             let dest = base.join("cifar10-jpeg");
             if dest.join(".extracted").exists() {
                 Plan {
@@ -141,7 +139,7 @@ pub fn plan(m: &Method, preset: &str, flag: Option<&Path>) -> Result<Option<Plan
                         path: dest.clone(),
                         what: "CIFAR-10 JPEG, extracted earlier".into(),
                     },
-                    sets: set("data.root", &dest),
+                    sets: set(key, &dest),
                 }
             } else if let Some(tar) = dev("cifar10-jpeg/CIFAR-10-images.tar") {
                 Plan {
@@ -149,31 +147,22 @@ pub fn plan(m: &Method, preset: &str, flag: Option<&Path>) -> Result<Option<Plan
                         tar,
                         dest: dest.clone(),
                     },
-                    sets: set("data.root", &dest),
+                    sets: set(key, &dest),
                 }
             } else {
                 // no JPEG copy: the official binary archive, same subset logic
-                let mut p = manifest("cifar10", "data.root", "cifar-10-batches-bin");
-                p.sets
-                    .insert(0, ("data.format".into(), "\"cifar10\"".into()));
+                let mut p = manifest("cifar10", key, "cifar-10-batches-bin");
+                p.sets.insert(
+                    0,
+                    (format!("{}.format", m.data_table), "\"cifar10\"".into()),
+                );
                 p
             }
         }
-        ("patchmix" | "multinet" | "spps", "cifar10") => {
-            manifest("cifar10", "data.root", "cifar-10-batches-bin")
-        }
-        ("patchmix" | "multinet" | "spps", "cifar100") => {
-            manifest("cifar100", "data.root", "cifar-100-binary")
-        }
-        ("patchmix" | "multinet" | "spps", "tiny-imagenet") => {
-            manifest("tiny-imagenet", "data.root", "tiny-imagenet-200")
-        }
-        ("fba-net" | "spade", _) => {
-            let key = if m.name == "spade" {
-                "finetune.data.root"
-            } else {
-                "data.root"
-            };
+        ("natural-images", "cifar10") => manifest("cifar10", key, "cifar-10-batches-bin"),
+        ("natural-images", "cifar100") => manifest("cifar100", key, "cifar-100-binary"),
+        ("natural-images", "tiny-imagenet") => manifest("tiny-imagenet", key, "tiny-imagenet-200"),
+        ("la-heart", _) => {
             // the smoke presets read the 16 development cases when present; the paper presets
             // need all 100 cases
             if preset == "smoke" {
@@ -188,24 +177,21 @@ pub fn plan(m: &Method, preset: &str, flag: Option<&Path>) -> Result<Option<Plan
                 manifest("la-heart", key, "")
             }
         }
-        ("claires", _) => dev_or(
-            "vqa-rad",
-            "VQA-RAD, development copy",
-            "data.root",
-            "vqa-rad",
-            "",
-        ),
-        ("grass", "dubai" | "") => dev_or(
+        ("vqa-rad", _) => dev_or("vqa-rad", "VQA-RAD, development copy", key, "vqa-rad", ""),
+        ("aerial", "dubai" | "") => dev_or(
             "dubai-aerial/Semantic segmentation dataset",
             "Dubai aerial tiles, development copy",
-            "data.root",
+            key,
             "dubai-aerial",
             "Semantic segmentation dataset",
         ),
-        ("grass", "potsdam") => manifest("potsdam", "data.root", ""),
-        ("grass", f) if f.starts_with("loveda") => manifest("loveda", "data.root", ""),
-        (name, other) => {
-            bail!("reproduce does not know how to prepare data.format `{other}` for {name}")
+        ("aerial", "potsdam") => manifest("potsdam", key, ""),
+        ("aerial", f) if f.starts_with("loveda") => manifest("loveda", key, ""),
+        (kind, other) => {
+            bail!(
+                "reproduce does not know how to prepare data.format `{other}` of `{kind}` data for {}",
+                m.name
+            )
         }
     };
     Ok(Some(plan))
@@ -304,10 +290,7 @@ pub fn cifar10_jpeg(base: &Path) -> Result<Option<PathBuf>> {
 /// The LA heart cases of the smoke preset (the GPU bundle's source): the development cases
 /// when present, else the downloaded set (fetched when missing).
 pub fn la_heart_root(flag: Option<&Path>) -> Result<PathBuf> {
-    let m = crate::methods::METHODS
-        .iter()
-        .find(|m| m.name == "fba-net")
-        .context("fba-net is a reproduce method")?;
+    let m = crate::methods::find("fba-net")?;
     let plan = plan(m, "smoke", flag)?.context("the fba-net smoke preset reads LA cases")?;
     prepare(&plan)?;
     match plan.origin {

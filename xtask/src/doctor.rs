@@ -18,8 +18,8 @@ fn data_report() {
             println!("  development copy: none (not needed: smoke presets download what they use)")
         }
     }
-    for m in crate::methods::METHODS {
-        let line = match crate::data::plan(m, m.default_preset, None) {
+    for m in crate::methods::methods() {
+        let line = match crate::data::plan(m, &m.default_preset, None) {
             Ok(Some(p)) => crate::data::describe(&p),
             Ok(None) => "no data needed".into(),
             Err(e) => format!("cannot tell: {e:#}"),

@@ -34,10 +34,6 @@ pub struct FreshCloneArgs {
 
 /// The data sets the smoke presets download when there is no development copy.
 const SERVED: &[&str] = &["cifar10", "la-heart", "vqa-rad", "dubai-aerial"];
-/// The methods whose smoke data step runs (every method with data).
-const METHODS: &[&str] = &[
-    "patchmix", "multinet", "spps", "fba-net", "spade", "claires", "grass",
-];
 
 pub fn fresh_clone(a: &FreshCloneArgs) -> Result<()> {
     let t0 = Instant::now();
@@ -176,11 +172,16 @@ pub fn fresh_clone(a: &FreshCloneArgs) -> Result<()> {
     log.last_mut().expect("logged").2 = "failed as it must".into();
     write_manifest(&repo, &served, &manifests, "vqa-rad", &plain.base, None)?;
 
-    for m in METHODS {
+    // every registered method's default-preset data step (the core example needs none)
+    for m in crate::methods::methods()
+        .iter()
+        .filter(|m| m.package != "contrast-core")
+    {
+        let (m, preset) = (m.name.as_str(), m.default_preset.as_str());
         let out = timed(
             &mut log,
-            format!("cargo xtask reproduce {m} --preset smoke --prepare-only"),
-            xtask(&["reproduce", m, "--preset", "smoke", "--prepare-only"]),
+            format!("cargo xtask reproduce {m} --preset {preset} --prepare-only"),
+            xtask(&["reproduce", m, "--preset", preset, "--prepare-only"]),
             false,
         )?;
         if !out.status.success() {

@@ -2,11 +2,12 @@
 //! method's binary (release build) with `configs/<P>.toml`; the run lands in
 //! `runs/<method>/<run-name>/` with its config, metrics, checkpoints and `report.json`.
 
-use crate::methods::{Method, METHODS};
+use crate::methods::{find, methods, Method};
 use crate::setup::{setup, SetupArgs};
 use crate::util::{repo_root, run_status, step};
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use contrast_report::run_report::RunReport;
 use std::process::Command;
 
 #[derive(Args, Debug)]
@@ -41,7 +42,7 @@ pub struct ReproduceArgs {
 pub fn reproduce(a: &ReproduceArgs) -> Result<()> {
     if a.list || a.method.is_none() {
         println!("methods:");
-        for m in METHODS {
+        for m in methods() {
             println!(
                 "  {:<10} {} (default preset `{}`)",
                 m.name, m.what, m.default_preset
@@ -50,20 +51,11 @@ pub fn reproduce(a: &ReproduceArgs) -> Result<()> {
         return Ok(());
     }
     let name = a.method.as_deref().unwrap_or_default();
-    let Some(m) = METHODS.iter().find(|m| m.name == name) else {
-        bail!(
-            "unknown method `{name}`; known: {}",
-            METHODS
-                .iter()
-                .map(|m| m.name)
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    };
+    let m = find(name)?;
     if !a.prepare_only {
         setup(&SetupArgs::default())?;
     }
-    let preset = a.preset.as_deref().unwrap_or(m.default_preset);
+    let preset = a.preset.as_deref().unwrap_or(&m.default_preset);
     step(&format!("reproduce {} --preset {preset}", m.name));
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
@@ -71,7 +63,7 @@ pub fn reproduce(a: &ReproduceArgs) -> Result<()> {
     if !a.debug {
         cmd.arg("--release");
     }
-    cmd.args(["-p", m.package, "--bin", m.binary, "--"]);
+    cmd.args(["-p", &m.package, "--bin", &m.binary, "--"]);
     cmd.args(["reproduce", "--preset", preset]);
     if let Some(plan) = crate::data::plan(m, preset, a.data_dir.as_deref())? {
         for (k, v) in crate::data::prepare(&plan)? {
@@ -95,7 +87,7 @@ pub fn reproduce(a: &ReproduceArgs) -> Result<()> {
 /// `--seeds N`: the same command N times with `--set runtime.seed=s --name <preset>-seed<s>`,
 /// then the paired summary of the headline metric.
 fn seeds(m: &Method, preset: &str, a: &ReproduceArgs, cmd: &Command) -> Result<()> {
-    let Some((ours_sfx, base_sfx)) = m.pair else {
+    let Some((ours_sfx, base_sfx)) = &m.pair else {
         bail!(
             "{} has no single baseline run: --seeds needs a method/baseline pair",
             m.name
@@ -104,6 +96,7 @@ fn seeds(m: &Method, preset: &str, a: &ReproduceArgs, cmd: &Command) -> Result<(
     let base_seed = preset_seed(m, preset)?;
     let runs_root = runs_root(&a.args);
     let mut pairs = Vec::new();
+    let mut reports = Vec::new();
     let mut metric = String::new();
     for k in 0..a.seeds {
         let seed = base_seed + k;
@@ -119,18 +112,19 @@ fn seeds(m: &Method, preset: &str, a: &ReproduceArgs, cmd: &Command) -> Result<(
         c.args(["--name", &name, "--set", &format!("runtime.seed={seed}")]);
         c.args(&a.args);
         run_status(&mut c)?;
-        let read = |sfx: &str| -> Result<(f64, String, String)> {
+        let read = |sfx: &str| -> Result<(f64, RunReport, String)> {
             let run = format!("{}/{name}{sfx}", m.name);
             let p = runs_root.join(&run).join("report.json");
-            let r = contrast_report::run_report::RunReport::read(&p)?;
+            let r = RunReport::read(&p)?;
             let value = r
                 .value
                 .with_context(|| format!("{} has no headline `value`", p.display()))?;
-            Ok((value, r.metric, run))
+            Ok((value, r, run))
         };
-        let (ours, mtr, r1) = read(ours_sfx)?;
-        let (base, _, r2) = read(base_sfx)?;
-        metric = mtr;
+        let (ours, ro, r1) = read(ours_sfx)?;
+        let (base, rb, r2) = read(base_sfx)?;
+        metric = ro.metric.clone();
+        reports.push((ro, rb));
         pairs.push(contrast_report::seeds::SeedPair {
             seed,
             ours,
@@ -138,21 +132,41 @@ fn seeds(m: &Method, preset: &str, a: &ReproduceArgs, cmd: &Command) -> Result<(
             runs: [r1, r2],
         });
     }
-    let s = contrast_report::seeds::SeedSummary::new(m.name, preset, &metric, true, pairs)?;
-    let out = runs_root.join(m.name).join(format!("{preset}-seeds.json"));
+    // the headline and every other result both sides report (kNN per k, the probe, …)
+    let s = contrast_report::seeds::SeedSummary::new(&m.name, preset, &metric, true, pairs)?
+        .with_metrics(&reports);
+    let out = runs_root.join(&m.name).join(format!("{preset}-seeds.json"));
     s.write(&out)?;
+    let u = contrast_report::format::Unit::of(&metric);
     println!(
-        "\n{} --preset {preset}, {} seeds, {metric}:\n  ours {:.2} ± {:.2}, baseline {:.2} ± {:.2}, \
-         difference {} (95 % t interval) → {}\n  {}\nwrote {}",
+        "\n{} --preset {preset}, {} seeds, {metric}:\n  ours {}, baseline {} (mean ± sd), \
+         difference {} (95 % t interval) → {}\n  per seed (ours / baseline): {}\n  {}",
         m.name,
         s.pairs.len(),
-        s.ours_mean,
-        s.ours_sd,
-        s.baseline_mean,
-        s.baseline_sd,
+        u.fmt_pm(s.ours_mean, s.ours_sd),
+        u.fmt_pm(s.baseline_mean, s.baseline_sd),
         s.delta_text(),
         s.verdict.text(),
+        s.pairs
+            .iter()
+            .map(|p| format!("{}: {} / {}", p.seed, u.fmt(p.ours), u.fmt(p.baseline)))
+            .collect::<Vec<_>>()
+            .join(", "),
         s.method_note,
+    );
+    for x in &s.metrics {
+        let u = contrast_report::format::Unit::of(&x.name);
+        println!(
+            "  {}: ours {}, baseline {}, difference {} → {}",
+            x.name,
+            u.fmt_pm(x.ours_mean, x.ours_sd),
+            u.fmt_pm(x.baseline_mean, x.baseline_sd),
+            u.fmt_delta(x.delta_mean, x.delta_ci95, x.ours_mean),
+            x.verdict.text()
+        );
+    }
+    println!(
+        "wrote {} (`cargo xtask report` shows it on runs/report.html)",
         out.display()
     );
     Ok(())
@@ -162,7 +176,7 @@ fn seeds(m: &Method, preset: &str, a: &ReproduceArgs, cmd: &Command) -> Result<(
 fn preset_seed(m: &Method, preset: &str) -> Result<u64> {
     let path = repo_root()
         .join("crates")
-        .join(m.package)
+        .join(&m.package)
         .join("configs")
         .join(format!("{preset}.toml"));
     let t: toml::Table = toml::from_str(&std::fs::read_to_string(&path)?)

@@ -5,6 +5,7 @@ use super::config::{load_config, preset_path, ConfigSource};
 use super::run::{default_runs_root, RunOptions};
 use anyhow::{Context, Result};
 use serde::{de::DeserializeOwned, Serialize};
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -284,31 +285,16 @@ pub fn run_verb<M: super::Method>(crate_dir: &Path, verb: Verb) -> Result<()> {
             );
         }
         Verb::Describe { json } => {
-            let mut rows = Vec::new();
-            for p in presets(crate_dir) {
-                let src = ConfigSource::file(preset_path(crate_dir, &p))?;
-                let row = match load_config::<M::Config>(Some(src), &[]) {
-                    Ok(cfg) => serde_json::json!({
-                        "preset": p,
-                        "baseline": M::baseline(&cfg).map(|(n, _)| n),
-                        "length": format!("{:?}", M::length(&cfg)),
-                        "runtime": M::runtime(&cfg),
-                    }),
-                    Err(e) => serde_json::json!({"preset": p, "error": format!("{e:#}")}),
-                };
-                rows.push(row);
-            }
-            let d = serde_json::json!({
-                "method": M::NAME,
-                "verbs": ["pretrain", "eval", "reproduce", "export", "describe"],
-                "baseline_switch": "--baseline (runs the config that `reproduce` runs beside the method)",
-                "presets": rows,
-            });
+            let d = describe::<M>(crate_dir)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&d)?);
             } else {
-                println!("{}:", M::NAME);
-                for r in rows {
+                println!(
+                    "{}: {}",
+                    M::NAME,
+                    d["registration"]["summary"].as_str().unwrap_or("")
+                );
+                for r in d["presets"].as_array().into_iter().flatten() {
                     println!(
                         "  preset {:<24} {} baseline {}",
                         r["preset"].as_str().unwrap_or("?"),
@@ -320,6 +306,48 @@ pub fn run_verb<M: super::Method>(crate_dir: &Path, verb: Verb) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// What `describe --json` prints: the method's registration (summary, default preset, data
+/// kind, run pair), its verbs, and per preset its baseline, length, runtime and the paper's
+/// numbers it carries.
+pub fn describe<M: super::Method>(crate_dir: &Path) -> Result<Value> {
+    let mut rows = Vec::new();
+    for p in presets(crate_dir) {
+        let src = ConfigSource::file(preset_path(crate_dir, &p))?;
+        let row = match load_config::<M::Config>(Some(src), &[]) {
+            Ok(cfg) => serde_json::json!({
+                "preset": p,
+                "baseline": M::baseline(&cfg).map(|(n, _)| n),
+                "length": format!("{:?}", M::length(&cfg)),
+                "runtime": M::runtime(&cfg),
+                // the paper's numbers the preset carries (its `[paper]` table)
+                "paper": serde_json::to_value(&cfg)?.get("paper").cloned(),
+            }),
+            Err(e) => serde_json::json!({"preset": p, "error": format!("{e:#}")}),
+        };
+        rows.push(row);
+    }
+    Ok(serde_json::json!({
+        "method": M::NAME,
+        "registration": registration(crate_dir),
+        "verbs": ["pretrain", "eval", "reproduce", "export", "describe"],
+        "baseline_switch": "--baseline (runs the config that `reproduce` runs beside the method)",
+        "presets": rows,
+    }))
+}
+
+/// The crate's `[package.metadata.contrast]` table (summary, default preset, data kind, run
+/// pair), as `cargo xtask` reads it; `null` when absent or unreadable.
+fn registration(crate_dir: &Path) -> Value {
+    std::fs::read_to_string(crate_dir.join("Cargo.toml"))
+        .ok()
+        .and_then(|t| toml::from_str::<toml::Table>(&t).ok())
+        .and_then(|t| {
+            let r = t.get("package")?.get("metadata")?.get("contrast")?.clone();
+            serde_json::to_value(r).ok()
+        })
+        .unwrap_or(Value::Null)
 }
 
 #[cfg(test)]
@@ -346,5 +374,10 @@ mod tests {
         let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
         assert_eq!(presets(crate_dir), ["toy"]);
         run_verb::<Toy>(crate_dir, Verb::Describe { json: true }).unwrap();
+        let d = describe::<Toy>(crate_dir).unwrap();
+        assert_eq!(d["registration"]["method"], "toy");
+        assert_eq!(d["registration"]["binary"], "contrast-toy");
+        assert_eq!(d["presets"][0]["preset"], "toy");
+        assert_eq!(d["presets"][0]["length"], "Steps(300)");
     }
 }
