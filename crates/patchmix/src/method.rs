@@ -9,7 +9,7 @@
 //! The baseline ([`Method::baseline`]) is the same run with `mix.enabled = false`.
 
 use crate::config::PatchMixConfig;
-use crate::eval::{evaluate, knn_now};
+use crate::eval::{protocol, report_json};
 use crate::mix::PatchMixer;
 use crate::model::PatchMixNet;
 use crate::train::{
@@ -261,13 +261,9 @@ impl Method for PatchMix {
         {
             return Ok(Monitor::default());
         }
-        let acc = knn_now(
-            &self.net,
-            &self.train_ds,
-            &self.test_ds,
-            &self.cfg,
-            run.device,
-        )?;
+        let net = &self.net;
+        let acc = protocol(&self.cfg, &self.train_ds, &self.test_ds)?
+            .knn(run.device, &|x| net.features(x))?;
         Ok(Monitor {
             fields: acc
                 .iter()
@@ -281,8 +277,10 @@ impl Method for PatchMix {
     /// when there is one). Headline: kNN top-1 at the first k.
     fn evaluate(&mut self, run: &RunCtx) -> Result<Evaluation> {
         let cfg = &self.cfg;
-        let ev = evaluate(&self.net, &self.train_ds, &self.test_ds, cfg, run.device)?;
-        let j = ev.to_json(cfg)?;
+        let net = &self.net;
+        let ev =
+            protocol(cfg, &self.train_ds, &self.test_ds)?.run(run.device, &|x| net.features(x))?;
+        let j = report_json(&ev, cfg)?;
         let metric = format!(
             "kNN top-1 (k={}, T={})",
             cfg.eval.knn_k.first().copied().unwrap_or(0),

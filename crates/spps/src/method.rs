@@ -6,15 +6,10 @@
 use crate::config::{Framework, SppsConfig};
 use crate::model::{backbone_config, Model, Partners};
 use crate::sampler::{histogram, PairSet};
-use crate::train::{
-    build_optimizer, datasets, embed, embed_with, lr_schedule, train_recipe, PartnerPicker,
-};
+use crate::train::{build_optimizer, datasets, lr_schedule, protocol, train_recipe, PartnerPicker};
 use anyhow::{bail, ensure, Context, Result};
-use contrast_core::data::augment::Recipe;
 use contrast_core::data::dataset::Dataset;
 use contrast_core::data::pipeline::{Batch, Loader, LoaderConfig};
-use contrast_core::eval::knn::knn_top1;
-use contrast_core::eval::linear::{linear_probe, linear_probe_with, LinearProbeConfig};
 use contrast_core::tensors::{load_into, named_variables, Named};
 use contrast_core::train::{
     Batches, Checkpoint, Evaluation, Length, LogConfig, Losses, Method, Monitor, Optimization,
@@ -319,56 +314,11 @@ impl Method for Spps {
     /// probe when `eval.linear_augment`).
     fn evaluate(&mut self, _run: &RunCtx) -> Result<Evaluation> {
         let cfg = &self.cfg;
-        let device = self.device;
-        let classes = self.train_ds.classes().len().max(1) as i64;
         let model = &self.model;
-        let f = |x: &Tensor| model.embed(x);
-        let bank = embed(Arc::clone(&self.train_ds), cfg, device, &f)?;
-        let query = embed(Arc::clone(&self.test_ds), cfg, device, &f)?;
-        let knn = knn_top1(&bank, &query, classes, &cfg.eval.knn_k, cfg.eval.knn_t)?;
-        let linear = if cfg.eval.linear_epochs > 0 {
-            let lp = LinearProbeConfig {
-                epochs: cfg.eval.linear_epochs,
-                batch_size: cfg.eval.linear_batch_size,
-                lr: cfg.eval.linear_lr,
-                weight_decay: cfg.eval.linear_weight_decay,
-                seed: cfg.runtime.seed,
-                ..LinearProbeConfig::default()
-            };
-            let r = if cfg.eval.linear_augment {
-                // SimCLR's linear evaluation trains on random crops (area 0.08–1) + flips,
-                // without colour distortion (`preprocess_for_train(color_distort=False)`)
-                let recipe = Recipe::linear_train(cfg.data.eval_size, (0.08, 1.0))?;
-                let train_ds = &self.train_ds;
-                linear_probe_with(
-                    &mut |epoch| {
-                        Ok(embed_with(
-                            Arc::clone(train_ds),
-                            recipe.clone(),
-                            cfg,
-                            epoch as u64,
-                            device,
-                            &f,
-                        )?
-                        .0)
-                    },
-                    &bank.1,
-                    &query.0,
-                    &query.1,
-                    classes,
-                    &lp,
-                )?
-            } else {
-                linear_probe(&bank.0, &bank.1, &query.0, &query.1, classes, &lp)?
-            };
-            Some(json!({
-                "last_top1": r.last_top1 * 100.0, "last_top5": r.last_top5 * 100.0,
-                "best_top1": r.best_top1 * 100.0, "best_top5": r.best_top5 * 100.0,
-                "best_epoch": r.best_epoch, "epochs": cfg.eval.linear_epochs,
-            }))
-        } else {
-            None
-        };
+        let e =
+            protocol(cfg, &self.train_ds, &self.test_ds)?.run(self.device, &|x| model.embed(x))?;
+        let (knn, linear) = (e.knn_json(), e.linear_json());
+        let query = e.query;
         let value = linear.as_ref().and_then(|l| l["last_top1"].as_f64());
         let pairs = self.pairs.as_ref().map(|p| {
             json!({
@@ -378,12 +328,7 @@ impl Method for Spps {
         });
         self.query = Some(query);
         Ok(Evaluation::new(METRIC, value)
-            .with(
-                "knn",
-                knn.iter()
-                    .map(|(k, a)| json!({"k": k, "top1": a}))
-                    .collect::<Vec<_>>(),
-            )
+            .with("knn", knn)
             .with("linear", linear)
             .with("pairs", pairs))
     }

@@ -10,6 +10,8 @@ use contrast_core::data::augment::{sample_rng, Recipe};
 use contrast_core::data::dataset::Dataset;
 use contrast_core::data::splits::{load_splits, SplitSpec};
 use contrast_core::eval::features::{embed_dataset, EvalLoader};
+use contrast_core::eval::linear::LinearProbeConfig;
+use contrast_core::eval::protocol::FrozenEval;
 use contrast_core::optim::lars::{Lars, LarsConfig, LarsMode};
 use contrast_core::optim::schedule::Schedule;
 use contrast_core::optim::{single_group, Optimizer, Sgd};
@@ -58,31 +60,50 @@ pub fn embed(
     device: Device,
     f: &dyn Fn(&Tensor) -> Result<Tensor>,
 ) -> Result<(Tensor, Tensor)> {
-    embed_with(ds, eval_recipe(cfg)?, cfg, 0, device, f)
+    embed_dataset(ds, eval_recipe(cfg)?, eval_loader(cfg), 0, device, f)
 }
 
-/// [`embed`] through `recipe` with its random stream of `epoch` (the probe's augmented views).
-pub fn embed_with(
-    ds: Arc<dyn Dataset>,
-    recipe: Recipe,
+/// The frozen-feature protocol (core `eval::protocol`): kNN (k 20 / 200, T 0.1) and the linear
+/// probe on the pooled backbone — on fixed features, or SimCLR's way with `eval.linear_augment`:
+/// random crops (area 0.08–1) + flips re-embedded every epoch, without colour distortion
+/// (`preprocess_for_train(color_distort=False)`).
+pub fn protocol(
     cfg: &SppsConfig,
-    epoch: u64,
-    device: Device,
-    f: &dyn Fn(&Tensor) -> Result<Tensor>,
-) -> Result<(Tensor, Tensor)> {
-    let d = &cfg.data;
-    embed_dataset(
-        ds,
-        recipe,
-        EvalLoader {
-            seed: cfg.runtime.seed,
-            prefetch: d.prefetch,
-            threads: d.threads,
-        },
-        epoch,
-        device,
-        f,
-    )
+    train: &Arc<dyn Dataset>,
+    test: &Arc<dyn Dataset>,
+) -> Result<FrozenEval> {
+    let e = &cfg.eval;
+    let probe = (e.linear_epochs > 0).then(|| LinearProbeConfig {
+        epochs: e.linear_epochs,
+        batch_size: e.linear_batch_size,
+        lr: e.linear_lr,
+        weight_decay: e.linear_weight_decay,
+        seed: cfg.runtime.seed,
+        ..LinearProbeConfig::default()
+    });
+    let probe_views = if e.linear_augment {
+        Some(Recipe::linear_train(cfg.data.eval_size, (0.08, 1.0))?)
+    } else {
+        None
+    };
+    Ok(FrozenEval {
+        train: Arc::clone(train),
+        test: Arc::clone(test),
+        view: eval_recipe(cfg)?,
+        loader: eval_loader(cfg),
+        knn_k: e.knn_k.clone(),
+        knn_t: e.knn_t,
+        probe,
+        probe_views,
+    })
+}
+
+fn eval_loader(cfg: &SppsConfig) -> EvalLoader {
+    EvalLoader {
+        seed: cfg.runtime.seed,
+        prefetch: cfg.data.prefetch,
+        threads: cfg.data.threads,
+    }
 }
 
 /// Chooses each step's semantic partners and augments them.

@@ -6,6 +6,7 @@
 //! * [`knn`]: the weighted k-nearest-neighbour classifier of InstDisc / DINO / solo-learn over a
 //!   feature bank.
 //! * [`linear`]: the linear probe on frozen features.
+//! * [`protocol`]: the frozen-feature protocol (kNN + linear probe) the natural-image methods share.
 //! * [`projection`]: PCA to 2-D and the scatter figure of embeddings coloured by class.
 //! * [`retrieval`]: hit@k, MRR, mean / median rank (paired or label-match relevance).
 
@@ -14,5 +15,6 @@ pub mod knn;
 pub mod linear;
 pub mod miou;
 pub mod projection;
+pub mod protocol;
 pub mod retrieval;
 pub mod segmentation;
