@@ -15,9 +15,11 @@
 //! `report.json`, `plots/` (this crate, from the metrics) and `figures/` (method-specific PNGs).
 
 pub mod font;
+pub mod format;
 pub mod images;
 pub mod metrics;
 pub mod page;
+pub mod paper;
 pub mod plot;
 pub mod run_report;
 pub mod seeds;

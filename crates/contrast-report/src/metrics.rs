@@ -57,6 +57,8 @@ pub enum Family {
     Schedule,
     /// Evaluation during training: kNN / linear accuracy, Dice, mIoU, hit@k, precision.
     Evaluation,
+    /// What the step measured besides its loss: gradient norm, semantic pairs per batch.
+    Diagnostic,
     /// Bookkeeping, not plotted (epoch, elapsed time).
     Ignored,
 }
@@ -64,7 +66,16 @@ pub enum Family {
 /// The family of a field name (conventions of the method crates' metrics).
 pub fn family(key: &str) -> Family {
     let k = key.to_ascii_lowercase();
-    const IGNORED: &[&str] = &["epoch", "elapsed_s", "iter", "samples_per_s", "time_s"];
+    const IGNORED: &[&str] = &[
+        "epoch",
+        "elapsed_s",
+        "iter",
+        "samples_per_s",
+        "time_s",
+        "s_per_iter",
+        "s_per_step",
+    ];
+    const DIAGNOSTIC: &[&str] = &["grad_norm", "semantic_pairs"];
     const SCHEDULE: &[&str] = &[
         "wd",
         "weight_decay",
@@ -99,6 +110,8 @@ pub fn family(key: &str) -> Family {
         Family::LearningRate
     } else if SCHEDULE.contains(&k.as_str()) {
         Family::Schedule
+    } else if DIAGNOSTIC.contains(&k.as_str()) || k.ends_with("grad_norm") {
+        Family::Diagnostic
     } else if EVAL_PREFIX.iter().any(|p| k.starts_with(p)) {
         Family::Evaluation
     } else {
@@ -133,6 +146,7 @@ pub fn charts(records: &[Record], title: &str) -> Vec<(String, LineChart)> {
             "evaluation during training",
             "metric",
         ),
+        (Family::Diagnostic, "diagnostics", "diagnostics", "value"),
     ];
     spec.iter()
         .filter_map(|(fam, stem, what, y)| {

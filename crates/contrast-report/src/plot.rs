@@ -200,6 +200,125 @@ impl Drawable for Scatter {
     }
 }
 
+/// One line of an [`OverlayChart`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Line {
+    /// Legend entry (`None`: not in the legend, e.g. one seed of several).
+    pub label: Option<String>,
+    pub points: Vec<(f64, f64)>,
+    /// Index into the chart palette (one colour per side of a comparison).
+    pub color: usize,
+    /// Stroke width in pixels (thin seeds, bold mean).
+    pub width: u32,
+    /// 0–1.
+    pub opacity: f64,
+}
+
+/// Several runs on one chart: each seed a thin line, the mean bold, one colour per side.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OverlayChart {
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    pub lines: Vec<Line>,
+    /// Pixels (PNG) / user units (SVG).
+    pub size: (u32, u32),
+}
+
+impl Drawable for OverlayChart {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
+        let pts = || self.lines.iter().flat_map(|l| l.points.iter());
+        if pts().next().is_none() {
+            bail!("chart `{}` has no points", self.title);
+        }
+        let (x0, x1) = pts().fold((f64::MAX, f64::MIN), |a, p| (a.0.min(p.0), a.1.max(p.0)));
+        let (y0, y1) = pts().fold((f64::MAX, f64::MIN), |a, p| (a.0.min(p.1), a.1.max(p.1)));
+        let (x0, x1) = padded(x0, x1);
+        let (y0, y1) = padded(y0, y1);
+        // text scales with the chart: small multiples get small text
+        let small = self.size.0 < 600;
+        let (title_px, label_px, y_area) = if small { (14, 11, 52) } else { (18, 13, 70) };
+        root.fill(&WHITE).map_err(err)?;
+        let mut chart = ChartBuilder::on(root)
+            .caption(&self.title, ("sans-serif", title_px))
+            .margin(if small { 6 } else { 12 })
+            .x_label_area_size(if small { 28 } else { 40 })
+            .y_label_area_size(y_area)
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_desc(&self.x_label)
+            .y_desc(&self.y_label)
+            .x_labels(if small { 4 } else { 8 })
+            .y_labels(if small { 5 } else { 8 })
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| crate::format::sig(*y, 3))
+            .label_style(("sans-serif", label_px))
+            .draw()
+            .map_err(err)?;
+        let mut legend = false;
+        for l in &self.lines {
+            let c = color(l.color).mix(l.opacity.clamp(0.05, 1.0));
+            let style = c.stroke_width(l.width.max(1));
+            let series = if l.points.len() == 1 {
+                chart
+                    .draw_series(
+                        l.points
+                            .iter()
+                            .map(|&p| Circle::new(p, l.width + 2, c.filled())),
+                    )
+                    .map_err(err)?
+            } else {
+                chart
+                    .draw_series(LineSeries::new(l.points.iter().copied(), style))
+                    .map_err(err)?
+            };
+            if let Some(label) = &l.label {
+                legend = true;
+                series
+                    .label(label)
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+            }
+        }
+        if legend {
+            // the legend goes into the right-hand corner with fewer points under it
+            let right = |up: bool| {
+                pts()
+                    .filter(|p| (p.0 - x0) / (x1 - x0) > 0.55)
+                    .filter(|p| ((p.1 - y0) / (y1 - y0) > 0.5) == up)
+                    .count()
+            };
+            let position = if right(true) <= right(false) {
+                SeriesLabelPosition::UpperRight
+            } else {
+                SeriesLabelPosition::LowerRight
+            };
+            chart
+                .configure_series_labels()
+                .label_font(("sans-serif", label_px))
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .position(position)
+                .draw()
+                .map_err(err)?;
+        }
+        root.present().map_err(err)?;
+        Ok(())
+    }
+}
+
+/// `d` rendered as an SVG document of `size` (for embedding in a page).
+pub fn svg_string<D: Drawable>(d: &D, size: (u32, u32)) -> Result<String> {
+    crate::font::ensure_font()?;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        d.draw(&root)?;
+    }
+    Ok(svg)
+}
+
 /// Render `d` to `<stem>.svg` and `<stem>.png` (atomically).
 pub fn write_svg_png<D: Drawable>(d: &D, stem: &Path) -> Result<Vec<PathBuf>> {
     crate::font::ensure_font()?;

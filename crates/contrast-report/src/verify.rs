@@ -128,7 +128,7 @@ pub fn settings_line(v: &Value) -> String {
             source = v["data"]["source"].as_str().unwrap_or("?"),
             n = v["epochs"],
             x = v["x_label"].as_str().unwrap_or("epoch"),
-            settings = serde_json::to_string(s).unwrap_or_default(),
+            settings = settings_text(s),
             pa = v["precision"]["ours"].as_str().unwrap_or("?"),
             po = v["precision"]["official"].as_str().unwrap_or("?"),
             tiny = if v["tiny"].as_bool() == Some(true) {
@@ -166,6 +166,78 @@ pub fn settings_line(v: &Value) -> String {
             ""
         },
     )
+}
+
+/// Settings as `key value, …` text (no JSON on the page).
+fn settings_text(s: &Value) -> String {
+    match s.as_object() {
+        Some(o) => o
+            .iter()
+            .map(|(k, v)| {
+                let t = match v {
+                    Value::String(x) => x.clone(),
+                    Value::Array(a) => a
+                        .iter()
+                        .map(|x| x.as_str().map_or(x.to_string(), str::to_string))
+                        .collect::<Vec<_>>()
+                        .join("/"),
+                    x => x.to_string(),
+                };
+                format!("{k} {t}")
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        None => "–".into(),
+    }
+}
+
+/// What a verification run says in one line: the primary metric of ours, the baseline and the
+/// official code at the epoch all of them reached.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifyHeadline {
+    /// The metric (`primary_label`, else `kNN top-1 k=…`).
+    pub label: String,
+    /// `epoch` or `iteration`.
+    pub x_label: String,
+    /// The common epoch ([`common_epoch`]).
+    pub at: i64,
+    pub ours: Option<f64>,
+    pub baseline: Option<f64>,
+    pub official: Option<f64>,
+    /// The GPU.
+    pub device: String,
+    /// The schedule's length in `x_label`s.
+    pub length: String,
+    /// `run.sh --tiny`: the numbers mean nothing.
+    pub tiny: bool,
+}
+
+/// [`VerifyHeadline`] of a `verify-<method>.json`, when every run reached a common epoch.
+pub fn headline(v: &Value) -> Option<VerifyHeadline> {
+    let key = primary(v)?;
+    let at = common_epoch(v)?;
+    let label = metric_columns(v)
+        .into_iter()
+        .find(|(k, _)| *k == key)
+        .map_or(key.clone(), |(_, h)| h);
+    let at_epoch = |run: &str| -> Option<f64> {
+        v["runs"][run]["epochs"]
+            .as_array()?
+            .iter()
+            .find(|e| e["epoch"].as_i64() == Some(at))?[key.as_str()]
+        .as_f64()
+    };
+    Some(VerifyHeadline {
+        label,
+        x_label: v["x_label"].as_str().unwrap_or("epoch").to_string(),
+        at,
+        ours: at_epoch("ours"),
+        baseline: at_epoch("baseline"),
+        official: at_epoch("official"),
+        device: v["device"].as_str().unwrap_or("?").to_string(),
+        length: v["epochs"].to_string(),
+        tiny: v["tiny"].as_bool() == Some(true),
+    })
 }
 
 fn short(c: &str) -> String {
@@ -336,5 +408,15 @@ mod tests {
         assert_eq!(rows1[1][2], "30.0");
         assert!(md.contains("not comparable"), "{md}");
         assert!(md.contains("NVIDIA H100"), "{md}");
+        assert!(
+            !settings_line(&f).contains('{'),
+            "no JSON in the settings line"
+        );
+        let h = headline(&sample()).unwrap();
+        assert_eq!(
+            (h.at, h.ours, h.baseline, h.official),
+            (2, Some(42.0), None, Some(41.31))
+        );
+        assert_eq!(h.label, "kNN top-1 k=10");
     }
 }
