@@ -2,8 +2,11 @@
 //!
 //! * `report RUN_DIR`: regenerate that run's curves (`RUN_DIR/plots/*.svg|png`) from its
 //!   `metrics.jsonl`, also while the run is still going.
-//! * `report`: write the comparison page (`runs/report.html` by default): every run's
-//!   `report.json`, curves and figures, and `benches/RESULTS.md`, images embedded.
+//! * `report`: write the comparison page (`runs/report.html` by default): one row per method
+//!   with its verdict, then per method the headline table (ours, baseline, difference ± 95 %
+//!   interval, the paper's number, official code, GPU run), settings, overlaid curves and
+//!   figures, and `benches/RESULTS.md`, images embedded. A run and its baseline run are paired
+//!   by the method registry's run-name suffixes.
 //! * `compare`: print every run's `report.json` as one Markdown table.
 
 use crate::util::repo_root;
@@ -42,16 +45,39 @@ pub fn report(a: &ReportArgs) -> Result<()> {
     }
     let root = runs_root(a.runs_dir.clone());
     let out = a.out.clone().unwrap_or_else(|| root.join("report.html"));
-    let bench = repo_root().join("benches").join("RESULTS.md");
-    let s = contrast_report::page::write_page(&root, &out, Some(&bench))?;
+    let s = write_page(&root, &out)?;
     println!(
-        "wrote {} ({} methods, {} runs, {} images embedded)",
+        "wrote {} ({} methods, {} runs, {} comparisons, {} images embedded)",
         out.display(),
         s.methods,
         s.runs,
+        s.comparisons,
         s.images
     );
     Ok(())
+}
+
+/// The page options of this workspace: `benches/RESULTS.md` and how each method names its
+/// baseline run (the method registry's `pair`).
+pub fn page_options() -> contrast_report::page::PageOptions {
+    contrast_report::page::PageOptions {
+        bench_results: Some(repo_root().join("benches").join("RESULTS.md")),
+        pairs: crate::methods::methods()
+            .iter()
+            .filter_map(|m| {
+                let (o, b) = m.pair.as_ref()?;
+                Some(contrast_report::page::RunPair::new(&m.name, o, b))
+            })
+            .collect(),
+    }
+}
+
+/// Write the comparison page of `root` to `out` with [`page_options`].
+pub fn write_page(
+    root: &std::path::Path,
+    out: &std::path::Path,
+) -> Result<contrast_report::page::PageSummary> {
+    contrast_report::page::write_page_with(root, out, &page_options())
 }
 
 #[derive(Args, Debug)]

@@ -34,6 +34,10 @@ pub struct ReproduceArgs {
     /// computed verdict (`<runs>/<method>/<preset>-seeds.json`, shown by `cargo xtask report`).
     #[arg(long, default_value_t = 1)]
     pub seeds: u64,
+    /// With `--seeds N`: train nothing, summarise the N seeds' runs already in the runs folder
+    /// (after an interruption, or to refresh a summary written by an older contrast).
+    #[arg(long, requires = "seeds")]
+    pub summary_only: bool,
     /// Extra arguments for the method binary (e.g. `-- --resume --set optim.lr=0.1`).
     #[arg(last = true)]
     pub args: Vec<String>,
@@ -111,7 +115,9 @@ fn seeds(m: &Method, preset: &str, a: &ReproduceArgs, cmd: &Command) -> Result<(
         c.current_dir(repo_root()).args(cmd.get_args());
         c.args(["--name", &name, "--set", &format!("runtime.seed={seed}")]);
         c.args(&a.args);
-        run_status(&mut c)?;
+        if !a.summary_only {
+            run_status(&mut c)?;
+        }
         let read = |sfx: &str| -> Result<(f64, RunReport, String)> {
             let run = format!("{}/{name}{sfx}", m.name);
             let p = runs_root.join(&run).join("report.json");
