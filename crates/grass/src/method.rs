@@ -98,18 +98,27 @@ pub fn build_optimizer(p: &PretrainConfig, net: &GrassNet, lr: f64) -> Result<La
     )
 }
 
-/// The loss of one pre-training step on the views `x [2N, 3, S, S]` (`[x₁…x_N, x'₁…x'_N]`).
-/// With `sampling` (the GS stage) a first forward gives `dL/dF` of the layer-4 map only, every
-/// view is cropped to its gradient-guided box (`threshold_ratio`), and the loss is that of a
-/// second forward on the crops; the boxes are returned too (`None` entries: views kept whole).
-pub fn step_loss(
+/// What one pre-training step computed ([`step_output`]).
+pub struct StepOutput {
+    /// The training loss (of the second forward, on the crops, in the GS stage).
+    pub loss: Tensor,
+    /// GS stage only: the gradient-guided boxes (`None` entries: views kept whole) and the loss
+    /// of the first forward on the whole views (the official step's `loss_guide`).
+    pub sampling: Option<(Vec<Option<BoxRect>>, f64)>,
+}
+
+/// One pre-training step on the views `x [2N, 3, S, S]` (`[x₁…x_N, x'₁…x'_N]`). With
+/// `sampling` (the GS stage) a first forward gives `dL/dF` of the layer-4 map only, every view
+/// is cropped to its gradient-guided box (`threshold_ratio`), and the loss is that of a second
+/// forward on the crops.
+pub fn step_output(
     net: &GrassNet,
     loss_fn: &NtXent,
     x: &Tensor,
     sampling: bool,
     threshold_ratio: f32,
-) -> Result<(Tensor, Option<Vec<Option<BoxRect>>>)> {
-    let mut boxes = None;
+) -> Result<StepOutput> {
+    let mut guided = None;
     let crops;
     let x = if sampling {
         // first forward (train mode, as the official step): only dL/dF of the layer-4 map is
@@ -124,14 +133,29 @@ pub fn step_loss(
         let l0 = loss_fn.forward(&z)?;
         let g = feature_gradient(&l0, &f)?;
         let (c, b, _) = gradient_guided_crops(x, &f.detach(), &g, threshold_ratio)?;
-        boxes = Some(b);
+        guided = Some((b, l0.double_value(&[])));
         crops = c;
         &crops
     } else {
         x
     };
     let out = net.forward(x, true)?;
-    Ok((loss_fn.forward(&out.z)?, boxes))
+    Ok(StepOutput {
+        loss: loss_fn.forward(&out.z)?,
+        sampling: guided,
+    })
+}
+
+/// [`step_output`] as `(loss, boxes)`.
+pub fn step_loss(
+    net: &GrassNet,
+    loss_fn: &NtXent,
+    x: &Tensor,
+    sampling: bool,
+    threshold_ratio: f32,
+) -> Result<(Tensor, Option<Vec<Option<BoxRect>>>)> {
+    let o = step_output(net, loss_fn, x, sampling, threshold_ratio)?;
+    Ok((o.loss, o.sampling.map(|(b, _)| b)))
 }
 
 /// Unlabelled training tiles as an in-memory data set (HWC bytes).
@@ -299,9 +323,10 @@ impl Method for Pretrain {
         let x = self.views(&batch);
         let sampling = self.gs && ctx.step >= ctx.per_epoch * self.warmup_epochs;
         let p = &self.cfg.pretrain;
-        let (loss, boxes) = step_loss(&self.net, &self.loss_fn, &x, sampling, p.threshold_ratio)?;
-        let mut l = Losses::single("loss", loss).with("stage", if sampling { "gs" } else { "id" });
-        if let Some(boxes) = &boxes {
+        let out = step_output(&self.net, &self.loss_fn, &x, sampling, p.threshold_ratio)?;
+        let mut l =
+            Losses::single("loss", out.loss).with("stage", if sampling { "gs" } else { "id" });
+        if let Some((boxes, guide)) = &out.sampling {
             let s = self.cfg.data.crop_size as f64;
             let areas: Vec<f64> = boxes
                 .iter()
@@ -313,7 +338,8 @@ impl Method for Pretrain {
                     "box_area_frac",
                     areas.iter().sum::<f64>() / areas.len() as f64,
                 )
-                .with("views_kept", kept);
+                .with("views_kept", kept)
+                .with("loss_guide", guide);
         }
         Ok(l)
     }

@@ -62,15 +62,24 @@ impl GrassNet {
         head_relu: bool,
         output_stride: i64,
     ) -> Result<Self> {
+        let trunk = ResNetConfig {
+            output_stride,
+            ..trunk_config(arch)?
+        };
+        Self::with_trunk(device, &trunk, out_dim, head_relu)
+    }
+
+    /// The network on any torchvision-layout trunk `trunk` (e.g. a one-block-per-stage
+    /// Bottleneck ResNet: the reduced model of the official step comparison).
+    pub fn with_trunk(
+        device: Device,
+        trunk: &ResNetConfig,
+        out_dim: i64,
+        head_relu: bool,
+    ) -> Result<Self> {
         let vs = nn::VarStore::new(device);
         let root = vs.root();
-        let trunk = ResNet::new(
-            &root / "trunk",
-            &ResNetConfig {
-                output_stride,
-                ..trunk_config(arch)?
-            },
-        )?;
+        let trunk = ResNet::new(&root / "trunk", trunk)?;
         let c = trunk.num_features();
         let hp = &root / "head";
         let head = if head_relu {
