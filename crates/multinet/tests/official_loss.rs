@@ -1,12 +1,13 @@
 //! Our MNCLGLF objective as the presets train it (`released_code_l1 = true`) against the
 //! OFFICIAL `InfoNCE.forward` of `loss_functions/infoNCE.py` (liweiquan39/MNCLGLF, checked out by
 //! `cargo xtask official fetch multinet` into the git-ignored `.official/multinet`, run through
-//! `tests/py/official_loss.py`, which supplies the missing `core` package: one-process
-//! `dist`, lightly's `NTXentLoss`). Same predictions, six local keys per view and memory-bank
+//! `tests/py/official_loss.py`, which maps the imported `core` package onto the checkout, whose
+//! `utils/` folder is `core.utils`: the NT-Xent is the repository's own `utils/ntx_ent_loss.py`;
+//! only `core.utils.dist2` and the one-process gather are glue). Same predictions, six local keys per view and memory-bank
 //! neighbours: the total and its gradient on the three predictions (none on p2, whose only term
 //! is detached in the released code).
 //!
-//! Without the checkout (or Python with lightly) the test says so in one line and compares with
+//! Without the checkout (or Python) the test says so in one line and compares with
 //! `official/fixtures/multinet_loss.json`.
 
 use contrast_core::testing::official::{
@@ -80,7 +81,7 @@ fn objective_equals_the_released_info_nce() {
     assert_close(&p[2].grad(), get(&out, "g.p3"), 1e-6, 1e-4, "dL/dp3");
     println!("official_loss: total {w} and the gradients equal the released InfoNCE");
     if writing_fixtures() {
-        let what = "released MNCLGLF InfoNCE.forward (loss_functions/infoNCE.py, core stubbed, lightly NTXentLoss) on the inputs of crates/multinet/tests/official_loss.rs";
+        let what = "released MNCLGLF InfoNCE.forward (loss_functions/infoNCE.py with the repository's utils/ntx_ent_loss.py as core.utils; core.utils.dist2 stubbed) on the inputs of crates/multinet/tests/official_loss.rs";
         let official = [
             ("total", w),
             ("grad_p1_l2", get(&out, "g.p1").norm().double_value(&[])),

@@ -2,46 +2,45 @@
 liweiquan39/MNCLGLF, checked out by `cargo xtask official fetch multinet`; not ours) on our
 predictions, local keys and memory-bank neighbours.
 
-Glue (not official code): the file imports a `core` package that the repository does not
-contain. `core.utils.dist` is stubbed for one process (rank 0, world size 1, a one-process gloo
-group for `dist.all_gather`), and `core.utils.ntx_ent_loss.NTXentLoss` is lightly's
-`NTXentLoss` — the loss MNCLGLF's NN term is documented as (our assumption: the missing file is
-not available to check). `.cuda()` is a no-op on a machine without CUDA.
+Glue (not official code): the file imports a `core` package; the repository holds its
+`core.utils` as the `utils/` folder, so `core` is mapped onto the checkout and the loss's
+`NTXentLoss` is the repository's own `utils/ntx_ent_loss.py` (with its `memory_bank.py`).
+What the repository lacks: `core.utils.dist2` (lightly's distributed helpers; rank 0, world
+size 1 here). `concat_all_gather`'s `dist.all_gather` is the one-process copy (no process group:
+nothing else runs here that would need one). `.cuda()` is a no-op on a machine without CUDA.
 
 Inputs (npz): p1, p2, p3 [N, D]; k1, k2 [C·N, D]; j1, j3 [N, D]. argv[3:]: checkout.
 Outputs: total, g.p1, g.p2, g.p3 (d total / d p).
 """
 import importlib.util
-import os
 import sys
 import types
 
 import numpy as np
 import torch
-import torch.distributed as dist
-from lightly.loss import NTXentLoss
 
 inp, outp, official = sys.argv[1], sys.argv[2], sys.argv[3]
 if not torch.cuda.is_available():
     torch.Tensor.cuda = lambda self, *a, **k: self
-for name in ["core", "core.utils"]:
-    sys.modules[name] = types.ModuleType(name)
-link = types.ModuleType("core.utils.dist")
-link.get_rank = lambda: 0
-link.get_world_size = lambda: 1
-sys.modules["core.utils.dist"] = link
-sys.modules["core.utils"].dist = link
-ntx = types.ModuleType("core.utils.ntx_ent_loss")
-ntx.NTXentLoss = NTXentLoss
-sys.modules["core.utils.ntx_ent_loss"] = ntx
-if not dist.is_initialized():
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", str(22000 + os.getpid() % 20000))
-    dist.init_process_group("gloo", rank=0, world_size=1)
+core = types.ModuleType("core")
+core.__path__ = [official]
+sys.modules["core"] = core
+dist2 = types.ModuleType("core.utils.dist2")
+dist2.rank = lambda: 0
+dist2.world_size = lambda: 1
+sys.modules["core.utils.dist2"] = dist2
+
+
+class OneProcess:  # torch.distributed.all_gather of a one-process run
+    @staticmethod
+    def all_gather(tensors, tensor, *a, **k):
+        tensors[0].copy_(tensor)
+
 
 spec = importlib.util.spec_from_file_location("info_nce", official + "/loss_functions/infoNCE.py")
 mod = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(mod)
+mod.dist = OneProcess
 
 d = np.load(inp)
 t = {k: torch.from_numpy(d[k]) for k in d.files}
