@@ -1,5 +1,7 @@
-"""GraSS gradient-guided-sampling step peer (see benches/src/steps/grass.rs): LARC (apex, scale
-mode) over SGD with momentum."""
+"""Our own restatement (no official code runs in the training-step bench, which must work without
+the official checkout; the step itself is compared with the official GraSS_train_step in
+crates/grass/tests/official_steps.rs): the GraSS gradient-guided-sampling step peer (see
+benches/src/steps/grass.rs), LARC (apex, scale mode) over SGD with momentum."""
 import torch
 
 from step_base import Step, crate_py

@@ -1,4 +1,7 @@
-"""MNCLGLF (multinet) step peer (see benches/src/steps/multinet.rs)."""
+"""Our own restatement (no official code runs in the training-step bench, which must work without
+the official checkout; the step itself is compared with the released training loop in
+crates/multinet/tests/official_steps.rs): the MNCLGLF (multinet) step peer (see
+benches/src/steps/multinet.rs)."""
 import torch
 import torch.nn as nn
 import torch.nn.functional as F

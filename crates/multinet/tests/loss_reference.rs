@@ -1,29 +1,21 @@
-//! MNCLGLF against our PyTorch reference (tests/py/mnclglf_ref.py, one script call): the local
-//! split and pair averaging on constructed inputs, every loss term and the gradients of the
-//! three predictions, for the paper variant (gradient through the global-vs-local term) and the
-//! released-code variant (no gradient from that term).
+//! Our own restatement (no official code covers the paper-intent variant): MNCLGLF's objective
+//! with the gradient through the global-vs-local term (`released_code_l1 = false`, which the
+//! released code never computes: it detaches that term) and temperatures other than the
+//! released τ = 1, against our PyTorch reference `tests/py/mnclglf_ref.py` (one script call):
+//! every loss term and the gradients of the three predictions. The released variant, the local
+//! split and the pair averaging are checked against the official code itself
+//! (`official_loss.rs`, `official_steps.rs`) and on hand-derived values (`local.rs`).
 
 use contrast_core::testing::{assert_close, get, run_reference};
-use multinet::local::{combine, local_split};
 use multinet::loss::{mnclglf_loss, LossConfig, LossInputs};
 use tch::{Device, Kind, Tensor};
 
 #[test]
-fn local_branch_and_objective_match_pytorch() {
+fn paper_variant_objective_matches_pytorch() {
     let _g = contrast_core::testing::global_rng_lock();
     tch::manual_seed(3);
     let opts = (Kind::Float, Device::Cpu);
     let (n, d) = (6i64, 16i64);
-    // constructed image: value = 1000·sample + 100·channel + 10·row + col (distinct everywhere)
-    let image = (Tensor::arange(2, opts).view([2, 1, 1, 1]) * 1000.0
-        + Tensor::arange(3, opts).view([1, 3, 1, 1]) * 100.0
-        + Tensor::arange(4, opts).view([1, 1, 4, 1]) * 10.0
-        + Tensor::arange(4, opts).view([1, 1, 1, 4]))
-    .contiguous(); // [2, 3, 4, 4]
-    let split = local_split(&image, 2).unwrap();
-    let cell_features = Tensor::randn([4 * n, d], opts);
-    let combined = combine(&cell_features, 4, 2).unwrap();
-
     let g = Tensor::randn([7, n, d], opts);
     let k = Tensor::randn([2, 6 * n, d], opts);
     let (p1, p2, p3) = (g.get(0), g.get(1), g.get(2));
@@ -31,8 +23,6 @@ fn local_branch_and_objective_match_pytorch() {
     let (k1, k2) = (k.get(0), k.get(1));
     let (tau1, tau2, a) = (0.7, 0.5, 6.0);
     let inputs = [
-        ("image", &image),
-        ("cell_features", &cell_features),
         ("p1", &p1),
         ("p2", &p2),
         ("p3", &p3),
@@ -50,16 +40,8 @@ fn local_branch_and_objective_match_pytorch() {
     .unwrap() else {
         return;
     };
-    assert_close(&split, get(&out, "split"), 0.0, 0.0, "local split");
-    assert_close(
-        &combined,
-        get(&out, "combined"),
-        1e-6,
-        1e-6,
-        "pair averages",
-    );
-
-    for (variant, released) in [("paper", false), ("released", true)] {
+    {
+        let (variant, released) = ("paper", false);
         let leaf = |t: &Tensor| t.copy().set_requires_grad(true);
         let (q1, q2, q3) = (leaf(&p1), leaf(&p2), leaf(&p3));
         let cfg = LossConfig {

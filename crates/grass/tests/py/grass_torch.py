@@ -1,4 +1,5 @@
-"""PyTorch statement of the GraSS pre-training step (our own code, written from
+"""Our own restatement (no official code runs in the training-step bench, which must work without
+the official checkout): the GraSS pre-training step in PyTorch (our own code, written from
 `shared/papers/grass-claires.md` §1 and the crate's `sampling.rs` docs): the network, NT-Xent in
 the 2N layout, the gradient-guided crops, and the VISSL parameter groups for LARC. Imported by
 `benches/py/step_grass.py` (the training-step bench's PyTorch peer).

@@ -1,7 +1,8 @@
-"""OUR OWN restatement (not official code) of MNCLGLF (the math is in `mnclglf_torch.py`, shared with the
-training-step bench's PyTorch peer): local split and pair averaging on constructed tensors, and
-the objective computed twice — with gradient through p in L1 (paper) and with p detached in L1
-(released code).
+"""Our own restatement (no official code covers the paper-intent variant, gradient through L1):
+MNCLGLF's objective with the gradient through the global-vs-local term (the released code
+detaches it) and any temperatures; the math is in `mnclglf_torch.py`, shared with the
+training-step bench's PyTorch peer. The released variant, the local split and the pair averaging
+are compared with the official code itself (`official_loss.rs`, `official_steps.rs`).
 """
 import os
 import sys
@@ -10,18 +11,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mnclglf_torch import combine, local_split, mnclglf_objective  # noqa: E402
+from mnclglf_torch import mnclglf_objective  # noqa: E402
 
 inp = np.load(sys.argv[1])
 tau1, tau2, a = float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
 t = {k: torch.from_numpy(inp[k]) for k in inp.files}
 out = {}
 
-# local split + pair averaging on the constructed image / feature tensors
-out["split"] = local_split(t["image"], 2).numpy()
-out["combined"] = combine(t["cell_features"], 4, 2).numpy()
-
-for variant, detach in (("paper", False), ("released", True)):
+for variant, detach in (("paper", False),):
     p1 = t["p1"].clone().requires_grad_(True)
     p2 = t["p2"].clone().requires_grad_(True)
     p3 = t["p3"].clone().requires_grad_(True)

@@ -1,6 +1,7 @@
-"""MNCLGLF in PyTorch (our own code, written from the equations of the official
+"""Our own restatement (no official code runs in the training-step bench, which must work without
+the official checkout): MNCLGLF in PyTorch, written from the equations of the official
 loss_functions/infoNCE.py, utils/network_builder.py and lightly's NTXentLoss that the
-repository copies as utils/ntx_ent_loss.py). Imported by `mnclglf_ref.py` (the tests' reference)
+repository copies as utils/ntx_ent_loss.py. Imported by `mnclglf_ref.py` (the tests' reference)
 and by `benches/py/step_multinet.py` (the training-step bench's PyTorch peer).
 
   local split:  cols = x.split(W/s, dim=3); cells = [c.split(H/s, dim=2) for c in cols]; cat(dim=0)
