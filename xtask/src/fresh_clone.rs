@@ -98,7 +98,7 @@ pub fn fresh_clone(a: &FreshCloneArgs) -> Result<()> {
         Behaviour {
             ranges: true,
             cut_first: true,
-            cut_always: false,
+            ..Behaviour::default()
         },
         Duration::from_secs(3600),
     );

@@ -13,6 +13,7 @@ mod report;
 mod reproduce;
 mod setup;
 mod test_server;
+mod torture;
 mod util;
 mod verify;
 
@@ -39,7 +40,8 @@ enum Command {
         cargo_args: Vec<String>,
     },
     /// What CI runs: setup, `cargo fmt --check`, clippy with `-D warnings`, the tests (twice: the
-    /// second time with the development data hidden), `fresh-clone`, the GPU bundles' checks.
+    /// second time with the development data hidden), `fresh-clone`, `torture --quick`, the GPU
+    /// bundles' checks.
     Ci {
         #[command(flatten)]
         setup: setup::SetupArgs,
@@ -69,6 +71,9 @@ enum Command {
     /// small data sets in the official formats from 127.0.0.1, run every smoke preset's data
     /// step and a few PatchMix training steps there (CI runs it).
     FreshClone(fresh_clone::FreshCloneArgs),
+    /// Fault injection against the training binary (kill -9 + resume, full disk, NaN loss,
+    /// corrupt checkpoint), then RELIABILITY.md; `--quick` is the CI form.
+    Torture(torture::TortureArgs),
     /// Add a GPU verification run (`verify-<method>.json` from a bundle's `run.sh`) to the
     /// method README's results and to `runs/report.html`.
     VerifyReport(verify::VerifyReportArgs),
@@ -117,6 +122,14 @@ fn run(cli: Cli) -> Result<()> {
             )?;
             util::step("fresh-clone: a clone without development data, data from 127.0.0.1");
             fresh_clone::fresh_clone(&fresh_clone::FreshCloneArgs::default())?;
+            util::step(
+                "torture --quick: kill -9 + resume, full disk, NaN loss, corrupt checkpoint",
+            );
+            torture::torture(&torture::TortureArgs {
+                quick: true,
+                seed: 1,
+                ..Default::default()
+            })?;
             for method in gpu_bundle::METHODS {
                 util::step(&format!(
                     "gpu-bundle {method} --check (run.sh --tiny on the CPU)"
@@ -134,6 +147,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::GpuBundle(a) => gpu_bundle::gpu_bundle(&a),
         Command::VerifyReport(a) => verify::verify_report(&a),
         Command::FreshClone(a) => fresh_clone::fresh_clone(&a),
+        Command::Torture(a) => torture::torture(&a),
     }
 }
 

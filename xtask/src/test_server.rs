@@ -21,6 +21,8 @@ pub struct Behaviour {
     pub cut_first: bool,
     /// Cut every response half-way (a link that never completes a transfer).
     pub cut_always: bool,
+    /// Pause this long after every 64 KiB of body (a slow link; zero: none).
+    pub chunk_delay: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -212,7 +214,16 @@ fn serve(
         sent: send,
     });
     let _ = out.write_all(head.as_bytes());
-    let _ = out.write_all(&slice[..send]);
+    if behaviour.chunk_delay.is_zero() {
+        let _ = out.write_all(&slice[..send]);
+    } else {
+        for chunk in slice[..send].chunks(64 << 10) {
+            if out.write_all(chunk).is_err() {
+                break;
+            }
+            std::thread::sleep(behaviour.chunk_delay);
+        }
+    }
     let _ = out.flush();
     let _ = out.shutdown(std::net::Shutdown::Both);
 }

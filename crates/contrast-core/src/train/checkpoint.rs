@@ -82,6 +82,8 @@ impl Checkpointer {
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("cannot create {}", self.dir.display()))?;
         let name = format!("step-{step:08}");
+        super::fault::fail_write()
+            .with_context(|| format!("writing checkpoint {}", self.dir.join(&name).display()))?;
         let final_dir = self.dir.join(&name);
         let tmp = self.dir.join(format!(".tmp-{name}-{}", std::process::id()));
         if tmp.exists() {
@@ -112,6 +114,7 @@ impl Checkpointer {
             extra,
             files,
         };
+        super::fault::pause_in_write();
         let state_path = tmp.join("state.json");
         std::fs::write(&state_path, serde_json::to_vec_pretty(&state)?)
             .with_context(|| format!("writing {}", state_path.display()))?;
@@ -129,6 +132,51 @@ impl Checkpointer {
         sync_dir(&self.dir);
         self.prune()?;
         Ok(final_dir)
+    }
+
+    /// Clean up after a process killed inside [`Checkpointer::save`]: a `.old-step-N-<pid>`
+    /// whose `step-N` is missing (killed between the two renames of a re-save) is put back;
+    /// every other `.tmp-*` / `.old-*` entry is an incomplete or superseded write and is
+    /// removed. Returns what it did, one line per entry.
+    pub fn recover(&self) -> Result<Vec<String>> {
+        let mut done = Vec::new();
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+            return Ok(done);
+        };
+        let mut names: Vec<String> = rd
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        for name in names {
+            let path = self.dir.join(&name);
+            if let Some(rest) = name.strip_prefix(".old-") {
+                // `.old-step-NNNNNNNN-<pid>`
+                if let Some((step, _pid)) = rest.rsplit_once('-') {
+                    let target = self.dir.join(step);
+                    if step.starts_with("step-") && !target.exists() {
+                        std::fs::rename(&path, &target).with_context(|| {
+                            format!("restoring {} as {}", path.display(), target.display())
+                        })?;
+                        done.push(format!(
+                            "restored {} (a re-save was interrupted between its renames)",
+                            target.display()
+                        ));
+                        continue;
+                    }
+                }
+            } else if !name.starts_with(".tmp-") {
+                continue;
+            }
+            let r = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            r.with_context(|| format!("removing {}", path.display()))?;
+            done.push(format!("removed {} (an interrupted write)", path.display()));
+        }
+        Ok(done)
     }
 
     /// Saved checkpoint folders, oldest first, as `(step, path)`.
@@ -239,6 +287,34 @@ mod tests {
             ),
             ("b".into(), Tensor::from_slice(&[7i64])),
         ]
+    }
+
+    #[test]
+    fn recover_puts_back_an_interrupted_resave_and_removes_partial_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let ck = Checkpointer::new(dir.path(), 3);
+        let t = Tensor::from_slice(&[1.0f32, 2.0]);
+        let g: Named = vec![("w".into(), t)];
+        ck.save(5, 0, &[("model", &g)], serde_json::json!({}))
+            .unwrap();
+        ck.save(10, 0, &[("model", &g)], serde_json::json!({}))
+            .unwrap();
+        // killed between `step-10 → .old-step-10-<pid>` and `.tmp → step-10`
+        std::fs::rename(
+            dir.path().join("step-00000010"),
+            dir.path().join(".old-step-00000010-77"),
+        )
+        .unwrap();
+        std::fs::create_dir_all(dir.path().join(".tmp-step-00000010-77")).unwrap();
+        std::fs::create_dir_all(dir.path().join(".tmp-step-00000015-78")).unwrap();
+        let done = ck.recover().unwrap();
+        assert_eq!(done.len(), 3, "{done:?}");
+        let steps: Vec<u64> = ck.list().unwrap().iter().map(|(s, _)| *s).collect();
+        assert_eq!(steps, [5, 10]);
+        Checkpointer::load(ck.latest().unwrap().unwrap()).unwrap();
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 2);
+        assert!(ck.recover().unwrap().is_empty());
     }
 
     #[test]

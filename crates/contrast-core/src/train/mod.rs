@@ -17,6 +17,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod example;
+pub mod fault;
 pub mod guard;
 pub mod log;
 pub mod metrics;

@@ -103,6 +103,9 @@ impl Run {
     pub fn open(opts: &RunOptions, config_toml: &str) -> Result<Self> {
         let dir = opts.runs_root.join(&opts.method).join(&opts.name);
         let checkpoints = Checkpointer::new(dir.join("checkpoints"), opts.keep_checkpoints);
+        for line in checkpoints.recover()? {
+            eprintln!("checkpoints: {line}");
+        }
         let existing = checkpoints.latest()?;
         let cfg_path = dir.join("config.toml");
         let resumed =

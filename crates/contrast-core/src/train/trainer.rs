@@ -494,8 +494,13 @@ impl<M: Method> Trainer<M> {
                     )?;
                 }
                 let done = ctx.done();
-                let terms: Vec<(&str, f64)> =
+                let mut terms: Vec<(&str, f64)> =
                     l.terms.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+                if super::fault::nan_at(done) {
+                    if let Some(t) = terms.first_mut() {
+                        t.1 = f64::NAN;
+                    }
+                }
                 run.check_finite(done, &terms)?;
                 opt.optimizer.zero_grad();
                 l.total.backward();

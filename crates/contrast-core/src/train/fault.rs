@@ -1,0 +1,42 @@
+//! Fault injection for the reliability checks (`cargo xtask torture`): hooks that do nothing
+//! unless their environment variable is set, so that a test can stretch a write window, fail a
+//! write as a full disk would, or poison a loss term at a chosen step, in the real binaries.
+//!
+//! * `CONTRAST_FAULT_PAUSE_MS=<ms>`: sleep that long inside every checkpoint write (after the
+//!   weights are written to the temporary folder, before it is renamed into place), so that a
+//!   `kill -9` at a random moment often lands inside a write.
+//! * `CONTRAST_FAULT_FAIL_WRITE=<n>`: the `n`-th checkpoint write of this process (1-based)
+//!   fails with `ENOSPC` ("No space left on device"), as a full disk does.
+//! * `CONTRAST_FAULT_NAN_STEP=<k>`: the first loss term of step `k` (1-based, as logged) is
+//!   replaced by NaN after the step is computed, as a diverging run would produce.
+//!
+//! Each hook reads its variable once per call; none costs anything measurable when unset.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+fn var(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
+}
+
+/// Inside a checkpoint write: the `CONTRAST_FAULT_PAUSE_MS` pause.
+pub fn pause_in_write() {
+    if let Some(ms) = var("CONTRAST_FAULT_PAUSE_MS") {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}
+
+static WRITES: AtomicU64 = AtomicU64::new(0);
+
+/// Before a checkpoint write: the `CONTRAST_FAULT_FAIL_WRITE` injected `ENOSPC`.
+pub fn fail_write() -> std::io::Result<()> {
+    let n = WRITES.fetch_add(1, Ordering::SeqCst) + 1;
+    match var("CONTRAST_FAULT_FAIL_WRITE") {
+        Some(k) if k == n => Err(std::io::Error::from_raw_os_error(28)),
+        _ => Ok(()),
+    }
+}
+
+/// Whether step `done` (1-based) gets a NaN loss (`CONTRAST_FAULT_NAN_STEP`).
+pub fn nan_at(done: u64) -> bool {
+    var("CONTRAST_FAULT_NAN_STEP") == Some(done)
+}
