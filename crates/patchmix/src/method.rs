@@ -13,15 +13,13 @@ use crate::eval::{protocol, report_json};
 use crate::mix::PatchMixer;
 use crate::model::PatchMixNet;
 use crate::train::{
-    build_net, datasets, momentum_at, step_terms, train_recipe, vit_config, StepTargets,
+    build_net, datasets, momentum_at, optimization, step_terms, train_recipe, vit_config,
+    StepTargets,
 };
 use anyhow::{bail, Context, Result};
 use contrast_core::data::dataset::Dataset;
 use contrast_core::data::pipeline::{Batch, Loader, LoaderConfig};
 use contrast_core::loss::InfoNce;
-use contrast_core::optim::adamw::{AdamW, AdamWConfig};
-use contrast_core::optim::decay_groups;
-use contrast_core::optim::schedule::{scaled_lr, Schedule};
 use contrast_core::tensors::{load_into, named_variables, Named};
 use contrast_core::train::{
     Batches, Checkpoint, Evaluation, Length, LogConfig, Losses, Method, Monitor, Optimization,
@@ -120,38 +118,10 @@ impl Method for PatchMix {
         Ok(Box::new(loader))
     }
 
-    /// AdamW (no weight decay on 1-D parameters), lr = base·batch/256 with linear warm-up and
-    /// cosine decay per step, weight decay cosine-increasing from `wd_start` to `wd_end`.
+    /// [`crate::train::optimization`]: AdamW with the warm-up + cosine lr and the
+    /// cosine-increasing weight decay.
     fn optimization(&self, total: u64, per_epoch: u64) -> Result<Optimization> {
-        let o = &self.cfg.optim;
-        let mut groups = decay_groups(&self.net.encoder_vs, o.wd_start);
-        groups.extend(decay_groups(&self.net.predictor_vs, o.wd_start));
-        let lr = scaled_lr(o.base_lr, o.batch_size);
-        let optimizer = AdamW::new(
-            groups,
-            AdamWConfig {
-                lr,
-                beta1: o.beta1,
-                beta2: o.beta2,
-                ..AdamWConfig::default()
-            },
-        )?;
-        Ok(Optimization {
-            optimizer: Box::new(optimizer),
-            lr: Schedule::WarmupCosine {
-                base: lr,
-                final_value: o.min_lr,
-                total_steps: total,
-                warmup_steps: per_epoch * o.warmup_epochs,
-                warmup_start: 0.0,
-            },
-            weight_decay: Some(Schedule::Cosine {
-                start: o.wd_start,
-                end: o.wd_end,
-                steps: total,
-            }),
-            clip: None,
-        })
+        optimization(&self.cfg, &self.net, total, per_epoch)
     }
 
     fn variant(&self) -> String {

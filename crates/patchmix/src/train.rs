@@ -12,6 +12,10 @@ use contrast_core::data::dataset::Dataset;
 use contrast_core::data::splits::{load_splits, SplitSpec};
 use contrast_core::loss::InfoNce;
 use contrast_core::nn::vit::{vit_base, vit_small, vit_tiny, VitConfig};
+use contrast_core::optim::adamw::{AdamW, AdamWConfig};
+use contrast_core::optim::decay_groups;
+use contrast_core::optim::schedule::{scaled_lr, Schedule};
+use contrast_core::train::Optimization;
 use std::sync::Arc;
 use tch::{Device, Tensor};
 
@@ -70,6 +74,47 @@ pub fn build_net(cfg: &PatchMixConfig, device: Device) -> Result<PatchMixNet> {
         out_dim: cfg.model.out_dim,
     };
     PatchMixNet::new(device, &vit_config(cfg)?, &heads, cfg.model.use_momentum)
+}
+
+/// The optimiser and schedules of a run of `total` steps, `per_epoch` per epoch (official
+/// `main_worker`): AdamW (no weight decay on 1-D parameters), lr = base·batch/256 with linear
+/// warm-up and cosine decay per step, weight decay cosine-increasing from `wd_start` to
+/// `wd_end`. [`crate::method::PatchMix`] trains with it; the official-code tests step with it.
+pub fn optimization(
+    cfg: &PatchMixConfig,
+    net: &PatchMixNet,
+    total: u64,
+    per_epoch: u64,
+) -> Result<Optimization> {
+    let o = &cfg.optim;
+    let mut groups = decay_groups(&net.encoder_vs, o.wd_start);
+    groups.extend(decay_groups(&net.predictor_vs, o.wd_start));
+    let lr = scaled_lr(o.base_lr, o.batch_size);
+    let optimizer = AdamW::new(
+        groups,
+        AdamWConfig {
+            lr,
+            beta1: o.beta1,
+            beta2: o.beta2,
+            ..AdamWConfig::default()
+        },
+    )?;
+    Ok(Optimization {
+        optimizer: Box::new(optimizer),
+        lr: Schedule::WarmupCosine {
+            base: lr,
+            final_value: o.min_lr,
+            total_steps: total,
+            warmup_steps: per_epoch * o.warmup_epochs,
+            warmup_start: 0.0,
+        },
+        weight_decay: Some(Schedule::Cosine {
+            start: o.wd_start,
+            end: o.wd_end,
+            steps: total,
+        }),
+        clip: None,
+    })
 }
 
 /// The targets of a training step at batch `b`; they depend only on (B, m, smoothing), so a

@@ -1,16 +1,21 @@
 //! Training steps of ours against the same steps of the OFFICIAL PatchMix code
 //! (`visresearch/patchmix`, checked out by `cargo xtask official fetch patchmix` into the
 //! git-ignored `.official/patchmix`): same weights (ours, loaded by name into the official model),
-//! same views, same patch permutations. The official side runs its own `train_epoch` on a loader of
-//! those batches (tests/py/official_step.py). Compared: the loss terms, every gradient of the last
-//! step, every variable after it (BN statistics and the momentum encoder included).
+//! same views, same patch permutations. The official side runs its own `train_epoch` on loaders of
+//! those batches (tests/py/official_step.py). Drop-path is off on both sides.
 //!
-//! * one step of the ViT-T recipe (stop-gradient online keys);
+//! * one step of the ViT-T recipe (stop-gradient online keys), with and without local crops:
+//!   the loss terms, every gradient, every variable after the step (BN statistics included);
 //! * three steps of the ViT-S/B recipe (momentum encoder): the keys come from the momentum
 //!   encoder moved by the official schedule before each step's forwards. AdamW runs with eps 1e-3
 //!   on both sides here: with the default 1e-8 its first update is ≈ lr·sign(g) even where g is
 //!   rounding noise (the final LayerNorm's bias before the projector's BatchNorm has a true
-//!   gradient of 0), and the two sides would drift apart by ±lr there after one step.
+//!   gradient of 0), and the two sides would drift apart by ±lr there after one step;
+//! * fifty steps (`cargo xtask official compare patchmix --steps N` changes the number) of the
+//!   ViT-T recipe, and of the momentum recipe with two local crops, over five epochs with the
+//!   Method's own optimiser and schedules (AdamW eps 1e-8): every loss term of every step
+//!   within the fp32-drift bound of [`contrast_core::testing::official::check_steps`], the lr,
+//!   weight decay and EMA momentum of every step, every variable after the last step.
 //!
 //! Without the official checkout (or without Python) our steps are compared with the official
 //! numbers committed in `official/fixtures/patchmix_*.json` instead, with one line saying so.
@@ -20,12 +25,16 @@ use contrast_core::optim::adamw::{AdamW, AdamWConfig};
 use contrast_core::optim::{decay_groups, Optimizer};
 use contrast_core::tensors::named_variables;
 use contrast_core::testing::official::{
-    compare_with_fixture, grad_max, read_fixture, repo_root, write_fixture, FixtureTolerance,
+    check_steps, checkout, checkout_commit, compare_with_fixture, curves_json, drift_bound,
+    fixture as fixture_path, grad_max, l2, official_steps, perturb_rounding, read_curves,
+    read_fixture, repo_root, write_fixture, writing_fixtures, FixtureTolerance,
 };
-use contrast_core::testing::{assert_close, get, global_rng_lock, run_reference};
+use contrast_core::testing::{assert_close, get, global_rng_lock, python, run_reference};
+use contrast_core::train::runtime::{seed_step, step_seed};
 use patchmix::config::PatchMixConfig;
 use patchmix::mix::PatchMixer;
-use patchmix::train::{build_net, momentum_at, step_terms, StepTargets};
+use patchmix::model::PatchMixNet;
+use patchmix::train::{build_net, momentum_at, optimization, step_terms, StepTargets};
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
@@ -40,6 +49,18 @@ const TERMS: [&str; 6] = [
     "multi_mix_loss",
     "loss",
 ];
+
+#[test]
+fn fifty_steps_stay_with_the_official_train_epochs() {
+    // the ViT-T recipe (stop-gradient online keys)
+    n_steps_case(false, "patchmix_steps.json");
+}
+
+#[test]
+fn fifty_momentum_steps_with_local_crops_stay_with_the_official_train_epochs() {
+    // the ViT-S/B ImageNet recipe: momentum encoder, two local crops
+    n_steps_case(true, "patchmix_momentum_local_steps.json");
+}
 
 #[test]
 fn one_step_equals_the_official_train_epoch() {
@@ -61,7 +82,7 @@ fn three_momentum_steps_equal_the_official_train_epoch() {
 
 /// Our variables under the official state-dict names (the momentum encoder's VarStore mirrors the
 /// online encoder's names; officially it is `momentum_encoder.*`).
-fn official_names(net: &patchmix::model::PatchMixNet) -> Vec<(String, Tensor)> {
+fn official_names(net: &PatchMixNet) -> Vec<(String, Tensor)> {
     let mut v: Vec<(String, Tensor)> = [&net.encoder_vs, &net.predictor_vs]
         .iter()
         .flat_map(|vs| named_variables(vs))
@@ -74,37 +95,47 @@ fn official_names(net: &patchmix::model::PatchMixNet) -> Vec<(String, Tensor)> {
     v
 }
 
-fn run_case(momentum: bool, steps: usize, n_local: usize, fixture: &str) {
-    let official = repo_root().join(".official/patchmix");
-    let fixture = repo_root().join("official/fixtures").join(fixture);
-    let _rng = global_rng_lock();
-    let (b, size, depth, patch, mlp, out_dim, m) = (8i64, 32i64, 2i64, 4i64, 64i64, 32i64, 2i64);
-    let wd = 0.05;
+/// The reduced network of every case here: ViT depth 2, width 192 (ViT-T), 4-px patches on
+/// 32-px images (64 tokens), projector / predictor hidden 64, output 32, batch 8, m = 2,
+/// drop-path off on both sides (the official ViT is built with `drop_path_rate=0.0`), so each
+/// step is deterministic given its patch permutations.
+fn reduced_config(momentum: bool, n_local: usize) -> PatchMixConfig {
     let mut cfg = PatchMixConfig::default();
-    cfg.data.image_size = size as usize;
-    cfg.model.depth = depth;
-    cfg.model.patch_size = patch;
-    cfg.model.mlp_dim = mlp;
-    cfg.model.out_dim = out_dim;
-    cfg.model.drop_path = 0.0; // the official step is then deterministic too
+    cfg.data.image_size = 32;
+    cfg.data.local_crops = n_local;
+    cfg.model.depth = 2;
+    cfg.model.patch_size = 4;
+    cfg.model.mlp_dim = 64;
+    cfg.model.out_dim = 32;
+    cfg.model.drop_path = 0.0;
     cfg.model.use_momentum = momentum;
-    cfg.model.momentum_start = 0.9; // visible in two steps (official configs: 0.996)
-    cfg.optim.batch_size = b as usize;
-    cfg.optim.epochs = 2;
-    tch::manual_seed(3);
-    let mut net = build_net(&cfg, Device::Cpu).unwrap();
+    cfg.model.momentum_start = 0.9; // visible within a few steps (official ViT-S/B: 0.996)
+    cfg.mix.m = 2;
+    cfg.optim.batch_size = 8;
+    cfg
+}
+
+/// `steps` batches (two views and `cfg.data.local_crops` half-size crops of random pixels) and
+/// the permutations `step_terms` will draw for them: the generator seeded with `seed_of(k)`
+/// before step `k` (as the Trainer seeds each step), the same mixing calls in the same order.
+/// Returns the batches and the adapter's inputs for them.
+fn draw_batches(
+    cfg: &PatchMixConfig,
+    mixer: &PatchMixer,
+    steps: usize,
+    seed_of: impl Fn(usize) -> i64,
+) -> (Vec<Vec<Tensor>>, Vec<(String, Tensor)>) {
+    let (b, size) = (cfg.optim.batch_size as i64, cfg.data.image_size as i64);
     let opts = (Kind::Float, Device::Cpu);
-    let mixer = PatchMixer::new(m, 1.0, patch, 0.0).unwrap();
     let mut inputs: Vec<(String, Tensor)> = Vec::new();
     let mut batches = Vec::new();
     for k in 0..steps {
         let x1 = Tensor::randn([b, 3, size, size], opts);
         let x2 = Tensor::randn([b, 3, size, size], opts);
-        let locals: Vec<Tensor> = (0..n_local)
+        let locals: Vec<Tensor> = (0..cfg.data.local_crops)
             .map(|_| Tensor::randn([b, 3, size / 2, size / 2], opts))
             .collect();
-        // the permutations step_terms will draw (same seed, same calls in the same order)
-        tch::manual_seed(11 + k as i64);
+        tch::manual_seed(seed_of(k));
         let p1 = mixer.mix_images(&x1, true).unwrap().1.unwrap();
         let p2 = mixer.mix_images(&x2, true).unwrap().1.unwrap();
         for (j, lc) in locals.iter().enumerate() {
@@ -120,6 +151,50 @@ fn run_case(momentum: bool, steps: usize, n_local: usize, fixture: &str) {
         views.extend(locals);
         batches.push(views);
     }
+    (batches, inputs)
+}
+
+/// The adapter's model arguments (tests/py/official_step.py).
+fn model_args(official: &Path, cfg: &PatchMixConfig, eps: f64) -> Vec<String> {
+    vec![
+        format!("official={}", official.display()),
+        format!("repo={}", repo_root().display()),
+        format!("depth={}", cfg.model.depth),
+        format!("patch={}", cfg.model.patch_size),
+        format!("mlp_dim={}", cfg.model.mlp_dim),
+        format!("out_dim={}", cfg.model.out_dim),
+        format!("m={}", cfg.mix.m),
+        format!("use_moco={}", cfg.model.use_momentum as u8),
+        format!("moco_m={}", cfg.model.momentum_start),
+        format!("n_local={}", cfg.data.local_crops),
+        format!("eps={eps}"),
+    ]
+}
+
+/// A step's terms as the official meters hold them, in [`TERMS`] order (the official
+/// `mix_loss` and `mix2_loss` carry the ½).
+fn official_terms(t: &patchmix::loss::Terms) -> [f64; 6] {
+    [
+        t.orig.double_value(&[]),
+        t.mix_orig.double_value(&[]) * 0.5,
+        t.mix_mix.double_value(&[]) * 0.5,
+        t.multi.double_value(&[]),
+        t.multi_mix.double_value(&[]),
+        t.total.double_value(&[]),
+    ]
+}
+
+fn run_case(momentum: bool, steps: usize, n_local: usize, fixture: &str) {
+    let official = repo_root().join(".official/patchmix");
+    let fixture = repo_root().join("official/fixtures").join(fixture);
+    let _rng = global_rng_lock();
+    let wd = 0.05;
+    let mut cfg = reduced_config(momentum, n_local);
+    cfg.optim.epochs = 2;
+    tch::manual_seed(3);
+    let mut net = build_net(&cfg, Device::Cpu).unwrap();
+    let mixer = PatchMixer::new(cfg.mix.m, 1.0, cfg.model.patch_size, 0.0).unwrap();
+    let (batches, mut inputs) = draw_batches(&cfg, &mixer, steps, |k| 11 + k as i64);
     for (n, t) in official_names(&net) {
         inputs.push((format!("w.{n}"), t.detach().copy()));
     }
@@ -140,6 +215,7 @@ fn run_case(momentum: bool, steps: usize, n_local: usize, fixture: &str) {
     .unwrap();
     opt.set_lr(LR);
     opt.set_weight_decay(wd);
+    let b = cfg.optim.batch_size as i64;
     let targets = StepTargets::new(&mixer, b, cfg.mix.src_smoothing, Device::Cpu);
     let nce = InfoNce::new(cfg.optim.temperature).unwrap();
     let mut sums = [0.0f64; 6];
@@ -152,14 +228,7 @@ fn run_case(momentum: bool, steps: usize, n_local: usize, fixture: &str) {
         opt.zero_grad();
         terms.total.backward();
         opt.step().unwrap();
-        for (s, v) in sums.iter_mut().zip([
-            terms.orig.double_value(&[]),
-            terms.mix_orig.double_value(&[]) * 0.5,
-            terms.mix_mix.double_value(&[]) * 0.5,
-            terms.multi.double_value(&[]),
-            terms.multi_mix.double_value(&[]),
-            terms.total.double_value(&[]),
-        ]) {
+        for (s, v) in sums.iter_mut().zip(official_terms(&terms)) {
             *s += v / steps as f64;
         }
     }
@@ -171,23 +240,14 @@ fn run_case(momentum: bool, steps: usize, n_local: usize, fixture: &str) {
     let out = if have_checkout {
         let refs: Vec<(&str, &Tensor)> = inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/official_step.py");
-        let args = [
-            official.display().to_string(),
-            repo_root().display().to_string(),
-            LR.to_string(),
-            wd.to_string(),
-            depth.to_string(),
-            patch.to_string(),
-            mlp.to_string(),
-            out_dim.to_string(),
-            m.to_string(),
-            steps.to_string(),
-            (momentum as u8).to_string(),
-            cfg.model.momentum_start.to_string(),
-            cfg.optim.epochs.to_string(),
-            eps.to_string(),
-            n_local.to_string(),
-        ];
+        let mut args = model_args(&official, &cfg, eps);
+        args.extend([
+            format!("lr={LR}"),
+            format!("wd={wd}"),
+            format!("epochs={}", cfg.optim.epochs),
+            "run_epochs=1".into(),
+            format!("iters={steps}"),
+        ]);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         run_reference(script, &refs, &args).unwrap()
     } else {
@@ -298,5 +358,339 @@ fn compare_fixture(
         path.display(),
         vars.len(),
         f["official_commit"].as_str().unwrap_or("?")
+    );
+}
+
+/// The N-step comparison's default length (`cargo xtask official compare patchmix --steps N`
+/// changes it; the fixtures hold this many).
+const DEFAULT_STEPS: usize = 50;
+
+/// The schedule values each step uses, in this order.
+const SCHEDULE: [&str; 3] = ["lr", "wd", "momentum"];
+
+/// `N` steps of ours (and of ours from weights perturbed by one float32 rounding) against `N`
+/// steps of the official `train_epoch`, epoch after epoch, from the same initial weights on the
+/// same batches and patch permutations: every loss term per step within the derived drift bound
+/// ([`check_steps`]), the lr / weight decay / EMA momentum each step used, and every variable
+/// after step `N`. Ten steps per epoch (one epoch of `N` when 10 does not divide `N`), one
+/// warm-up epoch, otherwise the official ViT-T values (base lr 2e-3 scaled by batch / 256, min
+/// lr 1e-6, wd 0.02 → 0.2, AdamW defaults, τ = 0.2).
+fn n_steps_case(momentum: bool, fixture_name: &str) {
+    let n = official_steps(DEFAULT_STEPS);
+    let test = format!(
+        "official_step ({n} steps{})",
+        if momentum {
+            ", momentum encoder, 2 local crops"
+        } else {
+            ""
+        }
+    );
+    let official = checkout("patchmix");
+    let fixture = fixture_path(fixture_name);
+    let have_checkout = checkout_commit(&official).is_some() && python().is_some();
+    if !have_checkout && n != DEFAULT_STEPS {
+        println!(
+            "{test}: skipped: no official checkout (or no Python for it), and {} holds {DEFAULT_STEPS} steps",
+            fixture.display()
+        );
+        return;
+    }
+    let _rng = global_rng_lock();
+    // one intra-op thread: with the two cores shared, libtorch's spinning workers made this
+    // test ten times slower (measured); both of our runs use the same setting
+    tch::set_num_threads(1);
+    let per_epoch = if n.is_multiple_of(10) { 10 } else { n };
+    let mut cfg = reduced_config(momentum, if momentum { 2 } else { 0 });
+    cfg.optim.epochs = (n / per_epoch) as u64;
+    cfg.optim.warmup_epochs = u64::from(cfg.optim.epochs > 1);
+    // 16-px images (16 tokens of 4 px, local crops 8 px): fifty steps of both sides, twice of
+    // ours, stay well under a minute on two cores
+    cfg.data.image_size = 16;
+    let seed = cfg.runtime.seed;
+    // as the Trainer: the network from the run seed, then each step seeded by step_seed
+    tch::manual_seed(seed as i64);
+    let mut net = build_net(&cfg, Device::Cpu).unwrap();
+    let initial: Vec<(String, Tensor)> = official_names(&net)
+        .into_iter()
+        .map(|(n, t)| (n, t.detach().copy()))
+        .collect();
+    // the Method's mixer (PatchMix::build)
+    let mixer = PatchMixer::new(
+        cfg.mix.m,
+        cfg.mix.p,
+        cfg.model.patch_size,
+        cfg.mix.smoothing,
+    )
+    .unwrap();
+    tch::manual_seed(5);
+    let (batches, mut inputs) = draw_batches(&cfg, &mixer, n, |k| step_seed(seed, k as u64));
+    let t0 = std::time::Instant::now();
+    let (ours, ours_sched) = train_ours(&cfg, &mut net, &mixer, &batches, per_epoch);
+    tch::manual_seed(seed as i64);
+    let mut perturbed_net = build_net(&cfg, Device::Cpu).unwrap();
+    let vars: Vec<Tensor> = official_names(&perturbed_net)
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    perturb_rounding(&vars, 17);
+    let (perturbed, _) = train_ours(&cfg, &mut perturbed_net, &mixer, &batches, per_epoch);
+    println!(
+        "{test}: ours and ours-perturbed, {n} steps each: {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    let ours_vars = official_names(&net);
+    let perturbed_vars = official_names(&perturbed_net);
+
+    let out = if have_checkout {
+        for (name, t) in initial {
+            inputs.push((format!("w.{name}"), t));
+        }
+        let refs: Vec<(&str, &Tensor)> = inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/official_step.py");
+        let o = &cfg.optim;
+        let mut args = model_args(&official, &cfg, AdamWConfig::default().eps);
+        args.extend([
+            format!("base_lr={}", o.base_lr),
+            format!("min_lr={}", o.min_lr),
+            format!("warmup_epochs={}", o.warmup_epochs),
+            format!("wd={}", o.wd_start),
+            format!("wd_end={}", o.wd_end),
+            format!("epochs={}", o.epochs),
+            format!("run_epochs={}", o.epochs),
+            format!("iters={per_epoch}"),
+        ]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let t0 = std::time::Instant::now();
+        let out = run_reference(script, &refs, &args).unwrap();
+        println!(
+            "{test}: the official train_epoch, {n} steps: {:.1} s (with Python's start)",
+            t0.elapsed().as_secs_f64()
+        );
+        out
+    } else {
+        None
+    };
+    let sched_terms = if momentum {
+        &SCHEDULE[..]
+    } else {
+        &SCHEDULE[..2]
+    };
+    let ours_sched: Vec<Vec<f64>> = ours_sched
+        .iter()
+        .map(|r| r[..sched_terms.len()].to_vec())
+        .collect();
+
+    let (official_curves, official_sched, weights) = match &out {
+        Some(out) => {
+            let rows = |t: &Tensor| -> Vec<Vec<f64>> {
+                let t = t.to_kind(Kind::Double).contiguous();
+                let cols = t.size()[1];
+                let v = Vec::<f64>::try_from(t.view(-1)).unwrap();
+                v.chunks(cols as usize).map(<[f64]>::to_vec).collect()
+            };
+            let column =
+                |name: &str| Vec::<f64>::try_from(get(out, name).to_kind(Kind::Double)).unwrap();
+            let columns: Vec<Vec<f64>> = sched_terms.iter().map(|s| column(s)).collect();
+            let sched: Vec<Vec<f64>> = (0..n)
+                .map(|k| columns.iter().map(|c| c[k]).collect())
+                .collect();
+            // per variable: |ours − official| / |official| and |ours − perturbed| / |ours|
+            let weights: Vec<(String, f64, f64)> = ours_vars
+                .iter()
+                .zip(&perturbed_vars)
+                .map(|((name, t), (_, p))| {
+                    let w = get(out, &format!("w.{name}"));
+                    let diff = l2(&(t - w)) / l2(w).max(f64::MIN_POSITIVE);
+                    let drift = l2(&(t - p)) / l2(t).max(f64::MIN_POSITIVE);
+                    (name.clone(), diff, drift)
+                })
+                .collect();
+            (rows(get(out, "curve")), sched, weights)
+        }
+        None => {
+            let f = read_fixture(&fixture);
+            assert_eq!(f["steps"].as_u64(), Some(n as u64), "{}", fixture.display());
+            let after = |name: &str| {
+                f["after_l2"][name]
+                    .as_f64()
+                    .unwrap_or_else(|| panic!("{name} not in the fixture's after_l2"))
+            };
+            // without the official tensors: the relative difference of the L2 norms
+            let weights = ours_vars
+                .iter()
+                .zip(&perturbed_vars)
+                .map(|((name, t), (_, p))| {
+                    let (o, w, q) = (l2(t), after(name), l2(p));
+                    (
+                        name.clone(),
+                        (o - w).abs() / w.max(f64::MIN_POSITIVE),
+                        (o - q).abs() / o.max(f64::MIN_POSITIVE),
+                    )
+                })
+                .collect();
+            println!(
+                "{test}: no official checkout (or no Python for it): ours against the committed official curves and final weights in {} (official commit {})",
+                fixture.display(),
+                f["official_commit"].as_str().unwrap_or("?")
+            );
+            (
+                read_curves(&f, "curves", &TERMS),
+                read_curves(&f, "schedule", sched_terms),
+                weights,
+            )
+        }
+    };
+
+    // the schedules: both sides compute them in float64 from the same formulas; a different
+    // formula (warm-up end, per-step instead of per-epoch momentum) differs by ≥ 1e-4 relative
+    let mut worst_sched = 0.0f64;
+    for (k, (o, f)) in ours_sched.iter().zip(&official_sched).enumerate() {
+        for (j, name) in sched_terms.iter().enumerate() {
+            let rel = (o[j] - f[j]).abs() / f[j].abs().max(1e-300);
+            assert!(
+                rel <= 1e-12,
+                "{test}: step {} {name}: ours {} vs official {}",
+                k + 1,
+                o[j],
+                f[j]
+            );
+            worst_sched = worst_sched.max(rel);
+        }
+    }
+    println!(
+        "{test}: {} per step equal to the official schedules (largest relative difference {worst_sched:.1e})",
+        sched_terms.join(" / ")
+    );
+    check_steps(&test, &TERMS, &ours, &official_curves, &perturbed);
+    check_weights(&test, n, &weights, out.is_some());
+
+    if let Some(out) = &out {
+        if n == DEFAULT_STEPS && (writing_fixtures() || !fixture.exists()) {
+            let after: serde_json::Map<String, serde_json::Value> = out
+                .iter()
+                .filter_map(|(k, t)| Some((k.strip_prefix("w.")?.to_string(), l2(t).into())))
+                .collect();
+            let v = serde_json::json!({
+                "what": format!(
+                    "{n} steps of the official PatchMix train_epoch ({}) on the weights, batches and permutations of crates/patchmix/tests/official_step.rs: per-step loss terms, the lr / wd / momentum each step used, the L2 norm of every variable after the last step",
+                    if momentum { "momentum encoder, 2 local crops" } else { "ViT-T recipe" }
+                ),
+                "official_commit": checkout_commit(&official),
+                "steps": n,
+                "curves": curves_json(&TERMS, &official_curves),
+                "schedule": curves_json(sched_terms, &official_sched),
+                "after_l2": after,
+            });
+            std::fs::write(&fixture, serde_json::to_string_pretty(&v).unwrap() + "\n").unwrap();
+            println!("{test}: wrote {}", fixture.display());
+        }
+    }
+}
+
+/// `cfg`'s N steps on `batches` as the Trainer runs `PatchMix` (src/method.rs): seed the step,
+/// lr and weight decay from the Method's [`optimization`] schedules, the momentum update
+/// (`before_step`), the mixing decision and [`step_terms`] (`step`), backward, AdamW. Returns
+/// each step's terms ([`TERMS`] order) and its (lr, wd, momentum).
+fn train_ours(
+    cfg: &PatchMixConfig,
+    net: &mut PatchMixNet,
+    mixer: &PatchMixer,
+    batches: &[Vec<Tensor>],
+    per_epoch: usize,
+) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
+    let total = batches.len() as u64;
+    let mut opt = optimization(cfg, net, total, per_epoch as u64).unwrap();
+    let b = cfg.optim.batch_size as i64;
+    let targets = StepTargets::new(mixer, b, cfg.mix.src_smoothing, Device::Cpu);
+    let nce = InfoNce::new(cfg.optim.temperature).unwrap();
+    let (mut curves, mut schedule) = (Vec::new(), Vec::new());
+    for (k, views) in batches.iter().enumerate() {
+        let step = k as u64;
+        seed_step(cfg.runtime.seed, step);
+        let lr = opt.lr.value(step);
+        let wd = opt
+            .weight_decay
+            .as_ref()
+            .expect("PatchMix schedules its wd")
+            .value(step);
+        opt.optimizer.set_lr(lr);
+        opt.optimizer.set_weight_decay(wd);
+        let m = momentum_at(cfg, step, per_epoch as u64).unwrap();
+        net.update_momentum(m).unwrap();
+        let terms = step_terms(net, mixer, &nce, &targets, views, mixer.should_mix()).unwrap();
+        opt.optimizer.zero_grad();
+        terms.total.backward();
+        opt.optimizer.step().unwrap();
+        curves.push(official_terms(&terms).to_vec());
+        schedule.push(vec![lr, wd, m]);
+    }
+    (curves, schedule)
+}
+
+/// The parameter group of an official state-dict name.
+fn group(name: &str) -> &'static str {
+    if name.starts_with("momentum_encoder.") {
+        "momentum encoder"
+    } else if name.starts_with("base_encoder.head.") {
+        "projector"
+    } else if name.starts_with("base_encoder.") {
+        "ViT"
+    } else {
+        "predictor"
+    }
+}
+
+/// The variables after step `n`: `rows` = (name, relative difference ours − official, relative
+/// difference ours − ours-perturbed). Each variable's difference must lie within
+/// `drift_bound(n, 0, drift)` = max(1e-5, 8·n·drift): the drift bound of [`check_steps`] with
+/// the variable's own measured fp32 drift after `n` steps. Prints the largest difference per
+/// parameter group and the largest difference / bound.
+fn check_weights(test: &str, n: usize, rows: &[(String, f64, f64)], full: bool) {
+    println!(
+        "{test}: variables after step {n} ({}), per group: largest relative difference ours − official, its variable, its bound, largest difference / bound",
+        if full {
+            "‖ours − official‖ / ‖official‖"
+        } else {
+            "| ‖ours‖ − ‖official‖ | / ‖official‖, from the fixture"
+        }
+    );
+    let mut groups: Vec<&str> = rows.iter().map(|(name, ..)| group(name)).collect();
+    groups.sort_unstable();
+    groups.dedup();
+    let mut failures = Vec::new();
+    for g in groups {
+        let in_group: Vec<&(String, f64, f64)> =
+            rows.iter().filter(|(name, ..)| group(name) == g).collect();
+        let worst = in_group
+            .iter()
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .expect("a group has variables");
+        let ratio = |r: &&(String, f64, f64)| r.1 / drift_bound(n, 0.0, r.2);
+        let tightest = in_group
+            .iter()
+            .max_by(|a, b| ratio(a).total_cmp(&ratio(b)))
+            .expect("a group has variables");
+        println!(
+            "  {g:>16}: {:>3} variables, largest {:.2e} ({}, bound {:.2e}); largest / bound {:.3} ({})",
+            in_group.len(),
+            worst.1,
+            worst.0,
+            drift_bound(n, 0.0, worst.2),
+            ratio(tightest),
+            tightest.0
+        );
+        for (name, d, p) in in_group {
+            let bound = drift_bound(n, 0.0, *p);
+            if d.is_nan() || *d > bound {
+                failures.push(format!(
+                    "{name}: {d:.3e} > bound {bound:.3e} (fp32 drift {p:.3e})"
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{test}: variables after step {n} outside the fp32-drift bound:\n{}",
+        failures.join("\n")
     );
 }

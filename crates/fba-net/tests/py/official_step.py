@@ -1,20 +1,24 @@
-"""One training iteration of the OFFICIAL FBA-Net+ code (`.official/fba-net`, fetched by
-`cargo xtask official fetch fba-net`; not ours) on our weights and our batch.
+"""Training iterations of the OFFICIAL FBA-Net+ code (`.official/fba-net`, fetched by
+`cargo xtask official fetch fba-net`; not ours) on our weights and our batches.
 
 Imported from the official checkout: the network (`networks/VNet.py` FBAnet, three decoders,
 contrastive modules), the losses (`utils/losses.py`: Binary_dice_loss, SimMaxLoss, SimMinLoss,
 mse_loss) and the ramp-up (`utils/ramps.py`). Ported, because `train_3d.py` cannot be imported
 without h5py / medpy / nibabel / skimage and runs its loop at module level: the loop body of one
-iteration (train_3d.py lines 150-190: softmax, Dice on the labelled half, sharpening, SimMax /
+iteration (train_3d.py lines 150-190, run once per batch: softmax, Dice on the labelled half, sharpening, SimMax /
 SimMin per decoder, the mutual consistency, the weighting) and its two helpers `sharpening` and
 `get_current_consistency_weight`; and one line of glue: the official decoder sizes its
 contrastive MLPs for the 112x112x80 LA patch (56*56*40 inputs), here they take the test patch's
 stride-2 map.
 
-Inputs (npz): x [N, 1, X, Y, Z], y [labeled_bs, X, Y, Z], `w.<name>` for every variable of our
-network (official state-dict names). argv[3:]: official checkout, n_filters, dim, labeled_bs,
-lr, iteration, consistency, rampup, temperature, lamda.
-Outputs: seg_dice, consistency, contrast, loss; `g.<name>` gradients; `w.<name>` after SGD.
+Inputs (npz): for each iteration k, x_k [N, 1, X, Y, Z] and y_k [labeled_bs, X, Y, Z]; `w.<name>`
+for every variable of our network (official state-dict names). argv[3:]: official checkout,
+n_filters, dim, labeled_bs, lr, iteration (the official `iter_num` before the first of them),
+consistency, rampup, temperature, lamda, steps.
+Outputs: the last iteration's seg_dice, consistency, contrast, loss, consistency_weight; every
+iteration's (seg_dice, consistency, contrast, loss) as `curve` [steps, 4] and its consistency
+weight as `weights` [steps]; the last iteration's gradients `g.<name>`; every variable after the
+last SGD step, `w.<name>`.
 """
 import sys
 
@@ -24,8 +28,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 inp, outp = sys.argv[1], sys.argv[2]
-official, n_filters, dim, labeled_bs, lr, it, consistency, rampup, temperature, lamda = sys.argv[3:13]
-n_filters, dim, labeled_bs, it = int(n_filters), int(dim), int(labeled_bs), int(it)
+official, n_filters, dim, labeled_bs, lr, it, consistency, rampup, temperature, lamda, steps = sys.argv[3:14]
+n_filters, dim, labeled_bs, it, steps = int(n_filters), int(dim), int(labeled_bs), int(it), int(steps)
 lr, consistency, rampup = float(lr), float(consistency), float(rampup)
 temperature, lamda = float(temperature), float(lamda)
 sys.path.insert(0, official + "/code")
@@ -33,8 +37,7 @@ from networks.VNet import FBAnet  # noqa: E402
 from utils import losses, ramps  # noqa: E402
 
 d = np.load(inp)
-x = torch.from_numpy(d["x"])
-label_batch = torch.from_numpy(d["y"]).long()
+x = torch.from_numpy(d["x_0"])
 model = FBAnet(n_channels=1, n_classes=2, n_filters=n_filters, normalization="batchnorm",
                has_dropout=False, dim=dim, dataset="none")
 map_voxels = int(np.prod([(s + 1) // 2 for s in x.shape[2:]]))
@@ -60,41 +63,48 @@ def get_current_consistency_weight(epoch):  # train_3d.py
 
 dice_loss, min_loss, max_loss = losses.Binary_dice_loss, losses.SimMinLoss(), losses.SimMaxLoss()
 consistency_criterion = losses.mse_loss
-# --- train_3d.py, one iteration ---
-model.train()
-fg_feats, bg_feats, outputs = model(x)
-num_outputs = len(outputs)
-y_ori = torch.zeros((num_outputs,) + outputs[0].shape)
-y_pseudo_label = torch.zeros((num_outputs,) + outputs[0].shape)
-loss_seg_dice = 0
-loss1, loss2, neg_loss = 0, 0, 0
-for idx in range(num_outputs):
-    y = outputs[idx][:labeled_bs, ...]
-    y_prob = F.softmax(y, dim=1)
-    loss_seg_dice += dice_loss(y_prob[:, 1, ...], label_batch[:labeled_bs, ...] == 1)
-    y_all = outputs[idx]
-    y_prob_all = F.softmax(y_all, dim=1)
-    y_ori[idx] = y_prob_all
-    y_pseudo_label[idx] = sharpening(y_prob_all)
-    loss1 += max_loss(fg_feats[idx])
-    loss2 += max_loss(bg_feats[idx])
-    neg_loss += min_loss(fg_feats[idx], bg_feats[idx])
-loss_contra = loss1 + loss2 + neg_loss
-loss_consist = 0
-for i in range(num_outputs):
-    for j in range(num_outputs):
-        if i != j:
-            loss_consist += consistency_criterion(y_ori[i], y_pseudo_label[j])
 iter_num = it
-consistency_weight = get_current_consistency_weight(iter_num // 150)
-loss = lamda * loss_seg_dice + consistency_weight * loss_consist + loss_contra
-optimizer.zero_grad()
-loss.backward()
-optimizer.step()
-# ---
+curve, weights = [], []
+for k in range(steps):
+    volume_batch, label_batch = torch.from_numpy(d[f"x_{k}"]), torch.from_numpy(d[f"y_{k}"]).long()
+    # --- train_3d.py, one iteration ---
+    model.train()
+    fg_feats, bg_feats, outputs = model(volume_batch)
+    num_outputs = len(outputs)
+    y_ori = torch.zeros((num_outputs,) + outputs[0].shape)
+    y_pseudo_label = torch.zeros((num_outputs,) + outputs[0].shape)
+    loss_seg_dice = 0
+    loss1, loss2, neg_loss = 0, 0, 0
+    for idx in range(num_outputs):
+        y = outputs[idx][:labeled_bs, ...]
+        y_prob = F.softmax(y, dim=1)
+        loss_seg_dice += dice_loss(y_prob[:, 1, ...], label_batch[:labeled_bs, ...] == 1)
+        y_all = outputs[idx]
+        y_prob_all = F.softmax(y_all, dim=1)
+        y_ori[idx] = y_prob_all
+        y_pseudo_label[idx] = sharpening(y_prob_all)
+        loss1 += max_loss(fg_feats[idx])
+        loss2 += max_loss(bg_feats[idx])
+        neg_loss += min_loss(fg_feats[idx], bg_feats[idx])
+    loss_contra = loss1 + loss2 + neg_loss
+    loss_consist = 0
+    for i in range(num_outputs):
+        for j in range(num_outputs):
+            if i != j:
+                loss_consist += consistency_criterion(y_ori[i], y_pseudo_label[j])
+    iter_num = iter_num + 1
+    consistency_weight = get_current_consistency_weight(iter_num // 150)
+    loss = lamda * loss_seg_dice + consistency_weight * loss_consist + loss_contra
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    # ---
+    curve.append([float(v) for v in (loss_seg_dice, loss_consist, loss_contra, loss)])
+    weights.append(consistency_weight)
 out = {"seg_dice": loss_seg_dice.detach().numpy(), "consistency": loss_consist.detach().numpy(),
        "contrast": loss_contra.detach().numpy(), "loss": loss.detach().numpy(),
-       "consistency_weight": np.array(consistency_weight, dtype=np.float32)}
+       "consistency_weight": np.array(consistency_weight, dtype=np.float32),
+       "curve": np.array(curve, dtype=np.float64), "weights": np.array(weights, dtype=np.float64)}
 for name, p in model.named_parameters():
     out["g." + name] = p.grad.numpy()
 for name, t in model.state_dict().items():
