@@ -469,11 +469,14 @@ impl Method for ClairesMethod {
         })
     }
 
-    /// Save `model.safetensors` in the run folder, then evaluate every `eval.pools` setting in
-    /// both modes; the headline is the paired MRR over the whole test gallery.
+    /// Save `model.safetensors` in the run folder (at the end of training; `eval --run` leaves
+    /// it as trained), then evaluate every `eval.pools` setting in both modes; the headline is
+    /// the paired MRR over the whole test gallery.
     fn evaluate(&mut self, run: &RunCtx) -> Result<Evaluation> {
         let mp = model_path(&run.dir);
-        self.model.save(&mp)?;
+        if run.end_of_training {
+            self.model.save(&mp)?;
+        }
         let results = if self.test_r.is_empty() {
             vec![]
         } else {

@@ -171,6 +171,10 @@ pub struct Monitor {
 pub struct RunCtx {
     pub dir: PathBuf,
     pub device: Device,
+    /// `true` in the evaluation that ends a training run; `false` in `eval --run` (a
+    /// re-evaluation of a finished run from its checkpoint: a method that saves its trained
+    /// model during evaluation must not overwrite it then).
+    pub end_of_training: bool,
 }
 
 impl RunCtx {
@@ -397,6 +401,7 @@ impl<M: Method> Trainer<M> {
         let ctx_run = RunCtx {
             dir: run.dir.clone(),
             device,
+            end_of_training: true,
         };
         let mut data = method.data()?;
         let per_epoch = data.per_epoch();
@@ -646,6 +651,7 @@ impl<M: Method> Trainer<M> {
         let ctx = RunCtx {
             dir: run_dir.to_path_buf(),
             device,
+            end_of_training: false,
         };
         let ev = method.evaluate(&ctx)?;
         match ctx.figures_dir() {
