@@ -265,14 +265,22 @@ fn kill_case(toy: &Toy, reference: &Fingerprint, kills: usize, seed: u64) -> Res
             }
             s
         });
-        let deadline = Instant::now() + Duration::from_secs_f64(delay);
+        // every other kill waits for a checkpoint write of this process to begin (a new
+        // `.tmp-` folder) and lands 0–80 ms into its 100 ms window; the others at a random time
+        let in_write_target = attempts % 2 == 0;
+        let deadline = Instant::now()
+            + Duration::from_secs_f64(if in_write_target { 1.5 * span } else { delay });
         let mut status = None;
         while Instant::now() < deadline {
             if let Some(s) = child.try_wait()? {
                 status = Some(s);
                 break;
             }
-            std::thread::sleep(Duration::from_millis(5));
+            if in_write_target && !leftovers(&toy.dir(name)).is_subset(&before) {
+                std::thread::sleep(Duration::from_secs_f64(rng.next_f64() * 0.08));
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(if in_write_target { 1 } else { 5 }));
         }
         match status {
             Some(s) => {
@@ -329,7 +337,7 @@ fn kill_case(toy: &Toy, reference: &Fingerprint, kills: usize, seed: u64) -> Res
             "the final state differs from the uninterrupted run".into()
         },
         notes: format!(
-            "{in_write} kills landed inside a checkpoint write (a new `.tmp-` folder left behind; each write stretched by 100 ms); {cleaned} restarts cleaned up an interrupted write before resuming; {set_aside} resumes had to set a corrupt checkpoint aside; {finished_early} pieces finished before their kill"
+            "{in_write} kills landed inside a checkpoint write (a new `.tmp-` folder left behind; each write stretched by 100 ms; every other kill aims at one, the rest at a random moment); {cleaned} restarts cleaned up an interrupted write before resuming; {set_aside} resumes had to set a corrupt checkpoint aside; {finished_early} pieces finished before their kill"
         ),
     })
 }
