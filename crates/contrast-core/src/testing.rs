@@ -512,6 +512,85 @@ pub mod official {
         worst
     }
 
+    /// One variable after the N steps of a comparison, relative to the official variable's norm:
+    /// `diff` = ‖ours − official‖ / ‖official‖ (or, from a fixture that keeps only the norm,
+    /// |‖ours‖ − ‖official‖| / ‖official‖, which the same bound bounds since
+    /// |‖a‖ − ‖b‖| ≤ ‖a − b‖), `drift` = ‖ours − ours-perturbed‖ / ‖official‖.
+    #[derive(Debug, Clone)]
+    pub struct WeightRow {
+        pub name: String,
+        /// What the per-group summary gathers it under (e.g. `encoder.layer1`, `projector`).
+        pub group: String,
+        pub diff: f64,
+        pub drift: f64,
+    }
+
+    impl WeightRow {
+        /// The row of `name` from our tensor, our perturbed run's, and the official tensor
+        /// (`Ok`) or only its L2 norm (`Err`, from a fixture).
+        pub fn new(
+            name: &str,
+            group: impl Into<String>,
+            ours: &Tensor,
+            perturbed: &Tensor,
+            official: Result<&Tensor, f64>,
+        ) -> Self {
+            let (diff, norm) = match official {
+                Ok(f) => (l2(&(ours - f)), l2(f)),
+                Err(norm) => ((l2(ours) - norm).abs(), norm),
+            };
+            let n = norm.max(f64::MIN_POSITIVE);
+            WeightRow {
+                name: name.to_string(),
+                group: group.into(),
+                diff: diff / n,
+                drift: l2(&(ours - perturbed)) / n,
+            }
+        }
+    }
+
+    /// The weights after step `n` of an N-step comparison: every variable's relative
+    /// difference within `max(floor, 8·n·drift)` — the bound of [`drift_bound`] with the
+    /// variable's own measured fp32 drift, floored at `floor` for a variable the perturbation
+    /// leaves (nearly) unchanged (e.g. `8·2⁻²³`, eight float32 roundings, or `1e-5`). Prints per
+    /// group the largest difference, the largest drift and the largest difference / bound.
+    pub fn check_weights(test: &str, n: usize, rows: &[WeightRow], floor: f64) {
+        let mut groups: std::collections::BTreeMap<&str, (usize, f64, f64, f64, &str)> =
+            Default::default();
+        let mut failures = Vec::new();
+        for r in rows {
+            let bound = floor.max(8.0 * n as f64 * r.drift);
+            let g = groups
+                .entry(r.group.as_str())
+                .or_insert((0, 0.0, 0.0, 0.0, ""));
+            g.0 += 1;
+            if r.diff > g.1 || g.4.is_empty() {
+                g.1 = g.1.max(r.diff);
+                g.4 = &r.name;
+            }
+            g.2 = g.2.max(r.drift);
+            g.3 = g.3.max(r.diff / bound);
+            if r.diff.is_nan() || r.diff > bound {
+                failures.push(format!(
+                    "{}: relative |ours − official| {:.3e} > bound {bound:.3e} (fp32 drift {:.3e})",
+                    r.name, r.diff, r.drift
+                ));
+            }
+        }
+        println!(
+            "{test}: variables after step {n}, per group: count, largest relative |ours − official| (its variable), largest fp32 drift, largest |diff| / bound"
+        );
+        for (g, (count, d, p, ratio, worst)) in &groups {
+            println!("{g:>32} {count:>4} {d:>11.3e} ({worst}) {p:>11.3e} {ratio:>8.3}");
+        }
+        assert!(
+            failures.is_empty(),
+            "{test}: {} variables after step {n} outside the fp32-drift bound:\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
+    }
+
     /// `[step][term]` loss curves as JSON (`{"terms": [...], "steps": [[...], ...]}`), for a
     /// fixture's `curves` field.
     pub fn curves_json(terms: &[&str], steps: &[Vec<f64>]) -> serde_json::Value {
@@ -611,6 +690,18 @@ mod tests {
             check_steps("gapped", &["loss"], &gapped, &official, &gapped_perturbed)
         });
         assert!(r.is_err());
+        let w = Tensor::from_slice(&[3.0f64, 4.0]);
+        let near = &w * (1.0 + 1e-7);
+        let row = WeightRow::new("w", "g", &near, &w, Ok(&w));
+        assert!((row.diff - 1e-7).abs() < 1e-8 && (row.drift - 1e-7).abs() < 1e-8);
+        check_weights(
+            "weights",
+            10,
+            std::slice::from_ref(&row),
+            8.0 * 2f64.powi(-23),
+        );
+        let far = WeightRow::new("w", "g", &(&w * 1.01), &(&w * 1.01), Err(5.0));
+        assert!(std::panic::catch_unwind(|| check_weights("far", 10, &[far], 1e-5)).is_err());
         let j = curves_json(&["a", "loss"], &[vec![1.0, 2.0], vec![3.0, 4.0]]);
         let f = serde_json::json!({ "curves": j });
         assert_eq!(
