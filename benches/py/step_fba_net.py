@@ -1,4 +1,9 @@
-"""FBA-Net step peer (see benches/src/steps/fba_net.rs)."""
+"""Our own restatement (no official code runs in the training-step bench, which must work without
+the official checkout): FBA-Net's step peer (see benches/src/steps/fba_net.rs), the network and
+objective of `crates/fba-net/tests/py/fba_torch.py` with SGD, so that the bench times equal work
+(before timing, `steps.py check` makes it compute our loss on our weights). Our step itself is
+checked against the official code by crates/fba-net/tests/official_step.rs.
+"""
 import torch
 import torch.nn as nn
 import torch.nn.functional as F

@@ -1,14 +1,54 @@
-"""PatchMix step peer (see benches/src/steps/patchmix.rs)."""
+"""Our own restatement (no official code runs in the training-step bench, which must work without
+the official checkout): PatchMix's step peer (see benches/src/steps/patchmix.rs), the same network,
+mixing and objective as our step, written from the official `module/loss.py` and
+`main_pretrain.py`, so that the bench times equal work (before timing, `steps.py check` makes it
+compute our loss on our weights). Our step itself is checked against the official code by
+crates/patchmix/tests/official_step.rs.
+
+L = CE(q1, k2, I_s) + 1/2 CE(mq2, k1, T_mix) + 1/2 CE(mq2, mk1, T_mixmix)
+(I_s: the identity smoothed by s, as the official `no_mixer = PatchMixer(mix_p=0.0, mix_n=1)` builds
+it with PatchMixer's default smoothing=0.1: s/B everywhere, 1 - s + s/B on the diagonal)
+with CE(q, k, T) = mean_i sum_j -T_ij log_softmax_j(norm(q)_i . norm(k)_j / tau), keys without gradient.
+"""
 from functools import partial
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from step_base import Step, crate_py
+from step_base import Step
 
-crate_py("patchmix")
-from patchmix_torch import patchmix_objective, soft_targets  # noqa: E402
+
+def soft_targets(B, m):
+    """(T_mix, T_mixmix) from their definition: m sources per mixed image, ring distance."""
+    mix_t = torch.zeros(B, B)
+    mixmix_t = torch.zeros(B, B)
+    for g in range(B):
+        for j in range(m):
+            mix_t[g, (g + j) % B] += 1.0 / m
+        for d in range(-(m - 1), m):
+            mixmix_t[g, (g + d) % B] += (m - abs(d)) / (m * m)
+    return mix_t, mixmix_t
+
+
+def source_target(B, s):
+    """The official `PatchMixer._one_hot` for an unmixed batch: off = s/B, on = (1 - s)/1 + off."""
+    off = s / B
+    return torch.full((B, B), off).scatter_(1, torch.arange(B).view(-1, 1), (1.0 - s) + off)
+
+
+def ce(q, k, target, tau):
+    q = F.normalize(q, dim=1)
+    with torch.no_grad():
+        k = F.normalize(k, dim=1)
+    logits = torch.einsum("nc,mc->nm", q, k) / tau
+    return torch.sum(-target * F.log_softmax(logits, dim=-1), dim=-1).mean()
+
+
+def patchmix_objective(q1, k1, k2, mq2, mk1, tau, mix_t, mixmix_t, src_s):
+    """The total of the three terms (the bench's step has no local crops)."""
+    eye = source_target(q1.shape[0], src_s).to(q1.device)
+    return ce(q1, k2, eye, tau) + 0.5 * (ce(mq2, k1, mix_t, tau) + ce(mq2, mk1, mixmix_t, tau))
 
 
 def mlp(layers, d_in, hidden, d_out, last_bn):
@@ -81,8 +121,8 @@ class PatchMixStep(Step):
             k2 = enc(self.x2)
             mk1 = enc(xm1)
         mq2 = pred(enc(xm2))
-        return patchmix_objective(q1, k1, k2, mq2, mk1, [], [], s["tau"], self.mix_t, self.mixmix_t,
-                                  s["src_smoothing"])[0]
+        return patchmix_objective(q1, k1, k2, mq2, mk1, s["tau"], self.mix_t, self.mixmix_t,
+                                  s["src_smoothing"])
 
 
 CASE = PatchMixStep

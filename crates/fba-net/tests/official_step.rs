@@ -7,7 +7,8 @@
 //! deterministic.
 //!
 //! * one iteration: the loss terms, every gradient, every variable after the SGD step (BN
-//!   statistics included), within 1e-5 relative;
+//!   statistics included), then the network's outputs in eval mode (running statistics), within
+//!   1e-5 relative; and the consistency weight across the whole ramp-up;
 //! * fifty iterations (`cargo xtask official compare fba-net --steps N` changes the number):
 //!   every loss term per iteration within the fp32-drift bound of
 //!   [`contrast_core::testing::official::check_steps`], the consistency weight of every
@@ -145,6 +146,36 @@ fn one_iteration_equals_the_official_train_3d_iteration() {
     terms.total.backward();
     opt.step().unwrap();
     let ours: Vec<(String, Tensor)> = named_variables(&net.vs);
+    // after the step, in eval mode (running statistics): the network as the evaluation runs it
+    let eval: Vec<(String, Tensor)> = tch::no_grad(|| net.forward_t(&x, false, true))
+        .unwrap()
+        .into_iter()
+        .enumerate()
+        .flat_map(|(d, o)| {
+            [
+                (format!("logits{d}"), o.logits),
+                (
+                    format!("fg{d}"),
+                    o.fg.expect("FBA-Net+ has contrastive heads"),
+                ),
+                (
+                    format!("bg{d}"),
+                    o.bg.expect("FBA-Net+ has contrastive heads"),
+                ),
+            ]
+        })
+        .collect();
+    let ramp: Vec<f64> = RAMP_ITERATIONS
+        .iter()
+        .map(|&i| {
+            consistency_weight(
+                i,
+                cfg.loss.rampup_every,
+                cfg.loss.consistency_rampup,
+                cfg.loss.consistency,
+            )
+        })
+        .collect();
     let ours_terms = [
         ("seg_dice", terms.seg_dice.double_value(&[])),
         ("consistency", terms.consistency.double_value(&[])),
@@ -163,9 +194,33 @@ fn one_iteration_equals_the_official_train_3d_iteration() {
         None
     };
     let Some(out) = out else {
-        compare_fixture(&ours_terms, &ours, cfg.optim.lr, have_checkout);
+        compare_fixture(
+            &ours_terms,
+            &ours,
+            &eval,
+            &ramp,
+            cfg.optim.lr,
+            have_checkout,
+        );
         return;
     };
+    let official_ramp = Vec::<f64>::try_from(get(&out, "ramp")).unwrap();
+    check_ramp(&ramp, &official_ramp);
+    // eval outputs within 1e-5 of their largest entry (the step-1 bar)
+    let mut worst = 0.0f64;
+    for (name, t) in &eval {
+        let w = get(&out, &format!("eval.{name}"));
+        let scale = w.abs().max().double_value(&[]);
+        let diff = (t - w).abs().max().double_value(&[]);
+        assert!(
+            diff <= 1e-5 * scale,
+            "{name} in eval mode after the step: max |ours − official| {diff:e}, largest entry {scale:e}"
+        );
+        worst = worst.max(diff / scale);
+    }
+    println!(
+        "official_step: eval-mode outputs after the step equal (largest difference {worst:.1e} of the largest entry); consistency ramp-up equal at iterations {RAMP_ITERATIONS:?}"
+    );
 
     for (name, v) in ours_terms {
         let o = get(&out, name).double_value(&[]);
@@ -198,19 +253,70 @@ fn one_iteration_equals_the_official_train_3d_iteration() {
         terms.total.double_value(&[]),
         get(&out, "loss").double_value(&[])
     );
-    if writing_fixtures() {
+    let path = fixture("fba_net_step.json");
+    if writing_fixtures() || !path.exists() {
         write_fixture(
-            &fixture("fba_net_step.json"),
+            &path,
             &out,
             &official,
-            "one FBA-Net+ iteration of the official network, losses and train_3d.py loop on the weights and batch of crates/fba-net/tests/official_step.rs",
+            "one FBA-Net+ iteration of the official network, losses and train_3d.py loop on the weights and batch of crates/fba-net/tests/official_step.rs; the L2 norms of the eval-mode outputs after it; the consistency weight at the ramp iterations",
             &TERMS,
+        );
+        // with the eval-mode outputs' norms and the ramp-up
+        let mut f = read_fixture(&path);
+        let eval_l2: serde_json::Map<String, serde_json::Value> = eval
+            .iter()
+            .map(|(name, _)| (name.clone(), l2(get(&out, &format!("eval.{name}"))).into()))
+            .collect();
+        f["eval_l2"] = eval_l2.into();
+        f["ramp"] = serde_json::json!({ "iterations": RAMP_ITERATIONS, "weights": official_ramp });
+        std::fs::write(&path, serde_json::to_string_pretty(&f).unwrap() + "\n").unwrap();
+    }
+}
+
+/// Iterations (`iter_num` after its increment) at which the consistency weight is compared: the
+/// first, both sides of the first ramp-up step, mid-ramp, both sides of its end (40 × 150), and
+/// the plateau.
+const RAMP_ITERATIONS: [u64; 7] = [1, 149, 150, 3000, 5999, 6000, 15000];
+
+/// Our consistency weights at [`RAMP_ITERATIONS`] equal the official ones: both in float64 from
+/// the same formula.
+fn check_ramp(ours: &[f64], official: &[f64]) {
+    assert_eq!(ours.len(), official.len());
+    for ((i, o), f) in RAMP_ITERATIONS.iter().zip(ours).zip(official) {
+        assert!(
+            (o - f).abs() <= 1e-12 * f.abs(),
+            "consistency weight after iteration {i}: ours {o} vs official {f}"
         );
     }
 }
 
-fn compare_fixture(terms: &[(&str, f64)], vars: &[(String, Tensor)], lr: f64, have_checkout: bool) {
+fn compare_fixture(
+    terms: &[(&str, f64)],
+    vars: &[(String, Tensor)],
+    eval: &[(String, Tensor)],
+    ramp: &[f64],
+    lr: f64,
+    have_checkout: bool,
+) {
     let f = read_fixture(&fixture("fba_net_step.json"));
+    let official_ramp: Vec<f64> = f["ramp"]["weights"]
+        .as_array()
+        .expect("the fixture has the ramp-up")
+        .iter()
+        .map(|v| v.as_f64().expect("a number"))
+        .collect();
+    check_ramp(ramp, &official_ramp);
+    for (name, t) in eval {
+        let o = f["eval_l2"][name]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{name} not in the fixture's eval_l2"));
+        let v = l2(t);
+        assert!(
+            (v - o).abs() <= 1e-5 * o,
+            "|{name}| in eval mode after the step: ours {v} vs official {o}"
+        );
+    }
     let global = f["grad_max_abs"].as_f64().unwrap_or(0.0);
     let tolerance = FixtureTolerance {
         term: 1e-5,

@@ -4,8 +4,9 @@
 //! same views, same patch permutations. The official side runs its own `train_epoch` on loaders of
 //! those batches (tests/py/official_step.py). Drop-path is off on both sides.
 //!
-//! * one step of the ViT-T recipe (stop-gradient online keys), with and without local crops:
-//!   the loss terms, every gradient, every variable after the step (BN statistics included);
+//! * one step of the ViT-T recipe (stop-gradient online keys), with and without local crops,
+//!   and with m = 3 sources: the loss terms, every gradient, every variable after the step (BN
+//!   statistics included);
 //! * three steps of the ViT-S/B recipe (momentum encoder): the keys come from the momentum
 //!   encoder moved by the official schedule before each step's forwards. AdamW runs with eps 1e-3
 //!   on both sides here: with the default 1e-8 its first update is ≈ lr·sign(g) even where g is
@@ -64,20 +65,27 @@ fn fifty_momentum_steps_with_local_crops_stay_with_the_official_train_epochs() {
 
 #[test]
 fn one_step_equals_the_official_train_epoch() {
-    run_case(false, 1, 0, "patchmix_step.json");
+    run_case(false, 1, 0, 2, "patchmix_step.json");
 }
 
 #[test]
 fn one_step_with_local_crops_equals_the_official_train_epoch() {
     // the ImageNet multi-crop recipe: local crops (16 px here, 96 officially) mixed one by one,
     // then through the network as one batch
-    run_case(false, 1, 2, "patchmix_local_crops_step.json");
+    run_case(false, 1, 2, 2, "patchmix_local_crops_step.json");
 }
 
 #[test]
 fn three_momentum_steps_equal_the_official_train_epoch() {
     // three: with two, the official per-epoch momentum and a per-step one coincide
-    run_case(true, 3, 0, "patchmix_momentum_steps.json");
+    run_case(true, 3, 0, 2, "patchmix_momentum_steps.json");
+}
+
+#[test]
+fn one_step_with_three_sources_and_local_crops_equals_the_official_train_epoch() {
+    // m = 3 (every official config uses 2): three chunks of ⌊64/3⌋ = 21 patches, one patch left
+    // to its own image, targets spread over five neighbours; three local crops
+    run_case(false, 1, 3, 3, "patchmix_m3_step.json");
 }
 
 /// Our variables under the official state-dict names (the momentum encoder's VarStore mirrors the
@@ -184,12 +192,13 @@ fn official_terms(t: &patchmix::loss::Terms) -> [f64; 6] {
     ]
 }
 
-fn run_case(momentum: bool, steps: usize, n_local: usize, fixture: &str) {
+fn run_case(momentum: bool, steps: usize, n_local: usize, m: i64, fixture: &str) {
     let official = repo_root().join(".official/patchmix");
     let fixture = repo_root().join("official/fixtures").join(fixture);
     let _rng = global_rng_lock();
     let wd = 0.05;
     let mut cfg = reduced_config(momentum, n_local);
+    cfg.mix.m = m;
     cfg.optim.epochs = 2;
     tch::manual_seed(3);
     let mut net = build_net(&cfg, Device::Cpu).unwrap();
@@ -321,7 +330,7 @@ fn run_case(momentum: bool, steps: usize, n_local: usize, fixture: &str) {
         ours_terms[5].1,
         get(&out, "loss").double_value(&[])
     );
-    if std::env::var_os("CONTRAST_WRITE_FIXTURES").is_some() {
+    if writing_fixtures() || !fixture.exists() {
         write_fixture(
             &fixture,
             &out,

@@ -1,7 +1,10 @@
-"""FBA-Net in PyTorch: the objective and the network (our own re-statement of the official
-cys1102/FBA-Net code/utils/losses.py, code/train_3d.py and code/networks/VNet.py; notes §1b-§1c).
-Imported by `fba_reference.py` (the tests' reference) and by `benches/py/step_fba_net.py` (the PyTorch
-peer of the training-step bench), so both check and time the same code.
+"""Our own restatement (no official code runs in the training-step bench, which must work without
+the official checkout): FBA-Net in PyTorch, the objective and the network, written from the
+official cys1102/FBA-Net code/utils/losses.py, code/train_3d.py and code/networks/VNet.py (notes
+§1b-§1c). Imported by the bench's PyTorch peers: `benches/py/step_fba_net.py` (whose loss
+`xtask bench` checks against ours before timing) and, through `crates/spade/tests/py/spade_torch.py`,
+Spade's (the V-Net encoder and decoder blocks). Our FBA-Net itself is checked against the official
+code by `crates/fba-net/tests/official_step.rs`.
 """
 import torch
 import torch.nn.functional as F

@@ -18,7 +18,9 @@ consistency, rampup, temperature, lamda, steps.
 Outputs: the last iteration's seg_dice, consistency, contrast, loss, consistency_weight; every
 iteration's (seg_dice, consistency, contrast, loss) as `curve` [steps, 4] and its consistency
 weight as `weights` [steps]; the last iteration's gradients `g.<name>`; every variable after the
-last SGD step, `w.<name>`.
+last SGD step, `w.<name>`; the network's outputs in eval mode after the last step on the last
+batch (`eval.logits<d>`, `eval.fg<d>`, `eval.bg<d>` per decoder); and the official consistency
+weight after iterations 1, 149, 150, 3000, 5999, 6000, 15000 (`ramp`).
 """
 import sys
 
@@ -105,6 +107,17 @@ out = {"seg_dice": loss_seg_dice.detach().numpy(), "consistency": loss_consist.d
        "contrast": loss_contra.detach().numpy(), "loss": loss.detach().numpy(),
        "consistency_weight": np.array(consistency_weight, dtype=np.float32),
        "curve": np.array(curve, dtype=np.float64), "weights": np.array(weights, dtype=np.float64)}
+# after the last iteration: the network in eval mode (running statistics) on the last batch, and
+# the official consistency weight at iterations spanning the ramp-up (its end is at 40 x 150)
+model.eval()
+with torch.no_grad():
+    fg_feats, bg_feats, outputs = model(volume_batch)
+for idx in range(len(outputs)):
+    out[f"eval.logits{idx}"] = outputs[idx].numpy()
+    out[f"eval.fg{idx}"] = fg_feats[idx].numpy()
+    out[f"eval.bg{idx}"] = bg_feats[idx].numpy()
+RAMP_ITERATIONS = [1, 149, 150, 3000, 5999, 6000, 15000]
+out["ramp"] = np.array([get_current_consistency_weight(i // 150) for i in RAMP_ITERATIONS])
 for name, p in model.named_parameters():
     out["g." + name] = p.grad.numpy()
 for name, t in model.state_dict().items():
