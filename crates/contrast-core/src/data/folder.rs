@@ -1,7 +1,8 @@
 //! Image-folder data sets, as `torchvision.datasets.ImageFolder`: `<root>/<class>/<file>` with
 //! `.jpg`, `.jpeg` or `.png` files; the class index is the position of the class folder in the
 //! sorted list of folder names, and samples are ordered by class, then by file name. Images are
-//! decoded in parallel (rayon) to RGB and kept in one contiguous buffer.
+//! decoded in parallel (rayon) to RGB and kept in one contiguous buffer. Folders too large for
+//! memory are streamed instead: [`super::stream`].
 
 use super::dataset::InMemoryDataset;
 use anyhow::{anyhow, bail, Context, Result};
@@ -63,6 +64,16 @@ pub fn decode_rgb(path: &Path) -> Result<(Vec<u8>, usize, usize)> {
 pub fn load_image_folder(root: impl AsRef<Path>) -> Result<InMemoryDataset> {
     let root = root.as_ref();
     let (samples, classes) = scan_image_folder(root)?;
+    decode_all(root, samples, classes)
+}
+
+/// Decode the `(path, class index)` list of [`scan_image_folder`] into memory (the second half
+/// of [`load_image_folder`]; `root` names the folder in errors).
+pub fn decode_all(
+    root: &Path,
+    samples: Vec<(PathBuf, i64)>,
+    classes: Vec<String>,
+) -> Result<InMemoryDataset> {
     if samples.is_empty() {
         bail!(
             "{}: no .jpg/.jpeg/.png files in the class folders",

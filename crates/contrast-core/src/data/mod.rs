@@ -3,7 +3,9 @@
 //! deterministic, prefetching batch pipeline.
 //!
 //! Flow: a loader decodes a whole split into one contiguous `uint8` buffer `[N, H, W, C]`
-//! ([`InMemoryDataset`]); a [`Recipe`] describes the views of one sample as lists of
+//! ([`InMemoryDataset`]), or, for image folders above a size threshold (ImageNet), lists the
+//! files and decodes each sample in the loader's threads ([`stream`], memory bounded by the
+//! prefetch depth); a [`Recipe`] describes the views of one sample as lists of
 //! [`Op`]s; a [`Loader`] shuffles, augments every sample on a rayon pool (one ChaCha stream per
 //! `(seed, epoch, sample index)`, so results do not depend on the thread count or the batch
 //! split) and hands out NCHW `float32` tensors per view from a bounded background queue.
@@ -45,6 +47,7 @@ pub mod pil_blur;
 pub mod pipeline;
 pub mod splits;
 pub mod stl10;
+pub mod stream;
 pub mod subset;
 pub mod tiny_imagenet;
 
@@ -52,3 +55,4 @@ pub use augment::{ColorJitter, Interpolation, Op, Recipe, ViewSpec};
 pub use dataset::{Dataset, ImageRef, InMemoryDataset};
 pub use dev::{dev_data, dev_data_root};
 pub use pipeline::{Batch, Loader, LoaderConfig};
+pub use stream::{open_image_folder, StreamPolicy, StreamingFolder};

@@ -4,8 +4,8 @@
 
 use super::cifar::{load_cifar10, load_cifar100, Cifar100Label};
 use super::dataset::Dataset;
-use super::folder::load_image_folder;
 use super::stl10::{load_stl10, Stl10Split};
+use super::stream::{open_image_folder, StreamPolicy};
 use super::subset::Subset;
 use super::tiny_imagenet::load_tiny_imagenet;
 use anyhow::{bail, Result};
@@ -41,8 +41,19 @@ pub struct SplitSpec<'a> {
     pub method: &'a str,
 }
 
-/// Load the train and test splits of `spec`.
+/// Load the train and test splits of `spec`. `image-folder` splits are decoded into memory or
+/// streamed as [`StreamPolicy::from_env`] decides (by estimated decoded size, default
+/// threshold [`super::stream::DEFAULT_STREAM_ABOVE_MIB`] MiB; ImageNet streams).
 pub fn load_splits(spec: &SplitSpec) -> Result<(Arc<dyn Dataset>, Arc<dyn Dataset>)> {
+    load_splits_with(spec, &StreamPolicy::from_env()?)
+}
+
+/// [`load_splits`] with an explicit in-memory / streaming policy for `image-folder` splits
+/// (a method's `data.stream` / `data.stream_above_mib`).
+pub fn load_splits_with(
+    spec: &SplitSpec,
+    policy: &StreamPolicy,
+) -> Result<(Arc<dyn Dataset>, Arc<dyn Dataset>)> {
     if spec.root.is_empty() {
         bail!(
             "data.root is empty: pass --set data.root=<folder> or use `cargo xtask reproduce {}`",
@@ -52,8 +63,8 @@ pub fn load_splits(spec: &SplitSpec) -> Result<(Arc<dyn Dataset>, Arc<dyn Datase
     let root = Path::new(spec.root);
     let (train, test): (Arc<dyn Dataset>, Arc<dyn Dataset>) = match spec.format {
         "image-folder" => (
-            Arc::new(load_image_folder(root.join("train"))?),
-            Arc::new(load_image_folder(root.join(spec.test_split))?),
+            open_image_folder(root.join("train"), policy)?.into_dataset(),
+            open_image_folder(root.join(spec.test_split), policy)?.into_dataset(),
         ),
         "cifar10" => (
             Arc::new(load_cifar10(root, true)?),

@@ -1,0 +1,218 @@
+//! The streaming image folder: same batches as the in-memory path (bit for bit), the file-list
+//! cache and its invalidation, and the size-based choice between the two paths.
+
+use contrast_core::data::folder::load_image_folder;
+use contrast_core::data::stream::{
+    estimate_decoded_bytes, open_image_folder, scan_cached, ListSource, StreamPolicy,
+    StreamingFolder,
+};
+use contrast_core::data::{Dataset, Loader, LoaderConfig, Recipe};
+use std::path::Path;
+use std::sync::Arc;
+
+/// `<dir>/train/<class>/*.jpg`: 3 classes, JPEGs of different sizes with smooth content (as
+/// photographs) encoded by the `image` crate at quality 90.
+fn jpeg_folder(dir: &Path, per_class: usize) -> std::path::PathBuf {
+    let root = dir.join("train");
+    for (c, name) in ["cat", "dog", "eel"].iter().enumerate() {
+        let d = root.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        for k in 0..per_class {
+            let (w, h) = (40 + 7 * k as u32 + 3 * c as u32, 30 + 5 * k as u32);
+            let img = image::RgbImage::from_fn(w, h, |x, y| {
+                let v = |a: u32| ((a * 255) / (w + h)) as u8;
+                image::Rgb([
+                    v(x + y),
+                    v(x * 2 % (w + h) + c as u32),
+                    v((w - x) + k as u32),
+                ])
+            });
+            let mut bytes = Vec::new();
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 90)
+                .encode_image(&img)
+                .unwrap();
+            std::fs::write(d.join(format!("img{k:02}.jpg")), bytes).unwrap();
+        }
+    }
+    root
+}
+
+fn assert_same_batches(a: &Loader, b: &Loader, epochs: u64) {
+    for e in 0..epochs {
+        let (mut na, mut nb) = (0, 0);
+        for (x, y) in a.epoch(e).zip(b.epoch(e)) {
+            let (x, y) = (x.unwrap(), y.unwrap());
+            assert_eq!(x.views.len(), y.views.len());
+            for (u, v) in x.views.iter().zip(&y.views) {
+                assert_eq!(u.size(), v.size());
+                // bit-identical, not merely close
+                assert!(
+                    u.equal(v),
+                    "epoch {e}: a view differs between the two paths"
+                );
+            }
+            assert!(x.labels.equal(&y.labels) && x.indices.equal(&y.indices));
+            na += 1;
+            nb += 1;
+        }
+        assert_eq!((na, nb), (a.batches_per_epoch(), b.batches_per_epoch()));
+        assert!(na > 0);
+    }
+}
+
+#[test]
+fn streaming_batches_are_bit_identical_to_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = jpeg_folder(dir.path(), 5);
+    let mem = Arc::new(load_image_folder(&root).unwrap());
+    let st = Arc::new(StreamingFolder::open(&root).unwrap());
+    assert_eq!(mem.len(), 15);
+    assert_eq!(st.len(), 15);
+    assert_eq!(mem.classes(), st.classes());
+    for i in 0..15 {
+        let (x, lx) = mem.get(i).unwrap();
+        let (y, ly) = st.get(i).unwrap();
+        assert_eq!((lx, x.height, x.width), (ly, y.height, y.width));
+        assert_eq!(x.pixels, y.pixels, "sample {i}");
+    }
+    // two-view BYOL with random resized crops, shuffled, two epochs, two threads
+    let cfg = LoaderConfig {
+        batch_size: 4,
+        seed: 11,
+        threads: 2,
+        prefetch: 2,
+        ..LoaderConfig::default()
+    };
+    let a = Loader::new(mem, Recipe::byol(32, 0.08).unwrap(), cfg.clone()).unwrap();
+    let b = Loader::new(st, Recipe::byol(32, 0.08).unwrap(), cfg).unwrap();
+    assert_same_batches(&a, &b, 2);
+}
+
+#[test]
+fn streaming_matches_in_memory_on_cifar_jpegs() {
+    let Some(tar) = contrast_core::data::dev_data_root()
+        .map(|r| r.join("cifar10-jpeg/CIFAR-10-images.tar"))
+        .filter(|t| t.exists())
+    else {
+        eprintln!("skipped: the CIFAR-10 JPEG archive (dev data) is not present");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // the first 40 images of three test classes
+    let mut files = Vec::new();
+    for c in ["airplane", "bird", "truck"] {
+        for k in 0..40 {
+            files.push(format!("test/{c}/{k:04}.jpg"));
+        }
+    }
+    let ok = std::process::Command::new("tar")
+        .arg("xf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(dir.path())
+        .args(&files)
+        .status()
+        .is_ok_and(|s| s.success());
+    let root = dir.path().join("test");
+    if !ok {
+        eprintln!(
+            "skipped: could not extract CIFAR JPEGs from {}",
+            tar.display()
+        );
+        return;
+    }
+    let mem = Arc::new(load_image_folder(&root).unwrap());
+    let st = Arc::new(StreamingFolder::open(&root).unwrap());
+    assert_eq!((mem.len(), st.len()), (120, 120));
+    let cfg = LoaderConfig {
+        batch_size: 32,
+        seed: 3,
+        threads: 2,
+        ..LoaderConfig::default()
+    };
+    let a = Loader::new(mem, Recipe::byol(32, 0.08).unwrap(), cfg.clone()).unwrap();
+    let b = Loader::new(st, Recipe::byol(32, 0.08).unwrap(), cfg).unwrap();
+    assert_same_batches(&a, &b, 1);
+}
+
+#[test]
+fn file_list_is_cached_and_refreshed_when_the_folder_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = jpeg_folder(dir.path(), 3);
+    let (l1, s1) = scan_cached(&root).unwrap();
+    assert_eq!(s1, ListSource::Scan);
+    // next to the data, outside the folder itself
+    assert!(dir.path().join(".train.contrast-files.json").exists());
+    let (l2, s2) = scan_cached(&root).unwrap();
+    assert_eq!(s2, ListSource::Cache);
+    assert_eq!(l1.samples(), l2.samples());
+    assert_eq!(l1.classes(), l2.classes());
+    // a new file changes its class folder's mtime: rescanned, and the new file is listed
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::copy(root.join("dog/img00.jpg"), root.join("dog/img00b.jpg")).unwrap();
+    let (l3, s3) = scan_cached(&root).unwrap();
+    assert_eq!(s3, ListSource::Scan);
+    assert_eq!(l3.len(), 10);
+    assert_eq!(l3.path(4), root.join("dog/img00b.jpg"));
+    assert_eq!(l3.label(4), 1);
+    assert_eq!(scan_cached(&root).unwrap().1, ListSource::Cache);
+}
+
+#[test]
+fn unwritable_place_next_to_the_data_caches_in_the_cache_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = jpeg_folder(dir.path(), 2);
+    let cache = tempfile::tempdir().unwrap();
+    // a directory where the cache file would go: not writable even as root (a read-only
+    // parent would not stop root)
+    std::fs::create_dir(dir.path().join(".train.contrast-files.json")).unwrap();
+    std::env::set_var("CONTRAST_CACHE_DIR", cache.path());
+    let (l, s) = scan_cached(&root).unwrap();
+    assert_eq!((s, l.len()), (ListSource::Scan, 6));
+    let n = std::fs::read_dir(cache.path().join("filelists"))
+        .unwrap()
+        .count();
+    assert_eq!(n, 1, "one list in the cache dir");
+    let (l2, s2) = scan_cached(&root).unwrap();
+    assert_eq!(s2, ListSource::Cache);
+    assert_eq!(l.samples(), l2.samples());
+}
+
+#[test]
+fn the_size_threshold_and_overrides_choose_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = jpeg_folder(dir.path(), 4);
+    let (list, _) = scan_cached(&root).unwrap();
+    // exact decoded size: Σ w·h·3 over the 12 files (every file is probed: 12 < SIZE_PROBES)
+    let exact: u64 = (0..list.len())
+        .map(|i| {
+            let (w, h) = image::image_dimensions(list.path(i)).unwrap();
+            w as u64 * h as u64 * 3
+        })
+        .sum();
+    assert_eq!(estimate_decoded_bytes(&list).unwrap(), exact);
+    let by_size = |mib| StreamPolicy {
+        stream: None,
+        stream_above_mib: mib,
+    };
+    assert!(open_image_folder(&root, &by_size(0))
+        .unwrap()
+        .is_streaming());
+    assert!(!open_image_folder(&root, &by_size(4096))
+        .unwrap()
+        .is_streaming());
+    let forced = |s| StreamPolicy {
+        stream: Some(s),
+        stream_above_mib: 0,
+    };
+    assert!(open_image_folder(&root, &forced(true))
+        .unwrap()
+        .is_streaming());
+    assert!(!open_image_folder(&root, &forced(false))
+        .unwrap()
+        .is_streaming());
+    // the default threshold keeps small folders in memory
+    assert!(!open_image_folder(&root, &StreamPolicy::default())
+        .unwrap()
+        .is_streaming());
+}
