@@ -176,6 +176,18 @@ pub fn official(args: &OfficialArgs) -> Result<()> {
                 // read by `contrast_core::testing::official::official_steps`
                 std::env::set_var("CONTRAST_OFFICIAL_STEPS", n.to_string());
             }
+            // the N-step comparisons record their agreement here for the results page
+            let out = std::env::var_os("CONTRAST_RUNS")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| repo_root().join("runs"))
+                .join("official")
+                .join(method);
+            if out.exists() {
+                // a test that fails this time must not leave an older agreement behind
+                std::fs::remove_dir_all(&out)
+                    .with_context(|| format!("removing {}", out.display()))?;
+            }
+            std::env::set_var("CONTRAST_OFFICIAL_OUT", &out);
             for (package, test) in &tests {
                 step(&format!(
                     "official compare {method}: {package} --test {test}"

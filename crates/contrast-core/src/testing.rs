@@ -509,7 +509,62 @@ pub mod official {
             failures.join("\n")
         );
         println!("{test}: largest |diff| / bound = {worst:.3}");
+        record_agreement(test, terms, ours, official, worst);
         worst
+    }
+
+    /// When `$CONTRAST_OFFICIAL_OUT` names a folder (`cargo xtask official compare` sets it to
+    /// `<runs>/official/<method>/`), write `<test>.json` there: the steps, every term's first-
+    /// and last-step values ours / official and the largest |diff| / bound, for the results
+    /// page's official-code column. Failing to write is a warning.
+    fn record_agreement(
+        test: &str,
+        terms: &[&str],
+        ours: &[Vec<f64>],
+        official: &[Vec<f64>],
+        worst: f64,
+    ) {
+        let Some(dir) = std::env::var_os("CONTRAST_OFFICIAL_OUT") else {
+            return;
+        };
+        let row = |k: usize| -> serde_json::Value {
+            terms
+                .iter()
+                .enumerate()
+                .map(|(t, name)| {
+                    (
+                        name.to_string(),
+                        serde_json::json!([ours[k][t], official[k][t]]),
+                    )
+                })
+                .collect::<serde_json::Map<_, _>>()
+                .into()
+        };
+        let n = ours.len();
+        let v = serde_json::json!({
+            "test": test,
+            "steps": n,
+            "first": if n > 0 { row(0) } else { serde_json::Value::Null },
+            "last": if n > 0 { row(n - 1) } else { serde_json::Value::Null },
+            "worst_ratio": worst,
+            "passed": true,
+        });
+        let dir = std::path::PathBuf::from(dir);
+        let path = dir.join(format!("{test}.json"));
+        let r = std::fs::create_dir_all(&dir)
+            .map_err(anyhow::Error::from)
+            .and_then(|_| {
+                crate::train::checkpoint::write_atomic(
+                    &path,
+                    (serde_json::to_string_pretty(&v).unwrap_or_default() + "\n").as_bytes(),
+                )
+            });
+        if let Err(e) = r {
+            eprintln!(
+                "warning: official agreement not recorded in {}: {e:#}",
+                path.display()
+            );
+        }
     }
 
     /// One variable after the N steps of a comparison, relative to the official variable's norm:

@@ -600,6 +600,52 @@ fn gpu_cells(runs_root: &Path) -> BTreeMap<String, GpuCells> {
         // the last file (by name) of a method wins
         out.insert(method.to_string(), cells);
     }
+    for (method, text) in official_agreement(runs_root) {
+        let c: &mut GpuCells = out.entry(method).or_default();
+        c.official = Some(match c.official.take() {
+            Some(gpu) => format!("{text}; {gpu}"),
+            None => text,
+        });
+    }
+    out
+}
+
+/// What `cargo xtask official compare <method>` recorded (`<runs>/official/<method>/*.json`,
+/// one per N-step comparison): "N steps equal within the fp32-drift bound (largest
+/// |diff| / bound r)" per test, by method.
+fn official_agreement(runs_root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let Ok(rd) = std::fs::read_dir(runs_root.join("official")) else {
+        return out;
+    };
+    let mut dirs: Vec<_> = rd.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+    dirs.sort();
+    for d in dirs {
+        let Some(method) = d.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+            continue;
+        };
+        let Ok(files) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        let mut parts: Vec<String> = files
+            .filter_map(|e| e.ok())
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .filter_map(|t| serde_json::from_str::<Value>(&t).ok())
+            .filter(|v| v["passed"].as_bool() == Some(true))
+            .map(|v| {
+                format!(
+                    "{}: {} steps with the official code, within the fp32-drift bound (largest |diff| / bound {:.2})",
+                    v["test"].as_str().unwrap_or("?"),
+                    v["steps"].as_u64().unwrap_or(0),
+                    v["worst_ratio"].as_f64().unwrap_or(f64::NAN)
+                )
+            })
+            .collect();
+        parts.sort();
+        if !parts.is_empty() {
+            out.insert(method, parts.join("; "));
+        }
+    }
     out
 }
 
@@ -1500,4 +1546,35 @@ window.addEventListener('load', function () {{
     }
     crate::write_atomic(out, html.as_bytes())?;
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_official_cell_reads_what_official_compare_recorded() {
+        let root = tempfile::tempdir().unwrap();
+        let d = root.path().join("official/grass");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(
+            d.join("official_steps.json"),
+            r#"{"test": "official_steps", "steps": 50, "worst_ratio": 0.036, "passed": true}"#,
+        )
+        .unwrap();
+        std::fs::write(d.join("broken.json"), "{").unwrap();
+        let a = official_agreement(root.path());
+        assert_eq!(
+            a["grass"],
+            "official_steps: 50 steps with the official code, within the fp32-drift bound (largest |diff| / bound 0.04)"
+        );
+        assert_eq!(a.len(), 1);
+        let cells = gpu_cells(root.path());
+        assert!(cells["grass"]
+            .official
+            .as_deref()
+            .unwrap()
+            .contains("50 steps"));
+        assert!(cells["grass"].gpu.is_none());
+    }
 }

@@ -32,8 +32,8 @@ use contrast_core::data::pipeline::Batch;
 use contrast_core::nn::resnet::Stem;
 use contrast_core::tensors::{load_into, named_variables};
 use contrast_core::testing::official::{
-    check_steps, checkout, checkout_commit, curves_json, fixture, l2, official_steps,
-    perturb_rounding, read_curves, read_fixture, run_official, writing_fixtures,
+    self, check_steps, checkout, checkout_commit, curves_json, fixture, l2, official_steps,
+    perturb_rounding, read_curves, read_fixture, run_official, writing_fixtures, WeightRow,
 };
 use contrast_core::testing::{get, global_rng_lock};
 use contrast_core::train::{Method, StepCtx};
@@ -231,39 +231,18 @@ fn check_weights(
     perturbed: &[(String, Tensor)],
     official: &dyn Fn(&str) -> Result<Tensor, f64>,
 ) {
-    let mut groups: std::collections::BTreeMap<String, (f64, f64, f64)> = Default::default();
-    let mut failures = Vec::new();
-    for ((name, o), (pn, p)) in ours.iter().zip(perturbed) {
-        assert_eq!(name, pn);
-        let drift = l2(&(o - p));
-        let (diff, norm) = match official(name) {
-            Ok(f) => (l2(&(o - &f)), l2(&f)),
-            Err(norm) => ((l2(o) - norm).abs(), norm),
-        };
-        let bound = (8.0 * steps as f64 * drift).max(8.0 * 2f64.powi(-23) * norm);
-        // group: the store and its first module (encoder/backbone.layer1, predictor/0, bank)
-        let group = name.split('.').take(2).collect::<Vec<_>>().join(".");
-        let g = groups.entry(group).or_default();
-        let rel = |x: f64| x / norm.max(f64::MIN_POSITIVE);
-        g.0 = g.0.max(rel(diff));
-        g.1 = g.1.max(rel(drift));
-        g.2 = g.2.max(diff / bound);
-        if diff.is_nan() || diff > bound {
-            failures.push(format!(
-                "{name}: |ours − official| {diff:.3e} > bound {bound:.3e} (drift {drift:.3e}, ‖w‖ {norm:.3e})"
-            ));
-        }
-    }
-    println!("{test}: weights after {steps} steps, per group: largest relative |ours − official|, fp32 drift, |diff| / bound");
-    for (g, (d, p, r)) in &groups {
-        println!("{g:>32} {d:>11.3e} {p:>11.3e} {r:>8.3}");
-    }
-    assert!(
-        failures.is_empty(),
-        "{test}: {} weights outside the drift bound:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    let rows: Vec<WeightRow> = ours
+        .iter()
+        .zip(perturbed)
+        .map(|((name, o), (pn, p))| {
+            assert_eq!(name, pn);
+            // group: the store and its first module (encoder/backbone.layer1, predictor/0, bank)
+            let group = name.split('.').take(2).collect::<Vec<_>>().join(".");
+            let f = official(name);
+            WeightRow::new(name, group, o, p, f.as_ref().map_err(|n| *n))
+        })
+        .collect();
+    official::check_weights(test, steps, &rows, 8.0 * 2f64.powi(-23));
 }
 
 #[test]
