@@ -1,7 +1,13 @@
 //! Throughput of the two-view BYOL/PatchMix asymmetric augmentation pipeline
 //! (`Recipe::byol`, notes §1d), in images per second (one image = both views), at 32×32 (the
-//! CIFAR-10 JPEG test split when `../shared/data` is present, else synthetic images) and at
-//! 224×224 (RandomResizedCrop(224) from synthetic 256×256 images).
+//! CIFAR-10 JPEG test split when `../shared/data` is present, else synthetic images), at
+//! 224×224 from synthetic 256×256 images in memory, and at 224×224 from real JPEGs of
+//! ImageNet-like size read and decoded per sample through the streaming image-folder path
+//! (`224px_jpeg_batch64`: 256 re-encoded scikit-image photographs, mean 401×351 px, written by
+//! `python benches/py/augment_torchvision.py --make-jpegs`, which this bench runs with the
+//! venv's Python when the set is absent). `CONTRAST_BENCH_ONLY=<part of a case name>` runs one
+//! case. Real-JPEG numbers: `benches/RESULTS.md` (73–78 images/s, 1.5–2.0× torchvision +
+//! DataLoader(2 workers) at load average 7 on the 2-core VM).
 //!
 //! Peer: `benches/py/augment_torchvision.py` (same recipe with torchvision transforms on PIL
 //! images, DataLoader with 2 workers). Run both in one session:
@@ -23,7 +29,9 @@
 //! 224 px 180 vs 74 images/s (2.4×).
 
 use contrast_core::data::folder::load_image_folder;
-use contrast_core::data::{Dataset, InMemoryDataset, Loader, LoaderConfig, Recipe};
+use contrast_core::data::{
+    Dataset, InMemoryDataset, Loader, LoaderConfig, Recipe, StreamingFolder,
+};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::sync::Arc;
 
@@ -79,23 +87,71 @@ fn cifar_or_synthetic() -> InMemoryDataset {
     }
 }
 
+/// The real-JPEG set (256 ImageNet-size re-encoded photographs, see `make_jpegs` in
+/// `benches/py/augment_torchvision.py`), written by the venv's Python when absent; streamed
+/// (read + decoded per sample in the loader's threads), as ImageNet is.
+fn jpeg_set() -> Option<StreamingFolder> {
+    let dir = std::env::temp_dir().join("contrast-cache/imagenet-like-jpeg-v1/train");
+    if !dir.join(".done").exists() {
+        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let ok = std::process::Command::new(repo.join(".contrast/venv/bin/python"))
+            .arg(repo.join("benches/py/augment_torchvision.py"))
+            .arg("--make-jpegs")
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("augment bench: skipped the 224 px JPEG case (could not write the JPEG set with the venv's Python)");
+            return None;
+        }
+    }
+    match StreamingFolder::open(&dir) {
+        Ok(ds) => {
+            eprintln!(
+                "augment bench: {} real JPEGs streamed from {}",
+                ds.len(),
+                dir.display()
+            );
+            Some(ds)
+        }
+        Err(e) => {
+            eprintln!("augment bench: skipped the 224 px JPEG case ({e:#})");
+            None
+        }
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let threads = std::env::var("CONTRAST_BENCH_THREADS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     let mut g = c.benchmark_group("byol_two_view");
-    for (name, ds, size, batch) in [
-        ("32px_batch256", cifar_or_synthetic(), 32usize, 256usize),
-        ("224px_from256_batch64", synthetic(512, 256), 224, 64),
-    ] {
+    let only = std::env::var("CONTRAST_BENCH_ONLY").unwrap_or_default();
+    let mut cases: Vec<(&str, Arc<dyn Dataset>, usize, usize)> = Vec::new();
+    if "32px_batch256".contains(&only) {
+        cases.push(("32px_batch256", Arc::new(cifar_or_synthetic()), 32, 256));
+    }
+    if "224px_from256_batch64".contains(&only) {
+        cases.push((
+            "224px_from256_batch64",
+            Arc::new(synthetic(512, 256)),
+            224,
+            64,
+        ));
+    }
+    if "224px_jpeg_batch64".contains(&only) {
+        if let Some(ds) = jpeg_set() {
+            cases.push(("224px_jpeg_batch64", Arc::new(ds), 224, 64));
+        }
+    }
+    for (name, ds, size, batch) in cases {
         let cfg = LoaderConfig {
             batch_size: batch,
             threads,
             ..LoaderConfig::default()
         };
-        let loader = Loader::new(Arc::new(ds), Recipe::byol(size, 0.08).expect("recipe"), cfg)
-            .expect("loader");
+        let loader =
+            Loader::new(ds, Recipe::byol(size, 0.08).expect("recipe"), cfg).expect("loader");
         let nb = loader.batches_per_epoch();
         let mut b = 0usize;
         g.throughput(Throughput::Elements(batch as u64));

@@ -4,11 +4,14 @@ DataLoader with 2 workers; prints images/s (one image = both views).
 
 32 px: the CIFAR-10 JPEG test split decoded once into a uint8 array (like
 torchvision.datasets.CIFAR10: Image.fromarray per item). 224 px: RandomResizedCrop(224) from
-synthetic 256x256 images. Blur: PIL's radius-sigma GaussianBlur, sigma in [0.1, 2] (what the
+synthetic 256x256 images. 224 px JPEG: RandomResizedCrop(224) from real photographs decoded per
+item (torchvision.datasets.ImageFolder, PIL loader) — 256 JPEGs of ImageNet-like size made by
+`make_jpegs` from scikit-image's sample photographs (see there). Blur: PIL's radius-sigma GaussianBlur, sigma in [0.1, 2] (what the
 official code and our recipe apply); `--blur torchvision` uses torchvision's fixed-kernel blur
 (23 at 224, 3 at 32) instead.
 
-usage: python benches/py/augment_torchvision.py [--seconds 8] [--workers 2]
+usage: python benches/py/augment_torchvision.py [--seconds 8] [--workers 2] [--only CASE]
+       python benches/py/augment_torchvision.py --make-jpegs   (only write the JPEG set)
 """
 import argparse
 import os
@@ -28,7 +31,11 @@ p.add_argument("--workers", type=int, default=2)
 p.add_argument("--blur", choices=["torchvision", "pil"], default="pil",
                help="PIL's radius-sigma filter (what the official BYOL/PatchMix code and our recipe "
                     "use) or torchvision's fixed-kernel GaussianBlur")
+p.add_argument("--only", default="", help="run only the cases whose name contains this")
+p.add_argument("--make-jpegs", action="store_true", help="write the JPEG set and exit")
 args = p.parse_args()
+# where benches/benches/augment.rs reads the JPEG set (std::env::temp_dir() there)
+JPEG_DIR = os.path.join(tempfile.gettempdir(), "contrast-cache", "imagenet-like-jpeg-v1", "train")
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -87,9 +94,63 @@ def synthetic(n, side):
     return np.stack([np.clip(base + k * 7 % 200 + rng.integers(0, 64, base.shape), 0, 255).astype(np.uint8) for k in range(n)])
 
 
-def run(name, images, size, batch):
+def make_jpegs(root=JPEG_DIR, n=256, seed=0):
+    """The real-JPEG set: 256 files in 4 class folders, each a random crop (50-100 % of the area,
+    aspect 3:4 to 4:3) of one of scikit-image's nine colour sample photographs (astronaut,
+    chelsea, coffee, rocket, hubble_deep_field, immunohistochemistry, retina, the two
+    stereo_motorcycle views), resized (PIL bicubic) to ImageNet's typical size (width uniform in
+    300-500 px, height/width uniform in 0.7-1.05: mean about 400x350) and saved as baseline JPEG,
+    quality 90, 4:2:0. Deterministic for a seed; written once (a `.done` marker)."""
+    if os.path.exists(os.path.join(root, ".done")):
+        return root
+    import skimage.data as d
+    left, right, _ = d.stereo_motorcycle()
+    photos = [d.astronaut(), d.chelsea(), d.coffee(), d.rocket(), d.hubble_deep_field(),
+              d.immunohistochemistry(), d.retina(), left, right]
+    rng = random.Random(seed)
+    for i in range(n):
+        src = Image.fromarray(photos[i % len(photos)][..., :3])
+        W, H = src.size
+        for _ in range(20):
+            area = W * H * rng.uniform(0.5, 1.0)
+            ar = rng.uniform(3 / 4, 4 / 3)
+            w, h = int(round((area * ar) ** 0.5)), int(round((area / ar) ** 0.5))
+            if w <= W and h <= H:
+                break
+        else:
+            w, h = W, H
+        x, y = rng.randint(0, W - w), rng.randint(0, H - h)
+        tw = rng.randint(300, 500)
+        th = int(round(tw * rng.uniform(0.7, 1.05)))
+        img = src.crop((x, y, x + w, y + h)).resize((tw, th), Image.BICUBIC)
+        cls = os.path.join(root, f"class{i % 4}")
+        os.makedirs(cls, exist_ok=True)
+        img.save(os.path.join(cls, f"img{i:04d}.JPEG"), quality=90)
+    open(os.path.join(root, ".done"), "w").close()
+    return root
+
+
+class TwoViewsFolder(torch.utils.data.Dataset):
+    """ImageFolder (PIL loader: open + convert("RGB") per item) with the two views."""
+
+    def __init__(self, root, size):
+        import torchvision.datasets as D
+        self.folder = D.ImageFolder(root)
+        self.v1, self.v2 = view(size, 1.0, 0.0), view(size, 0.1, 0.2)
+
+    def __len__(self):
+        return len(self.folder)
+
+    def __getitem__(self, i):
+        img, label = self.folder[i]
+        return self.v1(img), self.v2(img), label
+
+
+def run(name, images, size, batch, dataset=None):
+    if args.only and args.only not in name:
+        return
     dl = torch.utils.data.DataLoader(
-        TwoViews(images, size), batch_size=batch, shuffle=True, num_workers=args.workers,
+        dataset if dataset is not None else TwoViews(images, size), batch_size=batch, shuffle=True, num_workers=args.workers,
         drop_last=True, persistent_workers=True, prefetch_factor=2,
     )
     it = iter(dl)
@@ -108,6 +169,12 @@ def run(name, images, size, batch):
 
 
 if __name__ == "__main__":
+    if args.make_jpegs:
+        print(make_jpegs())
+        raise SystemExit(0)
     torch.set_num_threads(1)
-    run("32px_batch256", cifar_test(), 32, 256)
-    run("224px_from256_batch64", synthetic(512, 256), 224, 64)
+    if not args.only or args.only in "32px_batch256":
+        run("32px_batch256", cifar_test(), 32, 256)
+    if not args.only or args.only in "224px_from256_batch64":
+        run("224px_from256_batch64", synthetic(512, 256), 224, 64)
+    run("224px_jpeg_batch64", None, 224, 64, TwoViewsFolder(make_jpegs(), 224))
