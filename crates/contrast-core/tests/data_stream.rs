@@ -72,8 +72,18 @@ fn streaming_batches_are_bit_identical_to_in_memory() {
     for i in 0..15 {
         let (x, lx) = mem.get(i).unwrap();
         let (y, ly) = st.get(i).unwrap();
+        assert_eq!(st.label(i).unwrap(), ly);
         assert_eq!((lx, x.height, x.width), (ly, y.height, y.width));
         assert_eq!(x.pixels, y.pixels, "sample {i}");
+    }
+    // a class-balanced subset picks the same samples on both paths (labels read without decoding)
+    use contrast_core::data::subset::Subset;
+    let sm = Subset::balanced(mem.clone(), 6, 5).unwrap();
+    let ss = Subset::balanced(st.clone(), 6, 5).unwrap();
+    for i in 0..6 {
+        assert_eq!(sm.get(i).unwrap().0.pixels, ss.get(i).unwrap().0.pixels);
+        assert_eq!(sm.label(i).unwrap(), ss.label(i).unwrap());
+        assert_eq!(ss.label(i).unwrap(), ss.get(i).unwrap().1);
     }
     // two-view BYOL with random resized crops, shuffled, two epochs, two threads
     let cfg = LoaderConfig {

@@ -36,6 +36,10 @@ pub trait Dataset: Send + Sync {
     }
     /// Sample `index` (`0 ≤ index < len`): image and label.
     fn get(&self, index: usize) -> Result<(ImageRef<'_>, i64)>;
+    /// The label of sample `index` alone (streamed data sets answer without decoding).
+    fn label(&self, index: usize) -> Result<i64> {
+        Ok(self.get(index)?.1)
+    }
     /// Class names by class index (empty when unknown).
     fn classes(&self) -> &[String] {
         &[]

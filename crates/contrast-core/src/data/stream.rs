@@ -376,6 +376,15 @@ impl Dataset for StreamingFolder {
         ))
     }
 
+    fn label(&self, index: usize) -> Result<i64> {
+        ensure!(
+            index < self.len(),
+            "sample index {index} out of range (data set has {})",
+            self.len()
+        );
+        Ok(self.list.label(index))
+    }
+
     fn classes(&self) -> &[String] {
         &self.list.classes
     }

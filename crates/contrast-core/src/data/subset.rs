@@ -35,7 +35,7 @@ impl Subset {
         );
         let mut by_class: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
         for i in 0..inner.len() {
-            by_class.entry(inner.get(i)?.1).or_default().push(i);
+            by_class.entry(inner.label(i)?).or_default().push(i);
         }
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         for v in by_class.values_mut() {
@@ -72,6 +72,14 @@ impl Dataset for Subset {
             self.indices.len()
         );
         self.inner.get(self.indices[index])
+    }
+    fn label(&self, index: usize) -> Result<i64> {
+        ensure!(
+            index < self.indices.len(),
+            "index {index} out of range for a subset of {}",
+            self.indices.len()
+        );
+        self.inner.label(self.indices[index])
     }
     fn classes(&self) -> &[String] {
         self.inner.classes()
