@@ -226,3 +226,81 @@ fn the_size_threshold_and_overrides_choose_the_path() {
         .unwrap()
         .is_streaming());
 }
+
+fn rss_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 = s
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+#[test]
+fn a_large_folder_streams_with_bounded_memory() {
+    // 2,000 files of 400×350 px (hard links to 8 encoded JPEGs): ≈ 840 MB once decoded
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for k in 0..8u32 {
+        let img = image::RgbImage::from_fn(400, 350, |x, y| {
+            image::Rgb([(x / 2 + k * 9) as u8, (y / 2) as u8, ((x + y) / 4) as u8])
+        });
+        img.save(src.join(format!("{k}.jpg"))).unwrap();
+    }
+    let root = dir.path().join("train");
+    for c in 0..4 {
+        let d = root.join(format!("c{c}"));
+        std::fs::create_dir_all(&d).unwrap();
+        for k in 0..500 {
+            std::fs::hard_link(
+                src.join(format!("{}.jpg", k % 8)),
+                d.join(format!("{k:04}.jpg")),
+            )
+            .unwrap();
+        }
+    }
+    let Some(before) = rss_bytes() else {
+        eprintln!("skipped: no /proc/self/status");
+        return;
+    };
+    // what the in-memory path would hold
+    let (list, _) = scan_cached(&root).unwrap();
+    assert_eq!(estimate_decoded_bytes(&list).unwrap(), 2000 * 400 * 350 * 3);
+    let st = open_image_folder(
+        &root,
+        &StreamPolicy {
+            stream: Some(true),
+            stream_above_mib: 0,
+        },
+    )
+    .unwrap();
+    assert!(st.is_streaming());
+    let cfg = LoaderConfig {
+        batch_size: 50,
+        seed: 1,
+        threads: 2,
+        prefetch: 2,
+        ..LoaderConfig::default()
+    };
+    let loader = Loader::new(st.into_dataset(), Recipe::byol(32, 0.08).unwrap(), cfg).unwrap();
+    let mut peak = 0u64;
+    let mut n = 0;
+    for b in loader.epoch(0) {
+        n += b.unwrap().labels.size()[0];
+        peak = peak.max(rss_bytes().unwrap());
+    }
+    assert_eq!(n, 2000);
+    // bound: (prefetch + 2) · 50 · 2 views · 3·32²·4 B ≈ 2.5 MB of batches + 2 decoded images
+    // (0.4 MB each); allow 120 MB for allocator slack and the other tests of this binary —
+    // decoding into memory would take 840 MB.
+    let grown = peak.saturating_sub(before);
+    eprintln!(
+        "streamed 2,000 images: RSS grew by {:.1} MB",
+        grown as f64 / 1e6
+    );
+    assert!(grown < 120_000_000, "RSS grew by {grown} bytes");
+}
