@@ -1,4 +1,4 @@
-"""SPPS (SimCLR + semantic positive pairs) step peer (see benches/src/steps/spps.rs)."""
+"""Our own restatement (a timing peer, not a reference; no official code covers SPPS): SPPS (SimCLR + semantic positive pairs) step peer (see benches/src/steps/spps.rs)."""
 import torch
 
 from step_base import Step, crate_py

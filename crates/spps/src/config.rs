@@ -152,6 +152,17 @@ pub struct SimclrConfig {
     pub out_dim: i64,
     pub head_bn: bool,
     pub temperature: f64,
+    /// Factor on the NT-Xent (and its SPPS multi-positive form). `2.0` is google-research/simclr's
+    /// `add_contrastive_loss` (`objective.py`: `loss_a + loss_b`, the two views' mean
+    /// cross-entropies summed, i.e. twice the mean over the 2N rows; the paper presets);
+    /// `1.0` is the mean over the 2N rows (core `NtXent`, solo-learn, lightly; the smoke
+    /// preset). With SGD it scales the step like the lr; with LARS it changes the step of the
+    /// parameters excluded from adaptation (biases, BN) and the weight decay's share.
+    pub loss_scale: f64,
+    /// Both views through the network as one batch of 2N (batch-norm statistics over both, as
+    /// google-research/simclr's `tf2/model.py` concatenates the views; the paper presets) instead
+    /// of one view at a time (solo-learn; the smoke preset). Partner views go through alone.
+    pub joint_forward: bool,
 }
 
 impl Default for SimclrConfig {
@@ -161,6 +172,8 @@ impl Default for SimclrConfig {
             out_dim: 128,
             head_bn: true,
             temperature: 0.5,
+            loss_scale: 1.0,
+            joint_forward: false,
         }
     }
 }

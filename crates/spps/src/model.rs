@@ -36,7 +36,12 @@ pub struct Partners {
 
 /// The network of the configured framework.
 pub enum Model {
-    Simclr { vs: VarStore, net: Box<SimClr> },
+    /// `loss_scale`: `simclr.loss_scale` (2 = the official SimCLR's sum of the two views' losses).
+    Simclr {
+        vs: VarStore,
+        net: Box<SimClr>,
+        loss_scale: f64,
+    },
     Mocov2(Box<MocoV2>),
 }
 
@@ -54,13 +59,19 @@ impl Model {
                         out_dim: cfg.simclr.out_dim,
                         head_bn: cfg.simclr.head_bn,
                         temperature: cfg.simclr.temperature,
-                        joint_forward: false,
+                        joint_forward: cfg.simclr.joint_forward,
                         ..SimClrConfig::default()
                     },
                 )?;
+                anyhow::ensure!(
+                    cfg.simclr.loss_scale > 0.0 && cfg.simclr.loss_scale.is_finite(),
+                    "simclr.loss_scale must be positive, got {}",
+                    cfg.simclr.loss_scale
+                );
                 Model::Simclr {
                     vs,
                     net: Box::new(net),
+                    loss_scale: cfg.simclr.loss_scale,
                 }
             }
             Framework::Mocov2 => Model::Mocov2(Box::new(MocoV2::new(
@@ -88,15 +99,22 @@ impl Model {
         partners: Option<&Partners>,
     ) -> Result<Tensor> {
         match self {
-            Model::Simclr { net, .. } => {
+            Model::Simclr {
+                net, loss_scale, ..
+            } => {
                 let (z1, z2) = net.project_pair(x1, x2, true)?;
-                match partners {
+                let l = match partners {
                     Some(p) => {
                         let zs = net.project(&p.x, true)?;
-                        spps_nt_xent(&z1, &z2, Some((&zs, &p.anchor)), net.cfg.temperature)
+                        spps_nt_xent(&z1, &z2, Some((&zs, &p.anchor)), net.cfg.temperature)?
                     }
-                    None => spps_nt_xent(&z1, &z2, None, net.cfg.temperature),
-                }
+                    None => spps_nt_xent(&z1, &z2, None, net.cfg.temperature)?,
+                };
+                Ok(if *loss_scale == 1.0 {
+                    l
+                } else {
+                    l * *loss_scale
+                })
             }
             Model::Mocov2(m) => m.loss(x1, x2, partners.map(|p| (&p.x, &p.anchor)), true),
         }
@@ -134,8 +152,17 @@ impl Model {
         );
         match cfg.framework {
             Framework::Simclr => format!(
-                "SimCLR: {rc} + head →{}→{} (BN {}), τ {}",
-                cfg.simclr.hidden, cfg.simclr.out_dim, cfg.simclr.head_bn, cfg.simclr.temperature
+                "SimCLR: {rc} + head →{}→{} (BN {}), τ {}, loss ×{}{}",
+                cfg.simclr.hidden,
+                cfg.simclr.out_dim,
+                cfg.simclr.head_bn,
+                cfg.simclr.temperature,
+                cfg.simclr.loss_scale,
+                if cfg.simclr.joint_forward {
+                    ", views as one batch"
+                } else {
+                    ""
+                }
             ),
             Framework::Mocov2 => format!(
                 "MoCo-v2: {rc} + head →{}→{}, queue {}, m {}, τ {}",

@@ -13,7 +13,7 @@ use contrast_core::eval::features::{embed_dataset, EvalLoader};
 use contrast_core::eval::linear::LinearProbeConfig;
 use contrast_core::eval::protocol::FrozenEval;
 use contrast_core::optim::lars::{Lars, LarsConfig, LarsMode};
-use contrast_core::optim::schedule::Schedule;
+use contrast_core::optim::schedule::{Piece, Schedule};
 use contrast_core::optim::{single_group, Optimizer, Sgd};
 use contrast_core::train::{derive_seed, load_config, ConfigSource};
 use rand::{Rng, SeedableRng};
@@ -225,24 +225,69 @@ pub fn build_optimizer(cfg: &SppsConfig, vs: &VarStore) -> Result<Box<dyn Optimi
     })
 }
 
-/// The lr schedule of a run of `total` steps with `iters` steps per epoch: linear warm-up from 0
-/// over `optim.warmup_epochs`, then cosine to `optim.final_lr`.
+/// The lr schedule of a run of `total` steps with `iters` steps per epoch, the framework's own:
+///
+/// * SimCLR, `google-research/simclr` `tf2/model.py` `WarmUpAndCosineDecay`: `lr·s/W` for
+///   `s < W = optim.warmup_epochs · iters`, then `CosineDecay(lr, T′ − W)(s − W)` to
+///   `optim.final_lr` (SimCLR: 0) with `T′ = get_train_steps = examples·epochs // batch + 1`,
+///   which is `total + 1` here (the loader drops the last partial batch);
+/// * MoCo v2, `facebookresearch/moco` `main_moco.py` `adjust_learning_rate` with `--cos`:
+///   `lr·½(1 + cos(π·e/E))`, set once at the start of each epoch `e` of `E`, no warm-up
+///   (`optim.warmup_epochs` and `optim.final_lr` are SimCLR's).
 pub fn lr_schedule(cfg: &SppsConfig, iters: u64, total: u64) -> Result<Schedule> {
     let o = &cfg.optim;
     let (lr, _) = o.lr_and_decay(cfg.framework);
-    let s = if o.warmup_epochs == 0 {
-        Schedule::Cosine {
-            start: lr,
-            end: o.final_lr,
-            steps: total,
+    ensure!(
+        iters > 0 && total > 0,
+        "an lr schedule needs steps: {iters} per epoch, {total} in all"
+    );
+    let s = match cfg.framework {
+        Framework::Simclr => {
+            let w = o.warmup_epochs * iters;
+            ensure!(
+                w < total,
+                "optim.warmup_epochs {} spans the whole run ({total} steps of {iters} per epoch)",
+                o.warmup_epochs
+            );
+            let cosine = Schedule::Cosine {
+                start: lr,
+                end: o.final_lr,
+                steps: total + 1 - w,
+            };
+            if w == 0 {
+                cosine
+            } else {
+                Schedule::Composite {
+                    pieces: vec![
+                        Piece {
+                            until: w,
+                            schedule: Schedule::Linear {
+                                start: 0.0,
+                                end: lr,
+                                steps: w as f64,
+                            },
+                        },
+                        Piece {
+                            until: total,
+                            schedule: cosine,
+                        },
+                    ],
+                }
+            }
         }
-    } else {
-        Schedule::WarmupCosine {
-            base: lr,
-            final_value: o.final_lr,
-            total_steps: total,
-            warmup_steps: o.warmup_epochs * iters,
-            warmup_start: 0.0,
+        Framework::Mocov2 => {
+            let epochs = total.div_ceil(iters);
+            Schedule::Composite {
+                pieces: (0..epochs)
+                    .map(|e| Piece {
+                        until: (e + 1) * iters,
+                        schedule: Schedule::constant(
+                            lr * 0.5
+                                * (1.0 + (std::f64::consts::PI * e as f64 / epochs as f64).cos()),
+                        ),
+                    })
+                    .collect(),
+            }
         }
     };
     s.validate()?;

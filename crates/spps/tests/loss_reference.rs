@@ -1,6 +1,9 @@
-//! The multi-positive objectives against a PyTorch reference (tests/py/spps_ref.py, one call):
-//! SimCLR+SPPS loss and the gradients of every view's embeddings, the no-partner case equals
-//! NT-Xent, and MoCo-v2 with an extra semantic positive (core `moco_multi_positive_loss`).
+//! Our own restatement (no official code covers SPPS's extra positives; SPPS has no code): the
+//! multi-positive objectives against our PyTorch statement of their formulas
+//! (tests/py/spps_ref.py, one call): SimCLR+SPPS loss and the gradients of every view's
+//! embeddings, and MoCo-v2 with an extra semantic positive (core `moco_multi_positive_loss`).
+//! Without partners the losses are checked against the official code instead
+//! (`official_simclr.rs`, `official_mocov2_steps.rs`).
 
 use contrast_core::frameworks::mocov2::moco_multi_positive_loss;
 use contrast_core::loss::normalize;
@@ -22,7 +25,6 @@ fn multi_positive_losses_match_pytorch() {
     let tau = 0.5;
     let loss = spps_nt_xent(&z1, &z2, Some((&zs, &anchor)), tau).unwrap();
     loss.backward();
-    let plain = spps_nt_xent(&z1.detach(), &z2.detach(), None, tau).unwrap();
 
     let q = Tensor::randn([4, d], o);
     let k = Tensor::randn([4, d], o);
@@ -68,13 +70,6 @@ fn multi_positive_losses_match_pytorch() {
     assert_close(&z1.grad(), get(&out, "g_z1"), 1e-6, 1e-4, "grad z1");
     assert_close(&z2.grad(), get(&out, "g_z2"), 1e-6, 1e-4, "grad z2");
     assert_close(&zs.grad(), get(&out, "g_zs"), 1e-6, 1e-4, "grad zs");
-    assert_close(
-        &plain.view([1]),
-        get(&out, "nt_xent"),
-        1e-5,
-        1e-5,
-        "no partners = NT-Xent",
-    );
     assert_close(
         &ml.view([1]),
         get(&out, "moco_loss"),

@@ -138,6 +138,21 @@ fn presets_take_each_frameworks_official_optimiser() {
             "{name}: peak after warm-up"
         );
         assert!(s.value(100 * c.optim.epochs - 1) < 1e-3 * lr);
+        // SimCLR's `WarmUpAndCosineDecay` exactly: lr·s/W, then a cosine over T + 1 − W steps
+        // (`get_train_steps` adds one)
+        let (w, t) = (1000.0, 100.0 * c.optim.epochs as f64);
+        assert_eq!(s.value(500), lr * 500.0 / w, "{name}");
+        let k = 30_000.0;
+        let want = lr * 0.5 * (1.0 + (std::f64::consts::PI * (k - w) / (t + 1.0 - w)).cos());
+        assert!((s.value(k as u64) - want).abs() < 1e-12, "{name}");
+        // MoCo v2 (`main_moco.py adjust_learning_rate --cos`): no warm-up, one lr per epoch
+        let mut m = c.clone();
+        m.framework = Framework::Mocov2;
+        let s = spps::train::lr_schedule(&m, 100, 100 * m.optim.epochs).unwrap();
+        let e = m.optim.epochs as f64;
+        assert_eq!((s.value(0), s.value(99)), (mlr, mlr), "{name}");
+        let e1 = mlr * 0.5 * (1.0 + (std::f64::consts::PI / e).cos());
+        assert_eq!((s.value(100), s.value(199)), (e1, e1), "{name}");
     }
     assert_eq!(preset("smoke").optim.optimizer, "sgd");
     // SimCLR's linear evaluation trains on augmented crops in the paper presets

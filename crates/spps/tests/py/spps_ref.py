@@ -1,4 +1,9 @@
-"""PyTorch reference for the SPPS objectives (our own code, written from the formulas):
+"""Our own restatement (no official code covers SPPS's extra positives; SPPS has no code): the SPPS objectives in PyTorch, written from the formulas.
+
+The plain NT-Xent (no partners) is checked against the official SimCLR instead
+(`tests/official_simclr.rs`), the plain MoCo loss against the official MoCo v2
+(`tests/official_mocov2_steps.rs`).
+
 
 SimCLR + SPPS: `spps_torch.spps_simclr_loss` (shared with the bench peer).
 MoCo-v2 + SPPS:
@@ -29,12 +34,6 @@ out["simclr_loss"] = loss.detach().float().reshape(1)
 out["g_z1"] = z1.grad.float()
 out["g_z2"] = z2.grad.float()
 out["g_zs"] = zs.grad.float()
-
-# the same with no partners = NT-Xent
-z = F.normalize(torch.cat([t["z1"], t["z2"]]).double(), dim=1)
-lg = (z @ z.T / tau).masked_fill(torch.eye(2 * n, dtype=torch.bool), float("-inf"))
-target = torch.cat([torch.arange(n, 2 * n), torch.arange(n)])
-out["nt_xent"] = F.cross_entropy(lg, target).float().reshape(1)
 
 q = F.normalize(t["q"].double(), dim=1).detach().requires_grad_()
 k = F.normalize(t["k"].double(), dim=1)

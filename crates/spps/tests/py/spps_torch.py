@@ -1,5 +1,5 @@
-"""PyTorch statement of the SPPS objectives and the SimCLR network (our own code, written from
-the formulas). Imported by `spps_ref.py` (the tests' reference, in float64) and by
+"""Our own restatement (no official code covers SPPS; SPPS has no code): the SPPS objectives and the SimCLR network in PyTorch, written from
+the formulas. Imported by `spps_ref.py` (the tests' reference, in float64) and by
 `benches/py/step_spps.py` (the training-step bench's PyTorch peer, in float32).
 
 SimCLR + SPPS (solo-learn `simclr_loss_func(z, indexes)` / SupCon form):
