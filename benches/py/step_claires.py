@@ -1,4 +1,4 @@
-"""CLAIRES step peer (see benches/src/steps/claires.rs): AdamW with the heads (decayed), image
+"""Our own restatement (a timing peer, not a reference; no official code covers CLAIRES): CLAIRES step peer (see benches/src/steps/claires.rs): AdamW with the heads (decayed), image
 and text encoders at their own rates."""
 import torch
 

@@ -1,4 +1,4 @@
-"""Spade pretraining step peer (see benches/src/steps/spade.rs): the same crops and voxel samples
+"""Our own restatement (a timing peer, not a reference; no official code covers Spade): Spade pretraining step peer (see benches/src/steps/spade.rs): the same crops and voxel samples
 (exported by our side, or random ones of the same shapes for timing)."""
 import torch
 

@@ -1,5 +1,5 @@
-//! Weighted kNN (against DINO's / solo-learn's formula in tests/py/knn.py) and feature
-//! extraction.
+//! Our own restatement (no official code covers the kNN evaluation here): weighted kNN against
+//! DINO's / solo-learn's formula restated in tests/py/knn.py, and feature extraction.
 
 use contrast_core::eval::features::{extract_features_from_tensors, extract_with};
 use contrast_core::eval::knn::{knn_evaluate, KnnClassifier, KnnConfig, KnnMetric};

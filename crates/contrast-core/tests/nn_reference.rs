@@ -1,4 +1,5 @@
-//! Backbones and heads against timm / torchvision / torch.nn (tests/py/nn_reference.py), loaded
+//! Backbones against timm's / torchvision's own models, heads against our own restatement in
+//! torch.nn (no official code covers them as such) (tests/py/nn_reference.py), loaded
 //! there by parameter name from our VarStores; plus initialisation and drop-path statistics.
 
 use contrast_core::nn::heads::{

@@ -1,6 +1,7 @@
-//! Optimisers and schedules against PyTorch (tests/py/optim.py), on the same parameters,
-//! gradients, learning rates and weight decays; plus the state round trip and hand-computed
-//! LARS / EMA values.
+//! Optimisers and schedules against torch.optim's own and, where no official code is installed
+//! (apex LARC, the DINO / MMSeg / VISSL schedules), our own restatement (tests/py/optim.py), on
+//! the same parameters, gradients, learning rates and weight decays; plus the state round trip
+//! and hand-computed LARS / EMA values.
 
 use contrast_core::optim::ema::{BufferPolicy, Ema};
 use contrast_core::optim::lars::{lars_direction, LarsConfig, LarsMode};

@@ -1,5 +1,6 @@
-//! The spatially debiased losses (`contrast_core::spatial_contrast`) against an explicit
-//! per-row PyTorch reference (`tests/py/spatial_reference.py`): values and input gradients, with
+//! Our own restatement (no official code covers Spade's losses; Spade has no code): the
+//! spatially debiased losses (`contrast_core::spatial_contrast`) against an explicit per-row
+//! PyTorch reference (`tests/py/spatial_reference.py`): values and input gradients, with
 //! every spatial option switched on.
 
 use contrast_core::spatial_contrast::{global_loss, local_loss, GlobalConfig};

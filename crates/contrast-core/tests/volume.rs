@@ -1,7 +1,7 @@
-//! The 3D volume floor: h5 / NIfTI I/O on the real shared files, 3D augmentation, the
-//! sliding-window lattice and the segmentation metrics, against a numpy/scipy reference
-//! (`tests/py/volume_reference.py`, medpy's surface-distance semantics re-implemented with
-//! scipy.ndimage).
+//! Our own restatement (no official code: medpy is not installed): the 3D volume floor — h5 /
+//! NIfTI I/O on the real shared files, 3D augmentation, the sliding-window lattice and the
+//! segmentation metrics — against a numpy/scipy reference (`tests/py/volume_reference.py`,
+//! medpy's surface-distance semantics re-implemented with scipy.ndimage).
 
 use contrast_core::data::dev_data;
 use contrast_core::eval::segmentation::{asd, case_metrics, dice, hd95, jaccard, SegMetrics};

@@ -5,8 +5,8 @@
 //!
 //! Both sides start from our initial weights (query and key encoders, the key a copy of the
 //! query as the builder makes it) and our queue, and train on the same views: our loader's
-//! MoCo-v2 views (16 px) of a synthetic CIFAR-10 (80 images, batch 8, 10 steps per epoch). Reduced model:
-//! torchvision's ResNet with one BasicBlock per stage and the CIFAR stem (3×3 conv, no max-pool,
+//! MoCo-v2 views (16 px) of a synthetic CIFAR-10 (80 images, batch 8, 10 steps per epoch).
+//! Reduced model: torchvision's ResNet with one BasicBlock per stage and the CIFAR stem (3×3 conv, no max-pool,
 //! as our `Stem::Cifar` and the CIFAR ports of MoCo), MLP head 512 → 512 → 32 as `mlp=True`
 //! builds it, queue 32, m 0.99, τ 0.2, SGD momentum 0.9, wd 1e-4, lr 1e-3 with the official
 //! per-epoch cosine. Nothing is random inside the step but the official shuffle-BN permutation
@@ -25,10 +25,10 @@
 //! `before_step`, `step`, `after_step`), and once more from weights perturbed by one float32
 //! rounding, which measures the fp32 drift envelope of the bound (`check_steps`): every step's
 //! loss and lr, the step-1 gradients and every variable after N steps (queue and BN statistics
-//! included), per parameter group.
+//! included), per variable (core `check_weights`).
 //!
-//! Without the checkout: ours (and ours perturbed) against `official/fixtures/spps_mocov2_steps.json`
-//! (the official curves and norms), one line saying so; with `--steps` other than 50 and no
+//! Without the checkout: ours (and ours perturbed) against the official curves and norms in
+//! `official/fixtures/spps_mocov2_steps.json`, one line saying so; with `--steps` other than 50 and no
 //! checkout, skipped with one line.
 
 #[path = "../../contrast-core/tests/common/official_steps.rs"]

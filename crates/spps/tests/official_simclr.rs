@@ -20,7 +20,7 @@
 //!   (one warm-up epoch of 10 steps, cosine to 0), momentum 0.9, wd 5e-4; no dropout, nothing
 //!   random inside the step.
 //!   Compared: the lr and loss of every step (bound of `check_steps`), the step-1 gradients and
-//!   every variable after N steps per parameter group (same derived bound).
+//!   every variable after N steps (core `check_weights`, same derived bound).
 //!
 //! Without the checkout: ours against `official/fixtures/spps_simclr_loss.json` and
 //! `spps_simclr_steps.json`, one line saying so; other `--steps` without it: skipped, one line.

@@ -20,10 +20,16 @@ pub const COLOURS: [[u8; 3]; 8] = [
 
 /// Write 8 images + `manifest.csv` into `dir`; returns the manifest path.
 pub fn write_fixture(dir: &Path) -> std::path::PathBuf {
+    write_records(dir, COLOURS.len())
+}
+
+/// Write `n` images (the colours in turn, the dark square moving with the index) +
+/// `manifest.csv` into `dir`; returns the manifest path.
+pub fn write_records(dir: &Path, n: usize) -> std::path::PathBuf {
     let organs = ["chest", "head", "abdomen", "chest"];
     let mods = ["X-ray", "MRI", "CT", ""];
     let mut csv = String::from("image,organ,modality,findings\n");
-    for (i, c) in COLOURS.iter().enumerate() {
+    for (i, c) in COLOURS.iter().cycle().take(n).enumerate() {
         let mut img = image::RgbImage::from_pixel(40, 40, image::Rgb(*c));
         // a small dark square whose position depends on i: images differ in structure too
         for y in 0..8 {

@@ -1,4 +1,4 @@
-"""PyTorch statement of the CLAIRES model and loss (our own code, from the OpenAI-CLIP tutorial's
+"""Our own restatement (no official code covers CLAIRES; its CLIP loss is compared with open_clip in tests/official_clip.rs): the CLAIRES model and loss in PyTorch, from the OpenAI-CLIP tutorial's
 `CLIP.py` / `modules.py` that `shared/papers/grass-claires.md` §2 names as the template):
 torchvision ResNet image encoder, Hugging Face BERT (MiniLM) text encoder with mean pooling, the
 tutorial's projection head, and its soft-target CLIP loss. Imported by

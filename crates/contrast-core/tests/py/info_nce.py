@@ -1,4 +1,4 @@
-"""OUR OWN restatement: contrast_core::loss::info_nce in PyTorch (hard diagonal targets)."""
+"""Our own restatement (no official code covers core info_nce on its own; PatchMix's use of InfoNCE is inside the official PatchMix step): contrast_core::loss::info_nce in PyTorch (hard diagonal targets)."""
 import sys
 
 import numpy as np

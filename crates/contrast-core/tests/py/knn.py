@@ -1,4 +1,4 @@
-"""OUR OWN restatement of contrast_core::eval::knn: the weighted-vote formula written as DINO's
+"""Our own restatement (no official code covers the kNN evaluation here): contrast_core::eval::knn, the weighted-vote formula written as DINO's
 `knn_classifier` (one-hot retrieval × exp(s/T) weights, cosine) and solo-learn's
 `WeightedKNNClassifier` (1/(d+eps) weights, euclidean), on the same features.
 

@@ -1,4 +1,4 @@
-"""OUR OWN restatement of LARC after NVIDIA apex `apex/parallel/LARC.py` (as VISSL, and so GraSS, use it), with the
+"""Our own restatement (no official code: apex is not installed): LARC after NVIDIA apex `apex/parallel/LARC.py` (as VISSL, and so GraSS, use it), with the
 solo-learn `solo/utils/lars.py` exclusion of 1-D parameters: the PyTorch reference of
 `contrast_core::optim::lars`. Used by `optim.py` (the optimiser tests) and by the GraSS
 training-step peer (`benches/py/step_grass.py`).

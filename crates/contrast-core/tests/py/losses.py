@@ -1,14 +1,16 @@
-"""PyTorch references for contrast_core::loss. Self-written (ours, from the original codes'
-formulas) except the hard CLIP loss, which is open_clip's own `ClipLoss` (imported):
-InfoNce hard/soft (PatchMix module/loss.py + timm SoftTargetCrossEntropy), NtXent (VISSL
-simclr_info_nce_loss.py, exp form), MultiPositiveInfoNce (HobbitLong/SupContrast SupConLoss,
-anchors without positives excluded), soft-target CLIP and SoftClipLoss
-(moein-shariatnia/OpenAI-CLIP CLIP.py). PatchMix's objective is also checked against the
-official PatchMix code (crates/patchmix/tests/official_step.rs).
+"""Our own restatement (no official code covers these forms): PyTorch statements of contrast_core::loss, written from the original codes' formulas.
+
+InfoNce hard/soft (PatchMix module/loss.py + timm SoftTargetCrossEntropy; as PatchMix uses it,
+it is also inside the official PatchMix step of crates/patchmix/tests/official_step.rs),
+MultiPositiveInfoNce (HobbitLong/SupContrast SupConLoss, anchors without positives excluded),
+our soft-target CLIP and SoftClipLoss (moein-shariatnia/OpenAI-CLIP CLIP.py). Not here because an
+official comparison covers them: NtXent (google-research/simclr's objective.py,
+crates/spps/tests/official_simclr.rs; VISSL's SimclrInfoNCELoss in the GraSS fork,
+crates/grass/tests/official_sampling.rs) and the hard CLIP loss (open_clip's ClipLoss,
+crates/claires/tests/official_clip.rs).
 
 Usage: python losses.py IN.npz OUT.npz
 """
-import math
 import sys
 
 import numpy as np
@@ -45,22 +47,6 @@ q, k = leaf("q"), leaf("k")
 logits = F.normalize(q, dim=1) @ F.normalize(k, dim=1).T / tau
 save("info_soft", soft_ce(logits, inp["soft"]), q=q, k=k)
 
-# NT-Xent in the VISSL form: exp of similarities, positive (i+N) mod 2N, self excluded
-z = leaf("z")
-tz = float(inp["tau_nt"])
-zn = F.normalize(z, dim=1)
-n2 = z.shape[0]
-n = n2 // 2
-s = torch.exp(zn @ zn.T / tz)
-pos_idx = (torch.arange(n2) + n) % n2
-pos = s[torch.arange(n2), pos_idx]
-neg_mask = torch.ones(n2, n2, dtype=torch.bool)
-neg_mask[torch.arange(n2), torch.arange(n2)] = False
-neg_mask[torch.arange(n2), pos_idx] = False
-neg = (s * neg_mask).sum(1)
-save("ntxent", -torch.log(pos / (pos + neg)).mean(), z=z)
-
-
 # SupCon (HobbitLong/SupContrast SupConLoss, contrast_mode='all' with one view, base_T = T)
 def supcon(features, mask, temperature):
     nn_ = features.shape[0]
@@ -91,20 +77,6 @@ npos = w.sum(1)
 valid = npos > 0
 per = -(w * logp).sum(1)[valid] / npos[valid]
 save("mp_qk", per.mean(), q=q, k=k)
-
-# CLIP: open_clip's own ClipLoss (not ours), called as open_clip's training loop calls it (the
-# model normalises the features, the loss gets logit_scale.exp())
-from open_clip.loss import ClipLoss as OpenClipLoss  # noqa: E402
-
-img, txt = leaf("img"), leaf("txt")
-ls = torch.tensor(math.log(1 / 0.07), dtype=torch.float32, requires_grad=True)
-i_, t_ = F.normalize(img, dim=1), F.normalize(txt, dim=1)
-loss = OpenClipLoss()(i_, t_, ls.exp())
-loss.backward()
-out["clip.loss"] = loss.detach().numpy()
-out["clip.grad_img"] = img.grad.numpy()
-out["clip.grad_txt"] = txt.grad.numpy()
-out["clip.grad_scale"] = ls.grad.detach().numpy().reshape(1)
 
 # CLIP with given soft targets (text->image direction: targets^T renormalised by rows)
 img, txt = leaf("img"), leaf("txt")

@@ -1,4 +1,4 @@
-"""PyTorch references for contrast_core::nn (timm ViT, torchvision ResNet, MLP heads).
+"""timm's and torchvision's own ViT and ResNet for contrast_core::nn; the MLP heads are our own restatement in plain torch.nn (no official code covers them as such).
 
 Inputs (prefix.name keys): model weights exported from our VarStores by name, input images,
 random cotangents, and `shape_<model>.<name>` int64 tensors holding each variable's shape.

@@ -1,4 +1,4 @@
-"""PyTorch references for contrast_core::optim: optimiser steps and schedules.
+"""torch.optim's own SGD / AdamW / MultiStepLR / PolynomialLR; our own restatement (no official code installed) of apex LARC and of the DINO/PatchMix, MMSeg and VISSL schedules: references for contrast_core::optim.
 
 Optimisers: torch.optim.SGD / AdamW with parameter groups; LARC written after apex
 `apex/parallel/LARC.py` (wrapping torch SGD, weight decay absorbed from the groups) and the

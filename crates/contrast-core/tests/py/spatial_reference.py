@@ -1,4 +1,4 @@
-"""PyTorch reference for contrast_core::spatial_contrast (our inferred Spade losses), written
+"""Our own restatement (no official code covers Spade's losses; Spade has no code): contrast_core::spatial_contrast (our inferred Spade losses) in PyTorch, written
 as explicit per-row loops from the formulas in the module docs (not a port of the vectorised
 Rust): global loss with cross-volume positives, removed near negatives and distance weights, and
 the local loss with removed near negatives. Outputs the losses and the gradients of the inputs.

@@ -1,4 +1,4 @@
-"""OUR OWN restatement (medpy semantics via scipy) for the 3D volume floor (volume, eval::segmentation).
+"""Our own restatement (no official code: medpy is not installed; its semantics via scipy) for the 3D volume floor (volume, eval::segmentation).
 
 * medpy.metric.binary dc / jc / hd95 / asd re-implemented exactly like medpy 0.5
   (__surface_distances: border = X ^ binary_erosion(X, generate_binary_structure(3, 1)),

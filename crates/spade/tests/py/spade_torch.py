@@ -1,4 +1,4 @@
-"""PyTorch statement of Spade's pretraining network and losses (our own code, vectorised, from
+"""Our own restatement (no official code covers Spade; it has none; its V-Net is the official FBA-Net one): Spade's pretraining network and losses in PyTorch (vectorised, from
 the formulas in `contrast_core::spatial_contrast`; `crates/contrast-core/tests/py/
 spatial_reference.py` states the same losses as explicit loops). Imported by
 `benches/py/step_spade.py` (the training-step bench's PyTorch peer).
