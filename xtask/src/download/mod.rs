@@ -581,9 +581,8 @@ fn place(f: &FileEntry, target: &Path, dir: &Path, keep: bool, bar: &Progress) -
         }
         kind => {
             bar.set_message(format!("extracting {}", f.path));
-            let n = extract(target, kind, dir).with_context(|| {
-                format!("extracting {} into {}", target.display(), dir.display())
-            })?;
+            let n = extract(target, kind, dir)
+                .with_context(|| format!("extracting into {}", dir.display()))?;
             bar.suspend(|| println!("{}: extracted {n} entries", f.path));
         }
     }
