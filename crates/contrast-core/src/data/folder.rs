@@ -49,11 +49,32 @@ pub fn scan_image_folder(root: &Path) -> Result<FolderIndex> {
     Ok((samples, classes))
 }
 
-/// Decode one image file to RGB8: `(pixels [H, W, 3], height, width)`.
+/// The most pixels an image file may have: 2²⁶ (67 million, e.g. 8192 × 8192; 192 MiB as RGB8).
+/// A header claiming more is refused before decoding: a few hundred kilobytes of PNG can
+/// declare a 20000 × 20000 image, and converting it to RGB8 would take 1.2 GB. The decoder's own
+/// buffer is further bounded by the `image` crate's default limit (512 MiB).
+pub const MAX_PIXELS: u64 = 1 << 26;
+
+/// Decode one image file to RGB8: `(pixels [H, W, 3], height, width)`. Errors name the file;
+/// images above [`MAX_PIXELS`] are refused from their header.
 pub fn decode_rgb(path: &Path) -> Result<(Vec<u8>, usize, usize)> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let img = image::load_from_memory(&bytes)
-        .with_context(|| format!("decoding {} (truncated or corrupt image?)", path.display()))?
+    let what = || format!("decoding {} (truncated or corrupt image?)", path.display());
+    let decoder = image::ImageReader::new(std::io::Cursor::new(&bytes))
+        .with_guessed_format()
+        .with_context(what)?
+        .into_decoder()
+        .with_context(what)?;
+    let (w, h) = image::ImageDecoder::dimensions(&decoder);
+    if w as u64 * h as u64 > MAX_PIXELS {
+        bail!(
+            "{}: {w} × {h} pixels, more than {MAX_PIXELS} (corrupt header, or an image too large \
+             for the loader)",
+            path.display()
+        );
+    }
+    let img = image::DynamicImage::from_decoder(decoder)
+        .with_context(what)?
         .into_rgb8();
     let (w, h) = img.dimensions();
     Ok((img.into_raw(), h as usize, w as usize))

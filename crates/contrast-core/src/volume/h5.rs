@@ -23,6 +23,13 @@ fn read_dataset<T: hdf5::H5Type + Copy + Default>(
             path.display()
         );
     }
+    if super::voxels_within_bound(&shape).is_none() {
+        bail!(
+            "{}: dataset `{name}` has shape {shape:?}, more than {} voxels (corrupt file?)",
+            path.display(),
+            super::MAX_VOXELS
+        );
+    }
     let data: Vec<T> = ds
         .read_raw::<T>()
         .map_err(|e| anyhow!("{}: reading dataset `{name}`: {e}", path.display()))?;

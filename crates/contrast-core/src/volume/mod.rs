@@ -22,6 +22,20 @@ pub mod sliding;
 use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
 
+/// The most voxels a volume read from a file may have: 2²⁸ (268 million, 1 GiB as `f32`; a
+/// 512 × 512 × 1024 CT is 2²⁸). A header claiming more (a corrupt or hostile file: an h5 dataset
+/// of unwritten chunks or a NIfTI header costs a few bytes whatever the shape it declares) is
+/// refused before anything is allocated.
+pub const MAX_VOXELS: u64 = 1 << 28;
+
+/// The voxel count of `shape` when it is at most [`MAX_VOXELS`].
+pub fn voxels_within_bound(shape: &[usize]) -> Option<u64> {
+    shape
+        .iter()
+        .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
+        .filter(|&n| n <= MAX_VOXELS)
+}
+
 /// A 3D array in C order, logical axes (x, y, z), with optional voxel spacing in mm.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Volume<T> {

@@ -1,12 +1,12 @@
 //! NIfTI-1 (`.nii`, `.nii.gz`) with the `nifti` crate (0.17).
 //!
-//! Reading: the crate decodes any numeric datatype, big- or little-endian, applies
+//! Reading: the header is checked first and the file read only as far as its voxels reach
+//! (see [`read_nifti`]); the crate decodes any integer or float datatype, big- or little-endian, applies
 //! `scl_slope`/`scl_inter` when the slope is non-zero, and returns a **column-major** array of
 //! logical shape `(x, y, z, …)`; here it is copied into the C-order [`Volume`] layout (same
 //! logical axes, so `vol.get(i, j, k)` is NIfTI voxel `(i, j, k)` as in nibabel's
 //! `get_fdata()[i, j, k]`). Trailing dimensions of size 1 are dropped; a genuine 4-D series is an
-//! error. NIfTI-2 files are rejected by the crate ("Invalid NIfTI-1 file"). gz is detected from
-//! the file name.
+//! error. NIfTI-2 files and `.hdr`/`.img` pairs are rejected. gz is detected from the file name.
 //!
 //! Writing: [`write_nifti`] stores a volume (e.g. a predicted label map) with `pixdim` from the
 //! volume's spacing (or a reference header), `.nii.gz` compressed by name.
@@ -14,7 +14,7 @@
 use super::Volume;
 use anyhow::{anyhow, bail, Context, Result};
 use ndarray::Array3;
-use nifti::{IntoNdArray, NiftiHeader, NiftiObject, ReaderOptions};
+use nifti::{InMemNiftiObject, IntoNdArray, NiftiHeader, NiftiObject};
 use std::path::Path;
 
 /// A NIfTI volume with its header.
@@ -28,13 +28,20 @@ pub struct NiftiVolume {
 }
 
 /// Reads a 3-D NIfTI-1 file as `f32` (scaled).
+///
+/// The header is checked before any voxel buffer is sized (a corrupt or hostile header must not
+/// make the reader allocate or panic): a supported datatype whose `bitpix` agrees with it (the
+/// `nifti` crate sizes the data by `bitpix` and decodes it by `datatype`, and panics when they
+/// disagree), at most [`MAX_VOXELS`](super::MAX_VOXELS) voxels, `vox_offset` ≤ 64 MiB, and
+/// every voxel byte present in the (decompressed) file. Memory then grows with the bytes
+/// actually read, never with what the header claims.
 pub fn read_nifti(path: impl AsRef<Path>) -> Result<NiftiVolume> {
     let path = path.as_ref();
     if !path.is_file() {
         bail!("{}: no such file", path.display());
     }
-    let obj = ReaderOptions::new()
-        .read_file(path)
+    let bytes = read_checked(path)?;
+    let obj = InMemNiftiObject::from_reader(std::io::Cursor::new(bytes))
         .map_err(|e| anyhow!("{}: not a readable NIfTI-1 file: {e}", path.display()))?;
     let header = obj.header().clone();
     let arr = obj
@@ -60,6 +67,78 @@ pub fn read_nifti(path: impl AsRef<Path>) -> Result<NiftiVolume> {
         volume.spacing = Some([p[1] as f64, p[2] as f64, p[3] as f64]);
     }
     Ok(NiftiVolume { volume, header })
+}
+
+/// The largest `vox_offset` accepted (header + extensions): 64 MiB.
+const MAX_VOX_OFFSET: f32 = (64 << 20) as f32;
+
+/// The file's bytes (decompressed for `.gz`) up to the end of the voxel data, after checking
+/// the header (see [`read_nifti`]).
+fn read_checked(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let name = path.display();
+    let file = std::fs::File::open(path).with_context(|| format!("reading {name}"))?;
+    let file = std::io::BufReader::new(file);
+    let mut r: Box<dyn Read> = if path.to_string_lossy().ends_with(".gz") {
+        Box::new(flate2::read::GzDecoder::new(file))
+    } else {
+        Box::new(file)
+    };
+    let mut bytes = Vec::with_capacity(352);
+    r.by_ref()
+        .take(348)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {name}"))?;
+    let header = NiftiHeader::from_reader(&bytes[..])
+        .map_err(|e| anyhow!("{name}: not a readable NIfTI-1 file: {e}"))?;
+    let dt = header
+        .data_type()
+        .map_err(|e| anyhow!("{name}: not a readable NIfTI-1 file: {e}"))?;
+    use nifti::NiftiType::*;
+    if !matches!(
+        dt,
+        Uint8 | Int8 | Uint16 | Int16 | Uint32 | Int32 | Uint64 | Int64 | Float32 | Float64
+    ) {
+        bail!("{name}: NIfTI datatype {dt:?} is not supported (integers and floats are)");
+    }
+    if header.bitpix as usize != 8 * dt.size_of() {
+        bail!(
+            "{name}: bitpix {} does not match datatype {dt:?} ({} bits): corrupt header",
+            header.bitpix,
+            8 * dt.size_of()
+        );
+    }
+    let dims: Vec<usize> = header
+        .dim()
+        .map_err(|e| anyhow!("{name}: not a readable NIfTI-1 file: {e}"))?
+        .iter()
+        .map(|&d| d as usize)
+        .collect();
+    let Some(voxels) = super::voxels_within_bound(&dims) else {
+        bail!(
+            "{name}: dimensions {dims:?} exceed {} voxels (corrupt header?)",
+            super::MAX_VOXELS
+        );
+    };
+    // as the crate reads it: the voxels start at vox_offset, never before byte 352
+    let off = header.vox_offset;
+    if off > MAX_VOX_OFFSET {
+        bail!("{name}: vox_offset {off} is beyond {MAX_VOX_OFFSET} (corrupt header?)");
+    }
+    let start = if off > 352.0 { off as u64 } else { 352 };
+    let need = start + voxels * dt.size_of() as u64;
+    r.take(need - bytes.len() as u64)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {name}"))?;
+    if (bytes.len() as u64) < need {
+        bail!(
+            "{name}: holds {} bytes, its header needs {need} ({dims:?} × {} bytes from byte \
+             {start}): cut short?",
+            bytes.len(),
+            dt.size_of()
+        );
+    }
+    Ok(bytes)
 }
 
 /// Element types a NIfTI file can be written with (`u8` label maps, `i16`, `f32`).
