@@ -141,7 +141,7 @@ fn config(root: &Path, steps: usize) -> SppsConfig {
     c.simclr.temperature = 0.5;
     c.simclr.loss_scale = 2.0; // the official loss_a + loss_b
     c.simclr.joint_forward = true; // the official tf.concat of the views
-    c.optim.epochs = steps.div_ceil(PER_EPOCH) as u64;
+    c.optim.epochs = (steps.div_ceil(PER_EPOCH) as u64).max(2); // the first is the warm-up
     c.optim.batch_size = 8;
     c.optim.optimizer = "sgd".into();
     c.optim.lr = 0.05;
