@@ -10,9 +10,10 @@ const STD: [f64; 3] = [0.229, 0.224, 0.225];
 
 /// One image as `[3, size, size]` float, normalised.
 pub fn load_image(path: &Path, size: u32) -> Result<Tensor> {
-    let img = image::open(path)
-        .with_context(|| format!("decoding the image {}", path.display()))?
-        .to_rgb8();
+    // the core decoder: errors name the file, headers above its pixel bound are refused
+    let (px, h, w) = contrast_core::data::folder::decode_rgb(path)?;
+    let img = image::RgbImage::from_raw(w as u32, h as u32, px)
+        .with_context(|| format!("decoding the image {}", path.display()))?;
     let img = image::imageops::resize(&img, size, size, image::imageops::FilterType::Triangle);
     let s = size as i64;
     let t = Tensor::from_slice(img.as_raw())

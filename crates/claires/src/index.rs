@@ -29,6 +29,12 @@ pub struct Index {
     pub embeddings: Tensor,
 }
 
+/// The first `n` characters of `s` (a checksum read from a file may hold any text: slicing it at
+/// a byte offset could split a character and panic).
+fn prefix(s: &str, n: usize) -> &str {
+    s.char_indices().nth(n).map_or(s, |(i, _)| &s[..i])
+}
+
 /// One search result.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Hit {
@@ -104,8 +110,8 @@ impl Index {
                 "stale index {}: it was built by the model with checksum {}…, but the current \
                  model's checksum is {}…; rebuild it with `claires index`",
                 dir.display(),
-                &meta.model_checksum[..meta.model_checksum.len().min(12)],
-                &model_checksum[..model_checksum.len().min(12)]
+                prefix(&meta.model_checksum, 12),
+                prefix(model_checksum, 12)
             );
         }
         let ep = dir.join("embeddings.safetensors");

@@ -259,10 +259,11 @@ pub fn load_csv(path: &Path) -> Result<Vec<Record>> {
         .lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty());
-    let Some((_, header)) = lines.next() else {
+    let Some((hi, header)) = lines.next() else {
         bail!("{}: empty CSV manifest", path.display());
     };
-    let cols: Vec<String> = csv_split(header.trim_start_matches('\u{feff}'), 1)?
+    let cols: Vec<String> = csv_split(header.trim_start_matches('\u{feff}'), hi + 1)
+        .with_context(|| format!("in {}", path.display()))?
         .into_iter()
         .map(|c| c.trim().to_string())
         .collect();
