@@ -75,6 +75,10 @@ impl std::fmt::Debug for Raster {
 }
 
 impl Raster {
+    /// The most bands a raster may have (RGBIR needs 4): a corrupt header can claim 65,000
+    /// pixel-interleaved bands, and GDAL then decodes all of them for every block read.
+    pub const MAX_BANDS: usize = 64;
+
     /// Open any raster GDAL can read; the error names the file.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
@@ -85,6 +89,13 @@ impl Raster {
             r.bands() > 0,
             "raster {} has no raster bands",
             r.path.display()
+        );
+        ensure!(
+            r.bands() <= Self::MAX_BANDS,
+            "raster {} has {} bands, more than {} (corrupt file?)",
+            r.path.display(),
+            r.bands(),
+            Self::MAX_BANDS
         );
         Ok(r)
     }
@@ -230,13 +241,32 @@ impl Raster {
     }
 }
 
+/// The most windows [`tile_grid`] cuts one scene into (4 Mi; a 6000 × 6000 Potsdam tile gives
+/// 2,116 at size 256, stride 128). A corrupt header can claim a 65535 × 65535 scene in a 2 KB
+/// file, which would otherwise be cut into 67 million windows (4.8 GB of tile list).
+pub const MAX_TILES: u64 = 1 << 22;
+
 /// Windows of `size × size` with step `stride` covering a `width × height` scene. Along each
 /// axis the last window is shifted to end at the border (so every pixel is covered and every
-/// window is full-size); a scene smaller than `size` gives no window.
+/// window is full-size); a scene smaller than `size` gives no window. More than [`MAX_TILES`]
+/// windows is an error.
 pub fn tile_grid(width: usize, height: usize, size: usize, stride: usize) -> Result<Vec<Window>> {
     ensure!(
         size > 0 && stride > 0,
         "tile size and stride must be > 0, got {size}/{stride}"
+    );
+    let count = |n: usize| -> u64 {
+        if n < size {
+            0
+        } else {
+            ((n - size) / stride + 1 + usize::from(!(n - size).is_multiple_of(stride))) as u64
+        }
+    };
+    let n = count(width).saturating_mul(count(height));
+    ensure!(
+        n <= MAX_TILES,
+        "a {width} × {height} scene in {size}-pixel tiles every {stride} pixels gives {n} tiles, \
+         more than {MAX_TILES} (a corrupt size, or a stride too small)"
     );
     let starts = |n: usize| -> Vec<usize> {
         if n < size {
@@ -304,7 +334,9 @@ impl TileIndex {
                 );
             }
             let s = idx.scenes.len();
-            for window in tile_grid(width, height, size, stride)? {
+            for window in tile_grid(width, height, size, stride)
+                .with_context(|| format!("tiling {}", image.display()))?
+            {
                 idx.tiles.push(Tile { scene: s, window });
             }
             idx.scenes.push(Scene {
