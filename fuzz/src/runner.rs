@@ -1,10 +1,11 @@
 //! The seeded mutation runner of the workspace tests (included with `#[path]` into
 //! `crates/contrast-core/tests/fuzz_inputs.rs`, `crates/claires/tests/fuzz_records.rs`,
-//! `crates/grass/tests/fuzz_raster.rs` and xtask's unit tests), next to `harness.rs`:
+//! `crates/grass/tests/fuzz_raster.rs` and `xtask/tests/fuzz_download.rs`), next to `harness.rs`:
 //!
 //! * replays the committed seeds (`fuzz/seeds/<target>/`) and regression inputs
 //!   (`fuzz/regressions/<target>/`: every crash found so far), then runs deterministic mutations
-//!   of them (fixed seed) for `CONTRAST_FUZZ_SECONDS[_<TARGET>]` (default 3 s, the CI form);
+//!   of them (fixed seed) for `CONTRAST_FUZZ_SECONDS[_<TARGET>]` seconds (default 0.5 s in a
+//!   plain `cargo test`; `cargo xtask fuzz --quick`, the CI form, gives 2 s);
 //! * runs each input on its own thread under a time bound (20 s);
 //! * counts the Rust heap with a global allocator: a single allocation above [`HARD_CAP`] is
 //!   refused (the process aborts, naming the size; the input being run is in
@@ -136,7 +137,7 @@ pub fn run(
     let repo = repo(manifest_dir);
     let seeds = inputs(&repo, target);
     assert!(!seeds.is_empty(), "no seeds for {target} in fuzz/seeds");
-    let (time, execs) = harness::budget(target, 3.0);
+    let (time, execs) = harness::budget(target, 0.5);
     let tmp = tmp_dir(&repo);
     let crashes = tmp.join("fuzz-crashes");
     std::fs::create_dir_all(&crashes).unwrap();

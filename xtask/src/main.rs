@@ -6,6 +6,7 @@ mod data;
 mod doctor;
 mod download;
 mod fresh_clone;
+mod fuzz;
 mod gpu_bundle;
 mod methods;
 mod official;
@@ -74,6 +75,9 @@ enum Command {
     /// Fault injection against the training binary (kill -9 + resume, full disk, NaN loss,
     /// corrupt checkpoint), then RELIABILITY.md; `--quick` is the CI form.
     Torture(torture::TortureArgs),
+    /// Fuzz every parser we own or wrap (cargo-fuzz targets + seeded mutation tests), then the
+    /// Fuzzing section of RELIABILITY.md; `--quick` is the CI form (mutation tests, 2 s each).
+    Fuzz(fuzz::FuzzArgs),
     /// Add a GPU verification run (`verify-<method>.json` from a bundle's `run.sh`) to the
     /// method README's results and to `runs/report.html`.
     VerifyReport(verify::VerifyReportArgs),
@@ -148,6 +152,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::VerifyReport(a) => verify::verify_report(&a),
         Command::FreshClone(a) => fresh_clone::fresh_clone(&a),
         Command::Torture(a) => torture::torture(&a),
+        Command::Fuzz(a) => fuzz::fuzz(&a),
     }
 }
 

@@ -4,7 +4,7 @@
 //! format itself is parsed by GDAL (C++), which is not ours and is out of scope: what is tested
 //! is that our code on top of it never panics, hangs or allocates without bound, and names the
 //! file in its errors. Runner in `fuzz/src/runner.rs` (replay of the seeds and regression
-//! inputs, then mutations for `CONTRAST_FUZZ_SECONDS`, default 3 s).
+//! inputs, then mutations for `CONTRAST_FUZZ_SECONDS`, default 0.5 s).
 
 #[path = "../../../fuzz/src/harness.rs"]
 mod harness;
