@@ -41,8 +41,8 @@ enum Command {
         cargo_args: Vec<String>,
     },
     /// What CI runs: setup, `cargo fmt --check`, clippy with `-D warnings`, the tests (twice: the
-    /// second time with the development data hidden), `fresh-clone`, `torture --quick`, the GPU
-    /// bundles' checks.
+    /// second time with the development data hidden), `fresh-clone`, `torture --quick`, `fuzz --quick`,
+    /// the GPU bundles' checks.
     Ci {
         #[command(flatten)]
         setup: setup::SetupArgs,
@@ -133,6 +133,13 @@ fn run(cli: Cli) -> Result<()> {
                 quick: true,
                 seed: 1,
                 ..Default::default()
+            })?;
+            util::step("fuzz --quick: the seeded mutation tests of every parser (2 s each)");
+            fuzz::fuzz(&fuzz::FuzzArgs {
+                quick: true,
+                seconds: None,
+                only: vec![],
+                no_coverage: true,
             })?;
             for method in gpu_bundle::METHODS {
                 util::step(&format!(
