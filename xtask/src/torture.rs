@@ -552,8 +552,8 @@ fn table(rows: &[Row], a: &TortureArgs, kills: usize, steps: u64, wall: f64) -> 
         "\nCommand: `cargo xtask torture{}{}` (seed {}; {kills} kills; toy runs of {steps} steps, a checkpoint every 5 steps, \
          1 thread, CPU), {wall:.0} s wall on a 2-core Xeon VM (shared with other builds), {}.\n\
          `cargo xtask torture --quick` (10 kills, 60 steps) runs in CI.\n\n\
-         Not covered yet: kills during the CLAIRES index build; coverage-guided fuzzing of the\n\
-         parsers; the search server's limits and load test.\n",
+         Not covered yet: kills during the CLAIRES index build; the search server's limits and load\n\
+         test. The parsers' fuzzing is `cargo xtask fuzz` (its section follows when it has run).\n",
         if a.quick { " --quick" } else { "" },
         a.kills.map(|k| format!(" --kills {k}")).unwrap_or_default(),
         a.seed,
