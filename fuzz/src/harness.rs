@@ -230,14 +230,16 @@ pub struct Stats {
     pub seconds: f64,
     /// The slowest single input.
     pub max_input_seconds: f64,
+    /// Inputs that crashed a C or C++ library in an isolated run (by signal).
+    pub upstream_crashes: u64,
 }
 
 impl Stats {
     /// One JSON object (no serde: the includers do not all have it).
     pub fn json(&self, kind: &str, extra: &[(&str, String)]) -> String {
         let mut s = format!(
-            "{{\"target\":\"{}\",\"kind\":\"{kind}\",\"execs\":{},\"seconds\":{:.3},\"max_input_seconds\":{:.4}",
-            self.target, self.execs, self.seconds, self.max_input_seconds
+            "{{\"target\":\"{}\",\"kind\":\"{kind}\",\"execs\":{},\"seconds\":{:.3},\"max_input_seconds\":{:.4},\"upstream_crashes\":{}",
+            self.target, self.execs, self.seconds, self.max_input_seconds, self.upstream_crashes
         );
         for (k, v) in extra {
             s.push_str(&format!(",\"{k}\":{v}"));
@@ -295,6 +297,106 @@ pub fn run_one(
     ))
 }
 
+/// The largest value a check reported through [`report_peak`] (the runner's heap peak of one
+/// input); forked children send theirs back to the parent.
+pub static PEAK_REPORT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Record a per-input measurement (kept: the maximum).
+pub fn report_peak(v: u64) {
+    PEAK_REPORT.fetch_max(v, Ordering::Relaxed);
+}
+
+/// How an input run in a child process ended.
+pub enum Isolated {
+    /// The check returned (the child's reported peak, the time).
+    Ok(u64, Duration),
+    /// The check failed (panic, or the time bound): a bug in our code. The message says how.
+    Failed(String),
+    /// The child died of a signal (a crash inside a C or C++ library: libhdf5, GDAL).
+    Signal(i32),
+}
+
+#[cfg(target_os = "linux")]
+mod sys {
+    extern "C" {
+        pub fn fork() -> i32;
+        pub fn waitpid(pid: i32, status: *mut i32, options: i32) -> i32;
+        pub fn _exit(code: i32) -> !;
+        pub fn kill(pid: i32, sig: i32) -> i32;
+        pub fn pipe(fds: *mut i32) -> i32;
+        pub fn read(fd: i32, buf: *mut u8, n: usize) -> isize;
+        pub fn write(fd: i32, buf: *const u8, n: usize) -> isize;
+        pub fn close(fd: i32) -> i32;
+    }
+    pub const WNOHANG: i32 = 1;
+    pub const SIGKILL: i32 = 9;
+}
+
+/// Run `check` on one input in a forked child (Linux), so that a crash inside a C library ends
+/// the child only. The child reports [`PEAK_REPORT`] back through a pipe; the parent waits at
+/// most `bound` (then kills it).
+#[cfg(target_os = "linux")]
+pub fn run_forked(input: &[u8], bound: Duration, check: fn(&[u8])) -> Isolated {
+    use sys::*;
+    let mut fds = [0i32; 2];
+    // SAFETY: plain POSIX calls; the child only runs `check`, writes 8 bytes and `_exit`s
+    // (no destructors, no atexit handlers).
+    unsafe {
+        if pipe(fds.as_mut_ptr()) != 0 {
+            return Isolated::Failed("pipe() failed".into());
+        }
+        let t0 = Instant::now();
+        let pid = fork();
+        if pid < 0 {
+            close(fds[0]);
+            close(fds[1]);
+            return Isolated::Failed("fork() failed".into());
+        }
+        if pid == 0 {
+            close(fds[0]);
+            PEAK_REPORT.store(0, Ordering::Relaxed);
+            let ok = std::panic::catch_unwind(|| check(input)).is_ok();
+            let v = PEAK_REPORT.load(Ordering::Relaxed).to_le_bytes();
+            write(fds[1], v.as_ptr(), 8);
+            _exit(if ok { 0 } else { 101 });
+        }
+        close(fds[1]);
+        let mut status = 0i32;
+        let done = loop {
+            let r = waitpid(pid, &mut status, WNOHANG);
+            if r == pid {
+                break true;
+            }
+            if t0.elapsed() > bound {
+                kill(pid, SIGKILL);
+                waitpid(pid, &mut status, 0);
+                break false;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        };
+        let mut buf = [0u8; 8];
+        let got = read(fds[0], buf.as_mut_ptr(), 8);
+        close(fds[0]);
+        let elapsed = t0.elapsed();
+        if !done {
+            return Isolated::Failed(format!(
+                "took more than {:.1} s (hang?)",
+                bound.as_secs_f64()
+            ));
+        }
+        let sig = status & 0x7f;
+        if sig != 0 {
+            return Isolated::Signal(sig);
+        }
+        match (status >> 8) & 0xff {
+            0 if got == 8 => Isolated::Ok(u64::from_le_bytes(buf), elapsed),
+            code => Isolated::Failed(format!(
+                "panicked in the child (exit status {code}; its message is above)"
+            )),
+        }
+    }
+}
+
 /// FNV-1a, to name saved inputs.
 pub fn fnv1a(d: &[u8]) -> u64 {
     let mut h = 0xcbf2_9ce4_8422_2325u64;
@@ -325,21 +427,31 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// How long and how hard a mutation run of `target` goes: `CONTRAST_FUZZ_SECONDS_<TARGET>`
-/// (upper case) or `CONTRAST_FUZZ_SECONDS` seconds (default `quick_seconds`), at most
-/// `CONTRAST_FUZZ_EXECS` inputs (default unbounded).
-pub fn budget(target: &str, quick_seconds: f64) -> (Duration, u64) {
-    let own = format!("CONTRAST_FUZZ_SECONDS_{}", target.to_ascii_uppercase());
-    let secs = std::env::var(own)
-        .or_else(|_| std::env::var("CONTRAST_FUZZ_SECONDS"))
-        .ok()
-        .and_then(|s| s.parse::<f64>().ok())
-        .unwrap_or(quick_seconds);
-    let execs = std::env::var("CONTRAST_FUZZ_EXECS")
-        .ok()
-        .and_then(|s| s.parse::<u64>().ok())
-        .unwrap_or(u64::MAX);
-    (Duration::from_secs_f64(secs), execs)
+/// How long and how hard a mutation run of `target` goes, as `(time, inputs)`:
+/// * `CONTRAST_FUZZ_SECONDS_<TARGET>` (upper case): that many seconds, inputs unbounded;
+/// * else `CONTRAST_FUZZ_SECONDS`: that many seconds, at most `CONTRAST_FUZZ_EXECS` inputs;
+/// * else a fixed count, `CONTRAST_FUZZ_EXECS_<TARGET>`, `CONTRAST_FUZZ_EXECS` or
+///   `default_execs` mutated inputs (the same inputs on every machine, so that a plain test run
+///   is deterministic), stopped after 120 s on a very slow machine.
+pub fn budget(target: &str, default_execs: u64) -> (Duration, u64) {
+    let num = |k: &str| {
+        std::env::var(k)
+            .ok()
+            .and_then(|s| s.trim().parse::<f64>().ok())
+    };
+    let upper = target.to_ascii_uppercase();
+    let execs = num("CONTRAST_FUZZ_EXECS").map(|n| n as u64);
+    if let Some(secs) = num(&format!("CONTRAST_FUZZ_SECONDS_{upper}")) {
+        return (Duration::from_secs_f64(secs), u64::MAX);
+    }
+    if let Some(secs) = num("CONTRAST_FUZZ_SECONDS") {
+        return (Duration::from_secs_f64(secs), execs.unwrap_or(u64::MAX));
+    }
+    let own = num(&format!("CONTRAST_FUZZ_EXECS_{upper}")).map(|n| n as u64);
+    (
+        Duration::from_secs(120),
+        own.or(execs).unwrap_or(default_execs),
+    )
 }
 
 /// The settings of one mutation run.
@@ -351,11 +463,16 @@ pub struct RunSpec<'a> {
     pub max_len: usize,
     /// Time for the mutations (the replay of the seeds always runs to the end).
     pub time: Duration,
+    /// Most mutated inputs (the replayed seeds not counted).
     pub max_execs: u64,
     /// Time bound of one input.
     pub bound: Duration,
     /// Where failing inputs are saved.
     pub crash_dir: &'a Path,
+    /// Run each input in a forked child ([`run_forked`]): for checks that reach C or C++
+    /// parsers, whose crashes (signals) are counted as upstream crashes and saved as
+    /// `upstream-<target>-<hash>`, the run going on.
+    pub isolate: bool,
 }
 
 /// Replay `seeds` (seeds, regression files), then mutate them for `spec.time` (at most
@@ -374,6 +491,7 @@ pub fn mutation_run(
         max_execs,
         bound,
         crash_dir,
+        isolate,
     } = *spec;
     let t0 = Instant::now();
     let mut stats = Stats {
@@ -386,13 +504,48 @@ pub fn mutation_run(
     loop {
         let input = if i < seeds.len() {
             seeds[i].clone()
-        } else if t0.elapsed() < time && stats.execs < max_execs {
+        } else if t0.elapsed() < time && ((i - seeds.len()) as u64) < max_execs {
             m.mutate(seeds)
         } else {
             break;
         };
         i += 1;
         stats.execs += 1;
+        if isolate {
+            #[cfg(target_os = "linux")]
+            match run_forked(&input, bound, check) {
+                Isolated::Ok(peak, d) => {
+                    report_peak(peak);
+                    stats.max_input_seconds = stats.max_input_seconds.max(d.as_secs_f64());
+                }
+                Isolated::Signal(sig) => {
+                    stats.upstream_crashes += 1;
+                    let _ = std::fs::create_dir_all(crash_dir);
+                    let saved = crash_dir.join(format!("upstream-{target}-{:016x}", fnv1a(&input)));
+                    let _ = std::fs::write(&saved, &input);
+                    eprintln!(
+                        "{target}: signal {sig} inside a C/C++ library on an input of {} bytes \
+                         (saved as {}); counted as an upstream crash",
+                        input.len(),
+                        saved.display()
+                    );
+                }
+                Isolated::Failed(how) => {
+                    let saved = crash_dir.join(format!("{target}-{:016x}", fnv1a(&input)));
+                    let _ = std::fs::create_dir_all(crash_dir);
+                    let _ = std::fs::write(&saved, &input);
+                    failures.push(format!(
+                        "{target}: an input of {} bytes {how}; saved as {}",
+                        input.len(),
+                        saved.display()
+                    ));
+                    if failures.len() >= 5 || how.contains("hang?") {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
         match run_one(target, &input, bound, crash_dir, check) {
             Ok(d) => stats.max_input_seconds = stats.max_input_seconds.max(d.as_secs_f64()),
             Err(e) => {

@@ -4,8 +4,9 @@
 //!
 //! * replays the committed seeds (`fuzz/seeds/<target>/`) and regression inputs
 //!   (`fuzz/regressions/<target>/`: every crash found so far), then runs deterministic mutations
-//!   of them (fixed seed) for `CONTRAST_FUZZ_SECONDS[_<TARGET>]` seconds (default 0.5 s in a
-//!   plain `cargo test`; `cargo xtask fuzz --quick`, the CI form, gives 2 s);
+//!   of them (fixed seed): 300 inputs in a plain `cargo test`, 1,000 in
+//!   `cargo xtask fuzz --quick` (the CI form; a count, so the same inputs on every machine), or
+//!   for a time with `CONTRAST_FUZZ_SECONDS[_<TARGET>]` (see `harness::budget`);
 //! * runs each input on its own thread under a time bound (20 s);
 //! * counts the Rust heap with a global allocator: a single allocation above [`HARD_CAP`] is
 //!   refused (the process aborts, naming the size; the input being run is in
@@ -110,7 +111,6 @@ static ONE: Mutex<()> = Mutex::new(());
 /// The check being run and the file holding the input being run.
 type Current = Option<(fn(&[u8]), PathBuf)>;
 static CURRENT: Mutex<Current> = Mutex::new(None);
-static WORST: AtomicUsize = AtomicUsize::new(0);
 
 /// Runs the current check on one input, measuring the input's heap peak above what was live.
 fn measured(d: &[u8]) {
@@ -120,7 +120,7 @@ fn measured(d: &[u8]) {
     PEAK.store(before, Relaxed);
     check(d);
     let peak = PEAK.load(Relaxed).saturating_sub(before);
-    WORST.fetch_max(peak, Relaxed);
+    harness::report_peak(peak as u64);
 }
 
 /// Replay + mutate `target` with `check`: panics on a crash, a hang or a heap peak above
@@ -133,17 +133,51 @@ pub fn run(
     max_len: usize,
     heap_bound: usize,
 ) {
+    run_with(
+        manifest_dir,
+        target,
+        check,
+        seed,
+        max_len,
+        heap_bound,
+        false,
+    )
+}
+
+/// [`run`] with every input in a forked child: for checks that reach a C or C++ parser
+/// (libhdf5, GDAL), whose crashes are counted and saved as upstream crashes instead of ending
+/// the run. A panic, a hang or a heap peak above the bound still fails.
+pub fn run_isolated(
+    manifest_dir: &str,
+    target: &str,
+    check: fn(&[u8]),
+    seed: u64,
+    max_len: usize,
+    heap_bound: usize,
+) {
+    run_with(manifest_dir, target, check, seed, max_len, heap_bound, true)
+}
+
+fn run_with(
+    manifest_dir: &str,
+    target: &str,
+    check: fn(&[u8]),
+    seed: u64,
+    max_len: usize,
+    heap_bound: usize,
+    isolate: bool,
+) {
     let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
     let repo = repo(manifest_dir);
     let seeds = inputs(&repo, target);
     assert!(!seeds.is_empty(), "no seeds for {target} in fuzz/seeds");
-    let (time, execs) = harness::budget(target, 0.5);
+    let (time, execs) = harness::budget(target, 300);
     let tmp = tmp_dir(&repo);
     let crashes = tmp.join("fuzz-crashes");
     std::fs::create_dir_all(&crashes).unwrap();
     let current = crashes.join(format!("{target}.current"));
     *CURRENT.lock().unwrap() = Some((check, current.clone()));
-    WORST.store(0, Relaxed);
+    harness::PEAK_REPORT.store(0, Relaxed);
     let spec = harness::RunSpec {
         target,
         seed,
@@ -152,9 +186,10 @@ pub fn run(
         max_execs: execs,
         bound: Duration::from_secs(20),
         crash_dir: &crashes,
+        isolate,
     };
     let r = harness::mutation_run(&spec, &seeds, measured);
-    let worst = WORST.load(Relaxed);
+    let worst = harness::PEAK_REPORT.load(Relaxed) as usize;
     let stats = match r {
         Ok(stats) => stats,
         Err(failures) => panic!("{target}: {}", failures.join("\n")),

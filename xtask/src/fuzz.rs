@@ -13,8 +13,9 @@
 //!   counted (`fuzz/src/runner.rs`). Every target has one; the ones behind C or C++ libraries
 //!   (libhdf5, GDAL, libtorch's index loading) have only this kind.
 //!
-//! `--quick` (the CI form) runs the seeded mutation tests only, 2 s per target by default
-//! (< 2 min in all with the test binaries built), and prints the table. The full form runs the
+//! `--quick` (the CI form) runs the seeded mutation tests only, 1,000 mutated inputs per target
+//! (300 for the two that fork a child per input; a count: the same inputs on every machine),
+//! and prints the table. The full form runs the
 //! coverage-guided targets for `--seconds` (default 60) each and the seeded mutation tests of
 //! the targets without one for as long, then writes the "Fuzzing" section of `RELIABILITY.md`
 //! (everything after the `<!-- fuzzing -->` line).
@@ -28,11 +29,12 @@ use std::time::Instant;
 
 #[derive(Args, Clone, Debug, Default)]
 pub struct FuzzArgs {
-    /// The CI form: the seeded mutation tests only (every seed and regression input replayed),
-    /// `--seconds` per target (default 2); prints the table, writes nothing.
+    /// The CI form: the seeded mutation tests only (every seed and regression input replayed,
+    /// then 1,000 mutated inputs per target, 300 for the forked ones); prints the table, writes
+    /// nothing.
     #[arg(long)]
     pub quick: bool,
-    /// Time per target in seconds (default: 2 with --quick, else 60).
+    /// Time per target in seconds, full form (default 60).
     #[arg(long)]
     pub seconds: Option<u64>,
     /// Only these targets (comma-separated; see the table in RELIABILITY.md).
@@ -42,6 +44,11 @@ pub struct FuzzArgs {
     #[arg(long)]
     pub no_coverage: bool,
 }
+
+/// Mutated inputs per target in the quick form (after the replay of its seeds and regression
+/// inputs), and for the targets that run each input in a forked child.
+const QUICK_EXECS: u64 = 1000;
+const QUICK_EXECS_ISOLATED: u64 = 300;
 
 /// Where a target's seeded mutation test lives.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -74,12 +81,15 @@ struct Target {
     memory: &'static str,
     /// The bugs it found and that were fixed (numbers of `fuzz/FINDINGS.md`).
     bugs: &'static str,
+    /// The C / C++ library the seeded mutation test isolates itself from ("" if none).
+    upstream: &'static str,
 }
 
 const TARGETS: &[Target] = &[
     Target {
         name: "image_decode",
         bugs: "7",
+        upstream: "",
         parser: "image-folder decode: JPEG / PNG via `image` → RGB8 (`data::folder::decode_rgb`)",
         coverage: true,
         suite: Suite::Core,
@@ -88,6 +98,7 @@ const TARGETS: &[Target] = &[
     Target {
         name: "cifar",
         bugs: "none",
+        upstream: "",
         parser: "CIFAR-10 / 100 binary records (`data::cifar::read_records`)",
         coverage: true,
         suite: Suite::Core,
@@ -96,6 +107,7 @@ const TARGETS: &[Target] = &[
     Target {
         name: "stl10",
         bugs: "none",
+        upstream: "",
         parser: "STL-10 `*_X.bin` / `*_y.bin` (`data::stl10`)",
         coverage: true,
         suite: Suite::Core,
@@ -104,6 +116,7 @@ const TARGETS: &[Target] = &[
     Target {
         name: "nifti",
         bugs: "5, 6",
+        upstream: "",
         parser: "NIfTI-1 `.nii` / `.nii.gz` via `nifti` (`volume::nifti::read_nifti`)",
         coverage: true,
         suite: Suite::Core,
@@ -111,7 +124,8 @@ const TARGETS: &[Target] = &[
     },
     Target {
         name: "h5",
-        bugs: "4",
+        bugs: "4, 12",
+        upstream: "libhdf5",
         parser: "LA h5 via libhdf5 (`volume::h5::read_h5_case`)",
         coverage: false,
         suite: Suite::Core,
@@ -120,6 +134,7 @@ const TARGETS: &[Target] = &[
     Target {
         name: "config_toml",
         bugs: "none",
+        upstream: "",
         parser: "config TOML + `--set` overrides (`train::config::load_config`)",
         coverage: true,
         suite: Suite::Core,
@@ -128,6 +143,7 @@ const TARGETS: &[Target] = &[
     Target {
         name: "checkpoint",
         bugs: "none",
+        upstream: "",
         parser: "checkpoint folder: state.json, safetensors, restore (`Checkpointer::load`)",
         coverage: true,
         suite: Suite::Core,
@@ -136,6 +152,7 @@ const TARGETS: &[Target] = &[
     Target {
         name: "manifest",
         bugs: "none",
+        upstream: "",
         parser: "data set manifest TOML (xtask `download::Manifest::load`)",
         coverage: true,
         suite: Suite::Download,
@@ -144,6 +161,7 @@ const TARGETS: &[Target] = &[
     Target {
         name: "tar",
         bugs: "1, 2",
+        upstream: "",
         parser: "tar extraction (xtask `download::extract`)",
         coverage: true,
         suite: Suite::Download,
@@ -152,6 +170,7 @@ const TARGETS: &[Target] = &[
     Target {
         name: "tar_gz",
         bugs: "1, 2, 3",
+        upstream: "",
         parser: "tar.gz extraction (xtask `download::extract`)",
         coverage: true,
         suite: Suite::Download,
@@ -160,6 +179,7 @@ const TARGETS: &[Target] = &[
     Target {
         name: "zip",
         bugs: "2, 3",
+        upstream: "",
         parser: "zip extraction (xtask `download::extract`)",
         coverage: true,
         suite: Suite::Download,
@@ -168,6 +188,7 @@ const TARGETS: &[Target] = &[
     Target {
         name: "claires_json",
         bugs: "none",
+        upstream: "",
         parser: "CLAIRES JSON record manifest (`records::load_json`)",
         coverage: true,
         suite: Suite::Claires,
@@ -176,6 +197,7 @@ const TARGETS: &[Target] = &[
     Target {
         name: "claires_csv",
         bugs: "9",
+        upstream: "",
         parser: "CLAIRES CSV record manifest (`records::load_csv`)",
         coverage: true,
         suite: Suite::Claires,
@@ -184,6 +206,7 @@ const TARGETS: &[Target] = &[
     Target {
         name: "vqa_rad",
         bugs: "none",
+        upstream: "",
         parser: "VQA-RAD question/answer JSON (`records::vqa_rad_records`)",
         coverage: true,
         suite: Suite::Claires,
@@ -192,6 +215,7 @@ const TARGETS: &[Target] = &[
     Target {
         name: "claires_index",
         bugs: "8",
+        upstream: "",
         parser: "CLAIRES index folder: `index.json` + embeddings (`index::Index::load`)",
         coverage: false,
         suite: Suite::Claires,
@@ -200,6 +224,7 @@ const TARGETS: &[Target] = &[
     Target {
         name: "geotiff",
         bugs: "10, 11",
+        upstream: "GDAL",
         parser: "our code over GDAL: `Raster::open`, `TileIndex::build`, RGB / index mask decode (grass)",
         coverage: false,
         suite: Suite::Grass,
@@ -215,6 +240,8 @@ struct Row {
     seconds: f64,
     /// Peak Rust heap of one input (seeded mutation) or peak RSS (libFuzzer), bytes.
     peak: Option<u64>,
+    /// Inputs that crashed inside a C or C++ library (isolated seeded mutation runs).
+    upstream: u64,
 }
 
 /// Entry point.
@@ -237,13 +264,16 @@ pub fn fuzz(args: &FuzzArgs) -> Result<()> {
         .iter()
         .filter(|t| args.only.is_empty() || args.only.iter().any(|o| o == t.name))
         .collect();
-    let seconds = args.seconds.unwrap_or(if args.quick { 2 } else { 60 });
+    if args.quick && args.seconds.is_some() {
+        bail!("--quick runs a fixed count of inputs per target; --seconds is for the full form");
+    }
+    let seconds = args.seconds.unwrap_or(60);
     let coverage = !args.quick && !args.no_coverage;
     let mut rows = Vec::new();
 
-    // seeded mutation: every target in the quick form; in the full form those without a
-    // coverage-guided target for `seconds`, the others as a quick replay
-    // where `fuzz/src/runner.rs` writes them
+    // seeded mutation: every target; in the full form those without a coverage-guided target
+    // for `seconds`, the others as in the quick form. The statistics are where
+    // `fuzz/src/runner.rs` writes them.
     let stats_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"))
@@ -271,12 +301,22 @@ pub fn fuzz(args: &FuzzArgs) -> Result<()> {
             .arg("--")
             .arg("--test-threads=1")
             .current_dir(&root)
-            // the full form gives the coverage-guided targets' mutation tests their quick length
-            .env(
-                "CONTRAST_FUZZ_SECONDS",
-                if coverage { 2 } else { seconds }.to_string(),
-            )
+            .env_remove("CONTRAST_FUZZ_SECONDS")
             .env_remove("CONTRAST_FUZZ_EXECS");
+        if args.quick || coverage {
+            // a count: the same inputs on every machine (the quick form, and in the full form
+            // the mutation tests of the targets that also run under libFuzzer)
+            cmd.env("CONTRAST_FUZZ_EXECS", QUICK_EXECS.to_string());
+            for t in in_suite.iter().filter(|t| !t.upstream.is_empty()) {
+                // a forked child per input: slower, fewer inputs
+                cmd.env(
+                    format!("CONTRAST_FUZZ_EXECS_{}", t.name.to_ascii_uppercase()),
+                    QUICK_EXECS_ISOLATED.to_string(),
+                );
+            }
+        } else {
+            cmd.env("CONTRAST_FUZZ_SECONDS", seconds.to_string());
+        }
         for t in &in_suite {
             let secs = if coverage && !t.coverage { seconds } else { 0 };
             if secs > 0 {
@@ -302,6 +342,7 @@ pub fn fuzz(args: &FuzzArgs) -> Result<()> {
                 execs: v["execs"].as_u64().unwrap_or(0),
                 seconds: v["seconds"].as_f64().unwrap_or(0.0),
                 peak: v["peak_heap_bytes"].as_u64(),
+                upstream: v["upstream_crashes"].as_u64().unwrap_or(0),
             });
         }
     }
@@ -384,6 +425,7 @@ pub fn fuzz(args: &FuzzArgs) -> Result<()> {
                 execs,
                 seconds: secs,
                 peak: rss,
+                upstream: 0,
             });
         }
     }
@@ -444,13 +486,17 @@ fn table(root: &Path, rows: &[Row]) -> String {
     );
     for r in rows {
         let kept = regressions(root, r.target.name);
+        let crashes = match r.upstream {
+            0 => "0".to_string(),
+            n => format!("0 ours, {n} inside {}", r.target.upstream),
+        };
         let peak = match (r.peak, r.kind) {
             (Some(b), "coverage-guided") => format!("{:.0} MiB RSS", b as f64 / 1048576.0),
             (Some(b), _) => format!("{:.1} MiB heap", b as f64 / 1048576.0),
             (None, _) => "-".into(),
         };
         s.push_str(&format!(
-            "| `{}` | {} | {} | {} | {:.0} s | 0 | {} | {kept} | {} | {peak} |\n",
+            "| `{}` | {} | {} | {} | {:.0} s | {crashes} | {} | {kept} | {} | {peak} |\n",
             r.target.name,
             r.target.parser,
             r.kind,
@@ -478,7 +524,7 @@ fn section(table: &str, seconds: u64, coverage: bool, wall: f64) -> String {
             "`cargo xtask fuzz --seconds {seconds}`: each coverage-guided target for {seconds} s \
              under libFuzzer with AddressSanitizer (`-rss_limit_mb=2560 -malloc_limit_mb=1024 \
              -timeout=20`), each target without one as a seeded mutation test for {seconds} s, \
-             the others' seeded mutation tests as their 2 s replay"
+             the others' seeded mutation tests as in the quick form"
         )
     } else {
         format!("`cargo xtask fuzz --no-coverage --seconds {seconds}`: the seeded mutation tests, {seconds} s per target")
@@ -489,19 +535,24 @@ fn section(table: &str, seconds: u64, coverage: bool, wall: f64) -> String {
          checked on every input: no panic, no hang (20 s per input), no allocation beyond the \
          stated bound, and an error that names the file. Produced by {how}; {date}, 2-core \
          Xeon VM shared with other builds, wall time {wall:.0} s. The CI form is \
-         `cargo xtask fuzz --quick` (the seeded mutation tests, 2 s per target, every seed and \
-         regression input replayed).\n\n\
+         `cargo xtask fuzz --quick` (the seeded mutation tests: every seed and regression input \
+         replayed, then 1,000 mutated inputs per target, 300 for the forked ones).\n\n\
          *Coverage-guided*: cargo-fuzz / libFuzzer targets in `fuzz/fuzz_targets/` (peak = the \
          process's RSS). *Seeded mutation*: ordinary tests that replay `fuzz/seeds/` and \
          `fuzz/regressions/`, then mutate them from a fixed seed (bit flips, interesting \
          integers, truncations, splices, random bytes), each input on its own thread under the \
          time bound, the Rust heap counted by a global allocator that refuses any single \
          allocation above 1 GiB (peak = the largest heap growth of one input; C and C++ \
-         allocations of libtorch, libhdf5 and GDAL are not seen). The parsers behind C \
+         allocations of libtorch, libhdf5 and GDAL are not seen). The two targets behind \
+         C libraries (`h5`: libhdf5, `geotiff`: GDAL) run each input in a forked child: a \
+         crash inside the library (a signal) is counted in \"crashes\" as theirs and the input \
+         kept under `target/tmp/fuzz-crashes/upstream-*`, while a panic, a hang or a heap \
+         bound of ours still fails the run. The parsers behind C \
          libraries (libhdf5, GDAL) and the index loader (libtorch) have only the second kind; \
          the file formats GDAL and libhdf5 parse are theirs and out of scope, our code on top \
-         of them is in. A run with a crash fails (the command stops, naming the input), so \
-         every row of a finished run has 0; the bugs found earlier are numbered below, and the \
+         of them is in. A crash of ours fails the run (the command stops, naming the input), so \
+         a finished run has 0 of ours in every row; the bugs found earlier are numbered below, \
+         and the \
          regression inputs (`fuzz/regressions/<target>/`) broke the contract before their fix \
          and are replayed by every run.\n\n{table}\n{}",
         std::fs::read_to_string(repo_root().join("fuzz/FINDINGS.md")).unwrap_or_default()

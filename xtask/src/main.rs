@@ -76,7 +76,7 @@ enum Command {
     /// corrupt checkpoint), then RELIABILITY.md; `--quick` is the CI form.
     Torture(torture::TortureArgs),
     /// Fuzz every parser we own or wrap (cargo-fuzz targets + seeded mutation tests), then the
-    /// Fuzzing section of RELIABILITY.md; `--quick` is the CI form (mutation tests, 2 s each).
+    /// Fuzzing section of RELIABILITY.md; `--quick` is the CI form (seeded mutation tests only).
     Fuzz(fuzz::FuzzArgs),
     /// Add a GPU verification run (`verify-<method>.json` from a bundle's `run.sh`) to the
     /// method README's results and to `runs/report.html`.

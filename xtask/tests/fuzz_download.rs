@@ -3,7 +3,7 @@
 //! binary, so its `download/manifest.rs` and `download/extract.rs` are compiled here from their
 //! sources (through `fuzz/src/download_shim.rs`, as in the cargo-fuzz crate). The checks are
 //! `fuzz/src/download.rs`; the runner is `fuzz/src/runner.rs` (replay of the seeds and
-//! regression inputs, then mutations for `CONTRAST_FUZZ_SECONDS`, default 0.5 s).
+//! regression inputs, then 300 mutated inputs; see `budget` in `fuzz/src/harness.rs`).
 
 #[path = "../../fuzz/src/download_shim.rs"]
 #[allow(dead_code)]

@@ -2,7 +2,7 @@
 //! question/answer JSON (`records.rs`), and an index folder (`index.json` + embeddings,
 //! `Index::load`). Checks in `fuzz/src/claires.rs` (shared with the cargo-fuzz targets) and
 //! below; runner in `fuzz/src/runner.rs` (replay of the seeds and regression inputs, then
-//! mutations for `CONTRAST_FUZZ_SECONDS`, default 0.5 s).
+//! 300 mutated inputs; see `budget` in `fuzz/src/harness.rs`).
 
 use claires::records;
 

@@ -2,7 +2,7 @@
 //! decode, CIFAR / STL-10 binaries, NIfTI-1, LA h5 (libhdf5), config TOML, checkpoints.
 //!
 //! Each test replays the committed seeds and regression inputs of its target, then mutates them
-//! for `CONTRAST_FUZZ_SECONDS` (default 0.5 s; 2 s in `cargo xtask fuzz --quick`, the CI form)
+//! (300 inputs; 1,000 in `cargo xtask fuzz --quick`, the CI form; see `harness::budget`)
 //! through the same checks as the cargo-fuzz targets (`fuzz/src/core.rs`): no panic, no hang,
 //! no Rust allocation beyond the target's bound, an error naming the file. The runner
 //! (`fuzz/src/runner.rs`) says how.
@@ -59,8 +59,16 @@ fn fuzz_nifti() {
 
 #[test]
 fn fuzz_h5() {
-    // MAX_VOXELS (2^28) as f32 plus the u8 label: 1.25 GiB is what a valid header may cost
-    run("h5", core_checks::check_h5, 5, 64 << 10, 1536 * MIB);
+    // MAX_VOXELS (2^28) as f32 plus the u8 label: 1.25 GiB is what a valid header may cost.
+    // libhdf5 itself crashes on some corrupt files (upstream): each input runs in a child.
+    runner::run_isolated(
+        env!("CARGO_MANIFEST_DIR"),
+        "h5",
+        core_checks::check_h5,
+        5,
+        64 << 10,
+        1536 * MIB,
+    );
 }
 
 #[test]
@@ -270,4 +278,21 @@ fn regression_png_pixel_bomb_is_refused_from_its_header() {
         "{msg}"
     );
     assert!(t.elapsed().as_secs_f64() < 1.0, "decoded before refusing?");
+}
+
+/// A mutated LA h5 file whose `image` dataset became compact with no data (24 floats, 0 bytes
+/// stored) made libhdf5 1.10.8 copy past its buffer in `H5Dread` (SIGSEGV, the process gone,
+/// no file named). Found by a 120 s mutation run. The storage is checked against the shape
+/// before reading now.
+#[test]
+fn regression_h5_storage_smaller_than_the_shape_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("mri_norm2.h5");
+    std::fs::write(&p, regression_input("h5", "compact-layout-without-data.h5")).unwrap();
+    let e = contrast_core::volume::h5::read_h5_case(&p, "c", "image", "label").unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains("`image` needs 96 bytes") && msg.contains("mri_norm2.h5"),
+        "{msg}"
+    );
 }

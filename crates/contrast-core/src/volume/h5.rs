@@ -30,11 +30,62 @@ fn read_dataset<T: hdf5::H5Type + Copy + Default>(
             super::MAX_VOXELS
         );
     }
+    check_storage(file, &ds, name, path)?;
     let data: Vec<T> = ds
         .read_raw::<T>()
         .map_err(|e| anyhow!("{}: reading dataset `{name}`: {e}", path.display()))?;
     Volume::new([shape[0], shape[1], shape[2]], data)
         .with_context(|| format!("{}: dataset `{name}`", path.display()))
+}
+
+/// Refuses a dataset whose storage cannot hold its shape: libhdf5 (1.10.8) trusts the layout
+/// message and copies past its buffer (SIGSEGV) when, say, a compact dataset of 24 floats holds
+/// 0 bytes or contiguous data runs past the end of the file. Chunked data is left to libhdf5.
+fn check_storage(file: &hdf5::File, ds: &hdf5::Dataset, name: &str, path: &Path) -> Result<()> {
+    use hdf5::dataset::Layout;
+    let elem = ds
+        .dtype()
+        .map_err(|e| {
+            anyhow!(
+                "{}: dataset `{name}` has no readable type: {e}",
+                path.display()
+            )
+        })?
+        .size() as u64;
+    let need = ds.size() as u64 * elem;
+    let have = ds.storage_size();
+    let short = || {
+        anyhow!(
+            "{}: dataset `{name}` needs {need} bytes but its storage holds {have} (corrupt file?)",
+            path.display()
+        )
+    };
+    match ds.layout() {
+        Layout::Compact if have < need => return Err(short()),
+        Layout::Contiguous => {
+            // no offset: never written, read as its fill value
+            if let Some(off) = ds.offset() {
+                if have < need {
+                    return Err(short());
+                }
+                if off.saturating_add(need) > file.size() {
+                    bail!(
+                        "{}: dataset `{name}`'s {need} bytes at offset {off} run past the end of \
+                         the file ({} bytes; cut short?)",
+                        path.display(),
+                        file.size()
+                    );
+                }
+            }
+        }
+        Layout::Compact | Layout::Chunked => {}
+        #[allow(unreachable_patterns)]
+        other => bail!(
+            "{}: dataset `{name}` has the unsupported layout {other:?}",
+            path.display()
+        ),
+    }
+    Ok(())
 }
 
 /// Opens an HDF5 file, with an error naming it (also for truncated / non-HDF5 files).
