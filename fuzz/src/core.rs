@@ -133,7 +133,7 @@ pub fn check_config(data: &[u8]) {
         .map(String::from)
         .collect();
     let name = "configs/fuzz.toml";
-    match load_config::<ToyConfig>(Some(ConfigSource::text(text, name)), &overrides) {
+    match load_config::<ToyConfig>(Some(ConfigSource::text(text.clone(), name)), &overrides) {
         Ok(cfg) => {
             let again = to_toml(&cfg).expect("a loaded config serialises");
             let back: ToyConfig = load_config(Some(ConfigSource::text(again, "resolved")), &[])
@@ -143,10 +143,20 @@ pub fn check_config(data: &[u8]) {
         }
         Err(e) => {
             let msg = format!("{e:#}");
+            let cli = msg.contains("command line") || msg.contains("override");
             assert!(
-                msg.contains(name) || msg.contains("command line") || msg.contains("override"),
+                msg.contains(name) || cli,
                 "the error says neither the file nor the command line: {msg}"
             );
+            // blame where the key came from: no override, no command line (and no file content,
+            // no file) — the preset-file-blamed-for-an-override bug class
+            if overrides.is_empty() {
+                assert!(!cli, "no override, yet the command line is blamed: {msg}");
+            }
+            let file_is_empty = toml::from_str::<toml::Table>(&text).is_ok_and(|t| t.is_empty());
+            if file_is_empty && msg.contains("config key") {
+                assert!(cli, "an empty file is blamed for a key: {msg}");
+            }
         }
     }
 }

@@ -133,7 +133,7 @@ const TARGETS: &[Target] = &[
     },
     Target {
         name: "config_toml",
-        bugs: "none",
+        bugs: "13",
         upstream: "",
         parser: "config TOML + `--set` overrides (`train::config::load_config`)",
         coverage: true,

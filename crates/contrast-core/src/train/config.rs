@@ -79,8 +79,18 @@ where
             .split_once('=')
             .ok_or_else(|| anyhow!("override `{ov}` is not of the form key.path=value"))?;
         let key = key.trim();
-        if key.is_empty() || key.split('.').any(str::is_empty) {
-            bail!("override `{ov}`: bad key `{key}`");
+        // bare TOML keys only: every config field is one, and a name holding a backtick (or any
+        // other character) cannot be traced back to the command line in serde's error
+        let bare = |p: &str| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        };
+        if !key.split('.').all(bare) {
+            bail!(
+                "override `{ov}`: bad key `{key}` (names of letters, digits, `_` and `-`, \
+                 joined by `.`)"
+            );
         }
         set_path(&mut merged, key, parse_value(raw.trim()))
             .with_context(|| format!("override `{ov}`"))?;
