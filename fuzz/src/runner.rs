@@ -108,6 +108,15 @@ pub fn inputs(repo: &Path, target: &str) -> Vec<Vec<u8>> {
 }
 
 static ONE: Mutex<()> = Mutex::new(());
+
+/// Holds off every other fuzz run of this test binary. A binary that calls [`run_isolated`]
+/// must take it in each of its other tests too: `fork()` copies only the forking thread, so a
+/// lock held at that moment by another test's thread inside libhdf5 or GDAL is never released
+/// in the child, which then hangs on its first call into the library (seen: a GeoTIFF input
+/// "took more than 20 s" only when the regression tests ran beside the mutation run).
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE.lock().unwrap_or_else(|e| e.into_inner())
+}
 /// The check being run and the file holding the input being run.
 type Current = Option<(fn(&[u8]), PathBuf)>;
 static CURRENT: Mutex<Current> = Mutex::new(None);
@@ -167,7 +176,7 @@ fn run_with(
     heap_bound: usize,
     isolate: bool,
 ) {
-    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = serial();
     let repo = repo(manifest_dir);
     let seeds = inputs(&repo, target);
     assert!(!seeds.is_empty(), "no seeds for {target} in fuzz/seeds");

@@ -160,6 +160,7 @@ fn regression_input(target: &str, name: &str) -> Vec<u8> {
 /// ("Inconsistent raw data size") inside `read_nifti`: now an error naming the file.
 #[test]
 fn regression_nifti_bitpix_datatype_mismatch_is_an_error() {
+    let _serial = runner::serial();
     let dir = tempfile::tempdir().unwrap();
     for name in [
         "bitpix-datatype-mismatch-f32",
@@ -178,6 +179,7 @@ fn regression_nifti_bitpix_datatype_mismatch_is_an_error() {
 /// is sized (the crate reserved the header's size first).
 #[test]
 fn regression_nifti_cut_short_is_named_before_allocating() {
+    let _serial = runner::serial();
     use contrast_core::volume::{nifti::read_nifti, MAX_VOXELS};
     let dir = tempfile::tempdir().unwrap();
     let seed =
@@ -217,6 +219,7 @@ fn regression_nifti_cut_short_is_named_before_allocating() {
 /// made `read_h5_case` allocate it and abort the process: now refused from the shape.
 #[test]
 fn regression_h5_huge_shape_is_refused_before_reading() {
+    let _serial = runner::serial();
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("mri_norm2.h5");
     std::fs::write(&p, regression_input("h5", "huge-shape.h5")).unwrap();
@@ -232,6 +235,7 @@ fn regression_h5_huge_shape_is_refused_before_reading() {
 /// RGB8 805 MB more. It is refused from its header now, before decoding.
 #[test]
 fn regression_png_pixel_bomb_is_refused_from_its_header() {
+    let _serial = runner::serial();
     use std::io::Write;
     fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
         out.extend_from_slice(&(data.len() as u32).to_be_bytes());
@@ -286,6 +290,7 @@ fn regression_png_pixel_bomb_is_refused_from_its_header() {
 /// before reading now.
 #[test]
 fn regression_h5_storage_smaller_than_the_shape_is_refused() {
+    let _serial = runner::serial();
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("mri_norm2.h5");
     std::fs::write(&p, regression_input("h5", "compact-layout-without-data.h5")).unwrap();
@@ -304,6 +309,7 @@ fn regression_h5_storage_smaller_than_the_shape_is_refused() {
 /// keys now, and anything else is refused as a bad override.
 #[test]
 fn regression_config_override_key_with_a_backtick_is_blamed_on_the_command_line() {
+    let _serial = runner::serial();
     use contrast_core::train::config::{load_config, ConfigSource};
     use contrast_core::train::example::ToyConfig;
     let input = regression_input("config_toml", "override-key-with-backtick");
