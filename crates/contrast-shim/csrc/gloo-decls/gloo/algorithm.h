@@ -1,0 +1,2 @@
+// Declarations only (see README.md): ProcessGroupGloo.hpp includes this header.
+#pragma once

@@ -1,0 +1,22 @@
+// Declarations only (see README.md): the virtual interface that ProcessGroupGloo.hpp's inline
+// GlooStore overrides. This crate never constructs a GlooStore (libtorch does, with its own
+// definition), so no vtable of this class is emitted here.
+#pragma once
+#include <chrono>
+#include <string>
+#include <vector>
+
+namespace gloo {
+namespace rendezvous {
+class Store {
+ public:
+  virtual ~Store() = default;
+  virtual void set(const std::string& key, const std::vector<char>& data) = 0;
+  virtual std::vector<char> get(const std::string& key) = 0;
+  virtual void wait(const std::vector<std::string>& keys) = 0;
+  virtual void wait(
+      const std::vector<std::string>& keys,
+      const std::chrono::milliseconds& timeout) = 0;
+};
+} // namespace rendezvous
+} // namespace gloo
