@@ -18,6 +18,7 @@
 
 pub mod autocast;
 pub mod data;
+pub mod dist;
 pub mod eval;
 pub mod frameworks;
 pub mod loss;

@@ -29,6 +29,7 @@ fn loader(ds: Arc<InMemoryDataset>, threads: usize, prefetch: usize) -> Loader {
         seed: 42,
         prefetch,
         threads,
+        shard: Default::default(),
     };
     Loader::new(ds, recipe, cfg).unwrap()
 }
@@ -128,6 +129,7 @@ fn a_sample_depends_only_on_seed_epoch_and_index() {
         seed: 9,
         prefetch: 1,
         threads: 2,
+        shard: Default::default(),
     };
     let l = Loader::new(ds.clone(), recipe, cfg).unwrap();
     let b = l.batch(1, 0).unwrap();
@@ -198,6 +200,7 @@ fn a_failing_sample_ends_the_epoch_with_its_error() {
         seed: 1,
         prefetch: 2,
         threads: 2,
+        shard: Default::default(),
     };
     let l = Loader::new(
         Arc::new(Broken(dataset(12))),

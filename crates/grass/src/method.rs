@@ -205,6 +205,7 @@ impl Pretrain {
                 seed: c.runtime.seed,
                 prefetch: c.data.prefetch.max(1),
                 threads: c.data.threads,
+                shard: contrast_core::dist::Shard::current(),
             },
         )
     }

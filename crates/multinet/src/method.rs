@@ -257,6 +257,7 @@ impl Method for Multinet {
                 seed: c.runtime.seed,
                 prefetch: c.data.prefetch.max(1),
                 threads: c.data.threads,
+                shard: contrast_core::dist::Shard::current(),
             },
         )?;
         ensure!(
@@ -334,6 +335,12 @@ impl Method for Multinet {
     }
 
     /// `--record`: the augmented views, labels and data-set indices of the step.
+    fn distributed() -> contrast_core::train::Distributed {
+        contrast_core::train::Distributed::PerRank(
+            "each rank's loss and BatchNorm statistics cover its own rows; the official code's multi-GPU behaviour has not been compared",
+        )
+    }
+
     fn batch_tensors(batch: &Batch) -> Named {
         batch.named()
     }

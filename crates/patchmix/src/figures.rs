@@ -76,6 +76,7 @@ pub fn mixing_figure(cfg: &PatchMixConfig, ds: Arc<dyn Dataset>, path: &Path) ->
             seed: cfg.runtime.seed,
             prefetch: 1,
             threads: 1,
+            shard: Default::default(),
         },
     )?;
     let batch = loader.batch(0, 0).context("the first test batch")?;

@@ -106,6 +106,7 @@ impl Method for PatchMix {
                 seed: cfg.runtime.seed,
                 prefetch: cfg.data.prefetch.max(1),
                 threads: cfg.data.threads,
+                shard: contrast_core::dist::Shard::current(),
             },
         )?;
         if loader.batches_per_epoch() == 0 {
@@ -191,6 +192,12 @@ impl Method for PatchMix {
     }
 
     /// `--record`: the augmented views, labels and data-set indices of the step.
+    fn distributed() -> contrast_core::train::Distributed {
+        contrast_core::train::Distributed::PerRank(
+            "the official main_pretrain.py gathers the momentum encoder's keys over the GPUs (module/loss.py, concat_all_gather, no gradient), so its logits have one column per sample of the global batch; here each rank's logits cover its own rows",
+        )
+    }
+
     fn batch_tensors(batch: &Batch) -> Named {
         batch.named()
     }

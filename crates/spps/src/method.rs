@@ -143,6 +143,7 @@ impl Method for Spps {
                 seed: c.runtime.seed,
                 prefetch: c.data.prefetch.max(1),
                 threads: c.data.threads,
+                shard: contrast_core::dist::Shard::current(),
             },
         )?))
     }
@@ -237,6 +238,12 @@ impl Method for Spps {
     }
 
     /// `--record`: the augmented views, labels and data-set indices of the step.
+    fn distributed() -> contrast_core::train::Distributed {
+        contrast_core::train::Distributed::PerRank(
+            "the official MoCo v2 (moco/builder.py) enqueues the keys gathered over the GPUs and shuffles BatchNorm across them, and the official SimCLR concatenates the projections of every replica; here each rank's own rows and BatchNorm statistics",
+        )
+    }
+
     fn batch_tensors(batch: &Batch) -> Named {
         batch.named()
     }

@@ -8,6 +8,7 @@
 
 use super::augment::{sample_rng, Recipe};
 use super::dataset::Dataset;
+use crate::dist::Shard;
 use anyhow::{ensure, Context, Result};
 use rand::Rng;
 use rayon::prelude::*;
@@ -32,6 +33,11 @@ pub struct LoaderConfig {
     /// Rayon threads of the loader's own pool (0 = all cores). See the module docs of
     /// [`crate::data`] for the split with libtorch's threads.
     pub threads: usize,
+    /// The rows of every (global) batch this process takes: [`Shard::current`] for a training
+    /// loader (the rank's slice in a distributed run), the default (everything) for evaluation.
+    /// `batch_size` stays the global batch; augmentations are seeded per sample, so a sample's
+    /// views do not depend on the shard.
+    pub shard: Shard,
 }
 
 impl Default for LoaderConfig {
@@ -43,6 +49,7 @@ impl Default for LoaderConfig {
             seed: 0,
             prefetch: 2,
             threads: 0,
+            shard: Shard::default(),
         }
     }
 }
@@ -82,6 +89,7 @@ pub struct Loader {
 impl Loader {
     pub fn new(dataset: Arc<dyn Dataset>, recipe: Recipe, cfg: LoaderConfig) -> Result<Self> {
         ensure!(cfg.batch_size > 0, "batch_size must be positive");
+        cfg.shard.local_batch(cfg.batch_size)?;
         ensure!(cfg.prefetch > 0, "prefetch must be at least 1");
         ensure!(!recipe.views.is_empty(), "the recipe has no views");
         ensure!(!dataset.is_empty(), "the data set is empty");
@@ -126,6 +134,7 @@ impl Loader {
             &order,
             b,
             self.cfg.batch_size,
+            self.cfg.shard,
         )
     }
 
@@ -152,6 +161,7 @@ impl Loader {
                         &order,
                         b,
                         cfg.batch_size,
+                        cfg.shard,
                     );
                     let failed = r.is_err();
                     if tx.send(r).is_err() || failed {
@@ -231,10 +241,12 @@ fn make_batch(
     order: &[usize],
     b: usize,
     batch_size: usize,
+    shard: Shard,
 ) -> Result<Batch> {
     let lo = b * batch_size;
     ensure!(lo < order.len(), "batch {b} is past the end of the epoch");
-    let idx = &order[lo..(lo + batch_size).min(order.len())];
+    let global = &order[lo..(lo + batch_size).min(order.len())];
+    let idx = &global[shard.range(global.len())];
     let bs = idx.len();
     // One [B, 3, S_v, S_v] tensor per view, filled in place.
     let mut tensors: Vec<Tensor> = recipe

@@ -134,6 +134,7 @@ pub fn embed_dataset(
             seed: loader.seed,
             prefetch: loader.prefetch.max(1),
             threads: loader.threads,
+            shard: Default::default(),
         },
     )?;
     let batches = loader.epoch_from(epoch, 0).map(|b| {

@@ -3,7 +3,9 @@
 //!
 //! Data: `clusters` Gaussian blobs in `dim` dimensions (centres fixed by the seed); each step
 //! draws `batch` points and two noisy views of each. Model: a two-layer MLP. Objective: InfoNCE
-//! between the views' embeddings. Evaluation: nearest-class-mean accuracy (cosine) of held-out
+//! between the views' embeddings. In a distributed run (`torchrun`, see [`crate::dist`]) each
+//! rank embeds its rows of the global batch and the loss is InfoNCE over the gathered global
+//! batch, so that the run computes what one process computes on the whole batch. Evaluation: nearest-class-mean accuracy (cosine) of held-out
 //! points in embedding space, which rises from chance as the embedding separates the blobs.
 //!
 //! Everything else (run folder, seeding, optimiser schedule, NaN guard, logging, checkpoints,
@@ -135,10 +137,13 @@ impl Method for Toy {
         Ok(Box::new(PerStep {
             per_epoch: 0,
             draw: move |_step| {
+                // every rank draws the global batch (same step seed) and keeps its rows
                 let (x, _) = sample(&cfg, &centres, cfg.batch);
                 let v1 = &x + Tensor::randn_like(&x) * cfg.view_noise;
                 let v2 = &x + Tensor::randn_like(&x) * cfg.view_noise;
-                Ok((v1, v2))
+                let shard = crate::dist::Shard::current();
+                shard.local_batch(cfg.batch as usize)?;
+                Ok((shard.rows(&v1), shard.rows(&v2)))
             },
         }))
     }
@@ -181,8 +186,17 @@ impl Method for Toy {
     fn step(&mut self, (v1, v2): Self::Batch, _ctx: &StepCtx) -> Result<Losses> {
         let (z1, z2) = (self.net.forward(&v1), self.net.forward(&v2));
         self.step_kind = Some(z1.kind());
+        // the global batch's embeddings (only `z1` and `z2` themselves without a group)
+        let (z1, z2) = (
+            crate::dist::gather_with_grad(&z1)?,
+            crate::dist::gather_with_grad(&z2)?,
+        );
         let loss = info_nce(&z1, &z2, self.cfg.temperature);
         Ok(Losses::single("info_nce", loss))
+    }
+
+    fn distributed() -> super::trainer::Distributed {
+        super::trainer::Distributed::GlobalBatch
     }
 
     fn batch_tensors((v1, v2): &Self::Batch) -> Named {

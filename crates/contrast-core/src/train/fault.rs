@@ -9,6 +9,9 @@
 //!   fails with `ENOSPC` ("No space left on device"), as a full disk does.
 //! * `CONTRAST_FAULT_NAN_STEP=<k>`: the first loss term of step `k` (1-based, as logged) is
 //!   replaced by NaN after the step is computed, as a diverging run would produce.
+//! * `CONTRAST_FAULT_ABORT_STEP=<k>`: the process aborts (`SIGABRT`, no cleanup) once step `k`
+//!   is done (and checkpointed when one is due), as a crashed or OOM-killed rank would end;
+//!   with `CONTRAST_FAULT_ABORT_RANK=<r>` only rank `r` of a distributed run does.
 //!
 //! Each hook reads its variable once per call; none costs anything measurable when unset.
 
@@ -39,4 +42,14 @@ pub fn fail_write() -> std::io::Result<()> {
 /// Whether step `done` (1-based) gets a NaN loss (`CONTRAST_FAULT_NAN_STEP`).
 pub fn nan_at(done: u64) -> bool {
     var("CONTRAST_FAULT_NAN_STEP") == Some(done)
+}
+
+/// After step `done` (1-based): the `CONTRAST_FAULT_ABORT_STEP` abort.
+pub fn abort_at(done: u64) {
+    if var("CONTRAST_FAULT_ABORT_STEP") == Some(done)
+        && var("CONTRAST_FAULT_ABORT_RANK").is_none_or(|r| r == crate::dist::rank() as u64)
+    {
+        eprintln!("CONTRAST_FAULT_ABORT_STEP: aborting after step {done}");
+        std::process::abort();
+    }
 }

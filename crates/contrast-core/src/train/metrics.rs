@@ -113,6 +113,15 @@ impl Progress {
         }
     }
 
+    /// A progress bar that shows nothing (the ranks other than 0 of a distributed run).
+    pub fn hidden(total: u64) -> Self {
+        Self {
+            bar: ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden()),
+            tty: true,
+            plain_every: u64::MAX,
+        }
+    }
+
     /// Advance to `pos` and show `msg` (e.g. the current loss).
     pub fn update(&self, pos: u64, msg: &str) {
         self.bar.set_position(pos);

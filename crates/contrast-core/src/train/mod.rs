@@ -36,6 +36,6 @@ pub use report::{Headline, RunReport};
 pub use run::{Run, RunOptions};
 pub use runtime::{derive_seed, keep_freed_memory, parse_device, step_seed, RuntimeConfig};
 pub use trainer::{
-    Batches, Evaluation, Length, Losses, Method, Monitor, Optimization, Outcome, PerStep, RunCtx,
-    StepCtx, Trainer,
+    Batches, Distributed, Evaluation, Length, Losses, Method, Monitor, Optimization, Outcome,
+    PerStep, RunCtx, StepCtx, Trainer,
 };

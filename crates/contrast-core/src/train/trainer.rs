@@ -213,6 +213,21 @@ impl Evaluation {
     }
 }
 
+/// How a method trains when `torchrun` starts it as several ranks (see [`crate::dist`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Distributed {
+    /// N ranks train what one process trains on the global batch: every rank's loss is the
+    /// global batch's (gathered with [`crate::dist::gather_with_grad`]); tested against a
+    /// one-process run.
+    GlobalBatch,
+    /// Plain data parallelism: each rank's loss sees only its own rows of the global batch
+    /// (its own negatives), and the gradients are averaged. The note says what the official
+    /// code does instead; it is printed when such a run starts.
+    PerRank(&'static str),
+    /// Not yet: the Trainer refuses more than one rank, giving this reason.
+    No(&'static str),
+}
+
 /// What a paper adds. See the module docs for the order in which the Trainer calls the hooks.
 pub trait Method: Sized {
     /// The method's typed config (`[runtime]` and `[log]` inside it).
@@ -281,6 +296,11 @@ pub trait Method: Sized {
     /// suffix, for `reproduce`; `None` when the method has none.
     fn baseline(_cfg: &Self::Config) -> Option<(String, Self::Config)> {
         None
+    }
+    /// How this method trains as several ranks. Default: not yet (a method opts in once its
+    /// training loader takes [`crate::dist::Shard::current`] and its loss is settled).
+    fn distributed() -> Distributed {
+        Distributed::No("its training data is not sharded over the ranks yet")
     }
     /// The tensors of a batch, by name, for `--record` (what the official code must replay).
     /// Default: none recorded.
@@ -388,7 +408,29 @@ impl<M: Method> Trainer<M> {
         let cfg = &self.cfg;
         let rt = M::runtime(cfg);
         let log = M::log(cfg);
-        let device = rt.init()?;
+        let mut device = rt.init()?;
+        // torchrun's variables, when present: this process is one rank of a group
+        let dist = crate::dist::init()?;
+        if let (Some(d), Device::Cuda(_)) = (dist, device) {
+            // one process per GPU; collectives go through Gloo, staged in host memory
+            device = Device::Cuda(d.env.local_rank);
+        }
+        let main = dist.is_none_or(|d| d.rank() == 0);
+        if let Some(d) = dist {
+            match M::distributed() {
+                Distributed::No(why) => bail!(
+                    "{} cannot train as {} ranks yet: {why} (start it as one process)",
+                    M::NAME,
+                    d.world()
+                ),
+                Distributed::PerRank(note) if main => eprintln!(
+                    "note: {} trains as {} ranks with per-rank negatives (plain data parallelism): {note}",
+                    M::NAME,
+                    d.world()
+                ),
+                _ => {}
+            }
+        }
         let autocast = rt.autocast(device);
         let mut opts = self.opts.clone();
         opts.keep_checkpoints = log.keep_checkpoints;
@@ -397,9 +439,14 @@ impl<M: Method> Trainer<M> {
         // config that `build` refuses leaves nothing behind
         tch::manual_seed(rt.seed as i64);
         let mut method = M::build(cfg, device)?;
-        let mut run = Run::open(&opts, &super::config::to_toml(cfg)?)?;
+        // rank 0 alone writes the run folder (the others get `None`)
+        let mut run = match main {
+            true => Some(Run::open(&opts, &super::config::to_toml(cfg)?)?),
+            false => None,
+        };
+        let run_dir = opts.runs_root.join(&opts.method).join(&opts.name);
         let ctx_run = RunCtx {
-            dir: run.dir.clone(),
+            dir: run_dir.clone(),
             device,
             end_of_training: true,
         };
@@ -418,19 +465,50 @@ impl<M: Method> Trainer<M> {
             Length::Steps(s) => s,
         };
         let mut opt = method.optimization(total, per_epoch)?;
-        let start = run.start_step();
-        if let Some(ck) = &run.resumed {
+        let mut resumed = run.as_mut().and_then(|r| r.resumed.take());
+        if let Some(d) = dist {
+            // rank 0's checkpoint goes to every rank (no shared file system needed)
+            resumed = d.share_checkpoint(resumed.as_ref())?;
+            if resumed.is_none() {
+                // a fresh start: every rank takes rank 0's initial weights, as DDP does
+                let ts: Vec<Tensor> = method
+                    .state()
+                    .into_iter()
+                    .flat_map(|(_, n)| n.into_iter().map(|(_, t)| t))
+                    .collect();
+                d.broadcast(&ts, 0)
+                    .context("sending rank 0's initial weights")?;
+            }
+        }
+        let start = resumed.as_ref().map_or(0, |c| c.state.step);
+        if let Some(ck) = &resumed {
             method
                 .restore(ck)
                 .with_context(|| format!("restoring {} from step {start}", M::NAME))?;
             opt.optimizer
                 .load_state(ck.group("optim")?)
                 .context("restoring the optimiser")?;
-            eprintln!("resumed {} at step {start}/{total}", run.dir.display());
+            if main {
+                eprintln!("resumed {} at step {start}/{total}", run_dir.display());
+            }
         }
+        drop(resumed);
         let end = stop_at.map_or(total, |s| s.min(total));
         let variant = method.variant();
-        let progress = Progress::new(total, start, &variant);
+        let progress = match main {
+            true => Progress::new(total, start, &variant),
+            false => Progress::hidden(total),
+        };
+        // the parameters whose gradients are averaged over the ranks
+        let params: Vec<Tensor> = match dist {
+            Some(_) => method
+                .state()
+                .into_iter()
+                .flat_map(|(_, n)| n.into_iter().map(|(_, t)| t))
+                .filter(|t| t.requires_grad())
+                .collect(),
+            None => Vec::new(),
+        };
         let save = |run: &Run, step: u64, method: &M, opt: &dyn Optimizer| -> Result<()> {
             let state = method.state();
             let optim = opt.state();
@@ -446,8 +524,8 @@ impl<M: Method> Trainer<M> {
         };
 
         let mut recorder = match &self.record {
-            Some(dir) => Some(Recorder::open(dir, &method.state())?),
-            None => None,
+            Some(dir) if main => Some(Recorder::open(dir, &method.state())?),
+            _ => None,
         };
         let mut losses = Vec::new();
         let mut train_s = 0.0;
@@ -476,7 +554,8 @@ impl<M: Method> Trainer<M> {
                 method.before_step(&ctx)?;
                 let recorded = recorder.as_ref().map(|_| M::batch_tensors(&batch));
                 let l =
-                    crate::autocast::autocast_bf16(autocast, device, || method.step(batch, &ctx))?;
+                    crate::autocast::autocast_bf16(autocast, device, || method.step(batch, &ctx))
+                        .with_context(|| format!("step {} of {}", ctx.done(), M::NAME))?;
                 if let (Some(r), Some(mut tensors)) = (recorder.as_mut(), recorded) {
                     tensors.extend(
                         method
@@ -499,6 +578,14 @@ impl<M: Method> Trainer<M> {
                     )?;
                 }
                 let done = ctx.done();
+                let mut l = l;
+                if let Some(d) = dist {
+                    // the global batch's terms (a NaN on any rank stops every rank)
+                    let v: Vec<f64> = l.terms.iter().map(|t| t.1).collect();
+                    for (t, m) in l.terms.iter_mut().zip(d.mean_f64(&v)?) {
+                        t.1 = m;
+                    }
+                }
                 let mut terms: Vec<(&str, f64)> =
                     l.terms.iter().map(|(n, v)| (n.as_str(), *v)).collect();
                 if super::fault::nan_at(done) {
@@ -506,9 +593,16 @@ impl<M: Method> Trainer<M> {
                         t.1 = f64::NAN;
                     }
                 }
-                run.check_finite(done, &terms)?;
+                match &run {
+                    Some(run) => run.check_finite(done, &terms)?,
+                    None => super::guard::check_finite(done, &terms)?,
+                }
                 opt.optimizer.zero_grad();
                 l.total.backward();
+                if let Some(d) = dist {
+                    d.all_reduce_grads(&params)
+                        .with_context(|| format!("averaging the gradients of step {done}"))?;
+                }
                 let grad_norm = match &opt.clip {
                     Some((max, params)) => {
                         let refs: Vec<&Tensor> = params.iter().collect();
@@ -523,6 +617,11 @@ impl<M: Method> Trainer<M> {
                 train_s += ts.elapsed().as_secs_f64();
                 let first = l.terms.first().map_or(0.0, |t| t.1);
                 losses.push((done, first));
+                let Some(run) = run.as_mut() else {
+                    // ranks other than 0: no log, monitor or checkpoint
+                    super::fault::abort_at(done);
+                    continue;
+                };
                 if (log.log_every > 0 && done.is_multiple_of(log.log_every)) || done == end {
                     let mut fields: Vec<(&str, Value)> = l
                         .terms
@@ -555,20 +654,22 @@ impl<M: Method> Trainer<M> {
                     progress.println(line);
                 }
                 if log.checkpoint_due(done, per_epoch) || done == end {
-                    save(&run, done, &method, opt.optimizer.as_ref())?;
+                    save(run, done, &method, opt.optimizer.as_ref())?;
                 }
+                super::fault::abort_at(done);
             }
         }
         progress.finish();
         let outcome = |report| Outcome {
-            dir: run.dir.clone(),
+            dir: run_dir.clone(),
             step: end,
             losses: losses.clone(),
             report,
         };
-        if end < total {
+        let Some(run) = run.filter(|_| end == total) else {
+            // stopped early, or a rank other than 0 (rank 0 evaluates and reports)
             return Ok((outcome(None), method));
-        }
+        };
         let train_wall = t0.elapsed().as_secs_f64();
         let ev = method.evaluate(&ctx_run)?;
         match ctx_run.figures_dir() {
@@ -580,6 +681,11 @@ impl<M: Method> Trainer<M> {
             Err(e) => eprintln!("warning: {e:#}"),
         }
         let ran = end - start;
+        let mut details = ev.details;
+        if let Some(d) = dist {
+            details.insert("world_size".into(), json!(d.world()));
+            details.insert("allreduce_s".into(), json!(d.allreduce_s()));
+        }
         let report = RunReport {
             schema: RunReport::SCHEMA,
             method: M::NAME.into(),
@@ -607,7 +713,7 @@ impl<M: Method> Trainer<M> {
                 0.0
             },
             commit: super::report::commit(),
-            details: ev.details,
+            details,
         };
         run.write_report(&serde_json::to_value(&report)?)?;
         Ok((outcome(Some(report)), method))

@@ -1,0 +1,326 @@
+//! Data-parallel training on torch.distributed (c10d, Gloo on CPU) with the real training
+//! binary of the core example (`contrast-toy`: the same Trainer as every method), its ranks
+//! started as `torchrun` starts them (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`,
+//! `MASTER_PORT`), and once through `torchrun` itself when the Python environment has it.
+//!
+//! The toy embeds each rank's rows of the global batch and takes InfoNCE over the gathered
+//! global batch (`dist::gather_with_grad`), so N ranks must train what one process trains on
+//! the whole batch.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use tch::Tensor;
+
+const TOY: &str = env!("CARGO_BIN_EXE_contrast-toy");
+const BATCH: u64 = 32;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn toy(runs: &Path, name: &str, steps: u64, extra: &[&str]) -> Command {
+    let mut c = Command::new(TOY);
+    c.args(["pretrain", "--preset", "toy", "--runs-dir"])
+        .arg(runs)
+        .args(["--name", name, "--threads", "1", "--device", "cpu"])
+        .args(["--set", &format!("steps={steps}")])
+        .args(["--set", &format!("batch={BATCH}")])
+        .args([
+            "--set",
+            "log.checkpoint_every=5",
+            "--set",
+            "log.log_every=1",
+        ])
+        .args(["--set", "log.keep_checkpoints=10"])
+        .args(extra)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+/// Waits for every child, killing all of them after `limit` (a hang is a failure).
+fn wait_all(children: Vec<std::process::Child>, limit: Duration) -> Vec<Output> {
+    let t0 = Instant::now();
+    let mut children: Vec<Option<std::process::Child>> = children.into_iter().map(Some).collect();
+    let mut outs: Vec<Option<Output>> = (0..children.len()).map(|_| None).collect();
+    loop {
+        for (c, o) in children.iter_mut().zip(outs.iter_mut()) {
+            if let Some(ch) = c {
+                if ch.try_wait().unwrap().is_some() {
+                    *o = Some(c.take().unwrap().wait_with_output().unwrap());
+                }
+            }
+        }
+        if outs.iter().all(Option::is_some) {
+            return outs.into_iter().map(Option::unwrap).collect();
+        }
+        if t0.elapsed() > limit {
+            for c in children.iter_mut().flatten() {
+                let _ = c.kill();
+            }
+            panic!(
+                "ranks still running after {:.0} s (a hang)",
+                limit.as_secs_f64()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `world` ranks of `make()`, with the variables torchrun sets.
+fn launch(world: usize, make: impl Fn() -> Command, env: &[(&str, &str)]) -> Vec<Output> {
+    let port = free_port().to_string();
+    let children = (0..world)
+        .map(|r| {
+            let mut c = make();
+            c.env("RANK", r.to_string())
+                .env("LOCAL_RANK", r.to_string())
+                .env("WORLD_SIZE", world.to_string())
+                .env("MASTER_ADDR", "127.0.0.1")
+                .env("MASTER_PORT", &port)
+                .env("GLOO_SOCKET_IFNAME", "lo")
+                .env("CONTRAST_DIST_TIMEOUT_S", "60");
+            for (k, v) in env {
+                c.env(k, v);
+            }
+            c.spawn().unwrap()
+        })
+        .collect();
+    wait_all(children, Duration::from_secs(300))
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn assert_ok(outs: &[Output], what: &str) {
+    for (r, o) in outs.iter().enumerate() {
+        assert!(
+            o.status.success(),
+            "{what}: rank {r} failed:\n{}",
+            stderr(o)
+        );
+    }
+}
+
+/// The model tensors of the run's checkpoint at `step`.
+fn weights(run: &Path, step: u64) -> BTreeMap<String, Tensor> {
+    let p = run
+        .join("checkpoints")
+        .join(format!("step-{step:08}"))
+        .join("model.safetensors");
+    Tensor::read_safetensors(&p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .into_iter()
+        .collect()
+}
+
+/// `(step, info_nce)` of every line of the run's metrics.jsonl.
+fn losses(run: &Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            Some((v["step"].as_u64()?, v["info_nce"].as_f64()?))
+        })
+        .collect()
+}
+
+/// Largest relative difference `‖a − b‖ / ‖b‖` (L2 over the tensor) of any tensor.
+fn max_rel(a: &BTreeMap<String, Tensor>, b: &BTreeMap<String, Tensor>) -> f64 {
+    assert_eq!(
+        a.keys().collect::<Vec<_>>(),
+        b.keys().collect::<Vec<_>>(),
+        "the same tensors"
+    );
+    a.iter()
+        .map(|(n, x)| {
+            let y = &b[n];
+            (x - y).norm().double_value(&[]) / y.norm().double_value(&[]).max(f64::MIN_POSITIVE)
+        })
+        .fold(0.0, f64::max)
+}
+
+fn compare_curves(a: &[(u64, f64)], b: &[(u64, f64)], tol: f64, what: &str) -> f64 {
+    assert_eq!(
+        a.iter().map(|x| x.0).collect::<Vec<_>>(),
+        b.iter().map(|x| x.0).collect::<Vec<_>>(),
+        "{what}: the same logged steps"
+    );
+    let worst = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x.1 - y.1).abs() / y.1.abs().max(1.0))
+        .fold(0.0, f64::max);
+    assert!(worst <= tol, "{what}: loss curves differ by {worst:.3e}");
+    worst
+}
+
+/// The tolerance of N ranks against one process, and why: both compute the same global loss
+/// and gradient in fp32, but in another order (each rank's half-batch sums, scaled by N and
+/// averaged by the all-reduce, against one sum over the batch), which changes the last bits of
+/// every gradient (≈ 1e-7 relative); 20 SGD steps with momentum carry that to a few 1e-7 in
+/// the weights. 1e-6 is that, with room; a wrong shard, a missing rank's gradient or a mis-scaled
+/// gather differ by 1e-2 or more.
+const TOL: f64 = 1e-6;
+
+#[test]
+fn two_ranks_train_what_one_process_trains_on_the_global_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().to_path_buf();
+    let steps = 20;
+    let one = toy(&runs, "one", steps, &[]).output().unwrap();
+    assert!(one.status.success(), "{}", stderr(&one));
+    for world in [2, 4] {
+        let name = format!("ranks{world}");
+        let outs = launch(world, || toy(&runs, &name, steps, &[]), &[]);
+        assert_ok(&outs, &name);
+        let (a, b) = (runs.join("toy").join(&name), runs.join("toy/one"));
+        let w = max_rel(&weights(&a, steps), &weights(&b, steps));
+        let l = compare_curves(&losses(&a), &losses(&b), TOL, &name);
+        println!(
+            "{world} ranks vs 1 process, {steps} steps of a global batch of {BATCH}: weights max relative difference {w:.2e}, loss curve {l:.2e} (tolerance {TOL:.0e})"
+        );
+        assert!(w <= TOL, "{world} ranks: weights differ by {w:.3e}");
+        // rank 0 alone wrote the run folder, with the world size in the report
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(a.join("report.json")).unwrap()).unwrap();
+        assert_eq!(report["world_size"], world);
+        assert!(report["allreduce_s"].as_f64().unwrap() > 0.0);
+    }
+}
+
+#[test]
+fn a_killed_rank_stops_the_others_and_the_run_resumes_with_another_world_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs: PathBuf = tmp.path().to_path_buf();
+    let steps = 30;
+    let t0 = Instant::now();
+    // rank 1 dies after step 12; the last checkpoint is step 10
+    let outs = launch(
+        2,
+        || toy(&runs, "killed", steps, &[]),
+        &[
+            ("CONTRAST_FAULT_ABORT_STEP", "12"),
+            ("CONTRAST_FAULT_ABORT_RANK", "1"),
+        ],
+    );
+    let waited = t0.elapsed();
+    assert!(!outs[1].status.success(), "rank 1 was aborted");
+    let e0 = stderr(&outs[0]);
+    assert!(
+        !outs[0].status.success(),
+        "rank 0 must fail, not finish:\n{e0}"
+    );
+    assert!(
+        e0.contains("torch.distributed") && e0.contains("step 13"),
+        "rank 0 names the collective and the step:\n{e0}"
+    );
+    assert!(waited < Duration::from_secs(60), "{waited:?}");
+    let dir = runs.join("toy/killed");
+    assert!(dir.join("checkpoints/step-00000010").exists());
+    println!(
+        "rank 1 aborted after step 12: rank 0 stopped in {:.1} s with: {}",
+        waited.as_secs_f64(),
+        e0.lines()
+            .find(|l| l.contains("torch.distributed"))
+            .unwrap_or("")
+            .trim()
+    );
+
+    // resume with one process: the data of steps 11.. is the same global batches
+    let resumed = toy(&runs, "killed", steps, &["--resume"]).output().unwrap();
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    let one = toy(&runs, "one", steps, &[]).output().unwrap();
+    assert!(one.status.success(), "{}", stderr(&one));
+    let w = max_rel(
+        &weights(&dir, steps),
+        &weights(&runs.join("toy/one"), steps),
+    );
+    let l = compare_curves(
+        &losses(&dir),
+        &losses(&runs.join("toy/one")),
+        TOL,
+        "resumed",
+    );
+    println!(
+        "2 ranks to step 10, killed, resumed with 1 process to step {steps}: weights within {w:.2e}, loss curve within {l:.2e} of an uninterrupted 1-process run"
+    );
+    assert!(
+        w <= TOL,
+        "resumed with 1 process: weights differ by {w:.3e}"
+    );
+
+    // and the other way: one process to step 10, resumed with 2 ranks
+    let outs = launch(
+        1,
+        || toy(&runs, "grown", steps, &["--stop-at", "10"]),
+        &[("WORLD_SIZE", "1")],
+    );
+    assert_ok(&outs, "grown, first part");
+    let outs = launch(2, || toy(&runs, "grown", steps, &["--resume"]), &[]);
+    assert_ok(&outs, "grown, resumed with 2 ranks");
+    let grown = runs.join("toy/grown");
+    let w = max_rel(
+        &weights(&grown, steps),
+        &weights(&runs.join("toy/one"), steps),
+    );
+    compare_curves(
+        &losses(&grown),
+        &losses(&runs.join("toy/one")),
+        TOL,
+        "grown",
+    );
+    assert!(w <= TOL, "resumed with 2 ranks: weights differ by {w:.3e}");
+}
+
+/// `torchrun --no-python --nproc-per-node 2 contrast-toy pretrain …`, as the README documents
+/// (torchrun's agent serves the store: the ranks connect as clients).
+#[test]
+fn torchrun_starts_the_binary() {
+    let venv = std::env::var_os("CONTRAST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.contrast/venv"));
+    let torchrun = venv.join("bin/torchrun");
+    if !torchrun.exists() {
+        println!(
+            "torchrun_starts_the_binary: skipped, no torchrun in {} (`cargo xtask setup` installs it)",
+            venv.display()
+        );
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path();
+    let port = free_port().to_string();
+    let t = toy(runs, "torchrun", 10, &[]);
+    let mut c = Command::new(&torchrun);
+    c.args([
+        "--no-python",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        &port,
+    ])
+    .arg(t.get_program())
+    .args(t.get_args())
+    .env("GLOO_SOCKET_IFNAME", "lo")
+    .env("CONTRAST_DIST_TIMEOUT_S", "60")
+    .current_dir(env!("CARGO_MANIFEST_DIR"))
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let out = wait_all(vec![c.spawn().unwrap()], Duration::from_secs(300));
+    assert_ok(&out, "torchrun");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(runs.join("toy/torchrun/report.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["world_size"], 2);
+    println!("torchrun --no-python --nproc-per-node 2: ok");
+}
