@@ -324,3 +324,57 @@ fn torchrun_starts_the_binary() {
     assert_eq!(report["world_size"], 2);
     println!("torchrun --no-python --nproc-per-node 2: ok");
 }
+
+/// Weak scaling on this CPU: 1, 2 and 4 ranks (one libtorch thread each), 256 samples per rank,
+/// a toy MLP of 2.7 M parameters (10.5 MB of gradients), with gradient buckets of 25 MiB
+/// (the default) and of one tensor each. Prints a markdown table: samples/s, the speed-up over
+/// one rank, and the share of the training time spent in the gradient all-reduce.
+/// `cargo test --release -p contrast-core --test distributed -- --ignored weak_scaling --nocapture`
+#[test]
+#[ignore]
+fn weak_scaling() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().to_path_buf();
+    let steps = 40;
+    let per_rank = 256;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("| ranks | buckets | global batch | samples/s | × 1 rank | gradient all-reduce share of the step time |");
+    println!("|---:|---|---:|---:|---:|---:|");
+    let mut base = 0.0;
+    for world in [1usize, 2, 4] {
+        for (label, mib) in [("25 MiB", "25"), ("one per tensor", "0.000001")] {
+            if world == 1 && mib != "25" {
+                continue;
+            }
+            let name = format!("w{world}-{}", mib.len());
+            let batch = (per_rank * world).to_string();
+            let make = || {
+                let mut c = toy(&runs, &name, steps, &[]);
+                c.args(["--set", &format!("batch={batch}")])
+                    .args(["--set", "dim=512", "--set", "hidden=4096"])
+                    .args(["--set", "out_dim=128", "--set", "log.checkpoint_every=0"]);
+                c
+            };
+            let outs = launch(world, make, &[("CONTRAST_DIST_BUCKET_MIB", mib)]);
+            assert_ok(&outs, &name);
+            let r: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(runs.join("toy").join(&name).join("report.json")).unwrap(),
+            )
+            .unwrap();
+            let sps = r["samples_per_s"].as_f64().unwrap();
+            // the training loop's time: steps × global batch / samples per second
+            let loop_s = (steps as usize * per_rank * world) as f64 / sps;
+            let share = r["allreduce_s"].as_f64().unwrap_or(0.0) / loop_s;
+            if world == 1 {
+                base = sps;
+            }
+            println!(
+                "| {world} | {label} | {} | {sps:.0} | {:.2} | {:.0} % |",
+                per_rank * world,
+                sps / base,
+                100.0 * share
+            );
+        }
+    }
+    println!("({cores} cores; {steps} steps; one libtorch thread per rank)");
+}
