@@ -436,6 +436,18 @@ pub fn gather_with_grad(t: &Tensor) -> Result<Tensor> {
     }
 }
 
+/// Every rank's `t` concatenated along dim 0 in rank order, without gradient (the official
+/// codes' `concat_all_gather`); `t` itself, detached, without a group.
+pub fn gather(t: &Tensor) -> Result<Tensor> {
+    match current() {
+        Some(d) => {
+            let parts = d.pg.all_gather(&t.detach().to_device(Device::Cpu))?;
+            Ok(Tensor::cat(&parts, 0).to_device(t.device()))
+        }
+        None => Ok(t.detach()),
+    }
+}
+
 /// Which rows of each global batch this rank trains on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shard {

@@ -77,7 +77,10 @@ pub struct LossInputs<'a> {
 
 /// The full objective. `nce` holds τ.
 pub fn patchmix_loss(nce: &InfoNce, x: &LossInputs) -> Result<Terms> {
-    let (k1, k2, mk1) = (x.k1.detach(), x.k2.detach(), x.mk1.detach());
+    // the keys of every rank, without gradient (official `concat_all_gather`; the keys alone
+    // without a process group)
+    let gather = contrast_core::dist::gather;
+    let (k1, k2, mk1) = (gather(x.k1)?, gather(x.k2)?, gather(x.mk1)?);
     let orig = nce.forward_soft(x.q1, &k2, x.source)?;
     let mix_orig = nce.forward_soft(x.mq2, &k1, x.mix_target)?;
     let mix_mix = nce.forward_soft(x.mq2, &mk1, x.mixmix_target)?;

@@ -75,12 +75,14 @@ impl Method for PatchMix {
         let mut nce = InfoNce::new(cfg.optim.temperature)?;
         // the mixer's targets are row-stochastic by construction (tested): skip the per-call check
         nce.check_targets = false;
-        let targets = StepTargets::new(
+        // one rank's rows of the global batch (all of it in one process)
+        let targets = StepTargets::sharded(
             &mixer,
             cfg.optim.batch_size as i64,
+            contrast_core::dist::Shard::current(),
             cfg.mix.src_smoothing,
             device,
-        );
+        )?;
         Ok(Self {
             cfg: cfg.clone(),
             net,
@@ -193,8 +195,8 @@ impl Method for PatchMix {
 
     /// `--record`: the augmented views, labels and data-set indices of the step.
     fn distributed() -> contrast_core::train::Distributed {
-        contrast_core::train::Distributed::PerRank(
-            "the official main_pretrain.py gathers the momentum encoder's keys over the GPUs (module/loss.py, concat_all_gather, no gradient), so its logits have one column per sample of the global batch; here each rank's logits cover its own rows",
+        contrast_core::train::Distributed::AsOfficial(
+            "the keys are gathered over the ranks without gradient (module/loss.py, concat_all_gather), one logit column per sample of the global batch, each rank's targets at its column offset (module/mix.py); mixing and BatchNorm statistics stay within each rank's rows",
         )
     }
 

@@ -10,6 +10,7 @@ use anyhow::{bail, ensure, Result};
 use contrast_core::data::augment::Recipe;
 use contrast_core::data::dataset::Dataset;
 use contrast_core::data::splits::{load_splits, SplitSpec};
+use contrast_core::dist::Shard;
 use contrast_core::loss::InfoNce;
 use contrast_core::nn::vit::{vit_base, vit_small, vit_tiny, VitConfig};
 use contrast_core::optim::adamw::{AdamW, AdamWConfig};
@@ -132,11 +133,27 @@ pub struct StepTargets {
 impl StepTargets {
     /// `src_smoothing`: `mix.src_smoothing` (official 0.1).
     pub fn new(mixer: &PatchMixer, b: i64, src_smoothing: f64, device: Device) -> Self {
-        Self {
-            soft: mixer.targets(b, b, 0, device),
-            unmixed: mixer.unmixed_targets(b, b, 0, device),
-            source: crate::mix::source_targets(b, b, 0, src_smoothing, device),
-        }
+        Self::sharded(mixer, b, Shard::default(), src_smoothing, device)
+            .expect("one shard takes the whole batch")
+    }
+
+    /// The targets of one rank's rows of a global batch of `global` (official multi-GPU
+    /// `PatchMixer`: one column per sample of the global batch, this rank's at
+    /// `rank · local batch`, the keys being gathered over the ranks).
+    pub fn sharded(
+        mixer: &PatchMixer,
+        global: i64,
+        shard: Shard,
+        src_smoothing: f64,
+        device: Device,
+    ) -> Result<Self> {
+        let b = shard.local_batch(global as usize)? as i64;
+        let offset = shard.rank as i64 * b;
+        Ok(Self {
+            soft: mixer.targets(b, global, offset, device),
+            unmixed: mixer.unmixed_targets(b, global, offset, device),
+            source: crate::mix::source_targets(b, global, offset, src_smoothing, device),
+        })
     }
 }
 
@@ -220,4 +237,34 @@ pub fn momentum_at(cfg: &PatchMixConfig, step: u64, iters: u64) -> Result<f64> {
     };
     let e = cfg.optim.epochs.max(1) as f64;
     Ok(1.0 - 0.5 * (1.0 + (std::f64::consts::PI * x / e).cos()) * (1.0 - cfg.model.momentum_start))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Kind;
+
+    /// One rank's unmixed and source targets are its rows of the one-process targets of the
+    /// global batch (column offset rank · local batch, as the official `PatchMixer` under DDP);
+    /// the mixed ones have the same row sums and sit in the rank's own columns.
+    #[test]
+    fn a_rank_s_targets_are_its_rows_of_the_global_batch() {
+        let mixer = PatchMixer::new(2, 1.0, 4, 0.1).unwrap();
+        let whole = StepTargets::new(&mixer, 8, 0.1, Device::Cpu);
+        for rank in 0..2 {
+            let shard = Shard { rank, world: 2 };
+            let t = StepTargets::sharded(&mixer, 8, shard, 0.1, Device::Cpu).unwrap();
+            let rows = |x: &Tensor| x.narrow(0, rank as i64 * 4, 4);
+            assert_eq!(t.unmixed.size(), vec![4, 8]);
+            assert!(t.unmixed.equal(&rows(&whole.unmixed)));
+            assert!(t.source.equal(&rows(&whole.source)));
+            // mixed targets: mass 1 − s inside the rank's columns, s/8 everywhere else
+            let own = t.soft.0.narrow(1, rank as i64 * 4, 4).sum(Kind::Float);
+            let expect = 4.0 * (0.9 + 0.1 * 4.0 / 8.0);
+            assert!((own.double_value(&[]) - expect).abs() < 1e-5);
+        }
+        assert!(
+            StepTargets::sharded(&mixer, 9, Shard { rank: 0, world: 2 }, 0.1, Device::Cpu).is_err()
+        );
+    }
 }

@@ -220,6 +220,9 @@ pub enum Distributed {
     /// global batch's (gathered with [`crate::dist::gather_with_grad`]); tested against a
     /// one-process run.
     GlobalBatch,
+    /// As the official code trains on several GPUs (the note says how: e.g. keys gathered over
+    /// the ranks without gradient); printed when such a run starts.
+    AsOfficial(&'static str),
     /// Plain data parallelism: each rank's loss sees only its own rows of the global batch
     /// (its own negatives), and the gradients are averaged. The note says what the official
     /// code does instead; it is printed when such a run starts.
@@ -420,6 +423,11 @@ impl<M: Method> Trainer<M> {
             match M::distributed() {
                 Distributed::No(why) => bail!(
                     "{} cannot train as {} ranks yet: {why} (start it as one process)",
+                    M::NAME,
+                    d.world()
+                ),
+                Distributed::AsOfficial(note) if main => eprintln!(
+                    "note: {} trains as {} ranks as its official code does on several GPUs: {note}",
                     M::NAME,
                     d.world()
                 ),
