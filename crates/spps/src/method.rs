@@ -240,7 +240,7 @@ impl Method for Spps {
     /// `--record`: the augmented views, labels and data-set indices of the step.
     fn distributed() -> contrast_core::train::Distributed {
         contrast_core::train::Distributed::PerRank(
-            "the official MoCo v2 (moco/builder.py) enqueues the keys gathered over the GPUs and shuffles BatchNorm across them, and the official SimCLR concatenates the projections of every replica; here each rank's own rows and BatchNorm statistics",
+            "MoCo v2 enqueues the keys gathered over the ranks as the official moco/builder.py does (every rank holds the same queue), but does not shuffle BatchNorm across them; SimCLR's NT-Xent takes each rank's own rows, where the official SimCLR concatenates every replica's projections",
         )
     }
 

@@ -11,7 +11,10 @@
 //! exactly MoCo's `CE([l_pos, l_neg], 0)`.
 //!
 //! *Single process*: no shuffle-BN (MoCo's `_batch_shuffle_ddp` needs several GPUs); each view
-//! goes through its encoder as one batch. Buffers (BN running stats) of the key encoder are
+//! goes through its encoder as one batch. *Several processes* (torchrun, [`crate::dist`]): the
+//! keys are gathered over the ranks before they are enqueued, as the official
+//! `_dequeue_and_enqueue` does, so every rank holds the same queue; BatchNorm is not shuffled
+//! across the ranks (each rank's key encoder sees its own rows). Buffers (BN running stats) of the key encoder are
 //! averaged like parameters are not: MoCo averages `parameters()` only, buffers stay the key
 //! encoder's own ([`BufferPolicy::Keep`]).
 
@@ -198,7 +201,9 @@ impl MocoV2 {
             &queue,
             self.cfg.temperature,
         )?;
-        self.queue.push(&k)?;
+        // the keys of every rank, as the official `_dequeue_and_enqueue` gathers them: the
+        // queues of all ranks stay equal (the keys alone in one process)
+        self.queue.push(&crate::dist::gather(&k)?)?;
         Ok(l)
     }
 }
