@@ -12,7 +12,8 @@
 //!   `[r·B/W, (r+1)·B/W)` of every global batch ([`Shard`]), so the data a step consumes,
 //!   and its position in samples, do not depend on `W` (a run resumes with another world size
 //!   in the same data order);
-//! * rank 0 alone opens the run folder, logs, checkpoints and evaluates; it reads a checkpoint
+//! * rank 0 alone opens the run folder, logs, checkpoints and evaluates (the others wait at a
+//!   barrier until each checkpoint is complete); it reads a checkpoint
 //!   to resume from and sends it to the others ([`Dist::share_checkpoint`]), so no shared file
 //!   system is needed; at a fresh start every rank takes rank 0's weights
 //!   ([`Dist::broadcast`]);

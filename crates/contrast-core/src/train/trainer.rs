@@ -625,8 +625,15 @@ impl<M: Method> Trainer<M> {
                 train_s += ts.elapsed().as_secs_f64();
                 let first = l.terms.first().map_or(0.0, |t| t.1);
                 losses.push((done, first));
+                let due = log.checkpoint_due(done, per_epoch) || done == end;
                 let Some(run) = run.as_mut() else {
-                    // ranks other than 0: no log, monitor or checkpoint
+                    // ranks other than 0: no log, monitor or checkpoint; they wait for rank 0's
+                    // checkpoint to be complete (and fail with it, if its write fails)
+                    if let (true, Some(d)) = (due, dist) {
+                        d.barrier().with_context(|| {
+                            format!("waiting for rank 0's checkpoint of step {done}")
+                        })?;
+                    }
                     super::fault::abort_at(done);
                     continue;
                 };
@@ -661,8 +668,11 @@ impl<M: Method> Trainer<M> {
                 if let Some(line) = &m.message {
                     progress.println(line);
                 }
-                if log.checkpoint_due(done, per_epoch) || done == end {
+                if due {
                     save(run, done, &method, opt.optimizer.as_ref())?;
+                    if let Some(d) = dist {
+                        d.barrier()?;
+                    }
                 }
                 super::fault::abort_at(done);
             }
