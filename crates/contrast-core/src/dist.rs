@@ -437,6 +437,46 @@ pub fn gather_with_grad(t: &Tensor) -> Result<Tensor> {
     }
 }
 
+static SYNC_BN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether [`batch_norm`] synchronises the statistics over the ranks (the Trainer sets it from
+/// `runtime.sync_batch_norm`, else the method's official choice).
+pub fn set_sync_batch_norm(on: bool) {
+    SYNC_BN.store(on, Relaxed);
+}
+
+/// Whether BatchNorm layers synchronise their statistics over the ranks now.
+pub fn sync_batch_norm() -> bool {
+    SYNC_BN.load(Relaxed) && current().is_some()
+}
+
+/// A BatchNorm layer's forward pass: SyncBatchNorm in training mode when a group exists and
+/// [`set_sync_batch_norm`] is on (statistics over every rank's rows; see
+/// [`contrast_shim::ProcessGroup::sync_batch_norm`]), else the layer itself. The workspace's
+/// BatchNorms all use PyTorch's defaults (momentum 0.1, eps 1e-5), which the synchronised path
+/// applies (tch keeps a layer's own settings private).
+///
+/// Panics when a collective fails (a layer's forward pass cannot return an error): the message
+/// names the collective, and the other ranks stop as for any dead peer.
+pub fn batch_norm(bn: &tch::nn::BatchNorm, x: &Tensor, train: bool) -> Tensor {
+    use tch::nn::ModuleT;
+    match current() {
+        Some(d) if train && SYNC_BN.load(Relaxed) => {
+            d.pg.sync_batch_norm(
+                x,
+                bn.ws.as_ref(),
+                bn.bs.as_ref(),
+                Some(&bn.running_mean),
+                Some(&bn.running_var),
+                0.1,
+                1e-5,
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+        }
+        _ => bn.forward_t(x, train),
+    }
+}
+
 /// Every rank's `t` concatenated along dim 0 in rank order, without gradient (the official
 /// codes' `concat_all_gather`); `t` itself, detached, without a group.
 pub fn gather(t: &Tensor) -> Result<Tensor> {

@@ -198,6 +198,47 @@ fn two_ranks_train_what_one_process_trains_on_the_global_batch() {
     }
 }
 
+/// SyncBatchNorm (`runtime.sync_batch_norm`): the toy with a BatchNorm between its layers,
+/// 2 ranks against one process on the global batch; without synchronisation each rank's
+/// statistics cover its own rows and the runs part (the test would notice a missing sync).
+#[test]
+fn sync_batch_norm_trains_what_one_process_trains() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = tmp.path().to_path_buf();
+    let steps = 20;
+    let bn = ["--set", "batch_norm=true"];
+    let one = toy(&runs, "one", steps, &bn).output().unwrap();
+    assert!(one.status.success(), "{}", stderr(&one));
+    let b = runs.join("toy/one");
+    let mut worst = Vec::new();
+    for sync in [true, false] {
+        let name = format!("sync-{sync}");
+        let set = format!("runtime.sync_batch_norm={sync}");
+        let outs = launch(
+            2,
+            || toy(&runs, &name, steps, &[bn[0], bn[1], "--set", &set]),
+            &[],
+        );
+        assert_ok(&outs, &name);
+        let a = runs.join("toy").join(&name);
+        worst.push(max_rel(&weights(&a, steps), &weights(&b, steps)));
+    }
+    println!(
+        "2 ranks with a BatchNorm, {steps} steps: SyncBatchNorm within {:.2e} of one process (running statistics included); unsynchronised {:.2e}",
+        worst[0], worst[1]
+    );
+    assert!(
+        worst[0] <= TOL,
+        "SyncBatchNorm: weights differ by {:.3e}",
+        worst[0]
+    );
+    assert!(
+        worst[1] > 100.0 * TOL,
+        "without sync the runs should part: {:.3e}",
+        worst[1]
+    );
+}
+
 #[test]
 fn a_killed_rank_stops_the_others_and_the_run_resumes_with_another_world_size() {
     let tmp = tempfile::tempdir().unwrap();

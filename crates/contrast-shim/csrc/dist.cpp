@@ -6,6 +6,7 @@
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/csrc/autograd/custom_function.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -53,9 +54,133 @@ void wait(const c10::intrusive_ptr<c10d::Work>& work, std::chrono::milliseconds 
   work->wait(timeout);
 }
 
+// SyncBatchNorm in training mode (any device Gloo can stage): statistics over every rank's
+// rows, two-pass (mean, then the mean squared deviation, as one process's BatchNorm), running
+// statistics updated as torch.nn.BatchNorm does (unbiased variance). Backward: the gradient of
+// the *sum* of every rank's loss through the global statistics (sum_dy and sum_dy_xhat
+// all-reduced), as torch.nn.SyncBatchNorm; the affine parameters get this rank's part (the
+// Trainer's gradient average does the rest).
+struct SyncBn : public torch::autograd::Function<SyncBn> {
+  static std::vector<int64_t> dims(const at::Tensor& x) {
+    std::vector<int64_t> d{0};
+    for (int64_t i = 2; i < x.dim(); ++i) d.push_back(i);
+    return d;
+  }
+  static at::Tensor shaped(const at::Tensor& v, const at::Tensor& x) {
+    std::vector<int64_t> s(x.dim(), 1);
+    s[1] = x.size(1);
+    return v.view(s);
+  }
+  static void reduce(Group* g, at::Tensor& t) {
+    std::vector<at::Tensor> v{t};
+    c10d::AllreduceOptions o;
+    o.reduceOp = c10d::ReduceOp::SUM;
+    o.timeout = g->timeout;
+    wait(g->backend->allreduce(v, o), g->timeout);
+  }
+  // sums over (N, spatial) of every rank, per channel (CPU for Gloo, back on x's device)
+  static at::Tensor global_sum(Group* g, const at::Tensor& local) {
+    auto t = local.detach().to(at::kCPU).contiguous().clone();
+    reduce(g, t);
+    return t.to(local.device());
+  }
+  static at::Tensor forward(
+      torch::autograd::AutogradContext* ctx,
+      at::Tensor x,
+      at::Tensor weight,
+      at::Tensor bias,
+      at::Tensor running_mean,
+      at::Tensor running_var,
+      double momentum,
+      double eps,
+      int64_t group) {
+    auto g = reinterpret_cast<Group*>(group);
+    auto d = dims(x);
+    double local_n = static_cast<double>(x.numel() / x.size(1));
+    auto n_t = at::full({1}, local_n, at::TensorOptions().dtype(at::kDouble));
+    reduce(g, n_t);
+    double n = n_t.item<double>();
+    auto mean = global_sum(g, x.sum(d)) / n;
+    auto xmu = x - shaped(mean, x);
+    auto var = global_sum(g, (xmu * xmu).sum(d)) / n;
+    auto invstd = (var + eps).rsqrt();
+    auto y = xmu * shaped(invstd, x);
+    if (weight.defined()) y = y * shaped(weight, x);
+    if (bias.defined()) y = y + shaped(bias, x);
+    {
+      at::NoGradGuard no_grad;
+      if (running_mean.defined()) {
+        running_mean.mul_(1.0 - momentum).add_(mean.to(running_mean.dtype()) * momentum);
+      }
+      if (running_var.defined()) {
+        auto unbiased = var * (n / std::max(n - 1.0, 1.0));
+        running_var.mul_(1.0 - momentum).add_(unbiased.to(running_var.dtype()) * momentum);
+      }
+    }
+    ctx->save_for_backward({x, weight, mean, invstd});
+    ctx->saved_data["group"] = group;
+    ctx->saved_data["n"] = n;
+    return y;
+  }
+  static torch::autograd::variable_list backward(
+      torch::autograd::AutogradContext* ctx,
+      torch::autograd::variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    auto x = saved[0], weight = saved[1], mean = saved[2], invstd = saved[3];
+    auto g = reinterpret_cast<Group*>(ctx->saved_data["group"].toInt());
+    double n = ctx->saved_data["n"].toDouble();
+    auto dy = grads[0];
+    auto d = dims(x);
+    auto xhat = (x - shaped(mean, x)) * shaped(invstd, x);
+    auto sum_dy = dy.sum(d);
+    auto sum_dy_xhat = (dy * xhat).sum(d);
+    auto both = global_sum(g, at::cat({sum_dy, sum_dy_xhat}));
+    auto c = x.size(1);
+    auto g_dy = both.narrow(0, 0, c), g_dy_xhat = both.narrow(0, c, c);
+    auto scale = weight.defined() ? invstd * weight : invstd;
+    auto dx = shaped(scale, x) *
+        (dy - shaped(g_dy, x) / n - xhat * shaped(g_dy_xhat, x) / n);
+    at::Tensor dw, db;
+    if (weight.defined()) dw = sum_dy_xhat;
+    db = sum_dy;
+    return {dx, dw, db, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
 } // namespace
 
 extern "C" {
+
+// BatchNorm of `x` [N, C, …] in training mode over the rows of every rank (see SyncBn). weight,
+// bias, running_mean, running_var may be null. Returns a new tensor (owned by the caller, as
+// tch's tensors are), or null with *err set.
+at::Tensor* contrast_dist_sync_batch_norm(
+    void* gp,
+    at::Tensor* x,
+    at::Tensor* weight,
+    at::Tensor* bias,
+    at::Tensor* running_mean,
+    at::Tensor* running_var,
+    double momentum,
+    double eps,
+    char** err) {
+  at::Tensor* out = nullptr;
+  guarded(err, [&] {
+    auto opt = [](at::Tensor* t) { return t ? *t : at::Tensor(); };
+    auto y = SyncBn::apply(
+        *x,
+        opt(weight),
+        opt(bias),
+        opt(running_mean),
+        opt(running_var),
+        momentum,
+        eps,
+        reinterpret_cast<int64_t>(gp));
+    out = new at::Tensor(y);
+  });
+  return out;
+}
+
 
 // Rendezvous through a TCPStore at addr:port (the server is opened by rank 0 unless
 // client_only, as under torchrun where the elastic agent already serves the store), keys

@@ -51,6 +51,18 @@ mod ffi {
             err: *mut *mut c_char,
         ) -> c_int;
         pub fn contrast_dist_barrier(g: *mut c_void, err: *mut *mut c_char) -> c_int;
+        #[allow(clippy::too_many_arguments)]
+        pub fn contrast_dist_sync_batch_norm(
+            g: *mut c_void,
+            x: CTensor,
+            weight: CTensor,
+            bias: CTensor,
+            running_mean: CTensor,
+            running_var: CTensor,
+            momentum: f64,
+            eps: f64,
+            err: *mut *mut c_char,
+        ) -> CTensor;
         pub fn contrast_dist_store_set(
             g: *mut c_void,
             key: *const c_char,
@@ -257,6 +269,48 @@ impl ProcessGroup {
         // SAFETY: plain call on a live group.
         let rc = unsafe { ffi::contrast_dist_barrier(self.raw, &mut err) };
         check("barrier", rc, err)
+    }
+
+    /// BatchNorm of `x` `[N, C, …]` in training mode with statistics over the rows of every
+    /// rank (SyncBatchNorm): the running statistics are updated in place as
+    /// `torch.nn.BatchNorm` does; the backward pass all-reduces `Σ dy` and `Σ dy·x̂` per channel,
+    /// as `torch.nn.SyncBatchNorm`. Every rank must call it for the same layers in the same
+    /// order.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sync_batch_norm(
+        &self,
+        x: &Tensor,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        running_mean: Option<&Tensor>,
+        running_var: Option<&Tensor>,
+        momentum: f64,
+        eps: f64,
+    ) -> Result<Tensor, DistError> {
+        let p = |t: Option<&Tensor>| t.map_or(std::ptr::null_mut(), |t| t.as_ptr() as CTensor);
+        let mut err = std::ptr::null_mut();
+        // SAFETY: the tensors outlive the call; on success the shim returns a new tensor
+        // allocated as tch allocates its own, which `from_ptr` takes ownership of.
+        unsafe {
+            let out = ffi::contrast_dist_sync_batch_norm(
+                self.raw,
+                x.as_ptr() as CTensor,
+                p(weight),
+                p(bias),
+                p(running_mean),
+                p(running_var),
+                momentum,
+                eps,
+                &mut err,
+            );
+            if out.is_null() {
+                return Err(DistError {
+                    op: "sync_batch_norm",
+                    message: take(err),
+                });
+            }
+            Ok(Tensor::from_ptr(out as *mut _))
+        }
     }
 
     /// Sets `key` in the group's store.

@@ -142,7 +142,7 @@ impl ModuleT for MlpHead {
         for l in &self.layers {
             x = match l {
                 Layer::Linear(lin) => lin.forward(&x),
-                Layer::Bn(b) => b.forward_t(&x, train),
+                Layer::Bn(b) => crate::dist::batch_norm(b, &x, train),
                 Layer::Relu => x.relu(),
             };
         }

@@ -248,13 +248,13 @@ impl ModuleT for ResBlock {
         // in place where torchvision is (`relu(inplace=True)`, `out += identity`): the BN
         // outputs are not needed by any backward, and it saves two allocations per block
         for (i, (c, b)) in self.convs.iter().enumerate() {
-            y = b.forward_t(&c.forward(&y), train);
+            y = crate::dist::batch_norm(b, &c.forward(&y), train);
             if i < last {
                 let _ = y.relu_();
             }
         }
         let identity = match &self.downsample {
-            Some((c, b)) => b.forward_t(&c.forward(xs), train),
+            Some((c, b)) => crate::dist::batch_norm(b, &c.forward(xs), train),
             None => xs.shallow_clone(),
         };
         let _ = y.g_add_(&identity);
@@ -372,7 +372,7 @@ impl ResNet {
             self.cfg.in_chans
         );
         ensure!(h > 0 && w > 0, "empty image {h}×{w}");
-        let mut x = self.bn1.forward_t(&self.conv1.forward(xs), train);
+        let mut x = crate::dist::batch_norm(&self.bn1, &self.conv1.forward(xs), train);
         let _ = x.relu_();
         if self.maxpool {
             x = x.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);

@@ -45,6 +45,8 @@ pub struct ToyConfig {
     pub momentum: f64,
     pub weight_decay: f64,
     pub temperature: f64,
+    /// A BatchNorm1d between the two layers (the harness's SyncBatchNorm test subject).
+    pub batch_norm: bool,
 }
 
 impl Default for ToyConfig {
@@ -69,6 +71,7 @@ impl Default for ToyConfig {
             momentum: 0.9,
             weight_decay: 1e-4,
             temperature: 0.2,
+            batch_norm: false,
         }
     }
 }
@@ -77,7 +80,9 @@ impl Default for ToyConfig {
 pub struct Toy {
     cfg: ToyConfig,
     pub vs: nn::VarStore,
-    net: nn::Sequential,
+    fc1: nn::Linear,
+    bn: Option<nn::BatchNorm>,
+    fc2: nn::Linear,
     centres: Tensor,
     /// The dtype of the last step's embeddings (`BFloat16` under autocast on CUDA).
     pub step_kind: Option<Kind>,
@@ -89,6 +94,19 @@ fn sample(c: &ToyConfig, centres: &Tensor, n: i64) -> (Tensor, Tensor) {
     let x =
         centres.index_select(0, &labels) + Tensor::randn([n, c.dim], (Kind::Float, dev)) * c.noise;
     (x, labels)
+}
+
+impl Toy {
+    /// `fc2(relu(bn(fc1(x))))`; the BatchNorm (when configured) goes through
+    /// [`crate::dist::batch_norm`], synchronised over the ranks when asked.
+    fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+        let h = self.fc1.forward(x);
+        let h = match &self.bn {
+            Some(bn) => crate::dist::batch_norm(bn, &h, train),
+            None => h,
+        };
+        self.fc2.forward(&h.relu())
+    }
 }
 
 impl Method for Toy {
@@ -110,22 +128,20 @@ impl Method for Toy {
     fn build(c: &ToyConfig, device: Device) -> Result<Self> {
         let vs = nn::VarStore::new(device);
         let p = vs.root();
-        let net = nn::seq()
-            .add(nn::linear(&p / "fc1", c.dim, c.hidden, Default::default()))
-            .add_fn(|x| x.relu())
-            .add(nn::linear(
-                &p / "fc2",
-                c.hidden,
-                c.out_dim,
-                Default::default(),
-            ));
+        let fc1 = nn::linear(&p / "fc1", c.dim, c.hidden, Default::default());
+        let bn = c
+            .batch_norm
+            .then(|| nn::batch_norm1d(&p / "bn", c.hidden, Default::default()));
+        let fc2 = nn::linear(&p / "fc2", c.hidden, c.out_dim, Default::default());
         // fixed by the seed alone, independent of the step
         seed_step(c.runtime.seed, u64::MAX);
         let centres = Tensor::randn([c.clusters, c.dim], (Kind::Float, device)) * 3.0;
         Ok(Self {
             cfg: c.clone(),
             vs,
-            net,
+            fc1,
+            bn,
+            fc2,
             centres,
             step_kind: None,
         })
@@ -184,7 +200,7 @@ impl Method for Toy {
     }
 
     fn step(&mut self, (v1, v2): Self::Batch, _ctx: &StepCtx) -> Result<Losses> {
-        let (z1, z2) = (self.net.forward(&v1), self.net.forward(&v2));
+        let (z1, z2) = (self.forward(&v1, true), self.forward(&v2, true));
         self.step_kind = Some(z1.kind());
         // the global batch's embeddings (only `z1` and `z2` themselves without a group)
         let (z1, z2) = (
@@ -220,8 +236,8 @@ impl Method for Toy {
             seed_step(c.runtime.seed, u64::MAX - 1);
             let (xb, yb) = sample(c, &self.centres, 1024);
             let (xq, yq) = sample(c, &self.centres, 1024);
-            let eb = normalize(&self.net.forward(&xb));
-            let eq = normalize(&self.net.forward(&xq));
+            let eb = normalize(&self.forward(&xb, false));
+            let eq = normalize(&self.forward(&xq, false));
             let means = Tensor::zeros([c.clusters, c.out_dim], (Kind::Float, eb.device()))
                 .index_add(0, &yb, &eb);
             let pred = eq

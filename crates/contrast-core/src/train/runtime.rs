@@ -21,6 +21,12 @@ pub struct RuntimeConfig {
     /// back to the OS (glibc malloc settings, see [`keep_freed_memory`]). Default `true`: on CPU
     /// a training step otherwise spends 10–15 % of its time in page faults zeroing fresh pages.
     pub keep_freed_memory: bool,
+    /// SyncBatchNorm when `torchrun` starts several ranks: the BatchNorms of the ResNets and
+    /// MLP heads take their statistics over every rank's rows (`contrast_core::dist`). Unset:
+    /// what the method's official code does (`Method::OFFICIAL_SYNC_BATCH_NORM`). No effect in
+    /// one process, where every BatchNorm already sees the whole batch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sync_batch_norm: Option<bool>,
 }
 
 impl Default for RuntimeConfig {
@@ -31,6 +37,7 @@ impl Default for RuntimeConfig {
             seed: 0,
             autocast_bf16: false,
             keep_freed_memory: true,
+            sync_batch_norm: None,
         }
     }
 }

@@ -300,6 +300,9 @@ pub trait Method: Sized {
     fn baseline(_cfg: &Self::Config) -> Option<(String, Self::Config)> {
         None
     }
+    /// Whether the official code converts its BatchNorms to SyncBatchNorm on several GPUs (the
+    /// default of `runtime.sync_batch_norm`).
+    const OFFICIAL_SYNC_BATCH_NORM: bool = false;
     /// How this method trains as several ranks. Default: not yet (a method opts in once its
     /// training loader takes [`crate::dist::Shard::current`] and its loss is settled).
     fn distributed() -> Distributed {
@@ -419,6 +422,7 @@ impl<M: Method> Trainer<M> {
             device = Device::Cuda(d.env.local_rank);
         }
         let main = dist.is_none_or(|d| d.rank() == 0);
+        crate::dist::set_sync_batch_norm(rt.sync_batch_norm.unwrap_or(M::OFFICIAL_SYNC_BATCH_NORM));
         if let Some(d) = dist {
             match M::distributed() {
                 Distributed::No(why) => bail!(
