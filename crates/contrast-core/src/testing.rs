@@ -210,6 +210,139 @@ pub fn write_synthetic_la(root: &Path, n: usize) {
 /// (`crates/*/tests/official_*.rs`): the official side's outputs are `g.<name>` gradients and
 /// `w.<name>` variables (official state-dict names) plus named scalars; a fixture keeps what a
 /// machine without the official checkout needs to compare with.
+/// Ranks of a distributed run started by a test as `torchrun` starts them: the variables it
+/// sets (`RANK`, `LOCAL_RANK`, `WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`) on loopback, one
+/// child process each, and the runs' checkpoints compared.
+pub mod ranks {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+    use std::process::{Child, Command, Output};
+    use std::time::{Duration, Instant};
+    use tch::Tensor;
+
+    /// A TCP port free on 127.0.0.1 now.
+    pub fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    /// Waits for every child, killing all of them after `limit` (a hang is a failure).
+    pub fn wait_all(children: Vec<Child>, limit: Duration) -> Vec<Output> {
+        let t0 = Instant::now();
+        let mut children: Vec<Option<Child>> = children.into_iter().map(Some).collect();
+        let mut outs: Vec<Option<Output>> = (0..children.len()).map(|_| None).collect();
+        loop {
+            for (c, o) in children.iter_mut().zip(outs.iter_mut()) {
+                if let Some(ch) = c {
+                    if ch.try_wait().unwrap().is_some() {
+                        *o = Some(c.take().unwrap().wait_with_output().unwrap());
+                    }
+                }
+            }
+            if outs.iter().all(Option::is_some) {
+                return outs.into_iter().map(Option::unwrap).collect();
+            }
+            if t0.elapsed() > limit {
+                for c in children.iter_mut().flatten() {
+                    let _ = c.kill();
+                }
+                panic!(
+                    "ranks still running after {:.0} s (a hang)",
+                    limit.as_secs_f64()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `world` ranks of `make()` (stdout and stderr captured), with torchrun's variables plus
+    /// `env`; a collective times out after 60 s, the whole launch after 300 s.
+    pub fn launch(world: usize, make: impl Fn() -> Command, env: &[(&str, &str)]) -> Vec<Output> {
+        let port = free_port().to_string();
+        let children = (0..world)
+            .map(|r| {
+                let mut c = make();
+                c.env("RANK", r.to_string())
+                    .env("LOCAL_RANK", r.to_string())
+                    .env("WORLD_SIZE", world.to_string())
+                    .env("MASTER_ADDR", "127.0.0.1")
+                    .env("MASTER_PORT", &port)
+                    .env("GLOO_SOCKET_IFNAME", "lo")
+                    .env("CONTRAST_DIST_TIMEOUT_S", "60")
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped());
+                for (k, v) in env {
+                    c.env(k, v);
+                }
+                c.spawn().unwrap()
+            })
+            .collect();
+        wait_all(children, Duration::from_secs(300))
+    }
+
+    /// A child's stderr.
+    pub fn stderr(o: &Output) -> String {
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    }
+
+    /// Panics with the failed rank's stderr unless every rank succeeded.
+    pub fn assert_ok(outs: &[Output], what: &str) {
+        for (r, o) in outs.iter().enumerate() {
+            assert!(
+                o.status.success(),
+                "{what}: rank {r} failed:\n{}",
+                stderr(o)
+            );
+        }
+    }
+
+    /// Every tensor of a run's checkpoint at `step` (`<group>/<name>`).
+    pub fn checkpoint(run: &Path, step: u64) -> BTreeMap<String, Tensor> {
+        let dir = run.join("checkpoints").join(format!("step-{step:08}"));
+        let mut out = BTreeMap::new();
+        for e in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "safetensors") {
+                let group = p.file_stem().unwrap().to_string_lossy().into_owned();
+                for (n, t) in Tensor::read_safetensors(&p).unwrap() {
+                    out.insert(format!("{group}/{n}"), t);
+                }
+            }
+        }
+        out
+    }
+
+    /// The largest relative difference `‖a − b‖ / ‖b‖` (L2 over the tensor) of any floating
+    /// tensor (integers must be equal), with its name.
+    pub fn max_rel(a: &BTreeMap<String, Tensor>, b: &BTreeMap<String, Tensor>) -> (f64, String) {
+        assert_eq!(
+            a.keys().collect::<Vec<_>>(),
+            b.keys().collect::<Vec<_>>(),
+            "the same tensors"
+        );
+        let mut worst = (0.0, String::new());
+        for (n, x) in a {
+            let y = &b[n];
+            let d = if x.is_floating_point() {
+                let x = x.to_kind(tch::Kind::Double);
+                let y = y.to_kind(tch::Kind::Double);
+                (&x - &y).norm().double_value(&[])
+                    / y.norm().double_value(&[]).max(f64::MIN_POSITIVE)
+            } else {
+                assert!(x.equal(y), "{n} differs");
+                0.0
+            };
+            if d > worst.0 {
+                worst = (d, n.clone());
+            }
+        }
+        worst
+    }
+}
+
 pub mod official {
     use super::{get, run_reference};
     use std::path::{Path, PathBuf};

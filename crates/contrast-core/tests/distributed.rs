@@ -7,22 +7,15 @@
 //! global batch (`dist::gather_with_grad`), so N ranks must train what one process trains on
 //! the whole batch.
 
+use contrast_core::testing::ranks::{self, assert_ok, free_port, launch, stderr, wait_all};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tch::Tensor;
 
 const TOY: &str = env!("CARGO_BIN_EXE_contrast-toy");
 const BATCH: u64 = 32;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn toy(runs: &Path, name: &str, steps: u64, extra: &[&str]) -> Command {
     let mut c = Command::new(TOY);
@@ -43,71 +36,6 @@ fn toy(runs: &Path, name: &str, steps: u64, extra: &[&str]) -> Command {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     c
-}
-
-/// Waits for every child, killing all of them after `limit` (a hang is a failure).
-fn wait_all(children: Vec<std::process::Child>, limit: Duration) -> Vec<Output> {
-    let t0 = Instant::now();
-    let mut children: Vec<Option<std::process::Child>> = children.into_iter().map(Some).collect();
-    let mut outs: Vec<Option<Output>> = (0..children.len()).map(|_| None).collect();
-    loop {
-        for (c, o) in children.iter_mut().zip(outs.iter_mut()) {
-            if let Some(ch) = c {
-                if ch.try_wait().unwrap().is_some() {
-                    *o = Some(c.take().unwrap().wait_with_output().unwrap());
-                }
-            }
-        }
-        if outs.iter().all(Option::is_some) {
-            return outs.into_iter().map(Option::unwrap).collect();
-        }
-        if t0.elapsed() > limit {
-            for c in children.iter_mut().flatten() {
-                let _ = c.kill();
-            }
-            panic!(
-                "ranks still running after {:.0} s (a hang)",
-                limit.as_secs_f64()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// `world` ranks of `make()`, with the variables torchrun sets.
-fn launch(world: usize, make: impl Fn() -> Command, env: &[(&str, &str)]) -> Vec<Output> {
-    let port = free_port().to_string();
-    let children = (0..world)
-        .map(|r| {
-            let mut c = make();
-            c.env("RANK", r.to_string())
-                .env("LOCAL_RANK", r.to_string())
-                .env("WORLD_SIZE", world.to_string())
-                .env("MASTER_ADDR", "127.0.0.1")
-                .env("MASTER_PORT", &port)
-                .env("GLOO_SOCKET_IFNAME", "lo")
-                .env("CONTRAST_DIST_TIMEOUT_S", "60");
-            for (k, v) in env {
-                c.env(k, v);
-            }
-            c.spawn().unwrap()
-        })
-        .collect();
-    wait_all(children, Duration::from_secs(300))
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn assert_ok(outs: &[Output], what: &str) {
-    for (r, o) in outs.iter().enumerate() {
-        assert!(
-            o.status.success(),
-            "{what}: rank {r} failed:\n{}",
-            stderr(o)
-        );
-    }
 }
 
 /// The model tensors of the run's checkpoint at `step`.
@@ -134,19 +62,9 @@ fn losses(run: &Path) -> Vec<(u64, f64)> {
         .collect()
 }
 
-/// Largest relative difference `‖a − b‖ / ‖b‖` (L2 over the tensor) of any tensor.
+/// Largest relative difference `‖a − b‖ / ‖b‖` of any tensor.
 fn max_rel(a: &BTreeMap<String, Tensor>, b: &BTreeMap<String, Tensor>) -> f64 {
-    assert_eq!(
-        a.keys().collect::<Vec<_>>(),
-        b.keys().collect::<Vec<_>>(),
-        "the same tensors"
-    );
-    a.iter()
-        .map(|(n, x)| {
-            let y = &b[n];
-            (x - y).norm().double_value(&[]) / y.norm().double_value(&[]).max(f64::MIN_POSITIVE)
-        })
-        .fold(0.0, f64::max)
+    ranks::max_rel(a, b).0
 }
 
 fn compare_curves(a: &[(u64, f64)], b: &[(u64, f64)], tol: f64, what: &str) -> f64 {

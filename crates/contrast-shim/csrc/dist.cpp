@@ -95,6 +95,11 @@ struct SyncBn : public torch::autograd::Function<SyncBn> {
       double eps,
       int64_t group) {
     auto g = reinterpret_cast<Group*>(group);
+    auto present = [](const at::Tensor& t) { return t.defined() && t.numel() > 0; };
+    if (!present(weight)) weight = at::Tensor();
+    if (!present(bias)) bias = at::Tensor();
+    if (!present(running_mean)) running_mean = at::Tensor();
+    if (!present(running_var)) running_var = at::Tensor();
     auto d = dims(x);
     double local_n = static_cast<double>(x.numel() / x.size(1));
     auto n_t = at::full({1}, local_n, at::TensorOptions().dtype(at::kDouble));
@@ -120,6 +125,7 @@ struct SyncBn : public torch::autograd::Function<SyncBn> {
     ctx->save_for_backward({x, weight, mean, invstd});
     ctx->saved_data["group"] = group;
     ctx->saved_data["n"] = n;
+    ctx->saved_data["has_bias"] = bias.defined();
     return y;
   }
   static torch::autograd::variable_list backward(
@@ -142,7 +148,7 @@ struct SyncBn : public torch::autograd::Function<SyncBn> {
         (dy - shaped(g_dy, x) / n - xhat * shaped(g_dy_xhat, x) / n);
     at::Tensor dw, db;
     if (weight.defined()) dw = sum_dy_xhat;
-    db = sum_dy;
+    if (ctx->saved_data["has_bias"].toBool()) db = sum_dy;
     return {dx, dw, db, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
@@ -166,7 +172,9 @@ at::Tensor* contrast_dist_sync_batch_norm(
     char** err) {
   at::Tensor* out = nullptr;
   guarded(err, [&] {
-    auto opt = [](at::Tensor* t) { return t ? *t : at::Tensor(); };
+    // absent tensors as empty ones: autograd's Function::apply reads every tensor argument's
+    // device, which an undefined tensor has not
+    auto opt = [&](at::Tensor* t) { return t ? *t : at::empty({0}, x->options()); };
     auto y = SyncBn::apply(
         *x,
         opt(weight),

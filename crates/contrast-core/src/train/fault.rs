@@ -12,6 +12,10 @@
 //! * `CONTRAST_FAULT_ABORT_STEP=<k>`: the process aborts (`SIGABRT`, no cleanup) once step `k`
 //!   is done (and checkpointed when one is due), as a crashed or OOM-killed rank would end;
 //!   with `CONTRAST_FAULT_ABORT_RANK=<r>` only rank `r` of a distributed run does.
+//! * `CONTRAST_PERTURB_INIT=<seed>`: after the method is built, every floating-point tensor of
+//!   its state is multiplied by `1 + u·2⁻²³` (`u` uniform in [−1, 1] from `seed`): one float32
+//!   rounding, for tests that measure how far fp32 arithmetic alone moves a run (the drift
+//!   bound of `testing::official`).
 //!
 //! Each hook reads its variable once per call; none costs anything measurable when unset.
 
@@ -51,5 +55,16 @@ pub fn abort_at(done: u64) {
     {
         eprintln!("CONTRAST_FAULT_ABORT_STEP: aborting after step {done}");
         std::process::abort();
+    }
+}
+
+/// After `build`: the `CONTRAST_PERTURB_INIT` rounding perturbation of `state`.
+pub fn perturb_init(state: &[(String, crate::tensors::Named)]) {
+    if let Some(seed) = var("CONTRAST_PERTURB_INIT") {
+        let ts: Vec<tch::Tensor> = state
+            .iter()
+            .flat_map(|(_, n)| n.iter().map(|(_, t)| t.shallow_clone()))
+            .collect();
+        crate::testing::official::perturb_rounding(&ts, seed);
     }
 }

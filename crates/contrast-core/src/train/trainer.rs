@@ -451,6 +451,7 @@ impl<M: Method> Trainer<M> {
         // config that `build` refuses leaves nothing behind
         tch::manual_seed(rt.seed as i64);
         let mut method = M::build(cfg, device)?;
+        super::fault::perturb_init(&method.state());
         // rank 0 alone writes the run folder (the others get `None`)
         let mut run = match main {
             true => Some(Run::open(&opts, &super::config::to_toml(cfg)?)?),

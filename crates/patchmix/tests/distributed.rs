@@ -1,0 +1,136 @@
+//! PatchMix as 2 ranks (the `patchmix` binary, started as torchrun starts it) against one
+//! process on the global batch: the ViT, the heads' SyncBatchNorm, the keys gathered over the
+//! ranks with each rank's targets at its column offset, AdamW and its schedules, the sharded
+//! loader and the momentum encoder. With mixing off, the official multi-GPU objective (each
+//! rank's queries against every rank's keys, averaged over the ranks) is the one-process
+//! objective on the global batch, so the two runs must agree; drop-path is off because its
+//! random masks are drawn per rank. With mixing on they differ by design (each rank mixes its
+//! own rows, as the official code does).
+
+use contrast_core::testing::ranks::{assert_ok, checkpoint, launch, stderr};
+use contrast_core::testing::write_synthetic_cifar10;
+use contrast_core::train::config::to_toml;
+use patchmix::config::PatchMixConfig;
+use std::path::Path;
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_patchmix");
+
+fn config(data: &Path, momentum: bool) -> PatchMixConfig {
+    let mut c = PatchMixConfig::default();
+    c.data.format = "cifar10".into();
+    c.data.root = data.display().to_string();
+    c.data.threads = 1;
+    c.model.patch_size = 8;
+    c.model.depth = 1;
+    c.model.mlp_dim = 64;
+    c.model.out_dim = 32;
+    c.model.drop_path = 0.0;
+    c.model.use_momentum = momentum;
+    c.mix.enabled = false;
+    c.optim.epochs = 2;
+    c.optim.warmup_epochs = 1;
+    c.optim.batch_size = 8;
+    c.eval.knn_k = vec![3];
+    c.eval.linear_epochs = 1;
+    c.eval.linear_batch_size = 8;
+    c.log.log_every = 1;
+    c.runtime.device = "cpu".into();
+    c.runtime.threads = 1;
+    c.runtime.seed = 5;
+    c
+}
+
+#[test]
+fn two_ranks_without_mixing_train_what_one_process_trains() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("cifar");
+    write_synthetic_cifar10(&data, 8); // 40 train images: 5 steps of 8 per epoch
+    let runs = tmp.path().join("runs");
+    for momentum in [false, true] {
+        let preset = tmp.path().join(format!("tiny-{momentum}.toml"));
+        std::fs::write(&preset, to_toml(&config(&data, momentum)).unwrap()).unwrap();
+        let cmd = |name: &str| {
+            let mut c = Command::new(BIN);
+            c.args(["pretrain", "--preset"])
+                .arg(&preset)
+                .arg("--runs-dir")
+                .arg(&runs)
+                .args(["--name", name])
+                .current_dir(env!("CARGO_MANIFEST_DIR"));
+            c
+        };
+        let one_name = format!("one-{momentum}");
+        let one = cmd(&one_name).output().unwrap();
+        assert!(one.status.success(), "{}", stderr(&one));
+        let two_name = format!("two-{momentum}");
+        let outs = launch(2, || cmd(&two_name), &[]);
+        assert_ok(&outs, &two_name);
+        let e0 = stderr(&outs[0]);
+        assert!(
+            e0.contains("as its official code does on several GPUs"),
+            "rank 0 prints how PatchMix trains as several ranks:\n{e0}"
+        );
+        let a = checkpoint(&runs.join("patchmix").join(&two_name), 10);
+        let b = checkpoint(&runs.join("patchmix").join(&one_name), 10);
+        // the same one-process run from weights perturbed by one float32 rounding: how far
+        // fp32 arithmetic alone carries each tensor in these steps (AdamW turns the rounding
+        // noise of a gradient that is zero in exact arithmetic, e.g. the last LayerNorm's bias
+        // ahead of a BatchNorm, into full-size updates)
+        let pert_name = format!("perturbed-{momentum}");
+        let p = cmd(&pert_name)
+            .env("CONTRAST_PERTURB_INIT", "3")
+            .output()
+            .unwrap();
+        assert!(p.status.success(), "{}", stderr(&p));
+        let p = checkpoint(&runs.join("patchmix").join(&pert_name), 10);
+        let rel = |x: &tch::Tensor, y: &tch::Tensor| {
+            (x - y).norm().double_value(&[]) / y.norm().double_value(&[]).max(f64::MIN_POSITIVE)
+        };
+        let (mut worst, mut ratio, mut name, mut worst_name) =
+            (0.0f64, 0.0f64, String::new(), String::new());
+        for (n, y) in &b {
+            if !y.is_floating_point() {
+                assert!(a[n].equal(y), "{n}");
+                continue;
+            }
+            let (d, drift) = (rel(&a[n], y), rel(&p[n], y));
+            // the bar of every comparison with the official code: 8 × steps × drift, floor 1e-6
+            let bound = (8.0 * 10.0 * drift).max(1e-6);
+            assert!(
+                d <= bound,
+                "{n}: 2 ranks differ by {d:.3e} > {bound:.3e} (fp32 drift {drift:.3e})"
+            );
+            if d > worst {
+                worst = d;
+                worst_name = n.clone();
+            }
+            if d / bound > ratio {
+                ratio = d / bound;
+                name = n.clone();
+            }
+        }
+        // the loss of every step (the global batch's: rank 0 logs the mean over the ranks)
+        let totals = |n: &str| -> Vec<f64> {
+            std::fs::read_to_string(runs.join("patchmix").join(n).join("metrics.jsonl"))
+                .unwrap()
+                .lines()
+                .filter_map(|l| {
+                    serde_json::from_str::<serde_json::Value>(l).ok()?["total"].as_f64()
+                })
+                .collect()
+        };
+        let (t1, t2) = (totals(&one_name), totals(&two_name));
+        assert_eq!(t1.len(), 10);
+        let loss_diff = t1
+            .iter()
+            .zip(&t2)
+            .map(|(x, y)| (x - y).abs() / x.abs())
+            .fold(0.0, f64::max);
+        assert!(loss_diff <= 1e-6, "loss curves differ by {loss_diff:.3e}");
+        println!(
+            "PatchMix (momentum encoder {momentum}), no mixing, 10 steps, 2 ranks vs one process on the global batch: loss curve within {loss_diff:.1e}; {} tensors within 8·k× their fp32 drift (largest ratio {ratio:.3}, {name}; largest plain relative difference {worst:.2e}, {worst_name}, its fp32 drift as large)",
+            a.len()
+        );
+    }
+}
