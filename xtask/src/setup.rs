@@ -46,6 +46,12 @@ pub const PY_REQUIREMENTS: &[&str] = &[
     "scikit-image",
     // lightly's NTXentLoss stands in for MNCLGLF's missing `core.utils.ntx_ent_loss`
     "lightly",
+    // CUDA's `crt/` headers (host_config.h, 134 KB), which `cuda_runtime.h` includes and the
+    // CUDA runtime wheel that torch pulls in lacks: contrast-shim compiles the NCCL backend
+    // against them (no GPU needed to build; without them it builds without NCCL)
+    "nvidia-cuda-crt==13.0.88",
+    // ... and CCCL's `nv/target` (3 MB), which `cuda_fp16.h` includes
+    "nvidia-cuda-cccl==13.0.85",
 ];
 
 /// Debian packages the workspace needs to build (checked with dpkg-query).

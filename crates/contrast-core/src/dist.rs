@@ -3,8 +3,9 @@
 //! One process per device. Each process reads the variables `torchrun` sets (`RANK`,
 //! `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`; under torchrun's elastic agent
 //! also `TORCHELASTIC_USE_AGENT_STORE` and `TORCHELASTIC_RESTART_COUNT`), meets the others at a
-//! TCPStore and joins a `c10d::ProcessGroupGloo` (through the `contrast-shim` crate: the Gloo
-//! that the PyPI wheel's `libtorch_cpu.so` ships). Without those variables (or with
+//! TCPStore and joins a c10d process group through the `contrast-shim` crate: Gloo (the one
+//! the PyPI wheel's `libtorch_cpu.so` ships) on CPU, NCCL (`libtorch_cuda.so`'s) on CUDA where
+//! the build found the CUDA and NCCL headers, else Gloo staging through host memory. Without those variables (or with
 //! `WORLD_SIZE=1`) there is no group and every function here is the identity.
 //!
 //! What the [`Trainer`](crate::train::Trainer) does with a group:
@@ -33,7 +34,7 @@
 
 use crate::tensors::Named;
 use anyhow::{bail, ensure, Context, Result};
-use contrast_shim::{ProcessGroup, ReduceOp, Rendezvous};
+use contrast_shim::{Backend, ProcessGroup, ReduceOp, Rendezvous};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -54,7 +55,8 @@ pub struct Env {
 }
 
 impl Env {
-    /// The torchrun variables of this process; `None` when `WORLD_SIZE` is unset or 1.
+    /// The torchrun variables of this process; `None` when `WORLD_SIZE` is unset, or 1 without
+    /// `CONTRAST_DIST=1`.
     pub fn read() -> Result<Option<Env>> {
         Self::from_lookup(|k| std::env::var(k).ok())
     }
@@ -74,7 +76,9 @@ impl Env {
         let Some(world) = num("WORLD_SIZE")? else {
             return Ok(None);
         };
-        if world <= 1 {
+        // one rank forms a group only when asked (`CONTRAST_DIST=1`: e.g. to time NCCL's
+        // overhead against a plain run on one GPU)
+        if world == 0 || (world == 1 && get("CONTRAST_DIST").as_deref() != Some("1")) {
             return Ok(None);
         }
         let need = |k: &str| -> Result<String> {
@@ -134,9 +138,10 @@ static CURRENT: OnceLock<Option<Dist>> = OnceLock::new();
 static INIT: Mutex<()> = Mutex::new(());
 
 /// The process group of this process, created on the first call from the torchrun variables
-/// (see the module docs); `None` when there are none. A failed rendezvous is an error naming
-/// the address, and later calls try again.
-pub fn init() -> Result<Option<&'static Dist>> {
+/// (see the module docs); `None` when there are none. `cuda`: the run trains on CUDA, so the
+/// group is NCCL's when this build has it (else Gloo's, staging through host memory). A failed
+/// rendezvous is an error naming the address, and later calls try again.
+pub fn init(cuda: bool) -> Result<Option<&'static Dist>> {
     if let Some(d) = CURRENT.get() {
         return Ok(d.as_ref());
     }
@@ -146,7 +151,16 @@ pub fn init() -> Result<Option<&'static Dist>> {
     }
     let dist = match Env::read()? {
         None => None,
-        Some(env) => Some(Dist::new(env)?),
+        Some(env) => {
+            let backend = match cuda && contrast_shim::nccl_available() {
+                true => Backend::Nccl,
+                false => Backend::Gloo,
+            };
+            if cuda && backend == Backend::Gloo && env.rank == 0 {
+                eprintln!("note: this build has no NCCL; the ranks communicate through Gloo, staging CUDA tensors in host memory");
+            }
+            Some(Dist::new(env, backend)?)
+        }
     };
     Ok(CURRENT.get_or_init(|| dist).as_ref())
 }
@@ -172,8 +186,8 @@ pub fn is_main() -> bool {
 }
 
 impl Dist {
-    /// Rendezvous at `env.addr:env.port` and create the Gloo group.
-    pub fn new(env: Env) -> Result<Self> {
+    /// Rendezvous at `env.addr:env.port` and create the group on `backend`.
+    pub fn new(env: Env, backend: Backend) -> Result<Self> {
         let timeout = Duration::from_secs_f64(env_num("CONTRAST_DIST_TIMEOUT_S", 1800.0)?);
         let bucket_mib = env_num("CONTRAST_DIST_BUCKET_MIB", 25.0)?;
         let r = Rendezvous {
@@ -185,8 +199,9 @@ impl Dist {
             client_only: env.agent_store,
             prefix: format!("contrast/{}/", env.restart),
             interface: std::env::var("GLOO_SOCKET_IFNAME").unwrap_or_default(),
+            backend,
         };
-        let pg = ProcessGroup::gloo(&r).with_context(|| {
+        let pg = ProcessGroup::new(&r).with_context(|| {
             format!(
                 "rank {} of {} could not join the group at {}:{} (timeout {:.0} s)",
                 env.rank,
@@ -216,6 +231,20 @@ impl Dist {
     /// The underlying group (collectives on single contiguous CPU tensors).
     pub fn group(&self) -> &ProcessGroup {
         &self.pg
+    }
+
+    /// Where this group's collectives take their tensors: the CPU for Gloo, this rank's GPU
+    /// (`cuda:LOCAL_RANK`) for NCCL.
+    pub fn comm_device(&self) -> Device {
+        match self.pg.backend() {
+            Backend::Gloo => Device::Cpu,
+            Backend::Nccl => Device::Cuda(self.env.local_rank),
+        }
+    }
+
+    /// `t`, detached and contiguous on [`Dist::comm_device`].
+    fn comm(&self, t: &Tensor) -> Tensor {
+        t.detach().to_device(self.comm_device()).contiguous()
     }
 
     /// Seconds spent in [`Dist::all_reduce_grads`] so far.
@@ -254,7 +283,7 @@ impl Dist {
                 let flat = Tensor::cat(
                     &bucket
                         .iter()
-                        .map(|t| t.detach().to_device(Device::Cpu).reshape([-1]))
+                        .map(|t| self.comm(t).reshape([-1]))
                         .collect::<Vec<_>>(),
                     0,
                 );
@@ -289,9 +318,9 @@ impl Dist {
             .iter()
             .map(|p| p.grad().defined() as u8 as f32)
             .collect();
-        let any = Tensor::from_slice(&has);
+        let any = self.comm(&Tensor::from_slice(&has));
         self.pg.all_reduce(&any, ReduceOp::Max)?;
-        let any: Vec<f32> = Vec::try_from(&any)?;
+        let any: Vec<f32> = Vec::try_from(&any.to_device(Device::Cpu))?;
         let mut grads = Vec::new();
         for (p, (&mine, &anyone)) in params.iter().zip(has.iter().zip(&any)) {
             if anyone == 0.0 {
@@ -319,9 +348,9 @@ impl Dist {
         if values.is_empty() {
             return Ok(Vec::new());
         }
-        let t = Tensor::from_slice(values);
+        let t = self.comm(&Tensor::from_slice(values));
         self.pg.all_reduce(&t, ReduceOp::Mean)?;
-        Ok(Vec::try_from(&t)?)
+        Ok(Vec::try_from(&t.to_device(Device::Cpu))?)
     }
 
     /// Rank `root`'s bytes on every rank (through the store: small values only).
@@ -368,7 +397,7 @@ impl Dist {
     /// The tensor of every rank concatenated along dim 0 in rank order, with gradient flowing
     /// into this rank's own part (see [`gather_with_grad`]).
     pub fn gather_with_grad(&self, t: &Tensor) -> Result<Tensor> {
-        let parts = self.pg.all_gather(&t.detach().to_device(Device::Cpu))?;
+        let parts = self.pg.all_gather(&self.comm(t))?;
         let w = (self.world() - 1) as f64;
         // value: exactly `t`; gradient into `t`: world × the incoming one (see the fn docs)
         let scaled = t * w;
@@ -482,7 +511,7 @@ pub fn batch_norm(bn: &tch::nn::BatchNorm, x: &Tensor, train: bool) -> Tensor {
 pub fn gather(t: &Tensor) -> Result<Tensor> {
     match current() {
         Some(d) => {
-            let parts = d.pg.all_gather(&t.detach().to_device(Device::Cpu))?;
+            let parts = d.pg.all_gather(&d.comm(t))?;
             Ok(Tensor::cat(&parts, 0).to_device(t.device()))
         }
         None => Ok(t.detach()),

@@ -1,6 +1,7 @@
 // c10d through a C ABI for Rust: a TCPStore rendezvous and a Gloo process group from the
 // libtorch that tch links, and the collectives contrast-core needs. Every function catches
-// C++ exceptions and returns them as a message (never unwinds into Rust).
+// C++ exceptions and returns them as a message (never unwinds into Rust). The NCCL group is
+// made in dist_nccl.cpp, compiled only where the CUDA and NCCL headers are found.
 #define USE_C10D_GLOO 1
 #include <ATen/ATen.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
@@ -8,18 +9,16 @@
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include "group.hpp"
+
+using contrast::Group;
+
 #include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
 
 namespace {
-
-struct Group {
-  c10::intrusive_ptr<c10d::Store> store;
-  c10::intrusive_ptr<c10d::Backend> backend;
-  std::chrono::milliseconds timeout;
-};
 
 char* dup(const std::string& s) {
   char* out = static_cast<char*>(std::malloc(s.size() + 1));
@@ -80,7 +79,8 @@ struct SyncBn : public torch::autograd::Function<SyncBn> {
   }
   // sums over (N, spatial) of every rank, per channel (CPU for Gloo, back on x's device)
   static at::Tensor global_sum(Group* g, const at::Tensor& local) {
-    auto t = local.detach().to(at::kCPU).contiguous().clone();
+    auto t = g->host_staging ? local.detach().to(at::kCPU).contiguous().clone()
+                             : local.detach().contiguous().clone();
     reduce(g, t);
     return t.to(local.device());
   }
@@ -102,8 +102,8 @@ struct SyncBn : public torch::autograd::Function<SyncBn> {
     if (!present(running_var)) running_var = at::Tensor();
     auto d = dims(x);
     double local_n = static_cast<double>(x.numel() / x.size(1));
-    auto n_t = at::full({1}, local_n, at::TensorOptions().dtype(at::kDouble));
-    reduce(g, n_t);
+    auto n_t = at::full({1}, local_n, x.options().dtype(at::kDouble));
+    n_t = global_sum(g, n_t);
     double n = n_t.item<double>();
     auto mean = global_sum(g, x.sum(d)) / n;
     auto xmu = x - shaped(mean, x);
@@ -190,11 +190,22 @@ at::Tensor* contrast_dist_sync_batch_norm(
 }
 
 
-// Rendezvous through a TCPStore at addr:port (the server is opened by rank 0 unless
+// Whether this build carries the NCCL backend.
+int contrast_dist_has_nccl() {
+#ifdef CONTRAST_HAVE_NCCL
+  return 1;
+#else
+  return 0;
+#endif
+}
+
+// backend 0: Gloo (CPU tensors; CUDA ones are staged through host memory by the callers),
+// 1: NCCL (CUDA tensors). Rendezvous through a TCPStore at addr:port (the server is opened by rank 0 unless
 // client_only, as under torchrun where the elastic agent already serves the store), keys
 // under `prefix`, then a Gloo group on one device: `iface` (GLOO_SOCKET_IFNAME) when
 // non-empty, else this host's address (loopback when the hostname does not resolve).
-void* contrast_dist_new_gloo(
+void* contrast_dist_new(
+    int backend,
     const char* addr,
     int port,
     int rank,
@@ -216,6 +227,16 @@ void* contrast_dist_new_gloo(
     opts.multiTenant = true;
     auto tcp = c10::make_intrusive<c10d::TCPStore>(std::string(addr), opts);
     auto store = c10::make_intrusive<c10d::PrefixStore>(std::string(prefix), tcp);
+    if (backend == 1) {
+#ifdef CONTRAST_HAVE_NCCL
+      g = new Group{store, contrast::make_nccl(store, rank, world, timeout), timeout, false};
+      return;
+#else
+      throw std::runtime_error(
+          "this build has no NCCL: contrast-shim found no libtorch_cuda.so, nccl.h or CUDA "
+          "headers when it was compiled (or CONTRAST_LINK_CUDA=0)");
+#endif
+    }
     auto options = c10d::ProcessGroupGloo::Options::create(timeout);
     std::string name(iface);
     if (!name.empty()) {
@@ -225,7 +246,7 @@ void* contrast_dist_new_gloo(
     }
     options->threads = 2;
     auto pg = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world, options);
-    g = new Group{store, pg, timeout};
+    g = new Group{store, pg, timeout, true};
   });
   return rc == 0 ? g : nullptr;
 }

@@ -1,7 +1,8 @@
 //! C++ shim over the libtorch that `tch` links, for what tch does not bind: torch.distributed's
 //! c10d. A [`ProcessGroup`] is a TCPStore rendezvous plus a `c10d::ProcessGroupGloo` (the CPU
-//! backend compiled into the PyPI wheel's `libtorch_cpu.so`); its collectives work in place on
-//! `tch` tensors. Every C++ exception comes back as an `Err` naming the collective.
+//! backend compiled into the PyPI wheel's `libtorch_cpu.so`) or, in builds that found the CUDA
+//! and NCCL headers, a `c10d::ProcessGroupNCCL`; its collectives work in place on `tch`
+//! tensors. Every C++ exception comes back as an `Err` naming the collective.
 //!
 //! The wheel ships libtorch without Gloo's headers, so `csrc/gloo-decls/` declares the few Gloo
 //! names that `ProcessGroupGloo.hpp` mentions (declarations only; definitions come from
@@ -17,7 +18,9 @@ mod ffi {
     use super::*;
     extern "C" {
         #[allow(clippy::too_many_arguments)]
-        pub fn contrast_dist_new_gloo(
+        pub fn contrast_dist_has_nccl() -> c_int;
+        pub fn contrast_dist_new(
+            backend: c_int,
             addr: *const c_char,
             port: c_int,
             rank: c_int,
@@ -132,6 +135,22 @@ pub enum ReduceOp {
     Min,
 }
 
+/// Which c10d backend a group runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `ProcessGroupGloo`: CPU tensors (callers stage CUDA tensors through host memory).
+    Gloo,
+    /// `ProcessGroupNCCL`: CUDA tensors, one device per rank (only in builds where
+    /// [`nccl_available`]).
+    Nccl,
+}
+
+/// Whether this build carries the NCCL backend (see the crate README).
+pub fn nccl_available() -> bool {
+    // SAFETY: a constant query.
+    unsafe { ffi::contrast_dist_has_nccl() != 0 }
+}
+
 /// How to reach the other ranks.
 #[derive(Debug, Clone)]
 pub struct Rendezvous {
@@ -150,13 +169,15 @@ pub struct Rendezvous {
     pub prefix: String,
     /// Network interface for Gloo (`GLOO_SOCKET_IFNAME`); empty: this host's address.
     pub interface: String,
+    pub backend: Backend,
 }
 
-/// A Gloo process group (CPU tensors).
+/// A process group: Gloo (CPU tensors) or NCCL (CUDA tensors).
 pub struct ProcessGroup {
     raw: *mut c_void,
     rank: usize,
     world: usize,
+    backend: Backend,
 }
 
 // SAFETY: c10d backends are thread-safe for issuing collectives; the group is used from one
@@ -169,14 +190,15 @@ fn ptrs(ts: &[&Tensor]) -> Vec<CTensor> {
 }
 
 impl ProcessGroup {
-    /// Rendezvous and create the Gloo group (blocks until every rank has joined, at most
-    /// `timeout`).
-    pub fn gloo(r: &Rendezvous) -> Result<Self, DistError> {
+    /// Rendezvous and create the group on `r.backend` (blocks until every rank has joined, at
+    /// most `timeout`).
+    pub fn new(r: &Rendezvous) -> Result<Self, DistError> {
         let (addr, prefix, iface) = (cstr(&r.addr), cstr(&r.prefix), cstr(&r.interface));
         let mut err = std::ptr::null_mut();
         // SAFETY: valid C strings for the call's duration; the shim owns nothing of ours.
         let raw = unsafe {
-            ffi::contrast_dist_new_gloo(
+            ffi::contrast_dist_new(
+                (r.backend == Backend::Nccl) as c_int,
                 addr.as_ptr(),
                 r.port as c_int,
                 r.rank as c_int,
@@ -190,7 +212,10 @@ impl ProcessGroup {
         };
         if raw.is_null() {
             return Err(DistError {
-                op: "init (TCPStore rendezvous + ProcessGroupGloo)",
+                op: match r.backend {
+                    Backend::Gloo => "init (TCPStore rendezvous + ProcessGroupGloo)",
+                    Backend::Nccl => "init (TCPStore rendezvous + ProcessGroupNCCL)",
+                },
                 message: take(err),
             });
         }
@@ -198,7 +223,12 @@ impl ProcessGroup {
             raw,
             rank: r.rank,
             world: r.world,
+            backend: r.backend,
         })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     pub fn rank(&self) -> usize {

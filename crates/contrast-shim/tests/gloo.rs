@@ -24,6 +24,7 @@ fn rendezvous(rank: usize, world: usize, port: u16, timeout: Duration) -> Rendez
         client_only: false,
         prefix: "test/".into(),
         interface: "lo".into(),
+        backend: contrast_shim::Backend::Gloo,
     }
 }
 
@@ -72,7 +73,7 @@ fn env(k: &str) -> usize {
 #[ignore]
 fn rank_collectives() {
     let (rank, world) = (env("RANK"), env("WORLD_SIZE"));
-    let pg = ProcessGroup::gloo(&rendezvous(
+    let pg = ProcessGroup::new(&rendezvous(
         rank,
         world,
         env("MASTER_PORT") as u16,
@@ -128,7 +129,7 @@ fn collectives_over_two_and_three_ranks() {
 #[ignore]
 fn rank_that_dies() {
     let (rank, world) = (env("RANK"), env("WORLD_SIZE"));
-    let pg = ProcessGroup::gloo(&rendezvous(
+    let pg = ProcessGroup::new(&rendezvous(
         rank,
         world,
         env("MASTER_PORT") as u16,
@@ -163,4 +164,40 @@ fn a_dead_rank_is_an_error_for_the_others_not_a_hang() {
         "{}",
         log.lines().find(|l| l.contains("error after")).unwrap()
     );
+}
+
+/// The NCCL backend of builds that found the CUDA and NCCL headers: a group of one rank
+/// all-reduces a CUDA tensor on a GPU machine; without a GPU, creating it is a clear error.
+#[test]
+fn nccl_backend_of_one_rank() {
+    if !contrast_shim::nccl_available() {
+        println!(
+            "nccl_backend_of_one_rank: skipped, this build has no NCCL (see the crate README)"
+        );
+        return;
+    }
+    let mut r = rendezvous(0, 1, free_port(), Duration::from_secs(30));
+    r.backend = contrast_shim::Backend::Nccl;
+    match (ProcessGroup::new(&r), tch::Cuda::is_available()) {
+        (Ok(pg), true) => {
+            let t = Tensor::ones([4], (Kind::Float, tch::Device::Cuda(0)));
+            pg.all_reduce(&t, ReduceOp::Sum).unwrap();
+            assert_eq!(t.sum(Kind::Float).double_value(&[]), 4.0);
+            println!("nccl_backend_of_one_rank: all_reduce on cuda:0 ok");
+        }
+        (Ok(pg), false) => {
+            // created lazily: the first collective needs a device
+            let t = Tensor::ones([4], (Kind::Float, tch::Device::Cpu));
+            let e = pg.all_reduce(&t, ReduceOp::Sum).unwrap_err();
+            println!("nccl_backend_of_one_rank: no GPU here, a collective fails: {e}");
+        }
+        (Err(e), cuda) => {
+            assert!(!cuda, "NCCL group refused on a GPU machine: {e}");
+            println!("nccl_backend_of_one_rank: no GPU here, NCCL refuses the group: {e}");
+            assert!(
+                e.message.to_lowercase().contains("gpu") || e.message.contains("CUDA"),
+                "{e}"
+            );
+        }
+    }
 }

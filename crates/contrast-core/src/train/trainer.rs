@@ -416,7 +416,7 @@ impl<M: Method> Trainer<M> {
         let log = M::log(cfg);
         let mut device = rt.init()?;
         // torchrun's variables, when present: this process is one rank of a group
-        let dist = crate::dist::init()?;
+        let dist = crate::dist::init(device.is_cuda())?;
         if let (Some(d), Device::Cuda(_)) = (dist, device) {
             // one process per GPU; collectives go through Gloo, staged in host memory
             device = Device::Cuda(d.env.local_rank);
