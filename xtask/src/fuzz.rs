@@ -529,12 +529,13 @@ fn section(table: &str, seconds: u64, coverage: bool, wall: f64) -> String {
     } else {
         format!("`cargo xtask fuzz --no-coverage --seconds {seconds}`: the seeded mutation tests, {seconds} s per target")
     };
+    let machine = crate::util::machine();
     format!(
         "{MARKER}\n\n## Fuzzing\n\n\
          Every parser the workspace owns or wraps, fed corrupt and hostile inputs. The contract \
          checked on every input: no panic, no hang (20 s per input), no allocation beyond the \
-         stated bound, and an error that names the file. Produced by {how}; {date}, 2-core \
-         Xeon VM shared with other builds, wall time {wall:.0} s. The CI form is \
+         stated bound, and an error that names the file. Produced by {how}; {date}, {machine}, \
+         wall time {wall:.0} s. The CI form is \
          `cargo xtask fuzz --quick` (the seeded mutation tests: every seed and regression input \
          replayed, then 1,000 mutated inputs per target, 300 for the forked ones).\n\n\
          *Coverage-guided*: cargo-fuzz / libFuzzer targets in `fuzz/fuzz_targets/` (peak = the \

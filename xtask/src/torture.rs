@@ -550,13 +550,14 @@ fn table(rows: &[Row], a: &TortureArgs, kills: usize, steps: u64, wall: f64) -> 
     }
     s.push_str(&format!(
         "\nCommand: `cargo xtask torture{}{}` (seed {}; {kills} kills; toy runs of {steps} steps, a checkpoint every 5 steps, \
-         1 thread, CPU), {wall:.0} s wall on a 2-core Xeon VM (shared with other builds), {}.\n\
+         1 thread, CPU), {wall:.0} s wall on a {}, {}.\n\
          `cargo xtask torture --quick` (10 kills, 60 steps) runs in CI.\n\n\
          Not covered yet: kills during the CLAIRES index build; the search server's limits and load\n\
          test. The parsers' fuzzing is `cargo xtask fuzz` (its section follows when it has run).\n",
         if a.quick { " --quick" } else { "" },
         a.kills.map(|k| format!(" --kills {k}")).unwrap_or_default(),
         a.seed,
+        crate::util::machine(),
         today(),
     ));
     s
@@ -597,6 +598,16 @@ fn download_fixture(n: usize, seed: u64) -> Result<(Vec<u8>, Vec<u8>, Blobs)> {
 fn sha256_hex(b: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     hex::encode(Sha256::digest(b))
+}
+
+/// `remove_dir_all`, naming the folder; an absent folder is fine.
+fn remove_dir(dir: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", dir.display()))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Whether the data set folder holds exactly the served content.
@@ -664,7 +675,17 @@ paths = ["data/", "plain.bin", "{}"]
     )?;
     let root = work.join("data");
     let dir = root.join("torture-data");
-    let exe = std::env::current_exe().context("the xtask binary")?;
+    // a copy of this very binary: `cargo` re-links `target/debug/xtask` whenever it builds (as
+    // CI's test runs do while `cargo xtask ci` runs), which leaves the running process's own
+    // path deleted ("No such file or directory" when spawning it); /proc/self/exe stays readable
+    let exe = work.join("xtask-download");
+    let me = if Path::new("/proc/self/exe").exists() {
+        PathBuf::from("/proc/self/exe")
+    } else {
+        std::env::current_exe().context("the xtask binary")?
+    };
+    std::fs::copy(&me, &exe)
+        .with_context(|| format!("copying {} to {}", me.display(), exe.display()))?;
     let cmd = || {
         let mut c = Command::new(&exe);
         c.args(["download", "--manifest"])
@@ -677,7 +698,9 @@ paths = ["data/", "plain.bin", "{}"]
     };
     // one clean run for the time span, then start over
     let t = Instant::now();
-    let o = cmd().output()?;
+    let o = cmd()
+        .output()
+        .with_context(|| format!("starting {}", exe.display()))?;
     ensure!(
         o.status.success(),
         "the download fixture failed: {}",
@@ -688,7 +711,7 @@ paths = ["data/", "plain.bin", "{}"]
         "the clean download is incomplete"
     );
     let span = t.elapsed().as_secs_f64();
-    std::fs::remove_dir_all(&dir)?;
+    remove_dir(&dir)?;
     let mut rng = Mix(seed ^ 0xD1);
     let (mut killed, mut attempts, mut false_complete, mut finished) = (0, 0, 0, 0);
     let (mut during_extraction, mut during_transfer) = (0, 0);
@@ -699,19 +722,31 @@ paths = ["data/", "plain.bin", "{}"]
             "the download kill loop made no progress"
         );
         let delay = 0.05 + rng.next_f64() * 0.9 * span;
-        let mut child = cmd().spawn()?;
+        let mut child = cmd()
+            .spawn()
+            .with_context(|| format!("starting {}", exe.display()))?;
         let deadline = Instant::now() + Duration::from_secs_f64(delay);
-        let mut done = false;
+        let mut done = None;
         while Instant::now() < deadline {
-            if child.try_wait()?.is_some() {
-                done = true;
+            if let Some(status) = child.try_wait()? {
+                done = Some(status);
                 break;
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        if done {
+        if let Some(status) = done {
+            // finished before its kill: it must have finished the download
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            ensure!(
+                status.success() && download_complete(&dir, &plain, &files),
+                "a download that ended before its kill ({status}) left {} incomplete:\n{err}",
+                dir.display()
+            );
             finished += 1;
-            std::fs::remove_dir_all(&dir)?;
+            remove_dir(&dir)?;
             continue;
         }
         child.kill()?;
@@ -727,7 +762,9 @@ paths = ["data/", "plain.bin", "{}"]
             false_complete += 1;
         }
     }
-    let o = cmd().output()?;
+    let o = cmd()
+        .output()
+        .with_context(|| format!("starting {}", exe.display()))?;
     let whole = o.status.success() && download_complete(&dir, &plain, &files);
     let ok = whole && false_complete == 0;
     Ok(Row {
