@@ -315,6 +315,72 @@ pub mod ranks {
         out
     }
 
+    /// A run of N ranks against the same run in one process: every tensor of the checkpoint at
+    /// `step` within the bar of every comparison with the official code, `8·step·drift`
+    /// floored at 1e-6, where `drift` is how far `perturbed` (the one-process run started from
+    /// weights perturbed by one float32 rounding, `CONTRAST_PERTURB_INIT`) ends from `one`;
+    /// integer tensors equal. Panics naming the tensor; returns the largest difference / bound
+    /// with its tensor, and the largest plain relative difference with its tensor.
+    pub fn check_within_drift(
+        ranks: &Path,
+        one: &Path,
+        perturbed: &Path,
+        step: u64,
+    ) -> ((f64, String), (f64, String)) {
+        let (a, b, p) = (
+            checkpoint(ranks, step),
+            checkpoint(one, step),
+            checkpoint(perturbed, step),
+        );
+        assert_eq!(
+            a.keys().collect::<Vec<_>>(),
+            b.keys().collect::<Vec<_>>(),
+            "the same tensors"
+        );
+        let rel = |x: &Tensor, y: &Tensor| {
+            let (x, y) = (x.to_kind(tch::Kind::Double), y.to_kind(tch::Kind::Double));
+            (&x - &y).norm().double_value(&[]) / y.norm().double_value(&[]).max(f64::MIN_POSITIVE)
+        };
+        let (mut ratio, mut plain) = ((0.0, String::new()), (0.0, String::new()));
+        for (n, y) in &b {
+            if !y.is_floating_point() {
+                assert!(a[n].equal(y), "{n} differs");
+                continue;
+            }
+            let (d, drift) = (rel(&a[n], y), rel(&p[n], y));
+            let bound = (8.0 * step as f64 * drift).max(1e-6);
+            assert!(
+                d <= bound,
+                "{n}: the ranks differ from one process by {d:.3e} > {bound:.3e} (fp32 drift {drift:.3e})"
+            );
+            if d / bound > ratio.0 {
+                ratio = (d / bound, n.clone());
+            }
+            if d > plain.0 {
+                plain = (d, n.clone());
+            }
+        }
+        (ratio, plain)
+    }
+
+    /// The values of `key` in a run's metrics.jsonl, in step order.
+    pub fn curve(run: &Path, key: &str) -> Vec<f64> {
+        std::fs::read_to_string(run.join("metrics.jsonl"))
+            .unwrap_or_else(|e| panic!("{}: {e}", run.display()))
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?[key].as_f64())
+            .collect()
+    }
+
+    /// The largest `|a − b| / |b|` of two curves of the same length.
+    pub fn curve_diff(a: &[f64], b: &[f64]) -> f64 {
+        assert_eq!(a.len(), b.len(), "curves of different lengths");
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs() / y.abs().max(f64::MIN_POSITIVE))
+            .fold(0.0, f64::max)
+    }
+
     /// The largest relative difference `‖a − b‖ / ‖b‖` (L2 over the tensor) of any floating
     /// tensor (integers must be equal), with its name.
     pub fn max_rel(a: &BTreeMap<String, Tensor>, b: &BTreeMap<String, Tensor>) -> (f64, String) {

@@ -7,7 +7,9 @@
 //! random masks are drawn per rank. With mixing on they differ by design (each rank mixes its
 //! own rows, as the official code does).
 
-use contrast_core::testing::ranks::{assert_ok, checkpoint, launch, stderr};
+use contrast_core::testing::ranks::{
+    assert_ok, check_within_drift, curve, curve_diff, launch, stderr,
+};
 use contrast_core::testing::write_synthetic_cifar10;
 use contrast_core::train::config::to_toml;
 use patchmix::config::PatchMixConfig;
@@ -71,8 +73,6 @@ fn two_ranks_without_mixing_train_what_one_process_trains() {
             e0.contains("as its official code does on several GPUs"),
             "rank 0 prints how PatchMix trains as several ranks:\n{e0}"
         );
-        let a = checkpoint(&runs.join("patchmix").join(&two_name), 10);
-        let b = checkpoint(&runs.join("patchmix").join(&one_name), 10);
         // the same one-process run from weights perturbed by one float32 rounding: how far
         // fp32 arithmetic alone carries each tensor in these steps (AdamW turns the rounding
         // noise of a gradient that is zero in exact arithmetic, e.g. the last LayerNorm's bias
@@ -83,54 +83,19 @@ fn two_ranks_without_mixing_train_what_one_process_trains() {
             .output()
             .unwrap();
         assert!(p.status.success(), "{}", stderr(&p));
-        let p = checkpoint(&runs.join("patchmix").join(&pert_name), 10);
-        let rel = |x: &tch::Tensor, y: &tch::Tensor| {
-            (x - y).norm().double_value(&[]) / y.norm().double_value(&[]).max(f64::MIN_POSITIVE)
-        };
-        let (mut worst, mut ratio, mut name, mut worst_name) =
-            (0.0f64, 0.0f64, String::new(), String::new());
-        for (n, y) in &b {
-            if !y.is_floating_point() {
-                assert!(a[n].equal(y), "{n}");
-                continue;
-            }
-            let (d, drift) = (rel(&a[n], y), rel(&p[n], y));
-            // the bar of every comparison with the official code: 8 × steps × drift, floor 1e-6
-            let bound = (8.0 * 10.0 * drift).max(1e-6);
-            assert!(
-                d <= bound,
-                "{n}: 2 ranks differ by {d:.3e} > {bound:.3e} (fp32 drift {drift:.3e})"
-            );
-            if d > worst {
-                worst = d;
-                worst_name = n.clone();
-            }
-            if d / bound > ratio {
-                ratio = d / bound;
-                name = n.clone();
-            }
-        }
+        let run = |n: &str| runs.join("patchmix").join(n);
+        let ((ratio, name), (worst, worst_name)) =
+            check_within_drift(&run(&two_name), &run(&one_name), &run(&pert_name), 10);
         // the loss of every step (the global batch's: rank 0 logs the mean over the ranks)
-        let totals = |n: &str| -> Vec<f64> {
-            std::fs::read_to_string(runs.join("patchmix").join(n).join("metrics.jsonl"))
-                .unwrap()
-                .lines()
-                .filter_map(|l| {
-                    serde_json::from_str::<serde_json::Value>(l).ok()?["total"].as_f64()
-                })
-                .collect()
-        };
-        let (t1, t2) = (totals(&one_name), totals(&two_name));
+        let (t1, t2) = (
+            curve(&run(&one_name), "total"),
+            curve(&run(&two_name), "total"),
+        );
         assert_eq!(t1.len(), 10);
-        let loss_diff = t1
-            .iter()
-            .zip(&t2)
-            .map(|(x, y)| (x - y).abs() / x.abs())
-            .fold(0.0, f64::max);
+        let loss_diff = curve_diff(&t2, &t1);
         assert!(loss_diff <= 1e-6, "loss curves differ by {loss_diff:.3e}");
         println!(
-            "PatchMix (momentum encoder {momentum}), no mixing, 10 steps, 2 ranks vs one process on the global batch: loss curve within {loss_diff:.1e}; {} tensors within 8·k× their fp32 drift (largest ratio {ratio:.3}, {name}; largest plain relative difference {worst:.2e}, {worst_name}, its fp32 drift as large)",
-            a.len()
+            "PatchMix (momentum encoder {momentum}), no mixing, 10 steps, 2 ranks vs one process on the global batch: loss curve within {loss_diff:.1e}; every tensor within 8·k× its fp32 drift (largest ratio {ratio:.3}, {name}; largest plain relative difference {worst:.2e}, {worst_name}, its fp32 drift as large)"
         );
     }
 }
