@@ -20,8 +20,10 @@ fn mocov2_as_two_ranks_with_sync_batch_norm_trains_what_one_process_trains() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("cifar");
     write_synthetic_cifar10(&data, 8); // 40 train images: 5 steps of 8 per epoch
-    let mut c = SppsConfig::default();
-    c.framework = Framework::Mocov2;
+    let mut c = SppsConfig {
+        framework: Framework::Mocov2,
+        ..Default::default()
+    };
     c.data.format = "cifar10".into();
     c.data.root = data.display().to_string();
     c.data.threads = 1;
