@@ -5,8 +5,9 @@
 //! also `TORCHELASTIC_USE_AGENT_STORE` and `TORCHELASTIC_RESTART_COUNT`), meets the others at a
 //! TCPStore and joins a c10d process group through the `contrast-shim` crate: Gloo (the one
 //! the PyPI wheel's `libtorch_cpu.so` ships) on CPU, NCCL (`libtorch_cuda.so`'s) on CUDA where
-//! the build found the CUDA and NCCL headers, else Gloo staging through host memory. Without those variables (or with
-//! `WORLD_SIZE=1`) there is no group and every function here is the identity.
+//! the build found the CUDA and NCCL headers, else Gloo staging through host memory. Without
+//! those variables (or with `WORLD_SIZE=1` and no `CONTRAST_DIST=1`) there is no group and
+//! every function here is the identity.
 //!
 //! What the [`Trainer`](crate::train::Trainer) does with a group:
 //! * the config's batch size is the **global** batch; rank `r` of `W` trains on rows
@@ -23,8 +24,10 @@
 //!   pass (tch exposes no autograd hooks to overlap them with it);
 //! * the logged loss terms are the mean over the ranks (the global batch's).
 //!
-//! What a contrastive method adds: [`gather_with_grad`] (the negatives of the whole global
-//! batch, as SimCLR's and PatchMix's official code gather them).
+//! What a contrastive method adds: [`gather_with_grad`] (the whole global batch with gradient,
+//! for losses over it, as SimCLR's official code concatenates its replicas), [`gather`] (without
+//! gradient: the official `concat_all_gather` of PatchMix's and MoCo's keys) and
+//! [`batch_norm`] (SyncBatchNorm, when `runtime.sync_batch_norm` asks for it).
 //!
 //! Settings (environment, not config keys: they change how a run is executed, never what it
 //! computes): `CONTRAST_DIST_TIMEOUT_S` (default 1800: a collective or the rendezvous fails
