@@ -10,7 +10,10 @@ use contrast_core::testing::ranks::{
 };
 use contrast_core::testing::write_synthetic_cifar10;
 use contrast_core::train::config::to_toml;
-use spps::config::{Framework, SppsConfig};
+use spps::config::Framework;
+
+mod common;
+use common::tiny;
 use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_spps");
@@ -20,30 +23,9 @@ fn mocov2_as_two_ranks_with_sync_batch_norm_trains_what_one_process_trains() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("cifar");
     write_synthetic_cifar10(&data, 8); // 40 train images: 5 steps of 8 per epoch
-    let mut c = SppsConfig {
-        framework: Framework::Mocov2,
-        ..Default::default()
-    };
-    c.data.format = "cifar10".into();
-    c.data.root = data.display().to_string();
-    c.data.threads = 1;
-    c.data.image_size = 16;
-    c.data.eval_size = 16;
-    c.model.layers = vec![1, 1, 1, 1];
-    c.mocov2.hidden_dim = 32;
-    c.mocov2.out_dim = 16;
-    c.mocov2.queue_size = 16;
-    c.mocov2.momentum = 0.99;
-    c.optim.epochs = 2;
-    c.optim.batch_size = 8;
-    c.optim.lr = 0.05;
-    c.eval.knn_k = vec![3];
+    let mut c = tiny(&data);
+    c.framework = Framework::Mocov2;
     c.eval.linear_epochs = 1;
-    c.eval.linear_batch_size = 8;
-    c.log.log_every = 1;
-    c.runtime.device = "cpu".into();
-    c.runtime.threads = 1;
-    c.runtime.seed = 3;
     c.runtime.sync_batch_norm = Some(true);
     let preset = tmp.path().join("tiny.toml");
     std::fs::write(&preset, to_toml(&c).unwrap()).unwrap();

@@ -6,40 +6,13 @@
 use contrast_core::tensors::Named;
 use contrast_core::testing::{global_rng_lock, write_synthetic_cifar10};
 use contrast_core::train::{Checkpointer, Method, MetricsLog, RunOptions, Trainer};
-use spps::config::{Framework, SamplerConfig, SppsConfig};
+use spps::config::{Framework, SamplerConfig};
 use spps::method::Spps;
 use spps::sampler::{Pair, PairSet};
 use spps::train::sample;
+mod common;
+use common::tiny;
 use std::path::{Path, PathBuf};
-
-fn tiny(root: &Path) -> SppsConfig {
-    let mut c = SppsConfig::default();
-    c.data.format = "cifar10".into();
-    c.data.root = root.display().to_string();
-    c.data.threads = 1;
-    c.data.image_size = 16;
-    c.data.eval_size = 16;
-    c.model.layers = vec![1, 1, 1, 1];
-    c.simclr.hidden = 32;
-    c.simclr.out_dim = 16;
-    c.mocov2.hidden_dim = 32;
-    c.mocov2.out_dim = 16;
-    c.mocov2.queue_size = 16;
-    c.mocov2.momentum = 0.99;
-    c.optim.epochs = 2;
-    c.optim.batch_size = 8;
-    c.optim.lr = 0.05;
-    c.eval.knn_k = vec![3];
-    c.eval.linear_epochs = 2;
-    c.eval.linear_batch_size = 8;
-    c.log.log_every = 1;
-    c.runtime.device = "cpu".into();
-    c.runtime.threads = 1;
-    c.runtime.seed = 3;
-    c.sampler.top_k = 2;
-    c.sampler.block_size = 16;
-    c
-}
 
 fn opts(root: &Path, name: &str, resume: bool) -> RunOptions {
     let mut o = RunOptions::new("spps", name);
