@@ -165,6 +165,7 @@ fn stl10_binaries_are_column_major_and_read_back_exactly() {
             test_subset: 0,
             seed: 0,
             method: "test",
+            stream: Default::default(),
         })
         .unwrap();
     assert_eq!((tr.len(), te.len()), (3, 3));

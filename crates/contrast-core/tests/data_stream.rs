@@ -3,7 +3,7 @@
 
 use contrast_core::data::folder::load_image_folder;
 use contrast_core::data::stream::{
-    estimate_decoded_bytes, open_image_folder, scan_cached, ListSource, StreamPolicy,
+    estimate_decoded_bytes, open_image_folder, scan_cached, ListSource, StreamMode, StreamPolicy,
     StreamingFolder,
 };
 use contrast_core::data::{Dataset, Loader, LoaderConfig, Recipe};
@@ -189,6 +189,18 @@ fn unwritable_place_next_to_the_data_caches_in_the_cache_dir() {
 }
 
 #[test]
+fn small_folders_opened_for_training_leave_no_cache_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = jpeg_folder(dir.path(), 4);
+    let d = open_image_folder(&root, &StreamPolicy::new(StreamMode::Always, 0, false)).unwrap();
+    assert!(d.is_streaming());
+    assert!(
+        !dir.path().join(".train.contrast-files.json").exists(),
+        "fewer than CACHE_MIN_FILES files: listed again each run, no file beside the data"
+    );
+}
+
+#[test]
 fn the_size_threshold_and_overrides_choose_the_path() {
     let dir = tempfile::tempdir().unwrap();
     let root = jpeg_folder(dir.path(), 4);
@@ -201,19 +213,20 @@ fn the_size_threshold_and_overrides_choose_the_path() {
         })
         .sum();
     assert_eq!(estimate_decoded_bytes(&list).unwrap(), exact);
-    let by_size = |mib| StreamPolicy {
-        stream: None,
-        stream_above_mib: mib,
-    };
+    let by_size = |mib| StreamPolicy::new(StreamMode::Auto, mib, false);
     assert!(open_image_folder(&root, &by_size(0))
         .unwrap()
         .is_streaming());
     assert!(!open_image_folder(&root, &by_size(4096))
         .unwrap()
         .is_streaming());
-    let forced = |s| StreamPolicy {
-        stream: Some(s),
-        stream_above_mib: 0,
+    let forced = |s| {
+        let mode = if s {
+            StreamMode::Always
+        } else {
+            StreamMode::Never
+        };
+        StreamPolicy::new(mode, 0, false)
     };
     assert!(open_image_folder(&root, &forced(true))
         .unwrap()
@@ -270,14 +283,7 @@ fn a_large_folder_streams_with_bounded_memory() {
     // what the in-memory path would hold
     let (list, _) = scan_cached(&root).unwrap();
     assert_eq!(estimate_decoded_bytes(&list).unwrap(), 2000 * 400 * 350 * 3);
-    let st = open_image_folder(
-        &root,
-        &StreamPolicy {
-            stream: Some(true),
-            stream_above_mib: 0,
-        },
-    )
-    .unwrap();
+    let st = open_image_folder(&root, &StreamPolicy::new(StreamMode::Always, 0, false)).unwrap();
     assert!(st.is_streaming());
     let cfg = LoaderConfig {
         batch_size: 50,

@@ -5,6 +5,8 @@
 //! batch 256.
 
 use crate::loss::LossConfig;
+use contrast_core::data::stream::DEFAULT_STREAM_ABOVE_MIB;
+use contrast_core::data::StreamMode;
 use contrast_core::eval::linear::ProbeOptimizer;
 use contrast_core::nn::resnet::Stem;
 use contrast_core::train::{LogConfig, RuntimeConfig};
@@ -56,6 +58,16 @@ pub struct DataConfig {
     /// Rayon threads of the data pipeline (0 = all cores).
     pub threads: usize,
     pub prefetch: usize,
+    /// `image-folder` splits: `auto` streams a folder whose estimated decoded size is above
+    /// `stream_above_mib` (ImageNet) and decodes smaller ones into memory; `always` / `never`
+    /// force either path (`CONTRAST_STREAM` overrides).
+    pub stream: StreamMode,
+    /// Threshold of `stream = "auto"`, MiB of decoded RGB.
+    pub stream_above_mib: u64,
+    /// Streamed JPEGs: decode at 1/2, 1/4 or 1/8 in the DCT domain when every view of the
+    /// sample still downsamples from it (faster on large photographs; pixels differ slightly
+    /// from torchvision's full decode, see `benches/RESULTS.md`). Off by default.
+    pub scaled_decode: bool,
 }
 
 impl Default for DataConfig {
@@ -70,6 +82,9 @@ impl Default for DataConfig {
             eval_size: 224,
             threads: 0,
             prefetch: 3,
+            stream: StreamMode::Auto,
+            stream_above_mib: DEFAULT_STREAM_ABOVE_MIB,
+            scaled_decode: false,
         }
     }
 }

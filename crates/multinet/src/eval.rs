@@ -7,6 +7,7 @@ use anyhow::Result;
 use contrast_core::data::augment::Recipe;
 use contrast_core::data::dataset::Dataset;
 use contrast_core::data::splits::{load_splits, SplitSpec};
+use contrast_core::data::StreamPolicy;
 use contrast_core::eval::features::EvalLoader;
 use contrast_core::eval::linear::LinearProbeConfig;
 use contrast_core::eval::protocol::FrozenEval;
@@ -25,6 +26,11 @@ pub fn datasets(cfg: &MultinetConfig) -> Result<(Arc<dyn Dataset>, Arc<dyn Datas
         test_subset: cfg.data.test_subset,
         seed: cfg.runtime.seed,
         method: "multinet",
+        stream: StreamPolicy::new(
+            cfg.data.stream,
+            cfg.data.stream_above_mib,
+            cfg.data.scaled_decode,
+        ),
     })
 }
 

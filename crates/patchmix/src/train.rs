@@ -10,6 +10,7 @@ use anyhow::{bail, ensure, Result};
 use contrast_core::data::augment::Recipe;
 use contrast_core::data::dataset::Dataset;
 use contrast_core::data::splits::{load_splits, SplitSpec};
+use contrast_core::data::StreamPolicy;
 use contrast_core::dist::Shard;
 use contrast_core::loss::InfoNce;
 use contrast_core::nn::vit::{vit_base, vit_small, vit_tiny, VitConfig};
@@ -49,6 +50,11 @@ pub fn datasets(cfg: &PatchMixConfig) -> Result<(Arc<dyn Dataset>, Arc<dyn Datas
         test_subset: cfg.data.test_subset,
         seed: cfg.runtime.seed,
         method: "patchmix",
+        stream: StreamPolicy::new(
+            cfg.data.stream,
+            cfg.data.stream_above_mib,
+            cfg.data.scaled_decode,
+        ),
     })
 }
 

@@ -9,6 +9,7 @@ use anyhow::{bail, ensure, Context, Result};
 use contrast_core::data::augment::{sample_rng, Recipe};
 use contrast_core::data::dataset::Dataset;
 use contrast_core::data::splits::{load_splits, SplitSpec};
+use contrast_core::data::StreamPolicy;
 use contrast_core::eval::features::{embed_dataset, EvalLoader};
 use contrast_core::eval::linear::LinearProbeConfig;
 use contrast_core::eval::protocol::FrozenEval;
@@ -33,6 +34,11 @@ pub fn datasets(cfg: &SppsConfig) -> Result<(Arc<dyn Dataset>, Arc<dyn Dataset>)
         test_subset: cfg.data.test_subset,
         seed: cfg.runtime.seed,
         method: "spps",
+        stream: StreamPolicy::new(
+            cfg.data.stream,
+            cfg.data.stream_above_mib,
+            cfg.data.scaled_decode,
+        ),
     })
 }
 

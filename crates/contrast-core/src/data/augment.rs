@@ -205,8 +205,51 @@ impl ViewSpec {
         }
     }
 
-    /// Apply the view to `img`, writing `[3, S, S]` into `out` (`3·S·S` floats).
+    /// Apply the view to `img`, writing `[3, S, S]` into `out` (`3·S·S` floats):
+    /// [`ViewSpec::draw`] then [`ViewSpec::render`].
     pub fn apply(&self, img: &ImageRef<'_>, rng: &mut ChaCha8Rng, out: &mut [f32]) -> Result<()> {
+        let draws = self.draw(img.height, img.width, rng);
+        self.render(img, Source::full(img), &draws, out)
+    }
+
+    /// Every random draw of the view, one per op, for an image of `height × width`: the draws
+    /// depend on the image size only, never on its pixels, so they can be taken before the
+    /// image is decoded (and decide the scale it is decoded at: [`Recipe::decode_denom`]).
+    pub fn draw(&self, height: usize, width: usize, rng: &mut ChaCha8Rng) -> Vec<Draw> {
+        let flip = |p: f64, rng: &mut ChaCha8Rng| Draw::Apply(rng.gen::<f64>() < p);
+        self.ops
+            .iter()
+            .map(|op| match *op {
+                Op::RandomResizedCrop { scale, ratio, .. } => {
+                    let (top, left, h, w) = rrc_params(height, width, scale, ratio, rng);
+                    Draw::Crop { top, left, h, w }
+                }
+                Op::Resize { .. } | Op::ResizeCenterCrop { .. } | Op::Normalize { .. } => {
+                    Draw::Fixed
+                }
+                Op::HorizontalFlip { p } | Op::Grayscale { p } | Op::Solarize { p, .. } => {
+                    flip(p, rng)
+                }
+                Op::ColorJitter { p, jitter } => {
+                    Draw::Jitter((rng.gen::<f64>() < p).then(|| draw_jitter(&jitter, rng)))
+                }
+                Op::GaussianBlur { p, sigma, .. } | Op::PilGaussianBlur { p, sigma } => Draw::Blur(
+                    (rng.gen::<f64>() < p).then(|| uniform(rng, sigma.0, sigma.1) as f32),
+                ),
+            })
+            .collect()
+    }
+
+    /// Render the view from its `draws` ([`ViewSpec::draw`], taken for the size of `source`)
+    /// into `out`. `img` is the image `source` describes, decoded at `1/source.denom` of its
+    /// size: crop boxes are mapped into it (fractional when `denom > 1`).
+    pub fn render(
+        &self,
+        img: &ImageRef<'_>,
+        source: Source,
+        draws: &[Draw],
+        out: &mut [f32],
+    ) -> Result<()> {
         let s = self.size();
         ensure!(
             out.len() == 3 * s * s,
@@ -220,81 +263,138 @@ impl ViewSpec {
             img.width,
             img.channels
         );
-        for op in &self.ops {
-            match *op {
-                Op::RandomResizedCrop {
-                    size,
-                    scale,
-                    ratio,
-                    interpolation,
-                } => {
-                    let (top, left, h, w) = rrc_params(img.height, img.width, scale, ratio, rng);
-                    resized_crop_into(img, top, left, h, w, size, size, interpolation, out);
+        ensure!(
+            draws.len() == self.ops.len(),
+            "{} draws for {} ops",
+            draws.len(),
+            self.ops.len()
+        );
+        let d = source.denom as f64;
+        let whole = Window {
+            top: 0.0,
+            left: 0.0,
+            height: source.height as f64 / d,
+            width: source.width as f64 / d,
+        };
+        for (op, draw) in self.ops.iter().zip(draws) {
+            match (op, draw) {
+                (Op::RandomResizedCrop { interpolation, .. }, &Draw::Crop { top, left, h, w }) => {
+                    let win = Window {
+                        top: top as f64 / d,
+                        left: left as f64 / d,
+                        height: h as f64 / d,
+                        width: w as f64 / d,
+                    };
+                    resample_window(img, win, s, s, *interpolation, out);
                     to_unit_range(out);
                 }
-                Op::Resize {
-                    size,
-                    interpolation,
-                } => {
-                    resized_crop_into(
-                        img,
-                        0,
-                        0,
-                        img.height,
-                        img.width,
-                        size,
-                        size,
+                (Op::Resize { interpolation, .. }, _) => {
+                    resample_window(img, whole, s, s, *interpolation, out);
+                    to_unit_range(out);
+                }
+                (
+                    Op::ResizeCenterCrop {
+                        resize,
                         interpolation,
-                        out,
-                    );
-                    to_unit_range(out);
+                        ..
+                    },
+                    _,
+                ) => {
+                    let (rh, rw) = resize_shorter_side(source.height, source.width, *resize);
+                    resize_window_center_crop(img, whole, (rh, rw), s, *interpolation, out)
                 }
-                Op::ResizeCenterCrop {
-                    resize,
-                    size,
-                    interpolation,
-                } => resize_center_crop_into(img, resize, size, interpolation, out),
-                Op::HorizontalFlip { p } => {
-                    if rng.gen::<f64>() < p {
-                        hflip(out, s, s);
-                    }
+                (Op::HorizontalFlip { .. }, Draw::Apply(true)) => hflip(out, s, s),
+                (Op::ColorJitter { .. }, Draw::Jitter(Some(j))) => apply_jitter(out, s, s, j),
+                (Op::Grayscale { .. }, Draw::Apply(true)) => grayscale(out, s, s),
+                (Op::GaussianBlur { kernel_size, .. }, &Draw::Blur(Some(sg))) => {
+                    gaussian_blur(out, s, s, *kernel_size, sg)
                 }
-                Op::ColorJitter { p, jitter } => {
-                    if rng.gen::<f64>() < p {
-                        color_jitter(out, s, s, &jitter, rng);
-                    }
+                (Op::PilGaussianBlur { .. }, &Draw::Blur(Some(sg))) => {
+                    super::pil_blur::gaussian_blur_unit(out, s, s, sg)
                 }
-                Op::Grayscale { p } => {
-                    if rng.gen::<f64>() < p {
-                        grayscale(out, s, s);
-                    }
+                (Op::Solarize { threshold, .. }, Draw::Apply(true)) => solarize(out, *threshold),
+                (Op::Normalize { mean, std }, _) => normalize(out, s, s, *mean, *std),
+                (Op::RandomResizedCrop { .. }, other) => {
+                    bail!("RandomResizedCrop needs a crop draw, got {other:?}")
                 }
-                Op::GaussianBlur {
-                    p,
-                    kernel_size,
-                    sigma,
-                } => {
-                    if rng.gen::<f64>() < p {
-                        let sg = uniform(rng, sigma.0, sigma.1);
-                        gaussian_blur(out, s, s, kernel_size, sg as f32);
-                    }
-                }
-                Op::PilGaussianBlur { p, sigma } => {
-                    if rng.gen::<f64>() < p {
-                        let sg = uniform(rng, sigma.0, sigma.1);
-                        super::pil_blur::gaussian_blur_unit(out, s, s, sg as f32);
-                    }
-                }
-                Op::Solarize { p, threshold } => {
-                    if rng.gen::<f64>() < p {
-                        solarize(out, threshold);
-                    }
-                }
-                Op::Normalize { mean, std } => normalize(out, s, s, mean, std),
+                _ => {}
             }
         }
         Ok(())
     }
+
+    /// The largest `d` of 1, 2, 4, 8 at which this view, drawn as `draws` on a `height ×
+    /// width` image, still downsamples (or keeps) every pixel it reads: its crop (or the whole
+    /// image) is at least the output size in both directions after dividing by `d`.
+    pub fn max_denom(&self, height: usize, width: usize, draws: &[Draw]) -> usize {
+        let s = self.size();
+        let (h, w, need) = match (&self.ops[0], draws.first()) {
+            (Op::RandomResizedCrop { .. }, Some(&Draw::Crop { h, w, .. })) => (h, w, s),
+            (Op::ResizeCenterCrop { resize, .. }, _) => {
+                let (rh, rw) = resize_shorter_side(height, width, *resize);
+                // the resized image, not the crop, is what is sampled
+                return [8, 4, 2]
+                    .into_iter()
+                    .find(|&d| height / d >= rh && width / d >= rw)
+                    .unwrap_or(1);
+            }
+            _ => (height, width, s),
+        };
+        [8, 4, 2]
+            .into_iter()
+            .find(|&d| h / d >= need && w / d >= need)
+            .unwrap_or(1)
+    }
+}
+
+/// One op's random draws ([`ViewSpec::draw`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Draw {
+    /// The crop box of a `RandomResizedCrop`, in pixels of the full-size image.
+    Crop {
+        top: usize,
+        left: usize,
+        h: usize,
+        w: usize,
+    },
+    /// Whether a random op (flip, grayscale, solarize) applies.
+    Apply(bool),
+    /// A colour jitter, when it applies.
+    Jitter(Option<JitterDraw>),
+    /// A blur's σ, when it applies.
+    Blur(Option<f32>),
+    /// An op without randomness.
+    Fixed,
+}
+
+/// The image a view is rendered from: its full size, and the factor `1/denom` it was decoded
+/// at (`denom` 1, 2, 4 or 8; a scaled JPEG decode gives `⌈height/denom⌉ × ⌈width/denom⌉`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Source {
+    pub height: usize,
+    pub width: usize,
+    pub denom: usize,
+}
+
+impl Source {
+    /// `img` at its full size.
+    pub fn full(img: &ImageRef<'_>) -> Self {
+        Self {
+            height: img.height,
+            width: img.width,
+            denom: 1,
+        }
+    }
+}
+
+/// A region of an image in (possibly fractional) pixels: rows `top .. top + height`, columns
+/// `left .. left + width`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Window {
+    pub top: f64,
+    pub left: f64,
+    pub height: f64,
+    pub width: f64,
 }
 
 fn is_geometric(op: &Op) -> bool {
@@ -330,9 +430,27 @@ pub fn resize_center_crop_into(
     interp: Interpolation,
     out: &mut [f32],
 ) {
-    let (rh, rw) = resize_shorter_side(img.height, img.width, resize);
+    let whole = Window {
+        top: 0.0,
+        left: 0.0,
+        height: img.height as f64,
+        width: img.width as f64,
+    };
+    let resized = resize_shorter_side(img.height, img.width, resize);
+    resize_window_center_crop(img, whole, resized, size, interp, out)
+}
+
+/// [`resize_center_crop_into`] of `win` of `img`, resized to `(rh, rw)`.
+fn resize_window_center_crop(
+    img: &ImageRef<'_>,
+    win: Window,
+    (rh, rw): (usize, usize),
+    size: usize,
+    interp: Interpolation,
+    out: &mut [f32],
+) {
     let mut full = vec![0f32; 3 * rh * rw];
-    resized_crop_into(img, 0, 0, img.height, img.width, rh, rw, interp, &mut full);
+    resample_window(img, win, rh, rw, interp, &mut full);
     to_unit_range(&mut full);
     // torchvision: crop_top = int(round((h − size) / 2.0)) (Python rounds half to even)
     let top = ((rh - size) as f64 / 2.0).round_ties_even() as usize;
@@ -607,10 +725,51 @@ impl Recipe {
             outs.len(),
             self.views.len()
         );
-        for (v, out) in self.views.iter().zip(outs.iter_mut()) {
-            v.apply(img, rng, out)?;
+        let draws = self.draw(img.height, img.width, rng);
+        self.render(img, Source::full(img), &draws, outs)
+    }
+
+    /// Every view's draws ([`ViewSpec::draw`]) for an image of `height × width`, in the order
+    /// [`Recipe::apply`] takes them.
+    pub fn draw(&self, height: usize, width: usize, rng: &mut ChaCha8Rng) -> Vec<Vec<Draw>> {
+        self.views
+            .iter()
+            .map(|v| v.draw(height, width, rng))
+            .collect()
+    }
+
+    /// Render every view from its draws ([`ViewSpec::render`]).
+    pub fn render(
+        &self,
+        img: &ImageRef<'_>,
+        source: Source,
+        draws: &[Vec<Draw>],
+        outs: &mut [&mut [f32]],
+    ) -> Result<()> {
+        ensure!(
+            outs.len() == self.views.len() && draws.len() == self.views.len(),
+            "{} output buffers and {} draws for {} views",
+            outs.len(),
+            draws.len(),
+            self.views.len()
+        );
+        for ((v, d), out) in self.views.iter().zip(draws).zip(outs.iter_mut()) {
+            v.render(img, source, d, out)?;
         }
         Ok(())
+    }
+
+    /// The largest JPEG decode scale `1/d` (`d` of 1, 2, 4, 8) at which every view, drawn as
+    /// `draws` on a `height × width` image, still reads at least as many pixels as it writes
+    /// ([`ViewSpec::max_denom`]): decoding at `1/d` then replaces part of the antialiased
+    /// downsampling by the DCT's own.
+    pub fn decode_denom(&self, height: usize, width: usize, draws: &[Vec<Draw>]) -> usize {
+        self.views
+            .iter()
+            .zip(draws)
+            .map(|(v, d)| v.max_denom(height, width, d))
+            .min()
+            .unwrap_or(1)
     }
 }
 
@@ -713,12 +872,21 @@ fn filter(interp: Interpolation, x: f32) -> f32 {
     }
 }
 
-fn axis_weights(input: usize, output: usize, interp: Interpolation) -> AxisWeights {
+/// The weights of resampling `extent` input pixels, starting `offset` (in `[0, 1)`) after the
+/// first of `input` available ones, to `output` pixels. With `offset = 0` and `extent = input`
+/// this is PyTorch's kernel on a crop; otherwise the taps stay within the `input` pixels.
+fn axis_weights(
+    offset: f32,
+    extent: f32,
+    input: usize,
+    output: usize,
+    interp: Interpolation,
+) -> AxisWeights {
     let interp_size = match interp {
         Interpolation::Bilinear => 2.0f32,
         Interpolation::Bicubic => 4.0,
     };
-    let scale = input as f32 / output as f32;
+    let scale = extent / output as f32;
     let support = if scale >= 1.0 {
         interp_size * 0.5 * scale
     } else {
@@ -733,10 +901,10 @@ fn axis_weights(input: usize, output: usize, interp: Interpolation) -> AxisWeigh
         taps,
     };
     for i in 0..output {
-        let center = scale * (i as f32 + 0.5);
+        let center = offset + scale * (i as f32 + 0.5);
         let xmin = ((center - support + 0.5) as i64).max(0) as usize;
         let xmax = ((center + support + 0.5) as i64).min(input as i64) as usize;
-        let n = xmax - xmin;
+        let n = xmax.saturating_sub(xmin).min(taps);
         let ws = &mut w.weights[i * taps..i * taps + n];
         let mut total = 0.0f32;
         for (j, wj) in ws.iter_mut().enumerate() {
@@ -769,8 +937,37 @@ pub fn resized_crop_into(
     interp: Interpolation,
     out: &mut [f32],
 ) {
-    let wx = axis_weights(w, out_w, interp);
-    let wy = axis_weights(h, out_h, interp);
+    let win = Window {
+        top: top as f64,
+        left: left as f64,
+        height: h as f64,
+        width: w as f64,
+    };
+    resample_window(img, win, out_h, out_w, interp, out)
+}
+
+/// Resample the (possibly fractional) window `win` of `img` to `[3, out_h, out_w]` with
+/// PyTorch's antialiased kernels (0…255, no rounding). An integer window is exactly
+/// [`resized_crop_into`]; a fractional one (a crop box mapped into an image decoded at a reduced
+/// scale) reads the pixels that overlap it.
+pub fn resample_window(
+    img: &ImageRef<'_>,
+    win: Window,
+    out_h: usize,
+    out_w: usize,
+    interp: Interpolation,
+    out: &mut [f32],
+) {
+    // The whole pixels the window overlaps: rows top..top + h, columns left..left + w.
+    let span = |start: f64, extent: f64, limit: usize| {
+        let lo = (start.floor() as usize).min(limit - 1);
+        let hi = ((start + extent).ceil() as usize).clamp(lo + 1, limit);
+        (lo, hi - lo, (start - lo as f64) as f32, extent as f32)
+    };
+    let (top, h, off_y, ext_y) = span(win.top, win.height, img.height);
+    let (left, w, off_x, ext_x) = span(win.left, win.width, img.width);
+    let wx = axis_weights(off_x, ext_x, w, out_w, interp);
+    let wy = axis_weights(off_y, ext_y, h, out_h, interp);
     let ch = img.channels;
     let src = &img.pixels[..];
     // Horizontal pass: rows top..top+h → tmp [3, h, out_w].
@@ -937,52 +1134,62 @@ pub fn adjust_hue(buf: &mut [f32], h: usize, w: usize, hue_factor: f32) {
     }
 }
 
-/// `ColorJitter.forward`: a random order of the four adjustments (`torch.randperm(4)`), each
-/// with a factor uniform in its range; a zero strength skips that adjustment.
-pub fn color_jitter(buf: &mut [f32], h: usize, w: usize, cj: &ColorJitter, rng: &mut ChaCha8Rng) {
+/// The draws of one `ColorJitter.forward`: the order of the four adjustments
+/// (`torch.randperm(4)`) and each factor (`None`: that strength is zero).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct JitterDraw {
+    pub order: [usize; 4],
+    pub brightness: Option<f32>,
+    pub contrast: Option<f32>,
+    pub saturation: Option<f32>,
+    pub hue: Option<f32>,
+}
+
+/// Draw a [`JitterDraw`]: a random order, then each factor uniform in its range
+/// (`[max(0, 1 − s), 1 + s]`, hue in `[−h, h]`); a zero strength draws nothing.
+pub fn draw_jitter(cj: &ColorJitter, rng: &mut ChaCha8Rng) -> JitterDraw {
     let mut order = [0usize, 1, 2, 3];
     for i in (1..4).rev() {
         let j = rng.gen_range(0..=i);
         order.swap(i, j);
     }
     let range = |s: f64| ((1.0 - s).max(0.0), 1.0 + s);
-    let b = (cj.brightness > 0.0).then(|| {
-        let (a, z) = range(cj.brightness);
-        uniform(rng, a, z) as f32
-    });
-    let c = (cj.contrast > 0.0).then(|| {
-        let (a, z) = range(cj.contrast);
-        uniform(rng, a, z) as f32
-    });
-    let s = (cj.saturation > 0.0).then(|| {
-        let (a, z) = range(cj.saturation);
-        uniform(rng, a, z) as f32
-    });
-    let hu = (cj.hue > 0.0).then(|| uniform(rng, -cj.hue, cj.hue) as f32);
-    for k in order {
-        match k {
-            0 => {
-                if let Some(f) = b {
-                    adjust_brightness(&mut buf[..3 * h * w], f)
-                }
-            }
-            1 => {
-                if let Some(f) = c {
-                    adjust_contrast(buf, h, w, f)
-                }
-            }
-            2 => {
-                if let Some(f) = s {
-                    adjust_saturation(buf, h, w, f)
-                }
-            }
-            _ => {
-                if let Some(f) = hu {
-                    adjust_hue(buf, h, w, f)
-                }
-            }
+    let mut factor = |s: f64| {
+        (s > 0.0).then(|| {
+            let (a, z) = range(s);
+            uniform(rng, a, z) as f32
+        })
+    };
+    let brightness = factor(cj.brightness);
+    let contrast = factor(cj.contrast);
+    let saturation = factor(cj.saturation);
+    let hue = (cj.hue > 0.0).then(|| uniform(rng, -cj.hue, cj.hue) as f32);
+    JitterDraw {
+        order,
+        brightness,
+        contrast,
+        saturation,
+        hue,
+    }
+}
+
+/// Apply a drawn colour jitter to `[3, h, w]`.
+pub fn apply_jitter(buf: &mut [f32], h: usize, w: usize, d: &JitterDraw) {
+    for k in d.order {
+        match (k, d.brightness, d.contrast, d.saturation, d.hue) {
+            (0, Some(f), ..) => adjust_brightness(&mut buf[..3 * h * w], f),
+            (1, _, Some(f), ..) => adjust_contrast(buf, h, w, f),
+            (2, _, _, Some(f), _) => adjust_saturation(buf, h, w, f),
+            (3, .., Some(f)) => adjust_hue(buf, h, w, f),
+            _ => {}
         }
     }
+}
+
+/// `ColorJitter.forward`: [`draw_jitter`] then [`apply_jitter`].
+pub fn color_jitter(buf: &mut [f32], h: usize, w: usize, cj: &ColorJitter, rng: &mut ChaCha8Rng) {
+    let d = draw_jitter(cj, rng);
+    apply_jitter(buf, h, w, &d);
 }
 
 /// torchvision's `_get_gaussian_kernel1d(kernel_size, sigma)`.

@@ -1,5 +1,6 @@
 //! The [`Dataset`] trait and the in-memory store every loader decodes into.
 
+use super::augment::Source;
 use anyhow::{bail, ensure, Result};
 use std::borrow::Cow;
 use tch::Tensor;
@@ -39,6 +40,21 @@ pub trait Dataset: Send + Sync {
     /// The label of sample `index` alone (streamed data sets answer without decoding).
     fn label(&self, index: usize) -> Result<i64> {
         Ok(self.get(index)?.1)
+    }
+    /// Sample `index`, decoded at a reduced scale where the data set can (a streamed folder with
+    /// `data.scaled_decode` on, for JPEG files): `denom` is called once with the image's full
+    /// `(height, width)` (from its header, before decoding) and returns the wanted factor `1/d`
+    /// (`d` of 1, 2, 4, 8). The returned [`Source`] holds the full size and the `d` used; by
+    /// default the image is decoded in full (`d = 1`) after `denom` has been called.
+    fn get_scaled(
+        &self,
+        index: usize,
+        denom: &mut dyn FnMut(usize, usize) -> usize,
+    ) -> Result<(ImageRef<'_>, i64, Source)> {
+        let (img, label) = self.get(index)?;
+        denom(img.height, img.width);
+        let source = Source::full(&img);
+        Ok((img, label, source))
     }
     /// Class names by class index (empty when unknown).
     fn classes(&self) -> &[String] {

@@ -4,8 +4,9 @@
 //! decoded in parallel (rayon) to RGB and kept in one contiguous buffer. Folders too large for
 //! memory are streamed instead: [`super::stream`].
 
+use super::augment::Source;
 use super::dataset::InMemoryDataset;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
@@ -59,25 +60,120 @@ pub const MAX_PIXELS: u64 = 1 << 26;
 /// images above [`MAX_PIXELS`] are refused from their header.
 pub fn decode_rgb(path: &Path) -> Result<(Vec<u8>, usize, usize)> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    decode_rgb_bytes(&bytes, path)
+}
+
+/// [`decode_rgb`] of a file's `bytes` (`path` names it in errors).
+fn decode_rgb_bytes(bytes: &[u8], path: &Path) -> Result<(Vec<u8>, usize, usize)> {
     let what = || format!("decoding {} (truncated or corrupt image?)", path.display());
-    let decoder = image::ImageReader::new(std::io::Cursor::new(&bytes))
+    let decoder = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .with_context(what)?
         .into_decoder()
         .with_context(what)?;
     let (w, h) = image::ImageDecoder::dimensions(&decoder);
-    if w as u64 * h as u64 > MAX_PIXELS {
+    refuse_pixels(path, w as u64, h as u64)?;
+    let img = image::DynamicImage::from_decoder(decoder)
+        .with_context(what)?
+        .into_rgb8();
+    let (w, h) = img.dimensions();
+    Ok((img.into_raw(), h as usize, w as usize))
+}
+
+/// `(height, width)` of an image file from its header (no pixel is decoded).
+pub fn image_size(path: &Path) -> Result<(usize, usize)> {
+    let (w, h) = image::image_dimensions(path)
+        .with_context(|| format!("reading the image header of {}", path.display()))?;
+    Ok((h as usize, w as usize))
+}
+
+fn refuse_pixels(path: &Path, w: u64, h: u64) -> Result<()> {
+    if w * h > MAX_PIXELS {
         bail!(
             "{}: {w} × {h} pixels, more than {MAX_PIXELS} (corrupt header, or an image too large \
              for the loader)",
             path.display()
         );
     }
-    let img = image::DynamicImage::from_decoder(decoder)
-        .with_context(what)?
-        .into_rgb8();
-    let (w, h) = img.dimensions();
-    Ok((img.into_raw(), h as usize, w as usize))
+    Ok(())
+}
+
+/// Decode one image file to RGB8 at the scale `denom` asks for: `denom(height, width)` is
+/// called once with the full size and returns `d` (1, 2, 4 or 8). A JPEG with `d > 1` is
+/// decoded at `1/d` in the DCT domain (`jpeg-decoder`'s scaled IDCT: `⌈h/d⌉ × ⌈w/d⌉` pixels,
+/// each the reconstruction of a `d × d` block from its low frequencies); everything else
+/// (`d = 1`, PNG, CMYK JPEG) exactly as [`decode_rgb`]. Returns the pixels, their size and the
+/// [`Source`] (full size, `d` used).
+pub fn decode_rgb_scaled(
+    path: &Path,
+    denom: &mut dyn FnMut(usize, usize) -> usize,
+) -> Result<(Vec<u8>, usize, usize, Source)> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if bytes.starts_with(&[0xFF, 0xD8]) {
+        let mut dec = jpeg_decoder::Decoder::new(std::io::Cursor::new(&bytes[..]));
+        if let Some(info) = dec.read_info().ok().and_then(|_| dec.info()) {
+            let (w, h) = (info.width as usize, info.height as usize);
+            refuse_pixels(path, w as u64, h as u64)?;
+            let d = denom(h, w);
+            let rgb_or_gray = matches!(
+                info.pixel_format,
+                jpeg_decoder::PixelFormat::RGB24 | jpeg_decoder::PixelFormat::L8
+            );
+            let (sw, sh) = (w.div_ceil(d.max(1)), h.div_ceil(d.max(1)));
+            if d > 1
+                && rgb_or_gray
+                && dec.scale(sw as u16, sh as u16).ok() == Some((sw as u16, sh as u16))
+            {
+                let px = dec.decode().with_context(|| {
+                    format!("decoding {} (truncated or corrupt image?)", path.display())
+                })?;
+                let px = match info.pixel_format {
+                    jpeg_decoder::PixelFormat::L8 => px.iter().flat_map(|&v| [v, v, v]).collect(),
+                    _ => px,
+                };
+                ensure!(
+                    px.len() == sh * sw * 3,
+                    "{}: scaled decode gave {} bytes for {sw} × {sh} pixels",
+                    path.display(),
+                    px.len()
+                );
+                let source = Source {
+                    height: h,
+                    width: w,
+                    denom: d,
+                };
+                return Ok((px, sh, sw, source));
+            }
+            let (px, fh, fw) = decode_rgb_bytes(&bytes, path)?;
+            ensure!(
+                (fh, fw) == (h, w),
+                "{}: header says {w} × {h} pixels, decoded {fw} × {fh}",
+                path.display()
+            );
+            return Ok((
+                px,
+                fh,
+                fw,
+                Source {
+                    height: h,
+                    width: w,
+                    denom: 1,
+                },
+            ));
+        }
+    }
+    let (px, h, w) = decode_rgb_bytes(&bytes, path)?;
+    denom(h, w);
+    Ok((
+        px,
+        h,
+        w,
+        Source {
+            height: h,
+            width: w,
+            denom: 1,
+        },
+    ))
 }
 
 /// Load `<root>/<class>/*.{jpg,jpeg,png}` into memory, decoding on the current rayon pool.

@@ -55,4 +55,4 @@ pub use augment::{ColorJitter, Interpolation, Op, Recipe, ViewSpec};
 pub use dataset::{Dataset, ImageRef, InMemoryDataset};
 pub use dev::{dev_data, dev_data_root};
 pub use pipeline::{Batch, Loader, LoaderConfig};
-pub use stream::{open_image_folder, StreamPolicy, StreamingFolder};
+pub use stream::{open_image_folder, StreamMode, StreamPolicy, StreamingFolder};

@@ -273,10 +273,17 @@ fn make_batch(
             .into_par_iter()
             .zip(idx.par_iter())
             .map(|(mut outs, &i)| {
-                let (img, label) = dataset.get(i)?;
+                // The draws depend on the image size only: taken from the header, they pick
+                // the scale a streamed JPEG is decoded at (full size unless scaled decoding
+                // is on), then the views are rendered from the decoded image.
                 let mut rng = sample_rng(seed, epoch, i as u64);
+                let mut draws = Vec::new();
+                let (img, label, source) = dataset.get_scaled(i, &mut |h, w| {
+                    draws = recipe.draw(h, w, &mut rng);
+                    recipe.decode_denom(h, w, &draws)
+                })?;
                 recipe
-                    .apply(&img, &mut rng, &mut outs)
+                    .render(&img, source, &draws, &mut outs)
                     .with_context(|| format!("augmenting sample {i}"))?;
                 Ok(label)
             })

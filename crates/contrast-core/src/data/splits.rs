@@ -39,21 +39,18 @@ pub struct SplitSpec<'a> {
     pub seed: u64,
     /// The method name, for the error message about an empty root.
     pub method: &'a str,
+    /// In memory or streamed, for `image-folder` splits (a method's `data.stream`,
+    /// `data.stream_above_mib`, `data.scaled_decode`); the environment's overrides
+    /// ([`StreamPolicy::from_env`]) apply on top.
+    pub stream: StreamPolicy,
 }
 
 /// Load the train and test splits of `spec`. `image-folder` splits are decoded into memory or
-/// streamed as [`StreamPolicy::from_env`] decides (by estimated decoded size, default
-/// threshold [`super::stream::DEFAULT_STREAM_ABOVE_MIB`] MiB; ImageNet streams).
+/// streamed as `spec.stream` decides, with the environment's overrides (by estimated decoded
+/// size unless forced, default threshold [`super::stream::DEFAULT_STREAM_ABOVE_MIB`] MiB;
+/// ImageNet streams).
 pub fn load_splits(spec: &SplitSpec) -> Result<(Arc<dyn Dataset>, Arc<dyn Dataset>)> {
-    load_splits_with(spec, &StreamPolicy::from_env()?)
-}
-
-/// [`load_splits`] with an explicit in-memory / streaming policy for `image-folder` splits
-/// (a method's `data.stream` / `data.stream_above_mib`).
-pub fn load_splits_with(
-    spec: &SplitSpec,
-    policy: &StreamPolicy,
-) -> Result<(Arc<dyn Dataset>, Arc<dyn Dataset>)> {
+    let policy = &spec.stream.with_env()?;
     if spec.root.is_empty() {
         bail!(
             "data.root is empty: pass --set data.root=<folder> or use `cargo xtask reproduce {}`",

@@ -5,13 +5,23 @@
 //!   in-memory path: classes sorted, then files sorted) and the list is cached as JSON next to
 //!   the data, in `<parent>/.<folder>.contrast-files.json`, or, when that directory is not
 //!   writable, in `$CONTRAST_CACHE_DIR` (else `$XDG_CACHE_HOME/contrast`, `~/.cache/contrast`,
-//!   the temp dir) under `filelists/<hash of the folder path>.json`. The cache is keyed by the
+//!   the temp dir) under `filelists/<hash of the folder path>.json`, when the folder holds at
+//!   least [`CACHE_MIN_FILES`] files (smaller ones are listed again each run). The cache is keyed by the
 //!   modification times of the folder and of every class folder (adding, removing or renaming a
 //!   file changes its class folder's mtime; adding a class changes the folder's), so a later run
 //!   only lists the class folders and reads the JSON.
-//! * **Decoding** happens in [`Dataset::get`], i.e. in the [`Loader`](super::Loader)'s worker
-//!   threads, one sample at a time per thread; the decoded image is dropped once its views are
-//!   written into the batch tensors.
+//! * **Decoding** happens in [`Dataset::get`] / [`Dataset::get_scaled`], i.e. in the
+//!   [`Loader`](super::Loader)'s worker threads, one sample at a time per thread; the decoded
+//!   image is dropped once its views are written into the batch tensors.
+//! * **Scaled decoding** (`data.scaled_decode`, off by default): the loader takes a sample's
+//!   random draws from the image size in the JPEG header, before decoding
+//!   ([`Recipe::draw`](super::Recipe::draw)); when every view's crop is at least `d` times its
+//!   output side (`d` = 2, 4, 8: [`Recipe::decode_denom`](super::Recipe::decode_denom)), the
+//!   JPEG is decoded at `1/d` in the DCT domain and the crop boxes are mapped into it. Measured
+//!   against torchvision's full decode + antialiased bicubic resize on the same file and boxes:
+//!   mean 0.8–1.2 grey levels, 99.9th percentile 5–8 (`tests/data_scaled_decode.rs`). On
+//!   ImageNet-size images (≈ 400 × 350) a 224-px crop almost never allows `d = 2`; large
+//!   photographs gain (`benches/RESULTS.md`).
 //! * **Memory bound.** Pixels resident at any time, whatever the number of files:
 //!   `(prefetch + 2) · batch · Σ_views 3·S_v²·4` bytes of batch tensors (the `prefetch` queued
 //!   batches, the one being filled, the one the consumer holds) plus at most `threads` decoded
@@ -27,11 +37,14 @@
 //! headers of up to [`SIZE_PROBES`] files spread over the list (no pixel is decoded) and streams
 //! when it exceeds [`StreamPolicy::stream_above_mib`] (default [`DEFAULT_STREAM_ABOVE_MIB`] MiB:
 //! CIFAR, STL-10 and Tiny ImageNet stay in memory, ImageNet streams); [`StreamPolicy::stream`]
-//! forces either path. [`StreamPolicy::from_env`] reads the overrides `CONTRAST_STREAM`
-//! (`1`/`true` or `0`/`false`) and `CONTRAST_STREAM_ABOVE_MIB`.
+//! forces either path (a method's `data.stream = "auto" | "always" | "never"` and
+//! `data.stream_above_mib`: [`StreamPolicy::new`]). [`StreamPolicy::with_env`] applies the
+//! overrides `CONTRAST_STREAM` (`1`/`true` or `0`/`false`), `CONTRAST_STREAM_ABOVE_MIB` and
+//! `CONTRAST_SCALED_DECODE`.
 
+use super::augment::Source;
 use super::dataset::{Dataset, ImageRef, InMemoryDataset};
-use super::folder::{decode_all, decode_rgb, scan_image_folder};
+use super::folder::{decode_all, decode_rgb, decode_rgb_scaled, image_size, scan_image_folder};
 use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -48,6 +61,17 @@ pub const SIZE_PROBES: usize = 64;
 
 const CACHE_VERSION: u32 = 1;
 
+/// `data.stream`: stream an image folder when its estimated decoded size is above
+/// `data.stream_above_mib` (`auto`), always, or never.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamMode {
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
 /// In memory or streamed: see the module docs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamPolicy {
@@ -57,6 +81,11 @@ pub struct StreamPolicy {
     /// Estimated decoded size in MiB above which the folder is streamed
     /// (`data.stream_above_mib`).
     pub stream_above_mib: u64,
+    /// Decode a streamed JPEG at 1/2, 1/4 or 1/8 of its size in the DCT domain when every view
+    /// of the sample still downsamples from it (`data.scaled_decode`, default off: the pixels
+    /// then differ from torchvision's full decode + antialiased resize; `benches/RESULTS.md`
+    /// gives the measured difference and speed).
+    pub scaled_decode: bool,
 }
 
 impl Default for StreamPolicy {
@@ -64,15 +93,44 @@ impl Default for StreamPolicy {
         Self {
             stream: None,
             stream_above_mib: DEFAULT_STREAM_ABOVE_MIB,
+            scaled_decode: false,
         }
     }
 }
 
 impl StreamPolicy {
+    /// The policy of a method's `data.stream`, `data.stream_above_mib` and
+    /// `data.scaled_decode`.
+    pub fn new(mode: StreamMode, stream_above_mib: u64, scaled_decode: bool) -> Self {
+        Self {
+            stream: match mode {
+                StreamMode::Auto => None,
+                StreamMode::Always => Some(true),
+                StreamMode::Never => Some(false),
+            },
+            stream_above_mib,
+            scaled_decode,
+        }
+    }
+
     /// The default policy with the environment's overrides: `CONTRAST_STREAM` (`1`, `true`,
-    /// `0`, `false`; empty = decide by size) and `CONTRAST_STREAM_ABOVE_MIB` (an integer).
+    /// `0`, `false`; empty = decide by size), `CONTRAST_STREAM_ABOVE_MIB` (an integer) and
+    /// `CONTRAST_SCALED_DECODE` (`1`/`0`).
     pub fn from_env() -> Result<Self> {
-        let mut p = Self::default();
+        Self::default().with_env()
+    }
+
+    /// This policy (a method's `data.stream`, `data.stream_above_mib`, `data.scaled_decode`)
+    /// with the environment's overrides ([`StreamPolicy::from_env`]) applied on top.
+    pub fn with_env(self) -> Result<Self> {
+        let mut p = self;
+        if let Ok(v) = std::env::var("CONTRAST_SCALED_DECODE") {
+            p.scaled_decode = match v.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" => true,
+                "0" | "false" | "no" | "" => false,
+                other => bail!("CONTRAST_SCALED_DECODE={other}: use 1/true or 0/false"),
+            };
+        }
         if let Ok(v) = std::env::var("CONTRAST_STREAM") {
             p.stream = match v.trim().to_ascii_lowercase().as_str() {
                 "" => None,
@@ -284,7 +342,16 @@ pub enum ListSource {
 /// modified since, else scanned now and cached (see the module docs). A cache that cannot be
 /// written anywhere is not an error.
 pub fn scan_cached(root: impl AsRef<Path>) -> Result<(FileList, ListSource)> {
-    let root = root.as_ref();
+    scan_cached_from(root.as_ref(), 0)
+}
+
+/// Folders with fewer files than this are listed again on every run rather than leave a cache
+/// file beside the data ([`open_image_folder`]): listing 10,000 files takes milliseconds.
+pub const CACHE_MIN_FILES: usize = 10_000;
+
+/// [`scan_cached`], writing a new cache file only for a list of at least `min_files` files (a
+/// valid cache is read whatever the size).
+pub fn scan_cached_from(root: &Path, min_files: usize) -> Result<(FileList, ListSource)> {
     let key = cache_key(root)?;
     let places: Vec<PathBuf> = cache_next_to(root)
         .into_iter()
@@ -297,7 +364,7 @@ pub fn scan_cached(root: impl AsRef<Path>) -> Result<(FileList, ListSource)> {
     }
     let (samples, classes) = scan_image_folder(root)?;
     let list = FileList::from_scan(root, samples, classes)?;
-    for p in &places {
+    for p in places.iter().filter(|_| list.len() >= min_files) {
         if write_cache(p, &list, &key).is_ok() {
             break;
         }
@@ -317,8 +384,7 @@ pub fn estimate_decoded_bytes(list: &FileList) -> Result<u64> {
     for j in 0..k {
         let i = j * n / k;
         let p = list.path(i);
-        let (w, h) = image::image_dimensions(&p)
-            .with_context(|| format!("reading the image header of {}", p.display()))?;
+        let (h, w) = image_size(&p)?;
         sum += w as u64 * h as u64 * 3;
     }
     Ok(sum * n as u64 / k as u64)
@@ -328,6 +394,7 @@ pub fn estimate_decoded_bytes(list: &FileList) -> Result<u64> {
 #[derive(Debug, Clone)]
 pub struct StreamingFolder {
     list: FileList,
+    scaled_decode: bool,
 }
 
 impl StreamingFolder {
@@ -343,7 +410,17 @@ impl StreamingFolder {
             "{}: no .jpg/.jpeg/.png files in the class folders",
             list.root.display()
         );
-        Ok(Self { list })
+        Ok(Self {
+            list,
+            scaled_decode: false,
+        })
+    }
+
+    /// Decode JPEGs at a reduced scale where every view allows it ([`Dataset::get_scaled`],
+    /// [`StreamPolicy::scaled_decode`]).
+    pub fn with_scaled_decode(mut self, on: bool) -> Self {
+        self.scaled_decode = on;
+        self
     }
 
     /// The file list.
@@ -385,6 +462,33 @@ impl Dataset for StreamingFolder {
         Ok(self.list.label(index))
     }
 
+    fn get_scaled(
+        &self,
+        index: usize,
+        denom: &mut dyn FnMut(usize, usize) -> usize,
+    ) -> Result<(ImageRef<'_>, i64, Source)> {
+        if !self.scaled_decode {
+            let (img, label) = self.get(index)?;
+            denom(img.height, img.width);
+            let source = Source::full(&img);
+            return Ok((img, label, source));
+        }
+        ensure!(
+            index < self.len(),
+            "sample index {index} out of range (data set has {})",
+            self.len()
+        );
+        let (pixels, height, width, source) = decode_rgb_scaled(&self.list.path(index), denom)
+            .with_context(|| format!("sample {index}"))?;
+        let img = ImageRef {
+            pixels: Cow::Owned(pixels),
+            height,
+            width,
+            channels: 3,
+        };
+        Ok((img, self.list.label(index), source))
+    }
+
     fn classes(&self) -> &[String] {
         &self.list.classes
     }
@@ -415,7 +519,7 @@ impl FolderData {
 /// as one line on stderr when the folder is streamed.
 pub fn open_image_folder(root: impl AsRef<Path>, policy: &StreamPolicy) -> Result<FolderData> {
     let root = root.as_ref();
-    let (list, _) = scan_cached(root)?;
+    let (list, _) = scan_cached_from(root, CACHE_MIN_FILES)?;
     ensure!(
         !list.is_empty(),
         "{}: no .jpg/.jpeg/.png files in the class folders",
@@ -431,7 +535,9 @@ pub fn open_image_folder(root: impl AsRef<Path>, policy: &StreamPolicy) -> Resul
             root.display(),
             list.len()
         );
-        Ok(FolderData::Streaming(StreamingFolder::from_list(list)?))
+        Ok(FolderData::Streaming(
+            StreamingFolder::from_list(list)?.with_scaled_decode(policy.scaled_decode),
+        ))
     } else {
         let classes = list.classes.clone();
         Ok(FolderData::InMemory(decode_all(

@@ -1,5 +1,6 @@
 //! A view of some samples of another data set (e.g. a class-balanced subset for small runs).
 
+use super::augment::Source;
 use super::dataset::{Dataset, ImageRef};
 use anyhow::{ensure, Result};
 use rand::seq::SliceRandom;
@@ -80,6 +81,18 @@ impl Dataset for Subset {
             self.indices.len()
         );
         self.inner.label(self.indices[index])
+    }
+    fn get_scaled(
+        &self,
+        index: usize,
+        denom: &mut dyn FnMut(usize, usize) -> usize,
+    ) -> Result<(ImageRef<'_>, i64, Source)> {
+        ensure!(
+            index < self.indices.len(),
+            "index {index} out of range for a subset of {}",
+            self.indices.len()
+        );
+        self.inner.get_scaled(self.indices[index], denom)
     }
     fn classes(&self) -> &[String] {
         self.inner.classes()
