@@ -970,33 +970,39 @@ pub fn resample_window(
     let wy = axis_weights(off_y, ext_y, h, out_h, interp);
     let ch = img.channels;
     let src = &img.pixels[..];
-    // Horizontal pass: rows top..top+h → tmp [3, h, out_w].
+    // Horizontal pass: rows top..top+h → tmp [3, h, out_w]. Each source row is converted to
+    // float RGB once (grey replicated), then every output pixel sums its taps in order.
     let mut tmp = vec![0.0f32; 3 * h * out_w];
+    let (t0, rest) = tmp.split_at_mut(h * out_w);
+    let (t1, t2) = rest.split_at_mut(h * out_w);
+    let mut rowf = vec![0.0f32; 3 * w];
     for y in 0..h {
         let row =
             &src[((top + y) * img.width + left) * ch..((top + y) * img.width + left + w) * ch];
+        if ch == 1 {
+            for (d, &v) in rowf.chunks_exact_mut(3).zip(row) {
+                d.fill(v as f32);
+            }
+        } else {
+            for (d, p) in rowf.chunks_exact_mut(3).zip(row.chunks_exact(ch)) {
+                d[0] = p[0] as f32;
+                d[1] = p[1] as f32;
+                d[2] = p[2] as f32;
+            }
+        }
         for ox in 0..out_w {
             let (s0, n) = (wx.start[ox], wx.len[ox]);
             let ws = &wx.weights[ox * wx.taps..ox * wx.taps + n];
-            let mut acc = [0.0f32; 3];
-            for (k, &wk) in ws.iter().enumerate() {
-                let p = &row[(s0 + k) * ch..];
-                if ch == 1 {
-                    let v = p[0] as f32 * wk;
-                    acc[0] += v;
-                } else {
-                    acc[0] += p[0] as f32 * wk;
-                    acc[1] += p[1] as f32 * wk;
-                    acc[2] += p[2] as f32 * wk;
-                }
+            let (mut a0, mut a1, mut a2) = (0.0f32, 0.0f32, 0.0f32);
+            for (p, &wk) in rowf[s0 * 3..(s0 + n) * 3].chunks_exact(3).zip(ws) {
+                a0 += p[0] * wk;
+                a1 += p[1] * wk;
+                a2 += p[2] * wk;
             }
-            if ch == 1 {
-                acc[1] = acc[0];
-                acc[2] = acc[0];
-            }
-            for c in 0..3 {
-                tmp[(c * h + y) * out_w + ox] = acc[c];
-            }
+            let i = y * out_w + ox;
+            t0[i] = a0;
+            t1[i] = a1;
+            t2[i] = a2;
         }
     }
     // Vertical pass: tmp → out [3, out_h, out_w].
@@ -1018,11 +1024,37 @@ pub fn resample_window(
     }
 }
 
+/// `x.round_ties_even()` for `|x| < 2²²` without a libm call (the baseline x86-64 target has no
+/// rounding instruction): adding and subtracting 1.5 · 2²³ rounds to an integer, half to even,
+/// under IEEE round-to-nearest. Exact in that range (`-0.0` becomes `0.0`).
+#[inline]
+pub(crate) fn rint_small(x: f32) -> f32 {
+    const M: f32 = 12_582_912.0;
+    (x + M) - M
+}
+
+/// `x.trunc()` for `|x| < 2³¹` (NaN stays NaN after `x - trunc_i32(x)`), without a libm call.
+#[inline]
+pub(crate) fn trunc_i32(x: f32) -> f32 {
+    x as i32 as f32
+}
+
+/// `x.floor()` for `|x| < 2³¹`, without a libm call.
+#[inline]
+pub(crate) fn floor_i32(x: f32) -> f32 {
+    let t = trunc_i32(x);
+    if t > x {
+        t - 1.0
+    } else {
+        t
+    }
+}
+
 /// torchvision's `uint8` output of a resize (clamp to [0, 255], `torch.round` half to even),
 /// then `/ 255` as `ToTensor` does.
 pub fn to_unit_range(buf: &mut [f32]) {
     for v in buf.iter_mut() {
-        *v = v.clamp(0.0, 255.0).round_ties_even() / 255.0;
+        *v = rint_small(v.clamp(0.0, 255.0)) / 255.0;
     }
 }
 
@@ -1111,11 +1143,12 @@ pub fn adjust_hue(buf: &mut [f32], h: usize, w: usize, hue_factor: f32) {
         } else {
             4.0 + gc - rc
         };
-        let hue = (hh / 6.0 + 1.0) % 1.0; // torch.fmod
+        let hue = hh / 6.0 + 1.0;
+        let hue = hue - trunc_i32(hue); // torch.fmod(·, 1.0)
         let hue = hue + hue_factor;
-        let hue = hue - hue.floor(); // Python-style `% 1.0`
+        let hue = hue - floor_i32(hue); // Python-style `% 1.0`
         let v = maxc;
-        let i6 = (hue * 6.0).floor();
+        let i6 = floor_i32(hue * 6.0);
         let f = hue * 6.0 - i6;
         let p = (v * (1.0 - s)).clamp(0.0, 1.0);
         let q = (v * (1.0 - s * f)).clamp(0.0, 1.0);
@@ -1287,5 +1320,32 @@ pub fn normalize(buf: &mut [f32], h: usize, w: usize, mean: [f32; 3], std: [f32;
         for v in plane.iter_mut() {
             *v = (*v - mean[c]) / std[c];
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_rounding_equals_the_library_functions() {
+        // every multiple of 1/64 in [-300, 300] (all the halves and quarters), plus values next
+        // to the halves and an even spread of arbitrary ones
+        let mut xs: Vec<f32> = (-19_200..=19_200).map(|k| k as f32 / 64.0).collect();
+        for k in -600..=600 {
+            let half = k as f32 * 0.5;
+            xs.extend([half.next_up(), half.next_down()]);
+        }
+        xs.extend((0..100_000).map(|k| (k as f32 * 0.7377).sin() * 1000.0));
+        xs.extend([0.49999997, -0.49999997, 254.5, 255.5, 1e6, -1e6]);
+        for &x in &xs {
+            assert_eq!(floor_i32(x), x.floor(), "floor {x}");
+            assert_eq!(trunc_i32(x), x.trunc(), "trunc {x}");
+            assert_eq!(x - trunc_i32(x), x % 1.0, "fmod {x}");
+            if x.abs() < 4_194_304.0 {
+                assert_eq!(rint_small(x), x.round_ties_even(), "rint {x}");
+            }
+        }
+        assert!((f32::NAN - trunc_i32(f32::NAN)).is_nan());
     }
 }

@@ -23,69 +23,77 @@ pub fn box_radius(sigma: f32, passes: u32) -> f32 {
     l + a
 }
 
-/// One extended-box pass over one line of 8-bit values (`ImagingLineBoxBlur32`, one channel):
+/// One extended-box pass along the `n` rows of a `[n, cols]` 8-bit plane, every column at once
+/// (`ImagingLineBoxBlur32` on each column, one channel):
 /// `out[x] = round((Σ_{|i−x|≤r} in[i] · ww + (in[x−r−1] + in[x+r+1]) · fw) / 2²⁴)`, indices
-/// clamped to the line. `u32` arithmetic wraps exactly as Pillow's `UINT32`.
-fn line_pass(out: &mut [u8], inp: &[u8], radius: usize, ww: u32, fw: u32) {
-    let n = inp.len();
+/// clamped to the column. `u32` arithmetic wraps exactly as Pillow's `UINT32`. The columns run
+/// in lock step so that each row update is one vectorisable loop over `cols` lanes.
+#[allow(clippy::too_many_arguments)]
+fn pass_along_rows(
+    out: &mut [u8],
+    inp: &[u8],
+    n: usize,
+    cols: usize,
+    radius: usize,
+    ww: u32,
+    fw: u32,
+    acc: &mut Vec<u32>,
+) {
     let lastx = n - 1;
     let edge_a = (radius + 1).min(n);
-    let edge_b = n.saturating_sub(radius + 1);
-    let px = |i: usize| inp[i] as u32;
+    let row = |i: usize| &inp[i * cols..(i + 1) * cols];
     // the accumulator for pixel −1: its window [−r−1, r−1], edges repeated
-    let mut acc: u32 = px(0).wrapping_mul(radius as u32 + 1);
+    acc.clear();
+    acc.extend(
+        row(0)
+            .iter()
+            .map(|&v| (v as u32).wrapping_mul(radius as u32 + 1)),
+    );
     for x in 0..edge_a.saturating_sub(1) {
-        acc = acc.wrapping_add(px(x));
+        for (a, &v) in acc.iter_mut().zip(row(x)) {
+            *a = a.wrapping_add(v as u32);
+        }
     }
-    acc = acc.wrapping_add(px(lastx).wrapping_mul((radius + 1 - edge_a) as u32));
-    let mut emit = |x: usize, acc: u32, left: usize, right: usize| {
-        let bulk = acc
-            .wrapping_mul(ww)
-            .wrapping_add((px(left) + px(right)).wrapping_mul(fw));
-        out[x] = (bulk.wrapping_add(1 << 23) >> 24) as u8;
-    };
-    let step = |acc: u32, sub: usize, add: usize| acc.wrapping_add(px(add)).wrapping_sub(px(sub));
-    if edge_a <= edge_b {
-        for x in 0..edge_a {
-            acc = step(acc, 0, x + radius);
-            emit(x, acc, 0, x + radius + 1);
-        }
-        for x in edge_a..edge_b {
-            acc = step(acc, x - radius - 1, x + radius);
-            emit(x, acc, x - radius - 1, x + radius + 1);
-        }
-        for x in edge_b..=lastx {
-            acc = step(acc, x - radius - 1, lastx);
-            emit(x, acc, x - radius - 1, lastx);
-        }
-    } else {
-        for x in 0..edge_b {
-            acc = step(acc, 0, x + radius);
-            emit(x, acc, 0, x + radius + 1);
-        }
-        for x in edge_b..edge_a {
-            acc = step(acc, 0, lastx);
-            emit(x, acc, 0, lastx);
-        }
-        for x in edge_a..=lastx {
-            acc = step(acc, x - radius - 1, lastx);
-            emit(x, acc, x - radius - 1, lastx);
+    let k = (radius + 1 - edge_a) as u32;
+    for (a, &v) in acc.iter_mut().zip(row(lastx)) {
+        *a = a.wrapping_add((v as u32).wrapping_mul(k));
+    }
+    for x in 0..n {
+        // leaving and entering pixels, and the two fractional ones, clamped to the column
+        let sub = x.saturating_sub(radius + 1);
+        let add = (x + radius).min(lastx);
+        let right = (x + radius + 1).min(lastx);
+        let (rs, ra, rr) = (row(sub), row(add), row(right));
+        let o = &mut out[x * cols..(x + 1) * cols];
+        for c in 0..cols {
+            let a = acc[c].wrapping_add(ra[c] as u32).wrapping_sub(rs[c] as u32);
+            acc[c] = a;
+            let bulk = a
+                .wrapping_mul(ww)
+                .wrapping_add((rs[c] as u32 + rr[c] as u32).wrapping_mul(fw));
+            o[c] = (bulk.wrapping_add(1 << 23) >> 24) as u8;
         }
     }
 }
 
-/// `passes` box passes of float radius `r` along every line of a `[lines, len]` channel plane
-/// (`ImagingHorizontalBoxBlur`, repeated).
-fn blur_lines(plane: &mut [u8], lines: usize, len: usize, r: f32, passes: u32, tmp: &mut Vec<u8>) {
+/// `passes` extended-box passes of float radius `r` along the rows of a `[n, cols]` plane
+/// (`ImagingHorizontalBoxBlur` on its transpose, repeated); `tmp` is scratch.
+fn blur_along_rows(
+    plane: &mut [u8],
+    n: usize,
+    cols: usize,
+    r: f32,
+    passes: u32,
+    tmp: &mut Vec<u8>,
+    acc: &mut Vec<u32>,
+) {
     let radius = r as usize; // C `(int)floatRadius`, r ≥ 0
     let ww = (16_777_216.0f32 / (r * 2.0 + 1.0)) as u32;
     let fw = (16_777_216u32.wrapping_sub((radius as u32 * 2 + 1).wrapping_mul(ww))) / 2;
-    tmp.resize(len, 0);
+    tmp.resize(n * cols, 0);
     for _ in 0..passes {
-        for line in plane.chunks_exact_mut(len).take(lines) {
-            line_pass(tmp, line, radius, ww, fw);
-            line.copy_from_slice(tmp);
-        }
+        pass_along_rows(tmp, plane, n, cols, radius, ww, fw, acc);
+        plane.copy_from_slice(tmp);
     }
 }
 
@@ -100,22 +108,38 @@ pub fn gaussian_blur_u8(img: &mut [u8], c: usize, h: usize, w: usize, sigma: f32
     if r == 0.0 {
         return; // Pillow copies the image when both radii are 0
     }
-    let mut tmp = Vec::new();
+    let (mut tmp, mut acc) = (Vec::new(), Vec::new());
     let mut t = vec![0u8; h * w];
     for plane in img.chunks_exact_mut(h * w) {
-        blur_lines(plane, h, w, r, 3, &mut tmp);
-        // columns: transpose, blur rows, transpose back
+        // along each row: on the transpose [w, h], whose columns are the rows
         for y in 0..h {
             for x in 0..w {
                 t[x * h + y] = plane[y * w + x];
             }
         }
-        blur_lines(&mut t, w, h, r, 3, &mut tmp);
+        blur_along_rows(&mut t, w, h, r, 3, &mut tmp, &mut acc);
         for y in 0..h {
             for x in 0..w {
                 plane[y * w + x] = t[x * h + y];
             }
         }
+        // along each column
+        blur_along_rows(plane, h, w, r, 3, &mut tmp, &mut acc);
+    }
+}
+
+/// `x.round()` (half away from zero) for `|x| < 2³¹`, without a libm call; exact, since
+/// `x − trunc(x)` is.
+#[inline]
+fn round_half_away(x: f32) -> f32 {
+    let t = super::augment::trunc_i32(x);
+    let d = x - t;
+    if d >= 0.5 {
+        t + 1.0
+    } else if d <= -0.5 {
+        t - 1.0
+    } else {
+        t
     }
 }
 
@@ -126,7 +150,7 @@ pub fn gaussian_blur_unit(buf: &mut [f32], h: usize, w: usize, sigma: f32) {
     let c = buf.len() / (h * w).max(1);
     let mut q: Vec<u8> = buf
         .iter()
-        .map(|v| (v * 255.0).round().clamp(0.0, 255.0) as u8)
+        .map(|v| round_half_away(v * 255.0).clamp(0.0, 255.0) as u8)
         .collect();
     gaussian_blur_u8(&mut q, c, h, w, sigma);
     for (o, v) in buf.iter_mut().zip(q) {
@@ -137,6 +161,19 @@ pub fn gaussian_blur_unit(buf: &mut [f32], h: usize, w: usize, sigma: f32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fast_round_equals_f32_round() {
+        let mut xs: Vec<f32> = (-40_000..=40_000).map(|k| k as f32 / 128.0).collect();
+        for k in -700..=700 {
+            let half = k as f32 * 0.5;
+            xs.extend([half.next_up(), half.next_down()]);
+        }
+        xs.extend([0.49999997, -0.49999997, 1e7, -1e7]);
+        for x in xs {
+            assert_eq!(round_half_away(x), x.round(), "{x}");
+        }
+    }
 
     #[test]
     fn constant_images_stay_constant_and_radius_grows_with_sigma() {
