@@ -1,13 +1,16 @@
 //! Throughput of the two-view BYOL/PatchMix asymmetric augmentation pipeline
 //! (`Recipe::byol`, notes §1d), in images per second (one image = both views), at 32×32 (the
 //! CIFAR-10 JPEG test split when `../shared/data` is present, else synthetic images), at
-//! 224×224 from synthetic 256×256 images in memory, and at 224×224 from real JPEGs of
-//! ImageNet-like size read and decoded per sample through the streaming image-folder path
-//! (`224px_jpeg_batch64`: 256 re-encoded scikit-image photographs, mean 401×351 px, written by
-//! `python benches/py/augment_torchvision.py --make-jpegs`, which this bench runs with the
-//! venv's Python when the set is absent). `CONTRAST_BENCH_ONLY=<part of a case name>` runs one
-//! case. Real-JPEG numbers: `benches/RESULTS.md` (73–78 images/s, 1.5–2.0× torchvision +
-//! DataLoader(2 workers) at load average 7 on the 2-core VM).
+//! 224×224 from synthetic 256×256 images in memory, and at 224×224 from real JPEGs read and
+//! decoded per sample through the streaming image-folder path: `224px_jpeg_batch64` (256
+//! re-encoded scikit-image photographs of ImageNet-like size, mean 401×351 px) and
+//! `224px_jpeg_large_batch16` (64 of 1200–2000 px width), each also as `_scaled` (JPEGs decoded
+//! at 1/2–1/8 where every crop allows it, `data.scaled_decode`). The sets are written by
+//! `python benches/py/augment_torchvision.py --make-jpegs`, which this bench runs with the venv's
+//! Python when they are absent. `CONTRAST_BENCH_ONLY=<part of a case name>` runs those cases.
+//! Real-JPEG numbers, per core and on both cores, with peak RSS: `benches/RESULTS.md`
+//! (ImageNet-size JPEGs 2.4× torchvision + DataLoader per core; large photographs 1.6×, 2.9×
+//! with `_scaled`).
 //!
 //! Peer: `benches/py/augment_torchvision.py` (same recipe with torchvision transforms on PIL
 //! images, DataLoader with 2 workers). Run both in one session:
@@ -87,12 +90,17 @@ fn cifar_or_synthetic() -> InMemoryDataset {
     }
 }
 
-/// The real-JPEG set (256 ImageNet-size re-encoded photographs, see `make_jpegs` in
-/// `benches/py/augment_torchvision.py`), written by the venv's Python when absent; streamed
-/// (read + decoded per sample in the loader's threads), as ImageNet is.
-fn jpeg_set() -> Option<StreamingFolder> {
-    let dir = std::env::temp_dir().join("contrast-cache/imagenet-like-jpeg-v1/train");
-    if !dir.join(".done").exists() {
+/// A real-JPEG set written by `benches/py/augment_torchvision.py --make-jpegs` (with the venv's
+/// Python when absent): `imagenet-like-jpeg-v1` (256 ImageNet-size re-encoded photographs) or
+/// `large-photo-jpeg-v1` (64 of 1200–2000 px width); streamed (read + decoded per sample in the
+/// loader's threads), as ImageNet is.
+fn jpeg_set(name: &str) -> Option<StreamingFolder> {
+    let base = std::env::temp_dir().join("contrast-cache");
+    let sets = ["imagenet-like-jpeg-v1", "large-photo-jpeg-v1"];
+    if !sets
+        .iter()
+        .all(|s| base.join(s).join("train/.done").exists())
+    {
         let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let ok = std::process::Command::new(repo.join(".contrast/venv/bin/python"))
             .arg(repo.join("benches/py/augment_torchvision.py"))
@@ -100,10 +108,11 @@ fn jpeg_set() -> Option<StreamingFolder> {
             .status()
             .is_ok_and(|s| s.success());
         if !ok {
-            eprintln!("augment bench: skipped the 224 px JPEG case (could not write the JPEG set with the venv's Python)");
+            eprintln!("augment bench: skipped the 224 px JPEG cases (could not write the JPEG sets with the venv's Python)");
             return None;
         }
     }
+    let dir = base.join(name).join("train");
     match StreamingFolder::open(&dir) {
         Ok(ds) => {
             eprintln!(
@@ -114,10 +123,30 @@ fn jpeg_set() -> Option<StreamingFolder> {
             Some(ds)
         }
         Err(e) => {
-            eprintln!("augment bench: skipped the 224 px JPEG case ({e:#})");
+            eprintln!("augment bench: skipped the {name} cases ({e:#})");
             None
         }
     }
+}
+
+/// How many samples of one epoch the recipe lets a scaled decode read at 1/2, 1/4, 1/8.
+fn scaled_share(ds: &StreamingFolder, recipe: &Recipe) -> String {
+    let mut counts = [0usize; 4];
+    for i in 0..ds.len() {
+        let mut rng = contrast_core::data::augment::sample_rng(0, 0, i as u64);
+        let p = ds.list().path(i);
+        let (h, w) = contrast_core::data::folder::image_size(&p).expect("image header");
+        let draws = recipe.draw(h, w, &mut rng);
+        counts[recipe.decode_denom(h, w, &draws).trailing_zeros() as usize] += 1;
+    }
+    format!(
+        "{} of {} samples at full size, {} at 1/2, {} at 1/4, {} at 1/8",
+        counts[0],
+        ds.len(),
+        counts[1],
+        counts[2],
+        counts[3]
+    )
 }
 
 fn bench(c: &mut Criterion) {
@@ -139,9 +168,24 @@ fn bench(c: &mut Criterion) {
             64,
         ));
     }
-    if "224px_jpeg_batch64".contains(&only) {
-        if let Some(ds) = jpeg_set() {
-            cases.push(("224px_jpeg_batch64", Arc::new(ds), 224, 64));
+    // real JPEGs, decoded in full and (`_scaled`) at a reduced scale where the crops allow it
+    for (name, set, batch) in [
+        ("224px_jpeg_batch64", "imagenet-like-jpeg-v1", 64),
+        ("224px_jpeg_large_batch16", "large-photo-jpeg-v1", 16),
+    ] {
+        let scaled = name.replace("_batch", "_scaled_batch");
+        if !name.contains(&only) && !scaled.contains(&only) {
+            continue;
+        }
+        let Some(ds) = jpeg_set(set) else { continue };
+        let recipe = Recipe::byol(224, 0.08).expect("recipe");
+        eprintln!("augment bench: {scaled}: {}", scaled_share(&ds, &recipe));
+        if name.contains(&only) {
+            cases.push((name, Arc::new(ds.clone()), 224, batch));
+        }
+        if scaled.contains(&only) {
+            let name: &'static str = Box::leak(scaled.into_boxed_str());
+            cases.push((name, Arc::new(ds.with_scaled_decode(true)), 224, batch));
         }
     }
     for (name, ds, size, batch) in cases {

@@ -36,6 +36,7 @@ p.add_argument("--make-jpegs", action="store_true", help="write the JPEG set and
 args = p.parse_args()
 # where benches/benches/augment.rs reads the JPEG set (std::env::temp_dir() there)
 JPEG_DIR = os.path.join(tempfile.gettempdir(), "contrast-cache", "imagenet-like-jpeg-v1", "train")
+LARGE_JPEG_DIR = os.path.join(tempfile.gettempdir(), "contrast-cache", "large-photo-jpeg-v1", "train")
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -94,13 +95,15 @@ def synthetic(n, side):
     return np.stack([np.clip(base + k * 7 % 200 + rng.integers(0, 64, base.shape), 0, 255).astype(np.uint8) for k in range(n)])
 
 
-def make_jpegs(root=JPEG_DIR, n=256, seed=0):
+def make_jpegs(root=JPEG_DIR, n=256, seed=0, width=(300, 500)):
     """The real-JPEG set: 256 files in 4 class folders, each a random crop (50-100 % of the area,
     aspect 3:4 to 4:3) of one of scikit-image's nine colour sample photographs (astronaut,
     chelsea, coffee, rocket, hubble_deep_field, immunohistochemistry, retina, the two
     stereo_motorcycle views), resized (PIL bicubic) to ImageNet's typical size (width uniform in
     300-500 px, height/width uniform in 0.7-1.05: mean about 400x350) and saved as baseline JPEG,
-    quality 90, 4:2:0. Deterministic for a seed; written once (a `.done` marker)."""
+    quality 90, 4:2:0. Deterministic for a seed; written once (a `.done` marker). The large set
+    (`make_large_jpegs`) is the same recipe at width 1200-2000 px (camera photographs, the tail
+    of ImageNet's size distribution), where scaled decoding applies."""
     if os.path.exists(os.path.join(root, ".done")):
         return root
     import skimage.data as d
@@ -120,7 +123,7 @@ def make_jpegs(root=JPEG_DIR, n=256, seed=0):
         else:
             w, h = W, H
         x, y = rng.randint(0, W - w), rng.randint(0, H - h)
-        tw = rng.randint(300, 500)
+        tw = rng.randint(*width)
         th = int(round(tw * rng.uniform(0.7, 1.05)))
         img = src.crop((x, y, x + w, y + h)).resize((tw, th), Image.BICUBIC)
         cls = os.path.join(root, f"class{i % 4}")
@@ -128,6 +131,10 @@ def make_jpegs(root=JPEG_DIR, n=256, seed=0):
         img.save(os.path.join(cls, f"img{i:04d}.JPEG"), quality=90)
     open(os.path.join(root, ".done"), "w").close()
     return root
+
+
+def make_large_jpegs():
+    return make_jpegs(LARGE_JPEG_DIR, n=64, seed=1, width=(1200, 2000))
 
 
 class TwoViewsFolder(torch.utils.data.Dataset):
@@ -171,10 +178,14 @@ def run(name, images, size, batch, dataset=None):
 if __name__ == "__main__":
     if args.make_jpegs:
         print(make_jpegs())
+        print(make_large_jpegs())
         raise SystemExit(0)
     torch.set_num_threads(1)
     if not args.only or args.only in "32px_batch256":
         run("32px_batch256", cifar_test(), 32, 256)
     if not args.only or args.only in "224px_from256_batch64":
         run("224px_from256_batch64", synthetic(512, 256), 224, 64)
-    run("224px_jpeg_batch64", None, 224, 64, TwoViewsFolder(make_jpegs(), 224))
+    if not args.only or args.only in "224px_jpeg_batch64":
+        run("224px_jpeg_batch64", None, 224, 64, TwoViewsFolder(make_jpegs(), 224))
+    if not args.only or args.only in "224px_jpeg_large_batch16":
+        run("224px_jpeg_large_batch16", None, 224, 16, TwoViewsFolder(make_large_jpegs(), 224))
