@@ -37,6 +37,25 @@ pub fn check_image(data: &[u8]) {
             }
             Err(e) => assert_names(&e, &p),
         }
+        // the scaled path (`data.scaled_decode`): JPEGs at 1/2 through jpeg-decoder
+        for want in [1usize, 2] {
+            match folder::decode_rgb_scaled(&p, &mut |_, _| want) {
+                Ok((px, h, w, src)) => {
+                    assert_eq!(px.len(), h * w * 3, "RGB buffer size (1/{want})");
+                    assert!(src.denom == 1 || src.denom == want, "denom {}", src.denom);
+                    assert_eq!(
+                        (h, w),
+                        (
+                            src.height.div_ceil(src.denom),
+                            src.width.div_ceil(src.denom)
+                        ),
+                        "decoded size against the header's at 1/{}",
+                        src.denom
+                    );
+                }
+                Err(e) => assert_names(&e, &p),
+            }
+        }
     })
 }
 

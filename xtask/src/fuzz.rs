@@ -90,7 +90,7 @@ const TARGETS: &[Target] = &[
         name: "image_decode",
         bugs: "7",
         upstream: "",
-        parser: "image-folder decode: JPEG / PNG via `image` → RGB8 (`data::folder::decode_rgb`)",
+        parser: "image-folder decode: JPEG / PNG via `image` → RGB8 (`data::folder::decode_rgb`), and JPEGs at 1/2 via `jpeg-decoder` (`decode_rgb_scaled`)",
         coverage: true,
         suite: Suite::Core,
         memory: "decoder ≤ 512 MiB; ≤ 2²⁶ pixels (192 MiB RGB8) per image",
