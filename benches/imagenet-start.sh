@@ -13,8 +13,7 @@ root=target/tmp/imagenet-synthetic
 runs=target/tmp/imagenet-start-runs
 py=.contrast/venv/bin/python
 "$py" benches/py/imagenet_layout.py "$root" >/dev/null
-rm -f "target/tmp/.imagenet-synthetic.contrast-files.json" \
-  "target/tmp/imagenet-synthetic/.train.contrast-files.json" \
+rm -f "target/tmp/imagenet-synthetic/.train.contrast-files.json" \
   "target/tmp/imagenet-synthetic/.val.contrast-files.json"
 cargo build --release -q -p patchmix -p spps
 rm -rf "$runs"

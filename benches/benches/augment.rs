@@ -156,13 +156,18 @@ fn bench(c: &mut Criterion) {
         .unwrap_or(0);
     let mut g = c.benchmark_group("byol_two_view");
     let only = std::env::var("CONTRAST_BENCH_ONLY").unwrap_or_default();
-    let mut cases: Vec<(&str, Arc<dyn Dataset>, usize, usize)> = Vec::new();
+    let mut cases: Vec<(String, Arc<dyn Dataset>, usize, usize)> = Vec::new();
     if "32px_batch256".contains(&only) {
-        cases.push(("32px_batch256", Arc::new(cifar_or_synthetic()), 32, 256));
+        cases.push((
+            "32px_batch256".into(),
+            Arc::new(cifar_or_synthetic()),
+            32,
+            256,
+        ));
     }
     if "224px_from256_batch64".contains(&only) {
         cases.push((
-            "224px_from256_batch64",
+            "224px_from256_batch64".into(),
             Arc::new(synthetic(512, 256)),
             224,
             64,
@@ -181,11 +186,10 @@ fn bench(c: &mut Criterion) {
         let recipe = Recipe::byol(224, 0.08).expect("recipe");
         eprintln!("augment bench: {scaled}: {}", scaled_share(&ds, &recipe));
         if name.contains(&only) {
-            cases.push((name, Arc::new(ds.clone()), 224, batch));
+            cases.push((name.into(), Arc::new(ds.clone()), 224, batch));
         }
         if scaled.contains(&only) {
-            let name: &'static str = Box::leak(scaled.into_boxed_str());
-            cases.push((name, Arc::new(ds.with_scaled_decode(true)), 224, batch));
+            cases.push((scaled, Arc::new(ds.with_scaled_decode(true)), 224, batch));
         }
     }
     for (name, ds, size, batch) in cases {

@@ -328,21 +328,19 @@ impl ViewSpec {
     /// image) is at least the output size in both directions after dividing by `d`.
     pub fn max_denom(&self, height: usize, width: usize, draws: &[Draw]) -> usize {
         let s = self.size();
-        let (h, w, need) = match (&self.ops[0], draws.first()) {
-            (Op::RandomResizedCrop { .. }, Some(&Draw::Crop { h, w, .. })) => (h, w, s),
+        // the pixels read, and the size they are resampled to
+        let (h, w, need_h, need_w) = match (&self.ops[0], draws.first()) {
+            (Op::RandomResizedCrop { .. }, Some(&Draw::Crop { h, w, .. })) => (h, w, s, s),
             (Op::ResizeCenterCrop { resize, .. }, _) => {
-                let (rh, rw) = resize_shorter_side(height, width, *resize);
                 // the resized image, not the crop, is what is sampled
-                return [8, 4, 2]
-                    .into_iter()
-                    .find(|&d| height / d >= rh && width / d >= rw)
-                    .unwrap_or(1);
+                let (rh, rw) = resize_shorter_side(height, width, *resize);
+                (height, width, rh, rw)
             }
-            _ => (height, width, s),
+            _ => (height, width, s, s),
         };
         [8, 4, 2]
             .into_iter()
-            .find(|&d| h / d >= need && w / d >= need)
+            .find(|&d| h / d >= need_h && w / d >= need_w)
             .unwrap_or(1)
     }
 }
@@ -420,27 +418,9 @@ pub fn resize_shorter_side(height: usize, width: usize, resize: usize) -> (usize
     }
 }
 
-/// `CenterCrop(size)(Resize(resize)(img))` on the `uint8` image, as values in [0, 1]
-/// (`[3, size, size]` into `out`): the resize is rounded to `uint8` before the crop, exactly
-/// as torchvision's `uint8` tensor path.
-pub fn resize_center_crop_into(
-    img: &ImageRef<'_>,
-    resize: usize,
-    size: usize,
-    interp: Interpolation,
-    out: &mut [f32],
-) {
-    let whole = Window {
-        top: 0.0,
-        left: 0.0,
-        height: img.height as f64,
-        width: img.width as f64,
-    };
-    let resized = resize_shorter_side(img.height, img.width, resize);
-    resize_window_center_crop(img, whole, resized, size, interp, out)
-}
-
-/// [`resize_center_crop_into`] of `win` of `img`, resized to `(rh, rw)`.
+/// `CenterCrop(size)(Resize(resize)(img))` of the window `win` of the `uint8` image, resized
+/// to `(rh, rw)`, as values in [0, 1] (`[3, size, size]` into `out`): the resize is rounded to
+/// `uint8` before the crop, exactly as torchvision's `uint8` tensor path.
 fn resize_window_center_crop(
     img: &ImageRef<'_>,
     win: Window,
@@ -1217,12 +1197,6 @@ pub fn apply_jitter(buf: &mut [f32], h: usize, w: usize, d: &JitterDraw) {
             _ => {}
         }
     }
-}
-
-/// `ColorJitter.forward`: [`draw_jitter`] then [`apply_jitter`].
-pub fn color_jitter(buf: &mut [f32], h: usize, w: usize, cj: &ColorJitter, rng: &mut ChaCha8Rng) {
-    let d = draw_jitter(cj, rng);
-    apply_jitter(buf, h, w, &d);
 }
 
 /// torchvision's `_get_gaussian_kernel1d(kernel_size, sigma)`.

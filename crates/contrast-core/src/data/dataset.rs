@@ -51,15 +51,23 @@ pub trait Dataset: Send + Sync {
         index: usize,
         denom: &mut dyn FnMut(usize, usize) -> usize,
     ) -> Result<(ImageRef<'_>, i64, Source)> {
-        let (img, label) = self.get(index)?;
-        denom(img.height, img.width);
-        let source = Source::full(&img);
-        Ok((img, label, source))
+        Ok(decoded_in_full(self.get(index)?, denom))
     }
     /// Class names by class index (empty when unknown).
     fn classes(&self) -> &[String] {
         &[]
     }
+}
+
+/// A sample from [`Dataset::get`] as [`Dataset::get_scaled`] returns it: `denom` is told the
+/// size (and its answer ignored), the image is at full size.
+pub(crate) fn decoded_in_full<'a>(
+    (img, label): (ImageRef<'a>, i64),
+    denom: &mut dyn FnMut(usize, usize) -> usize,
+) -> (ImageRef<'a>, i64, Source) {
+    denom(img.height, img.width);
+    let source = Source::full(&img);
+    (img, label, source)
 }
 
 /// A decoded split held in memory: all pixels in ONE contiguous `uint8` buffer. When every image

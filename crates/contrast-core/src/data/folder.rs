@@ -109,27 +109,28 @@ pub fn decode_rgb_scaled(
     denom: &mut dyn FnMut(usize, usize) -> usize,
 ) -> Result<(Vec<u8>, usize, usize, Source)> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    // the full size from a JPEG header, before decoding
+    let mut header = None;
     if bytes.starts_with(&[0xFF, 0xD8]) {
         let mut dec = jpeg_decoder::Decoder::new(std::io::Cursor::new(&bytes[..]));
         if let Some(info) = dec.read_info().ok().and_then(|_| dec.info()) {
             let (w, h) = (info.width as usize, info.height as usize);
             refuse_pixels(path, w as u64, h as u64)?;
+            header = Some((h, w));
             let d = denom(h, w);
-            let rgb_or_gray = matches!(
-                info.pixel_format,
-                jpeg_decoder::PixelFormat::RGB24 | jpeg_decoder::PixelFormat::L8
-            );
             let (sw, sh) = (w.div_ceil(d.max(1)), h.div_ceil(d.max(1)));
+            let gray = info.pixel_format == jpeg_decoder::PixelFormat::L8;
             if d > 1
-                && rgb_or_gray
+                && (gray || info.pixel_format == jpeg_decoder::PixelFormat::RGB24)
                 && dec.scale(sw as u16, sh as u16).ok() == Some((sw as u16, sh as u16))
             {
                 let px = dec.decode().with_context(|| {
                     format!("decoding {} (truncated or corrupt image?)", path.display())
                 })?;
-                let px = match info.pixel_format {
-                    jpeg_decoder::PixelFormat::L8 => px.iter().flat_map(|&v| [v, v, v]).collect(),
-                    _ => px,
+                let px = if gray {
+                    px.iter().flat_map(|&v| [v, v, v]).collect()
+                } else {
+                    px
                 };
                 ensure!(
                     px.len() == sh * sw * 3,
@@ -144,36 +145,27 @@ pub fn decode_rgb_scaled(
                 };
                 return Ok((px, sh, sw, source));
             }
-            let (px, fh, fw) = decode_rgb_bytes(&bytes, path)?;
-            ensure!(
-                (fh, fw) == (h, w),
-                "{}: header says {w} × {h} pixels, decoded {fw} × {fh}",
-                path.display()
-            );
-            return Ok((
-                px,
-                fh,
-                fw,
-                Source {
-                    height: h,
-                    width: w,
-                    denom: 1,
-                },
-            ));
         }
     }
     let (px, h, w) = decode_rgb_bytes(&bytes, path)?;
-    denom(h, w);
-    Ok((
-        px,
-        h,
-        w,
-        Source {
-            height: h,
-            width: w,
-            denom: 1,
-        },
-    ))
+    match header {
+        Some(hw) => ensure!(
+            hw == (h, w),
+            "{}: header says {} × {} pixels, decoded {w} × {h}",
+            path.display(),
+            hw.1,
+            hw.0
+        ),
+        None => {
+            denom(h, w);
+        }
+    }
+    let source = Source {
+        height: h,
+        width: w,
+        denom: 1,
+    };
+    Ok((px, h, w, source))
 }
 
 /// Load `<root>/<class>/*.{jpg,jpeg,png}` into memory, decoding on the current rayon pool.

@@ -41,7 +41,7 @@ pub struct SplitSpec<'a> {
     pub method: &'a str,
     /// In memory or streamed, for `image-folder` splits (a method's `data.stream`,
     /// `data.stream_above_mib`, `data.scaled_decode`); the environment's overrides
-    /// ([`StreamPolicy::from_env`]) apply on top.
+    /// ([`StreamPolicy::with_env`]) apply on top.
     pub stream: StreamPolicy,
 }
 

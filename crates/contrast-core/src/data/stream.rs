@@ -43,7 +43,7 @@
 //! `CONTRAST_SCALED_DECODE`.
 
 use super::augment::Source;
-use super::dataset::{Dataset, ImageRef, InMemoryDataset};
+use super::dataset::{decoded_in_full, Dataset, ImageRef, InMemoryDataset};
 use super::folder::{decode_all, decode_rgb, decode_rgb_scaled, image_size, scan_image_folder};
 use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -113,15 +113,10 @@ impl StreamPolicy {
         }
     }
 
-    /// The default policy with the environment's overrides: `CONTRAST_STREAM` (`1`, `true`,
-    /// `0`, `false`; empty = decide by size), `CONTRAST_STREAM_ABOVE_MIB` (an integer) and
-    /// `CONTRAST_SCALED_DECODE` (`1`/`0`).
-    pub fn from_env() -> Result<Self> {
-        Self::default().with_env()
-    }
-
     /// This policy (a method's `data.stream`, `data.stream_above_mib`, `data.scaled_decode`)
-    /// with the environment's overrides ([`StreamPolicy::from_env`]) applied on top.
+    /// with the environment's overrides applied on top: `CONTRAST_STREAM` (`1`, `true`, `0`,
+    /// `false`; empty = decide by size), `CONTRAST_STREAM_ABOVE_MIB` (an integer) and
+    /// `CONTRAST_SCALED_DECODE` (`1`/`0`).
     pub fn with_env(self) -> Result<Self> {
         let mut p = self;
         if let Ok(v) = std::env::var("CONTRAST_SCALED_DECODE") {
@@ -468,10 +463,7 @@ impl Dataset for StreamingFolder {
         denom: &mut dyn FnMut(usize, usize) -> usize,
     ) -> Result<(ImageRef<'_>, i64, Source)> {
         if !self.scaled_decode {
-            let (img, label) = self.get(index)?;
-            denom(img.height, img.width);
-            let source = Source::full(&img);
-            return Ok((img, label, source));
+            return Ok(decoded_in_full(self.get(index)?, denom));
         }
         ensure!(
             index < self.len(),
