@@ -1,13 +1,15 @@
 //! Dental CLAIRES: ResNet-18 image encoder + pretrained MiniLM-L6 text encoder (mean pooling),
-//! the tutorial's projection heads (256 d), soft-target CLIP loss, AdamW with per-part rates.
-//! Token ids are fixed inputs (tokenisation is not part of the timed step).
+//! the tutorial's projection heads (256 d), soft-target CLIP loss, AdamW with per-part rates —
+//! through the crate's `Method` (`claires::method::ClairesMethod`), the step the Trainer runs:
+//! it tokenizes the batch's captions (MiniLM's word pieces, at most 32 tokens here) inside the
+//! step, then encodes images and texts.
 
-use super::{scalar, weights, StepCase, SEED};
+use super::{weights, StepCase, Through, SEED};
 use anyhow::Result;
 use claires::config::ClairesConfig;
-use claires::model::Claires;
-use claires::text::Pooling;
-use contrast_core::optim::{AdamW, Optimizer};
+use claires::method::{ClairesMethod, Split};
+use contrast_core::optim::Optimizer;
+use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use tch::{Device, Kind, Tensor};
 
@@ -15,56 +17,96 @@ use tch::{Device, Kind, Tensor};
 pub const CLAIRES_IMAGE: i64 = 128;
 pub const CLAIRES_TOKENS: i64 = 32;
 
+/// Words of the synthetic captions (radiology-report words, all in MiniLM's vocabulary or split
+/// into a few word pieces).
+const WORDS: &[&str] = &[
+    "the",
+    "image",
+    "shows",
+    "a",
+    "left",
+    "right",
+    "upper",
+    "lower",
+    "molar",
+    "premolar",
+    "incisor",
+    "canine",
+    "root",
+    "crown",
+    "periapical",
+    "lesion",
+    "radiolucency",
+    "with",
+    "bone",
+    "loss",
+    "around",
+    "filling",
+    "restoration",
+    "caries",
+    "in",
+    "of",
+    "and",
+    "no",
+    "visible",
+    "fracture",
+    "canal",
+    "treatment",
+    "impacted",
+    "third",
+    "mandibular",
+    "maxillary",
+    "panoramic",
+    "view",
+    "axial",
+    "plane",
+    "mild",
+    "severe",
+    "normal",
+    "finding",
+];
+
 pub struct ClairesStep {
     cfg: ClairesConfig,
-    model: Claires,
-    opt: AdamW,
-    x: Tensor,
-    ids: Tensor,
-    mask: Tensor,
+    run: Through<ClairesMethod>,
 }
 
 impl ClairesStep {
-    pub fn new(batch: i64, device: Device) -> Result<Self> {
+    /// `deterministic`: no dropout in the heads and the text encoder (the loss check).
+    pub fn new(batch: i64, deterministic: bool, device: Device) -> Result<Self> {
         let mut cfg = ClairesConfig::default();
         cfg.model.image_arch = "resnet18".into();
+        cfg.model.max_tokens = CLAIRES_TOKENS as usize;
+        if deterministic {
+            cfg.model.head_dropout = 0.0;
+            cfg.model.text_dropout = Some(0.0);
+        }
         cfg.data.image_size = CLAIRES_IMAGE as u32;
         cfg.optim.batch_size = batch as usize;
-        let model = Claires::new(&cfg, device)?;
-        let opt = claires::method::build_optimizer(&cfg, &model)?;
         let x = Tensor::randn(
             [batch, 3, CLAIRES_IMAGE, CLAIRES_IMAGE],
-            (Kind::Float, device),
+            (Kind::Float, Device::Cpu),
         );
-        // captions of 8..=32 tokens ([CLS] … [SEP], then padding), ids from the word-piece range
-        let l = CLAIRES_TOKENS;
-        let lens = Tensor::randint_low(8, l + 1, [batch, 1], (Kind::Int64, device));
-        let mask = Tensor::arange(l, (Kind::Int64, device))
-            .unsqueeze(0)
-            .lt_tensor(&lens)
-            .to_kind(Kind::Int64);
-        let ids = Tensor::randint_low(1000, 30000, [batch, l], (Kind::Int64, device)) * &mask;
-        Ok(Self {
-            cfg,
-            model,
-            opt,
-            x,
-            ids,
-            mask,
-        })
+        // captions of 6..=28 words (about 8–32 tokens with [CLS] and [SEP])
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(SEED as u64);
+        let texts = (0..batch)
+            .map(|_| {
+                let n = rng.gen_range(6..=28);
+                (0..n)
+                    .map(|_| WORDS[rng.gen_range(0..WORDS.len())])
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect();
+        let none = Split::unrecorded(Tensor::zeros([0], (Kind::Float, Device::Cpu)), vec![]);
+        let method = ClairesMethod::with_data(&cfg, device, Split::unrecorded(x, texts), none)?;
+        let run = Through::new(method, device)?;
+        Ok(Self { cfg, run })
     }
 
-    /// Projected (image, text) embeddings; `dropout` off for the loss check (BN stays in
-    /// training mode, as in the step).
-    fn embeddings(&self, dropout: bool) -> Result<(Tensor, Tensor)> {
-        let m = &self.model;
-        let img = m.embed_images(&self.x, dropout, m.image_trains(&self.cfg))?;
-        let text_train = dropout && m.text_trains(&self.cfg);
-        let tf = m
-            .text
-            .bert
-            .embed(&self.ids, &self.mask, Pooling::Mean, text_train)?;
-        Ok((img, m.project_text(&tf, dropout)))
+    /// The batch: every training record, in order.
+    fn indices(&self) -> Vec<i64> {
+        (0..self.batch()).collect()
     }
 }
 
@@ -78,29 +120,28 @@ impl StepCase for ClairesStep {
     }
 
     fn loss(&mut self) -> Result<Tensor> {
-        let (img, txt) = self.embeddings(true)?;
-        self.model.loss(&img, &txt)
+        let batch = self.indices();
+        self.run.loss(batch)
     }
 
     fn optimizer(&mut self) -> &mut dyn Optimizer {
-        &mut self.opt
+        self.run.optimizer()
     }
 
     fn update(&mut self) -> Result<()> {
-        self.opt.step()?;
-        self.model.after_step();
-        Ok(())
+        self.run.update()
     }
 
     fn spec(&self) -> Value {
         let c = &self.cfg;
-        let a = self.opt.config();
+        let m = &self.run.method.model;
+        let a = claires::method::adamw_config(c);
         json!({
             "case": "claires",
             "layers": [2, 2, 2, 2],
             "image": CLAIRES_IMAGE,
             "tokens": CLAIRES_TOKENS,
-            "bert": self.model.text.bert.config(),
+            "bert": m.text.bert.config(),
             "embed_dim": c.model.embed_dim,
             "head_dropout": c.model.head_dropout,
             "loss": c.loss.kind,
@@ -115,19 +156,23 @@ impl StepCase for ClairesStep {
     }
 
     fn tensors(&self) -> Vec<(String, Tensor)> {
-        let mut out = weights(&self.model.vs, "");
-        out.push(("in:x".into(), self.x.shallow_clone()));
-        out.push(("in:ids".into(), self.ids.shallow_clone()));
-        out.push(("in:mask".into(), self.mask.shallow_clone()));
+        let m = &self.run.method;
+        let mut out = weights(&m.model.vs, "");
+        out.push(("in:x".into(), m.images(&self.indices())));
+        // the word pieces the step encodes (padded to the longest caption)
+        let (ids, mask) = m
+            .model
+            .text
+            .tokenizer
+            .batch(&m.texts(&self.indices()), Device::Cpu)
+            .expect("tokenizing the captions");
+        out.push(("in:ids".into(), ids));
+        out.push(("in:mask".into(), mask));
         out
     }
 
     fn checked_loss(&mut self) -> Result<f64> {
-        tch::manual_seed(SEED);
-        let loss = tch::no_grad(|| -> Result<Tensor> {
-            let (img, txt) = self.embeddings(false)?;
-            self.model.loss(&img, &txt)
-        })?;
-        scalar(&loss)
+        let batch = self.indices();
+        self.run.checked_loss(batch)
     }
 }

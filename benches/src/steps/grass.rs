@@ -1,13 +1,12 @@
 //! GraSS, gradient-guided sampling stage: ResNet-18 (torchvision layout) + head 512→512→128,
-//! NT-Xent, dL/dF of the layer-4 map, heat-map boxes, crops, second forward, LARS.
+//! NT-Xent, dL/dF of the layer-4 map, heat-map boxes, crops, second forward, LARS — through the
+//! crate's `Method` (`grass::method::Pretrain`), the step the Trainer runs.
 
-use super::{scalar, weights, StepCase, SEED};
+use super::{batch_of, random_images, scalar, weights, StepCase, Through, SEED};
 use anyhow::Result;
-use contrast_core::loss::NtXent;
-use contrast_core::optim::lars::Lars;
 use contrast_core::optim::Optimizer;
-use grass::config::PretrainConfig;
-use grass::model::GrassNet;
+use contrast_core::train::Method;
+use grass::method::Pretrain;
 use serde_json::{json, Value};
 use tch::{Device, Kind, Tensor};
 
@@ -15,67 +14,55 @@ use tch::{Device, Kind, Tensor};
 pub const GRASS_CROP: i64 = 96;
 
 pub struct GrassStep {
-    p: PretrainConfig,
-    batch: i64,
-    net: GrassNet,
-    loss_fn: NtXent,
-    opt: Lars,
-    lr: f64,
-    /// `[x₁…x_N, x'₁…x'_N]`, `[2N, 3, S, S]`.
-    x: Tensor,
+    cfg: grass::config::GrassConfig,
+    run: Through<Pretrain>,
+    /// The two views `[N, 3, S, S]` each.
+    views: [Tensor; 2],
 }
 
 impl GrassStep {
     pub fn new(batch: i64, device: Device) -> Result<Self> {
-        let p = PretrainConfig::default();
-        let net = GrassNet::new(device, "resnet18", 128, true)?;
-        // the official schedule's value where the GS stage starts in the paper presets (200 of
-        // 350 epochs); the value only scales the update
-        let lr = contrast_core::optim::schedule::Schedule::grass_vissl(350)?.value(200);
-        let opt = grass::method::build_optimizer(&p, &net, lr)?;
-        let loss_fn = NtXent::new(p.temperature)?;
-        let x = Tensor::randn(
-            [2 * batch, 3, GRASS_CROP, GRASS_CROP],
-            (Kind::Float, device),
-        );
-        Ok(Self {
-            p,
-            batch,
-            net,
-            loss_fn,
-            opt,
-            lr,
-            x,
-        })
+        let mut cfg = grass::config::GrassConfig::default();
+        cfg.model.arch = "resnet18".into();
+        cfg.model.out_dim = 128;
+        cfg.model.head_relu = true;
+        cfg.data.crop_size = GRASS_CROP as usize;
+        cfg.pretrain.method = "grass".into();
+        cfg.pretrain.batch_size = batch as usize;
+        // no warm-up: step 0 is in the gradient-guided stage
+        cfg.pretrain.warmup_epochs = Some(0);
+        // the tiles serve the loader and the overlays only: the step takes the views
+        let ds = random_images(batch as usize, 32)?;
+        let run = Through::new(Pretrain::with_data(&cfg, device, ds, 1)?, device)?;
+        let views = [0, 1]
+            .map(|_| Tensor::randn([batch, 3, GRASS_CROP, GRASS_CROP], (Kind::Float, device)));
+        Ok(Self { cfg, run, views })
     }
 }
 
 impl StepCase for GrassStep {
     fn name(&self) -> String {
-        format!("grass_gs_r18_p{GRASS_CROP}_b{}", self.batch)
+        format!("grass_gs_r18_p{GRASS_CROP}_b{}", self.batch())
     }
 
     fn batch(&self) -> i64 {
-        self.batch
+        self.cfg.pretrain.batch_size as i64
     }
 
     fn loss(&mut self) -> Result<Tensor> {
-        let (loss, _) = grass::method::step_loss(
-            &self.net,
-            &self.loss_fn,
-            &self.x,
-            true,
-            self.p.threshold_ratio,
-        )?;
-        Ok(loss)
+        self.run.loss(batch_of(&self.views))
+    }
+
+    fn update(&mut self) -> Result<()> {
+        self.run.update()
     }
 
     fn optimizer(&mut self) -> &mut dyn Optimizer {
-        &mut self.opt
+        self.run.optimizer()
     }
 
     fn spec(&self) -> Value {
-        let p = &self.p;
+        let p = &self.cfg.pretrain;
         json!({
             "case": "grass",
             "layers": [2, 2, 2, 2],
@@ -83,7 +70,8 @@ impl StepCase for GrassStep {
             "crop": GRASS_CROP,
             "tau": p.temperature,
             "threshold_ratio": p.threshold_ratio,
-            "lr": self.lr,
+            // as the Trainer sets it at step 0 of a one-step run
+            "lr": self.run.opt.lr.value(0),
             "momentum": p.momentum,
             "weight_decay": p.weight_decay,
             "trust_coefficient": p.trust_coefficient,
@@ -91,15 +79,20 @@ impl StepCase for GrassStep {
     }
 
     fn tensors(&self) -> Vec<(String, Tensor)> {
-        let mut out = weights(&self.net.vs, "");
-        out.push(("in:x".into(), self.x.shallow_clone()));
+        let mut out = weights(&self.run.method.net.vs, "");
+        // `[x₁…x_N, x'₁…x'_N]` (VISSL's collator), as the step concatenates them
+        out.push(("in:x".into(), Tensor::cat(&self.views, 0)));
         out
     }
 
     fn checked_loss(&mut self) -> Result<f64> {
         tch::manual_seed(SEED);
         // not under no_grad: the sampling needs dL/dF of the first forward
-        let loss = self.loss()?;
+        let loss = self
+            .run
+            .method
+            .step(batch_of(&self.views), &self.run.ctx)?
+            .total;
         scalar(&loss)
     }
 }

@@ -1,21 +1,18 @@
 //! MNCLGLF: ResNet-18 online / EMA encoders, local keys, memory bank, SGD — through the
 //! crate's `Method` (`multinet::method::Multinet`), the step the Trainer runs.
 
-use super::{scalar, weights, StepCase, SEED};
+use super::{batch_of, weights, StepCase, Through};
 use anyhow::Result;
-use contrast_core::data::pipeline::Batch;
 use contrast_core::optim::Optimizer;
-use contrast_core::train::{Method, Optimization, StepCtx};
+use contrast_core::train::Method;
 use multinet::method::{Multinet, Net};
 use serde_json::{json, Value};
 use tch::{Device, Kind, Tensor};
 
 pub struct MultinetStep {
     cfg: multinet::config::MultinetConfig,
-    method: Multinet,
-    opt: Optimization,
+    run: Through<Multinet>,
     views: Vec<Tensor>,
-    ctx: StepCtx,
 }
 
 impl MultinetStep {
@@ -25,38 +22,15 @@ impl MultinetStep {
         cfg.model.bank_size = 4096;
         cfg.optim.batch_size = batch as usize;
         let method = Multinet::build(&cfg, device)?;
-        let opt = method.optimization(1, 1)?;
         let views = (0..method.net.views())
             .map(|_| Tensor::randn([batch, 3, 32, 32], (Kind::Float, device)))
             .collect();
-        let ctx = StepCtx {
-            step: 0,
-            epoch: 0,
-            per_epoch: 1,
-            total: 1,
-            device,
-            seed: 0,
-        };
-        Ok(Self {
-            cfg,
-            method,
-            opt,
-            views,
-            ctx,
-        })
-    }
-
-    fn batch_of_views(&self) -> Batch {
-        let n = self.views[0].size()[0];
-        Batch {
-            views: self.views.iter().map(|v| v.shallow_clone()).collect(),
-            labels: Tensor::zeros([n], (Kind::Int64, Device::Cpu)),
-            indices: Tensor::arange(n, (Kind::Int64, Device::Cpu)),
-        }
+        let run = Through::new(method, device)?;
+        Ok(Self { cfg, run, views })
     }
 
     fn mnclglf(&self) -> &multinet::method::Mnclglf {
-        match &self.method.net {
+        match &self.run.method.net {
             Net::Mnclglf(m) => m,
             Net::Simclr(_) => unreachable!("the bench trains MNCLGLF"),
         }
@@ -73,21 +47,15 @@ impl StepCase for MultinetStep {
     }
 
     fn loss(&mut self) -> Result<Tensor> {
-        self.method.before_step(&self.ctx)?;
-        let batch = self.batch_of_views();
-        Ok(self.method.step(batch, &self.ctx)?.total)
+        self.run.loss(batch_of(&self.views))
     }
 
     fn update(&mut self) -> Result<()> {
-        if let Some((max, params)) = &self.opt.clip {
-            let refs: Vec<&Tensor> = params.iter().collect();
-            contrast_core::optim::clip::clip_grad_norm_tensors(&refs, *max)?;
-        }
-        self.opt.optimizer.step()
+        self.run.update()
     }
 
     fn optimizer(&mut self) -> &mut dyn Optimizer {
-        self.opt.optimizer.as_mut()
+        self.run.optimizer()
     }
 
     fn spec(&self) -> Value {
@@ -135,9 +103,6 @@ impl StepCase for MultinetStep {
     }
 
     fn checked_loss(&mut self) -> Result<f64> {
-        tch::manual_seed(SEED);
-        let batch = self.batch_of_views();
-        let loss = tch::no_grad(|| self.method.step(batch, &self.ctx))?.total;
-        scalar(&loss)
+        self.run.checked_loss(batch_of(&self.views))
     }
 }

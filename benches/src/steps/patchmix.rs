@@ -1,10 +1,10 @@
-//! PatchMix: ViT-T/4 + MoCo-v3 heads, two mixes, soft InfoNCE, AdamW.
+//! PatchMix: ViT-T/4 + MoCo-v3 heads, two mixes, soft InfoNCE, AdamW — through the crate's
+//! `Method` (`patchmix::method::PatchMix`), the step the Trainer runs.
 
-use super::{scalar, weights, StepCase, SEED};
+use super::{batch_of, random_images, weights, StepCase, Through};
 use anyhow::Result;
-use contrast_core::loss::InfoNce;
-use contrast_core::optim::adamw::{AdamW, AdamWConfig};
-use contrast_core::optim::{decay_groups, Optimizer};
+use contrast_core::optim::Optimizer;
+use patchmix::method::PatchMix;
 use serde_json::{json, Value};
 use tch::{Device, Kind, Tensor};
 
@@ -13,11 +13,7 @@ pub const PATCHMIX_DROP_PATH: f64 = 0.1;
 
 pub struct PatchMixStep {
     cfg: patchmix::config::PatchMixConfig,
-    net: patchmix::model::PatchMixNet,
-    mixer: patchmix::mix::PatchMixer,
-    nce: InfoNce,
-    targets: patchmix::train::StepTargets,
-    opt: AdamW,
+    run: Through<PatchMix>,
     views: Vec<Tensor>,
 }
 
@@ -35,51 +31,19 @@ impl PatchMixStep {
         cfg.model.use_momentum = false;
         cfg.mix.enabled = true;
         cfg.mix.m = 2;
+        // every step mixes (the paper's p = 1 on CIFAR and ImageNet)
         cfg.mix.p = 1.0;
         cfg.mix.smoothing = 0.0;
         cfg.optim.batch_size = batch as usize;
-        let net = patchmix::train::build_net(&cfg, device)?;
-        let mixer =
-            patchmix::mix::PatchMixer::new(cfg.mix.m, cfg.mix.p, cfg.model.patch_size, 0.0)?;
-        let mut nce = InfoNce::new(cfg.optim.temperature)?;
-        nce.check_targets = false;
-        let targets =
-            patchmix::train::StepTargets::new(&mixer, batch, cfg.mix.src_smoothing, device);
-        let mut groups = decay_groups(&net.encoder_vs, cfg.optim.wd_start);
-        groups.extend(decay_groups(&net.predictor_vs, cfg.optim.wd_start));
-        let opt = AdamW::new(
-            groups,
-            AdamWConfig {
-                lr: cfg.optim.base_lr * batch as f64 / 256.0,
-                beta1: cfg.optim.beta1,
-                beta2: cfg.optim.beta2,
-                ..AdamWConfig::default()
-            },
-        )?;
         let s = cfg.data.image_size as i64;
+        // the data sets serve the loader and the evaluation only: the step takes the views
+        let ds = random_images(batch as usize, s as usize)?;
+        let method = PatchMix::with_data(&cfg, device, ds.clone(), ds)?;
+        let run = Through::new(method, device)?;
         let views = (0..2)
             .map(|_| Tensor::randn([batch, 3, s, s], (Kind::Float, device)))
             .collect();
-        Ok(Self {
-            cfg,
-            net,
-            mixer,
-            nce,
-            targets,
-            opt,
-            views,
-        })
-    }
-
-    fn terms(&self) -> Result<patchmix::loss::Terms> {
-        patchmix::train::step_terms(
-            &self.net,
-            &self.mixer,
-            &self.nce,
-            &self.targets,
-            &self.views,
-            true,
-        )
+        Ok(Self { cfg, run, views })
     }
 }
 
@@ -97,11 +61,15 @@ impl StepCase for PatchMixStep {
     }
 
     fn loss(&mut self) -> Result<Tensor> {
-        Ok(self.terms()?.total)
+        self.run.loss(batch_of(&self.views))
+    }
+
+    fn update(&mut self) -> Result<()> {
+        self.run.update()
     }
 
     fn optimizer(&mut self) -> &mut dyn Optimizer {
-        &mut self.opt
+        self.run.optimizer()
     }
 
     fn spec(&self) -> Value {
@@ -123,23 +91,23 @@ impl StepCase for PatchMixStep {
             "m": c.mix.m,
             "src_smoothing": c.mix.src_smoothing,
             "tau": c.optim.temperature,
-            "lr": c.optim.base_lr * self.batch() as f64 / 256.0,
-            "weight_decay": c.optim.wd_start,
+            // as the Trainer sets them at step 0 of a one-step run
+            "lr": self.run.opt.lr.value(0),
+            "weight_decay": self.run.opt.weight_decay.as_ref().map_or(c.optim.wd_start, |w| w.value(0)),
             "betas": [c.optim.beta1, c.optim.beta2],
         })
     }
 
     fn tensors(&self) -> Vec<(String, Tensor)> {
-        let mut out = weights(&self.net.encoder_vs, "");
-        out.extend(weights(&self.net.predictor_vs, ""));
+        let net = &self.run.method.net;
+        let mut out = weights(&net.encoder_vs, "");
+        out.extend(weights(&net.predictor_vs, ""));
         out.push(("in:x1".into(), self.views[0].shallow_clone()));
         out.push(("in:x2".into(), self.views[1].shallow_clone()));
         out
     }
 
     fn checked_loss(&mut self) -> Result<f64> {
-        tch::manual_seed(SEED);
-        let terms = tch::no_grad(|| self.terms())?;
-        scalar(&terms.total)
+        self.run.checked_loss(batch_of(&self.views))
     }
 }

@@ -2,13 +2,13 @@
 //! 3-D crops; global loss with spatial positives / negatives and weights, local voxel InfoNCE,
 //! AdamW. The crops and the local voxel samples are drawn once (data work, outside the step).
 
-use super::{scalar, weights, StepCase, SEED};
+use super::{weights, StepCase, Through};
 use anyhow::Result;
-use contrast_core::optim::adamw::AdamW;
 use contrast_core::optim::Optimizer;
 use rand::SeedableRng;
 use serde_json::{json, Value};
-use spade::pretrain::{CropBatch, LocalSamples, PoolVolume, PretrainNet};
+use spade::method::SpadePretrain;
+use spade::pretrain::{CropBatch, LocalSamples, PoolVolume};
 use tch::{Device, Kind, Tensor};
 
 /// Side of the synthetic pool volumes the crops come from.
@@ -16,11 +16,9 @@ const VOLUME: [i64; 3] = [64, 64, 48];
 
 pub struct SpadeStep {
     cfg: spade::config::SpadeConfig,
-    net: PretrainNet,
-    opt: AdamW,
+    run: Through<SpadePretrain>,
     batch: CropBatch,
     samples: LocalSamples,
-    device: Device,
 }
 
 impl SpadeStep {
@@ -31,8 +29,6 @@ impl SpadeStep {
         cfg.pretrain.volumes = volumes as usize;
         cfg.pretrain.crop = [32, 32, 32];
         cfg.finetune.model.n_filters = 8;
-        let net = PretrainNet::new(&cfg, device)?;
-        let opt = spade::pretrain::optimizer(&cfg, &net)?;
         let pool: Vec<PoolVolume> = (0..volumes.max(2))
             .map(|i| PoolVolume {
                 id: format!("synthetic{i}"),
@@ -41,28 +37,38 @@ impl SpadeStep {
                 frame: ([0; 3], VOLUME),
             })
             .collect();
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(SEED as u64);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(super::SEED as u64);
         let batch = spade::pretrain::sample_crops(&cfg, &pool, &mut rng)?;
         let samples = spade::pretrain::sample_local(&cfg, &batch, &mut rng)?;
+        let run = Through::new(SpadePretrain::with_pool(&cfg, device, pool)?, device)?;
         Ok(Self {
             cfg,
-            net,
-            opt,
+            run,
             batch,
             samples,
-            device,
         })
     }
 
-    fn total(&self) -> Result<Tensor> {
-        let (total, _, _) = spade::pretrain::step_terms(
-            &self.cfg,
-            &self.net,
-            &self.batch,
-            Some(&self.samples),
-            self.device,
-        )?;
-        Ok(total)
+    /// The step's batch (the method consumes it; the tensors are shared, not copied).
+    fn step_batch(&self) -> (CropBatch, Option<LocalSamples>) {
+        let b = &self.batch;
+        let s = &self.samples;
+        (
+            CropBatch {
+                images: b.images.shallow_clone(),
+                geometry: b.geometry.clone(),
+                volume: b.volume.clone(),
+                centres: b.centres.shallow_clone(),
+            },
+            Some(LocalSamples {
+                pairs: s
+                    .pairs
+                    .iter()
+                    .map(|(k, a, b)| (*k, a.shallow_clone(), b.shallow_clone()))
+                    .collect(),
+                pos: s.pos.shallow_clone(),
+            }),
+        )
     }
 }
 
@@ -81,11 +87,16 @@ impl StepCase for SpadeStep {
     }
 
     fn loss(&mut self) -> Result<Tensor> {
-        self.total()
+        let batch = self.step_batch();
+        self.run.loss(batch)
+    }
+
+    fn update(&mut self) -> Result<()> {
+        self.run.update()
     }
 
     fn optimizer(&mut self) -> &mut dyn Optimizer {
-        &mut self.opt
+        self.run.optimizer()
     }
 
     fn spec(&self) -> Value {
@@ -111,7 +122,7 @@ impl StepCase for SpadeStep {
     }
 
     fn tensors(&self) -> Vec<(String, Tensor)> {
-        let mut out = weights(&self.net.vs, "");
+        let mut out = weights(&self.run.method.net.vs, "");
         let b = &self.batch;
         out.push(("in:images".into(), b.images.shallow_clone()));
         out.push(("in:volume".into(), Tensor::from_slice(&b.volume)));
@@ -130,8 +141,7 @@ impl StepCase for SpadeStep {
     }
 
     fn checked_loss(&mut self) -> Result<f64> {
-        tch::manual_seed(SEED);
-        let total = tch::no_grad(|| self.total())?;
-        scalar(&total)
+        let batch = self.step_batch();
+        self.run.checked_loss(batch)
     }
 }

@@ -1,23 +1,25 @@
 //! SPPS: SimCLR + semantic positive pairs, ResNet-18 (CIFAR stem) + head 2048 → 128 (BN),
-//! multi-positive NT-Xent over two views and the partner views, SGD.
+//! multi-positive NT-Xent over two views and the partner views, SGD — through the crate's
+//! `Method` (`spps::method::Spps`), the step the Trainer runs: it picks the batch's partners
+//! and augments their images (the training recipe, 32 px) inside the step.
 
-use super::{scalar, weights, StepCase, SEED};
+use super::{batch_of, random_images, weights, StepCase, Through};
 use anyhow::Result;
 use contrast_core::optim::Optimizer;
 use serde_json::{json, Value};
-use spps::model::{Model, Partners};
+use spps::method::Spps;
+use spps::sampler::{Pair, PairSet};
 use tch::{Device, Kind, Tensor};
 
-/// Partner views per step: a quarter of the batch (`spps.share` picks about this many).
-pub const SPPS_PARTNER_SHARE: i64 = 4;
+/// One image in this many has a semantic partner (the next image), so a step has a quarter
+/// of the batch as partner views.
+pub const SPPS_PARTNER_SHARE: usize = 4;
 
 pub struct SppsStep {
     cfg: spps::config::SppsConfig,
-    model: Model,
-    opt: Box<dyn Optimizer>,
+    run: Through<Spps>,
     x1: Tensor,
     x2: Tensor,
-    partners: Partners,
 }
 
 impl SppsStep {
@@ -35,24 +37,34 @@ impl SppsStep {
         cfg.simclr.head_bn = true;
         cfg.simclr.temperature = 0.5;
         cfg.optim.batch_size = batch as usize;
-        let model = Model::new(&cfg, device)?;
-        let opt = spps::train::build_optimizer(&cfg, model.trained_vs())?;
-        let m = (batch / SPPS_PARTNER_SHARE).max(1);
+        cfg.spps.enabled = true;
+        cfg.spps.share = 1.0;
+        let n = batch as usize;
+        let ds = random_images(n, 32)?;
+        let pairs = PairSet {
+            n,
+            dim: 512,
+            source: "synthetic: image i → i + 1 for every fourth i".into(),
+            settings: Default::default(),
+            pairs: (0..n - 1)
+                .step_by(SPPS_PARTNER_SHARE)
+                .map(|i| Pair {
+                    i,
+                    j: i + 1,
+                    sim: 0.9,
+                })
+                .collect(),
+            precision: None,
+        };
+        let method = Spps::with_data(&cfg, device, ds.clone(), ds, Some(pairs))?;
+        let run = Through::new(method, device)?;
         let x1 = Tensor::randn([batch, 3, 32, 32], (Kind::Float, device));
         let x2 = Tensor::randn([batch, 3, 32, 32], (Kind::Float, device));
-        let partners = Partners {
-            x: Tensor::randn([m, 3, 32, 32], (Kind::Float, device)),
-            // distinct anchor rows, not in order
-            anchor: Tensor::randperm(batch, (Kind::Int64, device)).narrow(0, 0, m),
-        };
-        Ok(Self {
-            cfg,
-            model,
-            opt,
-            x1,
-            x2,
-            partners,
-        })
+        Ok(Self { cfg, run, x1, x2 })
+    }
+
+    fn indices(&self) -> Vec<i64> {
+        (0..self.batch()).collect()
     }
 }
 
@@ -66,12 +78,18 @@ impl StepCase for SppsStep {
     }
 
     fn loss(&mut self) -> Result<Tensor> {
-        // SimCLR: no per-step update before the forward (MoCo's momentum update is the method's)
-        self.model.loss(&self.x1, &self.x2, Some(&self.partners))
+        self.run.loss(batch_of(&[
+            self.x1.shallow_clone(),
+            self.x2.shallow_clone(),
+        ]))
+    }
+
+    fn update(&mut self) -> Result<()> {
+        self.run.update()
     }
 
     fn optimizer(&mut self) -> &mut dyn Optimizer {
-        self.opt.as_mut()
+        self.run.optimizer()
     }
 
     fn spec(&self) -> Value {
@@ -83,7 +101,7 @@ impl StepCase for SppsStep {
             "out_dim": c.simclr.out_dim,
             "head_bn": c.simclr.head_bn,
             "tau": c.simclr.temperature,
-            "partners": self.partners.anchor.size()[0],
+            "partners": self.batch() as usize / SPPS_PARTNER_SHARE,
             "lr": c.optim.lr,
             "momentum": c.optim.momentum,
             "weight_decay": c.optim.weight_decay,
@@ -91,17 +109,25 @@ impl StepCase for SppsStep {
     }
 
     fn tensors(&self) -> Vec<(String, Tensor)> {
-        let mut out = weights(self.model.trained_vs(), "");
+        let mut out = weights(self.run.method.model.trained_vs(), "");
         out.push(("in:x1".into(), self.x1.shallow_clone()));
         out.push(("in:x2".into(), self.x2.shallow_clone()));
-        out.push(("in:xs".into(), self.partners.x.shallow_clone()));
-        out.push(("in:anchor".into(), self.partners.anchor.shallow_clone()));
+        // the partner views the step draws (the same draws: seeded by the run seed and step)
+        let partners = self
+            .run
+            .method
+            .partners(&self.indices(), self.run.ctx.step)
+            .expect("picking the partners")
+            .expect("every fourth image has a partner");
+        out.push(("in:xs".into(), partners.x));
+        out.push(("in:anchor".into(), partners.anchor));
         out
     }
 
     fn checked_loss(&mut self) -> Result<f64> {
-        tch::manual_seed(SEED);
-        let loss = tch::no_grad(|| self.model.loss(&self.x1, &self.x2, Some(&self.partners)))?;
-        scalar(&loss)
+        self.run.checked_loss(batch_of(&[
+            self.x1.shallow_clone(),
+            self.x2.shallow_clone(),
+        ]))
     }
 }

@@ -84,6 +84,9 @@ pub struct ModelConfig {
     /// Shared embedding width (tutorial 256).
     pub embed_dim: i64,
     pub head_dropout: f64,
+    /// Dropout inside the text encoder while it trains; unset = MiniLM's `config.json`
+    /// (`hidden_dropout_prob`, 0.1), which the reference fine-tunes with.
+    pub text_dropout: Option<f64>,
     /// Frozen encoders run in eval mode and get no optimiser group.
     pub freeze_image: bool,
     pub freeze_text: bool,
@@ -98,6 +101,7 @@ impl Default for ModelConfig {
             max_tokens: 256,
             embed_dim: 256,
             head_dropout: 0.1,
+            text_dropout: None,
             freeze_image: false,
             freeze_text: false,
         }

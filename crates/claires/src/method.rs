@@ -18,7 +18,7 @@ use contrast_core::optim::schedule::Schedule;
 use contrast_core::tensors::{load_into, named_variables, Named};
 use contrast_core::train::{
     derive_seed, Batches, Checkpoint, Evaluation, Length, LogConfig, Losses, Method, Monitor,
-    Optimization, RunCtx, RunReport, RuntimeConfig, StepCtx,
+    Optimization, Preset, RunCtx, RunReport, RuntimeConfig, StepCtx,
 };
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -183,13 +183,15 @@ pub fn model_path(run_dir: &Path) -> PathBuf {
 /// AdamW over the model's parameter groups (heads at `optim.lr_head`, encoders at their own
 /// rates, see [`Claires::param_groups`]).
 pub fn build_optimizer(cfg: &ClairesConfig, model: &Claires) -> Result<AdamW> {
-    AdamW::new(
-        model.param_groups(cfg)?,
-        AdamWConfig {
-            lr: cfg.optim.lr_head,
-            ..AdamWConfig::default()
-        },
-    )
+    AdamW::new(model.param_groups(cfg)?, adamw_config(cfg))
+}
+
+/// The AdamW settings every group shares (PyTorch's betas and eps; lr = `optim.lr_head`).
+pub fn adamw_config(cfg: &ClairesConfig) -> AdamWConfig {
+    AdamWConfig {
+        lr: cfg.optim.lr_head,
+        ..AdamWConfig::default()
+    }
 }
 
 /// The training order: every epoch a permutation of the training records (seeded by the run
@@ -260,6 +262,112 @@ pub struct ClairesMethod {
     test_fields: Vec<Fields>,
 }
 
+/// The headline metric of every run.
+const METRIC: &str = "MRR (paired, whole test gallery)";
+
+/// Records with their images decoded and their sentences.
+pub struct Split {
+    pub records: Vec<Record>,
+    /// `[N, 3, S, S]` (an empty tensor when there are no records).
+    pub images: Tensor,
+    pub texts: Vec<String>,
+}
+
+impl Split {
+    /// Decode the records' images at `size` px.
+    pub fn load(records: Vec<Record>, size: u32) -> Result<Self> {
+        let (images, texts) = if records.is_empty() {
+            (Tensor::zeros([0], (tch::Kind::Float, Device::Cpu)), vec![])
+        } else {
+            materialise(&records, size)?
+        };
+        Ok(Self {
+            records,
+            images,
+            texts,
+        })
+    }
+
+    /// Images and sentences without records (the benches' synthetic batch).
+    pub fn unrecorded(images: Tensor, texts: Vec<String>) -> Self {
+        Self {
+            records: vec![],
+            images,
+            texts,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.texts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.texts.is_empty()
+    }
+}
+
+impl ClairesMethod {
+    /// A run on records that are already decoded: what [`Method::build`] does after loading
+    /// and splitting them.
+    pub fn with_data(
+        cfg: &ClairesConfig,
+        device: Device,
+        train: Split,
+        test: Split,
+    ) -> Result<Self> {
+        let b = cfg.optim.batch_size;
+        if b < 2 || train.len() < b {
+            bail!(
+                "optim.batch_size {b} must be ≥ 2 and ≤ the {} training records",
+                train.len()
+            );
+        }
+        let model = Claires::new(cfg, device)?;
+        let text_trains = model.text_trains(cfg);
+        let image_trains = model.image_trains(cfg);
+        // a frozen text encoder: its sentence features are computed once
+        let text_cache = if text_trains {
+            None
+        } else {
+            let refs: Vec<&str> = train.texts.iter().map(String::as_str).collect();
+            let mut parts = Vec::new();
+            for c in refs.chunks(64) {
+                parts.push(tch::no_grad(|| model.text_features(c, false))?);
+            }
+            Some(Tensor::cat(&parts, 0))
+        };
+        let test_fields: Vec<Fields> = test.records.iter().map(|r| r.fields.clone()).collect();
+        Ok(Self {
+            cfg: cfg.clone(),
+            device,
+            model,
+            train_n: train.len(),
+            train_x: train.images,
+            train_t: train.texts,
+            text_cache,
+            text_trains,
+            image_trains,
+            test_r: test.records,
+            test_x: test.images,
+            test_t: test.texts,
+            test_fields,
+        })
+    }
+
+    /// The training images of data-set `indices` (what [`Method::step`] encodes).
+    pub fn images(&self, indices: &[i64]) -> Tensor {
+        self.train_x.index_select(0, &Tensor::from_slice(indices))
+    }
+
+    /// The training sentences of data-set `indices` (what [`Method::step`] encodes).
+    pub fn texts(&self, indices: &[i64]) -> Vec<&str> {
+        indices
+            .iter()
+            .map(|&i| self.train_t[i as usize].as_str())
+            .collect()
+    }
+}
+
 impl Method for ClairesMethod {
     type Config = ClairesConfig;
     type Batch = Vec<i64>;
@@ -279,56 +387,16 @@ impl Method for ClairesMethod {
         let t0 = std::time::Instant::now();
         let records = load_records(cfg)?;
         let (train_r, test_r) = split(&records, cfg.data.test_fraction, cfg.data.split_seed)?;
-        let (train_x, train_t) = materialise(&train_r, cfg.data.image_size)?;
-        let (test_x, test_t) = if test_r.is_empty() {
-            (Tensor::zeros([0], (tch::Kind::Float, Device::Cpu)), vec![])
-        } else {
-            materialise(&test_r, cfg.data.image_size)?
-        };
-        let test_fields: Vec<Fields> = test_r.iter().map(|r| r.fields.clone()).collect();
+        let train = Split::load(train_r, cfg.data.image_size)?;
+        let test = Split::load(test_r, cfg.data.image_size)?;
         eprintln!(
             "records: {} train / {} test, {} distinct train sentences; loaded in {:.1} s",
-            train_r.len(),
-            test_r.len(),
-            train_t.iter().collect::<BTreeSet<_>>().len(),
+            train.len(),
+            test.len(),
+            train.texts.iter().collect::<BTreeSet<_>>().len(),
             t0.elapsed().as_secs_f64()
         );
-        let b = cfg.optim.batch_size;
-        if b < 2 || train_r.len() < b {
-            bail!(
-                "optim.batch_size {b} must be ≥ 2 and ≤ the {} training records",
-                train_r.len()
-            );
-        }
-        let model = Claires::new(cfg, device)?;
-        let text_trains = model.text_trains(cfg);
-        let image_trains = model.image_trains(cfg);
-        // a frozen text encoder: its sentence features are computed once
-        let text_cache = if text_trains {
-            None
-        } else {
-            let refs: Vec<&str> = train_t.iter().map(String::as_str).collect();
-            let mut parts = Vec::new();
-            for c in refs.chunks(64) {
-                parts.push(tch::no_grad(|| model.text_features(c, false))?);
-            }
-            Some(Tensor::cat(&parts, 0))
-        };
-        Ok(Self {
-            cfg: cfg.clone(),
-            device,
-            model,
-            train_n: train_r.len(),
-            train_x,
-            train_t,
-            text_cache,
-            text_trains,
-            image_trains,
-            test_r,
-            test_x,
-            test_t,
-            test_fields,
-        })
+        Self::with_data(cfg, device, train, test)
     }
 
     fn data(&mut self) -> Result<Box<dyn Batches<Batch = Vec<i64>>>> {
@@ -351,6 +419,12 @@ impl Method for ClairesMethod {
 
     fn variant(&self) -> String {
         self.cfg.loss.kind.clone()
+    }
+    fn preset(cfg: &ClairesConfig) -> Option<Preset> {
+        Some(Preset {
+            variant: cfg.loss.kind.clone(),
+            metric: METRIC.into(),
+        })
     }
     fn samples_per_step(&self) -> u64 {
         self.cfg.optim.batch_size as u64
@@ -387,18 +461,14 @@ impl Method for ClairesMethod {
     }
 
     fn step(&mut self, idx: Vec<i64>, _ctx: &StepCtx) -> Result<Losses> {
-        let it = Tensor::from_slice(&idx);
-        let x = self.train_x.index_select(0, &it);
-        let img = self.model.embed_images(&x, true, self.image_trains)?;
+        let img = self
+            .model
+            .embed_images(&self.images(&idx), true, self.image_trains)?;
         let tf = match &self.text_cache {
-            Some(c) => c.index_select(0, &it).to_device(self.device),
-            None => {
-                let t: Vec<&str> = idx
-                    .iter()
-                    .map(|&i| self.train_t[i as usize].as_str())
-                    .collect();
-                self.model.text_features(&t, true)?
-            }
+            Some(c) => c
+                .index_select(0, &Tensor::from_slice(&idx))
+                .to_device(self.device),
+            None => self.model.text_features(&self.texts(&idx), true)?,
         };
         let txt = self.model.project_text(&tf, true);
         let loss = self.model.loss(&img, &txt)?;
@@ -493,22 +563,20 @@ impl Method for ClairesMethod {
             .iter()
             .find(|r| r.mode == "paired" && r.pool == 0)
             .map(|r| r.metrics.mrr);
-        Ok(
-            Evaluation::new("MRR (paired, whole test gallery)", headline)
-                .with(
-                    "task",
-                    "text → image retrieval (query: the template sentence of a test record)",
-                )
-                .with("results", &results)
-                .with(
-                    "distinct_test_sentences",
-                    self.test_t.iter().collect::<BTreeSet<_>>().len(),
-                )
-                .with("loss", &self.cfg.loss.kind)
-                .with("logit_scale", self.model.logit_scale())
-                .with("model_checksum", self.model.checksum())
-                .with("model_file", mp.display().to_string()),
-        )
+        Ok(Evaluation::new(METRIC, headline)
+            .with(
+                "task",
+                "text → image retrieval (query: the template sentence of a test record)",
+            )
+            .with("results", &results)
+            .with(
+                "distinct_test_sentences",
+                self.test_t.iter().collect::<BTreeSet<_>>().len(),
+            )
+            .with("loss", &self.cfg.loss.kind)
+            .with("logit_scale", self.model.logit_scale())
+            .with("model_checksum", self.model.checksum())
+            .with("model_file", mp.display().to_string()))
     }
 
     /// The top-k retrieval figure of a few test queries (`retrieval_topk.png`).

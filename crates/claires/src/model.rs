@@ -79,7 +79,13 @@ impl Claires {
         let image = ResNet::new(&root / "image", &rcfg)?;
         let pooling: Pooling = cfg.model.text_pooling.parse()?;
         let dir = minilm_dir()?;
-        let text = TextEncoder::new(&(&root / "text"), &dir, pooling, cfg.model.max_tokens)?;
+        let text = TextEncoder::new(
+            &(&root / "text"),
+            &dir,
+            pooling,
+            cfg.model.max_tokens,
+            cfg.model.text_dropout,
+        )?;
         let d = cfg.model.embed_dim;
         let image_proj = ProjectionHead::new(
             &(&root / "image_proj"),

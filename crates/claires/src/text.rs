@@ -409,8 +409,19 @@ pub struct TextEncoder {
 impl TextEncoder {
     /// Build the BERT of `dir/config.json` under `p` and the tokenizer of `dir/tokenizer.json`
     /// (weights are loaded separately with [`load_pretrained`], after the VarStore is complete).
-    pub fn new(p: &nn::Path, dir: &Path, pooling: Pooling, max_len: usize) -> Result<Self> {
-        let cfg = BertConfig::from_json(&dir.join("config.json"))?;
+    /// `dropout` replaces the config's `hidden_dropout_prob` (used in training mode only).
+    pub fn new(
+        p: &nn::Path,
+        dir: &Path,
+        pooling: Pooling,
+        max_len: usize,
+        dropout: Option<f64>,
+    ) -> Result<Self> {
+        let mut cfg = BertConfig::from_json(&dir.join("config.json"))?;
+        if let Some(d) = dropout {
+            ensure!((0.0..1.0).contains(&d), "text dropout {d} is not in [0, 1)");
+            cfg.hidden_dropout_prob = d;
+        }
         let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"), max_len)?;
         Ok(Self {
             bert: Bert::new(p, &cfg),

@@ -26,7 +26,7 @@ fn minilm_matches_sentence_transformers() {
         "X-ray of the chest",
     ];
     let vs = nn::VarStore::new(Device::Cpu);
-    let enc = TextEncoder::new(&(vs.root() / "text"), &dir, Pooling::Mean, 256).unwrap();
+    let enc = TextEncoder::new(&(vs.root() / "text"), &dir, Pooling::Mean, 256, None).unwrap();
     let n = load_pretrained(&vs, "text", &dir.join("model.safetensors")).unwrap();
     // 104 tensors minus embeddings.position_ids and pooler.dense.{weight,bias}: 5 embedding + 6×16
     assert_eq!(n, 101);

@@ -26,7 +26,7 @@ use contrast_core::tensors::{load_into, named_variables, Named};
 use contrast_core::train::runtime::derive_seed;
 use contrast_core::train::{
     Batches, Checkpoint, Evaluation, Length, LogConfig, Losses, Method, Monitor, Optimization,
-    RunCtx, RunReport, RuntimeConfig, StepCtx,
+    Preset, RunCtx, RunReport, RuntimeConfig, StepCtx,
 };
 use contrast_core::volume::augment3d::TwoStreamSampler;
 use contrast_core::volume::sliding::SlidingWindow;
@@ -287,6 +287,29 @@ pub fn best_path(run_dir: &Path) -> std::path::PathBuf {
     run_dir.join("best.safetensors")
 }
 
+/// The headline metric of every run.
+const METRIC: &str = "Dice % (decoder 1, sliding window, last iteration)";
+
+impl FbaNetMethod {
+    /// A run on cases that are already loaded (the benches pass none: their step takes its
+    /// batch directly): what [`Method::build`] does after loading `data.*`.
+    pub fn with_data(cfg: &FbaNetConfig, device: Device, data: LaData) -> Result<Self> {
+        let net = build_model(cfg, device, true)?;
+        if !cfg.model.init.is_empty() {
+            let n = init_from(&net, Path::new(&cfg.model.init))?;
+            eprintln!("initialised {n} variables from {}", cfg.model.init);
+        }
+        Ok(Self {
+            cfg: cfg.clone(),
+            device,
+            net,
+            data: Arc::new(data),
+            best_dice: -1.0,
+            best_step: 0,
+        })
+    }
+}
+
 impl Method for FbaNetMethod {
     type Config = FbaNetConfig;
     type Batch = (Tensor, Tensor);
@@ -303,22 +326,10 @@ impl Method for FbaNetMethod {
     }
 
     fn build(cfg: &FbaNetConfig, device: Device) -> Result<Self> {
-        let data = Arc::new(LaData::load(cfg)?);
+        let data = LaData::load(cfg)?;
         // the sampler's settings are checked before anything trains
         data.sampler(cfg)?;
-        let net = build_model(cfg, device, true)?;
-        if !cfg.model.init.is_empty() {
-            let n = init_from(&net, Path::new(&cfg.model.init))?;
-            eprintln!("initialised {n} variables from {}", cfg.model.init);
-        }
-        Ok(Self {
-            cfg: cfg.clone(),
-            device,
-            net,
-            data,
-            best_dice: -1.0,
-            best_step: 0,
-        })
+        Self::with_data(cfg, device, data)
     }
 
     fn data(&mut self) -> Result<Box<dyn Batches<Batch = Self::Batch>>> {
@@ -336,6 +347,12 @@ impl Method for FbaNetMethod {
 
     fn variant(&self) -> String {
         self.cfg.model.variant.clone()
+    }
+    fn preset(cfg: &FbaNetConfig) -> Option<Preset> {
+        Some(Preset {
+            variant: cfg.model.variant.clone(),
+            metric: METRIC.into(),
+        })
     }
     fn samples_per_step(&self) -> u64 {
         let d = &self.cfg.data;
@@ -448,29 +465,26 @@ impl Method for FbaNetMethod {
         };
         let value =
             SegMetrics::mean(&last.iter().map(|r| r.metrics).collect::<Vec<_>>()).dice * 100.0;
-        Ok(Evaluation::new(
-            "Dice % (decoder 1, sliding window, last iteration)",
-            Some(value),
-        )
-        .with("last_iteration", summarize(&last))
-        .with(
-            "best_on_test",
-            best.as_ref().map(|b| {
-                let mut v = summarize(b);
-                v["step"] = json!(self.best_step);
-                v["selection_dice"] = json!(self.best_dice * 100.0);
-                v
-            }),
-        )
-        .with("patch", self.cfg.data.patch)
-        .with("stride", self.cfg.eval.stride)
-        .with("n_filters", self.cfg.model.n_filters)
-        .with(
-            "parameters",
-            contrast_core::nn::count_parameters(&self.net.vs),
-        )
-        .with("iterations", self.cfg.optim.iterations)
-        .with("batch", self.batch_text()))
+        Ok(Evaluation::new(METRIC, Some(value))
+            .with("last_iteration", summarize(&last))
+            .with(
+                "best_on_test",
+                best.as_ref().map(|b| {
+                    let mut v = summarize(b);
+                    v["step"] = json!(self.best_step);
+                    v["selection_dice"] = json!(self.best_dice * 100.0);
+                    v
+                }),
+            )
+            .with("patch", self.cfg.data.patch)
+            .with("stride", self.cfg.eval.stride)
+            .with("n_filters", self.cfg.model.n_filters)
+            .with(
+                "parameters",
+                contrast_core::nn::count_parameters(&self.net.vs),
+            )
+            .with("iterations", self.cfg.optim.iterations)
+            .with("batch", self.batch_text()))
     }
 
     /// `slices_<case>.png` of the first test case (last-iteration weights): slices with GT /

@@ -31,7 +31,7 @@ use contrast_core::tensors::{load_into, named_variables, Named};
 use contrast_core::train::config::{load_config, ConfigSource};
 use contrast_core::train::{
     derive_seed, Batches, Checkpoint, Checkpointer, Evaluation, Length, LogConfig, Losses, Method,
-    Optimization, PerStep, Progress, RunCtx, RunOptions, RunReport, RuntimeConfig, StepCtx,
+    Optimization, PerStep, Preset, Progress, RunCtx, RunOptions, RunReport, RuntimeConfig, StepCtx,
     Trainer,
 };
 use rand::seq::SliceRandom;
@@ -192,6 +192,59 @@ pub struct Pretrain {
 }
 
 impl Pretrain {
+    /// Pre-training on tiles that are already cut (the benches' in-memory set): what
+    /// [`Method::build`] does after reading the `train_scenes` scenes and tiling them.
+    pub fn with_data(
+        cfg: &GrassConfig,
+        device: Device,
+        ds: Arc<dyn Dataset>,
+        train_scenes: usize,
+    ) -> Result<Self> {
+        let (gs, warmup_epochs) = Self::check(cfg)?;
+        let p = &cfg.pretrain;
+        ensure!(
+            ds.len() >= p.batch_size,
+            "{} training tiles are fewer than one batch of {}",
+            ds.len(),
+            p.batch_size
+        );
+        let net = GrassNet::new(
+            device,
+            &cfg.model.arch,
+            cfg.model.out_dim,
+            cfg.model.head_relu,
+        )?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            device,
+            net,
+            loss_fn: NtXent::new(p.temperature)?,
+            ds,
+            train_scenes,
+            gs,
+            warmup_epochs,
+        })
+    }
+
+    /// `(gradient-guided sampling on, warm-up epochs)` of a valid `pretrain` section.
+    fn check(cfg: &GrassConfig) -> Result<(bool, u64)> {
+        let p = &cfg.pretrain;
+        let Some(warmup_epochs) = p.warmup_epochs else {
+            bail!("pretrain.warmup_epochs is required (the paper does not give it): set it in the preset or with --set pretrain.warmup_epochs=N");
+        };
+        let gs = match p.method.as_str() {
+            "grass" => true,
+            "simclr" => false,
+            other => bail!("unknown pretrain.method `{other}`: use grass or simclr"),
+        };
+        ensure!(
+            warmup_epochs <= p.epochs,
+            "pretrain.warmup_epochs {warmup_epochs} exceeds pretrain.epochs {}",
+            p.epochs
+        );
+        Ok((gs, warmup_epochs))
+    }
+
     /// The SimCLR view loader (VISSL's `ImgPilGaussianBlur`: PIL's radius-σ filter).
     fn loader(&self) -> Result<Loader> {
         let c = &self.cfg;
@@ -224,6 +277,9 @@ impl Pretrain {
     }
 }
 
+/// What a pre-training run reports as its metric (it has no score of its own).
+const PRETRAIN_METRIC: &str = "none (pre-training; the fine-tune reports mIoU)";
+
 impl Method for Pretrain {
     type Config = GrassConfig;
     type Batch = Batch;
@@ -240,44 +296,11 @@ impl Method for Pretrain {
     }
 
     fn build(cfg: &GrassConfig, device: Device) -> Result<Self> {
-        let p = &cfg.pretrain;
-        let Some(warmup_epochs) = p.warmup_epochs else {
-            bail!("pretrain.warmup_epochs is required (the paper does not give it): set it in the preset or with --set pretrain.warmup_epochs=N");
-        };
-        let gs = match p.method.as_str() {
-            "grass" => true,
-            "simclr" => false,
-            other => bail!("unknown pretrain.method `{other}`: use grass or simclr"),
-        };
-        ensure!(
-            warmup_epochs <= p.epochs,
-            "pretrain.warmup_epochs {warmup_epochs} exceeds pretrain.epochs {}",
-            p.epochs
-        );
+        // the settings first: a wrong one fails before the scenes are read
+        Self::check(cfg)?;
         let src = open_source(cfg)?;
         let ds: Arc<dyn Dataset> = Arc::new(pretrain_dataset(cfg, &src)?);
-        ensure!(
-            ds.len() >= p.batch_size,
-            "{} training tiles are fewer than one batch of {}",
-            ds.len(),
-            p.batch_size
-        );
-        let net = GrassNet::new(
-            device,
-            &cfg.model.arch,
-            cfg.model.out_dim,
-            cfg.model.head_relu,
-        )?;
-        Ok(Self {
-            cfg: cfg.clone(),
-            device,
-            net,
-            loss_fn: NtXent::new(p.temperature)?,
-            ds,
-            train_scenes: src.train.len(),
-            gs,
-            warmup_epochs,
-        })
+        Self::with_data(cfg, device, ds, src.train.len())
     }
 
     fn data(&mut self) -> Result<Box<dyn Batches<Batch = Batch>>> {
@@ -296,6 +319,12 @@ impl Method for Pretrain {
 
     fn variant(&self) -> String {
         self.cfg.pretrain.method.clone()
+    }
+    fn preset(cfg: &GrassConfig) -> Option<Preset> {
+        Some(Preset {
+            variant: cfg.pretrain.method.clone(),
+            metric: PRETRAIN_METRIC.into(),
+        })
     }
     fn samples_per_step(&self) -> u64 {
         self.cfg.pretrain.batch_size as u64
@@ -386,14 +415,12 @@ impl Method for Pretrain {
         } else {
             vec![]
         };
-        Ok(
-            Evaluation::new("none (pre-training; the fine-tune reports mIoU)", None)
-                .with("stage", "pretrain")
-                .with("warmup_epochs", self.warmup_epochs)
-                .with("crop_size", self.cfg.data.crop_size)
-                .with("gs_steps", self.gs_steps(total, per_epoch))
-                .with("overlays", overlays),
-        )
+        Ok(Evaluation::new(PRETRAIN_METRIC, None)
+            .with("stage", "pretrain")
+            .with("warmup_epochs", self.warmup_epochs)
+            .with("crop_size", self.cfg.data.crop_size)
+            .with("gs_steps", self.gs_steps(total, per_epoch))
+            .with("overlays", overlays))
     }
 
     fn baseline(cfg: &GrassConfig) -> Option<(String, GrassConfig)> {

@@ -17,7 +17,7 @@ use contrast_core::optim::schedule::Schedule;
 use contrast_core::tensors::{load_into, named_variables, Named};
 use contrast_core::train::{
     derive_seed, Batches, Checkpoint, Evaluation, Length, LogConfig, Losses, Method, Optimization,
-    RunCtx, RunReport, RuntimeConfig, StepCtx,
+    Preset, RunCtx, RunReport, RuntimeConfig, StepCtx,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -219,6 +219,18 @@ impl Multinet {
     }
 }
 
+/// The headline metric of every run.
+const METRIC: &str = "linear top-1 (frozen backbone, best epoch: the released linear.py reports its best evaluation)";
+
+/// `mnclglf` or its `simclr` baseline.
+fn variant(cfg: &MultinetConfig) -> String {
+    match cfg.method {
+        config::Method::Mnclglf => "mnclglf",
+        config::Method::Simclr => "simclr",
+    }
+    .into()
+}
+
 impl Method for Multinet {
     type Config = MultinetConfig;
     type Batch = Batch;
@@ -286,11 +298,13 @@ impl Method for Multinet {
     }
 
     fn variant(&self) -> String {
-        match self.cfg.method {
-            config::Method::Mnclglf => "mnclglf",
-            config::Method::Simclr => "simclr",
-        }
-        .into()
+        variant(&self.cfg)
+    }
+    fn preset(cfg: &MultinetConfig) -> Option<Preset> {
+        Some(Preset {
+            variant: variant(cfg),
+            metric: METRIC.into(),
+        })
     }
     fn samples_per_step(&self) -> u64 {
         self.cfg.optim.batch_size as u64
@@ -371,13 +385,10 @@ impl Method for Multinet {
         let (knn, linear) = (e.knn_json(), e.linear_json());
         let headline = linear.as_ref().map(|l| l["best_top1"].clone());
         self.query = Some(e.query);
-        Ok(Evaluation::new(
-            "linear top-1 (frozen backbone, best epoch: the released linear.py reports its best evaluation)",
-            headline.and_then(|v| v.as_f64()),
-        )
-        .with("released_code_l1", self.cfg.loss.released_code_l1)
-        .with("knn", &knn)
-        .with("linear", &linear))
+        Ok(Evaluation::new(METRIC, headline.and_then(|v| v.as_f64()))
+            .with("released_code_l1", self.cfg.loss.released_code_l1)
+            .with("knn", &knn)
+            .with("linear", &linear))
     }
 
     /// What the model learned: the test embeddings, PCA, coloured by class.

@@ -23,7 +23,7 @@ use contrast_core::loss::InfoNce;
 use contrast_core::tensors::{load_into, named_variables, Named};
 use contrast_core::train::{
     Batches, Checkpoint, Evaluation, Length, LogConfig, Losses, Method, Monitor, Optimization,
-    RunCtx, RunReport, RuntimeConfig, StepCtx,
+    Preset, RunCtx, RunReport, RuntimeConfig, StepCtx,
 };
 use serde_json::{json, Value};
 use std::path::Path;
@@ -46,25 +46,45 @@ pub struct PatchMix {
     query: Option<(Tensor, Tensor)>,
 }
 
-impl Method for PatchMix {
-    type Config = PatchMixConfig;
-    type Batch = Batch;
-    const NAME: &'static str = "patchmix";
+/// The run's variant: `patchmix`, or the `no-mix baseline`.
+fn variant(cfg: &PatchMixConfig) -> String {
+    if cfg.mix.enabled {
+        "patchmix"
+    } else {
+        "no-mix baseline"
+    }
+    .into()
+}
 
-    fn runtime(cfg: &PatchMixConfig) -> &RuntimeConfig {
-        &cfg.runtime
-    }
-    fn log(cfg: &PatchMixConfig) -> &LogConfig {
-        &cfg.log
-    }
-    fn length(cfg: &PatchMixConfig) -> Length {
-        Length::Epochs(cfg.optim.epochs)
+/// The headline metric: kNN top-1 at the first k.
+fn metric(cfg: &PatchMixConfig) -> String {
+    format!(
+        "kNN top-1 (k={}, T={})",
+        cfg.eval.knn_k.first().copied().unwrap_or(0),
+        cfg.eval.knn_t
+    )
+}
+
+impl PatchMix {
+    /// A PatchMix run on data sets that are already open (the benches' in-memory sets):
+    /// what [`Method::build`] does after loading `data.*`. libtorch's RNG initialises the
+    /// network, as in `build`.
+    pub fn with_data(
+        cfg: &PatchMixConfig,
+        device: Device,
+        train_ds: Arc<dyn Dataset>,
+        test_ds: Arc<dyn Dataset>,
+    ) -> Result<Self> {
+        Self::assemble(cfg, build_net(cfg, device)?, train_ds, test_ds, device)
     }
 
-    fn build(cfg: &PatchMixConfig, device: Device) -> Result<Self> {
-        // the network first, from the run seed the Trainer has just set
-        let net = build_net(cfg, device)?;
-        let (train_ds, test_ds) = datasets(cfg)?;
+    fn assemble(
+        cfg: &PatchMixConfig,
+        net: PatchMixNet,
+        train_ds: Arc<dyn Dataset>,
+        test_ds: Arc<dyn Dataset>,
+        device: Device,
+    ) -> Result<Self> {
         momentum_at(cfg, 0, 1)?; // an unknown schedule name fails before training
         let mixer = PatchMixer::new(
             cfg.mix.m,
@@ -94,6 +114,29 @@ impl Method for PatchMix {
             momentum: 0.0,
             query: None,
         })
+    }
+}
+
+impl Method for PatchMix {
+    type Config = PatchMixConfig;
+    type Batch = Batch;
+    const NAME: &'static str = "patchmix";
+
+    fn runtime(cfg: &PatchMixConfig) -> &RuntimeConfig {
+        &cfg.runtime
+    }
+    fn log(cfg: &PatchMixConfig) -> &LogConfig {
+        &cfg.log
+    }
+    fn length(cfg: &PatchMixConfig) -> Length {
+        Length::Epochs(cfg.optim.epochs)
+    }
+
+    fn build(cfg: &PatchMixConfig, device: Device) -> Result<Self> {
+        // the network first, from the run seed the Trainer has just set
+        let net = build_net(cfg, device)?;
+        let (train_ds, test_ds) = datasets(cfg)?;
+        Self::assemble(cfg, net, train_ds, test_ds, device)
     }
 
     fn data(&mut self) -> Result<Box<dyn Batches<Batch = Batch>>> {
@@ -128,12 +171,13 @@ impl Method for PatchMix {
     }
 
     fn variant(&self) -> String {
-        if self.cfg.mix.enabled {
-            "patchmix"
-        } else {
-            "no-mix baseline"
-        }
-        .into()
+        variant(&self.cfg)
+    }
+    fn preset(cfg: &PatchMixConfig) -> Option<Preset> {
+        Some(Preset {
+            variant: variant(cfg),
+            metric: metric(cfg),
+        })
     }
     fn samples_per_step(&self) -> u64 {
         self.cfg.optim.batch_size as u64
@@ -264,13 +308,8 @@ impl Method for PatchMix {
         let ev =
             protocol(cfg, &self.train_ds, &self.test_ds)?.run(run.device, &|x| net.features(x))?;
         let j = report_json(&ev, cfg)?;
-        let metric = format!(
-            "kNN top-1 (k={}, T={})",
-            cfg.eval.knn_k.first().copied().unwrap_or(0),
-            cfg.eval.knn_t
-        );
         self.query = Some(ev.query);
-        let mut out = Evaluation::new(metric, ev.knn.first().map(|a| a.1));
+        let mut out = Evaluation::new(metric(cfg), ev.knn.first().map(|a| a.1));
         for key in ["knn", "linear", "eval_protocol"] {
             out = out.with(key, &j[key]);
         }

@@ -18,7 +18,7 @@ use contrast_core::optim::schedule::Schedule;
 use contrast_core::tensors::{load_into, named_variables, Named};
 use contrast_core::train::{
     derive_seed, Batches, Checkpoint, Evaluation, Length, LogConfig, Losses, Method, Optimization,
-    PerStep, RunCtx, RuntimeConfig, StepCtx,
+    PerStep, Preset, RunCtx, RuntimeConfig, StepCtx,
 };
 use fba_net::method::save_weights;
 use rand::SeedableRng;
@@ -32,6 +32,9 @@ pub const ENCODER: &str = "encoder.safetensors";
 /// `<run>/encoder_decoder.safetensors` (`spade` only): `encoder.*` and `decoder.*`.
 pub const ENCODER_DECODER: &str = "encoder_decoder.safetensors";
 
+/// What a pretraining run reports as its metric (it has no score of its own).
+const METRIC: &str = "none (pretraining; `spade reproduce` fine-tunes and scores it)";
+
 /// Crop-based 3-D contrastive pretraining of a V-Net encoder (`pretrain.method`).
 pub struct SpadePretrain {
     cfg: SpadeConfig,
@@ -41,6 +44,30 @@ pub struct SpadePretrain {
 }
 
 impl SpadePretrain {
+    /// Pretraining on volumes that are already loaded (the benches' synthetic pool): what
+    /// [`Method::build`] does after loading the LA training cases and `extra_nifti`.
+    pub fn with_pool(cfg: &SpadeConfig, device: Device, pool: Vec<PoolVolume>) -> Result<Self> {
+        Self::check(cfg)?;
+        let net = PretrainNet::new(cfg, device)?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            device,
+            net,
+            pool: Rc::new(pool),
+        })
+    }
+
+    fn check(cfg: &SpadeConfig) -> Result<()> {
+        let method = cfg.pretrain.method.as_str();
+        if !matches!(method, "simclr" | "spade-global" | "spade") {
+            bail!("pretrain.method `{method}`: use simclr, spade-global or spade");
+        }
+        if cfg.pretrain.volumes < 2 {
+            bail!("pretrain.volumes must be ≥ 2 (negatives come from other crops)");
+        }
+        Ok(())
+    }
+
     fn with_local(&self) -> bool {
         self.cfg.pretrain.method == "spade"
     }
@@ -63,21 +90,9 @@ impl Method for SpadePretrain {
     }
 
     fn build(cfg: &SpadeConfig, device: Device) -> Result<Self> {
-        let method = cfg.pretrain.method.as_str();
-        if !matches!(method, "simclr" | "spade-global" | "spade") {
-            bail!("pretrain.method `{method}`: use simclr, spade-global or spade");
-        }
-        if cfg.pretrain.volumes < 2 {
-            bail!("pretrain.volumes must be ≥ 2 (negatives come from other crops)");
-        }
-        let pool = Rc::new(pool(cfg)?);
-        let net = PretrainNet::new(cfg, device)?;
-        Ok(Self {
-            cfg: cfg.clone(),
-            device,
-            net,
-            pool,
-        })
+        // the settings first: a wrong one fails before the volumes load
+        Self::check(cfg)?;
+        Self::with_pool(cfg, device, pool(cfg)?)
     }
 
     fn data(&mut self) -> Result<Box<dyn Batches<Batch = Self::Batch>>> {
@@ -112,6 +127,12 @@ impl Method for SpadePretrain {
 
     fn variant(&self) -> String {
         self.cfg.pretrain.method.clone()
+    }
+    fn preset(cfg: &SpadeConfig) -> Option<Preset> {
+        Some(Preset {
+            variant: cfg.pretrain.method.clone(),
+            metric: METRIC.into(),
+        })
     }
     fn samples_per_step(&self) -> u64 {
         2 * self.cfg.pretrain.volumes as u64
@@ -191,16 +212,13 @@ impl Method for SpadePretrain {
         };
         let p = &self.cfg.pretrain;
         let show = |p: &PathBuf| p.display().to_string();
-        Ok(Evaluation::new(
-            "none (pretraining; `spade reproduce` fine-tunes and scores it)",
-            None,
-        )
-        .with("stage", "pretraining")
-        .with("crop", p.crop)
-        .with("volumes_per_step", p.volumes)
-        .with("pretraining_volumes", self.pool.len())
-        .with("extra_nifti", &p.extra_nifti)
-        .with("encoder", show(&encoder))
-        .with("encoder_decoder", encoder_decoder.as_ref().map(show)))
+        Ok(Evaluation::new(METRIC, None)
+            .with("stage", "pretraining")
+            .with("crop", p.crop)
+            .with("volumes_per_step", p.volumes)
+            .with("pretraining_volumes", self.pool.len())
+            .with("extra_nifti", &p.extra_nifti)
+            .with("encoder", show(&encoder))
+            .with("encoder_decoder", encoder_decoder.as_ref().map(show)))
     }
 }

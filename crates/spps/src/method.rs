@@ -13,7 +13,7 @@ use contrast_core::data::pipeline::{Batch, Loader, LoaderConfig};
 use contrast_core::tensors::{load_into, named_variables, Named};
 use contrast_core::train::{
     Batches, Checkpoint, Evaluation, Length, LogConfig, Losses, Method, Monitor, Optimization,
-    RunCtx, RunReport, RuntimeConfig, StepCtx,
+    Preset, RunCtx, RunReport, RuntimeConfig, StepCtx,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -23,6 +23,15 @@ use tch::{Device, Kind, Tensor};
 
 /// The headline metric of every SPPS run.
 pub const METRIC: &str = "linear top-1 (frozen backbone, last epoch)";
+
+/// `simclr`, `mocov2`, with `+spps` when the semantic pairs are on.
+fn variant(cfg: &SppsConfig) -> String {
+    format!(
+        "{}{}",
+        cfg.framework.name(),
+        if cfg.spps.enabled { "+spps" } else { "" }
+    )
+}
 
 /// Diagnostics of the semantic pairs used since the last epoch end (checkpointed, so a run
 /// resumed mid-epoch logs the same epoch line).
@@ -54,25 +63,17 @@ impl Spps {
     pub fn config(&self) -> &SppsConfig {
         &self.cfg
     }
-}
 
-impl Method for Spps {
-    type Config = SppsConfig;
-    type Batch = Batch;
-    const NAME: &'static str = "spps";
-
-    fn runtime(cfg: &SppsConfig) -> &RuntimeConfig {
-        &cfg.runtime
-    }
-    fn log(cfg: &SppsConfig) -> &LogConfig {
-        &cfg.log
-    }
-    fn length(cfg: &SppsConfig) -> Length {
-        Length::Epochs(cfg.optim.epochs)
-    }
-
-    fn build(cfg: &SppsConfig, device: Device) -> Result<Self> {
-        let (train_ds, test_ds) = datasets(cfg)?;
+    /// A run on data sets and pairs that are already open (the benches' in-memory set): what
+    /// [`Method::build`] does after loading `data.*` and, with `spps.enabled`, `spps.pairs`.
+    /// The networks are initialised from `runtime.seed` alone.
+    pub fn with_data(
+        cfg: &SppsConfig,
+        device: Device,
+        train_ds: Arc<dyn Dataset>,
+        test_ds: Arc<dyn Dataset>,
+        pairs: Option<PairSet>,
+    ) -> Result<Self> {
         if train_ds.len() < cfg.optim.batch_size {
             bail!(
                 "the training set ({} images) is smaller than one batch ({})",
@@ -85,12 +86,13 @@ impl Method for Spps {
                 .check_queue(train_ds.len(), cfg.optim.batch_size)
                 .context("MoCo v2 queue")?;
         }
-        let pairs = if cfg.spps.enabled {
-            ensure!(
-                !cfg.spps.pairs.is_empty(),
-                "spps.enabled needs spps.pairs (a file from `spps sample`)"
-            );
-            let p = PairSet::load(Path::new(&cfg.spps.pairs))?;
+        ensure!(
+            pairs.is_some() == cfg.spps.enabled,
+            "spps.enabled = {} but pairs were {}given",
+            cfg.spps.enabled,
+            if pairs.is_some() { "" } else { "not " }
+        );
+        if let Some(p) = &pairs {
             ensure!(
                 p.n == train_ds.len(),
                 "pair file {} indexes {} images but the training set has {} (same data.* and seed?)",
@@ -98,10 +100,7 @@ impl Method for Spps {
                 p.n,
                 train_ds.len()
             );
-            Some(p)
-        } else {
-            None
-        };
+        }
         let picker = match &pairs {
             Some(p) => Some(PartnerPicker::new(
                 p,
@@ -129,6 +128,46 @@ impl Method for Spps {
             diag: Diag::default(),
             query: None,
         })
+    }
+
+    /// The partner views of a batch of data-set `indices` at `step`, as [`Method::step`] draws
+    /// them (`None` without SPPS, or when no anchor got a partner).
+    pub fn partners(&self, indices: &[i64], step: u64) -> Result<Option<Partners>> {
+        let Some(p) = &self.picker else {
+            return Ok(None);
+        };
+        let picked = p.pick(self.train_ds.as_ref(), indices, step)?;
+        Ok(picked.partners.map(|p| p.to_device(self.device)))
+    }
+}
+
+impl Method for Spps {
+    type Config = SppsConfig;
+    type Batch = Batch;
+    const NAME: &'static str = "spps";
+
+    fn runtime(cfg: &SppsConfig) -> &RuntimeConfig {
+        &cfg.runtime
+    }
+    fn log(cfg: &SppsConfig) -> &LogConfig {
+        &cfg.log
+    }
+    fn length(cfg: &SppsConfig) -> Length {
+        Length::Epochs(cfg.optim.epochs)
+    }
+
+    fn build(cfg: &SppsConfig, device: Device) -> Result<Self> {
+        let (train_ds, test_ds) = datasets(cfg)?;
+        let pairs = if cfg.spps.enabled {
+            ensure!(
+                !cfg.spps.pairs.is_empty(),
+                "spps.enabled needs spps.pairs (a file from `spps sample`)"
+            );
+            Some(PairSet::load(Path::new(&cfg.spps.pairs))?)
+        } else {
+            None
+        };
+        Self::with_data(cfg, device, train_ds, test_ds, pairs)
     }
 
     fn data(&mut self) -> Result<Box<dyn Batches<Batch = Batch>>> {
@@ -161,11 +200,13 @@ impl Method for Spps {
     }
 
     fn variant(&self) -> String {
-        format!(
-            "{}{}",
-            self.cfg.framework.name(),
-            if self.cfg.spps.enabled { "+spps" } else { "" }
-        )
+        variant(&self.cfg)
+    }
+    fn preset(cfg: &SppsConfig) -> Option<Preset> {
+        Some(Preset {
+            variant: variant(cfg),
+            metric: METRIC.into(),
+        })
     }
     fn samples_per_step(&self) -> u64 {
         self.cfg.optim.batch_size as u64
@@ -222,10 +263,7 @@ impl Method for Spps {
         let partners = picked
             .as_ref()
             .and_then(|p| p.partners.as_ref())
-            .map(|p| Partners {
-                x: p.x.to_device(dev),
-                anchor: p.anchor.to_device(dev),
-            });
+            .map(|p| p.to_device(dev));
         let x1 = batch.views[0].to_device(dev);
         let x2 = batch.views[1].to_device(dev);
         let loss = self.model.loss(&x1, &x2, partners.as_ref())?;

@@ -34,6 +34,15 @@ pub struct Partners {
     pub anchor: Tensor,
 }
 
+impl Partners {
+    pub fn to_device(&self, device: Device) -> Self {
+        Self {
+            x: self.x.to_device(device),
+            anchor: self.anchor.to_device(device),
+        }
+    }
+}
+
 /// The network of the configured framework.
 pub enum Model {
     /// `loss_scale`: `simclr.loss_scale` (2 = the official SimCLR's sum of the two views' losses).

@@ -296,9 +296,10 @@ pub fn run_verb<M: super::Method>(crate_dir: &Path, verb: Verb) -> Result<()> {
                 );
                 for r in d["presets"].as_array().into_iter().flatten() {
                     println!(
-                        "  preset {:<24} {} baseline {}",
+                        "  preset {:<24} {} trains {} baseline {}",
                         r["preset"].as_str().unwrap_or("?"),
                         r["length"].as_str().unwrap_or("?"),
+                        r["trains"]["variant"],
                         r["baseline"]
                     );
                 }
@@ -309,8 +310,9 @@ pub fn run_verb<M: super::Method>(crate_dir: &Path, verb: Verb) -> Result<()> {
 }
 
 /// What `describe --json` prints: the method's registration (summary, default preset, data
-/// kind, run pair), its verbs, and per preset its baseline, length, runtime and the paper's
-/// numbers it carries.
+/// kind, run pair), its verbs, and per preset the variant and headline metric it trains
+/// ([`super::Method::preset`]), its baseline's, its length, runtime and the paper's numbers it
+/// carries.
 pub fn describe<M: super::Method>(crate_dir: &Path) -> Result<Value> {
     let mut rows = Vec::new();
     for p in presets(crate_dir) {
@@ -318,7 +320,10 @@ pub fn describe<M: super::Method>(crate_dir: &Path) -> Result<Value> {
         let row = match load_config::<M::Config>(Some(src), &[]) {
             Ok(cfg) => serde_json::json!({
                 "preset": p,
+                // the variant and headline metric of the preset, and of its baseline
+                "trains": M::preset(&cfg),
                 "baseline": M::baseline(&cfg).map(|(n, _)| n),
+                "baseline_trains": M::baseline(&cfg).and_then(|(_, b)| M::preset(&b)),
                 "length": format!("{:?}", M::length(&cfg)),
                 "runtime": M::runtime(&cfg),
                 // the paper's numbers the preset carries (its `[paper]` table)
@@ -378,6 +383,11 @@ mod tests {
         assert_eq!(d["registration"]["method"], "toy");
         assert_eq!(d["registration"]["binary"], "contrast-toy");
         assert_eq!(d["presets"][0]["preset"], "toy");
+        assert_eq!(d["presets"][0]["trains"]["variant"], "toy");
+        assert_eq!(
+            d["presets"][0]["trains"]["metric"],
+            "nearest-class-mean accuracy"
+        );
         assert_eq!(d["presets"][0]["length"], "Steps(300)");
     }
 }

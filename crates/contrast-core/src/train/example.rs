@@ -15,7 +15,7 @@ use super::checkpoint::Checkpoint;
 use super::log::LogConfig;
 use super::runtime::{seed_step, RuntimeConfig};
 use super::trainer::{
-    Batches, Evaluation, Length, Losses, Method, Optimization, PerStep, RunCtx, StepCtx,
+    Batches, Evaluation, Length, Losses, Method, Optimization, PerStep, Preset, RunCtx, StepCtx,
 };
 use crate::loss::{info_nce, normalize};
 use crate::optim::schedule::Schedule;
@@ -109,6 +109,9 @@ impl Toy {
     }
 }
 
+/// The toy's headline metric.
+const METRIC: &str = "nearest-class-mean accuracy";
+
 impl Method for Toy {
     type Config = ToyConfig;
     /// The two views of the step's points.
@@ -183,6 +186,12 @@ impl Method for Toy {
     fn variant(&self) -> String {
         "toy".into()
     }
+    fn preset(_cfg: &ToyConfig) -> Option<Preset> {
+        Some(Preset {
+            variant: "toy".into(),
+            metric: METRIC.into(),
+        })
+    }
     fn samples_per_step(&self) -> u64 {
         self.cfg.batch as u64
     }
@@ -248,7 +257,6 @@ impl Method for Toy {
                 .mean(Kind::Float)
                 .double_value(&[])
         });
-        Ok(Evaluation::new("nearest-class-mean accuracy", Some(acc))
-            .with("chance", 1.0 / c.clusters as f64))
+        Ok(Evaluation::new(METRIC, Some(acc)).with("chance", 1.0 / c.clusters as f64))
     }
 }

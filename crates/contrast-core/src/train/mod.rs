@@ -37,5 +37,5 @@ pub use run::{Run, RunOptions};
 pub use runtime::{derive_seed, keep_freed_memory, parse_device, step_seed, RuntimeConfig};
 pub use trainer::{
     Batches, Distributed, Evaluation, Length, Losses, Method, Monitor, Optimization, Outcome,
-    PerStep, RunCtx, StepCtx, Trainer,
+    PerStep, Preset, RunCtx, StepCtx, Trainer,
 };

@@ -186,6 +186,15 @@ impl RunCtx {
     }
 }
 
+/// What [`Method::preset`] says of a config.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Preset {
+    /// As [`Method::variant`] names it.
+    pub variant: String,
+    /// As the report's `metric` will name it.
+    pub metric: String,
+}
+
 /// The evaluation of a finished run: its headline number and the method's details (merged into
 /// the report at top level).
 pub struct Evaluation {
@@ -253,6 +262,11 @@ pub trait Method: Sized {
 
     /// The variant this config trains (`"patchmix"`, `"no-mix"`, …): progress label and report.
     fn variant(&self) -> String;
+    /// What a preset trains, from its config alone (`describe --json`): the variant and the
+    /// name of the headline metric its report will carry. `None`: not said.
+    fn preset(_cfg: &Self::Config) -> Option<Preset> {
+        None
+    }
     /// Samples per step (for `samples_per_s`).
     fn samples_per_step(&self) -> u64;
     /// One line each for the report.
