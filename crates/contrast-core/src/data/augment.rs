@@ -22,6 +22,7 @@
 //!   `u < p`), but from our own ChaCha stream, so individual draws differ from torch's RNG.
 
 use super::dataset::ImageRef;
+use super::simd::avx2_dispatch;
 use anyhow::{bail, ensure, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -926,6 +927,7 @@ pub fn resized_crop_into(
     resample_window(img, win, out_h, out_w, interp, out)
 }
 
+avx2_dispatch! {
 /// Resample the (possibly fractional) window `win` of `img` to `[3, out_h, out_w]` with
 /// PyTorch's antialiased kernels (0…255, no rounding). An integer window is exactly
 /// [`resized_crop_into`]; a fractional one (a crop box mapped into an image decoded at a reduced
@@ -1003,6 +1005,7 @@ pub fn resample_window(
         }
     }
 }
+}
 
 /// `x.round_ties_even()` for `|x| < 2²²` without a libm call (the baseline x86-64 target has no
 /// rounding instruction): adding and subtracting 1.5 · 2²³ rounds to an integer, half to even,
@@ -1013,16 +1016,11 @@ pub(crate) fn rint_small(x: f32) -> f32 {
     (x + M) - M
 }
 
-/// `x.trunc()` for `|x| < 2³¹` (NaN stays NaN after `x - trunc_i32(x)`), without a libm call.
-#[inline]
-pub(crate) fn trunc_i32(x: f32) -> f32 {
-    x as i32 as f32
-}
-
-/// `x.floor()` for `|x| < 2³¹`, without a libm call.
-#[inline]
-pub(crate) fn floor_i32(x: f32) -> f32 {
-    let t = trunc_i32(x);
+/// `x.floor()` from `to_int`, a conversion toward zero that is exact for `x` (`x as i32` for
+/// `|x| < 2³¹`), without a libm call.
+#[inline(always)]
+fn floor_by(x: f32, to_int: impl Fn(f32) -> i32) -> f32 {
+    let t = to_int(x) as f32;
     if t > x {
         t - 1.0
     } else {
@@ -1030,6 +1028,7 @@ pub(crate) fn floor_i32(x: f32) -> f32 {
     }
 }
 
+avx2_dispatch! {
 /// torchvision's `uint8` output of a resize (clamp to [0, 255], `torch.round` half to even),
 /// then `/ 255` as `ToTensor` does.
 pub fn to_unit_range(buf: &mut [f32]) {
@@ -1037,12 +1036,15 @@ pub fn to_unit_range(buf: &mut [f32]) {
         *v = rint_small(v.clamp(0.0, 255.0)) / 255.0;
     }
 }
+}
 
+avx2_dispatch! {
 /// `F.hflip` of a planar `[3, h, w]` buffer.
 pub fn hflip(buf: &mut [f32], h: usize, w: usize) {
     for row in buf[..3 * h * w].chunks_exact_mut(w) {
         row.reverse();
     }
+}
 }
 
 #[inline]
@@ -1050,6 +1052,7 @@ fn gray(r: f32, g: f32, b: f32) -> f32 {
     0.2989 * r + 0.587 * g + 0.114 * b
 }
 
+avx2_dispatch! {
 /// `F.rgb_to_grayscale(img, num_output_channels=3)` on `[3, h, w]` float.
 pub fn grayscale(buf: &mut [f32], h: usize, w: usize) {
     let n = h * w;
@@ -1062,14 +1065,18 @@ pub fn grayscale(buf: &mut [f32], h: usize, w: usize) {
         b[i] = l;
     }
 }
+}
 
+avx2_dispatch! {
 /// `F.adjust_brightness` (float): `clamp(f·x, 0, 1)`.
 pub fn adjust_brightness(buf: &mut [f32], f: f32) {
     for v in buf.iter_mut() {
         *v = (f * *v).clamp(0.0, 1.0);
     }
 }
+}
 
+avx2_dispatch! {
 /// `F.adjust_contrast` (float): blend with the mean of the grayscale image,
 /// `clamp(f·x + (1 − f)·mean, 0, 1)`.
 pub fn adjust_contrast(buf: &mut [f32], h: usize, w: usize, f: f32) {
@@ -1084,7 +1091,9 @@ pub fn adjust_contrast(buf: &mut [f32], h: usize, w: usize, f: f32) {
         *v = (f * *v + m).clamp(0.0, 1.0);
     }
 }
+}
 
+avx2_dispatch! {
 /// `F.adjust_saturation` (float): blend with the per-pixel grayscale value.
 pub fn adjust_saturation(buf: &mut [f32], h: usize, w: usize, f: f32) {
     let n = h * w;
@@ -1098,13 +1107,45 @@ pub fn adjust_saturation(buf: &mut [f32], h: usize, w: usize, f: f32) {
         b[i] = (f * b[i] + l).clamp(0.0, 1.0);
     }
 }
+}
 
 /// `F.adjust_hue` (float, `hue_factor ∈ [−0.5, 0.5]`): torchvision's `_rgb2hsv`, hue shift
 /// modulo 1, `_hsv2rgb`.
 pub fn adjust_hue(buf: &mut [f32], h: usize, w: usize, hue_factor: f32) {
     let n = h * w;
+    // Pixels in [0, 1] (what the pipeline hands over) bound every intermediate (the hue before
+    // its shift is in [5/6, 11/6]), so its integer conversions need no saturation and the loop
+    // vectorises; other input takes the same arithmetic with saturating conversions.
+    if hue_factor.abs() <= 1.0 && buf[..3 * n].iter().all(|v| (0.0..=1.0).contains(v)) {
+        hue_of_unit_pixels(buf, n, hue_factor);
+    } else {
+        hue_of_any_pixels(buf, n, hue_factor);
+    }
+}
+
+avx2_dispatch! {
+/// [`adjust_hue`] of pixels in [0, 1] with `|hue_factor| ≤ 1`.
+fn hue_of_unit_pixels(buf: &mut [f32], n: usize, hue_factor: f32) {
+    // SAFETY: with such input every value truncated here is finite and in [−2, 7]
+    hue_pixels(buf, n, hue_factor, |x| unsafe { x.to_int_unchecked::<i32>() });
+}
+}
+
+avx2_dispatch! {
+/// [`adjust_hue`] of any pixels.
+fn hue_of_any_pixels(buf: &mut [f32], n: usize, hue_factor: f32) {
+    hue_pixels(buf, n, hue_factor, |x| x as i32);
+}
+}
+
+/// The hue loop of [`adjust_hue`], with `to_int` converting toward zero (both callers' give
+/// the same value wherever the first is defined).
+#[inline(always)]
+fn hue_pixels(buf: &mut [f32], n: usize, hue_factor: f32, to_int: impl Fn(f32) -> i32) {
+    let trunc = |x: f32| to_int(x) as f32;
+    let floor = |x: f32| floor_by(x, &to_int);
     let (rr, rest) = buf.split_at_mut(n);
-    let (gg, bb) = rest.split_at_mut(n);
+    let (gg, bb) = rest[..2 * n].split_at_mut(n);
     for i in 0..n {
         let (r, g, b) = (rr[i], gg[i], bb[i]);
         let maxc = r.max(g).max(b);
@@ -1124,26 +1165,47 @@ pub fn adjust_hue(buf: &mut [f32], h: usize, w: usize, hue_factor: f32) {
             4.0 + gc - rc
         };
         let hue = hh / 6.0 + 1.0;
-        let hue = hue - trunc_i32(hue); // torch.fmod(·, 1.0)
+        let hue = hue - trunc(hue); // torch.fmod(·, 1.0)
         let hue = hue + hue_factor;
-        let hue = hue - floor_i32(hue); // Python-style `% 1.0`
+        let hue = hue - floor(hue); // Python-style `% 1.0`
         let v = maxc;
-        let i6 = floor_i32(hue * 6.0);
+        let i6 = floor(hue * 6.0);
         let f = hue * 6.0 - i6;
         let p = (v * (1.0 - s)).clamp(0.0, 1.0);
         let q = (v * (1.0 - s * f)).clamp(0.0, 1.0);
         let t = (v * (1.0 - s * (1.0 - f))).clamp(0.0, 1.0);
-        let (r2, g2, b2) = match (i6 as i32).rem_euclid(6) {
-            0 => (v, t, p),
-            1 => (q, v, p),
-            2 => (p, v, t),
-            3 => (p, q, v),
-            4 => (t, p, v),
-            _ => (v, p, q),
+        // `i % 6`: hue ∈ [0, 1] (x − floor(x) can round up to 1), so i6 ∈ [0, 6]
+        let k = to_int(i6);
+        let k = if k >= 6 { k - 6 } else { k };
+        // torchvision's sector table (v,t,p) (q,v,p) (p,v,t) (p,q,v) (t,p,v) (v,p,q), as
+        // selects so that the loop vectorises
+        rr[i] = if k == 0 || k == 5 {
+            v
+        } else if k == 1 {
+            q
+        } else if k == 4 {
+            t
+        } else {
+            p
         };
-        rr[i] = r2;
-        gg[i] = g2;
-        bb[i] = b2;
+        gg[i] = if k == 1 || k == 2 {
+            v
+        } else if k == 0 {
+            t
+        } else if k == 3 {
+            q
+        } else {
+            p
+        };
+        bb[i] = if k == 3 || k == 4 {
+            v
+        } else if k == 2 {
+            t
+        } else if k == 5 {
+            q
+        } else {
+            p
+        };
     }
 }
 
@@ -1279,6 +1341,7 @@ pub fn gaussian_blur(buf: &mut [f32], h: usize, w: usize, kernel_size: usize, si
     }
 }
 
+avx2_dispatch! {
 /// `F.solarize` (float): `x ≥ threshold → 1 − x`.
 pub fn solarize(buf: &mut [f32], threshold: f32) {
     for v in buf.iter_mut() {
@@ -1287,7 +1350,9 @@ pub fn solarize(buf: &mut [f32], threshold: f32) {
         }
     }
 }
+}
 
+avx2_dispatch! {
 /// `F.normalize(img, mean, std)`: `(x − mean_c) / std_c`.
 pub fn normalize(buf: &mut [f32], h: usize, w: usize, mean: [f32; 3], std: [f32; 3]) {
     for (c, plane) in buf[..3 * h * w].chunks_exact_mut(h * w).enumerate() {
@@ -1295,6 +1360,7 @@ pub fn normalize(buf: &mut [f32], h: usize, w: usize, mean: [f32; 3], std: [f32;
             *v = (*v - mean[c]) / std[c];
         }
     }
+}
 }
 
 #[cfg(test)]
@@ -1312,14 +1378,16 @@ mod tests {
         }
         xs.extend((0..100_000).map(|k| (k as f32 * 0.7377).sin() * 1000.0));
         xs.extend([0.49999997, -0.49999997, 254.5, 255.5, 1e6, -1e6]);
+        let to_int = |x: f32| x as i32;
         for &x in &xs {
-            assert_eq!(floor_i32(x), x.floor(), "floor {x}");
-            assert_eq!(trunc_i32(x), x.trunc(), "trunc {x}");
-            assert_eq!(x - trunc_i32(x), x % 1.0, "fmod {x}");
+            assert_eq!(floor_by(x, to_int), x.floor(), "floor {x}");
+            assert_eq!(to_int(x) as f32, x.trunc(), "trunc {x}");
+            // the hue's `torch.fmod(·, 1.0)`
+            assert_eq!(x - to_int(x) as f32, x % 1.0, "fmod {x}");
             if x.abs() < 4_194_304.0 {
                 assert_eq!(rint_small(x), x.round_ties_even(), "rint {x}");
             }
         }
-        assert!((f32::NAN - trunc_i32(f32::NAN)).is_nan());
+        assert!((f32::NAN - to_int(f32::NAN) as f32).is_nan());
     }
 }

@@ -45,6 +45,7 @@ pub mod dev;
 pub mod folder;
 pub mod pil_blur;
 pub mod pipeline;
+pub mod simd;
 pub mod splits;
 pub mod stl10;
 pub mod stream;

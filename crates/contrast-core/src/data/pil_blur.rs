@@ -12,6 +12,8 @@
 //!
 //! Tested against Pillow on the same 8-bit images (`tests/pil_blur.rs`).
 
+use super::simd::avx2_dispatch;
+
 /// Pillow's `_gaussian_blur_radius(radius, passes)`: the extended-box radius `r + a` of one
 /// pass (C `float` arithmetic, with `sqrt` / `floor` in `double` as in the C source).
 pub fn box_radius(sigma: f32, passes: u32) -> f32 {
@@ -23,6 +25,7 @@ pub fn box_radius(sigma: f32, passes: u32) -> f32 {
     l + a
 }
 
+avx2_dispatch! {
 /// One extended-box pass along the `n` rows of a `[n, cols]` 8-bit plane, every column at once
 /// (`ImagingLineBoxBlur32` on each column, one channel):
 /// `out[x] = round((Σ_{|i−x|≤r} in[i] · ww + (in[x−r−1] + in[x+r+1]) · fw) / 2²⁴)`, indices
@@ -75,6 +78,7 @@ fn pass_along_rows(
         }
     }
 }
+}
 
 /// `passes` extended-box passes of float radius `r` along the rows of a `[n, cols]` plane
 /// (`ImagingHorizontalBoxBlur` on its transpose, repeated); `tmp` is scratch.
@@ -97,6 +101,17 @@ fn blur_along_rows(
     }
 }
 
+avx2_dispatch! {
+/// `dst [w, h]` = the transpose of `src [h, w]`.
+fn transpose(src: &[u8], dst: &mut [u8], h: usize, w: usize) {
+    for y in 0..h {
+        for x in 0..w {
+            dst[x * h + y] = src[y * w + x];
+        }
+    }
+}
+}
+
 /// `img.filter(ImageFilter.GaussianBlur(sigma))` on an 8-bit planar image `[c, h, w]`, in place:
 /// three passes along rows, then three along columns (Pillow's order).
 pub fn gaussian_blur_u8(img: &mut [u8], c: usize, h: usize, w: usize, sigma: f32) {
@@ -112,34 +127,11 @@ pub fn gaussian_blur_u8(img: &mut [u8], c: usize, h: usize, w: usize, sigma: f32
     let mut t = vec![0u8; h * w];
     for plane in img.chunks_exact_mut(h * w) {
         // along each row: on the transpose [w, h], whose columns are the rows
-        for y in 0..h {
-            for x in 0..w {
-                t[x * h + y] = plane[y * w + x];
-            }
-        }
+        transpose(plane, &mut t, h, w);
         blur_along_rows(&mut t, w, h, r, 3, &mut tmp, &mut acc);
-        for y in 0..h {
-            for x in 0..w {
-                plane[y * w + x] = t[x * h + y];
-            }
-        }
+        transpose(&t, plane, w, h);
         // along each column
         blur_along_rows(plane, h, w, r, 3, &mut tmp, &mut acc);
-    }
-}
-
-/// `x.round()` (half away from zero) for `|x| < 2³¹`, without a libm call; exact, since
-/// `x − trunc(x)` is.
-#[inline]
-fn round_half_away(x: f32) -> f32 {
-    let t = super::augment::trunc_i32(x);
-    let d = x - t;
-    if d >= 0.5 {
-        t + 1.0
-    } else if d <= -0.5 {
-        t - 1.0
-    } else {
-        t
     }
 }
 
@@ -148,14 +140,35 @@ fn round_half_away(x: f32) -> f32 {
 /// (`round(255·v)`), blurred, and scaled back to [0, 1].
 pub fn gaussian_blur_unit(buf: &mut [f32], h: usize, w: usize, sigma: f32) {
     let c = buf.len() / (h * w).max(1);
-    let mut q: Vec<u8> = buf
-        .iter()
-        .map(|v| round_half_away(v * 255.0).clamp(0.0, 255.0) as u8)
-        .collect();
+    let mut q = vec![0u8; buf.len()];
+    to_u8(buf, &mut q);
     gaussian_blur_u8(&mut q, c, h, w, sigma);
-    for (o, v) in buf.iter_mut().zip(q) {
+    from_u8(&q, buf);
+}
+
+avx2_dispatch! {
+/// `round(v · 255)` clamped to 8 bits, as `ToPILImage` after `ToTensor`.
+fn to_u8(buf: &[f32], q: &mut [u8]) {
+    for (o, v) in q.iter_mut().zip(buf) {
+        // `clamp(round_half_away(x), 0, 255)`, clamped first (the same value: rounding maps
+        // [0, 255] into itself and is monotone; NaN gives 0 both ways), so that the conversion
+        // needs no saturation and the loop vectorises
+        let x = v * 255.0;
+        let x = if x > 0.0 { x.min(255.0) } else { 0.0 };
+        // SAFETY: 0 ≤ x ≤ 255
+        let t = unsafe { x.to_int_unchecked::<i32>() };
+        *o = (t + i32::from(x - t as f32 >= 0.5)) as u8;
+    }
+}
+}
+
+avx2_dispatch! {
+/// `v / 255`, as `ToTensor`.
+fn from_u8(q: &[u8], buf: &mut [f32]) {
+    for (o, &v) in buf.iter_mut().zip(q) {
         *o = v as f32 / 255.0;
     }
+}
 }
 
 #[cfg(test)]
@@ -163,15 +176,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fast_round_equals_f32_round() {
-        let mut xs: Vec<f32> = (-40_000..=40_000).map(|k| k as f32 / 128.0).collect();
-        for k in -700..=700 {
-            let half = k as f32 * 0.5;
-            xs.extend([half.next_up(), half.next_down()]);
+    fn quantisation_rounds_half_away_and_saturates() {
+        // every multiple of 1/128 of a grey level in [-2, 257], the values next to the halves,
+        // and the non-finite ones, with the processor's fastest build of `to_u8`
+        let mut xs: Vec<f32> = (-256..=32_896)
+            .map(|k| k as f32 / (128.0 * 255.0))
+            .collect();
+        for k in -4..=514 {
+            let half = k as f32 * 0.5 / 255.0;
+            xs.extend([half, half.next_up(), half.next_down()]);
         }
-        xs.extend([0.49999997, -0.49999997, 1e7, -1e7]);
-        for x in xs {
-            assert_eq!(round_half_away(x), x.round(), "{x}");
+        xs.extend([
+            0.49999997 / 255.0,
+            1e7,
+            -1e7,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+        ]);
+        let mut q = vec![0u8; xs.len()];
+        to_u8(&xs, &mut q);
+        for (&x, &v) in xs.iter().zip(&q) {
+            let want = (x * 255.0).round().clamp(0.0, 255.0) as u8;
+            assert_eq!(v, want, "{x} (·255 = {})", x * 255.0);
         }
     }
 
