@@ -9,8 +9,8 @@
 //! `python benches/py/augment_torchvision.py --make-jpegs`, which this bench runs with the venv's
 //! Python when they are absent. `CONTRAST_BENCH_ONLY=<part of a case name>` runs those cases.
 //! Real-JPEG numbers, per core and on both cores, with peak RSS: `benches/RESULTS.md`
-//! (ImageNet-size JPEGs 2.4× torchvision + DataLoader per core; large photographs 1.6×, 2.9×
-//! with `_scaled`).
+//! (ImageNet-size JPEGs 3.6× torchvision + DataLoader per core with the AVX2 build of the hot
+//! loops, 2.4× with `CONTRAST_NO_AVX2=1`; large photographs 1.8×, 3.2× with `_scaled`).
 //!
 //! Peer: `benches/py/augment_torchvision.py` (same recipe with torchvision transforms on PIL
 //! images, DataLoader with 2 workers). Run both in one session:
