@@ -128,17 +128,30 @@ pub fn load_test(
     requests: usize,
     concurrency: usize,
 ) -> Result<LoadReport> {
+    load_test_until(addr, paths, requests, concurrency, None)
+}
+
+/// [`load_test`] bounded in time too: no request starts after `limit` (the report counts the
+/// requests made).
+pub fn load_test_until(
+    addr: SocketAddr,
+    paths: &[String],
+    requests: usize,
+    concurrency: usize,
+    limit: Option<Duration>,
+) -> Result<LoadReport> {
     if paths.is_empty() || concurrency == 0 || requests == 0 {
         bail!("a load test needs paths, ≥ 1 thread and ≥ 1 request");
     }
     let t0 = Instant::now();
+    let open = move || limit.is_none_or(|l| t0.elapsed() < l);
     let results: Vec<(bool, f64)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..concurrency)
             .map(|t| {
                 s.spawn(move || {
                     let mut out = Vec::new();
                     let mut i = t;
-                    while i < requests {
+                    while i < requests && open() {
                         let path = &paths[i % paths.len()];
                         let start = Instant::now();
                         let ok = http_get(addr, path, Duration::from_secs(60))

@@ -84,12 +84,16 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// The web GUI and JSON API.
+    /// The web GUI and JSON API (on 127.0.0.1 unless `--public`).
     Serve {
         #[command(flatten)]
         dir: RunDir,
         #[arg(long, default_value = "127.0.0.1:8080")]
         addr: String,
+        /// Allow an address other than the loopback interface (the server has no
+        /// authentication).
+        #[arg(long)]
+        public: bool,
     },
     /// A bounded concurrent load test of a running server's JSON search API (latency
     /// percentiles).
@@ -106,6 +110,9 @@ enum Cmd {
         query: Vec<String>,
         #[arg(long, default_value_t = 10)]
         top: usize,
+        /// Start no request after this many seconds (0: no time limit).
+        #[arg(long, default_value_t = 0.0)]
+        seconds: f64,
     },
     /// Write the records built from a VQA-RAD folder as a JSON manifest.
     Convert {
@@ -198,7 +205,14 @@ fn run(cli: Cli) -> Result<()> {
             print!("{}", results_lines(&v));
             Ok(())
         }
-        Cmd::Serve { dir, addr } => {
+        Cmd::Serve { dir, addr, public } => {
+            use std::net::ToSocketAddrs;
+            let sa = addr
+                .to_socket_addrs()
+                .with_context(|| format!("resolving {addr}"))?
+                .next()
+                .with_context(|| format!("{addr} resolves to nothing"))?;
+            claires::serve::check_bind(sa, public)?;
             let (_, model, index) = open(&dir)?;
             let report = std::fs::read_to_string(dir.run.join("report.json"))
                 .ok()
@@ -206,7 +220,7 @@ fn run(cli: Cli) -> Result<()> {
             let state = Arc::new(AppState::new(model, index, report, ServeConfig::default()));
             let rt = tokio::runtime::Runtime::new().context("starting tokio")?;
             rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind(&addr)
+                let listener = tokio::net::TcpListener::bind(sa)
                     .await
                     .with_context(|| format!("binding {addr}"))?;
                 println!("CLAIRES on http://{}", listener.local_addr()?);
@@ -219,11 +233,16 @@ fn run(cli: Cli) -> Result<()> {
             concurrency,
             query,
             top,
+            seconds,
         } => {
             use std::net::ToSocketAddrs;
             anyhow::ensure!(
-                requests <= 10_000,
-                "at most 10000 requests (got {requests})"
+                requests <= 100_000,
+                "at most 100000 requests (got {requests})"
+            );
+            anyhow::ensure!(
+                concurrency <= 256,
+                "at most 256 concurrent clients (got {concurrency})"
             );
             let sa = addr
                 .to_socket_addrs()
@@ -234,7 +253,8 @@ fn run(cli: Cli) -> Result<()> {
                 .iter()
                 .map(|q| format!("/api/search?q={}&k={top}", claires::serve::url_encode(q)))
                 .collect();
-            let r = claires::loadtest::load_test(sa, &paths, requests, concurrency)?;
+            let limit = (seconds > 0.0).then(|| std::time::Duration::from_secs_f64(seconds));
+            let r = claires::loadtest::load_test_until(sa, &paths, requests, concurrency, limit)?;
             println!("{}", serde_json::to_string_pretty(&r)?);
             Ok(())
         }

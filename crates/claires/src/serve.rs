@@ -12,22 +12,43 @@
 //! [`ServeConfig::max_k`]; errors come back as a readable message (HTML page or
 //! `{"error": …}`), never as a stack trace. The tch model is not `Sync`: it sits behind a
 //! `Mutex`, and the searches run on tokio's blocking pool.
+//!
+//! Every request passes [`guard`] first: only `GET` / `HEAD` (else 405), a request line of at
+//! most [`ServeConfig::max_uri_bytes`] (else 414), no request body beyond
+//! [`ServeConfig::max_body_bytes`] (else 413), at most [`ServeConfig::max_in_flight`] requests
+//! at once (else 503 with `Retry-After`), and an answer within
+//! [`ServeConfig::request_timeout`] (else 503). Every response carries a Content-Security-Policy
+//! that allows no script at all (the pages have none; the style sheet is `/style.css`, not
+//! inline), `X-Content-Type-Options: nosniff`, `X-Frame-Options: DENY` and
+//! `Referrer-Policy: no-referrer`. `claires serve` binds 127.0.0.1 unless `--public` allows
+//! another address ([`check_bind`]).
 
 use crate::index::{Hit, Index, IndexMeta};
 use crate::model::Claires;
-use axum::extract::{Path as UrlPath, Query, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{Path as UrlPath, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub max_query_chars: usize,
     pub max_k: usize,
     pub default_k: usize,
+    /// Longest request target (path and query) in bytes.
+    pub max_uri_bytes: usize,
+    /// Largest request body (every route is a `GET`: none is read).
+    pub max_body_bytes: u64,
+    /// Requests handled at once; more are answered 503 at once.
+    pub max_in_flight: usize,
+    /// Longest time a request may take (a search left running when it passes finishes in the
+    /// background, holding the engine, so the next one waits for it).
+    pub request_timeout: Duration,
 }
 
 impl Default for ServeConfig {
@@ -36,8 +57,31 @@ impl Default for ServeConfig {
             max_query_chars: 200,
             max_k: 50,
             default_k: 12,
+            max_uri_bytes: 2048,
+            max_body_bytes: 1024,
+            max_in_flight: 64,
+            request_timeout: Duration::from_secs(30),
         }
     }
+}
+
+/// The policy of every response: nothing but this server's images, style sheet and form
+/// target; no script, no plugin, no framing, no `<base>`.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; img-src 'self'; style-src 'self'; \
+     form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// Refuse to listen anywhere but on the loopback interface unless `public` (the search server
+/// has no authentication: on another interface anyone who reaches it can search the index).
+pub fn check_bind(addr: std::net::SocketAddr, public: bool) -> anyhow::Result<()> {
+    if addr.ip().is_loopback() || public {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "{addr} is not a loopback address: the server has no authentication, so anyone who \
+         can reach {} could search the index and read its images. Pass --public to serve there \
+         anyway, or use 127.0.0.1",
+        addr.ip()
+    )
 }
 
 /// The tch side (not `Sync`): used under the state's mutex.
@@ -53,6 +97,8 @@ pub struct AppState {
     /// The run's `report.json`, if any.
     pub report: Option<serde_json::Value>,
     pub cfg: ServeConfig,
+    /// One permit per request in flight ([`ServeConfig::max_in_flight`]).
+    slots: tokio::sync::Semaphore,
 }
 
 impl AppState {
@@ -66,6 +112,7 @@ impl AppState {
             meta: index.meta.clone(),
             engine: Mutex::new(Engine { model, index }),
             report,
+            slots: tokio::sync::Semaphore::new(cfg.max_in_flight),
             cfg,
         }
     }
@@ -162,7 +209,7 @@ table{border-collapse:collapse}td,th{border:1px solid #bbb;padding:.3em .6em;tex
 fn page(title: &str, query: &str, body: &str) -> String {
     format!(
         "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>CLAIRES – {t}</title>\
-         <style>{STYLE}</style></head><body><header><b>CLAIRES</b> contrastive language–image \
+         <link rel=\"stylesheet\" href=\"/style.css\"></head><body><header><b>CLAIRES</b> contrastive language–image \
          retrieval · <a href=\"/\">search</a><a href=\"/eval\">evaluation</a></header>\
          <form action=\"/\" method=\"get\"><input type=\"text\" id=\"q\" name=\"q\" value=\"{q}\" \
          maxlength=\"{max}\" placeholder=\"e.g. MRI of the head, findings: mass\" autofocus> \
@@ -461,6 +508,115 @@ async fn fallback() -> AppError {
     not_found("no such page")
 }
 
+/// The pages' style sheet (a file, so that the policy needs no inline style).
+async fn style() -> Response {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE).into_response()
+}
+
+/// The limits every request passes before its route (see the module docs), and the security
+/// headers of every response.
+pub async fn guard(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let api = req.uri().path().starts_with("/api/");
+    let answer = |e: AppError| match api {
+        true => ApiError(e).into_response(),
+        false => e.into_response(),
+    };
+    let mut res = match admit(&st.cfg, &req) {
+        Err(e) => {
+            let allow = e.0 == StatusCode::METHOD_NOT_ALLOWED;
+            let mut r = answer(e);
+            if allow {
+                r.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            }
+            r
+        }
+        Ok(()) => match st.slots.try_acquire() {
+            Err(_) => {
+                let mut r = answer(AppError(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "the server is busy ({} requests in flight): try again",
+                        st.cfg.max_in_flight
+                    ),
+                ));
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                r
+            }
+            Ok(_permit) => {
+                match tokio::time::timeout(st.cfg.request_timeout, next.run(req)).await {
+                    Ok(r) => r,
+                    Err(_) => answer(AppError(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!(
+                            "the request took longer than {:.1} s",
+                            st.cfg.request_timeout.as_secs_f64()
+                        ),
+                    )),
+                }
+            }
+        },
+    };
+    security_headers(res.headers_mut());
+    res
+}
+
+/// Method, request-line length and body size (from the headers: no body is ever read).
+fn admit(cfg: &ServeConfig, req: &Request) -> Result<(), AppError> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Err(AppError(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!(
+                "method {} not allowed: this server only answers GET",
+                req.method()
+            ),
+        ));
+    }
+    let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if target > cfg.max_uri_bytes {
+        return Err(AppError(
+            StatusCode::URI_TOO_LONG,
+            format!(
+                "request target of {target} bytes (at most {})",
+                cfg.max_uri_bytes
+            ),
+        ));
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().parse::<u64>().unwrap_or(u64::MAX));
+    let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
+    if chunked || declared.is_some_and(|n| n > cfg.max_body_bytes) {
+        return Err(AppError(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "request body too large (at most {} bytes)",
+                cfg.max_body_bytes
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn security_headers(h: &mut HeaderMap) {
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+}
+
 /// The router over a shared state.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
@@ -472,7 +628,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/similar/{i}", get(api_similar))
         .route("/api/item/{i}", get(api_item))
         .route("/api/eval", get(api_eval))
+        .route("/style.css", get(style))
         .fallback(fallback)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            guard,
+        ))
         .with_state(state)
 }
 

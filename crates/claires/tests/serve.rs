@@ -3,8 +3,10 @@
 //! a readable error, a bounded concurrent load test (latency percentiles), and a real headless
 //! Chromium: loading a results page by URL, and a user's path driven over the DevTools protocol
 //! (focus the search box, type the query key by key, press Enter) — screenshots decoded and
-//! checked: size, not blank, the fixture's image colours visible = result images loaded. Skips
-//! visibly without the MiniLM wheel or without chromium.
+//! checked: size, not blank, the fixture's image colours visible = result images loaded. The
+//! hardening: methods, request-target and body limits, the in-flight bound and the time limit
+//! (503), security headers on every answer, and script and attribute injection payloads in a
+//! real browser (no script runs). Skips visibly without the MiniLM wheel or without chromium.
 
 mod common;
 
@@ -13,7 +15,7 @@ use claires::loadtest::{http_get, load_test};
 use claires::method::retrieval_eval;
 use claires::model::Claires;
 use claires::records::load_manifest;
-use claires::serve::{url_encode, AppState, ServeConfig};
+use claires::serve::{check_bind, url_encode, AppState, ServeConfig, CONTENT_SECURITY_POLICY};
 use claires::text::minilm_dir;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -29,60 +31,198 @@ struct Server {
 
 fn server() -> Option<&'static Server> {
     static S: OnceLock<Option<Server>> = OnceLock::new();
-    S.get_or_init(|| {
-        if let Err(e) = minilm_dir() {
-            eprintln!("skipped: claires server tests ({e:#})");
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let manifest = common::write_fixture(dir.path());
-        let cfg = common::tiny_config(&manifest);
-        let model = {
-            let _g = contrast_core::testing::global_rng_lock();
-            tch::manual_seed(5);
-            Claires::new(&cfg, Device::Cpu).unwrap()
-        };
-        let records = load_manifest(&manifest).unwrap();
-        let images = records.iter().map(|r| r.image.clone()).collect();
-        let fields: Vec<_> = records.iter().map(|r| r.fields.clone()).collect();
-        let texts: Vec<String> = records.iter().map(|r| r.text()).collect();
-        let index = Index::build(&model, records, cfg.data.image_size).unwrap();
-        // an evaluation report over the 8 records (untrained model: the page shows its numbers)
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let t = model.search_text(&refs).unwrap();
-        let results =
-            retrieval_eval(&t, &index.embeddings, &fields, &[1, 3, 5], &[0, 4], 0).unwrap();
-        let report = serde_json::json!({
-            "results": results, "data": "synthetic fixture (8 records)",
-            "model": "untrained tiny", "paper": {"hit3": 0.96, "mrr": 0.82}
+    S.get_or_init(|| start(ServeConfig::default())).as_ref()
+}
+
+/// A server over the 8-record fixture index on 127.0.0.1 (random port) with `cfg`; `None`
+/// (with a line saying so) without the MiniLM wheel.
+fn start(cfg_serve: ServeConfig) -> Option<Server> {
+    if let Err(e) = minilm_dir() {
+        eprintln!("skipped: claires server tests ({e:#})");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = common::write_fixture(dir.path());
+    let cfg = common::tiny_config(&manifest);
+    let model = {
+        let _g = contrast_core::testing::global_rng_lock();
+        tch::manual_seed(5);
+        Claires::new(&cfg, Device::Cpu).unwrap()
+    };
+    let records = load_manifest(&manifest).unwrap();
+    let images = records.iter().map(|r| r.image.clone()).collect();
+    let fields: Vec<_> = records.iter().map(|r| r.fields.clone()).collect();
+    let texts: Vec<String> = records.iter().map(|r| r.text()).collect();
+    let index = Index::build(&model, records, cfg.data.image_size).unwrap();
+    // an evaluation report over the 8 records (untrained model: the page shows its numbers)
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let t = model.search_text(&refs).unwrap();
+    let results = retrieval_eval(&t, &index.embeddings, &fields, &[1, 3, 5], &[0, 4], 0).unwrap();
+    let report = serde_json::json!({
+        "results": results, "data": "synthetic fixture (8 records)",
+        "model": "untrained tiny", "paper": {"hit3": 0.96, "mrr": 0.82}
+    });
+    let state = Arc::new(AppState::new(model, index, Some(report), cfg_serve));
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    std_listener.set_nonblocking(true).unwrap();
+    let addr = std_listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::from_std(std_listener).unwrap();
+            claires::serve::serve(l, state).await.unwrap();
         });
-        let state = Arc::new(AppState::new(
-            model,
-            index,
-            Some(report),
-            ServeConfig::default(),
-        ));
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        std_listener.set_nonblocking(true).unwrap();
-        let addr = std_listener.local_addr().unwrap();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let l = tokio::net::TcpListener::from_std(std_listener).unwrap();
-                claires::serve::serve(l, state).await.unwrap();
-            });
-        });
-        Some(Server {
-            addr,
-            images,
-            _dir: dir,
-        })
+    });
+    Some(Server {
+        addr,
+        images,
+        _dir: dir,
     })
-    .as_ref()
+}
+
+/// One raw HTTP/1.1 exchange (for what `http_get` cannot send): the status and the headers
+/// and body as text.
+fn raw(addr: SocketAddr, request: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    c.write_all(request.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = c.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    (status, text)
+}
+
+#[test]
+fn limits_methods_and_security_headers() {
+    let Some(s) = server() else { return };
+    // every answer, whatever its status, carries the headers
+    for path in [
+        "/",
+        "/?q=chest",
+        "/api/search?q=chest&k=2",
+        "/img/0",
+        "/style.css",
+        "/nope",
+        "/img/99",
+    ] {
+        let r = get(s, path);
+        assert_eq!(
+            r.header("content-security-policy"),
+            Some(CONTENT_SECURITY_POLICY),
+            "{path}"
+        );
+        assert_eq!(
+            r.header("x-content-type-options"),
+            Some("nosniff"),
+            "{path}"
+        );
+        assert_eq!(r.header("x-frame-options"), Some("DENY"), "{path}");
+        assert_eq!(r.header("referrer-policy"), Some("no-referrer"), "{path}");
+    }
+    // no script anywhere, and the style sheet is a file (the policy allows no inline style)
+    let home = get(s, "/?q=chest").text();
+    assert!(
+        !home.contains("<script") && !home.contains("<style"),
+        "{home}"
+    );
+    let css = get(s, "/style.css");
+    assert_eq!(css.status, 200);
+    assert_eq!(css.header("content-type"), Some("text/css; charset=utf-8"));
+
+    // the request target: 2048 bytes at most
+    let long = get(s, &format!("/?q={}", "a".repeat(2100)));
+    assert_eq!(long.status, 414);
+    assert!(long.text().contains("at most 2048"), "{}", long.text());
+    let long = get(s, &format!("/api/search?q={}", "a".repeat(2100)));
+    assert_eq!(long.status, 414);
+    let j: serde_json::Value = serde_json::from_slice(&long.body).unwrap();
+    assert!(
+        j["error"].as_str().unwrap().contains("request target"),
+        "{j}"
+    );
+
+    // methods other than GET / HEAD, and request bodies
+    let host = s.addr;
+    let (st, text) = raw(
+        host,
+        &format!("POST /api/search?q=chest HTTP/1.1\r\nHost: {host}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nab"),
+    );
+    assert_eq!(st, 405, "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("allow: get, head"),
+        "{text}"
+    );
+    for m in ["PUT", "DELETE", "OPTIONS", "TRACE"] {
+        let (st, _) = raw(
+            host,
+            &format!("{m} / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+        );
+        assert_eq!(st, 405, "{m}");
+    }
+    let (st, text) = raw(
+        host,
+        &format!(
+            "GET / HTTP/1.1\r\nHost: {host}\r\nContent-Length: 5000\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    assert_eq!(st, 413, "{text}");
+    let (st, _) = raw(
+        host,
+        &format!("GET / HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n"),
+    );
+    assert_eq!(st, 413);
+    let (st, _) = raw(
+        host,
+        &format!("HEAD / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+    );
+    assert_eq!(st, 200);
+
+    // binding: loopback only, unless asked
+    assert!(check_bind("127.0.0.1:8080".parse().unwrap(), false).is_ok());
+    assert!(check_bind("[::1]:8080".parse().unwrap(), false).is_ok());
+    let e = check_bind("0.0.0.0:8080".parse().unwrap(), false).unwrap_err();
+    assert!(format!("{e:#}").contains("--public"), "{e:#}");
+    assert!(check_bind("0.0.0.0:8080".parse().unwrap(), true).is_ok());
+}
+
+#[test]
+fn a_full_or_slow_server_answers_503() {
+    // no slot free: every request is refused at once, with Retry-After
+    let Some(busy) = start(ServeConfig {
+        max_in_flight: 0,
+        ..ServeConfig::default()
+    }) else {
+        return;
+    };
+    let r = get(&busy, "/?q=chest");
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert!(r.text().contains("the server is busy"), "{}", r.text());
+    assert_eq!(r.header("x-frame-options"), Some("DENY"));
+    // no time at all: a search cannot finish in it
+    let Some(slow) = start(ServeConfig {
+        request_timeout: Duration::ZERO,
+        ..ServeConfig::default()
+    }) else {
+        return;
+    };
+    let r = get(&slow, "/api/search?q=chest&k=2");
+    assert_eq!(r.status, 503);
+    let j: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert!(
+        j["error"].as_str().unwrap().contains("took longer than"),
+        "{j}"
+    );
 }
 
 fn get(s: &Server, path: &str) -> claires::loadtest::HttpResponse {
@@ -531,4 +671,71 @@ fn chromium_user_types_a_query_and_sees_results() {
         seen >= 4,
         "only {seen} result images visible after typing the query"
     );
+}
+
+/// Script and attribute injection through every place a user's string reaches a page (the
+/// search box's value, the results summary, the title, error messages naming a path), loaded in
+/// a real browser: no script runs, no element or handler is injected, and the search box shows
+/// the payload as typed.
+#[test]
+fn chromium_runs_no_injected_script() {
+    let Some(s) = server() else { return };
+    let Some(bin) = chromium() else {
+        eprintln!("skipped: headless browser test (no chromium; `apt-get install -y chromium`)");
+        return;
+    };
+    let profile = tempfile::tempdir().unwrap();
+    let mut cdp = Cdp::start(&bin, profile.path(), (800, 600));
+    let queries = [
+        "<script>window.__xss=1</script>",
+        "\"><img src=x onerror=\"window.__xss=2\">",
+        "' autofocus onfocus='window.__xss=3",
+        "</title><script>window.__xss=4</script>",
+        "\" style=\"background:url(javascript:window.__xss=5)",
+        "<svg onload=window.__xss=6>",
+    ];
+    let mut urls: Vec<(String, Option<&str>)> = queries
+        .iter()
+        .map(|q| (format!("/?q={}", url_encode(q)), Some(*q)))
+        .collect();
+    for path in [
+        "/item/%3Cscript%3Ewindow.__xss=7%3C%2Fscript%3E",
+        "/%3Cimg%20src=x%20onerror=window.__xss=8%3E",
+        "/api/item/%3Cscript%3Ewindow.__xss=9%3C%2Fscript%3E",
+    ] {
+        urls.push((path.to_string(), None));
+    }
+    for (path, query) in &urls {
+        cdp.call(
+            "Page.navigate",
+            serde_json::json!({"url": format!("http://{}{path}", s.addr)}),
+        );
+        cdp.wait_for("document.readyState === 'complete'", 60);
+        // give an injected handler (onerror of a broken image, autofocus) time to fire
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            cdp.eval("typeof window.__xss"),
+            "undefined",
+            "{path}: a script ran"
+        );
+        assert_eq!(cdp.eval("document.scripts.length"), 0, "{path}");
+        let handlers = cdp.eval(
+            "[...document.querySelectorAll('*')].filter(e => [...e.attributes].some(a => \
+             a.name.startsWith('on') || a.name === 'style' || \
+             (['href', 'src', 'action', 'formaction'].includes(a.name) && \
+             /javascript:/i.test(a.value)))).length",
+        );
+        assert_eq!(
+            handlers, 0,
+            "{path}: an element carries an injected handler"
+        );
+        assert_eq!(
+            cdp.eval("document.querySelectorAll('svg').length"),
+            0,
+            "{path}"
+        );
+        if let Some(q) = query {
+            assert_eq!(cdp.eval("document.getElementById('q').value"), *q, "{path}");
+        }
+    }
 }
