@@ -56,13 +56,7 @@ fn bench_retrieval(c: &mut Criterion) {
         let e = Tensor::randn([n, dim], (Kind::Float, Device::Cpu));
         let norms = e.norm_scalaropt_dim(2, [1], true);
         let index = Index {
-            meta: IndexMeta {
-                format: 1,
-                model_checksum: String::new(),
-                image_size: 0,
-                dim,
-                records: vec![],
-            },
+            meta: IndexMeta::new(String::new(), 0, dim, vec![]),
             embeddings: &e / norms,
         };
         g.bench_with_input(BenchmarkId::from_parameter(n), &index, |b, idx| {

@@ -3,16 +3,31 @@
 //! over it (text → image, image → image; cosine similarity).
 //!
 //! Layout of an index folder: `index.json` (format version, model checksum, image size,
-//! embedding width, the records) and `embeddings.safetensors` (`embeddings [N, D]`).
+//! embedding width, the records, and the name and SHA-256 of its embeddings file) and
+//! `embeddings-<sha>.safetensors` (`embeddings [N, D]`; indexes written before the name was
+//! recorded have `embeddings.safetensors`, unchecked).
+//!
+//! A rebuild survives being killed at any moment: the new embeddings are written whole under a
+//! name of their own, then `index.json` is replaced in one rename (written and synced first), and
+//! only then are files that no `index.json` names removed. So the folder always holds the old
+//! index or the new one, each with its own embeddings, never a mix (`tests/index_kills.rs`).
 
 use crate::model::Claires;
 use crate::records::Record;
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::path::Path;
 use tch::{Kind, Tensor};
 
 pub const FORMAT: u32 = 1;
+
+/// The embeddings file of an index written before `index.json` named it.
+const LEGACY_EMBEDDINGS: &str = "embeddings.safetensors";
+
+fn legacy_embeddings() -> String {
+    LEGACY_EMBEDDINGS.into()
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IndexMeta {
@@ -21,6 +36,28 @@ pub struct IndexMeta {
     pub image_size: u32,
     pub dim: i64,
     pub records: Vec<Record>,
+    /// The embeddings file, in the index folder (set by [`Index::save`]).
+    #[serde(default = "legacy_embeddings")]
+    pub embeddings: String,
+    /// Its SHA-256, checked on load (absent in indexes written before it was recorded).
+    #[serde(default)]
+    pub embeddings_sha256: Option<String>,
+}
+
+impl IndexMeta {
+    /// The metadata of `records` embedded `dim`-wide by the model with `model_checksum` (the
+    /// embeddings file is named when the index is saved).
+    pub fn new(model_checksum: String, image_size: u32, dim: i64, records: Vec<Record>) -> Self {
+        Self {
+            format: FORMAT,
+            model_checksum,
+            image_size,
+            dim,
+            records,
+            embeddings: legacy_embeddings(),
+            embeddings_sha256: None,
+        }
+    }
 }
 
 pub struct Index {
@@ -60,13 +97,7 @@ impl Index {
         let embeddings = Tensor::cat(&embs, 0);
         let dim = embeddings.size()[1];
         Ok(Self {
-            meta: IndexMeta {
-                format: FORMAT,
-                model_checksum: model.checksum(),
-                image_size,
-                dim,
-                records,
-            },
+            meta: IndexMeta::new(model.checksum(), image_size, dim, records),
             embeddings,
         })
     }
@@ -79,16 +110,42 @@ impl Index {
         self.meta.records.is_empty()
     }
 
+    /// Write the index into `dir`, replacing the one there (see the module docs for why a kill
+    /// at any moment leaves a whole index, old or new).
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let meta = serde_json::to_string_pretty(&self.meta)?;
-        let tmp = dir.join("index.json.tmp");
-        std::fs::write(&tmp, meta).with_context(|| format!("writing {}", tmp.display()))?;
-        let emb = dir.join("embeddings.safetensors");
-        Tensor::write_safetensors(&[("embeddings", &self.embeddings)], &emb)
-            .map_err(|e| anyhow!("writing {}: {e}", emb.display()))?;
-        std::fs::rename(&tmp, dir.join("index.json"))
-            .with_context(|| format!("finishing {}", dir.display()))?;
+        // the embeddings, whole, under the name of their content
+        let tmp = dir.join(format!(".embeddings-{}.tmp", std::process::id()));
+        Tensor::write_safetensors(&[("embeddings", &self.embeddings)], &tmp)
+            .map_err(|e| anyhow!("writing {}: {e}", tmp.display()))?;
+        let bytes = std::fs::read(&tmp).with_context(|| format!("reading {}", tmp.display()))?;
+        let sha = hex::encode(Sha256::digest(&bytes));
+        let name = format!("embeddings-{}.safetensors", &sha[..16]);
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .with_context(|| format!("syncing {}", tmp.display()))?;
+        std::fs::rename(&tmp, dir.join(&name))
+            .with_context(|| format!("writing {}", dir.join(&name).display()))?;
+        contrast_core::train::fault::pause_in_write();
+        // then the index that names them, in one rename
+        let mut meta = self.meta.clone();
+        meta.embeddings = name;
+        meta.embeddings_sha256 = Some(sha);
+        let json = serde_json::to_string_pretty(&meta)?;
+        contrast_core::train::checkpoint::write_atomic(&dir.join("index.json"), json.as_bytes())?;
+        // then what no index names any more (a replaced index's embeddings, an interrupted
+        // write's leftovers)
+        for e in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+            let e = e?;
+            let f = e.file_name().to_string_lossy().into_owned();
+            let stale = (f.starts_with("embeddings") && f.ends_with(".safetensors")
+                || f.starts_with(".embeddings-") && f.ends_with(".tmp")
+                || f == "index.json.tmp")
+                && f != meta.embeddings;
+            if stale {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
         Ok(())
     }
 
@@ -114,7 +171,30 @@ impl Index {
                 prefix(model_checksum, 12)
             );
         }
-        let ep = dir.join("embeddings.safetensors");
+        // a plain file name in the index folder, nothing else
+        let plain = Path::new(&meta.embeddings).file_name() == Some(meta.embeddings.as_ref())
+            && meta.embeddings != ".."
+            && !meta.embeddings.contains(['/', '\\']);
+        ensure!(
+            plain,
+            "{}: the embeddings file must be a file name in the index folder, not {:?}",
+            mp.display(),
+            meta.embeddings
+        );
+        let ep = dir.join(&meta.embeddings);
+        if let Some(want) = &meta.embeddings_sha256 {
+            let bytes = std::fs::read(&ep).with_context(|| format!("reading {}", ep.display()))?;
+            let got = hex::encode(Sha256::digest(&bytes));
+            ensure!(
+                &got == want,
+                "{} does not match its index ({}: SHA-256 {}…, expected {}…): the index is \
+                 damaged; rebuild it with `claires index`",
+                ep.display(),
+                mp.display(),
+                prefix(&got, 12),
+                prefix(want, 12)
+            );
+        }
         let ts =
             Tensor::read_safetensors(&ep).map_err(|e| anyhow!("reading {}: {e}", ep.display()))?;
         let embeddings = ts
@@ -195,13 +275,7 @@ mod tests {
     fn index(scores_like: &[f32]) -> Index {
         // 1-D "embeddings": the score of row i against the query [1] is the row's value
         Index {
-            meta: IndexMeta {
-                format: 1,
-                model_checksum: String::new(),
-                image_size: 0,
-                dim: 1,
-                records: vec![],
-            },
+            meta: IndexMeta::new(String::new(), 0, 1, vec![]),
             embeddings: Tensor::from_slice(scores_like).view([-1, 1]),
         }
     }
