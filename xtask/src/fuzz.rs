@@ -512,6 +512,10 @@ fn table(root: &Path, rows: &[Row]) -> String {
 /// The marker after which `RELIABILITY.md` holds this section.
 pub const MARKER: &str = "<!-- fuzzing -->";
 
+/// The marker from which `RELIABILITY.md` holds figures measured by hand (the CLAIRES index
+/// kills, the search server): neither this command nor `torture` rewrites them.
+pub const HAND_MARKER: &str = "<!-- measured by hand -->";
+
 fn section(table: &str, seconds: u64, coverage: bool, wall: f64) -> String {
     let date = Command::new("date")
         .arg("+%Y-%m-%d")
@@ -564,12 +568,15 @@ fn section(table: &str, seconds: u64, coverage: bool, wall: f64) -> String {
 /// no marker; the file is created when missing).
 fn write_section(path: &Path, section: &str) -> Result<()> {
     let old = std::fs::read_to_string(path).unwrap_or_default();
-    let head = match old.find(MARKER) {
-        Some(i) => old[..i].to_string(),
-        None if old.is_empty() => String::new(),
-        None => format!("{}\n\n", old.trim_end()),
+    let hand = old.find(HAND_MARKER);
+    let before_hand = &old[..hand.unwrap_or(old.len())];
+    let head = match before_hand.find(MARKER) {
+        Some(i) => before_hand[..i].to_string(),
+        None if before_hand.is_empty() => String::new(),
+        None => format!("{}\n\n", before_hand.trim_end()),
     };
-    let text = format!("{head}{}\n", section.trim_end());
+    let tail = hand.map_or(String::new(), |i| format!("\n{}", &old[i..]));
+    let text = format!("{head}{}\n{tail}", section.trim_end());
     let tmp: PathBuf = path.with_extension("md.tmp");
     std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
@@ -587,6 +594,15 @@ mod tests {
         write_section(&p, &format!("{MARKER}\n\n## Fuzzing\n\nfirst\n")).unwrap();
         write_section(&p, &format!("{MARKER}\n\n## Fuzzing\n\nsecond\n")).unwrap();
         let t = std::fs::read_to_string(&p).unwrap();
+        // a section measured by hand after it stays
+        std::fs::write(&p, format!("{t}\n{HAND_MARKER}\n\n## Server\n\nkept\n")).unwrap();
+        write_section(&p, &format!("{MARKER}\n\n## Fuzzing\n\nthird\n")).unwrap();
+        let t3 = std::fs::read_to_string(&p).unwrap();
+        assert!(t3.contains("third") && !t3.contains("second"), "{t3}");
+        assert!(
+            t3.ends_with(&format!("{HAND_MARKER}\n\n## Server\n\nkept\n")),
+            "{t3}"
+        );
         assert!(
             t.starts_with("# Reliability\n\n| torture |\n\n<!-- fuzzing -->"),
             "{t}"

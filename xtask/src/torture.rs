@@ -181,6 +181,22 @@ pub fn torture(a: &TortureArgs) -> Result<()> {
 
     rows.push(kill_case(&toy, &reference, kills, a.seed)?);
     rows.push(disk_full_injected(&toy, &reference)?);
+    rows.push(write_error_injected(
+        &toy,
+        &reference,
+        30,
+        "erofs",
+        "Read-only file system",
+        "file system read-only while writing a checkpoint (EROFS injected at the 3rd write)",
+    )?);
+    rows.push(write_error_injected(
+        &toy,
+        &reference,
+        13,
+        "eacces",
+        "Permission denied",
+        "permission denied while writing a checkpoint (EACCES injected at the 3rd write)",
+    )?);
     rows.push(disk_full_tmpfs(&toy, &work)?);
     rows.push(nan_case(&toy, &reference)?);
     rows.push(corrupt_case(&toy, &reference)?);
@@ -360,20 +376,48 @@ fn check_identical(toy: &Toy, name: &str, reference: &Fingerprint, what: &str) -
     Ok(())
 }
 
-/// An `ENOSPC` injected at the third checkpoint write: the error names the path, the earlier
-/// checkpoints stay intact, and the run resumes once "space is back".
+/// An error injected at the third checkpoint write (`ENOSPC`, `EROFS` or `EACCES`): the error
+/// names the path and the system's reason, the earlier checkpoints stay intact, and the run
+/// resumes once the disk is writable again.
 fn disk_full_injected(toy: &Toy, reference: &Fingerprint) -> Result<Row> {
-    step("torture: disk full at the third checkpoint write (injected ENOSPC)");
-    let name = "enospc";
-    let (ok, err) = toy.run(name, &[], &[("CONTRAST_FAULT_FAIL_WRITE", "3".into())])?;
+    write_error_injected(
+        toy,
+        reference,
+        28,
+        "enospc",
+        "No space left on device",
+        "disk full while writing a checkpoint (ENOSPC injected at the 3rd write)",
+    )
+}
+
+fn write_error_injected(
+    toy: &Toy,
+    reference: &Fingerprint,
+    errno: u32,
+    name: &str,
+    reason: &str,
+    case: &str,
+) -> Result<Row> {
+    step(&format!("torture: {case}"));
+    let (ok, err) = toy.run(
+        name,
+        &[],
+        &[
+            ("CONTRAST_FAULT_FAIL_WRITE", "3".into()),
+            ("CONTRAST_FAULT_FAIL_ERRNO", errno.to_string()),
+        ],
+    )?;
     ensure!(!ok, "the run with a failing checkpoint write succeeded");
-    let named = err.contains("No space left on device") && err.contains("step-00000015");
+    let named = err.contains(reason) && err.contains("step-00000015");
     let (ok2, err2) = toy.run(name, &["--resume"], &[])?;
-    ensure!(ok2, "resume after the full disk failed:\n{err2}");
-    let same = check_identical(toy, name, reference, "disk full").is_ok();
+    ensure!(
+        ok2,
+        "resume after the failed write ({case}) failed:\n{err2}"
+    );
+    let same = check_identical(toy, name, reference, case).is_ok();
     let resumed_at_10 = err2.contains("at step 10/");
     Ok(Row {
-        case: "disk full while writing a checkpoint (ENOSPC injected at the 3rd write)".into(),
+        case: case.into(),
         tried: 1,
         survived: usize::from(named && same && resumed_at_10),
         lost: if same {
@@ -552,8 +596,8 @@ fn table(rows: &[Row], a: &TortureArgs, kills: usize, steps: u64, wall: f64) -> 
         "\nCommand: `cargo xtask torture{}{}` (seed {}; {kills} kills; toy runs of {steps} steps, a checkpoint every 5 steps, \
          1 thread, CPU), {wall:.0} s wall on a {}, {}.\n\
          `cargo xtask torture --quick` (10 kills, 60 steps) runs in CI.\n\n\
-         Not covered yet: kills during the CLAIRES index build; the search server's limits and load\n\
-         test. The parsers' fuzzing is `cargo xtask fuzz` (its section follows when it has run).\n",
+         The parsers' fuzzing is `cargo xtask fuzz` (its section follows); kills of `claires index`\n\
+         and the search server's checks and load are measured by hand (the last section).\n",
         if a.quick { " --quick" } else { "" },
         a.kills.map(|k| format!(" --kills {k}")).unwrap_or_default(),
         a.seed,

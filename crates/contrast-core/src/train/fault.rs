@@ -6,7 +6,9 @@
 //!   weights are written to the temporary folder, before it is renamed into place), so that a
 //!   `kill -9` at a random moment often lands inside a write.
 //! * `CONTRAST_FAULT_FAIL_WRITE=<n>`: the `n`-th checkpoint write of this process (1-based)
-//!   fails with `ENOSPC` ("No space left on device"), as a full disk does.
+//!   fails with `ENOSPC` ("No space left on device"), as a full disk does; with
+//!   `CONTRAST_FAULT_FAIL_ERRNO=<e>` it fails with that error number instead (30 `EROFS`, a
+//!   file system remounted read-only; 13 `EACCES`, permission denied).
 //! * `CONTRAST_FAULT_NAN_STEP=<k>`: the first loss term of step `k` (1-based, as logged) is
 //!   replaced by NaN after the step is computed, as a diverging run would produce.
 //! * `CONTRAST_FAULT_ABORT_STEP=<k>`: the process aborts (`SIGABRT`, no cleanup) once step `k`
@@ -34,11 +36,14 @@ pub fn pause_in_write() {
 
 static WRITES: AtomicU64 = AtomicU64::new(0);
 
-/// Before a checkpoint write: the `CONTRAST_FAULT_FAIL_WRITE` injected `ENOSPC`.
+/// Before a checkpoint write: the `CONTRAST_FAULT_FAIL_WRITE` injected `ENOSPC` (or
+/// `CONTRAST_FAULT_FAIL_ERRNO`).
 pub fn fail_write() -> std::io::Result<()> {
     let n = WRITES.fetch_add(1, Ordering::SeqCst) + 1;
     match var("CONTRAST_FAULT_FAIL_WRITE") {
-        Some(k) if k == n => Err(std::io::Error::from_raw_os_error(28)),
+        Some(k) if k == n => Err(std::io::Error::from_raw_os_error(
+            var("CONTRAST_FAULT_FAIL_ERRNO").map_or(28, |e| e as i32),
+        )),
         _ => Ok(()),
     }
 }
