@@ -34,11 +34,14 @@ fn start(run: &Path, dir: &Path, manifest: &Path) -> std::process::Child {
         .expect("starting claires index")
 }
 
-/// Whether an embeddings file in `dir` was written after `since`.
+/// Whether an embeddings file (under its final name, not a temporary one) in `dir` was
+/// written after `since`.
 fn new_embeddings(dir: &Path, since: std::time::SystemTime) -> bool {
     std::fs::read_dir(dir).is_ok_and(|rd| {
         rd.filter_map(|e| e.ok()).any(|e| {
-            e.file_name().to_string_lossy().contains("embeddings")
+            let f = e.file_name().to_string_lossy().into_owned();
+            f.starts_with("embeddings")
+                && f.ends_with(".safetensors")
                 && e.metadata()
                     .and_then(|m| m.modified())
                     .is_ok_and(|m| m > since)

@@ -364,6 +364,7 @@ fn chromium() -> Option<String> {
             return Some(c.to_string());
         }
     }
+    eprintln!("skipped: headless browser test (no chromium; `apt-get install -y chromium`)");
     None
 }
 
@@ -412,10 +413,7 @@ fn run_chromium(bin: &str, profile: &std::path::Path, args: &[String], secs: u64
 #[test]
 fn chromium_renders_results() {
     let Some(s) = server() else { return };
-    let Some(bin) = chromium() else {
-        eprintln!("skipped: headless browser test (no chromium; `apt-get install -y chromium`)");
-        return;
-    };
+    let Some(bin) = chromium() else { return };
     let url = format!(
         "http://{}/?q={}&k=8",
         s.addr,
@@ -612,10 +610,7 @@ impl Drop for Cdp {
 #[test]
 fn chromium_user_types_a_query_and_sees_results() {
     let Some(s) = server() else { return };
-    let Some(bin) = chromium() else {
-        eprintln!("skipped: headless browser test (no chromium; `apt-get install -y chromium`)");
-        return;
-    };
+    let Some(bin) = chromium() else { return };
     let profile = tempfile::tempdir().unwrap();
     let (w, h) = (1000u32, 800u32);
     let mut cdp = Cdp::start(&bin, profile.path(), (w, h));
@@ -680,10 +675,7 @@ fn chromium_user_types_a_query_and_sees_results() {
 #[test]
 fn chromium_runs_no_injected_script() {
     let Some(s) = server() else { return };
-    let Some(bin) = chromium() else {
-        eprintln!("skipped: headless browser test (no chromium; `apt-get install -y chromium`)");
-        return;
-    };
+    let Some(bin) = chromium() else { return };
     let profile = tempfile::tempdir().unwrap();
     let mut cdp = Cdp::start(&bin, profile.path(), (800, 600));
     let queries = [

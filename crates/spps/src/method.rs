@@ -133,11 +133,18 @@ impl Spps {
     /// The partner views of a batch of data-set `indices` at `step`, as [`Method::step`] draws
     /// them (`None` without SPPS, or when no anchor got a partner).
     pub fn partners(&self, indices: &[i64], step: u64) -> Result<Option<Partners>> {
-        let Some(p) = &self.picker else {
-            return Ok(None);
-        };
-        let picked = p.pick(self.train_ds.as_ref(), indices, step)?;
-        Ok(picked.partners.map(|p| p.to_device(self.device)))
+        let picked = self.pick(indices, step)?;
+        Ok(picked
+            .and_then(|p| p.partners)
+            .map(|p| p.to_device(self.device)))
+    }
+
+    /// The step's partner choice (`None` without SPPS).
+    fn pick(&self, indices: &[i64], step: u64) -> Result<Option<crate::train::Picked>> {
+        self.picker
+            .as_ref()
+            .map(|p| p.pick(self.train_ds.as_ref(), indices, step))
+            .transpose()
     }
 }
 
@@ -239,10 +246,7 @@ impl Method for Spps {
     /// the partner views.
     fn step(&mut self, batch: Batch, ctx: &StepCtx) -> Result<Losses> {
         let indices: Vec<i64> = Vec::try_from(&batch.indices.to_kind(Kind::Int64))?;
-        let picked = match &self.picker {
-            Some(p) => Some(p.pick(self.train_ds.as_ref(), &indices, ctx.step)?),
-            None => None,
-        };
+        let picked = self.pick(&indices, ctx.step)?;
         if let Some(pk) = &picked {
             let d = &mut self.diag;
             d.anchors += indices.len() as u64;
