@@ -7,7 +7,8 @@
 //! `CONTRAST_FAULT_PAUSE_MS`, so that many kills land inside a write), each followed by
 //! `--resume`, and the finished run compared bit for bit with an uninterrupted one; a full disk
 //! (an injected `ENOSPC` at the n-th checkpoint write, and a real one on a small tmpfs where
-//! this machine lets us mount one); a NaN loss at a chosen step; a bit-flipped newest
+//! this machine lets us mount one); NaN / Inf injected at random steps into loss terms, inputs
+//! and gradients, and lr spikes; a bit-flipped newest
 //! checkpoint. The hooks are in `contrast_core::train::fault`.
 
 use crate::util::{cargo, repo_root, step};
@@ -198,7 +199,12 @@ pub fn torture(a: &TortureArgs) -> Result<()> {
         "permission denied while writing a checkpoint (EACCES injected at the 3rd write)",
     )?);
     rows.push(disk_full_tmpfs(&toy, &work)?);
-    rows.push(nan_case(&toy, &reference)?);
+    rows.push(numerics_case(
+        &toy,
+        &reference,
+        if a.quick { 6 } else { 18 },
+        a.seed,
+    )?);
     rows.push(corrupt_case(&toy, &reference)?);
     rows.push(download_case(&work, if a.quick { 6 } else { 30 }, a.seed)?);
 
@@ -524,26 +530,149 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A NaN loss at step 37: the guard names the step and the term and the last good checkpoint
-/// (step 35), which resumes.
-fn nan_case(toy: &Toy, reference: &Fingerprint) -> Result<Row> {
-    step("torture: NaN loss injected at step 37");
-    let name = "nan";
-    let (ok, err) = toy.run(name, &[], &[("CONTRAST_FAULT_NAN_STEP", "37".into())])?;
-    ensure!(!ok, "the run with a NaN loss succeeded");
-    let named =
-        err.contains("step 37") && err.contains("info_nce = NaN") && err.contains("step-00000035");
-    let (ok2, err2) = toy.run(name, &["--resume"], &[])?;
-    ensure!(ok2, "resume after the NaN stop failed:\n{err2}");
-    let same = check_identical(toy, name, reference, "NaN").is_ok();
+/// `(label, environment, what the error must name)`.
+type NumericFault = (
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    &'static str,
+);
+
+/// The kinds of numerical fault [`numerics_case`] injects: `(label, environment, what the
+/// error must name)`; `{s}` is the injection step.
+const NUMERIC_FAULTS: &[NumericFault] = &[
+    (
+        "NaN loss term",
+        &[("CONTRAST_FAULT_NAN_STEP", "{s}")],
+        "info_nce = NaN",
+    ),
+    (
+        "+Inf loss term",
+        &[
+            ("CONTRAST_FAULT_NAN_STEP", "{s}"),
+            ("CONTRAST_FAULT_VALUE", "inf"),
+        ],
+        "info_nce = inf",
+    ),
+    (
+        "NaN in the batch's input",
+        &[("CONTRAST_FAULT_INPUT_STEP", "{s}")],
+        "the batch's input holds NaN or Inf: `view1`",
+    ),
+    (
+        "NaN gradient",
+        &[("CONTRAST_FAULT_GRAD_STEP", "{s}")],
+        "non-finite gradient at step {s}: `model/",
+    ),
+    (
+        "-Inf gradient",
+        &[
+            ("CONTRAST_FAULT_GRAD_STEP", "{s}"),
+            ("CONTRAST_FAULT_VALUE", "-inf"),
+        ],
+        "non-finite gradient at step {s}: `model/",
+    ),
+    (
+        "lr spike (x1e30 for one step)",
+        &[("CONTRAST_FAULT_LR_STEP", "{s}")],
+        "info_nce = NaN",
+    ),
+];
+
+/// The step a guard error names (`… at step N…`).
+fn stop_step(err: &str) -> Option<u64> {
+    let i = err.find(" at step ")? + " at step ".len();
+    let digits: String = err[i..].chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// The checkpoint a guard error names as the last good one (`None` when there was none yet).
+fn last_good(err: &str) -> Option<PathBuf> {
+    let i = err.find("the last good checkpoint is ")? + "the last good checkpoint is ".len();
+    let rest = &err[i..];
+    let end = rest.find([' ', ':', '\n']).unwrap_or(rest.len());
+    let p = &rest[..end];
+    (p != "none").then(|| PathBuf::from(p))
+}
+
+/// NaN / ±Inf injected at random steps into a loss term, the batch's input and a gradient, and
+/// lr spikes: each run must stop at the fault (the spike: at the first non-finite step after
+/// it), naming the step and the term, input or parameter and a last good checkpoint that is
+/// older than the fault and verifies; `--resume` (fault gone) must then finish bit-identical
+/// to the uninterrupted run.
+fn numerics_case(toy: &Toy, reference: &Fingerprint, n: usize, seed: u64) -> Result<Row> {
+    step(&format!(
+        "torture: {n} numerical faults at random steps (NaN / Inf in loss, input, gradient; lr spikes)"
+    ));
+    let mut rng = Mix(seed ^ 0x6e75_6d65_7269_6373);
+    let (mut survived, mut aside, mut failures) = (0, 0, Vec::new());
+    let mut delays = Vec::new();
+    let mut kinds = Vec::new();
+    for i in 0..n {
+        let (label, env, expect) = NUMERIC_FAULTS[i % NUMERIC_FAULTS.len()];
+        let s = 1 + (rng.next_f64() * toy.steps as f64) as u64 % toy.steps;
+        let env: Vec<(&str, String)> = env
+            .iter()
+            .map(|(k, v)| (*k, v.replace("{s}", &s.to_string())))
+            .collect();
+        let expect = expect.replace("{s}", &s.to_string());
+        let name = format!("numeric-{i:02}");
+        let (ok, err) = toy.run(&name, &[], &env)?;
+        let stopped = stop_step(&err).filter(|_| !ok);
+        let spike = label.starts_with("lr spike");
+        let at_fault = match stopped {
+            Some(t) if spike => t > s,
+            Some(t) => t == s,
+            None => false,
+        };
+        // the checkpoint named as the last good one is older than the fault, and the resume
+        // (which verifies every file's SHA-256) starts from it
+        let good = last_good(&err).map(|p| {
+            p.file_name()
+                .and_then(|f| f.to_str())
+                .and_then(|f| f.strip_prefix("step-"))
+                .and_then(|f| f.parse::<u64>().ok())
+        });
+        if err.contains("set aside as") {
+            aside += 1;
+        }
+        let (ok2, err2) = toy.run(&name, &["--resume"], &[])?;
+        let good_ok = match good {
+            Some(Some(g)) => g < s && err2.contains(&format!("at step {g}/")),
+            Some(None) => false,
+            None => err.contains("the last good checkpoint is none") && !err2.contains("resumed "),
+        };
+        let same = ok2 && check_identical(toy, &name, reference, label).is_ok();
+        let named = err.contains(&expect);
+        if at_fault && named && good_ok && same {
+            survived += 1;
+            if let (true, Some(t)) = (spike, stopped) {
+                delays.push(t - s);
+            }
+        } else {
+            failures.push(format!(
+                "{label} at step {s}: stopped {stopped:?}, named {named}, last good {good_ok}, resumed bit-identical {same}{}",
+                if ok2 { String::new() } else { format!(" ({})", err2.lines().last().unwrap_or("")) }
+            ));
+        }
+        kinds.push(format!("{label} ({s})"));
+    }
+    ensure!(
+        failures.is_empty() || survived > 0,
+        "every numerical fault was lost: {}",
+        failures.join("; ")
+    );
     Ok(Row {
-        case: "NaN loss term at step 37".into(),
-        tried: 1,
-        survived: usize::from(named && same),
-        lost: "steps 36–37 (recomputed on resume)".into(),
+        case: "NaN / ±Inf injected at random steps into a loss term, the batch's input or a gradient; lr spikes ×1e30".into(),
+        tried: n,
+        survived,
+        lost: "the steps since the last good checkpoint (recomputed on resume)".into(),
         notes: format!(
-            "the error names step, term and the last good checkpoint (step 35): {}; resumed bit-identical: {same}",
-            if named { "yes" } else { "NO" }
+            "injected (step): {}. Each stop named the step and the term, input or parameter, and a last good checkpoint older than the fault that verifies; \
+             {aside} newest checkpoints written right before the fault were set aside; lr spikes stopped {} step(s) after the spike; \
+             each `--resume` finished bit-identical{}",
+            kinds.join(", "),
+            delays.iter().map(u64::to_string).collect::<Vec<_>>().join(", "),
+            if failures.is_empty() { String::new() } else { format!(". LOST: {}", failures.join("; ")) }
         ),
     })
 }

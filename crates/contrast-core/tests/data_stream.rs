@@ -310,3 +310,112 @@ fn a_large_folder_streams_with_bounded_memory() {
     );
     assert!(grown < 120_000_000, "RSS grew by {grown} bytes");
 }
+
+/// Two of the 15 files corrupted: one truncated in its entropy-coded data, one replaced by
+/// bytes that are no image at all.
+fn with_two_corrupt(root: &Path) -> [String; 2] {
+    let a = root.join("cat/img01.jpg");
+    let bytes = std::fs::read(&a).unwrap();
+    std::fs::write(&a, &bytes[..bytes.len() / 3]).unwrap();
+    let b = root.join("eel/img03.jpg");
+    std::fs::write(&b, b"this is not a JPEG at all").unwrap();
+    [a.display().to_string(), b.display().to_string()]
+}
+
+fn all_batches(loader: &Loader, epochs: u64) -> anyhow::Result<Vec<Vec<tch::Tensor>>> {
+    let mut out = Vec::new();
+    for e in 0..epochs {
+        for b in loader.epoch(e) {
+            let b = b?;
+            let mut v = b.views;
+            v.push(b.labels);
+            out.push(v);
+        }
+    }
+    Ok(out)
+}
+
+#[test]
+fn corrupt_files_stop_the_run_naming_them_or_are_skipped_and_counted() {
+    use contrast_core::data::OnCorrupt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = jpeg_folder(dir.path(), 5);
+    let bad = with_two_corrupt(&root);
+    let recipe = || Recipe::byol(16, 0.5).unwrap();
+    let cfg = LoaderConfig {
+        batch_size: 4,
+        seed: 3,
+        threads: 2,
+        ..LoaderConfig::default()
+    };
+    let policy = |mode, on| StreamPolicy::new(mode, 0, false).with_on_corrupt(on);
+
+    // the default stops, naming the file: in memory at load time, streamed when reached
+    let e = open_image_folder(&root, &policy(StreamMode::Never, OnCorrupt::Stop)).unwrap_err();
+    let e = format!("{e:#}");
+    assert!(bad.iter().any(|b| e.contains(b.as_str())), "{e}");
+    let st = open_image_folder(&root, &policy(StreamMode::Always, OnCorrupt::Stop)).unwrap();
+    let loader = Loader::new(st.into_dataset(), recipe(), cfg.clone()).unwrap();
+    assert!(loader.skipped().is_none());
+    let e = format!("{:#}", all_batches(&loader, 1).unwrap_err());
+    assert!(bad.iter().any(|b| e.contains(b.as_str())), "{e}");
+
+    // skipped: in memory the two files are left out at load time
+    let mem = open_image_folder(&root, &policy(StreamMode::Never, OnCorrupt::Skip))
+        .unwrap()
+        .into_dataset();
+    assert_eq!(mem.len(), 13);
+    assert_eq!(mem.skipped().unwrap().files(), bad.to_vec());
+    // streamed: the list keeps 15 entries, the next file that decodes stands in, and the
+    // skipped list fills as the loader meets them
+    let st = open_image_folder(&root, &policy(StreamMode::Always, OnCorrupt::Skip))
+        .unwrap()
+        .into_dataset();
+    assert_eq!(st.len(), 15);
+    let loader = Loader::new(Arc::clone(&st), recipe(), cfg.clone()).unwrap();
+    let skipped = loader.skipped().unwrap();
+    assert!(skipped.is_empty());
+    let first = all_batches(&loader, 2).unwrap();
+    assert_eq!(
+        first.len(),
+        2 * 3,
+        "15 samples, batches of 4, the last one dropped"
+    );
+    assert_eq!(skipped.files(), bad.to_vec());
+    // deterministic: a second data set over the same files gives the same batches
+    let st2 = open_image_folder(&root, &policy(StreamMode::Always, OnCorrupt::Skip))
+        .unwrap()
+        .into_dataset();
+    let again = all_batches(&Loader::new(st2, recipe(), cfg).unwrap(), 2).unwrap();
+    for (a, b) in first.iter().zip(&again) {
+        for (x, y) in a.iter().zip(b) {
+            assert!(x.equal(y));
+        }
+    }
+    // the stand-in for the truncated cat/img01 is cat/img02, with its label
+    let (img, label) = st.get(1).unwrap();
+    let (next, next_label) = st.get(2).unwrap();
+    assert_eq!((img.pixels, label), (next.pixels, next_label));
+    // nothing decodes: an error, not a loop
+    for i in 0..5 {
+        for c in ["cat", "dog", "eel"] {
+            std::fs::write(root.join(format!("{c}/img{i:02}.jpg")), b"junk").unwrap();
+        }
+    }
+    let st = open_image_folder(&root, &policy(StreamMode::Always, OnCorrupt::Skip))
+        .unwrap()
+        .into_dataset();
+    let e = format!("{:#}", st.get(0).unwrap_err());
+    assert!(
+        e.contains("every one of its 15 files failed to decode"),
+        "{e}"
+    );
+    let e = format!(
+        "{:#}",
+        open_image_folder(&root, &policy(StreamMode::Never, OnCorrupt::Skip)).unwrap_err()
+    );
+    assert!(
+        e.contains("every one of its 15 files failed to decode"),
+        "{e}"
+    );
+}

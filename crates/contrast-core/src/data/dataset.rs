@@ -2,8 +2,76 @@
 
 use super::augment::Source;
 use anyhow::{bail, ensure, Result};
+use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use tch::Tensor;
+
+/// `data.on_corrupt`: what loading does with an image file that cannot be read or decoded.
+///
+/// * `stop` (default): the run stops with an error naming the file (an in-memory split at load
+///   time; a streamed one when the loader reaches the file).
+/// * `skip`: the file is left out and counted. An in-memory split drops it at load time; a
+///   streamed split hands the next file in list order that decodes (wrapping around) in its
+///   place, with the corrupt sample's augmentation stream, so that a run stays deterministic.
+///   The run's `report.json` holds `corrupt_files_skipped` (a count) and `corrupt_files` (the
+///   paths), carried over a resume in the checkpoints.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnCorrupt {
+    #[default]
+    Stop,
+    Skip,
+}
+
+/// The files a data set skipped as corrupt (`data.on_corrupt = "skip"`): one list shared by
+/// clones, filled from the loader's threads.
+#[derive(Debug, Clone, Default)]
+pub struct Skipped(Arc<Mutex<BTreeSet<String>>>);
+
+impl Skipped {
+    /// Most warnings printed for one list; later files are counted silently.
+    pub const WARN_AT_MOST: usize = 10;
+
+    /// Note `file` (with the reason it failed); `true` when it is new to the list. The first
+    /// [`Self::WARN_AT_MOST`] new files are printed as one warning line each.
+    pub fn record(&self, file: &str, why: &anyhow::Error) -> bool {
+        let mut set = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let new = set.insert(file.to_string());
+        if new && set.len() <= Self::WARN_AT_MOST {
+            eprintln!(
+                "warning: skipping corrupt file {file} (data.on_corrupt = \"skip\"): {why:#}{}",
+                if set.len() == Self::WARN_AT_MOST {
+                    "; further corrupt files are counted in the report without a warning"
+                } else {
+                    ""
+                }
+            );
+        }
+        new
+    }
+    /// Add files skipped earlier (a resumed run's, from its checkpoint).
+    pub fn extend(&self, files: impl IntoIterator<Item = String>) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(files);
+    }
+    /// The skipped files, sorted.
+    pub fn files(&self) -> Vec<String> {
+        let set = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        set.iter().cloned().collect()
+    }
+    /// How many files were skipped.
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+    /// `true` when no file was skipped.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
 
 /// One decoded image: `uint8` pixels in HWC order (row-major, channels interleaved), the layout
 /// of a PIL image or of `torchvision.io.decode_image(...).permute(1, 2, 0)`.
@@ -57,6 +125,11 @@ pub trait Dataset: Send + Sync {
     fn classes(&self) -> &[String] {
         &[]
     }
+    /// The files this data set skipped as corrupt, when it was opened with
+    /// [`OnCorrupt::Skip`] (`None` otherwise, and for formats without per-sample files).
+    fn skipped(&self) -> Option<Skipped> {
+        None
+    }
 }
 
 /// A sample from [`Dataset::get`] as [`Dataset::get_scaled`] returns it: `denom` is told the
@@ -83,9 +156,17 @@ pub struct InMemoryDataset {
     channels: usize,
     labels: Vec<i64>,
     classes: Vec<String>,
+    /// Files left out at load time (`data.on_corrupt = "skip"`).
+    skipped: Option<Skipped>,
 }
 
 impl InMemoryDataset {
+    /// This data set, noting the files that were left out of it as corrupt.
+    pub fn with_skipped(mut self, skipped: Skipped) -> Self {
+        self.skipped = Some(skipped);
+        self
+    }
+
     /// `pixels` is `[N, H, W, C]` with `N = labels.len()`.
     pub fn from_nhwc(
         pixels: Vec<u8>,
@@ -111,6 +192,7 @@ impl InMemoryDataset {
             channels,
             labels,
             classes,
+            skipped: None,
         })
     }
 
@@ -148,6 +230,7 @@ impl InMemoryDataset {
             channels,
             labels,
             classes,
+            skipped: None,
         })
     }
 
@@ -222,5 +305,9 @@ impl Dataset for InMemoryDataset {
 
     fn classes(&self) -> &[String] {
         &self.classes
+    }
+
+    fn skipped(&self) -> Option<Skipped> {
+        self.skipped.clone()
     }
 }

@@ -5,7 +5,7 @@
 //! memory are streamed instead: [`super::stream`].
 
 use super::augment::Source;
-use super::dataset::InMemoryDataset;
+use super::dataset::{InMemoryDataset, OnCorrupt, Skipped};
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
@@ -173,15 +173,18 @@ pub fn decode_rgb_scaled(
 pub fn load_image_folder(root: impl AsRef<Path>) -> Result<InMemoryDataset> {
     let root = root.as_ref();
     let (samples, classes) = scan_image_folder(root)?;
-    decode_all(root, samples, classes)
+    decode_all(root, samples, classes, OnCorrupt::Stop)
 }
 
 /// Decode the `(path, class index)` list of [`scan_image_folder`] into memory (the second half
-/// of [`load_image_folder`]; `root` names the folder in errors).
+/// of [`load_image_folder`]; `root` names the folder in errors). A file that fails to read or
+/// decode stops the load naming it ([`OnCorrupt::Stop`]), or is left out and noted in the data
+/// set's [`Skipped`] list ([`OnCorrupt::Skip`]; an error if no file is left).
 pub fn decode_all(
     root: &Path,
     samples: Vec<(PathBuf, i64)>,
     classes: Vec<String>,
+    on_corrupt: OnCorrupt,
 ) -> Result<InMemoryDataset> {
     if samples.is_empty() {
         bail!(
@@ -189,12 +192,36 @@ pub fn decode_all(
             root.display()
         );
     }
-    let images: Vec<(Vec<u8>, usize, usize)> = samples
+    let decoded: Vec<Result<(Vec<u8>, usize, usize)>> = samples
         .par_iter()
         .enumerate()
         .map(|(i, (p, _))| decode_rgb(p).with_context(|| format!("sample {i}")))
-        .collect::<Result<_>>()?;
-    let labels = samples.iter().map(|(_, l)| *l).collect();
+        .collect();
+    let skipped = Skipped::default();
+    let mut images = Vec::with_capacity(decoded.len());
+    let mut labels = Vec::with_capacity(decoded.len());
+    for (d, (p, l)) in decoded.into_iter().zip(&samples) {
+        match (d, on_corrupt) {
+            (Ok(img), _) => {
+                images.push(img);
+                labels.push(*l);
+            }
+            (Err(e), OnCorrupt::Stop) => return Err(e),
+            (Err(e), OnCorrupt::Skip) => {
+                skipped.record(&p.display().to_string(), &e);
+            }
+        }
+    }
+    ensure!(
+        !images.is_empty(),
+        "{}: every one of its {} files failed to decode",
+        root.display(),
+        samples.len()
+    );
+    let done = |d: InMemoryDataset| match on_corrupt {
+        OnCorrupt::Skip => d.with_skipped(skipped.clone()),
+        OnCorrupt::Stop => d,
+    };
     // Same-size images (the common case) are concatenated as [N, H, W, 3].
     let (h0, w0) = (images[0].1, images[0].2);
     if images.iter().all(|(_, h, w)| (*h, *w) == (h0, w0)) {
@@ -202,8 +229,8 @@ pub fn decode_all(
         for (p, _, _) in &images {
             pixels.extend_from_slice(p);
         }
-        InMemoryDataset::from_nhwc(pixels, h0, w0, 3, labels, classes)
+        InMemoryDataset::from_nhwc(pixels, h0, w0, 3, labels, classes).map(done)
     } else {
-        InMemoryDataset::from_images(images, 3, labels, classes)
+        InMemoryDataset::from_images(images, 3, labels, classes).map(done)
     }
 }

@@ -53,7 +53,7 @@ pub mod subset;
 pub mod tiny_imagenet;
 
 pub use augment::{ColorJitter, Interpolation, Op, Recipe, ViewSpec};
-pub use dataset::{Dataset, ImageRef, InMemoryDataset};
+pub use dataset::{Dataset, ImageRef, InMemoryDataset, OnCorrupt, Skipped};
 pub use dev::{dev_data, dev_data_root};
 pub use pipeline::{Batch, Loader, LoaderConfig};
 pub use stream::{open_image_folder, StreamMode, StreamPolicy, StreamingFolder};

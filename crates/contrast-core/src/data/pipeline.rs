@@ -87,6 +87,11 @@ pub struct Loader {
 }
 
 impl Loader {
+    /// The files its data set skipped as corrupt (`data.on_corrupt = "skip"`), if it skips.
+    pub fn skipped(&self) -> Option<super::dataset::Skipped> {
+        self.dataset.skipped()
+    }
+
     pub fn new(dataset: Arc<dyn Dataset>, recipe: Recipe, cfg: LoaderConfig) -> Result<Self> {
         ensure!(cfg.batch_size > 0, "batch_size must be positive");
         cfg.shard.local_batch(cfg.batch_size)?;

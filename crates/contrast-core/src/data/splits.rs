@@ -41,7 +41,9 @@ pub struct SplitSpec<'a> {
     pub method: &'a str,
     /// In memory or streamed, for `image-folder` splits (a method's `data.stream`,
     /// `data.stream_above_mib`, `data.scaled_decode`); the environment's overrides
-    /// ([`StreamPolicy::with_env`]) apply on top.
+    /// ([`StreamPolicy::with_env`]) apply on top. Its `on_corrupt` (`data.on_corrupt`) applies
+    /// to the file-based formats (`image-folder`, `tiny-imagenet`); the binary formats (CIFAR,
+    /// STL-10) are read whole and stop at a bad file.
     pub stream: StreamPolicy,
 }
 
@@ -77,8 +79,12 @@ pub fn load_splits(spec: &SplitSpec) -> Result<(Arc<dyn Dataset>, Arc<dyn Datase
             Arc::new(load_stl10(root, Stl10Split::Test)?),
         ),
         "tiny-imagenet" => (
-            Arc::new(load_tiny_imagenet(root, "train")?),
-            Arc::new(load_tiny_imagenet(root, spec.test_split)?),
+            Arc::new(load_tiny_imagenet(root, "train", policy.on_corrupt)?),
+            Arc::new(load_tiny_imagenet(
+                root,
+                spec.test_split,
+                policy.on_corrupt,
+            )?),
         ),
         other => bail!("unknown data.format `{other}`: use {}", FORMATS.join(", ")),
     };

@@ -43,7 +43,7 @@
 //! `CONTRAST_SCALED_DECODE`.
 
 use super::augment::Source;
-use super::dataset::{decoded_in_full, Dataset, ImageRef, InMemoryDataset};
+use super::dataset::{decoded_in_full, Dataset, ImageRef, InMemoryDataset, OnCorrupt, Skipped};
 use super::folder::{decode_all, decode_rgb, decode_rgb_scaled, image_size, scan_image_folder};
 use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -86,6 +86,9 @@ pub struct StreamPolicy {
     /// then differ from torchvision's full decode + antialiased resize; `benches/RESULTS.md`
     /// gives the measured difference and speed).
     pub scaled_decode: bool,
+    /// A file that fails to read or decode stops the run naming it, or is skipped and counted
+    /// (`data.on_corrupt`, [`OnCorrupt`]), on both paths.
+    pub on_corrupt: OnCorrupt,
 }
 
 impl Default for StreamPolicy {
@@ -94,6 +97,7 @@ impl Default for StreamPolicy {
             stream: None,
             stream_above_mib: DEFAULT_STREAM_ABOVE_MIB,
             scaled_decode: false,
+            on_corrupt: OnCorrupt::Stop,
         }
     }
 }
@@ -110,7 +114,14 @@ impl StreamPolicy {
             },
             stream_above_mib,
             scaled_decode,
+            on_corrupt: OnCorrupt::Stop,
         }
+    }
+
+    /// This policy with `data.on_corrupt`.
+    pub fn with_on_corrupt(mut self, on_corrupt: OnCorrupt) -> Self {
+        self.on_corrupt = on_corrupt;
+        self
     }
 
     /// This policy (a method's `data.stream`, `data.stream_above_mib`, `data.scaled_decode`)
@@ -390,6 +401,8 @@ pub fn estimate_decoded_bytes(list: &FileList) -> Result<u64> {
 pub struct StreamingFolder {
     list: FileList,
     scaled_decode: bool,
+    /// `Some` with [`OnCorrupt::Skip`]: the files that failed, shared by clones.
+    skipped: Option<Skipped>,
 }
 
 impl StreamingFolder {
@@ -408,7 +421,40 @@ impl StreamingFolder {
         Ok(Self {
             list,
             scaled_decode: false,
+            skipped: None,
         })
+    }
+
+    /// Stop at a file that fails to decode (the default), or hand the next file in list order
+    /// that decodes in its place and note the failed one ([`OnCorrupt::Skip`]).
+    pub fn with_on_corrupt(mut self, on_corrupt: OnCorrupt) -> Self {
+        self.skipped = match on_corrupt {
+            OnCorrupt::Stop => None,
+            OnCorrupt::Skip => Some(Skipped::default()),
+        };
+        self
+    }
+
+    /// `read(index)`, or with [`OnCorrupt::Skip`] the first of `read(index + 1)`,
+    /// `read(index + 2)`, … (wrapping around) that succeeds, noting each file that failed.
+    fn or_next<T>(&self, index: usize, mut read: impl FnMut(usize) -> Result<T>) -> Result<T> {
+        let Some(skipped) = &self.skipped else {
+            return read(index);
+        };
+        let n = self.len();
+        for k in 0..n {
+            let j = (index + k) % n;
+            match read(j) {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    skipped.record(&self.list.path(j).display().to_string(), &e);
+                }
+            }
+        }
+        bail!(
+            "{}: every one of its {n} files failed to decode",
+            self.list.root.display()
+        )
     }
 
     /// Decode JPEGs at a reduced scale where every view allows it ([`Dataset::get_scaled`],
@@ -435,8 +481,10 @@ impl Dataset for StreamingFolder {
             "sample index {index} out of range (data set has {})",
             self.len()
         );
-        let (pixels, height, width) =
-            decode_rgb(&self.list.path(index)).with_context(|| format!("sample {index}"))?;
+        let ((pixels, height, width), label) = self.or_next(index, |j| {
+            let img = decode_rgb(&self.list.path(j)).with_context(|| format!("sample {j}"))?;
+            Ok((img, self.list.label(j)))
+        })?;
         Ok((
             ImageRef {
                 pixels: Cow::Owned(pixels),
@@ -444,7 +492,7 @@ impl Dataset for StreamingFolder {
                 width,
                 channels: 3,
             },
-            self.list.label(index),
+            label,
         ))
     }
 
@@ -470,19 +518,26 @@ impl Dataset for StreamingFolder {
             "sample index {index} out of range (data set has {})",
             self.len()
         );
-        let (pixels, height, width, source) = decode_rgb_scaled(&self.list.path(index), denom)
-            .with_context(|| format!("sample {index}"))?;
+        let ((pixels, height, width, source), label) = self.or_next(index, |j| {
+            let img = decode_rgb_scaled(&self.list.path(j), &mut *denom)
+                .with_context(|| format!("sample {j}"))?;
+            Ok((img, self.list.label(j)))
+        })?;
         let img = ImageRef {
             pixels: Cow::Owned(pixels),
             height,
             width,
             channels: 3,
         };
-        Ok((img, self.list.label(index), source))
+        Ok((img, label, source))
     }
 
     fn classes(&self) -> &[String] {
         &self.list.classes
+    }
+
+    fn skipped(&self) -> Option<Skipped> {
+        self.skipped.clone()
     }
 }
 
@@ -528,7 +583,9 @@ pub fn open_image_folder(root: impl AsRef<Path>, policy: &StreamPolicy) -> Resul
             list.len()
         );
         Ok(FolderData::Streaming(
-            StreamingFolder::from_list(list)?.with_scaled_decode(policy.scaled_decode),
+            StreamingFolder::from_list(list)?
+                .with_scaled_decode(policy.scaled_decode)
+                .with_on_corrupt(policy.on_corrupt),
         ))
     } else {
         let classes = list.classes.clone();
@@ -536,6 +593,7 @@ pub fn open_image_folder(root: impl AsRef<Path>, policy: &StreamPolicy) -> Resul
             root,
             list.samples(),
             classes,
+            policy.on_corrupt,
         )?))
     }
 }

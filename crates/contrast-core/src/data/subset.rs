@@ -97,6 +97,9 @@ impl Dataset for Subset {
     fn classes(&self) -> &[String] {
         self.inner.classes()
     }
+    fn skipped(&self) -> Option<super::dataset::Skipped> {
+        self.inner.skipped()
+    }
 }
 
 #[cfg(test)]

@@ -4,10 +4,9 @@
 //! the wnid among the sorted train folders (torchvision `ImageFolder`, as the official code's
 //! loader on a re-arranged copy).
 
-use super::dataset::InMemoryDataset;
-use super::folder::decode_rgb;
+use super::dataset::{InMemoryDataset, OnCorrupt};
+use super::folder::decode_all;
 use anyhow::{bail, Context, Result};
-use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
 fn classes(root: &Path) -> Result<Vec<String>> {
@@ -25,17 +24,13 @@ fn classes(root: &Path) -> Result<Vec<String>> {
     Ok(c)
 }
 
-fn decode_all(samples: Vec<(PathBuf, i64)>, classes: Vec<String>) -> Result<InMemoryDataset> {
-    let images = samples
-        .par_iter()
-        .map(|(p, _)| decode_rgb(p))
-        .collect::<Result<Vec<_>>>()?;
-    let labels = samples.iter().map(|(_, l)| *l).collect();
-    InMemoryDataset::from_images(images, 3, labels, classes)
-}
-
-/// Load the `train` or `val` split of a `tiny-imagenet-200` folder.
-pub fn load_tiny_imagenet(root: &Path, split: &str) -> Result<InMemoryDataset> {
+/// Load the `train` or `val` split of a `tiny-imagenet-200` folder; a file that fails to decode
+/// stops the load naming it, or is left out and counted ([`OnCorrupt`]).
+pub fn load_tiny_imagenet(
+    root: &Path,
+    split: &str,
+    on_corrupt: OnCorrupt,
+) -> Result<InMemoryDataset> {
     let classes = classes(root)?;
     let index = |w: &str| classes.binary_search_by(|c| c.as_str().cmp(w)).ok();
     let mut samples = Vec::new();
@@ -76,7 +71,7 @@ pub fn load_tiny_imagenet(root: &Path, split: &str) -> Result<InMemoryDataset> {
     if samples.is_empty() {
         bail!("{}: no `{split}` images", root.display());
     }
-    decode_all(samples, classes)
+    decode_all(&root.join(split), samples, classes, on_corrupt)
 }
 
 #[cfg(test)]
@@ -105,12 +100,12 @@ mod tests {
             "val_0.JPEG\tn02\t0\t0\t3\t3\nval_1.JPEG\tn01\t0\t0\t3\t3\n",
         )
         .unwrap();
-        let train = load_tiny_imagenet(root, "train").unwrap();
+        let train = load_tiny_imagenet(root, "train", OnCorrupt::Stop).unwrap();
         assert_eq!(train.len(), 4);
         assert_eq!(train.classes(), &["n01".to_string(), "n02".to_string()]);
         assert_eq!(train.labels(), &[0, 0, 1, 1]);
-        let val = load_tiny_imagenet(root, "val").unwrap();
+        let val = load_tiny_imagenet(root, "val", OnCorrupt::Stop).unwrap();
         assert_eq!(val.labels(), &[1, 0]);
-        assert!(load_tiny_imagenet(root, "test").is_err());
+        assert!(load_tiny_imagenet(root, "test", OnCorrupt::Stop).is_err());
     }
 }

@@ -11,6 +11,14 @@
 //!   file system remounted read-only; 13 `EACCES`, permission denied).
 //! * `CONTRAST_FAULT_NAN_STEP=<k>`: the first loss term of step `k` (1-based, as logged) is
 //!   replaced by NaN after the step is computed, as a diverging run would produce.
+//! * `CONTRAST_FAULT_INPUT_STEP=<k>`: the first element of the first floating-point input
+//!   tensor of step `k`'s batch ([`Method::batch_tensors`](super::Method::batch_tensors)) is
+//!   set to NaN before the step, as a corrupt sample would.
+//! * `CONTRAST_FAULT_GRAD_STEP=<k>`: after step `k`'s backward pass, the first element of the
+//!   first parameter gradient is set to NaN.
+//! * `CONTRAST_FAULT_VALUE=nan|inf|-inf`: the value the three hooks above inject (default NaN).
+//! * `CONTRAST_FAULT_LR_STEP=<k>`: step `k` runs at `CONTRAST_FAULT_LR_FACTOR` (default 1e30)
+//!   times its scheduled learning rate, an lr spike.
 //! * `CONTRAST_FAULT_ABORT_STEP=<k>`: the process aborts (`SIGABRT`, no cleanup) once step `k`
 //!   is done (and checkpointed when one is due), as a crashed or OOM-killed rank would end;
 //!   with `CONTRAST_FAULT_ABORT_RANK=<r>` only rank `r` of a distributed run does.
@@ -48,9 +56,74 @@ pub fn fail_write() -> std::io::Result<()> {
     }
 }
 
-/// Whether step `done` (1-based) gets a NaN loss (`CONTRAST_FAULT_NAN_STEP`).
-pub fn nan_at(done: u64) -> bool {
-    var("CONTRAST_FAULT_NAN_STEP") == Some(done)
+/// The value the NaN hooks inject (`CONTRAST_FAULT_VALUE`, default NaN).
+fn value() -> f64 {
+    match std::env::var("CONTRAST_FAULT_VALUE")
+        .as_deref()
+        .map(str::trim)
+    {
+        Ok("inf") | Ok("+inf") => f64::INFINITY,
+        Ok("-inf") => f64::NEG_INFINITY,
+        _ => f64::NAN,
+    }
+}
+
+/// The value step `done`'s (1-based) first loss term is replaced by (`CONTRAST_FAULT_NAN_STEP`).
+pub fn loss_at(done: u64) -> Option<f64> {
+    (var("CONTRAST_FAULT_NAN_STEP") == Some(done)).then(value)
+}
+
+/// Set the first element of `t` (any layout; nothing when it is empty) to [`value`], in place.
+fn set_first(t: &tch::Tensor) {
+    if t.numel() == 0 {
+        return;
+    }
+    let mut x = t.shallow_clone();
+    while x.dim() > 0 {
+        x = x.select(0, 0);
+    }
+    tch::no_grad(|| {
+        let _ = x.fill_(value());
+    });
+}
+
+/// Before step `done`: the `CONTRAST_FAULT_INPUT_STEP` poisoning of the batch's first
+/// floating-point tensor, in place.
+pub fn poison_input(done: u64, inputs: &crate::tensors::Named) {
+    if var("CONTRAST_FAULT_INPUT_STEP") != Some(done) {
+        return;
+    }
+    if let Some((name, t)) = inputs.iter().find(|(_, t)| t.is_floating_point()) {
+        set_first(t);
+        eprintln!("CONTRAST_FAULT_INPUT_STEP: input `{name}` of step {done} poisoned");
+    }
+}
+
+/// After step `done`'s backward pass: the `CONTRAST_FAULT_GRAD_STEP` poisoning of the first
+/// gradient of `params`.
+pub fn poison_grad(done: u64, params: &[(String, tch::Tensor)]) {
+    if var("CONTRAST_FAULT_GRAD_STEP") != Some(done) {
+        return;
+    }
+    if let Some((name, g)) = params
+        .iter()
+        .find_map(|(n, p)| crate::optim::grad_of(p).map(|g| (n, g)))
+    {
+        set_first(&g);
+        eprintln!("CONTRAST_FAULT_GRAD_STEP: gradient of `{name}` at step {done} poisoned");
+    }
+}
+
+/// The factor step `done`'s learning rate is multiplied by (`CONTRAST_FAULT_LR_STEP`,
+/// `CONTRAST_FAULT_LR_FACTOR`; 1 when unset).
+pub fn lr_factor(done: u64) -> f64 {
+    if var("CONTRAST_FAULT_LR_STEP") != Some(done) {
+        return 1.0;
+    }
+    std::env::var("CONTRAST_FAULT_LR_FACTOR")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(1e30)
 }
 
 /// After step `done` (1-based): the `CONTRAST_FAULT_ABORT_STEP` abort.

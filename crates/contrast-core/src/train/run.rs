@@ -173,16 +173,50 @@ impl Run {
     /// The NaN/Inf guard of a training step: error unless every loss term is finite; the error
     /// names the step, the bad terms and the last good checkpoint, which stays intact.
     pub fn check_finite(&self, step: u64, terms: &[(&str, f64)]) -> Result<()> {
-        if let Err(e) = super::guard::check_finite(step, terms) {
-            let last = self.checkpoints.latest()?;
-            return Err(e.context(format!(
-                "run stopped; the last good checkpoint is {}",
-                last.map_or("none (no checkpoint was written yet)".into(), |p| {
+        super::guard::check_finite(step, terms).map_err(|e| self.stopped(step, e, false))
+    }
+
+    /// A guard's error `e` at step `step` (1-based), with the last good checkpoint named. With
+    /// `suspect_newest`, a newest checkpoint written right before this step (at `step - 1`, from
+    /// the weights that produced the non-finite value) is set aside as `.suspect-step-N`, kept,
+    /// when an older one exists: `--resume` then starts from the older one.
+    pub fn stopped(&self, step: u64, e: anyhow::Error, suspect_newest: bool) -> anyhow::Error {
+        let mut list = match self.checkpoints.list() {
+            Ok(l) => l,
+            Err(le) => return e.context(format!("run stopped; listing its checkpoints: {le:#}")),
+        };
+        let mut aside_note = String::new();
+        if let (true, [.., _, (n, p)]) = (suspect_newest, list.as_slice()) {
+            if n + 1 == step {
+                let aside = p.with_file_name(format!(".suspect-step-{n:08}"));
+                let _ = std::fs::remove_dir_all(&aside);
+                match std::fs::rename(p, &aside) {
+                    Ok(()) => {
+                        aside_note = format!(
+                            " (checkpoint {} was written from the weights that gave this step: \
+                             set aside as {})",
+                            p.display(),
+                            aside.display()
+                        );
+                        list.pop();
+                    }
+                    Err(re) => {
+                        aside_note = format!(
+                            " (checkpoint {} was written from the weights that gave this step; \
+                             setting it aside failed: {re})",
+                            p.display()
+                        )
+                    }
+                }
+            }
+        }
+        e.context(format!(
+            "run stopped; the last good checkpoint is {}{aside_note}",
+            list.last()
+                .map_or("none (no checkpoint was written yet)".into(), |(_, p)| {
                     p.display().to_string()
                 })
-            )));
-        }
-        Ok(())
+        ))
     }
 
     /// Write `report.json` atomically, then draw the run's curves from `metrics.jsonl` into

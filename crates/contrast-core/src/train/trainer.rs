@@ -43,6 +43,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::{Device, Tensor};
 
+/// The checkpoint `extra` key (and report detail) holding the files skipped as corrupt.
+const CORRUPT_FILES: &str = "corrupt_files";
+
 /// The training data of a run, in step order.
 pub trait Batches {
     type Batch;
@@ -51,6 +54,11 @@ pub trait Batches {
     fn per_epoch(&self) -> u64;
     /// The batches of steps `step, step + 1, …` (without end; the Trainer stops pulling).
     fn iter_from(&mut self, step: u64) -> Box<dyn Iterator<Item = Result<Self::Batch>> + '_>;
+    /// The list of files skipped as corrupt, when the data skips them (`data.on_corrupt =
+    /// "skip"`): the Trainer carries it over resumes and puts it in the report.
+    fn skipped(&self) -> Option<crate::data::Skipped> {
+        None
+    }
 }
 
 impl Batches for crate::data::pipeline::Loader {
@@ -65,6 +73,9 @@ impl Batches for crate::data::pipeline::Loader {
         Box::new(
             (epoch..).flat_map(move |e| this.epoch_from(e, if e == epoch { first } else { 0 })),
         )
+    }
+    fn skipped(&self) -> Option<crate::data::Skipped> {
+        crate::data::pipeline::Loader::skipped(self)
     }
 }
 
@@ -479,6 +490,8 @@ impl<M: Method> Trainer<M> {
         };
         let mut data = method.data()?;
         let per_epoch = data.per_epoch();
+        // the files the data skips as corrupt (`data.on_corrupt = "skip"`), over resumes
+        let skipped = data.skipped();
         let total = match M::length(cfg) {
             Length::Epochs(e) => {
                 if per_epoch == 0 {
@@ -509,6 +522,15 @@ impl<M: Method> Trainer<M> {
         }
         let start = resumed.as_ref().map_or(0, |c| c.state.step);
         if let Some(ck) = &resumed {
+            if let (Some(s), Some(files)) = (&skipped, ck.state.extra.get(CORRUPT_FILES)) {
+                s.extend(
+                    files
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|f| f.as_str().map(String::from)),
+                );
+            }
             method
                 .restore(ck)
                 .with_context(|| format!("restoring {} from step {start}", M::NAME))?;
@@ -526,18 +548,22 @@ impl<M: Method> Trainer<M> {
             true => Progress::new(total, start, &variant),
             false => Progress::hidden(total),
         };
-        // the parameters whose gradients are averaged over the ranks
+        // the trained parameters (`group/name`): their gradients are checked for NaN / Inf,
+        // and averaged over the ranks
+        let trained: Vec<(String, Tensor)> = method
+            .state()
+            .into_iter()
+            .flat_map(|(g, n)| n.into_iter().map(move |(k, t)| (format!("{g}/{k}"), t)))
+            .filter(|(_, t)| t.requires_grad())
+            .collect();
         let params: Vec<Tensor> = match dist {
-            Some(_) => method
-                .state()
-                .into_iter()
-                .flat_map(|(_, n)| n.into_iter().map(|(_, t)| t))
-                .filter(|t| t.requires_grad())
-                .collect(),
+            Some(_) => trained.iter().map(|(_, t)| t.shallow_clone()).collect(),
             None => Vec::new(),
         };
         let save = |run: &Run, step: u64, method: &M, opt: &dyn Optimizer| -> Result<()> {
             let state = method.state();
+            // no checkpoint holds NaN / Inf
+            super::guard::check_state(step, &state).map_err(|e| run.stopped(step, e, true))?;
             let optim = opt.state();
             let mut groups: Vec<(&str, &Named)> =
                 state.iter().map(|(n, t)| (n.as_str(), t)).collect();
@@ -545,6 +571,9 @@ impl<M: Method> Trainer<M> {
             let mut extra = method.extra_state();
             if let (Some(o), true) = (extra.as_object_mut(), per_epoch > 0) {
                 o.insert("epoch".into(), json!(step / per_epoch));
+            }
+            if let (Some(o), Some(s)) = (extra.as_object_mut(), &skipped) {
+                o.insert(CORRUPT_FILES.into(), json!(s.files()));
             }
             run.checkpoints.save(step, rt.seed, &groups, extra)?;
             Ok(())
@@ -573,13 +602,22 @@ impl<M: Method> Trainer<M> {
                     device,
                     seed: rt.seed,
                 };
-                opt.optimizer.set_lr(opt.lr.value(step));
+                opt.optimizer
+                    .set_lr(opt.lr.value(step) * super::fault::lr_factor(step + 1));
                 let wd = opt.weight_decay.as_ref().map(|s| s.value(step));
                 if let Some(wd) = wd {
                     opt.optimizer.set_weight_decay(wd);
                 }
                 method.before_step(&ctx)?;
-                let recorded = recorder.as_ref().map(|_| M::batch_tensors(&batch));
+                // the batch's tensors (shallow): named by the guard when they hold NaN / Inf
+                let inputs = M::batch_tensors(&batch);
+                super::fault::poison_input(ctx.done(), &inputs);
+                let recorded = recorder.as_ref().map(|_| {
+                    inputs
+                        .iter()
+                        .map(|(n, t)| (n.clone(), t.shallow_clone()))
+                        .collect::<Named>()
+                });
                 let l =
                     crate::autocast::autocast_bf16(autocast, device, || method.step(batch, &ctx))
                         .with_context(|| format!("step {} of {}", ctx.done(), M::NAME))?;
@@ -615,21 +653,31 @@ impl<M: Method> Trainer<M> {
                 }
                 let mut terms: Vec<(&str, f64)> =
                     l.terms.iter().map(|(n, v)| (n.as_str(), *v)).collect();
-                if super::fault::nan_at(done) {
-                    if let Some(t) = terms.first_mut() {
-                        t.1 = f64::NAN;
+                if let (Some(v), Some(t)) = (super::fault::loss_at(done), terms.first_mut()) {
+                    t.1 = v;
+                }
+                // a guard's error names the step and what is non-finite; rank 0 adds the last
+                // good checkpoint, setting aside one written from the weights at fault unless
+                // the batch's inputs explain the fault
+                let stop = |e: anyhow::Error| {
+                    let bad_inputs = super::guard::describe_inputs(&inputs);
+                    let e = match &bad_inputs {
+                        Some(why) => e.context(why.clone()),
+                        None => e,
+                    };
+                    match &run {
+                        Some(run) => run.stopped(done, e, bad_inputs.is_none()),
+                        None => e,
                     }
-                }
-                match &run {
-                    Some(run) => run.check_finite(done, &terms)?,
-                    None => super::guard::check_finite(done, &terms)?,
-                }
+                };
+                super::guard::check_finite(done, &terms).map_err(stop)?;
                 opt.optimizer.zero_grad();
                 l.total.backward();
                 if let Some(d) = dist {
                     d.all_reduce_grads(&params)
                         .with_context(|| format!("averaging the gradients of step {done}"))?;
                 }
+                super::fault::poison_grad(done, &trained);
                 let grad_norm = match &opt.clip {
                     Some((max, params)) => {
                         let refs: Vec<&Tensor> = params.iter().collect();
@@ -637,6 +685,15 @@ impl<M: Method> Trainer<M> {
                     }
                     None => None,
                 };
+                // NaN / Inf gradients with finite loss terms (a clipped step's norm covers
+                // only the clipped parameters, so every gradient is checked)
+                let clipped_all = opt
+                    .clip
+                    .as_ref()
+                    .is_some_and(|(_, p)| p.len() == trained.len());
+                super::guard::check_grads(done, &trained, grad_norm.filter(|_| clipped_all))
+                    .map_err(stop)?;
+                drop(inputs);
                 opt.optimizer.step()?;
                 method.after_step(&ctx)?;
                 drop(l.total);
@@ -719,6 +776,11 @@ impl<M: Method> Trainer<M> {
         }
         let ran = end - start;
         let mut details = ev.details;
+        if let Some(s) = &skipped {
+            let files = s.files();
+            details.insert("corrupt_files_skipped".into(), json!(files.len()));
+            details.insert(CORRUPT_FILES.into(), json!(files));
+        }
         if let Some(d) = dist {
             details.insert("world_size".into(), json!(d.world()));
             details.insert("allreduce_s".into(), json!(d.allreduce_s()));
