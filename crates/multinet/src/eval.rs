@@ -30,7 +30,8 @@ pub fn datasets(cfg: &MultinetConfig) -> Result<(Arc<dyn Dataset>, Arc<dyn Datas
             cfg.data.stream,
             cfg.data.stream_above_mib,
             cfg.data.scaled_decode,
-        ),
+        )
+        .with_on_corrupt(cfg.data.on_corrupt),
     })
 }
 

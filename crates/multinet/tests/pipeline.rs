@@ -170,3 +170,70 @@ fn released_probe_protocol_reencodes_and_reports_the_best_epoch() {
         }
     ));
 }
+
+/// `<root>/{train,test}/c{0,1}/*.png`: 16-px images, a bright square in a class-dependent
+/// corner on noise.
+fn write_png_folder(root: &Path, train_per_class: usize, test_per_class: usize) {
+    for (split, n) in [("train", train_per_class), ("test", test_per_class)] {
+        for c in 0..2u32 {
+            let d = root.join(split).join(format!("c{c}"));
+            std::fs::create_dir_all(&d).unwrap();
+            for k in 0..n as u32 {
+                let img = image::RgbImage::from_fn(16, 16, |x, y| {
+                    let inside = (x < 8) == (c == 0) && y < 8;
+                    let v = if inside {
+                        230
+                    } else {
+                        ((x * 7 + y * 13 + k * 29) % 90) as u8 as u32
+                    };
+                    image::Rgb([v as u8, (v / 2) as u8, (255 - v) as u8])
+                });
+                img.save(d.join(format!("{k:02}.png"))).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn corrupt_training_files_stop_the_run_or_are_skipped_and_counted_over_a_resume() {
+    let _rng = global_rng_lock();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("folder");
+    write_png_folder(&data, 12, 4); // 24 train images → 3 steps per epoch at batch 8
+    let bad = data.join("train/c1/05.png");
+    let good = std::fs::read(&bad).unwrap();
+    std::fs::write(&bad, &good[..good.len() / 2]).unwrap();
+    let mut cfg = tiny_config(&data);
+    cfg.data.format = "image-folder".into();
+    cfg.data.stream = contrast_core::data::StreamMode::Always;
+    let runs = dir.path().join("runs");
+
+    // the default stops, naming the file
+    let e = format!(
+        "{:#}",
+        pretrain(&cfg, &opts(&runs, "stop", false), None).unwrap_err()
+    );
+    assert!(e.contains(&bad.display().to_string()), "{e}");
+
+    // skipped: the run finishes and counts it
+    cfg.data.on_corrupt = contrast_core::data::OnCorrupt::Skip;
+    let out = pretrain(&cfg, &opts(&runs, "skip", false), None).unwrap();
+    let r = serde_json::to_value(out.report.unwrap()).unwrap();
+    assert_eq!(r["corrupt_files_skipped"], 1);
+    assert_eq!(r["corrupt_files"][0], bad.display().to_string());
+
+    // over a resume: the file met before the stop is still counted after it, although it was
+    // repaired meanwhile (the list travels in the checkpoint)
+    cfg.log.checkpoint_every = 1;
+    let half = pretrain(&cfg, &opts(&runs, "resumed", false), Some(3)).unwrap();
+    assert!(half.report.is_none());
+    std::fs::write(&bad, &good).unwrap();
+    let out = pretrain(&cfg, &opts(&runs, "resumed", true), None).unwrap();
+    let r = serde_json::to_value(out.report.unwrap()).unwrap();
+    assert_eq!(r["corrupt_files_skipped"], 1);
+    assert_eq!(r["corrupt_files"][0], bad.display().to_string());
+    // and a run over the repaired folder skips nothing
+    let out = pretrain(&cfg, &opts(&runs, "clean", false), None).unwrap();
+    let r = serde_json::to_value(out.report.unwrap()).unwrap();
+    assert_eq!(r["corrupt_files_skipped"], 0);
+}

@@ -3,7 +3,7 @@
 //! choice (README "deviations and unknowns").
 
 use contrast_core::data::stream::DEFAULT_STREAM_ABOVE_MIB;
-use contrast_core::data::StreamMode;
+use contrast_core::data::{OnCorrupt, StreamMode};
 use contrast_core::frameworks::mocov2::MocoV2Config;
 use contrast_core::nn::resnet::Stem;
 use contrast_core::train::{LogConfig, RuntimeConfig};
@@ -112,6 +112,11 @@ pub struct DataConfig {
     /// sample still downsamples from it (faster on large photographs; pixels differ slightly
     /// from torchvision's full decode, see `benches/RESULTS.md`). Off by default.
     pub scaled_decode: bool,
+    /// A training or test image that cannot be read or decoded: `stop` (default) ends the run
+    /// naming the file; `skip` leaves it out (the next file that decodes stands in for it when
+    /// streamed) and counts it in the report (`corrupt_files_skipped`). Applies to the
+    /// file-based formats (`image-folder`, `tiny-imagenet`).
+    pub on_corrupt: OnCorrupt,
 }
 
 impl Default for DataConfig {
@@ -132,6 +137,7 @@ impl Default for DataConfig {
             stream: StreamMode::Auto,
             stream_above_mib: DEFAULT_STREAM_ABOVE_MIB,
             scaled_decode: false,
+            on_corrupt: OnCorrupt::Stop,
         }
     }
 }

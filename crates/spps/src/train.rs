@@ -38,7 +38,8 @@ pub fn datasets(cfg: &SppsConfig) -> Result<(Arc<dyn Dataset>, Arc<dyn Dataset>)
             cfg.data.stream,
             cfg.data.stream_above_mib,
             cfg.data.scaled_decode,
-        ),
+        )
+        .with_on_corrupt(cfg.data.on_corrupt),
     })
 }
 
