@@ -202,7 +202,7 @@ pub fn torture(a: &TortureArgs) -> Result<()> {
     rows.push(numerics_case(
         &toy,
         &reference,
-        if a.quick { 6 } else { 18 },
+        if a.quick { 7 } else { 21 },
         a.seed,
     )?);
     rows.push(corrupt_case(&toy, &reference)?);
@@ -530,52 +530,100 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `(label, environment, what the error must name)`.
-type NumericFault = (
-    &'static str,
-    &'static [(&'static str, &'static str)],
-    &'static str,
-);
+/// One kind of numerical fault: `{s}` in `env` and `expect` is the injection step.
+struct NumericFault {
+    label: &'static str,
+    /// Environment of the faulty run (`contrast_core::train::fault`).
+    env: &'static [(&'static str, &'static str)],
+    /// Extra arguments of the faulty run and of its resume.
+    args: &'static [&'static str],
+    /// What the error must contain.
+    expect: &'static str,
+    /// The fault surfaces in a later step's loss (an lr spike), not in its own.
+    later: bool,
+    /// Injection steps are drawn from `first ..= steps - last_gap`.
+    first: u64,
+    last_gap: u64,
+}
 
-/// The kinds of numerical fault [`numerics_case`] injects: `(label, environment, what the
-/// error must name)`; `{s}` is the injection step.
+/// The kinds of numerical fault [`numerics_case`] injects, in turn.
 const NUMERIC_FAULTS: &[NumericFault] = &[
-    (
-        "NaN loss term",
-        &[("CONTRAST_FAULT_NAN_STEP", "{s}")],
-        "info_nce = NaN",
-    ),
-    (
-        "+Inf loss term",
-        &[
+    NumericFault {
+        label: "NaN loss term",
+        env: &[("CONTRAST_FAULT_NAN_STEP", "{s}")],
+        args: &[],
+        expect: "info_nce = NaN",
+        later: false,
+        first: 1,
+        last_gap: 0,
+    },
+    NumericFault {
+        label: "+Inf loss term",
+        env: &[
             ("CONTRAST_FAULT_NAN_STEP", "{s}"),
             ("CONTRAST_FAULT_VALUE", "inf"),
         ],
-        "info_nce = inf",
-    ),
-    (
-        "NaN in the batch's input",
-        &[("CONTRAST_FAULT_INPUT_STEP", "{s}")],
-        "the batch's input holds NaN or Inf: `view1`",
-    ),
-    (
-        "NaN gradient",
-        &[("CONTRAST_FAULT_GRAD_STEP", "{s}")],
-        "non-finite gradient at step {s}: `model/",
-    ),
-    (
-        "-Inf gradient",
-        &[
+        args: &[],
+        expect: "info_nce = inf",
+        later: false,
+        first: 1,
+        last_gap: 0,
+    },
+    NumericFault {
+        label: "NaN in the batch's input",
+        env: &[("CONTRAST_FAULT_INPUT_STEP", "{s}")],
+        args: &[],
+        expect: "the batch's input holds NaN or Inf: `view1`",
+        later: false,
+        first: 1,
+        last_gap: 0,
+    },
+    NumericFault {
+        label: "NaN gradient",
+        env: &[("CONTRAST_FAULT_GRAD_STEP", "{s}")],
+        args: &[],
+        expect: "non-finite gradient at step {s}: `model/",
+        later: false,
+        first: 1,
+        last_gap: 0,
+    },
+    NumericFault {
+        label: "-Inf gradient",
+        env: &[
             ("CONTRAST_FAULT_GRAD_STEP", "{s}"),
             ("CONTRAST_FAULT_VALUE", "-inf"),
         ],
-        "non-finite gradient at step {s}: `model/",
-    ),
-    (
-        "lr spike (x1e30 for one step)",
-        &[("CONTRAST_FAULT_LR_STEP", "{s}")],
-        "info_nce = NaN",
-    ),
+        args: &[],
+        expect: "non-finite gradient at step {s}: `model/",
+        later: false,
+        first: 1,
+        last_gap: 0,
+    },
+    // the weights overflow and the next step's loss is NaN (a spike at the last step is seen by
+    // no loss, so it is not drawn)
+    NumericFault {
+        label: "lr spike ×1e30",
+        env: &[("CONTRAST_FAULT_LR_STEP", "{s}")],
+        args: &[],
+        expect: "info_nce = NaN",
+        later: true,
+        first: 1,
+        last_gap: 1,
+    },
+    // every value stays finite (the toy's loss jumps from about 1.2 to 4.7 and stays there):
+    // only the opt-in loss-spike guard sees it, once it has 10 steps of history
+    NumericFault {
+        label: "lr spike ×1000 (all finite) with `runtime.loss_spike = 1`",
+        env: &[
+            ("CONTRAST_FAULT_LR_STEP", "{s}"),
+            ("CONTRAST_FAULT_LR_FACTOR", "1000"),
+        ],
+        args: &["--set", "runtime.loss_spike=1"],
+        expect: "loss spike at step",
+        later: true,
+        first: 10,
+        last_gap: 1,
+    },
 ];
 
 /// The step a guard error names (`… at step N…`).
@@ -608,19 +656,21 @@ fn numerics_case(toy: &Toy, reference: &Fingerprint, n: usize, seed: u64) -> Res
     let mut delays = Vec::new();
     let mut kinds = Vec::new();
     for i in 0..n {
-        let (label, env, expect) = NUMERIC_FAULTS[i % NUMERIC_FAULTS.len()];
-        let s = 1 + (rng.next_f64() * toy.steps as f64) as u64 % toy.steps;
-        let env: Vec<(&str, String)> = env
+        let f = &NUMERIC_FAULTS[i % NUMERIC_FAULTS.len()];
+        let label = f.label;
+        let span = toy.steps - f.last_gap - f.first + 1;
+        let s = f.first + (rng.next_f64() * span as f64) as u64 % span;
+        let env: Vec<(&str, String)> = f
+            .env
             .iter()
             .map(|(k, v)| (*k, v.replace("{s}", &s.to_string())))
             .collect();
-        let expect = expect.replace("{s}", &s.to_string());
+        let expect = f.expect.replace("{s}", &s.to_string());
         let name = format!("numeric-{i:02}");
-        let (ok, err) = toy.run(&name, &[], &env)?;
+        let (ok, err) = toy.run(&name, f.args, &env)?;
         let stopped = stop_step(&err).filter(|_| !ok);
-        let spike = label.starts_with("lr spike");
         let at_fault = match stopped {
-            Some(t) if spike => t > s,
+            Some(t) if f.later => t > s,
             Some(t) => t == s,
             None => false,
         };
@@ -635,7 +685,8 @@ fn numerics_case(toy: &Toy, reference: &Fingerprint, n: usize, seed: u64) -> Res
         if err.contains("set aside as") {
             aside += 1;
         }
-        let (ok2, err2) = toy.run(&name, &["--resume"], &[])?;
+        let resume: Vec<&str> = f.args.iter().copied().chain(["--resume"]).collect();
+        let (ok2, err2) = toy.run(&name, &resume, &[])?;
         let good_ok = match good {
             Some(Some(g)) => g < s && err2.contains(&format!("at step {g}/")),
             Some(None) => false,
@@ -645,7 +696,7 @@ fn numerics_case(toy: &Toy, reference: &Fingerprint, n: usize, seed: u64) -> Res
         let named = err.contains(&expect);
         if at_fault && named && good_ok && same {
             survived += 1;
-            if let (true, Some(t)) = (spike, stopped) {
+            if let (true, Some(t)) = (f.later, stopped) {
                 delays.push(t - s);
             }
         } else {
@@ -662,7 +713,7 @@ fn numerics_case(toy: &Toy, reference: &Fingerprint, n: usize, seed: u64) -> Res
         failures.join("; ")
     );
     Ok(Row {
-        case: "NaN / ±Inf injected at random steps into a loss term, the batch's input or a gradient; lr spikes ×1e30".into(),
+        case: "NaN / ±Inf injected at random steps into a loss term, the batch's input or a gradient; lr spikes ×1e30, and ×1000 under the loss-spike guard".into(),
         tried: n,
         survived,
         lost: "the steps since the last good checkpoint (recomputed on resume)".into(),

@@ -119,8 +119,104 @@ pub fn check_state(step: u64, groups: &[(String, Named)]) -> Result<()> {
     )
 }
 
+/// Steps of history the loss-spike guard keeps per term.
+pub const SPIKE_WINDOW: usize = 50;
+/// Steps of history it needs before it judges.
+pub const SPIKE_MIN_HISTORY: usize = 10;
+
+/// The loss-spike guard (`runtime.loss_spike`): a term that rises above its median over the
+/// last [`SPIKE_WINDOW`] steps by more than `factor` × |median| stops the run.
+#[derive(Debug, Clone)]
+pub struct SpikeGuard {
+    factor: f64,
+    history: std::collections::BTreeMap<String, std::collections::VecDeque<f64>>,
+}
+
+impl SpikeGuard {
+    pub fn new(factor: f64) -> Result<Self> {
+        anyhow::ensure!(
+            factor.is_finite() && factor > 0.0,
+            "runtime.loss_spike = {factor}: use a positive number (e.g. 1), or leave it unset"
+        );
+        Ok(Self {
+            factor,
+            history: Default::default(),
+        })
+    }
+
+    /// Judge step `step`'s (finite) terms against their history, then add them to it.
+    pub fn check(&mut self, step: u64, terms: &[(&str, f64)]) -> Result<()> {
+        let mut bad = Vec::new();
+        for (name, v) in terms {
+            let Some(h) = self.history.get(*name) else {
+                continue;
+            };
+            if h.len() < SPIKE_MIN_HISTORY {
+                continue;
+            }
+            let mut sorted: Vec<f64> = h.iter().copied().collect();
+            sorted.sort_by(f64::total_cmp);
+            let n = sorted.len();
+            let median = if n % 2 == 1 {
+                sorted[n / 2]
+            } else {
+                0.5 * (sorted[n / 2 - 1] + sorted[n / 2])
+            };
+            if v - median > self.factor * median.abs().max(1e-12) {
+                bad.push(format!(
+                    "{name} = {v} (median of the last {n} steps {median})"
+                ));
+            }
+        }
+        if !bad.is_empty() {
+            bail!(
+                "loss spike at step {step}: {} rose by more than runtime.loss_spike = {} times the median",
+                bad.join(", "),
+                self.factor
+            );
+        }
+        for (name, v) in terms {
+            let h = self.history.entry(name.to_string()).or_default();
+            if h.len() == SPIKE_WINDOW {
+                h.pop_front();
+            }
+            h.push_back(*v);
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_spike_guard_waits_for_history_and_names_the_term() {
+        let mut g = SpikeGuard::new(1.0).unwrap();
+        // a falling loss, with noise, is never a spike; a negative term rising a little is not
+        for k in 0..60 {
+            let v = 4.0 - 0.05 * k as f64 + if k % 2 == 0 { 0.1 } else { -0.1 };
+            g.check(k + 1, &[("loss", v), ("neg", -2.0 + 0.01 * (k % 3) as f64)])
+                .unwrap();
+        }
+        // median of the last 50 ≈ 2.25: 4.4 is within 1 × the median above it, 4.6 is not
+        assert!(g.check(61, &[("loss", 4.4), ("neg", -1.9)]).is_ok());
+        let e = g
+            .check(62, &[("loss", 4.6), ("neg", -2.0)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("loss spike at step 62: loss = 4.6 (median of the last 50 steps"),
+            "{e}"
+        );
+        // history needed first
+        let mut g = SpikeGuard::new(1.0).unwrap();
+        for k in 0..SPIKE_MIN_HISTORY as u64 {
+            g.check(k + 1, &[("loss", if k == 5 { 100.0 } else { 1.0 })])
+                .unwrap();
+        }
+        assert!(g.check(11, &[("loss", 2.5)]).is_err());
+        assert!(SpikeGuard::new(0.0).is_err() && SpikeGuard::new(f64::NAN).is_err());
+    }
+
     use super::*;
 
     #[test]

@@ -27,6 +27,13 @@ pub struct RuntimeConfig {
     /// one process, where every BatchNorm already sees the whole batch.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sync_batch_norm: Option<bool>,
+    /// The loss-spike guard (unset = off): stop the run when a loss term rises above its median
+    /// over the last 50 steps by more than this many times the median's size (e.g. `1`: a term
+    /// that more than doubles), as an lr spike does that ruins the weights without any NaN. It
+    /// needs 10 steps of history, which restarts on resume; off by default because some
+    /// objectives rise on purpose early in training (a MoCo queue filling, a warm-up).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loss_spike: Option<f64>,
 }
 
 impl Default for RuntimeConfig {
@@ -38,6 +45,7 @@ impl Default for RuntimeConfig {
             autocast_bf16: false,
             keep_freed_memory: true,
             sync_batch_norm: None,
+            loss_spike: None,
         }
     }
 }

@@ -469,6 +469,11 @@ impl<M: Method> Trainer<M> {
             }
         }
         let autocast = rt.autocast(device);
+        // checked before anything is written
+        let mut spike = rt
+            .loss_spike
+            .map(super::guard::SpikeGuard::new)
+            .transpose()?;
         let mut opts = self.opts.clone();
         opts.keep_checkpoints = log.keep_checkpoints;
         let t0 = Instant::now();
@@ -671,6 +676,9 @@ impl<M: Method> Trainer<M> {
                     }
                 };
                 super::guard::check_finite(done, &terms).map_err(stop)?;
+                if let Some(g) = spike.as_mut() {
+                    g.check(done, &terms).map_err(stop)?;
+                }
                 opt.optimizer.zero_grad();
                 l.total.backward();
                 if let Some(d) = dist {
