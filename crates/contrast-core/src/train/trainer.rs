@@ -11,9 +11,13 @@
 //! The step order is fixed: reseed libtorch from `(run seed, step)` → pull the batch →
 //! set lr / weight decay from the schedules → [`Method::before_step`] → [`Method::step`] (forward
 //! and loss, under bf16 autocast when `runtime.autocast_bf16` and the device is CUDA) → NaN/Inf
-//! guard → zero grads, backward, clip, optimiser update → [`Method::after_step`] → log → monitor
-//! → checkpoint. A resumed run restores the checkpoint and replays the data from the step after
-//! it, so that on CPU it ends bit-identical to an uninterrupted one.
+//! guard on the loss terms (and the loss-spike guard, `runtime.loss_spike`) → zero grads,
+//! backward, clip → NaN/Inf guard on the gradients → optimiser update → [`Method::after_step`] →
+//! log → monitor → checkpoint (refused when a state tensor is NaN/Inf). A guard's error names
+//! the step, the term / parameter / tensor, the batch input that holds NaN/Inf if one does, and
+//! the last good checkpoint ([`super::Run::stopped`]). A resumed run restores the checkpoint and
+//! replays the data from the step after it, so that on CPU it ends bit-identical to an
+//! uninterrupted one.
 //!
 //! The toy InfoNCE method below is a complete example, and a test of the harness:
 //!
