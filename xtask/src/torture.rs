@@ -198,6 +198,8 @@ pub fn torture(a: &TortureArgs) -> Result<()> {
         "Permission denied",
         "permission denied while writing a checkpoint (EACCES injected at the 3rd write)",
     )?);
+    rows.push(other_write_failed(&toy, &reference, "metrics")?);
+    rows.push(other_write_failed(&toy, &reference, "report")?);
     rows.push(disk_full_tmpfs(&toy, &work)?);
     rows.push(numerics_case(
         &toy,
@@ -434,6 +436,70 @@ fn write_error_injected(
         notes: format!(
             "error names the path: {}; resumed from step 10: {resumed_at_10}; finished bit-identical: {same}",
             if named { "yes" } else { "NO" }
+        ),
+    })
+}
+
+/// A full disk while writing `metrics.jsonl` (the 5th line, step 25, torn in half; the last
+/// checkpoint is step 20) or
+/// `report.json` (after the last step): the error names the file, the checkpoints stay, and
+/// `--resume` finishes bit-identical (dropping the torn line; for the report, from the final
+/// checkpoint: evaluation and report only).
+fn other_write_failed(toy: &Toy, reference: &Fingerprint, file: &str) -> Result<Row> {
+    let (nth, target, resume_at, case) = match file {
+        "metrics" => (
+            "5",
+            "metrics.jsonl",
+            "20",
+            "disk full while appending to `metrics.jsonl` (ENOSPC injected at the 5th line, half of it written)",
+        ),
+        _ => (
+            "1",
+            "report.json",
+            "",
+            "disk full while writing `report.json` after the last step (ENOSPC injected)",
+        ),
+    };
+    step(&format!("torture: {case}"));
+    let name = format!("full-{file}");
+    let (ok, err) = toy.run(
+        &name,
+        &[],
+        &[
+            ("CONTRAST_FAULT_FAIL_FILE", file.into()),
+            ("CONTRAST_FAULT_FAIL_WRITE", nth.into()),
+        ],
+    )?;
+    ensure!(!ok, "the run with a failing {target} write succeeded");
+    let named = err.contains("No space left on device") && err.contains(target);
+    let (ok2, err2) = toy.run(&name, &["--resume"], &[])?;
+    ensure!(
+        ok2,
+        "resume after the failed write ({case}) failed:\n{err2}"
+    );
+    let same = check_identical(toy, &name, reference, case).is_ok();
+    let resumed = match file {
+        "metrics" => format!("at step {resume_at}/"),
+        _ => format!("at step {}/", toy.steps),
+    };
+    let resumed_ok = err2.contains(&resumed)
+        && (file != "metrics" || err2.contains("dropping the last line"))
+        && toy.dir(&name).join("report.json").is_file();
+    Ok(Row {
+        case: case.into(),
+        tried: 1,
+        survived: usize::from(named && same && resumed_ok),
+        lost: match file {
+            "metrics" => "the steps after the last checkpoint (recomputed on resume)".into(),
+            _ => "nothing: the resume evaluates from the final checkpoint".into(),
+        },
+        notes: format!(
+            "error names the path: {}; {}; finished bit-identical with its report: {same}",
+            if named { "yes" } else { "NO" },
+            match file {
+                "metrics" => format!("resumed from step 20, dropping the torn line: {resumed_ok}"),
+                _ => format!("resumed at the final step and wrote the report: {resumed_ok}"),
+            }
         ),
     })
 }

@@ -8,7 +8,10 @@
 //! * `CONTRAST_FAULT_FAIL_WRITE=<n>`: the `n`-th checkpoint write of this process (1-based)
 //!   fails with `ENOSPC` ("No space left on device"), as a full disk does; with
 //!   `CONTRAST_FAULT_FAIL_ERRNO=<e>` it fails with that error number instead (30 `EROFS`, a
-//!   file system remounted read-only; 13 `EACCES`, permission denied).
+//!   file system remounted read-only; 13 `EACCES`, permission denied). With
+//!   `CONTRAST_FAULT_FAIL_FILE=metrics` the `n`-th line of `metrics.jsonl` fails instead, after
+//!   half of it is written (a torn line, as a disk that fills mid-write leaves); with
+//!   `report`, the `n`-th write of `report.json`.
 //! * `CONTRAST_FAULT_NAN_STEP=<k>`: the first loss term of step `k` (1-based, as logged) is
 //!   replaced by NaN after the step is computed, as a diverging run would produce.
 //! * `CONTRAST_FAULT_INPUT_STEP=<k>`: the first element of the first floating-point input
@@ -42,18 +45,40 @@ pub fn pause_in_write() {
     }
 }
 
-static WRITES: AtomicU64 = AtomicU64::new(0);
+static WRITES: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
 
-/// Before a checkpoint write: the `CONTRAST_FAULT_FAIL_WRITE` injected `ENOSPC` (or
-/// `CONTRAST_FAULT_FAIL_ERRNO`).
-pub fn fail_write() -> std::io::Result<()> {
-    let n = WRITES.fetch_add(1, Ordering::SeqCst) + 1;
+/// The files whose writes `CONTRAST_FAULT_FAIL_WRITE` can fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    Checkpoint = 0,
+    Metrics = 1,
+    Report = 2,
+}
+
+/// Before a write of `what`: the `CONTRAST_FAULT_FAIL_WRITE` injected `ENOSPC` (or
+/// `CONTRAST_FAULT_FAIL_ERRNO`), when `CONTRAST_FAULT_FAIL_FILE` names `what` (default:
+/// checkpoints).
+pub fn fail_write_of(what: Written) -> std::io::Result<()> {
+    let file = match std::env::var("CONTRAST_FAULT_FAIL_FILE").as_deref() {
+        Ok("metrics") => Written::Metrics,
+        Ok("report") => Written::Report,
+        _ => Written::Checkpoint,
+    };
+    if file != what {
+        return Ok(());
+    }
+    let n = WRITES[what as usize].fetch_add(1, Ordering::SeqCst) + 1;
     match var("CONTRAST_FAULT_FAIL_WRITE") {
         Some(k) if k == n => Err(std::io::Error::from_raw_os_error(
             var("CONTRAST_FAULT_FAIL_ERRNO").map_or(28, |e| e as i32),
         )),
         _ => Ok(()),
     }
+}
+
+/// Before a checkpoint write: [`fail_write_of`] for checkpoints.
+pub fn fail_write() -> std::io::Result<()> {
+    fail_write_of(Written::Checkpoint)
 }
 
 /// The value the NaN hooks inject (`CONTRAST_FAULT_VALUE`, default NaN).

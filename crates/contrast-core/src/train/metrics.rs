@@ -42,10 +42,16 @@ impl MetricsLog {
         for (k, v) in fields {
             m.insert((*k).to_string(), v.clone());
         }
-        let line = serde_json::to_string(&Value::Object(m))?;
-        writeln!(self.file, "{line}")
+        let line = serde_json::to_string(&Value::Object(m))? + "\n";
+        if let Err(e) = super::fault::fail_write_of(super::fault::Written::Metrics) {
+            // a torn line, as a disk that fills in the middle of the write leaves
+            let _ = self.file.write_all(&line.as_bytes()[..line.len() / 2]);
+            return Err(e).with_context(|| format!("writing {}", self.path.display()));
+        }
+        self.file
+            .write_all(line.as_bytes())
+            .and_then(|()| self.file.flush())
             .with_context(|| format!("writing {}", self.path.display()))?;
-        self.file.flush()?;
         Ok(())
     }
 
@@ -65,11 +71,38 @@ impl MetricsLog {
     }
 }
 
+/// Keep the records up to `step` (a resume). A last line that was cut off mid-write (a process
+/// killed or a disk full while logging: no newline at its end and not JSON) is dropped with a
+/// note; a bad line anywhere else is an error.
 fn truncate_after(path: &Path, step: u64) -> Result<()> {
     if !path.exists() {
         return Ok(());
     }
-    let kept: Vec<String> = MetricsLog::read(path)?
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    // the last line, when the file does not end with a newline
+    let start = text.rfind('\n').map_or(0, |i| i + 1);
+    let last = &text[start..];
+    let whole = if !last.is_empty() && serde_json::from_str::<Value>(last).is_err() {
+        eprintln!(
+            "note: dropping the last line of {}, cut off mid-write: {:?}",
+            path.display(),
+            last.chars().take(60).collect::<String>()
+        );
+        &text[..start]
+    } else {
+        &text[..]
+    };
+    let records: Vec<Value> = whole
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l)
+                .with_context(|| format!("{} line {}: not JSON", path.display(), i + 1))
+        })
+        .collect::<Result<_>>()?;
+    let kept: Vec<String> = records
         .into_iter()
         .filter(|r| {
             r.get("step")
@@ -164,5 +197,27 @@ mod tests {
         assert_eq!(steps, vec![1, 2, 3, 4]);
         assert_eq!(recs[1]["loss"], 1.0);
         assert_eq!(recs[3]["loss"], 9.0);
+    }
+
+    #[test]
+    fn a_torn_last_line_is_dropped_on_resume_and_a_bad_middle_line_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("metrics.jsonl");
+        std::fs::write(&p, "{\"step\":1}\n{\"step\":2}\n{\"st").unwrap();
+        MetricsLog::open(&p, Some(5)).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            "{\"step\":1}\n{\"step\":2}\n"
+        );
+        std::fs::write(&p, "{\"st").unwrap();
+        MetricsLog::open(&p, Some(5)).unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "");
+        // a whole last line without its newline is kept
+        std::fs::write(&p, "{\"step\":1}\n{\"step\":2}").unwrap();
+        MetricsLog::open(&p, Some(5)).unwrap();
+        assert_eq!(MetricsLog::read(&p).unwrap().len(), 2);
+        std::fs::write(&p, "{\"step\":1}\nnot json\n{\"step\":3}\n").unwrap();
+        let e = format!("{:#}", MetricsLog::open(&p, Some(5)).err().unwrap());
+        assert!(e.contains("line 2: not JSON"), "{e}");
     }
 }

@@ -224,6 +224,8 @@ impl Run {
     /// failure is reported as a warning: it never costs the run its report.
     pub fn write_report(&self, report: &serde_json::Value) -> Result<PathBuf> {
         let p = self.dir.join("report.json");
+        super::fault::fail_write_of(super::fault::Written::Report)
+            .with_context(|| format!("writing {}", p.display()))?;
         write_atomic(&p, &serde_json::to_vec_pretty(report)?)?;
         if let Err(e) = contrast_report::run_plots(&self.dir) {
             eprintln!("warning: curves of {} not drawn: {e:#}", self.dir.display());
