@@ -418,6 +418,65 @@ impl Dist {
             .collect();
         Ok(Tensor::cat(&parts, 0))
     }
+
+    /// Every rank's row count of `t` (dim 0), in rank order.
+    fn row_counts(&self, t: &Tensor) -> Result<Vec<i64>> {
+        let n = Tensor::from_slice(&[t.size()[0]]);
+        let parts = self.pg.all_gather(&self.comm(&n))?;
+        Ok(parts.iter().map(|p| p.int64_value(&[0])).collect())
+    }
+
+    /// [`Dist::gather_with_grad`] for tensors whose row count differs between the ranks: each
+    /// is padded to the largest count, gathered, and the padding dropped.
+    pub fn gather_rows_with_grad(&self, t: &Tensor) -> Result<Tensor> {
+        let (counts, padded) = self.padded(t)?;
+        let Some(padded) = padded else {
+            return Ok(t.shallow_clone());
+        };
+        let all = self.gather_with_grad(&padded)?;
+        Ok(all.index_select(0, &unpad(&counts, all.device())))
+    }
+
+    /// [`gather`] for row counts that differ between the ranks.
+    pub fn gather_rows(&self, t: &Tensor) -> Result<Tensor> {
+        let (counts, padded) = self.padded(t)?;
+        let Some(padded) = padded else {
+            return Ok(t.detach());
+        };
+        let parts = self.pg.all_gather(&self.comm(&padded))?;
+        let all = Tensor::cat(&parts, 0).to_device(t.device());
+        Ok(all.index_select(0, &unpad(&counts, all.device())))
+    }
+
+    /// The row counts and `t` padded with zero rows to the largest (`None` when every rank has
+    /// no row: nothing to gather).
+    fn padded(&self, t: &Tensor) -> Result<(Vec<i64>, Option<Tensor>)> {
+        let counts = self.row_counts(t)?;
+        let max = counts.iter().copied().max().unwrap_or(0);
+        if max == 0 {
+            return Ok((counts, None));
+        }
+        let n = t.size()[0];
+        let padded = if n < max {
+            let mut shape = t.size();
+            shape[0] = max - n;
+            Tensor::cat(&[t, &Tensor::zeros(shape, (t.kind(), t.device()))], 0)
+        } else {
+            t.shallow_clone()
+        };
+        Ok((counts, Some(padded)))
+    }
+}
+
+/// The rows of a gather of tensors padded to `max(counts)` rows that hold data, in rank order.
+fn unpad(counts: &[i64], device: Device) -> Tensor {
+    let max = counts.iter().copied().max().unwrap_or(0);
+    let idx: Vec<i64> = counts
+        .iter()
+        .enumerate()
+        .flat_map(|(r, &c)| (0..c).map(move |k| r as i64 * max + k))
+        .collect();
+    Tensor::from_slice(&idx).to_device(device)
 }
 
 fn kind_name(k: Kind) -> &'static str {
@@ -466,6 +525,23 @@ pub fn gather_with_grad(t: &Tensor) -> Result<Tensor> {
     match current() {
         Some(d) => d.gather_with_grad(t),
         None => Ok(t.shallow_clone()),
+    }
+}
+
+/// [`gather_with_grad`] where the ranks' row counts may differ (e.g. a variable number of extra
+/// positives per rank); `t` itself without a group.
+pub fn gather_rows_with_grad(t: &Tensor) -> Result<Tensor> {
+    match current() {
+        Some(d) => d.gather_rows_with_grad(t),
+        None => Ok(t.shallow_clone()),
+    }
+}
+
+/// [`gather`] where the ranks' row counts may differ; `t` itself, detached, without a group.
+pub fn gather_rows(t: &Tensor) -> Result<Tensor> {
+    match current() {
+        Some(d) => d.gather_rows(t),
+        None => Ok(t.detach()),
     }
 }
 

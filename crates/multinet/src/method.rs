@@ -349,7 +349,7 @@ impl Method for Multinet {
     }
 
     /// `--record`: the augmented views, labels and data-set indices of the step.
-    fn distributed() -> contrast_core::train::Distributed {
+    fn distributed(_cfg: &MultinetConfig) -> contrast_core::train::Distributed {
         contrast_core::train::Distributed::PerRank(
             "each rank's loss and BatchNorm statistics cover its own rows; the official code's multi-GPU behaviour has not been compared",
         )

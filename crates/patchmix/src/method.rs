@@ -240,9 +240,11 @@ impl Method for PatchMix {
     /// `--record`: the augmented views, labels and data-set indices of the step.
     /// The official `main_pretrain.py` converts the model with
     /// `nn.SyncBatchNorm.convert_sync_batchnorm` (the projector's and predictor's BatchNorms).
-    const OFFICIAL_SYNC_BATCH_NORM: bool = true;
+    fn official_sync_batch_norm(_cfg: &PatchMixConfig) -> bool {
+        true
+    }
 
-    fn distributed() -> contrast_core::train::Distributed {
+    fn distributed(_cfg: &PatchMixConfig) -> contrast_core::train::Distributed {
         contrast_core::train::Distributed::AsOfficial(
             "the keys are gathered over the ranks without gradient (module/loss.py, concat_all_gather), one logit column per sample of the global batch, each rank's targets at its column offset (module/mix.py); mixing stays within each rank's rows and the heads' BatchNorms are synchronised (runtime.sync_batch_norm, on by default as the official convert_sync_batchnorm)",
         )

@@ -135,16 +135,37 @@ impl Spps {
     pub fn partners(&self, indices: &[i64], step: u64) -> Result<Option<Partners>> {
         let picked = self.pick(indices, step)?;
         Ok(picked
-            .and_then(|p| p.partners)
+            .and_then(|(_, p)| p.partners)
             .map(|p| p.to_device(self.device)))
     }
 
-    /// The step's partner choice (`None` without SPPS).
-    fn pick(&self, indices: &[i64], step: u64) -> Result<Option<crate::train::Picked>> {
-        self.picker
-            .as_ref()
-            .map(|p| p.pick(self.train_ds.as_ref(), indices, step))
-            .transpose()
+    /// The step's partner choice (`None` without SPPS) and the data-set indices of the batch it
+    /// was made over. As several ranks, the choice is made over the global batch (every rank's
+    /// `local` rows, gathered in rank order), so that it is the one-process choice; each rank
+    /// augments the partners of its own rows.
+    fn pick(&self, local: &[i64], step: u64) -> Result<Option<(Vec<i64>, crate::train::Picked)>> {
+        let Some(p) = &self.picker else {
+            return Ok(None);
+        };
+        let ds = self.train_ds.as_ref();
+        let shard = contrast_core::dist::Shard::current();
+        if shard.world == 1 {
+            return Ok(Some((local.to_vec(), p.pick(ds, local, step)?)));
+        }
+        let global: Vec<i64> = Vec::try_from(&contrast_core::dist::gather_rows(
+            &Tensor::from_slice(local),
+        )?)?;
+        let rows = shard.range(global.len());
+        ensure!(
+            rows.len() == local.len(),
+            "rank {} holds {} rows of a global batch of {}, expected {}",
+            shard.rank,
+            local.len(),
+            global.len(),
+            rows.len()
+        );
+        let picked = p.pick_rows(ds, &global, step, rows)?;
+        Ok(Some((global, picked)))
     }
 }
 
@@ -245,9 +266,9 @@ impl Method for Spps {
     /// The batch's partners (when SPPS is on), then the framework's loss over the two views and
     /// the partner views.
     fn step(&mut self, batch: Batch, ctx: &StepCtx) -> Result<Losses> {
-        let indices: Vec<i64> = Vec::try_from(&batch.indices.to_kind(Kind::Int64))?;
-        let picked = self.pick(&indices, ctx.step)?;
-        if let Some(pk) = &picked {
+        let local: Vec<i64> = Vec::try_from(&batch.indices.to_kind(Kind::Int64))?;
+        let picked = self.pick(&local, ctx.step)?;
+        if let Some((indices, pk)) = &picked {
             let d = &mut self.diag;
             d.anchors += indices.len() as u64;
             for &(row, j, s) in &pk.chosen {
@@ -266,26 +287,39 @@ impl Method for Spps {
         let dev = self.device;
         let partners = picked
             .as_ref()
-            .and_then(|p| p.partners.as_ref())
+            .and_then(|(_, p)| p.partners.as_ref())
             .map(|p| p.to_device(dev));
         let x1 = batch.views[0].to_device(dev);
         let x2 = batch.views[1].to_device(dev);
         let loss = self.model.loss(&x1, &x2, partners.as_ref())?;
         let lv = loss.double_value(&[]);
-        let m = partners.as_ref().map_or(0, |p| p.anchor.size()[0]);
+        // the global batch's count, as one process logs it
+        let m = picked.as_ref().map_or(0, |(_, p)| p.chosen.len());
         Ok(Losses::new(
             loss,
             [("loss", lv), ("semantic_pairs", m as f64)],
         ))
     }
 
-    /// `--record`: the augmented views, labels and data-set indices of the step.
-    fn distributed() -> contrast_core::train::Distributed {
-        contrast_core::train::Distributed::PerRank(
-            "MoCo v2 enqueues the keys gathered over the ranks as the official moco/builder.py does (every rank holds the same queue), but does not shuffle BatchNorm across them; SimCLR's NT-Xent takes each rank's own rows, where the official SimCLR concatenates every replica's projections",
-        )
+    /// The official SimCLR synchronises BatchNorm over the replicas (`global_bn`, on by
+    /// default in `google-research/simclr`); the official MoCo v2 does not (it shuffles the
+    /// batch across the GPUs for the key encoder instead).
+    fn official_sync_batch_norm(cfg: &SppsConfig) -> bool {
+        cfg.framework == Framework::Simclr
     }
 
+    fn distributed(cfg: &SppsConfig) -> contrast_core::train::Distributed {
+        match cfg.framework {
+            Framework::Simclr => contrast_core::train::Distributed::AsOfficial(
+                "NT-Xent (with SPPS's extra positives, chosen over the global batch) over the projections gathered with gradient from every rank, as the official SimCLR's cross-replica concat; BatchNorm synchronised over the ranks as its global_bn (runtime.sync_batch_norm)",
+            ),
+            Framework::Mocov2 => contrast_core::train::Distributed::PerRank(
+                "MoCo v2 enqueues the keys gathered over the ranks as the official moco/builder.py does (every rank holds the same queue), but does not shuffle BatchNorm across them; SPPS partners are chosen over the global batch",
+            ),
+        }
+    }
+
+    /// `--record`: the augmented views, labels and data-set indices of the step.
     fn batch_tensors(batch: &Batch) -> Named {
         batch.named()
     }

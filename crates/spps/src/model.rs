@@ -5,6 +5,7 @@
 use crate::config::{Framework, SppsConfig};
 use crate::loss::spps_nt_xent;
 use anyhow::{Context, Result};
+use contrast_core::dist;
 use contrast_core::frameworks::mocov2::MocoV2;
 use contrast_core::frameworks::{resnet_config, SimClr, SimClrConfig};
 use contrast_core::nn::resnet::ResNetConfig;
@@ -30,8 +31,12 @@ pub fn backbone_config(cfg: &SppsConfig) -> Result<ResNetConfig> {
 
 /// Partner views of a step: `x [M, 3, S, S]` and the batch row of each partner's anchor `[M]`.
 pub struct Partners {
+    /// The augmented partner views `[M, 3, S, S]` (this rank's anchors' partners).
     pub x: Tensor,
+    /// Each partner's anchor: its row in this rank's batch `[M]`.
     pub anchor: Tensor,
+    /// This rank's first row in the global batch (0 in one process).
+    pub first_row: i64,
 }
 
 impl Partners {
@@ -39,6 +44,7 @@ impl Partners {
         Self {
             x: self.x.to_device(device),
             anchor: self.anchor.to_device(device),
+            first_row: self.first_row,
         }
     }
 }
@@ -112,20 +118,51 @@ impl Model {
                 net, loss_scale, ..
             } => {
                 let (z1, z2) = net.project_pair(x1, x2, true)?;
-                let l = match partners {
-                    Some(p) => {
-                        let zs = net.project(&p.x, true)?;
-                        spps_nt_xent(&z1, &z2, Some((&zs, &p.anchor)), net.cfg.temperature)?
-                    }
-                    None => spps_nt_xent(&z1, &z2, None, net.cfg.temperature)?,
+                let extra = match partners {
+                    // a rank without partner rows of its own: no forward, unless its
+                    // BatchNorms must join the others' synchronised statistics
+                    Some(p) if p.x.size()[0] == 0 && !dist::sync_batch_norm() => Some((
+                        Tensor::zeros([0, z1.size()[1]], (z1.kind(), z1.device())),
+                        &p.anchor + p.first_row,
+                    )),
+                    Some(p) => Some((net.project(&p.x, true)?, &p.anchor + p.first_row)),
+                    None => None,
                 };
+                // several ranks: NT-Xent over every rank's projections (the official SimCLR's
+                // cross-replica concat), the extra positives' anchors as global rows
+                let (z1, z2, extra) = if dist::world() > 1 {
+                    let extra = match extra {
+                        Some((zs, a)) => {
+                            Some((dist::gather_rows_with_grad(&zs)?, dist::gather_rows(&a)?))
+                        }
+                        None => None,
+                    };
+                    (
+                        dist::gather_with_grad(&z1)?,
+                        dist::gather_with_grad(&z2)?,
+                        extra,
+                    )
+                } else {
+                    (z1, z2, extra)
+                };
+                let extra = extra.as_ref().map(|(zs, a)| (zs, a));
+                let l = spps_nt_xent(&z1, &z2, extra, net.cfg.temperature)?;
                 Ok(if *loss_scale == 1.0 {
                     l
                 } else {
                     l * *loss_scale
                 })
             }
-            Model::Mocov2(m) => m.loss(x1, x2, partners.map(|p| (&p.x, &p.anchor)), true),
+            // several ranks: a rank without partner rows of its own passes none (its key encoder
+            // still runs them when its BatchNorms join synchronised statistics)
+            Model::Mocov2(m) => m.loss(
+                x1,
+                x2,
+                partners
+                    .filter(|p| p.x.size()[0] > 0 || dist::sync_batch_norm())
+                    .map(|p| (&p.x, &p.anchor)),
+                true,
+            ),
         }
     }
 

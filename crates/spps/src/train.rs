@@ -144,10 +144,25 @@ impl PartnerPicker {
     }
 
     /// For every anchor of the batch that has partners: with probability `share`, one partner
-    /// drawn uniformly (stream `derive_seed(seed, "spps-partner-choice", step)`), augmented with
+    /// (none at all when the batch would get a single one: see the code) drawn uniformly (stream `derive_seed(seed, "spps-partner-choice", step)`), augmented with
     /// the training recipe (stream of `(derive_seed(seed, "spps-partner-views", 0), step,
     /// partner index)`).
     pub fn pick(&self, ds: &dyn Dataset, indices: &[i64], step: u64) -> Result<Picked> {
+        self.pick_rows(ds, indices, step, 0..indices.len())
+    }
+
+    /// [`Self::pick`] over the global batch `indices` (every rank's rows, so that the choice is
+    /// the one-process choice), with the partner views of the anchors in `rows` only (this
+    /// rank's rows) and their anchors counted from `rows.start`. `chosen` is the global choice.
+    /// When some row of the global batch has a partner, `partners` is `Some`, with no row when
+    /// none of them is in `rows`.
+    pub fn pick_rows(
+        &self,
+        ds: &dyn Dataset,
+        indices: &[i64],
+        step: u64,
+        rows: std::ops::Range<usize>,
+    ) -> Result<Picked> {
         let mut rng =
             ChaCha8Rng::seed_from_u64(derive_seed(self.seed, "spps-partner-choice", step));
         let mut chosen = Vec::new();
@@ -167,17 +182,22 @@ impl PartnerPicker {
             let (j, s) = ps[rng.gen_range(0..ps.len())];
             chosen.push((row, j, s));
         }
-        if chosen.is_empty() {
+        // one partner alone is not used: its projection would be a BatchNorm batch of one
+        // sample, whose unbiased variance is NaN (PyTorch refuses such a batch in training
+        // mode; libtorch through tch wrote NaN into the running variance)
+        if chosen.len() < 2 {
             return Ok(Picked {
-                chosen,
+                chosen: Vec::new(),
                 partners: None,
             });
         }
         let side = self.recipe.views[0].size();
-        let m = chosen.len();
+        let mine: Vec<&(usize, usize, f32)> =
+            chosen.iter().filter(|c| rows.contains(&c.0)).collect();
+        let m = mine.len();
         let views_seed = derive_seed(self.seed, "spps-partner-views", 0);
         let mut buf = vec![0f32; m * 3 * side * side];
-        for (c, out) in chosen.iter().zip(buf.chunks_exact_mut(3 * side * side)) {
+        for (c, out) in mine.iter().zip(buf.chunks_exact_mut(3 * side * side)) {
             let (img, _) = ds.get(c.1)?;
             let mut r = sample_rng(views_seed, step, c.1 as u64);
             self.recipe
@@ -185,10 +205,19 @@ impl PartnerPicker {
                 .with_context(|| format!("augmenting partner image {}", c.1))?;
         }
         let x = Tensor::from_slice(&buf).view([m as i64, 3, side as i64, side as i64]);
-        let anchor = Tensor::from_slice(&chosen.iter().map(|c| c.0 as i64).collect::<Vec<_>>());
+        let anchor = Tensor::from_slice(
+            &mine
+                .iter()
+                .map(|c| (c.0 - rows.start) as i64)
+                .collect::<Vec<_>>(),
+        );
         Ok(Picked {
+            partners: Some(Partners {
+                x,
+                anchor,
+                first_row: rows.start as i64,
+            }),
             chosen,
-            partners: Some(Partners { x, anchor }),
         })
     }
 }

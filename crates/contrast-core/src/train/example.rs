@@ -220,7 +220,7 @@ impl Method for Toy {
         Ok(Losses::single("info_nce", loss))
     }
 
-    fn distributed() -> super::trainer::Distributed {
+    fn distributed(_cfg: &ToyConfig) -> super::trainer::Distributed {
         super::trainer::Distributed::GlobalBatch
     }
 

@@ -23,7 +23,7 @@ pub struct RuntimeConfig {
     pub keep_freed_memory: bool,
     /// SyncBatchNorm when `torchrun` starts several ranks: the BatchNorms of the ResNets and
     /// MLP heads take their statistics over every rank's rows (`contrast_core::dist`). Unset:
-    /// what the method's official code does (`Method::OFFICIAL_SYNC_BATCH_NORM`). No effect in
+    /// what the method's official code does (`Method::official_sync_batch_norm`). No effect in
     /// one process, where every BatchNorm already sees the whole batch.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sync_batch_norm: Option<bool>,

@@ -329,12 +329,15 @@ pub trait Method: Sized {
     fn baseline(_cfg: &Self::Config) -> Option<(String, Self::Config)> {
         None
     }
-    /// Whether the official code converts its BatchNorms to SyncBatchNorm on several GPUs (the
-    /// default of `runtime.sync_batch_norm`).
-    const OFFICIAL_SYNC_BATCH_NORM: bool = false;
-    /// How this method trains as several ranks. Default: not yet (a method opts in once its
-    /// training loader takes [`crate::dist::Shard::current`] and its loss is settled).
-    fn distributed() -> Distributed {
+    /// Whether the official code of what `cfg` trains synchronises its BatchNorms over the GPUs
+    /// (the default of `runtime.sync_batch_norm`).
+    fn official_sync_batch_norm(_cfg: &Self::Config) -> bool {
+        false
+    }
+    /// How this method, configured as `cfg`, trains as several ranks. Default: not yet (a
+    /// method opts in once its training loader takes [`crate::dist::Shard::current`] and its
+    /// loss is settled).
+    fn distributed(_cfg: &Self::Config) -> Distributed {
         Distributed::No("its training data is not sharded over the ranks yet")
     }
     /// The tensors of a batch, by name, for `--record` (what the official code must replay).
@@ -451,9 +454,12 @@ impl<M: Method> Trainer<M> {
             device = Device::Cuda(d.env.local_rank);
         }
         let main = dist.is_none_or(|d| d.rank() == 0);
-        crate::dist::set_sync_batch_norm(rt.sync_batch_norm.unwrap_or(M::OFFICIAL_SYNC_BATCH_NORM));
+        crate::dist::set_sync_batch_norm(
+            rt.sync_batch_norm
+                .unwrap_or_else(|| M::official_sync_batch_norm(cfg)),
+        );
         if let Some(d) = dist {
-            match M::distributed() {
+            match M::distributed(cfg) {
                 Distributed::No(why) => bail!(
                     "{} cannot train as {} ranks yet: {why} (start it as one process)",
                     M::NAME,
