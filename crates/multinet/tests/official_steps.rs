@@ -27,6 +27,11 @@
 //!
 //! Without the checkout (or Python) ours replays against the committed official curves and
 //! final norms, `official/fixtures/multinet_steps.json`.
+//!
+//! A second test replays a real training run instead of random views: the `multinet` binary's
+//! `--record` (the Trainer, the data pipeline's augmented views, the schedule's lr), through the
+//! same official loop (`a_recorded_training_run_replays_through_the_released_loop`; fixture
+//! `official/fixtures/multinet_record_steps.json`).
 
 use contrast_core::data::pipeline::Batch;
 use contrast_core::nn::resnet::Stem;
@@ -382,6 +387,221 @@ fn mnclglf_steps_stay_with_the_released_training_loop() {
             .collect();
         let v = serde_json::json!({
             "what": "official MNCLGLF training loop (ImageNetSolver.train of train.py on FastMoCo, InfoNCE, reduced model) on the initial weights, bank and views of crates/multinet/tests/official_steps.rs: per-step loss terms; L2 norm of every variable and of the bank after the steps",
+            "official_commit": checkout_commit(&checkout),
+            "steps": steps,
+            "curves": curves_json(&TERMS, &official),
+            "after_l2": after,
+        });
+        std::fs::write(&fixture, serde_json::to_string_pretty(&v).unwrap() + "\n").unwrap();
+        println!("official: wrote {}", fixture.display());
+    }
+}
+
+/// The recording of a real training run (`multinet pretrain --record`): every input the
+/// official loop needs, named as it wants them, and what ours computed.
+struct Recording {
+    /// `w.<official name>` of every initial variable, `bank`, `lr [steps]`, `v<i>_<k>`.
+    inputs: Vec<(String, Tensor)>,
+    /// Our loss terms per step (`steps.jsonl`).
+    curves: Vec<Vec<f64>>,
+    /// Every variable after the last step (the run's final checkpoint), as `variables` names
+    /// them, then `bank`.
+    after: Vec<(String, Tensor)>,
+}
+
+/// Train `steps` steps of the reduced MNCLGLF (the [`config`] above) on a synthetic CIFAR-10
+/// with the `multinet` binary through the Trainer and the data pipeline, recording them
+/// (`--record`); `perturb`: from weights perturbed by one fp32 rounding
+/// (`CONTRAST_PERTURB_INIT`).
+fn record_run(dir: &std::path::Path, steps: usize, perturb: Option<u64>) -> Recording {
+    let data = dir.join("cifar");
+    if !data.exists() {
+        contrast_core::testing::write_synthetic_cifar10(&data, 8); // 40 images: 5 steps an epoch
+    }
+    let mut c = config();
+    c.data.format = "cifar10".into();
+    c.data.root = data.display().to_string();
+    c.data.threads = 1;
+    c.optim.epochs = steps.div_ceil(5) as u64;
+    c.log.log_every = 1;
+    c.runtime.device = "cpu".into();
+    c.runtime.threads = 1;
+    c.runtime.seed = 43;
+    let preset = dir.join("reduced.toml");
+    std::fs::write(&preset, contrast_core::train::config::to_toml(&c).unwrap()).unwrap();
+    let name = if perturb.is_some() {
+        "perturbed"
+    } else {
+        "ours"
+    };
+    let rec = dir.join(format!("record-{name}"));
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_multinet"));
+    cmd.args(["pretrain", "--preset"])
+        .arg(&preset)
+        .arg("--runs-dir")
+        .arg(dir.join("runs"))
+        .args(["--name", name, "--stop-at", &steps.to_string(), "--record"])
+        .arg(&rec);
+    if let Some(seed) = perturb {
+        cmd.env("CONTRAST_PERTURB_INIT", seed.to_string());
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let initial = Tensor::read_safetensors(rec.join("initial.safetensors")).unwrap();
+    let mut inputs: Vec<(String, Tensor)> = initial
+        .iter()
+        .filter_map(|(n, t)| match n.as_str() {
+            "bank/bank" => Some(("bank".into(), t.shallow_clone())),
+            n if n.starts_with("bank/") => None,
+            n => Some((format!("w.{}", official_name(n)), t.shallow_clone())),
+        })
+        .collect();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(rec.join("steps.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), steps, "one recorded line per step");
+    let lrs: Vec<f64> = lines.iter().map(|l| l["lr"].as_f64().unwrap()).collect();
+    inputs.push(("lr".into(), Tensor::from_slice(&lrs).to_kind(Kind::Double)));
+    let curves: Vec<Vec<f64>> = lines
+        .iter()
+        .map(|l| {
+            TERMS
+                .iter()
+                .map(|t| l["terms"][t].as_f64().unwrap())
+                .collect()
+        })
+        .collect();
+    for k in 0..steps {
+        let batch =
+            Tensor::read_safetensors(rec.join(format!("step-{:08}.safetensors", k + 1))).unwrap();
+        for i in 0..3 {
+            let v = &batch
+                .iter()
+                .find(|(n, _)| *n == format!("view{i}"))
+                .unwrap()
+                .1;
+            assert_eq!(v.size(), [BATCH, 3, SIDE, SIDE]);
+            inputs.push((format!("v{i}_{k}"), v.shallow_clone()));
+        }
+    }
+    let ck = contrast_core::train::Checkpointer::load(
+        dir.join("runs/multinet")
+            .join(name)
+            .join(format!("checkpoints/step-{steps:08}")),
+    )
+    .unwrap();
+    let mut after = Vec::new();
+    for store in ["encoder", "predictor", "ema"] {
+        let mut g: Vec<(String, Tensor)> = ck
+            .group(store)
+            .unwrap()
+            .iter()
+            .map(|(n, t)| (format!("{store}/{n}"), t.shallow_clone()))
+            .collect();
+        g.sort_by(|a, b| a.0.cmp(&b.0));
+        after.extend(g);
+    }
+    let bank = ck.group("bank").unwrap();
+    after.push((
+        "bank".into(),
+        bank.iter()
+            .find(|(n, _)| n == "bank")
+            .unwrap()
+            .1
+            .shallow_clone(),
+    ));
+    Recording {
+        inputs,
+        curves,
+        after,
+    }
+}
+
+/// The proof on a real run: `multinet pretrain --record` (the Trainer, the data pipeline's
+/// augmented views, the Method's optimiser and schedule) is replayed through the released
+/// training loop (`tests/py/official_steps.py`, the same adapter as above) on the recorded
+/// initial weights, bank, views and learning rates: every step's loss terms and, after the last
+/// step, every variable and the bank within the derived drift bound (ours from perturbed
+/// weights, recorded the same way). Without the checkout, the recording is replayed against the
+/// committed official curves and norms (`official/fixtures/multinet_record_steps.json`): the
+/// recording is bit-identical on every CPU (the pipeline and the initialisation are).
+#[test]
+fn a_recorded_training_run_replays_through_the_released_loop() {
+    let steps = official_steps(DEFAULT_STEPS);
+    let (checkout, fixture) = (checkout("multinet"), fixture("multinet_record_steps.json"));
+    let have_checkout = checkout_commit(&checkout).is_some();
+    if !have_checkout && (steps != DEFAULT_STEPS || !fixture.is_file()) {
+        println!("official_steps_recorded: no official checkout and no fixture for {steps} steps: skipped (`cargo xtask official fetch multinet`)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let t = Instant::now();
+    let ours = record_run(dir.path(), steps, None);
+    let perturbed = record_run(dir.path(), steps, Some(1));
+    println!(
+        "official_steps_recorded: two recorded runs of {steps} steps in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let what = "official_steps_recorded";
+    let refs: Vec<(&str, &Tensor)> = ours.inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/official_steps.py");
+    let args = [steps as i64, PROJ_HIDDEN, PROJ_OUT, PRED_HIDDEN].map(|v| v.to_string());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let Some(out) = run_official(&checkout, script, &refs, &args) else {
+        let f = read_fixture(&fixture);
+        let official = read_curves(&f, "curves", &TERMS);
+        check_steps(what, &TERMS, &ours.curves, &official, &perturbed.curves);
+        let norm = |name: &str| -> Result<Tensor, f64> {
+            Err(f["after_l2"][official_name(name)]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{name} not in the fixture's after_l2")))
+        };
+        check_weights(what, steps, &ours.after, &perturbed.after, &norm);
+        println!(
+            "{what}: no official checkout (or no Python for it): the recording replayed against the committed official curves ({}, official commit {})",
+            fixture.display(),
+            f["official_commit"].as_str().unwrap_or("?")
+        );
+        return;
+    };
+    let official: Vec<Vec<f64>> = (0..steps)
+        .map(|k| {
+            TERMS
+                .iter()
+                .map(|t| get(&out, t).double_value(&[k as i64]))
+                .collect()
+        })
+        .collect();
+    check_steps(what, &TERMS, &ours.curves, &official, &perturbed.curves);
+    let tensor = |name: &str| -> Result<Tensor, f64> {
+        let key = match official_name(name).as_str() {
+            "bank" => "bank".to_string(),
+            n => format!("w.{n}"),
+        };
+        Ok(get(&out, &key).shallow_clone())
+    };
+    check_weights(what, steps, &ours.after, &perturbed.after, &tensor);
+    if steps == DEFAULT_STEPS && (writing_fixtures() || !fixture.is_file()) {
+        let after: serde_json::Map<String, serde_json::Value> = out
+            .iter()
+            .filter_map(|(n, t)| {
+                let name = if n == "bank" {
+                    n.as_str()
+                } else {
+                    n.strip_prefix("w.")?
+                };
+                Some((name.to_string(), l2(t).into()))
+            })
+            .collect();
+        let v = serde_json::json!({
+            "what": "official MNCLGLF training loop (ImageNetSolver.train of train.py on FastMoCo, InfoNCE, reduced model) replaying a recorded run of ours (`multinet pretrain --record`, crates/multinet/tests/official_steps.rs: a_recorded_training_run_replays_through_the_released_loop): per-step loss terms; L2 norm of every variable and of the bank after the steps",
             "official_commit": checkout_commit(&checkout),
             "steps": steps,
             "curves": curves_json(&TERMS, &official),
