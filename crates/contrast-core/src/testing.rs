@@ -646,8 +646,54 @@ pub mod official {
     /// (a wrong schedule, momentum, target or update) shows as a gap of the size of the
     /// learning rate, orders above it. The first step keeps the 1e-5 relative bar of the
     /// one-step comparisons.
+    ///
+    /// Where the run passes close to a threshold (a bifurcation: after it, runs a rounding apart
+    /// continue on two different branches), the linear picture breaks down, and whether a
+    /// perturbation crosses the threshold depends on its direction. A comparison whose run does
+    /// this measures `D_k` over several random directions ([`farthest_curves`],
+    /// [`widest_drift`]): the official code's reduction order is one more direction.
     pub fn drift_bound(k: usize, official: f64, envelope: f64) -> f64 {
         (1e-5 * official.abs().max(1.0)).max(8.0 * k as f64 * envelope)
+    }
+
+    /// Of several perturbed runs' `[step][term]` curves, per step and term the value farthest
+    /// from ours: as `perturbed` of [`check_steps`], `D_k` becomes the largest drift over every
+    /// perturbation direction.
+    pub fn farthest_curves(ours: &[Vec<f64>], runs: &[Vec<Vec<f64>>]) -> Vec<Vec<f64>> {
+        assert!(!runs.is_empty(), "no perturbed run");
+        ours.iter()
+            .enumerate()
+            .map(|(k, o)| {
+                o.iter()
+                    .enumerate()
+                    .map(|(t, &v)| {
+                        runs.iter()
+                            .map(|r| r[k][t])
+                            .max_by(|a, b| (a - v).abs().total_cmp(&(b - v).abs()))
+                            .unwrap()
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The weight rows of several perturbed runs (`[run][variable]`, the same variables in the
+    /// same order), each variable's drift the largest over the runs.
+    pub fn widest_drift(runs: Vec<Vec<WeightRow>>) -> Vec<WeightRow> {
+        let mut runs = runs.into_iter();
+        let mut widest = runs.next().expect("no perturbed run");
+        for run in runs {
+            assert_eq!(
+                run.len(),
+                widest.len(),
+                "perturbed runs with other variables"
+            );
+            for (w, r) in widest.iter_mut().zip(run) {
+                assert_eq!(w.name, r.name, "perturbed runs with other variables");
+                w.drift = w.drift.max(r.drift);
+            }
+        }
+        widest
     }
 
     /// Print every step's loss terms ours / official / difference / bound, and assert each

@@ -348,13 +348,13 @@ impl Method for Multinet {
         Ok(Losses::new(loss, terms))
     }
 
-    /// `--record`: the augmented views, labels and data-set indices of the step.
     fn distributed(_cfg: &MultinetConfig) -> contrast_core::train::Distributed {
         contrast_core::train::Distributed::PerRank(
             "each rank's loss and BatchNorm statistics cover its own rows; the official code's multi-GPU behaviour has not been compared",
         )
     }
 
+    /// `--record`: the augmented views, labels and data-set indices of the step.
     fn batch_tensors(batch: &Batch) -> Named {
         batch.named()
     }

@@ -31,6 +31,10 @@ pub struct Terms {
     pub multi: Tensor,
     pub multi_mix: Tensor,
     pub total: Tensor,
+    /// The patch permutations the step's mixing drew (`[T]` each): view 1, view 2, then each
+    /// local crop; empty when the step did not mix. What `--record` stores for the official
+    /// code to replay ([`crate::train::step_terms`] fills it).
+    pub perms: Vec<(String, Tensor)>,
 }
 
 impl Terms {
@@ -110,5 +114,6 @@ pub fn patchmix_loss(nce: &InfoNce, x: &LossInputs) -> Result<Terms> {
         multi,
         multi_mix,
         total,
+        perms: Vec::new(),
     })
 }

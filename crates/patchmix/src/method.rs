@@ -44,6 +44,8 @@ pub struct PatchMix {
     momentum: f64,
     /// The test set's class tokens and labels from the last evaluation (for the figures).
     query: Option<(Tensor, Tensor)>,
+    /// The last step's patch permutations ([`Method::step_draws`], for `--record`).
+    last_perms: Named,
 }
 
 /// The run's variant: `patchmix`, or the `no-mix baseline`.
@@ -113,6 +115,7 @@ impl PatchMix {
             targets,
             momentum: 0.0,
             query: None,
+            last_perms: Vec::new(),
         })
     }
 }
@@ -215,7 +218,7 @@ impl Method for PatchMix {
             .collect();
         // one decision per step for every mixed view; the targets depend on it only
         let apply = self.mixer.should_mix();
-        let terms = step_terms(
+        let mut terms = step_terms(
             &self.net,
             &self.mixer,
             &self.nce,
@@ -230,6 +233,7 @@ impl Method for PatchMix {
             .filter(|(n, _)| *n == "total")
             .chain(values.iter().filter(|(n, _)| *n != "total"))
             .copied();
+        self.last_perms = std::mem::take(&mut terms.perms);
         let mut losses = Losses::new(terms.total, ordered);
         if self.cfg.model.use_momentum {
             losses = losses.with("ema_momentum", self.momentum);
@@ -237,7 +241,6 @@ impl Method for PatchMix {
         Ok(losses)
     }
 
-    /// `--record`: the augmented views, labels and data-set indices of the step.
     /// The official `main_pretrain.py` converts the model with
     /// `nn.SyncBatchNorm.convert_sync_batchnorm` (the projector's and predictor's BatchNorms).
     fn official_sync_batch_norm(_cfg: &PatchMixConfig) -> bool {
@@ -250,8 +253,16 @@ impl Method for PatchMix {
         )
     }
 
+    /// `--record`: the augmented views, labels and data-set indices of the step.
     fn batch_tensors(batch: &Batch) -> Named {
         batch.named()
+    }
+
+    /// `--record`: the patch permutations the step's mixing drew (`perm1`, `perm2`,
+    /// `permL<j>`; none when the step did not mix). Drop-path is the other draw inside the step;
+    /// the comparisons run with it off (`model.drop_path = 0`).
+    fn step_draws(&mut self) -> Named {
+        std::mem::take(&mut self.last_perms)
     }
 
     fn state(&self) -> Vec<(String, Named)> {

@@ -183,8 +183,9 @@ pub fn step_terms(
         );
     }
     let (x1, x2) = (&views[0], &views[1]);
-    let (xm1, _) = mixer.mix_images(x1, apply)?;
-    let (xm2, _) = mixer.mix_images(x2, apply)?;
+    let (xm1, p1) = mixer.mix_images(x1, apply)?;
+    let (xm2, p2) = mixer.mix_images(x2, apply)?;
+    let mut perms: Vec<(String, Option<Tensor>)> = vec![("perm1".into(), p1), ("perm2".into(), p2)];
     let (mix_target, mixmix_target) = if apply && mixer.m > 1 {
         (&t.soft.0, &t.soft.1)
     } else {
@@ -205,7 +206,12 @@ pub fn step_terms(
         // with mixing off (or skipped) a mixed crop is the crop itself, with identity targets
         let mixed = locals
             .iter()
-            .map(|lc| Ok(mixer.mix_images(lc, apply)?.0))
+            .enumerate()
+            .map(|(j, lc)| {
+                let (m, p) = mixer.mix_images(lc, apply)?;
+                perms.push((format!("permL{j}"), p));
+                Ok(m)
+            })
             .collect::<Result<Vec<Tensor>>>()?;
         let n = locals.len() as i64;
         local_q = net.query(&Tensor::cat(locals, 0), true)?.0.split(b, 0);
@@ -215,7 +221,7 @@ pub fn step_terms(
             "the {n} local crops must share one batch size"
         );
     }
-    patchmix_loss(
+    let mut terms = patchmix_loss(
         nce,
         &LossInputs {
             q1: &q1,
@@ -229,7 +235,12 @@ pub fn step_terms(
             local_q: &local_q,
             local_mq: &local_mq,
         },
-    )
+    )?;
+    terms.perms = perms
+        .into_iter()
+        .filter_map(|(n, p)| Some((n, p?)))
+        .collect();
+    Ok(terms)
 }
 
 /// The EMA momentum applied before step `step` (global, `iters` steps per epoch):
