@@ -107,6 +107,27 @@ pub struct StepOutput {
     pub sampling: Option<(Vec<Option<BoxRect>>, f64)>,
 }
 
+/// NT-Xent of the projections `z [2N, D]` (`[z₁…z_N, z'₁…z'_N]`). On several ranks: over the
+/// projections of every rank, gathered with gradient (VISSL's `SimclrInfoNCECriterion`
+/// `gather_from_all`) into the global batch's `[z₁…z_{WN}, z'₁…z'_{WN}]`, which is the loss a
+/// single process computes on the global batch.
+pub fn nt_xent(loss_fn: &NtXent, z: &Tensor) -> Result<Tensor> {
+    if contrast_core::dist::world() == 1 {
+        return loss_fn.forward(z);
+    }
+    let halves = z.chunk(2, 0);
+    ensure!(
+        halves.len() == 2,
+        "NT-Xent needs the two views' projections, got shape {:?}",
+        z.size()
+    );
+    let all: Vec<Tensor> = halves
+        .iter()
+        .map(contrast_core::dist::gather_with_grad)
+        .collect::<Result<_>>()?;
+    loss_fn.forward(&Tensor::cat(&all, 0))
+}
+
 /// One pre-training step on the views `x [2N, 3, S, S]` (`[x₁…x_N, x'₁…x'_N]`). With
 /// `sampling` (the GS stage) a first forward gives `dL/dF` of the layer-4 map only, every view
 /// is cropped to its gradient-guided box (`threshold_ratio`), and the loss is that of a second
@@ -130,7 +151,9 @@ pub fn step_output(
             .detach()
             .set_requires_grad(true);
         let z = net.project(&f.adaptive_avg_pool2d([1, 1]).flatten(1, -1), true);
-        let l0 = loss_fn.forward(&z)?;
+        let l0 = nt_xent(loss_fn, &z)?;
+        // several ranks: the gradient of the global loss (× the world size, which the heat
+        // map's per-view normalisation removes; VISSL's `GatherLayer` sums over the ranks too)
         let g = feature_gradient(&l0, &f)?;
         let (c, b, _) = gradient_guided_crops(x, &f.detach(), &g, threshold_ratio)?;
         guided = Some((b, l0.double_value(&[])));
@@ -141,7 +164,7 @@ pub fn step_output(
     };
     let out = net.forward(x, true)?;
     Ok(StepOutput {
-        loss: loss_fn.forward(&out.z)?,
+        loss: nt_xent(loss_fn, &out.z)?,
         sampling: guided,
     })
 }
@@ -372,6 +395,18 @@ impl Method for Pretrain {
                 .with("loss_guide", guide);
         }
         Ok(l)
+    }
+
+    /// VISSL's GraSS configuration converts every BatchNorm to SyncBatchNorm
+    /// (`SYNC_BN_CONFIG.CONVERT_BN_TO_SYNC_BN: True` in `grass_1gpu_resnet_b256.yaml`).
+    fn official_sync_batch_norm(_cfg: &GrassConfig) -> bool {
+        true
+    }
+
+    fn distributed(_cfg: &GrassConfig) -> contrast_core::train::Distributed {
+        contrast_core::train::Distributed::AsOfficial(
+            "NT-Xent over the projections of every rank, gathered with gradient (VISSL's SimclrInfoNCECriterion), so the heat maps of the gradient-guided stage come from the global loss as VISSL's GatherLayer gives them; BatchNorm synchronised (runtime.sync_batch_norm, on by default as the GraSS configuration's CONVERT_BN_TO_SYNC_BN); the official configuration itself trains on one GPU",
+        )
     }
 
     fn state(&self) -> Vec<(String, Named)> {

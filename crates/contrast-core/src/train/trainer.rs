@@ -783,6 +783,9 @@ impl<M: Method> Trainer<M> {
             return Ok((outcome(None), method));
         };
         let train_wall = t0.elapsed().as_secs_f64();
+        // rank 0 evaluates alone: no BatchNorm may wait for the other ranks' statistics (e.g.
+        // GraSS's heat-map overlays run the network in training mode)
+        crate::dist::set_sync_batch_norm(false);
         let ev = method.evaluate(&ctx_run)?;
         match ctx_run.figures_dir() {
             Ok(dir) => {
