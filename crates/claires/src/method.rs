@@ -429,6 +429,12 @@ impl Method for ClairesMethod {
     fn samples_per_step(&self) -> u64 {
         self.cfg.optim.batch_size as u64
     }
+
+    fn distributed(_cfg: &ClairesConfig) -> contrast_core::train::Distributed {
+        contrast_core::train::Distributed::AsOfficial(
+            "the CLIP loss runs over the image and text features of every rank, gathered with gradient (open_clip's ClipLoss with --gather-with-grad: the loss of one process on the global batch; open_clip's default gathers without gradient, which gives the encoders 1/W of that gradient); the tutorial's soft targets are taken over the global batch too; BatchNorm per rank, as open_clip's default (runtime.sync_batch_norm = true synchronises it)",
+        )
+    }
     fn describe_data(&self) -> String {
         let c = &self.cfg;
         let n_test = self.test_r.len();
@@ -460,17 +466,30 @@ impl Method for ClairesMethod {
         serde_json::to_value(&self.cfg.paper).unwrap_or(Value::Null)
     }
 
+    /// Several ranks: each takes its rows of the global batch, and the loss runs over the
+    /// features of every rank, gathered with gradient.
     fn step(&mut self, idx: Vec<i64>, _ctx: &StepCtx) -> Result<Losses> {
+        let shard = contrast_core::dist::Shard::current();
+        shard.local_batch(idx.len())?;
+        let idx = &idx[shard.range(idx.len())];
         let img = self
             .model
-            .embed_images(&self.images(&idx), true, self.image_trains)?;
+            .embed_images(&self.images(idx), true, self.image_trains)?;
         let tf = match &self.text_cache {
             Some(c) => c
-                .index_select(0, &Tensor::from_slice(&idx))
+                .index_select(0, &Tensor::from_slice(idx))
                 .to_device(self.device),
-            None => self.model.text_features(&self.texts(&idx), true)?,
+            None => self.model.text_features(&self.texts(idx), true)?,
         };
         let txt = self.model.project_text(&tf, true);
+        let (img, txt) = if shard.world > 1 {
+            (
+                contrast_core::dist::gather_with_grad(&img)?,
+                contrast_core::dist::gather_with_grad(&txt)?,
+            )
+        } else {
+            (img, txt)
+        };
         let loss = self.model.loss(&img, &txt)?;
         // the scale this step's loss used (before the update and its clamp)
         Ok(Losses::single("loss", loss).with("logit_scale", self.model.logit_scale()))

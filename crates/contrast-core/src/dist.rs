@@ -553,6 +553,15 @@ pub fn set_sync_batch_norm(on: bool) {
     SYNC_BN.store(on, Relaxed);
 }
 
+/// `f` with every BatchNorm on this rank's rows alone: what rank 0 runs by itself (monitors,
+/// evaluation) must not wait for the other ranks' statistics. The setting is restored after.
+pub fn unsynchronised<R>(f: impl FnOnce() -> R) -> R {
+    let was = SYNC_BN.swap(false, Relaxed);
+    let out = f();
+    SYNC_BN.store(was, Relaxed);
+    out
+}
+
 /// Whether BatchNorm layers synchronise their statistics over the ranks now.
 pub fn sync_batch_norm() -> bool {
     SYNC_BN.load(Relaxed) && current().is_some()

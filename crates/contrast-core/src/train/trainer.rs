@@ -750,7 +750,8 @@ impl<M: Method> Trainer<M> {
                     run.metrics.log(done, &fields)?;
                 }
                 progress.update(done, &format!("ep {} loss {first:.4}", ctx.epoch));
-                let m = method.monitor(&ctx, &ctx_run)?;
+                // rank 0 alone (as the evaluation)
+                let m = crate::dist::unsynchronised(|| method.monitor(&ctx, &ctx_run))?;
                 if !m.fields.is_empty() {
                     let refs: Vec<(&str, Value)> = m
                         .fields
@@ -785,11 +786,10 @@ impl<M: Method> Trainer<M> {
         let train_wall = t0.elapsed().as_secs_f64();
         // rank 0 evaluates alone: no BatchNorm may wait for the other ranks' statistics (e.g.
         // GraSS's heat-map overlays run the network in training mode)
-        crate::dist::set_sync_batch_norm(false);
-        let ev = method.evaluate(&ctx_run)?;
+        let ev = crate::dist::unsynchronised(|| method.evaluate(&ctx_run))?;
         match ctx_run.figures_dir() {
             Ok(dir) => {
-                if let Err(e) = method.figures(&dir) {
+                if let Err(e) = crate::dist::unsynchronised(|| method.figures(&dir)) {
                     eprintln!("warning: figures of {} not drawn: {e:#}", run.dir.display());
                 }
             }
