@@ -553,6 +553,29 @@ pub fn set_sync_batch_norm(on: bool) {
     SYNC_BN.store(on, Relaxed);
 }
 
+static EVERY_RANK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `f` run by every rank together (the Trainer's end-of-training evaluation of a method that
+/// shards it, [`crate::train::Method::evaluates_on_every_rank`]): inside it, [`eval_shard`] is
+/// this rank's shard, so the frozen-feature passes split their batches over the ranks and
+/// gather the features.
+pub fn on_every_rank<R>(f: impl FnOnce() -> R) -> R {
+    let was = EVERY_RANK.swap(true, Relaxed);
+    let out = f();
+    EVERY_RANK.store(was, Relaxed);
+    out
+}
+
+/// The rows of each evaluation batch this rank embeds: its shard inside [`on_every_rank`] (with
+/// a group), else every row (rank 0 evaluating alone, or one process).
+pub fn eval_shard() -> Shard {
+    if EVERY_RANK.load(Relaxed) && current().is_some() {
+        Shard::current()
+    } else {
+        Shard::default()
+    }
+}
+
 /// `f` with every BatchNorm on this rank's rows alone: what rank 0 runs by itself (monitors,
 /// evaluation) must not wait for the other ranks' statistics. The setting is restored after.
 pub fn unsynchronised<R>(f: impl FnOnce() -> R) -> R {

@@ -354,6 +354,12 @@ impl Method for Multinet {
         )
     }
 
+    /// On several ranks the final kNN and linear probe embed their share of the training and
+    /// test sets on every rank (`contrast_core::dist::eval_shard`); rank 0 reports.
+    fn evaluates_on_every_rank(_cfg: &MultinetConfig) -> bool {
+        true
+    }
+
     /// `--record`: the augmented views, labels and data-set indices of the step.
     fn batch_tensors(batch: &Batch) -> Named {
         batch.named()

@@ -94,6 +94,25 @@ fn two_ranks_without_mixing_train_what_one_process_trains() {
         assert_eq!(t1.len(), 10);
         let loss_diff = curve_diff(&t2, &t1);
         assert!(loss_diff <= 1e-6, "loss curves differ by {loss_diff:.3e}");
+        // the final kNN and linear probe: every rank embedded its share of the training and
+        // test sets, rank 0 reported the same accuracies as one process
+        let report = |n: &str| -> serde_json::Value {
+            serde_json::from_str(&std::fs::read_to_string(run(n).join("report.json")).unwrap())
+                .unwrap()
+        };
+        let (r1, r2) = (report(&one_name), report(&two_name));
+        assert_eq!(
+            r2["evaluation_ranks"], 2,
+            "the evaluation ran on both ranks:\n{r2:#}"
+        );
+        assert_eq!(r1["knn"], r2["knn"], "kNN of one process vs 2 ranks");
+        let probe = |r: &serde_json::Value| r["linear"]["last_top1"].as_f64().unwrap();
+        assert!(
+            (probe(&r1) - probe(&r2)).abs() < 1e-9,
+            "linear probe of one process vs 2 ranks: {} vs {}",
+            probe(&r1),
+            probe(&r2)
+        );
         println!(
             "PatchMix (momentum encoder {momentum}), no mixing, 10 steps, 2 ranks vs one process on the global batch: loss curve within {loss_diff:.1e}; every tensor within 8·k× its fp32 drift (largest ratio {ratio:.3}, {name}; largest plain relative difference {worst:.2e}, {worst_name}, its fp32 drift as large)"
         );

@@ -319,6 +319,12 @@ impl Method for Spps {
         }
     }
 
+    /// On several ranks the final kNN and linear probe embed their share of the training and
+    /// test sets on every rank (`contrast_core::dist::eval_shard`); rank 0 reports.
+    fn evaluates_on_every_rank(_cfg: &SppsConfig) -> bool {
+        true
+    }
+
     /// `--record`: the augmented views, labels and data-set indices of the step.
     fn batch_tensors(batch: &Batch) -> Named {
         batch.named()

@@ -102,6 +102,29 @@ where
     extract_features(model, batches, device)
 }
 
+/// Where each of `n` items (index order) sits among the rows that `world` ranks gather, rank
+/// after rank, when every rank holds its [`crate::dist::Shard::range`] of each batch of `batch`:
+/// `gathered.index_select(0, order)` is in index order.
+pub fn gathered_order(n: usize, batch: usize, world: usize) -> Vec<i64> {
+    let held: Vec<usize> = (0..world)
+        .flat_map(|rank| {
+            let s = crate::dist::Shard { rank, world };
+            (0..n.div_ceil(batch)).flat_map(move |j| {
+                let first = j * batch;
+                s.range(batch.min(n - first)).map(move |i| first + i)
+            })
+        })
+        .collect();
+    let mut at = vec![0i64; n];
+    for (row, &item) in held.iter().enumerate() {
+        at[item] = row as i64;
+    }
+    at
+}
+
+/// The batch of [`embed_dataset`]'s passes.
+const EVAL_BATCH: usize = 256;
+
 /// The loader settings of [`embed_dataset`]: the run seed (the recipe's random stream) and the
 /// data settings of the method's config.
 #[derive(Debug, Clone, Copy)]
@@ -115,6 +138,10 @@ pub struct EvalLoader {
 /// `epoch`; one view, the first), computed by `forward` under `no_grad` in batches of 256 and
 /// gathered on the CPU: `[N, D]` features and `[N]` labels. The frozen feature pass of every
 /// natural-image method's kNN monitor and linear probe.
+///
+/// Inside [`crate::dist::on_every_rank`] each rank embeds its rows of every batch
+/// ([`crate::dist::eval_shard`]) and every rank receives the whole batch's features and labels,
+/// in index order: the same result, the embedding work divided by the number of ranks.
 pub fn embed_dataset(
     ds: std::sync::Arc<dyn crate::data::dataset::Dataset>,
     recipe: crate::data::augment::Recipe,
@@ -124,17 +151,18 @@ pub fn embed_dataset(
     forward: impl FnMut(&Tensor) -> Result<Tensor>,
 ) -> Result<(Tensor, Tensor)> {
     use crate::data::pipeline::{Loader, LoaderConfig};
+    let n = ds.len();
     let loader = Loader::new(
         ds,
         recipe,
         LoaderConfig {
-            batch_size: 256,
+            batch_size: EVAL_BATCH,
             shuffle: false,
             drop_last: false,
             seed: loader.seed,
             prefetch: loader.prefetch.max(1),
             threads: loader.threads,
-            shard: Default::default(),
+            shard: crate::dist::eval_shard(),
         },
     )?;
     let batches = loader.epoch_from(epoch, 0).map(|b| {
@@ -142,5 +170,58 @@ pub fn embed_dataset(
         Ok((b.views.swap_remove(0), b.labels))
     });
     let f = extract_with(batches, device, Device::Cpu, forward)?;
-    Ok((f.features, f.labels))
+    let shard = crate::dist::eval_shard();
+    if shard.world == 1 {
+        return Ok((f.features, f.labels));
+    }
+    let order = Tensor::from_slice(&gathered_order(n, EVAL_BATCH, shard.world));
+    let all = |t: &Tensor| -> Result<Tensor> {
+        let t = crate::dist::gather_rows(t)?;
+        anyhow::ensure!(
+            t.size()[0] == n as i64,
+            "the ranks embedded {} of {n} images",
+            t.size()[0]
+        );
+        Ok(t.index_select(0, &order))
+    };
+    Ok((all(&f.features)?, all(&f.labels)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gathered_order;
+    use crate::dist::Shard;
+
+    /// Rows gathered rank after rank (each rank its share of every batch, short last batch
+    /// included) come back in index order.
+    #[test]
+    fn gathered_rows_return_to_index_order() {
+        let cases: [(usize, usize, usize); 5] = [
+            (10, 4, 2),
+            (11, 4, 3),
+            (7, 256, 2),
+            (600, 256, 4),
+            (3, 2, 4),
+        ];
+        for (n, batch, world) in cases {
+            let gathered: Vec<usize> = (0..world)
+                .flat_map(|rank| {
+                    (0..n.div_ceil(batch)).flat_map(move |j| {
+                        let first = j * batch;
+                        Shard { rank, world }
+                            .range(batch.min(n - first))
+                            .map(move |i| first + i)
+                    })
+                })
+                .collect();
+            assert_eq!(gathered.len(), n);
+            let order = gathered_order(n, batch, world);
+            let back: Vec<usize> = order.iter().map(|&r| gathered[r as usize]).collect();
+            assert_eq!(
+                back,
+                (0..n).collect::<Vec<_>>(),
+                "n {n}, batch {batch}, world {world}"
+            );
+        }
+    }
 }

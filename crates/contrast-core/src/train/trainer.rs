@@ -340,6 +340,13 @@ pub trait Method: Sized {
     fn distributed(_cfg: &Self::Config) -> Distributed {
         Distributed::No("its training data is not sharded over the ranks yet")
     }
+    /// Whether the evaluation that ends a run on several ranks runs on every rank together (its
+    /// frozen-feature passes sharded with [`crate::dist::eval_shard`], rank 0 reporting) instead
+    /// of on rank 0 alone. Only for an evaluation that writes no files and calls the same
+    /// collectives on every rank. Default: rank 0 alone.
+    fn evaluates_on_every_rank(_cfg: &Self::Config) -> bool {
+        false
+    }
     /// The tensors of a batch, by name, for `--record` (what the official code must replay).
     /// Default: none recorded.
     fn batch_tensors(_batch: &Self::Batch) -> Named {
@@ -779,14 +786,25 @@ impl<M: Method> Trainer<M> {
             losses: losses.clone(),
             report,
         };
+        // the evaluation: rank 0 alone, or every rank together for a method that shards it
+        // (each rank embeds its share; rank 0 reports); no BatchNorm waits for the other ranks'
+        // statistics (e.g. GraSS's heat-map overlays run the network in training mode)
+        let every_rank = dist.is_some() && M::evaluates_on_every_rank(cfg);
+        let evaluate = |method: &mut M| {
+            crate::dist::unsynchronised(|| match every_rank {
+                true => crate::dist::on_every_rank(|| method.evaluate(&ctx_run)),
+                false => method.evaluate(&ctx_run),
+            })
+        };
         let Some(run) = run.filter(|_| end == total) else {
-            // stopped early, or a rank other than 0 (rank 0 evaluates and reports)
+            // stopped early, or a rank other than 0 (rank 0 reports)
+            if end == total && every_rank {
+                evaluate(&mut method).context("the evaluation's share of this rank")?;
+            }
             return Ok((outcome(None), method));
         };
         let train_wall = t0.elapsed().as_secs_f64();
-        // rank 0 evaluates alone: no BatchNorm may wait for the other ranks' statistics (e.g.
-        // GraSS's heat-map overlays run the network in training mode)
-        let ev = crate::dist::unsynchronised(|| method.evaluate(&ctx_run))?;
+        let ev = evaluate(&mut method)?;
         match ctx_run.figures_dir() {
             Ok(dir) => {
                 if let Err(e) = crate::dist::unsynchronised(|| method.figures(&dir)) {
@@ -797,6 +815,13 @@ impl<M: Method> Trainer<M> {
         }
         let ran = end - start;
         let mut details = ev.details;
+        if let Some(d) = dist {
+            // how many ranks embedded the evaluation's data
+            details.insert(
+                "evaluation_ranks".into(),
+                json!(if every_rank { d.world() } else { 1 }),
+            );
+        }
         if let Some(s) = &skipped {
             let files = s.files();
             details.insert("corrupt_files_skipped".into(), json!(files.len()));
