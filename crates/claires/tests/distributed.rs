@@ -10,8 +10,7 @@
 //! monitor and the final evaluation.
 
 use claires::text::minilm_dir;
-use contrast_core::testing::official::check_steps;
-use contrast_core::testing::ranks::{assert_ok, check_within_drift, curve, launch, stderr};
+use contrast_core::testing::ranks::{against_one, curve};
 use contrast_core::train::config::to_toml;
 use std::process::Command;
 
@@ -22,49 +21,26 @@ const BIN: &str = env!("CARGO_BIN_EXE_claires");
 /// Train `c` as one process, from weights perturbed by one fp32 rounding, and as 2 ranks; the
 /// loss curve within the derived drift bound, every tensor within its own (9 steps).
 fn two_ranks_against_one(tmp: &std::path::Path, c: &claires::config::ClairesConfig, what: &str) {
-    let steps = 9;
     let preset = tmp.join(format!("{what}.toml"));
     std::fs::write(&preset, to_toml(c).unwrap()).unwrap();
     let runs = tmp.join("runs");
-    let cmd = |name: &str| {
+    let r = against_one(&runs.join("claires"), what, |name| {
         let mut c = Command::new(BIN);
         c.args(["train", "--preset"])
             .arg(&preset)
             .arg("--runs-dir")
             .arg(&runs)
-            .args(["--name", &format!("{what}-{name}")])
+            .args(["--name", name])
             .current_dir(env!("CARGO_MANIFEST_DIR"));
         c
-    };
-    let one = cmd("one").output().unwrap();
-    assert!(one.status.success(), "{}", stderr(&one));
-    let p = cmd("perturbed")
-        .env("CONTRAST_PERTURB_INIT", "3")
-        .output()
-        .unwrap();
-    assert!(p.status.success(), "{}", stderr(&p));
-    let outs = launch(2, || cmd("two"), &[]);
-    assert_ok(&outs, what);
-    let run = |n: &str| runs.join("claires").join(format!("{what}-{n}"));
-    let ((ratio, name), (worst, worst_name)) =
-        check_within_drift(&run("two"), &run("one"), &run("perturbed"), steps);
-    let rows = |v: Vec<f64>| v.into_iter().map(|x| vec![x]).collect::<Vec<_>>();
-    let (l1, l2, lp) = (
-        rows(curve(&run("one"), "loss")),
-        rows(curve(&run("two"), "loss")),
-        rows(curve(&run("perturbed"), "loss")),
-    );
-    assert_eq!(l1.len(), steps as usize, "one loss per step");
-    let r = check_steps(what, &["loss"], &l1, &l2, &lp);
+    });
     // the retrieval monitor of every epoch, on rank 0
     assert_eq!(
-        curve(&run("two"), "paired_mrr").len(),
+        curve(&r.two, "paired_mrr").len(),
         3,
         "one retrieval line per epoch"
     );
-    println!(
-        "CLAIRES ({what}), {steps} steps, 2 ranks vs one process on the global batch: loss curve within {r:.3} of the drift bound; every tensor within 8·k× its fp32 drift (largest ratio {ratio:.3}, {name}; largest plain relative difference {worst:.2e}, {worst_name})"
-    );
+    r.check(&format!("CLAIRES ({what})"), 9, "loss");
 }
 
 #[test]

@@ -363,6 +363,60 @@ pub mod ranks {
         (ratio, plain)
     }
 
+    /// The three runs of a "2 ranks train what one process trains" test (see [`against_one`]):
+    /// their folders and the ranks' outputs.
+    pub struct AgainstOne {
+        pub one: std::path::PathBuf,
+        pub perturbed: std::path::PathBuf,
+        pub two: std::path::PathBuf,
+        pub ranks: Vec<Output>,
+    }
+
+    impl AgainstOne {
+        /// Every tensor of the 2-rank run's checkpoint at `steps` within 8·k× its fp32 drift
+        /// ([`check_within_drift`]), and the `loss` curve (one value per step) within the
+        /// derived drift bound of [`super::official::check_steps`]. Prints one line with both
+        /// and returns the loss curve's largest |difference| / bound.
+        pub fn check(&self, what: &str, steps: u64, loss: &str) -> f64 {
+            let ((ratio, name), (worst, worst_name)) =
+                check_within_drift(&self.two, &self.one, &self.perturbed, steps);
+            let rows = |run: &Path| -> Vec<Vec<f64>> {
+                curve(run, loss).into_iter().map(|x| vec![x]).collect()
+            };
+            let (l1, l2, lp) = (rows(&self.one), rows(&self.two), rows(&self.perturbed));
+            assert_eq!(l1.len(), steps as usize, "{what}: one {loss} per step");
+            let r = super::official::check_steps(what, &[loss], &l1, &l2, &lp);
+            println!(
+                "{what}, {steps} steps, 2 ranks vs one process on the global batch: the loss curve within {r:.3} of the drift bound; every tensor within 8·k× its fp32 drift (largest ratio {ratio:.3}, {name}; largest plain relative difference {worst:.2e}, {worst_name})"
+            );
+            r
+        }
+    }
+
+    /// `run(name)` (a command training one run named `name`) three ways: as one process, as
+    /// one process from initial weights perturbed by one float32 rounding
+    /// (`CONTRAST_PERTURB_INIT=3`: how far fp32 arithmetic alone carries the run), and as 2
+    /// ranks started as torchrun starts them. Panics with its stderr when any fails; `runs` is
+    /// where the runs' folders are (`runs/<name>`).
+    pub fn against_one(runs: &Path, prefix: &str, run: impl Fn(&str) -> Command) -> AgainstOne {
+        let name = |n: &str| format!("{prefix}-{n}");
+        let one = run(&name("one")).output().unwrap();
+        assert!(one.status.success(), "{prefix}: {}", stderr(&one));
+        let p = run(&name("perturbed"))
+            .env("CONTRAST_PERTURB_INIT", "3")
+            .output()
+            .unwrap();
+        assert!(p.status.success(), "{prefix}: {}", stderr(&p));
+        let ranks = launch(2, || run(&name("two")), &[]);
+        assert_ok(&ranks, prefix);
+        AgainstOne {
+            one: runs.join(name("one")),
+            perturbed: runs.join(name("perturbed")),
+            two: runs.join(name("two")),
+            ranks,
+        }
+    }
+
     /// The values of `key` in a run's metrics.jsonl, in step order.
     pub fn curve(run: &Path, key: &str) -> Vec<f64> {
         std::fs::read_to_string(run.join("metrics.jsonl"))

@@ -7,8 +7,7 @@
 //! within its measured drift. Rank 0 draws the heat-map overlays alone at the end (the network
 //! in training mode, its BatchNorms not waiting for the other rank).
 
-use contrast_core::testing::official::check_steps;
-use contrast_core::testing::ranks::{assert_ok, check_within_drift, curve, launch, stderr};
+use contrast_core::testing::ranks::{against_one, curve};
 use contrast_core::train::config::to_toml;
 use std::process::Command;
 
@@ -28,11 +27,10 @@ fn pretraining_as_two_ranks_trains_what_one_process_trains() {
     c.pretrain.epochs = 5;
     c.pretrain.warmup_epochs = Some(2);
     c.log.checkpoint_every = 5;
-    let steps = 10;
     let preset = tmp.path().join("tiny.toml");
     std::fs::write(&preset, to_toml(&c).unwrap()).unwrap();
     let runs = tmp.path().join("runs");
-    let cmd = |name: &str| {
+    let r = against_one(&runs.join("grass"), "pretrain", |name| {
         let mut c = Command::new(BIN);
         c.args(["pretrain", "--preset"])
             .arg(&preset)
@@ -41,35 +39,16 @@ fn pretraining_as_two_ranks_trains_what_one_process_trains() {
             .args(["--name", name])
             .current_dir(env!("CARGO_MANIFEST_DIR"));
         c
-    };
-    let one = cmd("one").output().unwrap();
-    assert!(one.status.success(), "{}", stderr(&one));
-    let p = cmd("perturbed")
-        .env("CONTRAST_PERTURB_INIT", "3")
-        .output()
-        .unwrap();
-    assert!(p.status.success(), "{}", stderr(&p));
-    let outs = launch(2, || cmd("two"), &[]);
-    assert_ok(&outs, "two ranks");
-    let run = |n: &str| runs.join("grass").join(n);
+    });
     // the run reached the gradient-guided stage, and rank 0 drew its overlays
-    let stages = std::fs::read_to_string(run("two").join("metrics.jsonl")).unwrap();
+    let stages = std::fs::read_to_string(r.two.join("metrics.jsonl")).unwrap();
     assert!(stages.contains("\"gs\""), "no gradient-guided step logged");
-    let figures = std::fs::read_dir(run("two").join("figures"))
-        .unwrap()
-        .count();
+    let figures = std::fs::read_dir(r.two.join("figures")).unwrap().count();
     assert!(figures > 0, "rank 0 drew no overlays");
-    let ((ratio, name), (worst, worst_name)) =
-        check_within_drift(&run("two"), &run("one"), &run("perturbed"), steps);
-    let rows = |v: Vec<f64>| v.into_iter().map(|x| vec![x]).collect::<Vec<_>>();
-    let (l1, l2, lp) = (
-        rows(curve(&run("one"), "loss")),
-        rows(curve(&run("two"), "loss")),
-        rows(curve(&run("perturbed"), "loss")),
-    );
-    assert_eq!(l1.len(), steps as usize, "one loss per step");
-    let r = check_steps("GraSS 2 ranks", &["loss"], &l1, &l2, &lp);
-    println!(
-        "GraSS pre-training, {steps} steps (4 SimCLR, 6 gradient-guided), 2 ranks vs one process on the global batch: loss curve within {r:.3} of the drift bound; every tensor within 8·k× its fp32 drift (largest ratio {ratio:.3}, {name}; largest plain relative difference {worst:.2e}, {worst_name})"
+    assert_eq!(curve(&r.two, "loss").len(), 10);
+    r.check(
+        "GraSS pre-training (4 SimCLR, 6 gradient-guided steps)",
+        10,
+        "loss",
     );
 }

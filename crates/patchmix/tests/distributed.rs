@@ -7,9 +7,7 @@
 //! random masks are drawn per rank. With mixing on they differ by design (each rank mixes its
 //! own rows, as the official code does).
 
-use contrast_core::testing::ranks::{
-    assert_ok, check_within_drift, curve, curve_diff, launch, stderr,
-};
+use contrast_core::testing::ranks::{against_one, check_within_drift, curve, curve_diff, stderr};
 use contrast_core::testing::write_synthetic_cifar10;
 use contrast_core::train::config::to_toml;
 use patchmix::config::PatchMixConfig;
@@ -52,7 +50,11 @@ fn two_ranks_without_mixing_train_what_one_process_trains() {
     for momentum in [false, true] {
         let preset = tmp.path().join(format!("tiny-{momentum}.toml"));
         std::fs::write(&preset, to_toml(&config(&data, momentum)).unwrap()).unwrap();
-        let cmd = |name: &str| {
+        // also the same one-process run from weights perturbed by one float32 rounding: how
+        // far fp32 arithmetic alone carries each tensor in these steps (AdamW turns the
+        // rounding noise of a gradient that is zero in exact arithmetic, e.g. the last
+        // LayerNorm's bias ahead of a BatchNorm, into full-size updates)
+        let r = against_one(&runs.join("patchmix"), &format!("m{momentum}"), |name| {
             let mut c = Command::new(BIN);
             c.args(["pretrain", "--preset"])
                 .arg(&preset)
@@ -61,46 +63,26 @@ fn two_ranks_without_mixing_train_what_one_process_trains() {
                 .args(["--name", name])
                 .current_dir(env!("CARGO_MANIFEST_DIR"));
             c
-        };
-        let one_name = format!("one-{momentum}");
-        let one = cmd(&one_name).output().unwrap();
-        assert!(one.status.success(), "{}", stderr(&one));
-        let two_name = format!("two-{momentum}");
-        let outs = launch(2, || cmd(&two_name), &[]);
-        assert_ok(&outs, &two_name);
-        let e0 = stderr(&outs[0]);
+        });
+        let e0 = stderr(&r.ranks[0]);
         assert!(
             e0.contains("as its official code does on several GPUs"),
             "rank 0 prints how PatchMix trains as several ranks:\n{e0}"
         );
-        // the same one-process run from weights perturbed by one float32 rounding: how far
-        // fp32 arithmetic alone carries each tensor in these steps (AdamW turns the rounding
-        // noise of a gradient that is zero in exact arithmetic, e.g. the last LayerNorm's bias
-        // ahead of a BatchNorm, into full-size updates)
-        let pert_name = format!("perturbed-{momentum}");
-        let p = cmd(&pert_name)
-            .env("CONTRAST_PERTURB_INIT", "3")
-            .output()
-            .unwrap();
-        assert!(p.status.success(), "{}", stderr(&p));
-        let run = |n: &str| runs.join("patchmix").join(n);
         let ((ratio, name), (worst, worst_name)) =
-            check_within_drift(&run(&two_name), &run(&one_name), &run(&pert_name), 10);
+            check_within_drift(&r.two, &r.one, &r.perturbed, 10);
         // the loss of every step (the global batch's: rank 0 logs the mean over the ranks)
-        let (t1, t2) = (
-            curve(&run(&one_name), "total"),
-            curve(&run(&two_name), "total"),
-        );
+        let (t1, t2) = (curve(&r.one, "total"), curve(&r.two, "total"));
         assert_eq!(t1.len(), 10);
         let loss_diff = curve_diff(&t2, &t1);
         assert!(loss_diff <= 1e-6, "loss curves differ by {loss_diff:.3e}");
         // the final kNN and linear probe: every rank embedded its share of the training and
         // test sets, rank 0 reported the same accuracies as one process
-        let report = |n: &str| -> serde_json::Value {
-            serde_json::from_str(&std::fs::read_to_string(run(n).join("report.json")).unwrap())
+        let report = |run: &Path| -> serde_json::Value {
+            serde_json::from_str(&std::fs::read_to_string(run.join("report.json")).unwrap())
                 .unwrap()
         };
-        let (r1, r2) = (report(&one_name), report(&two_name));
+        let (r1, r2) = (report(&r.one), report(&r.two));
         assert_eq!(
             r2["evaluation_ranks"], 2,
             "the evaluation ran on both ranks:\n{r2:#}"

@@ -14,10 +14,7 @@
 //! SyncBatchNorm gives every BatchNorm the global batch's statistics. So the two runs must
 //! agree: the loss curve, and every tensor within its measured fp32 drift.
 
-use contrast_core::testing::official::check_steps;
-use contrast_core::testing::ranks::{
-    assert_ok, check_within_drift, curve, curve_diff, launch, stderr,
-};
+use contrast_core::testing::ranks::{against_one, check_within_drift, curve, curve_diff};
 use contrast_core::testing::write_synthetic_cifar10;
 use contrast_core::train::config::to_toml;
 use spps::config::{Framework, SppsConfig};
@@ -38,7 +35,7 @@ fn two_ranks_against_one(tmp: &Path, c: &SppsConfig, what: &str, loss_bar: Optio
     let preset = tmp.join("tiny.toml");
     std::fs::write(&preset, to_toml(c).unwrap()).unwrap();
     let runs = tmp.join("runs");
-    let cmd = |name: &str| {
+    let r = against_one(&runs.join("spps"), "run", |name| {
         let mut c = Command::new(BIN);
         c.args(["pretrain", "--preset"])
             .arg(&preset)
@@ -47,38 +44,27 @@ fn two_ranks_against_one(tmp: &Path, c: &SppsConfig, what: &str, loss_bar: Optio
             .args(["--name", name])
             .current_dir(env!("CARGO_MANIFEST_DIR"));
         c
-    };
-    let one = cmd("one").output().unwrap();
-    assert!(one.status.success(), "{}", stderr(&one));
-    let p = cmd("perturbed")
-        .env("CONTRAST_PERTURB_INIT", "3")
-        .output()
-        .unwrap();
-    assert!(p.status.success(), "{}", stderr(&p));
-    let outs = launch(2, || cmd("two"), &[]);
-    assert_ok(&outs, "two");
-    let run = |n: &str| runs.join("spps").join(n);
-    let ((ratio, name), (worst, worst_name)) =
-        check_within_drift(&run("two"), &run("one"), &run("perturbed"), 10);
-    let (l1, l2) = (curve(&run("one"), "loss"), curve(&run("two"), "loss"));
+    });
+    let (l1, l2) = (curve(&r.one, "loss"), curve(&r.two, "loss"));
     assert_eq!(l1.len(), 10, "one loss per step");
     let loss_diff = curve_diff(&l2, &l1);
     match loss_bar {
-        Some(bar) => assert!(
-            loss_diff <= bar,
-            "{what}: loss curves differ by {loss_diff:.3e}"
-        ),
+        Some(bar) => {
+            let ((ratio, name), (worst, worst_name)) =
+                check_within_drift(&r.two, &r.one, &r.perturbed, 10);
+            assert!(
+                loss_diff <= bar,
+                "{what}: loss curves differ by {loss_diff:.3e}"
+            );
+            println!(
+                "SPPS {what}, 10 steps, 2 ranks vs one process on the global batch: loss curve within {loss_diff:.1e}; every tensor within 8·k× its fp32 drift (largest ratio {ratio:.3}, {name}; largest plain relative difference {worst:.2e}, {worst_name})"
+            );
+        }
+        // every step within the derived drift bound of the official comparisons
         None => {
-            // every step within the derived drift bound of the official comparisons
-            let rows = |v: &[f64]| v.iter().map(|&x| vec![x]).collect::<Vec<_>>();
-            let pert = curve(&run("perturbed"), "loss");
-            let r = check_steps(what, &["loss"], &rows(&l1), &rows(&l2), &rows(&pert));
-            println!("{what}: largest |difference| / drift bound over the loss curve {r:.3}");
+            r.check(&format!("SPPS {what}"), 10, "loss");
         }
     }
-    println!(
-        "SPPS {what}, 10 steps, 2 ranks vs one process on the global batch: loss curve within {loss_diff:.1e}; every tensor within 8·k× its fp32 drift (largest ratio {ratio:.3}, {name}; largest plain relative difference {worst:.2e}, {worst_name})"
-    );
     loss_diff
 }
 
@@ -145,7 +131,7 @@ fn simclr_with_semantic_positives_as_two_ranks_trains_what_one_process_trains() 
         None,
     );
     // the partners were used, with a count that varies per step
-    let m = curve(&tmp.path().join("runs/spps/two"), "semantic_pairs");
+    let m = curve(&tmp.path().join("runs/spps/run-two"), "semantic_pairs");
     assert!(m.iter().any(|&v| v > 0.0), "{m:?}");
     assert!(m.windows(2).any(|w| w[0] != w[1]), "{m:?}");
 }
