@@ -473,6 +473,93 @@ pub mod official {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
     }
 
+    /// A run of one of our binaries recorded with `--record` ([`record_run`]): what the
+    /// official code replays, and where the run ended.
+    pub struct Recorded {
+        /// `initial.safetensors`: every checkpoint group's tensors as `group/name`.
+        pub initial: Vec<(String, Tensor)>,
+        /// `steps.jsonl`: one line per step (seed, lr, weight decay, loss terms).
+        pub lines: Vec<serde_json::Value>,
+        /// The recording's folder (`step-NNNNNNNN.safetensors`).
+        pub dir: PathBuf,
+        /// The run's checkpoint after the last recorded step.
+        pub last: crate::train::Checkpoint,
+    }
+
+    impl Recorded {
+        /// Tensor `name` recorded at step `k` (0-based): `viewN`, `draw/…`, ….
+        pub fn get(&self, k: usize, name: &str) -> Tensor {
+            let p = self.dir.join(format!("step-{:08}.safetensors", k + 1));
+            Tensor::read_safetensors(&p)
+                .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+                .into_iter()
+                .find(|(n, _)| n == name)
+                .unwrap_or_else(|| panic!("step {}: no `{name}` recorded", k + 1))
+                .1
+        }
+
+        /// Checkpoint group `group` after the last step, its tensors as `group/name`.
+        pub fn after(&self, group: &str) -> Vec<(String, Tensor)> {
+            self.last
+                .group(group)
+                .unwrap_or_else(|e| panic!("{e:#}"))
+                .iter()
+                .map(|(n, t)| (format!("{group}/{n}"), t.shallow_clone()))
+                .collect()
+        }
+    }
+
+    /// Run `bin pretrain --preset <preset>` for `steps` steps as run `name` under
+    /// `<dir>/runs`, recorded with `--record <dir>/record-<name>`, from initial weights perturbed
+    /// by one float32 rounding with seed `perturb` when given (`CONTRAST_PERTURB_INIT`); panics
+    /// with its stderr when it fails. `method` is the binary's run-folder name.
+    pub fn record_run(
+        bin: &str,
+        method: &str,
+        preset: &Path,
+        dir: &Path,
+        name: &str,
+        steps: usize,
+        perturb: Option<u64>,
+    ) -> Recorded {
+        let rec = dir.join(format!("record-{name}"));
+        let mut cmd = std::process::Command::new(bin);
+        cmd.args(["pretrain", "--preset"])
+            .arg(preset)
+            .arg("--runs-dir")
+            .arg(dir.join("runs"))
+            .args(["--name", name, "--stop-at", &steps.to_string(), "--record"])
+            .arg(&rec);
+        if let Some(seed) = perturb {
+            cmd.env("CONTRAST_PERTURB_INIT", seed.to_string());
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(rec.join("steps.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), steps, "one recorded line per step");
+        let last = crate::train::Checkpointer::load(
+            dir.join("runs")
+                .join(method)
+                .join(name)
+                .join(format!("checkpoints/step-{steps:08}")),
+        )
+        .unwrap();
+        Recorded {
+            initial: Tensor::read_safetensors(rec.join("initial.safetensors")).unwrap(),
+            lines,
+            dir: rec,
+            last,
+        }
+    }
+
     /// `.official/<method>`: the git-ignored checkout of `cargo xtask official fetch <method>`.
     pub fn checkout(method: &str) -> PathBuf {
         repo_root().join(".official").join(method)

@@ -434,26 +434,10 @@ fn record_run(dir: &std::path::Path, steps: usize, perturb: Option<u64>) -> Reco
     } else {
         "ours"
     };
-    let rec = dir.join(format!("record-{name}"));
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_multinet"));
-    cmd.args(["pretrain", "--preset"])
-        .arg(&preset)
-        .arg("--runs-dir")
-        .arg(dir.join("runs"))
-        .args(["--name", name, "--stop-at", &steps.to_string(), "--record"])
-        .arg(&rec);
-    if let Some(seed) = perturb {
-        cmd.env("CONTRAST_PERTURB_INIT", seed.to_string());
-    }
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-
-    let initial = Tensor::read_safetensors(rec.join("initial.safetensors")).unwrap();
-    let mut inputs: Vec<(String, Tensor)> = initial
+    let bin = env!("CARGO_BIN_EXE_multinet");
+    let rec = official::record_run(bin, "multinet", &preset, dir, name, steps, perturb);
+    let mut inputs: Vec<(String, Tensor)> = rec
+        .initial
         .iter()
         .filter_map(|(n, t)| match n.as_str() {
             "bank/bank" => Some(("bank".into(), t.shallow_clone())),
@@ -461,15 +445,14 @@ fn record_run(dir: &std::path::Path, steps: usize, perturb: Option<u64>) -> Reco
             n => Some((format!("w.{}", official_name(n)), t.shallow_clone())),
         })
         .collect();
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(rec.join("steps.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
+    let lrs: Vec<f64> = rec
+        .lines
+        .iter()
+        .map(|l| l["lr"].as_f64().unwrap())
         .collect();
-    assert_eq!(lines.len(), steps, "one recorded line per step");
-    let lrs: Vec<f64> = lines.iter().map(|l| l["lr"].as_f64().unwrap()).collect();
     inputs.push(("lr".into(), Tensor::from_slice(&lrs).to_kind(Kind::Double)));
-    let curves: Vec<Vec<f64>> = lines
+    let curves: Vec<Vec<f64>> = rec
+        .lines
         .iter()
         .map(|l| {
             TERMS
@@ -479,36 +462,19 @@ fn record_run(dir: &std::path::Path, steps: usize, perturb: Option<u64>) -> Reco
         })
         .collect();
     for k in 0..steps {
-        let batch =
-            Tensor::read_safetensors(rec.join(format!("step-{:08}.safetensors", k + 1))).unwrap();
         for i in 0..3 {
-            let v = &batch
-                .iter()
-                .find(|(n, _)| *n == format!("view{i}"))
-                .unwrap()
-                .1;
+            let v = rec.get(k, &format!("view{i}"));
             assert_eq!(v.size(), [BATCH, 3, SIDE, SIDE]);
-            inputs.push((format!("v{i}_{k}"), v.shallow_clone()));
+            inputs.push((format!("v{i}_{k}"), v));
         }
     }
-    let ck = contrast_core::train::Checkpointer::load(
-        dir.join("runs/multinet")
-            .join(name)
-            .join(format!("checkpoints/step-{steps:08}")),
-    )
-    .unwrap();
     let mut after = Vec::new();
     for store in ["encoder", "predictor", "ema"] {
-        let mut g: Vec<(String, Tensor)> = ck
-            .group(store)
-            .unwrap()
-            .iter()
-            .map(|(n, t)| (format!("{store}/{n}"), t.shallow_clone()))
-            .collect();
+        let mut g = rec.after(store);
         g.sort_by(|a, b| a.0.cmp(&b.0));
         after.extend(g);
     }
-    let bank = ck.group("bank").unwrap();
+    let bank = rec.last.group("bank").unwrap();
     after.push((
         "bank".into(),
         bank.iter()

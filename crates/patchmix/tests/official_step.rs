@@ -694,65 +694,29 @@ fn record_run(dir: &Path, cfg: &PatchMixConfig, steps: usize, perturb: Option<u6
         Some(seed) => format!("perturbed-{seed}"),
         None => "ours".into(),
     };
-    let rec = dir.join(format!("record-{name}"));
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_patchmix"));
-    cmd.args(["pretrain", "--preset"])
-        .arg(&preset)
-        .arg("--runs-dir")
-        .arg(dir.join("runs"))
-        .args(["--name", &name, "--stop-at", &steps.to_string(), "--record"])
-        .arg(&rec);
-    if let Some(seed) = perturb {
-        cmd.env("CONTRAST_PERTURB_INIT", seed.to_string());
-    }
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let initial = Tensor::read_safetensors(rec.join("initial.safetensors")).unwrap();
-    let mut inputs: Vec<(String, Tensor)> = as_official(cfg, &initial)
+    let bin = env!("CARGO_BIN_EXE_patchmix");
+    let rec = official::record_run(bin, "patchmix", &preset, dir, &name, steps, perturb);
+    let mut inputs: Vec<(String, Tensor)> = as_official(cfg, &rec.initial)
         .into_iter()
         .map(|(n, t)| (format!("w.{n}"), t))
         .collect();
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(rec.join("steps.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(lines.len(), steps, "one recorded line per step");
     for k in 0..steps {
-        let step =
-            Tensor::read_safetensors(rec.join(format!("step-{:08}.safetensors", k + 1))).unwrap();
-        let get = |n: &str| {
-            step.iter()
-                .find(|(m, _)| m == n)
-                .unwrap_or_else(|| panic!("step {}: no `{n}` recorded", k + 1))
-                .1
-                .shallow_clone()
-        };
-        inputs.push((format!("x1_{k}"), get("view0")));
-        inputs.push((format!("x2_{k}"), get("view1")));
-        inputs.push((format!("perm1_{k}"), get("draw/perm1").to_kind(Kind::Float)));
-        inputs.push((format!("perm2_{k}"), get("draw/perm2").to_kind(Kind::Float)));
+        inputs.push((format!("x1_{k}"), rec.get(k, "view0")));
+        inputs.push((format!("x2_{k}"), rec.get(k, "view1")));
+        inputs.push((
+            format!("perm1_{k}"),
+            rec.get(k, "draw/perm1").to_kind(Kind::Float),
+        ));
+        inputs.push((
+            format!("perm2_{k}"),
+            rec.get(k, "draw/perm2").to_kind(Kind::Float),
+        ));
     }
-    let ck = contrast_core::train::Checkpointer::load(
-        dir.join("runs/patchmix")
-            .join(&name)
-            .join(format!("checkpoints/step-{steps:08}")),
-    )
-    .unwrap();
     let groups: Vec<(String, Tensor)> = ["encoder", "predictor"]
         .iter()
-        .flat_map(|g| {
-            ck.group(g)
-                .unwrap()
-                .iter()
-                .map(move |(n, t)| (format!("{g}/{n}"), t.shallow_clone()))
-                .collect::<Vec<_>>()
-        })
+        .flat_map(|g| rec.after(g))
         .collect();
+    let lines = &rec.lines;
     Recording {
         inputs,
         curves: lines.iter().map(recorded_terms).collect(),
