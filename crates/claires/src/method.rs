@@ -483,10 +483,9 @@ impl Method for ClairesMethod {
         };
         let txt = self.model.project_text(&tf, true);
         let (img, txt) = if shard.world > 1 {
-            (
-                contrast_core::dist::gather_with_grad(&img)?,
-                contrast_core::dist::gather_with_grad(&txt)?,
-            )
+            let mut all = contrast_core::dist::gather_columns_with_grad(&[&img, &txt])?;
+            let txt = all.pop().context("the gathered text features")?;
+            (all.pop().context("the gathered image features")?, txt)
         } else {
             (img, txt)
         };

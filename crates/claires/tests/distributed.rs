@@ -6,7 +6,7 @@
 //! must agree: the loss curve within the derived fp32 drift bound, every tensor within its
 //! measured drift. Two cases: the heads alone (image tower frozen), and the image tower training
 //! with its BatchNorms synchronised (`runtime.sync_batch_norm = true`; per rank by default, as
-//! open_clip). A loss left per rank fails at step 1. Rank 0 alone runs the per-epoch retrieval
+//! open_clip). A loss left per rank fails (the heads' tensors ~300× their bound). Rank 0 alone runs the per-epoch retrieval
 //! monitor and the final evaluation.
 
 use claires::text::minilm_dir;

@@ -511,6 +511,14 @@ fn parse_kind(s: &str) -> Result<Kind> {
     })
 }
 
+/// [`gather_with_grad`] of several `[N, D_i]` tensors with the same rows in one collective:
+/// they travel side by side (`[N, ΣD_i]`) and come back split, each `[W·N, D_i]`.
+pub fn gather_columns_with_grad(parts: &[&Tensor]) -> Result<Vec<Tensor>> {
+    let widths: Vec<i64> = parts.iter().map(|t| t.size()[1]).collect();
+    let all = gather_with_grad(&Tensor::cat(parts, 1))?;
+    Ok(all.split_with_sizes(&widths, 1))
+}
+
 /// Every rank's `t` concatenated along dim 0 in rank order (`t` itself without a group).
 ///
 /// Gradient: the loss computed from the result on every rank is the **global** loss (every

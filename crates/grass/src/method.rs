@@ -121,10 +121,7 @@ pub fn nt_xent(loss_fn: &NtXent, z: &Tensor) -> Result<Tensor> {
         "NT-Xent needs the two views' projections, got shape {:?}",
         z.size()
     );
-    let all: Vec<Tensor> = halves
-        .iter()
-        .map(contrast_core::dist::gather_with_grad)
-        .collect::<Result<_>>()?;
+    let all = contrast_core::dist::gather_columns_with_grad(&[&halves[0], &halves[1]])?;
     loss_fn.forward(&Tensor::cat(&all, 0))
 }
 

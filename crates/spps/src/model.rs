@@ -137,11 +137,9 @@ impl Model {
                         }
                         None => None,
                     };
-                    (
-                        dist::gather_with_grad(&z1)?,
-                        dist::gather_with_grad(&z2)?,
-                        extra,
-                    )
+                    let mut z = dist::gather_columns_with_grad(&[&z1, &z2])?;
+                    let z2 = z.pop().context("the gathered second views")?;
+                    (z.pop().context("the gathered first views")?, z2, extra)
                 } else {
                     (z1, z2, extra)
                 };

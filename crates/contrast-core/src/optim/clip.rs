@@ -17,6 +17,19 @@ pub fn clip_grad_norm(groups: &[ParamGroup], max_norm: f64) -> Result<f64> {
     clip_grad_norm_tensors(&params, max_norm)
 }
 
+/// `‖(‖g_1‖, …, ‖g_n‖)‖₂` of non-empty `grads`, in float32 on the first one's device (a scalar
+/// tensor: reading it is the caller's one host sync).
+pub fn total_norm(grads: &[Tensor]) -> Tensor {
+    tch::no_grad(|| {
+        let dev = grads[0].device();
+        let norms: Vec<Tensor> = grads
+            .iter()
+            .map(|g| g.to_kind(tch::Kind::Float).norm().to_device(dev))
+            .collect();
+        Tensor::stack(&norms, 0).norm()
+    })
+}
+
 /// [`clip_grad_norm`] over a plain list of parameters.
 pub fn clip_grad_norm_tensors(params: &[&Tensor], max_norm: f64) -> Result<f64> {
     ensure!(
@@ -28,15 +41,7 @@ pub fn clip_grad_norm_tensors(params: &[&Tensor], max_norm: f64) -> Result<f64> 
         return Ok(0.0);
     }
     tch::no_grad(|| {
-        let norms: Vec<Tensor> = grads
-            .iter()
-            .map(|g| {
-                g.to_kind(tch::Kind::Float)
-                    .norm()
-                    .to_device(grads[0].device())
-            })
-            .collect();
-        let total = Tensor::stack(&norms, 0).norm(); // scalar
+        let total = total_norm(&grads); // scalar
         let coef = (max_norm / (&total + 1e-6)).clamp_max(1.0);
         for g in &grads {
             let mut g = g.shallow_clone();

@@ -74,28 +74,21 @@ pub fn describe_inputs(inputs: &Named) -> Option<String> {
 /// already (clipping): finite means every element is. Otherwise the norm is computed (one pass
 /// over the gradients, one host sync). The error names the step and the parameters.
 pub fn check_grads(step: u64, params: &[(String, Tensor)], norm: Option<f64>) -> Result<()> {
-    let grads: Vec<(&str, Tensor)> = params
+    let (names, grads): (Vec<&str>, Vec<Tensor>) = params
         .iter()
         .filter_map(|(n, p)| crate::optim::grad_of(p).map(|g| (n.as_str(), g)))
-        .collect();
+        .unzip();
     if grads.is_empty() {
         return Ok(());
     }
     let norm = match norm {
         Some(n) => n,
-        None => tch::no_grad(|| {
-            let dev = grads[0].1.device();
-            let norms: Vec<Tensor> = grads
-                .iter()
-                .map(|(_, g)| g.to_kind(Kind::Float).norm().to_device(dev))
-                .collect();
-            Tensor::stack(&norms, 0).norm().double_value(&[])
-        }),
+        None => crate::optim::clip::total_norm(&grads).double_value(&[]),
     };
     if norm.is_finite() {
         return Ok(());
     }
-    let bad = non_finite(grads.iter().map(|(n, g)| (*n, g)));
+    let bad = non_finite(names.iter().copied().zip(&grads));
     if bad.is_empty() {
         bail!("the gradient norm at step {step} is {norm}: it overflows float32 although no element is NaN or Inf")
     }

@@ -170,12 +170,6 @@ impl Run {
         self.resumed.as_ref().map_or(0, |c| c.state.step)
     }
 
-    /// The NaN/Inf guard of a training step: error unless every loss term is finite; the error
-    /// names the step, the bad terms and the last good checkpoint, which stays intact.
-    pub fn check_finite(&self, step: u64, terms: &[(&str, f64)]) -> Result<()> {
-        super::guard::check_finite(step, terms).map_err(|e| self.stopped(step, e, false))
-    }
-
     /// A guard's error `e` at step `step` (1-based), with the last good checkpoint named. With
     /// `suspect_newest`, a newest checkpoint written right before this step (at `step - 1`, from
     /// the weights that produced the non-finite value) is set aside as `.suspect-step-N`, kept,
