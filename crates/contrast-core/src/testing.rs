@@ -645,6 +645,49 @@ pub mod official {
             .map(|s| s.trim().to_string())
     }
 
+    /// The L2 norm of every official output named `w.<name>` (under `<name>`) and of the
+    /// outputs listed in `plain` (under their own name): a fixture's `after_l2`.
+    pub fn after_l2(
+        out: &[(String, Tensor)],
+        plain: &[&str],
+    ) -> serde_json::Map<String, serde_json::Value> {
+        out.iter()
+            .filter_map(|(n, t)| {
+                let name = match n.strip_prefix("w.") {
+                    Some(v) => v,
+                    None if plain.contains(&n.as_str()) => n.as_str(),
+                    None => return None,
+                };
+                Some((name.to_string(), l2(t).into()))
+            })
+            .collect()
+    }
+
+    /// Write an N-step fixture `{what, official_commit, steps, curves, …extra, after_l2}`
+    /// (`curves`: [`curves_json`] of the official per-step terms) and say so on stdout.
+    pub fn write_steps_fixture(
+        path: &Path,
+        checkout: &Path,
+        what: &str,
+        steps: usize,
+        curves: serde_json::Value,
+        extra: &[(&str, serde_json::Value)],
+        after_l2: serde_json::Map<String, serde_json::Value>,
+    ) {
+        let mut v = serde_json::json!({
+            "what": what,
+            "official_commit": checkout_commit(checkout),
+            "steps": steps,
+            "curves": curves,
+        });
+        for (k, x) in extra {
+            v[*k] = x.clone();
+        }
+        v["after_l2"] = after_l2.into();
+        std::fs::write(path, serde_json::to_string_pretty(&v).unwrap() + "\n").unwrap();
+        println!("official: wrote {}", path.display());
+    }
+
     /// Write a fixture: `{what, official_commit, terms {name: value}, grad_l2 {name: ‖g‖},
     /// after_l2 {name: ‖w‖}, grad_max_abs}` from the official outputs.
     pub fn write_fixture(

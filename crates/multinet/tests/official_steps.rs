@@ -37,7 +37,7 @@ use contrast_core::data::pipeline::Batch;
 use contrast_core::nn::resnet::Stem;
 use contrast_core::tensors::{load_into, named_variables};
 use contrast_core::testing::official::{
-    self, check_steps, checkout, checkout_commit, curves_json, fixture, l2, official_steps,
+    self, check_steps, checkout, checkout_commit, curves_json, fixture, official_steps,
     perturb_rounding, read_curves, read_fixture, run_official, writing_fixtures, WeightRow,
 };
 use contrast_core::testing::{get, global_rng_lock};
@@ -374,26 +374,15 @@ fn mnclglf_steps_stay_with_the_released_training_loop() {
         .fold(0.0, f64::max);
     println!("official_steps: largest |our lr − the repository's WCosConLR| over the {steps} steps: {gap:.3e} (base 0.1)");
     if steps == DEFAULT_STEPS && (writing_fixtures() || !fixture.is_file()) {
-        let after: serde_json::Map<String, serde_json::Value> = out
-            .iter()
-            .filter_map(|(n, t)| {
-                let name = if n == "bank" {
-                    n.as_str()
-                } else {
-                    n.strip_prefix("w.")?
-                };
-                Some((name.to_string(), l2(t).into()))
-            })
-            .collect();
-        let v = serde_json::json!({
-            "what": "official MNCLGLF training loop (ImageNetSolver.train of train.py on FastMoCo, InfoNCE, reduced model) on the initial weights, bank and views of crates/multinet/tests/official_steps.rs: per-step loss terms; L2 norm of every variable and of the bank after the steps",
-            "official_commit": checkout_commit(&checkout),
-            "steps": steps,
-            "curves": curves_json(&TERMS, &official),
-            "after_l2": after,
-        });
-        std::fs::write(&fixture, serde_json::to_string_pretty(&v).unwrap() + "\n").unwrap();
-        println!("official: wrote {}", fixture.display());
+        official::write_steps_fixture(
+            &fixture,
+            &checkout,
+            "official MNCLGLF training loop (ImageNetSolver.train of train.py on FastMoCo, InfoNCE, reduced model) on the initial weights, bank and views of crates/multinet/tests/official_steps.rs: per-step loss terms; L2 norm of every variable and of the bank after the steps",
+            steps,
+            curves_json(&TERMS, &official),
+            &[],
+            official::after_l2(&out, &["bank"]),
+        );
     }
 }
 
@@ -555,25 +544,14 @@ fn a_recorded_training_run_replays_through_the_released_loop() {
     };
     check_weights(what, steps, &ours.after, &perturbed.after, &tensor);
     if steps == DEFAULT_STEPS && (writing_fixtures() || !fixture.is_file()) {
-        let after: serde_json::Map<String, serde_json::Value> = out
-            .iter()
-            .filter_map(|(n, t)| {
-                let name = if n == "bank" {
-                    n.as_str()
-                } else {
-                    n.strip_prefix("w.")?
-                };
-                Some((name.to_string(), l2(t).into()))
-            })
-            .collect();
-        let v = serde_json::json!({
-            "what": "official MNCLGLF training loop (ImageNetSolver.train of train.py on FastMoCo, InfoNCE, reduced model) replaying a recorded run of ours (`multinet pretrain --record`, crates/multinet/tests/official_steps.rs: a_recorded_training_run_replays_through_the_released_loop): per-step loss terms; L2 norm of every variable and of the bank after the steps",
-            "official_commit": checkout_commit(&checkout),
-            "steps": steps,
-            "curves": curves_json(&TERMS, &official),
-            "after_l2": after,
-        });
-        std::fs::write(&fixture, serde_json::to_string_pretty(&v).unwrap() + "\n").unwrap();
-        println!("official: wrote {}", fixture.display());
+        official::write_steps_fixture(
+            &fixture,
+            &checkout,
+            "official MNCLGLF training loop (ImageNetSolver.train of train.py on FastMoCo, InfoNCE, reduced model) replaying a recorded run of ours (`multinet pretrain --record`, crates/multinet/tests/official_steps.rs: a_recorded_training_run_replays_through_the_released_loop): per-step loss terms; L2 norm of every variable and of the bank after the steps",
+            steps,
+            curves_json(&TERMS, &official),
+            &[],
+            official::after_l2(&out, &["bank"]),
+        );
     }
 }

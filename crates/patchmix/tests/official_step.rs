@@ -29,8 +29,8 @@ use contrast_core::optim::{decay_groups, Optimizer};
 use contrast_core::tensors::named_variables;
 use contrast_core::testing::official::{
     self, check_steps, checkout, checkout_commit, compare_with_fixture, curves_json,
-    fixture as fixture_path, grad_max, l2, official_steps, perturb_rounding, read_curves,
-    read_fixture, repo_root, write_fixture, writing_fixtures, FixtureTolerance, WeightRow,
+    fixture as fixture_path, grad_max, official_steps, perturb_rounding, read_curves, read_fixture,
+    repo_root, write_fixture, writing_fixtures, FixtureTolerance, WeightRow,
 };
 use contrast_core::testing::{assert_close, get, global_rng_lock, python, run_reference};
 use contrast_core::train::runtime::{seed_step, step_seed};
@@ -567,23 +567,19 @@ fn n_steps_case(momentum: bool, fixture_name: &str) {
 
     if let Some(out) = &out {
         if n == DEFAULT_STEPS && (writing_fixtures() || !fixture.exists()) {
-            let after: serde_json::Map<String, serde_json::Value> = out
-                .iter()
-                .filter_map(|(k, t)| Some((k.strip_prefix("w.")?.to_string(), l2(t).into())))
-                .collect();
-            let v = serde_json::json!({
-                "what": format!(
+            let what = format!(
                     "{n} steps of the official PatchMix train_epoch ({}) on the weights, batches and permutations of crates/patchmix/tests/official_step.rs: per-step loss terms, the lr / wd / momentum each step used, the L2 norm of every variable after the last step",
                     if momentum { "momentum encoder, 2 local crops" } else { "ViT-T recipe" }
-                ),
-                "official_commit": checkout_commit(&official),
-                "steps": n,
-                "curves": curves_json(&TERMS, &official_curves),
-                "schedule": curves_json(sched_terms, &official_sched),
-                "after_l2": after,
-            });
-            std::fs::write(&fixture, serde_json::to_string_pretty(&v).unwrap() + "\n").unwrap();
-            println!("{test}: wrote {}", fixture.display());
+                );
+            official::write_steps_fixture(
+                &fixture,
+                &official,
+                &what,
+                n,
+                curves_json(&TERMS, &official_curves),
+                &[("schedule", curves_json(sched_terms, &official_sched))],
+                official::after_l2(out, &[]),
+            );
         }
     }
 }
@@ -909,19 +905,15 @@ fn a_recorded_training_run_replays_through_the_official_train_epoch() {
     official::check_weights(test, n, &weights, 8.0 * 2f64.powi(-23));
     if let Some(out) = &out {
         if n == DEFAULT_STEPS && (writing_fixtures() || !fixture.exists()) {
-            let after: serde_json::Map<String, serde_json::Value> = out
-                .iter()
-                .filter_map(|(k, t)| Some((k.strip_prefix("w.")?.to_string(), l2(t).into())))
-                .collect();
-            let v = serde_json::json!({
-                "what": format!("{n} steps of the official PatchMix train_epoch (ViT-T recipe, reduced) replaying a recorded run of ours (`patchmix pretrain --record` on a synthetic CIFAR-10, crates/patchmix/tests/official_step.rs: a_recorded_training_run_replays_through_the_official_train_epoch): per-step loss terms, the L2 norm of every variable after the last step"),
-                "official_commit": checkout_commit(&official),
-                "steps": n,
-                "curves": curves_json(&TERMS, &official_curves),
-                "after_l2": after,
-            });
-            std::fs::write(&fixture, serde_json::to_string_pretty(&v).unwrap() + "\n").unwrap();
-            println!("{test}: wrote {}", fixture.display());
+            official::write_steps_fixture(
+                &fixture,
+                &official,
+                &format!("{n} steps of the official PatchMix train_epoch (ViT-T recipe, reduced) replaying a recorded run of ours (`patchmix pretrain --record` on a synthetic CIFAR-10, crates/patchmix/tests/official_step.rs: a_recorded_training_run_replays_through_the_official_train_epoch): per-step loss terms, the L2 norm of every variable after the last step"),
+                n,
+                curves_json(&TERMS, &official_curves),
+                &[],
+                official::after_l2(out, &[]),
+            );
         }
     }
 }
