@@ -498,6 +498,11 @@ pub mod official {
                 .1
         }
 
+        /// Checkpoint groups `groups` after the last step, their tensors as `group/name`.
+        pub fn after_all(&self, groups: &[&str]) -> Vec<(String, Tensor)> {
+            groups.iter().flat_map(|g| self.after(g)).collect()
+        }
+
         /// Checkpoint group `group` after the last step, its tensors as `group/name`.
         pub fn after(&self, group: &str) -> Vec<(String, Tensor)> {
             self.last
@@ -522,42 +527,78 @@ pub mod official {
         steps: usize,
         perturb: Option<u64>,
     ) -> Recorded {
-        let rec = dir.join(format!("record-{name}"));
-        let mut cmd = std::process::Command::new(bin);
-        cmd.args(["pretrain", "--preset"])
-            .arg(preset)
-            .arg("--runs-dir")
-            .arg(dir.join("runs"))
-            .args(["--name", name, "--stop-at", &steps.to_string(), "--record"])
-            .arg(&rec);
-        if let Some(seed) = perturb {
-            cmd.env("CONTRAST_PERTURB_INIT", seed.to_string());
-        }
-        let out = cmd.output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let lines: Vec<serde_json::Value> = std::fs::read_to_string(rec.join("steps.jsonl"))
+        record_ranks(bin, method, preset, dir, name, steps, perturb, 1)
+            .pop()
             .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        assert_eq!(lines.len(), steps, "one recorded line per step");
-        let last = crate::train::Checkpointer::load(
-            dir.join("runs")
-                .join(method)
-                .join(name)
-                .join(format!("checkpoints/step-{steps:08}")),
-        )
-        .unwrap();
-        Recorded {
-            initial: Tensor::read_safetensors(rec.join("initial.safetensors")).unwrap(),
-            lines,
-            dir: rec,
-            last,
+    }
+
+    /// [`record_run`] as `world` ranks started as torchrun starts them
+    /// ([`super::ranks::launch`]): one recording per rank (rank `r > 0`'s in
+    /// `record-<name>/rank-r`), each with the run's last checkpoint (rank 0's).
+    #[allow(clippy::too_many_arguments)]
+    pub fn record_ranks(
+        bin: &str,
+        method: &str,
+        preset: &Path,
+        dir: &Path,
+        name: &str,
+        steps: usize,
+        perturb: Option<u64>,
+        world: usize,
+    ) -> Vec<Recorded> {
+        let rec = dir.join(format!("record-{name}"));
+        let command = || {
+            let mut cmd = std::process::Command::new(bin);
+            cmd.args(["pretrain", "--preset"])
+                .arg(preset)
+                .arg("--runs-dir")
+                .arg(dir.join("runs"))
+                .args(["--name", name, "--stop-at", &steps.to_string(), "--record"])
+                .arg(&rec);
+            if let Some(seed) = perturb {
+                cmd.env("CONTRAST_PERTURB_INIT", seed.to_string());
+            }
+            cmd
+        };
+        if world == 1 {
+            let out = command().output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        } else {
+            let outs = super::ranks::launch(world, command, &[]);
+            super::ranks::assert_ok(&outs, &format!("{method} --record, {world} ranks"));
         }
+        (0..world)
+            .map(|r| {
+                let rec = match r {
+                    0 => rec.clone(),
+                    r => rec.join(format!("rank-{r}")),
+                };
+                let lines: Vec<serde_json::Value> =
+                    std::fs::read_to_string(rec.join("steps.jsonl"))
+                        .unwrap()
+                        .lines()
+                        .map(|l| serde_json::from_str(l).unwrap())
+                        .collect();
+                assert_eq!(lines.len(), steps, "one recorded line per step");
+                let last = crate::train::Checkpointer::load(
+                    dir.join("runs")
+                        .join(method)
+                        .join(name)
+                        .join(format!("checkpoints/step-{steps:08}")),
+                )
+                .unwrap();
+                Recorded {
+                    initial: Tensor::read_safetensors(rec.join("initial.safetensors")).unwrap(),
+                    lines,
+                    dir: rec,
+                    last,
+                }
+            })
+            .collect()
     }
 
     /// `.official/<method>`: the git-ignored checkout of `cargo xtask official fetch <method>`.
@@ -859,6 +900,42 @@ pub mod official {
                     .collect()
             })
             .collect()
+    }
+
+    /// The tighter statement for a run that passes branch points (see [`drift_bound`]): at every
+    /// step the official value of a term lies within the one-direction drift bound of the
+    /// nearest of our runs. `runs[0]` is ours, `runs[1]` the perturbed run whose distance from
+    /// ours is the one-direction envelope (its running maximum), the others more perturbed runs;
+    /// each is that term's curve, as is `official`. Asserts it, prints the largest ratio, and
+    /// returns the distance to the nearest run per step.
+    pub fn nearest_run(test: &str, term: &str, runs: &[Vec<f64>], official: &[f64]) -> Vec<f64> {
+        assert!(runs.len() >= 2, "{test}: ours and a perturbed run at least");
+        let mut envelope = 0.0f64;
+        let mut worst = 0.0f64;
+        let nearest: Vec<f64> = official
+            .iter()
+            .enumerate()
+            .map(|(k, &f)| {
+                envelope = envelope.max((runs[0][k] - runs[1][k]).abs());
+                let nearest = runs
+                    .iter()
+                    .map(|r| (r[k] - f).abs())
+                    .fold(f64::INFINITY, f64::min);
+                let bound = drift_bound(k + 1, f, envelope);
+                assert!(
+                    nearest <= bound,
+                    "{test}: step {}: the official {term} {f} is {nearest:.3e} from the nearest of our runs (bound {bound:.3e})",
+                    k + 1
+                );
+                worst = worst.max(nearest / bound);
+                nearest
+            })
+            .collect();
+        println!(
+            "{test}: the official {term} within the one-direction bound of the nearest of our {} runs at every step (largest ratio {worst:.3})",
+            runs.len()
+        );
+        nearest
     }
 
     /// The weight rows of several perturbed runs (`[run][variable]`, the same variables in the

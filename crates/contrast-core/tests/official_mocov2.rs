@@ -40,6 +40,7 @@ fn three_steps_equal_the_official_moco_v2() {
         queue_size: k_queue,
         momentum: 0.9, // visible in three steps (official default 0.999)
         temperature: 0.2,
+        shuffle_bn: true,
     };
     tch::manual_seed(5);
     let rc = MocoV2::resnet18(Stem::ImageNet).unwrap();

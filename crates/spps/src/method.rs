@@ -313,8 +313,11 @@ impl Method for Spps {
             Framework::Simclr => contrast_core::train::Distributed::AsOfficial(
                 "NT-Xent (with SPPS's extra positives, chosen over the global batch) over the projections gathered with gradient from every rank, as the official SimCLR's cross-replica concat; BatchNorm synchronised over the ranks as its global_bn (runtime.sync_batch_norm)",
             ),
+            Framework::Mocov2 if cfg.mocov2.shuffle_bn => contrast_core::train::Distributed::AsOfficial(
+                "MoCo v2 as the official moco/builder.py trains under DDP: the key encoder runs a slice of the global batch shuffled across the ranks (shuffle-BN, mocov2.shuffle_bn; nothing to shuffle with runtime.sync_batch_norm), the keys gathered over the ranks are enqueued (every rank holds the same queue), the gradients averaged; SPPS partners are chosen over the global batch, each rank's partner keys its own",
+            ),
             Framework::Mocov2 => contrast_core::train::Distributed::PerRank(
-                "MoCo v2 enqueues the keys gathered over the ranks as the official moco/builder.py does (every rank holds the same queue), but does not shuffle BatchNorm across them; SPPS partners are chosen over the global batch",
+                "MoCo v2 enqueues the keys gathered over the ranks as the official moco/builder.py does (every rank holds the same queue); mocov2.shuffle_bn = false: each rank's key encoder sees its own rows, where the official code shuffles them across the ranks; SPPS partners are chosen over the global batch",
             ),
         }
     }
@@ -328,6 +331,19 @@ impl Method for Spps {
     /// `--record`: the augmented views, labels and data-set indices of the step.
     fn batch_tensors(batch: &Batch) -> Named {
         batch.named()
+    }
+
+    /// `--record`: MoCo's shuffle-BN permutation of the global batch (`shuffle`), on several
+    /// ranks; nothing else inside the step is random.
+    fn step_draws(&mut self) -> Named {
+        match &self.model {
+            Model::Mocov2(m) => m
+                .last_shuffle
+                .iter()
+                .map(|p| ("shuffle".to_string(), p.shallow_clone()))
+                .collect(),
+            Model::Simclr { .. } => Vec::new(),
+        }
     }
 
     fn state(&self) -> Vec<(String, Named)> {

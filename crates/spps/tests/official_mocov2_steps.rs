@@ -40,12 +40,15 @@ use contrast_core::nn::resnet::Stem;
 use contrast_core::tensors::named_variables;
 use contrast_core::testing::global_rng_lock;
 use contrast_core::testing::official::{
-    check_steps, checkout, checkout_commit, fixture, official_steps, perturb_rounding, read_curves,
-    read_fixture, run_official, writing_fixtures,
+    self, check_steps, check_weights, checkout, checkout_commit, farthest_curves, fixture,
+    official_steps, perturb_rounding, read_curves, read_fixture, run_official, widest_drift,
+    writing_fixtures, WeightRow,
 };
 use contrast_core::testing::write_synthetic_cifar10;
 use contrast_core::train::Method;
-use official_steps::{check_vars, drive, read_norms, with_prefix, write_steps_fixture, Official};
+use official_steps::{
+    check_vars, drive, group_of, read_norms, with_prefix, write_steps_fixture, Official,
+};
 use spps::config::{Framework, SppsConfig};
 use spps::method::Spps;
 use spps::model::Model;
@@ -77,6 +80,7 @@ fn config(root: &Path, steps: usize) -> SppsConfig {
         queue_size: 32,
         momentum: 0.99,
         temperature: 0.2,
+        shuffle_bn: true,
     };
     c.optim.epochs = steps.div_ceil(PER_EPOCH) as u64;
     c.optim.batch_size = 8;
@@ -319,6 +323,274 @@ fn fifty_steps_equal_the_official_moco_v2() {
     }
     println!(
         "{TEST}: {steps} steps, wall time {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+}
+
+/// Steps of the 2-rank replay (two epochs of the per-epoch cosine).
+const RANK_STEPS: usize = 20;
+/// Perturbed 2-rank runs measuring the drift (each from one float32 rounding in another
+/// direction): this run's chaos grows with the direction (see the test).
+const PERTURBATIONS: u64 = 6;
+const RANKS_TEST: &str = "spps official_mocov2_ranks";
+
+/// A recorded checkpoint / initial state (`encoder/…`, `key_encoder/…`, `queue/bank`) under the
+/// official names, the queue as `[dim, K]` (the queue pointer left out).
+fn official_state(named: &[(String, Tensor)]) -> Vec<(String, Tensor)> {
+    named
+        .iter()
+        .filter_map(|(n, t)| {
+            let (group, name) = n.split_once('/').unwrap();
+            match group {
+                "encoder" => Some((official_name("encoder_q", name), t.shallow_clone())),
+                "key_encoder" => Some((official_name("encoder_k", name), t.shallow_clone())),
+                "queue" if name == "bank" => Some(("queue".into(), t.tr().contiguous())),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// MoCo v2 as 2 ranks, the way the official code trains on several GPUs: a recorded run of
+/// the `spps` binary (started as torchrun starts it, 2 Gloo ranks, batch 4 per rank, BatchNorm
+/// per rank, shuffle-BN) replayed by 2 ranks of the official `main_moco.py` training loop under
+/// `DistributedDataParallel` (the adapter forks them, a gloo group), each rank on its own
+/// recorded views, the official `_batch_shuffle_ddp` drawing our recorded permutation of each
+/// step. Checked: every step's loss on each rank within the derived drift bound (a 2-rank run of
+/// ours from weights perturbed by one float32 rounding), the lr of every step, and every
+/// variable of rank 0 after the steps (query and key encoders, BatchNorm statistics, the queue).
+/// Without the checkout: against `official/fixtures/spps_mocov2_ranks_steps.json`.
+#[test]
+fn two_ranks_with_shuffle_bn_replay_through_the_official_ddp_training() {
+    let t0 = Instant::now();
+    let steps = RANK_STEPS;
+    let dir = checkout("moco");
+    let fixture = fixture("spps_mocov2_ranks_steps.json");
+    let have = checkout_commit(&dir).is_some();
+    if !have && !fixture.is_file() {
+        println!("{RANKS_TEST}: skipped: no official checkout (`cargo xtask official fetch moco`) and no fixture");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("cifar");
+    write_synthetic_cifar10(&data, 16); // 80 training images: 10 global batches of 8
+    let mut cfg = config(&data, steps);
+    cfg.runtime.sync_batch_norm = Some(false); // the official MoCo: BatchNorm per GPU
+    cfg.mocov2.shuffle_bn = true;
+    let preset = tmp.path().join("moco.toml");
+    std::fs::write(
+        &preset,
+        contrast_core::train::config::to_toml(&cfg).unwrap(),
+    )
+    .unwrap();
+    let bin = env!("CARGO_BIN_EXE_spps");
+    let rec = |name: &str, perturb: Option<u64>| {
+        contrast_core::testing::official::record_ranks(
+            bin,
+            "spps",
+            &preset,
+            tmp.path(),
+            name,
+            steps,
+            perturb,
+            2,
+        )
+    };
+    let ours = rec("ours", None);
+    let perts: Vec<_> = (1..=PERTURBATIONS)
+        .map(|s| rec(&format!("perturbed-{s}"), Some(s)))
+        .collect();
+    println!(
+        "{RANKS_TEST}: {} recorded 2-rank runs of {steps} steps in {:.1} s",
+        1 + PERTURBATIONS,
+        t0.elapsed().as_secs_f64()
+    );
+    let terms = ["loss_rank0", "loss_rank1"];
+    let curves = |r: &[contrast_core::testing::official::Recorded]| -> Vec<Vec<f64>> {
+        (0..steps)
+            .map(|k| {
+                r.iter()
+                    .map(|x| x.lines[k]["terms"]["loss"].as_f64().unwrap())
+                    .collect()
+            })
+            .collect()
+    };
+    let our_curves = curves(&ours);
+    let pert_curves = farthest_curves(
+        &our_curves,
+        &perts.iter().map(|p| curves(p)).collect::<Vec<_>>(),
+    );
+    let groups = ["encoder", "key_encoder", "queue"];
+    let after = official_state(&ours[0].after_all(&groups));
+    let afters_p: Vec<_> = perts
+        .iter()
+        .map(|p| official_state(&p[0].after_all(&groups)))
+        .collect();
+    // every variable's row against each perturbed run, the widest drift kept
+    let weights = |official: &dyn Fn(&str) -> Result<Tensor, f64>| {
+        widest_drift(
+            afters_p
+                .iter()
+                .map(|p| {
+                    after
+                        .iter()
+                        .zip(p)
+                        .map(|((n, t), (m, pt))| {
+                            assert_eq!(n, m);
+                            let o = official(n);
+                            WeightRow::new(n, group_of(n), t, pt, o.as_ref().map_err(|e| *e))
+                        })
+                        .collect()
+                })
+                .collect(),
+        )
+    };
+
+    let mut inputs: Vec<(String, Tensor)> = official_state(&ours[0].initial)
+        .into_iter()
+        .map(|(n, t)| match n.as_str() {
+            "queue" => (n, t),
+            _ => (format!("w.{n}"), t),
+        })
+        .collect();
+    let mut shuffled = 0;
+    for k in 0..steps {
+        let perm = ours[0].get(k, "draw/shuffle");
+        assert_eq!(
+            perm.size(),
+            [8],
+            "step {}: a permutation of the global batch",
+            k + 1
+        );
+        assert!(
+            perm.equal(&ours[1].get(k, "draw/shuffle")),
+            "step {}: the ranks used different permutations",
+            k + 1
+        );
+        shuffled += i64::from(!perm.equal(&Tensor::arange(8, (tch::Kind::Int64, Device::Cpu))));
+        inputs.push((format!("perm_{k}"), perm));
+        for (r, x) in ours.iter().enumerate() {
+            let suffix = if r == 0 {
+                String::new()
+            } else {
+                format!(".r{r}")
+            };
+            for (v, name) in [("view0", "xq"), ("view1", "xk")] {
+                let t = x.get(k, v);
+                assert_eq!(t.size()[0], 4, "4 rows per rank");
+                inputs.push((format!("{name}_{k}{suffix}"), t));
+            }
+        }
+    }
+    assert!(shuffled > 0, "no step shuffled its batch");
+    let refs: Vec<(&str, &Tensor)> = inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let our_lr: Vec<f64> = ours[0]
+        .lines
+        .iter()
+        .map(|l| l["lr"].as_f64().unwrap())
+        .collect();
+    let c = &cfg.mocov2;
+    let args = [
+        c.out_dim.to_string(),
+        c.queue_size.to_string(),
+        c.momentum.to_string(),
+        c.temperature.to_string(),
+        our_lr[0].to_string(), // the peak: epoch 0 of the cosine
+        cfg.optim.moco_weight_decay.to_string(),
+        steps.to_string(),
+        cfg.optim.epochs.to_string(),
+        PER_EPOCH.to_string(),
+        "1,1,1,1".to_string(),
+        "cifar".to_string(),
+        "2".to_string(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/py/official_mocov2_steps.py"
+    );
+    let floor = 8.0 * 2f64.powi(-23);
+    // on whichever branch (this run passes branch points, as the PatchMix recording does), each
+    // rank's official loss within the one-direction bound of the nearest of our 7 runs
+    let all_curves: Vec<Vec<Vec<f64>>> = std::iter::once(&ours)
+        .chain(&perts)
+        .map(|r| curves(r))
+        .collect();
+    let nearest = |official: &[Vec<f64>]| {
+        for (t, term) in terms.iter().enumerate() {
+            let runs: Vec<Vec<f64>> = all_curves
+                .iter()
+                .map(|c| c.iter().map(|s| s[t]).collect())
+                .collect();
+            let f: Vec<f64> = official.iter().map(|s| s[t]).collect();
+            official::nearest_run(RANKS_TEST, term, &runs, &f);
+        }
+    };
+    match run_official(&dir, script, &refs, &args) {
+        Some(out) => {
+            let scalar = |n: String| {
+                out.iter()
+                    .find(|(m, _)| *m == n)
+                    .unwrap_or_else(|| panic!("the adapter wrote no {n}"))
+                    .1
+                    .double_value(&[0])
+            };
+            let official: Vec<Vec<f64>> = (0..steps)
+                .map(|k| vec![scalar(format!("loss_{k}")), scalar(format!("loss_{k}.r1"))])
+                .collect();
+            for (k, ours_lr) in our_lr.iter().enumerate() {
+                let o = scalar(format!("lr_{k}"));
+                assert!(
+                    (ours_lr - o).abs() <= 1e-12 * o.abs().max(1.0),
+                    "{RANKS_TEST}: lr of step {}: ours {ours_lr} vs official {o}",
+                    k + 1
+                );
+            }
+            check_steps(RANKS_TEST, &terms, &our_curves, &official, &pert_curves);
+            nearest(&official);
+            let o_after = with_prefix(&out, "w.");
+            let find = |n: &str| -> Result<Tensor, f64> {
+                Ok(o_after
+                    .iter()
+                    .find(|(m, _)| m == n)
+                    .unwrap_or_else(|| panic!("{RANKS_TEST}: no official {n}"))
+                    .1
+                    .shallow_clone())
+            };
+            check_weights(RANKS_TEST, steps, &weights(&find), floor);
+            if writing_fixtures() || !fixture.exists() {
+                write_steps_fixture(
+                    &fixture,
+                    "official MoCo v2 as 2 ranks (moco/builder.py under DistributedDataParallel, shuffle-BN, trained by main_moco.py train() + adjust_learning_rate --cos, 2 forked gloo processes) replaying a recorded 2-rank run of ours (`spps pretrain --record`, crates/spps/tests/official_mocov2_steps.rs: two_ranks_with_shuffle_bn_replay_through_the_official_ddp_training): per-rank losses; L2 norm of rank 0's variables after the steps",
+                    &dir,
+                    &terms,
+                    &official,
+                    &[],
+                    &o_after,
+                );
+            }
+        }
+        None => {
+            let f = read_fixture(&fixture);
+            let official = read_curves(&f, "curves", &terms);
+            check_steps(RANKS_TEST, &terms, &our_curves, &official, &pert_curves);
+            nearest(&official);
+            let w = read_norms(&f, "after_l2");
+            let norm = |n: &str| -> Result<Tensor, f64> {
+                Err(*w
+                    .get(n)
+                    .unwrap_or_else(|| panic!("{RANKS_TEST}: {n} not in the fixture")))
+            };
+            check_weights(RANKS_TEST, steps, &weights(&norm), floor);
+            println!(
+                "{RANKS_TEST}: no official checkout (`cargo xtask official fetch moco`); compared with the committed official numbers {} (official commit {})",
+                fixture.display(),
+                f["official_commit"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    println!(
+        "{RANKS_TEST}: {steps} steps as 2 ranks, wall time {:.1} s",
         t0.elapsed().as_secs_f64()
     );
 }

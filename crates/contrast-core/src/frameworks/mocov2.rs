@@ -10,13 +10,18 @@
 //! the loss averages `−log p` over its positives (SupCon "out" form). With no extra keys it is
 //! exactly MoCo's `CE([l_pos, l_neg], 0)`.
 //!
-//! *Single process*: no shuffle-BN (MoCo's `_batch_shuffle_ddp` needs several GPUs); each view
-//! goes through its encoder as one batch. *Several processes* (torchrun, [`crate::dist`]): the
-//! keys are gathered over the ranks before they are enqueued, as the official
-//! `_dequeue_and_enqueue` does, so every rank holds the same queue; BatchNorm is not shuffled
-//! across the ranks (each rank's key encoder sees its own rows). Buffers (BN running stats) of the key encoder are
-//! averaged like parameters are not: MoCo averages `parameters()` only, buffers stay the key
-//! encoder's own ([`BufferPolicy::Keep`]).
+//! *Single process*: no shuffle-BN (the official builder refuses to run without several GPUs);
+//! each view goes through its encoder as one batch. *Several processes* (torchrun,
+//! [`crate::dist`]): shuffle-BN as the official `_batch_shuffle_ddp` / `_batch_unshuffle_ddp`
+//! ([`MocoV2Config::shuffle_bn`], on by default): the key views of every rank are gathered, a
+//! permutation of the global batch drawn on every rank and rank 0's broadcast, each rank's key
+//! encoder runs its slice of the shuffled batch (so its BatchNorm statistics come from other
+//! rows than its queries'), and the keys are gathered and un-shuffled back to the rank's own
+//! rows. The keys are gathered over the ranks before they are enqueued, as the official
+//! `_dequeue_and_enqueue` does, so every rank holds the same queue. With SyncBatchNorm
+//! (`runtime.sync_batch_norm`) the statistics are global anyway and nothing is shuffled.
+//! Buffers (BN running stats) of the key encoder are averaged like parameters are not: MoCo
+//! averages `parameters()` only, buffers stay the key encoder's own ([`BufferPolicy::Keep`]).
 
 use crate::frameworks::simclr::resnet_config;
 use crate::loss::normalize;
@@ -44,6 +49,10 @@ pub struct MocoV2Config {
     pub momentum: f64,
     /// InfoNCE temperature τ (0.2).
     pub temperature: f64,
+    /// Shuffle BatchNorm across the ranks for the key encoder (true, as the official builder
+    /// always does). Takes effect on several ranks without SyncBatchNorm; one process has
+    /// nothing to shuffle across.
+    pub shuffle_bn: bool,
 }
 
 impl Default for MocoV2Config {
@@ -54,6 +63,7 @@ impl Default for MocoV2Config {
             queue_size: 65536,
             momentum: 0.999,
             temperature: 0.2,
+            shuffle_bn: true,
         }
     }
 }
@@ -127,6 +137,8 @@ pub struct MocoV2 {
     pub queue: MemoryBank,
     ema: Ema,
     pub cfg: MocoV2Config,
+    /// The last step's shuffle-BN permutation of the global batch (rank 0's), if one was drawn.
+    pub last_shuffle: Option<Tensor>,
 }
 
 impl MocoV2 {
@@ -158,6 +170,7 @@ impl MocoV2 {
             queue,
             ema,
             cfg: cfg.clone(),
+            last_shuffle: None,
         })
     }
 
@@ -176,9 +189,41 @@ impl MocoV2 {
         tch::no_grad(|| self.key.embed(x, train))
     }
 
+    /// Keys of this rank's `x_k` computed with shuffle-BN across the ranks (the official
+    /// `_batch_shuffle_ddp`, key encoder, `_batch_unshuffle_ddp`): every rank's views gathered
+    /// in rank order, a permutation of the global batch drawn on every rank and rank 0's
+    /// broadcast (as the official code), this rank's slice of the shuffled batch through the
+    /// key encoder, the keys gathered and this rank's rows taken back in their own order.
+    /// Every rank must hold the same number of rows (the official code assumes it too).
+    fn shuffled_keys(
+        &mut self,
+        d: &crate::dist::Dist,
+        x_k: &Tensor,
+        train: bool,
+    ) -> Result<Tensor> {
+        let b = x_k.size()[0];
+        let all = crate::dist::gather(x_k)?;
+        let n = all.size()[0];
+        ensure!(
+            n == b * d.world() as i64,
+            "MoCo shuffle-BN needs the same batch on every rank: rank {} holds {b} of {n} rows",
+            d.rank()
+        );
+        let perm = Tensor::randperm(n, (Kind::Int64, x_k.device()));
+        d.broadcast(std::slice::from_ref(&perm), 0)?;
+        let mine = perm.narrow(0, d.rank() as i64 * b, b);
+        let k = self.keys(&all.index_select(0, &mine), train)?;
+        let back = perm.argsort(0, false).narrow(0, d.rank() as i64 * b, b);
+        let k = crate::dist::gather(&k)?.index_select(0, &back);
+        self.last_shuffle = Some(perm);
+        Ok(k)
+    }
+
     /// The MoCo v2 loss of `x_q` against keys of `x_k`, plus optional extra positives
     /// `(x_extra [M, …], anchor [M] int64)`: the key of `x_extra[m]` is a positive of query
-    /// `anchor[m]`. Enqueues the `x_k` keys (not the extra ones) afterwards.
+    /// `anchor[m]`. Enqueues the `x_k` keys (not the extra ones) afterwards. On several ranks
+    /// the keys of `x_k` come with shuffle-BN ([`MocoV2Config::shuffle_bn`]); the extra keys
+    /// are each rank's own (SPPS has no official code; its partners are not shuffled).
     pub fn loss(
         &mut self,
         x_q: &Tensor,
@@ -187,7 +232,13 @@ impl MocoV2 {
         train: bool,
     ) -> Result<Tensor> {
         let q = self.query.embed(x_q, train)?;
-        let k = self.keys(x_k, train)?;
+        self.last_shuffle = None;
+        let k = match crate::dist::current() {
+            Some(d) if train && self.cfg.shuffle_bn && !crate::dist::sync_batch_norm() => {
+                self.shuffled_keys(d, x_k, train)?
+            }
+            _ => self.keys(x_k, train)?,
+        };
         let ek = match extra {
             Some((x, a)) => Some((self.keys(x, train)?, a.shallow_clone())),
             None => None,
@@ -340,6 +391,7 @@ mod tests {
             queue_size: 8,
             momentum: 0.99,
             temperature: 0.2,
+            shuffle_bn: true,
         };
         let mut m = MocoV2::new(&rc, &cfg, 0, Device::Cpu).unwrap();
         let x = Tensor::randn([4, 3, 16, 16], (Kind::Float, Device::Cpu));

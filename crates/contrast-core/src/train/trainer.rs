@@ -398,6 +398,9 @@ pub struct Trainer<M: Method> {
 ///   step's own random draws ([`Method::step_draws`], `draw/…`);
 /// * `steps.jsonl`: per step the libtorch seed it ran under (`step_seed(run seed, step)`), lr,
 ///   weight decay and every loss term.
+///
+/// On several ranks each rank records what it consumed, rank 0 into `DIR`, rank `r` into
+/// `DIR/rank-r`; the loss terms are the rank's own (before they are averaged over the ranks).
 pub struct Recorder {
     dir: PathBuf,
     lines: Vec<u8>,
@@ -603,7 +606,11 @@ impl<M: Method> Trainer<M> {
 
         let mut recorder = match &self.record {
             Some(dir) if main => Some(Recorder::open(dir, &method.state())?),
-            _ => None,
+            Some(dir) => Some(Recorder::open(
+                &dir.join(format!("rank-{}", crate::dist::rank())),
+                &method.state(),
+            )?),
+            None => None,
         };
         let mut losses = Vec::new();
         let mut train_s = 0.0;
