@@ -327,11 +327,19 @@ pub mod ranks {
         perturbed: &Path,
         step: u64,
     ) -> ((f64, String), (f64, String)) {
-        let (a, b, p) = (
-            checkpoint(ranks, step),
-            checkpoint(one, step),
-            checkpoint(perturbed, step),
-        );
+        check_within_widest_drift(ranks, one, &[perturbed.to_path_buf()], step)
+    }
+
+    /// [`check_within_drift`] with several perturbed runs, each tensor's drift the largest
+    /// over them (a run past a branch point drifts by how far the farthest direction goes).
+    pub fn check_within_widest_drift(
+        ranks: &Path,
+        one: &Path,
+        perturbed: &[std::path::PathBuf],
+        step: u64,
+    ) -> ((f64, String), (f64, String)) {
+        let (a, b) = (checkpoint(ranks, step), checkpoint(one, step));
+        let ps: Vec<_> = perturbed.iter().map(|p| checkpoint(p, step)).collect();
         assert_eq!(
             a.keys().collect::<Vec<_>>(),
             b.keys().collect::<Vec<_>>(),
@@ -347,7 +355,8 @@ pub mod ranks {
                 assert!(a[n].equal(y), "{n} differs");
                 continue;
             }
-            let (d, drift) = (rel(&a[n], y), rel(&p[n], y));
+            let d = rel(&a[n], y);
+            let drift = ps.iter().map(|p| rel(&p[n], y)).fold(0.0, f64::max);
             let bound = (8.0 * step as f64 * drift).max(1e-6);
             assert!(
                 d <= bound,
@@ -368,6 +377,9 @@ pub mod ranks {
     pub struct AgainstOne {
         pub one: std::path::PathBuf,
         pub perturbed: std::path::PathBuf,
+        /// More perturbed one-process runs, each from another rounding direction
+        /// ([`against_one_in`]); empty for [`against_one`].
+        pub more: Vec<std::path::PathBuf>,
         pub two: std::path::PathBuf,
         pub ranks: Vec<Output>,
     }
@@ -377,15 +389,34 @@ pub mod ranks {
         /// ([`check_within_drift`]), and the `loss` curve (one value per step) within the
         /// derived drift bound of [`super::official::check_steps`]. Prints one line with both
         /// and returns the loss curve's largest |difference| / bound.
+        ///
+        /// With more perturbed runs ([`against_one_in`]) the drift of each step and tensor is
+        /// the widest over them, and the 2-rank loss must also lie, at every step, within the
+        /// one-direction bound of the nearest of the one-process runs
+        /// ([`super::official::nearest_run`]): a run that passes a branch point may take
+        /// either branch, as the one-process runs from other roundings do.
         pub fn check(&self, what: &str, steps: u64, loss: &str) -> f64 {
-            let ((ratio, name), (worst, worst_name)) =
-                check_within_drift(&self.two, &self.one, &self.perturbed, steps);
+            let perturbed: Vec<_> = std::iter::once(&self.perturbed)
+                .chain(&self.more)
+                .cloned()
+                .collect();
             let rows = |run: &Path| -> Vec<Vec<f64>> {
                 curve(run, loss).into_iter().map(|x| vec![x]).collect()
             };
-            let (l1, l2, lp) = (rows(&self.one), rows(&self.two), rows(&self.perturbed));
+            let (l1, l2) = (rows(&self.one), rows(&self.two));
+            let lps: Vec<_> = perturbed.iter().map(|p| rows(p)).collect();
             assert_eq!(l1.len(), steps as usize, "{what}: one {loss} per step");
+            let lp = super::official::farthest_curves(&l1, &lps);
             let r = super::official::check_steps(what, &[loss], &l1, &l2, &lp);
+            if !self.more.is_empty() {
+                let runs: Vec<Vec<f64>> = std::iter::once(&self.one)
+                    .chain(&perturbed)
+                    .map(|p| curve(p, loss))
+                    .collect();
+                super::official::nearest_run(what, loss, &runs, &curve(&self.two, loss));
+            }
+            let ((ratio, name), (worst, worst_name)) =
+                check_within_widest_drift(&self.two, &self.one, &perturbed, steps);
             println!(
                 "{what}, {steps} steps, 2 ranks vs one process on the global batch: the loss curve within {r:.3} of the drift bound; every tensor within 8·k× its fp32 drift (largest ratio {ratio:.3}, {name}; largest plain relative difference {worst:.2e}, {worst_name})"
             );
@@ -399,19 +430,44 @@ pub mod ranks {
     /// ranks started as torchrun starts them. Panics with its stderr when any fails; `runs` is
     /// where the runs' folders are (`runs/<name>`).
     pub fn against_one(runs: &Path, prefix: &str, run: impl Fn(&str) -> Command) -> AgainstOne {
+        against_one_in(runs, prefix, run, &[3])
+    }
+
+    /// [`against_one`] with one perturbed one-process run per seed of `perturb` (the first is
+    /// the one-direction run, `perturbed`; the others are `more`): for a run that passes a
+    /// branch point, where the drift depends on the direction of the rounding.
+    pub fn against_one_in(
+        runs: &Path,
+        prefix: &str,
+        run: impl Fn(&str) -> Command,
+        perturb: &[u64],
+    ) -> AgainstOne {
+        assert!(!perturb.is_empty(), "{prefix}: no perturbation seed");
         let name = |n: &str| format!("{prefix}-{n}");
         let one = run(&name("one")).output().unwrap();
         assert!(one.status.success(), "{prefix}: {}", stderr(&one));
-        let p = run(&name("perturbed"))
-            .env("CONTRAST_PERTURB_INIT", "3")
-            .output()
-            .unwrap();
-        assert!(p.status.success(), "{prefix}: {}", stderr(&p));
+        let perturbed: Vec<_> = perturb
+            .iter()
+            .enumerate()
+            .map(|(i, seed)| {
+                let n = match i {
+                    0 => name("perturbed"),
+                    _ => name(&format!("perturbed-{seed}")),
+                };
+                let p = run(&n)
+                    .env("CONTRAST_PERTURB_INIT", seed.to_string())
+                    .output()
+                    .unwrap();
+                assert!(p.status.success(), "{prefix}: {}", stderr(&p));
+                runs.join(n)
+            })
+            .collect();
         let ranks = launch(2, || run(&name("two")), &[]);
         assert_ok(&ranks, prefix);
         AgainstOne {
             one: runs.join(name("one")),
-            perturbed: runs.join(name("perturbed")),
+            perturbed: perturbed[0].clone(),
+            more: perturbed[1..].to_vec(),
             two: runs.join(name("two")),
             ranks,
         }

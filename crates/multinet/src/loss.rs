@@ -17,8 +17,16 @@
 //! `p` (`released_code_l1 = false`); `released_code_l1 = true` reproduces the released code
 //! (`L1` is still computed and logged, but detached), and every preset sets it: the released
 //! code is the only evidence of how the published numbers were produced.
+//!
+//! **Several ranks** (torchrun; the released code trains on one GPU: its `dist.py` starts a group
+//! of one, and its `InfoNCE.loss1` labels only work for one rank): each rank's loss is the
+//! global batch's, so N ranks train what one process trains on the global batch. `L1` takes each
+//! rank's own predictions against the keys of every rank (gathered without gradient, as `k` has
+//! none), the positive of local row `i` at global row `rank·N + i`; the NN term is NT-Xent over
+//! every rank's predictions (gathered with gradient) and neighbours.
 
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
+use contrast_core::dist;
 use contrast_core::loss::{InfoNce, NtXent};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
@@ -85,18 +93,42 @@ impl LossTerms {
     }
 }
 
-/// `L1`: mean over the chunks of `keys` (`[C·N, D]`) of `CE(p̂ · k̂_cᵀ / τ, diag)`.
-fn global_vs_local(nce: &InfoNce, p: &Tensor, keys: &Tensor) -> Result<Vec<Tensor>> {
+/// `L1`: mean over the chunks of `keys` (`[C·M, D]`, `M` the global batch: every rank's rows
+/// of each chunk) of `CE(p̂ · k̂_cᵀ / τ, y)`, `y_i = offset + i` (this rank's first global row).
+fn global_vs_local(
+    nce: &InfoNce,
+    p: &Tensor,
+    keys: &Tensor,
+    m: i64,
+    offset: i64,
+) -> Result<Vec<Tensor>> {
     let n = p.size()[0];
     ensure!(
-        keys.size().len() == 2 && n > 0 && keys.size()[0] % n == 0,
+        keys.size().len() == 2 && n > 0 && m >= offset + n && keys.size()[0] % m == 0,
+        "local keys {:?} are not a multiple of the batch {m}",
+        keys.size()
+    );
+    let labels = Tensor::arange_start(offset, offset + n, (tch::Kind::Int64, p.device()));
+    keys.split(m, 0)
+        .iter()
+        .map(|k| nce.forward_labels(p, &k.detach(), &labels))
+        .collect()
+}
+
+/// Keys `[C·N, D]` (combination-major) of every rank, each combination's rows in rank order:
+/// `[C·N·world, D]` (without gradient; `k` has none). Returns them with the global batch.
+fn gather_keys(keys: &Tensor, n: i64) -> Result<(Tensor, i64)> {
+    let (cn, d) = (keys.size()[0], keys.size()[1]);
+    ensure!(
+        n > 0 && cn % n == 0,
         "local keys {:?} are not a multiple of the batch {n}",
         keys.size()
     );
-    keys.split(n, 0)
-        .iter()
-        .map(|k| nce.forward(p, &k.detach()))
-        .collect()
+    let c = cn / n;
+    // [C, N, D] → [N, C, D], gathered along the rows → [N·world, C, D] → [C·N·world, D]
+    let all = dist::gather(&keys.view([c, n, d]).transpose(0, 1).contiguous())?;
+    let m = all.size()[0];
+    Ok((all.transpose(0, 1).reshape([c * m, d]), m))
 }
 
 /// The full objective (see the module docs).
@@ -108,13 +140,40 @@ pub fn mnclglf_loss(cfg: &LossConfig, x: &LossInputs) -> Result<LossTerms> {
     } else {
         (x.p1.shallow_clone(), x.p2.shallow_clone())
     };
-    // p2 against the 6 combinations of view 1, p1 against those of view 2
-    let mut terms = global_vs_local(&nce, &p2, x.k1)?;
-    terms.extend(global_vs_local(&nce, &p1, x.k2)?);
+    let n = x.p1.size()[0];
+    // p2 against the 6 combinations of view 1, p1 against those of view 2; on several ranks
+    // against every rank's keys
+    let ((k1, m), (k2, _)) = if dist::world() > 1 {
+        (gather_keys(x.k1, n)?, gather_keys(x.k2, n)?)
+    } else {
+        ((x.k1.shallow_clone(), n), (x.k2.shallow_clone(), n))
+    };
+    ensure!(
+        m == n * dist::world() as i64,
+        "MNCLGLF on several ranks needs the same batch on every rank ({n} rows here, {m} in all)"
+    );
+    let offset = dist::rank() as i64 * n;
+    let mut terms = global_vs_local(&nce, &p2, &k1, m, offset)?;
+    terms.extend(global_vs_local(&nce, &p1, &k2, m, offset)?);
     let count = terms.len() as f64;
     let global_local = Tensor::stack(&terms, 0).sum(tch::Kind::Float) / count;
-    let nn = ntx.forward_pair(&x.j3.detach(), x.p1)? * 0.5
-        + ntx.forward_pair(&x.j1.detach(), x.p3)? * 0.5;
+    // several ranks: NT-Xent over every rank's predictions (with gradient) and neighbours
+    let (p1, p3, j1, j3) = if dist::world() > 1 {
+        let mut p = dist::gather_columns_with_grad(&[x.p1, x.p3])?;
+        let p3 = p.pop().context("the gathered third views")?;
+        let p1 = p.pop().context("the gathered first views")?;
+        let j = dist::gather(&Tensor::cat(&[x.j1.detach(), x.j3.detach()], 1))?;
+        let d = x.j1.size()[1];
+        (p1, p3, j.narrow(1, 0, d), j.narrow(1, d, d))
+    } else {
+        (
+            x.p1.shallow_clone(),
+            x.p3.shallow_clone(),
+            x.j1.detach(),
+            x.j3.detach(),
+        )
+    };
+    let nn = ntx.forward_pair(&j3, &p1)? * 0.5 + ntx.forward_pair(&j1, &p3)? * 0.5;
     let total = &global_local + &nn * cfg.nn_weight;
     Ok(LossTerms {
         total,

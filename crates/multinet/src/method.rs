@@ -63,7 +63,9 @@ impl Mnclglf {
         // j1 = NN(e1) without update; j3 = NN(e3), then enqueue e3 (`memory_bank(j3, update=True)`)
         let j1 = self.bank.nearest(&f.e1)?;
         let j3 = self.bank.nearest(&f.e3)?;
-        self.bank.push(&f.e3)?;
+        // several ranks: every rank's projections, in rank order (one process's order), so
+        // that every rank holds the same bank
+        self.bank.push(&contrast_core::dist::gather(&f.e3)?)?;
         let terms = mnclglf_loss(
             &self.cfg.loss,
             &LossInputs {
@@ -348,10 +350,17 @@ impl Method for Multinet {
         Ok(Losses::new(loss, terms))
     }
 
+    /// N ranks train what one process trains on the global batch: the released code trains on
+    /// one GPU (its `dist.py` starts a group of one), so the global batch's losses and
+    /// statistics are what it computes. Each rank's loss is the global batch's (keys and
+    /// predictions gathered, see `loss`), the bank takes every rank's projections.
     fn distributed(_cfg: &MultinetConfig) -> contrast_core::train::Distributed {
-        contrast_core::train::Distributed::PerRank(
-            "each rank's loss and BatchNorm statistics cover its own rows; the official code's multi-GPU behaviour has not been compared",
-        )
+        contrast_core::train::Distributed::GlobalBatch
+    }
+
+    /// On: the released code trains on one GPU, whose BatchNorms see the whole batch.
+    fn official_sync_batch_norm(_cfg: &MultinetConfig) -> bool {
+        true
     }
 
     /// On several ranks the final kNN and linear probe embed their share of the training and
