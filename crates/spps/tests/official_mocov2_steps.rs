@@ -455,6 +455,14 @@ fn two_ranks_with_shuffle_bn_replay_through_the_official_ddp_training() {
         .collect();
     let mut shuffled = 0;
     for k in 0..steps {
+        // the ranks' own draws come from seeds of their own (the permutation is rank 0's,
+        // broadcast)
+        assert_ne!(
+            ours[0].lines[k]["torch_seed"],
+            ours[1].lines[k]["torch_seed"],
+            "step {}: the ranks drew from one seed",
+            k + 1
+        );
         let perm = ours[0].get(k, "draw/shuffle");
         assert_eq!(
             perm.size(),

@@ -154,6 +154,17 @@ pub fn seed_step(seed: u64, step: u64) {
     tch::manual_seed(step_seed(seed, step));
 }
 
+/// The libtorch seed of rank `rank`'s own draws inside step `step` (after its batch): the step
+/// seed on rank 0 (and in one process), a stream of its own on every other rank
+/// (`derive_seed(seed, "rank-<r>", step)`), so that dropout masks and the like differ across
+/// the ranks.
+pub fn rank_step_seed(seed: u64, step: u64, rank: usize) -> i64 {
+    match rank {
+        0 => step_seed(seed, step),
+        r => (derive_seed(seed, &format!("rank-{r}"), step) >> 1) as i64,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -396,7 +396,8 @@ pub struct Trainer<M: Method> {
 ///   the first recorded step — our initial (or resumed) weights;
 /// * `step-NNNNNNNN.safetensors` (1-based step): the batch ([`Method::batch_tensors`]) and the
 ///   step's own random draws ([`Method::step_draws`], `draw/…`);
-/// * `steps.jsonl`: per step the libtorch seed it ran under (`step_seed(run seed, step)`), lr,
+/// * `steps.jsonl`: per step the libtorch seed its own draws ran under
+///   (`rank_step_seed(run seed, step, rank)`: the step seed on rank 0), lr,
 ///   weight decay and every loss term.
 ///
 /// On several ranks each rank records what it consumed, rank 0 into `DIR`, rank `r` into
@@ -637,6 +638,14 @@ impl<M: Method> Trainer<M> {
                 if let Some(wd) = wd {
                     opt.optimizer.set_weight_decay(wd);
                 }
+                // several ranks: the batch above comes from the shared step seed (every rank
+                // draws the global batch); the step's own draws (dropout and drop-path masks,
+                // mixing permutations) differ per rank, as PyTorch DDP scripts seed each process
+                // with `seed + rank`. Rank 0 keeps the step seed: one process is unchanged.
+                let torch_seed = super::runtime::rank_step_seed(rt.seed, step, crate::dist::rank());
+                if crate::dist::rank() > 0 {
+                    tch::manual_seed(torch_seed);
+                }
                 method.before_step(&ctx)?;
                 // the batch's tensors (shallow): named by the guard when they hold NaN / Inf
                 let inputs = M::batch_tensors(&batch);
@@ -664,7 +673,7 @@ impl<M: Method> Trainer<M> {
                         tensors,
                         json!({
                             "step": ctx.done(),
-                            "torch_seed": super::runtime::step_seed(rt.seed, step),
+                            "torch_seed": torch_seed,
                             "lr": opt.lr.value(step),
                             "wd": wd,
                             "terms": terms,
