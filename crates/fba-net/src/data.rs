@@ -4,6 +4,7 @@
 
 use crate::config::FbaNetConfig;
 use anyhow::{bail, Context, Result};
+use contrast_core::dist::Shard;
 use contrast_core::train::{derive_seed, Progress};
 use contrast_core::volume::augment3d::{
     random_crop, random_rot_flip, stack_images, stack_labels, TwoStreamSampler,
@@ -105,6 +106,36 @@ pub struct Batch {
     pub images: Tensor,
     pub labels: Tensor,
     pub n_labeled: usize,
+}
+
+impl Batch {
+    /// This rank's rows of a global batch: its share of the labelled rows, then of the
+    /// unlabelled ones (every rank draws the global batch, so the ranks together train on what
+    /// one process trains on). Both streams must divide by the ranks.
+    pub fn shard(self, s: Shard) -> Result<Batch> {
+        if s.world == 1 {
+            return Ok(self);
+        }
+        let (l, w, r) = (self.n_labeled as i64, s.world as i64, s.rank as i64);
+        let u = self.images.size()[0] - l;
+        if l % w != 0 || u % w != 0 {
+            bail!(
+                "a batch of {l} labelled and {u} unlabelled samples does not divide over {w} processes (data.labeled_bs and data.batch_size - data.labeled_bs must both divide by them)"
+            );
+        }
+        let (lr, ur) = (l / w, u / w);
+        Ok(Batch {
+            images: Tensor::cat(
+                &[
+                    self.images.narrow(0, r * lr, lr),
+                    self.images.narrow(0, l + r * ur, ur),
+                ],
+                0,
+            ),
+            labels: self.labels.narrow(0, r * lr, lr),
+            n_labeled: lr as usize,
+        })
+    }
 }
 
 /// Augments the cases of one batch (`RandomRotFlip` + `RandomCrop`) with a per-step RNG

@@ -8,7 +8,8 @@
 //! with `sharpen(P) = P^{1/T} / (P^{1/T} + (1 − P)^{1/T})`, T = 0.1, and
 //! `w(t) = exp(−5 (1 − clip(⌊t/150⌋, 0, 40)/40)²)` (sigmoid ramp-up, `t` = 1-based iteration).
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
+use contrast_core::dist;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -62,22 +63,39 @@ pub enum DiceForm {
     UaMt,
 }
 
-/// UA-MT's `dice_loss(score, target)`: squared sums, smooth 1e-5, over the whole tensor.
+impl DiceForm {
+    /// The three sums the loss is made of, `[Σpg, Σp, Σg]` (UA-MT: `[Σpg, Σp², Σg²]`), as one
+    /// tensor `[3]`: over several ranks they add up.
+    pub fn sums(self, prob: &Tensor, target: &Tensor) -> Tensor {
+        let t = target.to_kind(prob.kind());
+        let (a, b) = match self {
+            DiceForm::FbaNet => (prob.sum(Kind::Float), t.sum(Kind::Float)),
+            DiceForm::UaMt => ((prob * prob).sum(Kind::Float), (&t * &t).sum(Kind::Float)),
+        };
+        Tensor::stack(&[(prob * &t).sum(Kind::Float), a, b], 0)
+    }
+
+    /// The loss from [`DiceForm::sums`].
+    pub fn loss(self, sums: &Tensor) -> Tensor {
+        let eps = match self {
+            DiceForm::FbaNet => 1e-8,
+            DiceForm::UaMt => 1e-5,
+        };
+        let inter = sums.get(0) * 2.0 + eps;
+        let union = sums.get(1) + sums.get(2) + eps;
+        inter.ones_like() - inter / union
+    }
+}
+
+/// UA-MT's `dice_loss(score, target)`: `1 − (2Σpg + 1e-5)/(Σp² + Σg² + 1e-5)` over the whole
+/// tensor.
 pub fn uamt_dice_loss(prob: &Tensor, target: &Tensor) -> Tensor {
-    let t = target.to_kind(Kind::Float);
-    let intersect = (prob * &t).sum(Kind::Float);
-    let y_sum = (&t * &t).sum(Kind::Float);
-    let z_sum = (prob * prob).sum(Kind::Float);
-    1.0 - (intersect * 2.0 + 1e-5) / (z_sum + y_sum + 1e-5)
+    DiceForm::UaMt.loss(&DiceForm::UaMt.sums(prob, target))
 }
 
 /// `Binary_dice_loss(p, g) = 1 − (2Σpg + ε)/(Σp + Σg + ε)`, ε = 1e-8, over the whole tensor.
 pub fn binary_dice_loss(prob: &Tensor, target: &Tensor) -> Tensor {
-    let eps = 1e-8;
-    let t = target.to_kind(prob.kind());
-    let inter = (prob * &t).sum(Kind::Float) * 2.0 + eps;
-    let union = prob.sum(Kind::Float) + t.sum(Kind::Float) + eps;
-    inter.ones_like() - inter / union
+    DiceForm::FbaNet.loss(&DiceForm::FbaNet.sums(prob, target))
 }
 
 /// `sharpening(P) = P^{1/T} / (P^{1/T} + (1 − P)^{1/T})`.
@@ -184,6 +202,12 @@ impl Terms {
 }
 
 /// The full objective. `labels` `[L, X, Y, Z]` are the first `L` samples' labels.
+///
+/// On several ranks (each holding its share of the labelled and of the unlabelled rows) every
+/// rank's loss is the global batch's: the Dice sums are added over the ranks and the
+/// contrastive terms run over every rank's embeddings, both gathered with gradient; the
+/// consistency and cross-entropy are this rank's means (the ranks' mean is the global one, the
+/// rows being split evenly).
 pub fn fba_loss(outs: &[DecoderOutputs], labels: &Tensor, w: &LossWeights) -> Result<Terms> {
     if outs.is_empty() {
         bail!("fba_loss: no decoder output");
@@ -198,10 +222,13 @@ pub fn fba_loss(outs: &[DecoderOutputs], labels: &Tensor, w: &LossWeights) -> Re
     for o in outs {
         let p = o.logits.softmax(1, Kind::Float);
         let fg_prob = p.narrow(0, 0, l).select(1, 1);
-        seg += match w.dice {
-            DiceForm::FbaNet => binary_dice_loss(&fg_prob, &labels.eq(1)),
-            DiceForm::UaMt => uamt_dice_loss(&fg_prob, &labels.eq(1)),
+        let sums = w.dice.sums(&fg_prob, &labels.eq(1));
+        let sums = if dist::world() > 1 {
+            dist::gather_with_grad(&sums.unsqueeze(0))?.sum_dim_intlist(0, false, Kind::Float)
+        } else {
+            sums
         };
+        seg += w.dice.loss(&sums);
         if w.ce != 0.0 {
             // F.cross_entropy(outputs, label) over every labelled voxel (mean)
             ce += o.logits.narrow(0, 0, l).cross_entropy_loss::<Tensor>(
@@ -216,8 +243,16 @@ pub fn fba_loss(outs: &[DecoderOutputs], labels: &Tensor, w: &LossWeights) -> Re
             let (Some(fg), Some(bg)) = (o.fg, o.bg) else {
                 bail!("fba_loss: the contrastive term needs fg/bg embeddings");
             };
-            contrast +=
-                sim_max(fg, w.alpha_max) + sim_max(bg, w.alpha_max) + sim_min(fg, bg, w.alpha_min);
+            let (fg, bg) = if dist::world() > 1 {
+                let mut g = dist::gather_columns_with_grad(&[fg, bg])?;
+                let bg = g.pop().context("the gathered background embeddings")?;
+                (g.pop().context("the gathered foreground embeddings")?, bg)
+            } else {
+                (fg.shallow_clone(), bg.shallow_clone())
+            };
+            contrast += sim_max(&fg, w.alpha_max)
+                + sim_max(&bg, w.alpha_max)
+                + sim_min(&fg, &bg, w.alpha_min);
         }
         probs.push(p);
     }

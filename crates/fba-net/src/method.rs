@@ -18,6 +18,7 @@ use crate::eval::{evaluate, mean_dice, CaseResult};
 use crate::loss::{consistency_weight, fba_loss, DecoderOutputs, LossWeights, Terms};
 use crate::model::{FbaConfig, FbaNet};
 use anyhow::{anyhow, bail, Context, Result};
+use contrast_core::dist::Shard;
 use contrast_core::eval::segmentation::SegMetrics;
 use contrast_core::nn::vnet::{Norm, UpMode, VNetConfig};
 use contrast_core::optim::schedule::Schedule;
@@ -236,7 +237,8 @@ impl Batches for LaBatches {
         let (data, patch, seed) = (&self.data, self.patch, self.seed);
         Box::new((step..).map(move |s| {
             let (lab, unl) = sampler.next_batch(&mut rng);
-            let b = make_batch(data, &lab, &unl, patch, seed, s)?;
+            // several ranks: this rank's rows of the global batch
+            let b = make_batch(data, &lab, &unl, patch, seed, s)?.shard(Shard::current())?;
             Ok((b.images, b.labels))
         }))
     }
@@ -392,6 +394,20 @@ impl Method for FbaNetMethod {
         let terms = step_terms(&self.net, &x, &y, &w)?;
         let values = terms.values();
         Ok(Losses::new(terms.total, values).with("consistency_weight", w.consistency))
+    }
+
+    /// N ranks train what one process trains on the global batch: the official `train_3d.py`
+    /// trains on one GPU. Each rank takes its share of the labelled and of the unlabelled rows;
+    /// the Dice term takes its sums over every rank's labelled rows and the contrastive term
+    /// every rank's embeddings (both gathered with gradient, see `loss::fba_loss`); the
+    /// consistency and cross-entropy means are the ranks' mean.
+    fn distributed(_cfg: &FbaNetConfig) -> contrast_core::train::Distributed {
+        contrast_core::train::Distributed::GlobalBatch
+    }
+
+    /// On: the official code trains on one GPU, whose BatchNorms see the whole batch.
+    fn official_sync_batch_norm(_cfg: &FbaNetConfig) -> bool {
+        true
     }
 
     fn state(&self) -> Vec<(String, Named)> {

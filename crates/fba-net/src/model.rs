@@ -60,10 +60,8 @@ impl ContraHead {
 
     /// A = sigmoid(BN(conv(logits))) `[N, 1, X/2, Y/2, Z/2]`, values in (0, 1).
     pub fn activation_map(&self, logits: &Tensor, train: bool) -> Tensor {
-        logits
-            .apply(&self.activation_head)
-            .apply_t(&self.bn_head, train)
-            .sigmoid()
+        let a = logits.apply(&self.activation_head);
+        contrast_core::dist::batch_norm(&self.bn_head, &a, train).sigmoid()
     }
 
     /// The scaled maps `(fg, bg)` `[N, H·W·D]` (the module's `ContraModule.forward`).

@@ -179,6 +179,19 @@ impl Method for SpadePretrain {
         Ok(Losses::new(total, terms))
     }
 
+    /// N ranks train what one process trains on the global batch (Spade has no code; this is
+    /// our choice): every rank draws the global batch's crops and embeds those of its share of
+    /// the volumes; the global loss runs over every rank's embeddings and the local loss over
+    /// every rank's sampled features, both gathered with gradient.
+    fn distributed(_cfg: &SpadeConfig) -> contrast_core::train::Distributed {
+        contrast_core::train::Distributed::GlobalBatch
+    }
+
+    /// On, so that N ranks see one process's BatchNorm statistics (no official code).
+    fn official_sync_batch_norm(_cfg: &SpadeConfig) -> bool {
+        true
+    }
+
     fn state(&self) -> Vec<(String, Named)> {
         vec![("model".into(), named_variables(&self.net.vs))]
     }

@@ -18,6 +18,7 @@
 
 use crate::config::SpadeConfig;
 use anyhow::{bail, Result};
+use contrast_core::dist;
 use contrast_core::nn::heads::{LastNorm, MlpConfig, MlpHead};
 use contrast_core::nn::vnet::{Norm, UpMode, VNetConfig, VNetDecoder, VNetEncoder};
 use contrast_core::optim::adamw::{AdamW, AdamWConfig};
@@ -249,11 +250,40 @@ pub fn step_terms(
 ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
     let n = batch.geometry.len() as i64;
     let v = n / 2;
-    let x = batch.images.to_device(device);
+    // several ranks: every rank holds the global batch's geometry and embeds the crops of its
+    // own volumes `[k0, k0 + vl)` (first crops, then their twins)
+    let shard = dist::Shard::current();
+    if shard.world > 1 && v % shard.world as i64 != 0 {
+        bail!(
+            "pretrain.volumes = {v} must divide by the {} processes",
+            shard.world
+        );
+    }
+    let vl = v / shard.world as i64;
+    let k0 = shard.rank as i64 * vl;
+    let x = if shard.world > 1 {
+        Tensor::cat(
+            &[
+                batch.images.narrow(0, k0, vl),
+                batch.images.narrow(0, v + k0, vl),
+            ],
+            0,
+        )
+    } else {
+        batch.images.shallow_clone()
+    }
+    .to_device(device);
     let feats = net.encoder.forward_t(&x, true)?;
     let deepest = &feats[feats.len() - 1];
     let pooled = deepest.mean_dim([2i64, 3, 4].as_slice(), false, Kind::Float);
     let z = net.head.forward_t(&pooled, true);
+    // the global batch's embeddings (first crops of every rank, then the twins), with gradient
+    let z = if shard.world > 1 {
+        let g = dist::gather_columns_with_grad(&[&z.narrow(0, 0, vl), &z.narrow(0, vl, vl)])?;
+        Tensor::cat(&g, 0)
+    } else {
+        z
+    };
     let twin = Tensor::cat(
         &[
             Tensor::arange_start(v, n, (Kind::Int64, device)),
@@ -282,22 +312,43 @@ pub fn step_terms(
         return Ok((global.shallow_clone(), global, None));
     };
     // local: decoder features of each crop pair at the sampled corresponding voxels
-    let maps = dec.forward_t(&feats, true); // [2V, C, c, c, c]
+    let maps = dec.forward_t(&feats, true); // [2·vl, C, c, c, c]
     let c = maps.size()[1];
     let (mut fa, mut fb) = (vec![], vec![]);
-    for (k, ia, ib) in &samples.pairs {
+    // this rank's crop pairs (all of them in one process), in the global order
+    for (k, ia, ib) in samples
+        .pairs
+        .iter()
+        .filter(|(k, _, _)| (k0..k0 + vl).contains(k))
+    {
         let at = |i: i64, idx: &Tensor| {
             maps.get(i)
                 .view([c, -1])
                 .index_select(1, &idx.to_device(device))
                 .transpose(0, 1)
         };
-        fa.push(at(*k, ia));
-        fb.push(at(*k + v, ib));
+        fa.push(at(k - k0, ia));
+        fb.push(at(k - k0 + vl, ib));
     }
+    let empty = || Tensor::zeros([0, c], (maps.kind(), maps.device()));
+    let cat = |f: &[Tensor]| {
+        if f.is_empty() {
+            empty()
+        } else {
+            Tensor::cat(f, 0)
+        }
+    };
+    let (fa, fb) = (cat(&fa), cat(&fb));
+    // several ranks: every rank's sampled features (a varying number per rank), with gradient
+    let (fa, fb) = if shard.world > 1 {
+        let both = dist::gather_rows_with_grad(&Tensor::cat(&[&fa, &fb], 1))?;
+        (both.narrow(1, 0, c), both.narrow(1, c, c))
+    } else {
+        (fa, fb)
+    };
     let local = local_loss(
-        &Tensor::cat(&fa, 0),
-        &Tensor::cat(&fb, 0),
+        &fa,
+        &fb,
         &samples.pos.to_device(device),
         cfg.local.temperature,
         cfg.local.negative_radius,

@@ -18,7 +18,8 @@ use tch::Tensor;
 /// Normalisation after each convolution (`normalization=` of the official blocks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Norm {
-    /// `nn.BatchNorm3d` (what FBA-Net / MC-Net+ use).
+    /// `nn.BatchNorm3d` (what FBA-Net / MC-Net+ use); synchronised over the ranks when
+    /// [`crate::dist::sync_batch_norm`] is on ([`crate::dist::batch_norm`]).
     BatchNorm,
     /// No normalisation (`'none'`).
     None,
@@ -78,7 +79,7 @@ impl ConvBnRelu {
     fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
         let y = xs.apply(&self.conv);
         let y = match &self.bn {
-            Some(bn) => y.apply_t(bn, train),
+            Some(bn) => crate::dist::batch_norm(bn, &y, train),
             None => y,
         };
         y.relu()
@@ -206,7 +207,7 @@ impl ModuleT for UpBlock {
                 .apply(self.conv.as_ref().expect("conv")),
         };
         let y = match &self.bn {
-            Some(bn) => y.apply_t(bn, train),
+            Some(bn) => crate::dist::batch_norm(bn, &y, train),
             None => y,
         };
         y.relu()
