@@ -10,7 +10,7 @@
 //! ResNet-D8; the smoke preset keeps 32 for CPU cost).
 
 use anyhow::{ensure, Result};
-use tch::nn::{self, Init, Module, ModuleT};
+use tch::nn::{self, Init, Module};
 use tch::Tensor;
 
 /// Head settings.
@@ -65,7 +65,8 @@ impl ConvBnRelu {
         Self { conv, bn }
     }
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        self.bn.forward_t(&self.conv.forward(x), train).relu()
+        // SyncBatchNorm over the ranks when `runtime.sync_batch_norm` is on
+        contrast_core::dist::batch_norm(&self.bn, &self.conv.forward(x), train).relu()
     }
 }
 

@@ -20,6 +20,7 @@ use crate::sampling::{feature_gradient, gradient_guided_crops, BoxRect};
 use anyhow::{bail, ensure, Context, Result};
 use contrast_core::data::augment::{IMAGENET_MEAN, IMAGENET_STD};
 use contrast_core::data::{Batch, Dataset, InMemoryDataset, Loader, LoaderConfig, Recipe};
+use contrast_core::dist::Shard;
 use contrast_core::eval::miou::ConfusionMatrix;
 use contrast_core::loss::NtXent;
 use contrast_core::nn::export::{backbone_state, resnet_meta, Export};
@@ -747,7 +748,10 @@ impl Method for Finetune {
                         }
                     }
                 }
-                Ok((x, y))
+                // several ranks: every rank draws the global batch and keeps its rows
+                let shard = Shard::current();
+                shard.local_batch(bs)?;
+                Ok((shard.rows(&x), shard.rows(&y)))
             },
         }))
     }
@@ -805,16 +809,37 @@ impl Method for Finetune {
         serde_json::to_value(&self.cfg.paper).unwrap_or(Value::Null)
     }
 
+    /// Pixel cross-entropy, the mean over the labelled (not ignored) pixels of the global
+    /// batch: on several ranks each rank's sum over its pixels divided by the global count
+    /// (times the ranks, which the gradient average divides out), so N ranks train what one
+    /// process trains however the ignored pixels fall.
     fn step(&mut self, (x, y): (Tensor, Tensor), _ctx: &StepCtx) -> Result<Losses> {
         let logits = self.seg.logits(&x, true)?;
-        let loss = logits.cross_entropy_loss::<Tensor>(
-            &y,
-            None,
-            Reduction::Mean,
-            self.cfg.data.ignore_index,
-            0.0,
-        );
+        let ignore = self.cfg.data.ignore_index;
+        let loss = match contrast_core::dist::current() {
+            None => logits.cross_entropy_loss::<Tensor>(&y, None, Reduction::Mean, ignore, 0.0),
+            Some(d) => {
+                let sum =
+                    logits.cross_entropy_loss::<Tensor>(&y, None, Reduction::Sum, ignore, 0.0);
+                let count = y.ne(ignore).sum(tch::Kind::Int64).int64_value(&[]) as f64;
+                let world = d.world() as f64;
+                let global = d.mean_f64(&[count])?[0] * world;
+                sum * (world / global)
+            }
+        };
         Ok(Losses::single("loss", loss))
+    }
+
+    /// N ranks train what one process trains on the global batch (the fine-tune's code is not
+    /// released): each rank its rows of every global batch, the loss the global batch's mean.
+    fn distributed(_cfg: &GrassConfig) -> contrast_core::train::Distributed {
+        contrast_core::train::Distributed::GlobalBatch
+    }
+
+    /// On, so that N ranks see one process's BatchNorm statistics (as mmsegmentation's
+    /// DeepLabV3+ configurations use SyncBN).
+    fn official_sync_batch_norm(_cfg: &GrassConfig) -> bool {
+        true
     }
 
     fn state(&self) -> Vec<(String, Named)> {

@@ -52,3 +52,42 @@ fn pretraining_as_two_ranks_trains_what_one_process_trains() {
         "loss",
     );
 }
+
+/// The DeepLabV3+ fine-tune (from random initialisation, the whole network training) as 2 ranks
+/// against one process on the global batch: each rank its rows of every global batch, the pixel
+/// cross-entropy the global batch's mean (each rank's sum over the global count of labelled
+/// pixels), the trunk's and decode head's BatchNorms synchronised (the default).
+#[test]
+fn finetune_as_two_ranks_trains_what_one_process_trains() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("dubai");
+    dubai_like(&data);
+    let mut c = config(&data);
+    c.runtime.threads = 1;
+    c.finetune.mode = "finetune".into();
+    c.finetune.iters = 8;
+    c.finetune.dropout = 0.0; // each process draws its own masks
+                              // class 0 ignored: the ranks' crops hold different numbers of labelled pixels, so the mean
+                              // of the ranks' own means is not the global mean
+    c.data.ignore_index = 0;
+    c.log.checkpoint_every = 4;
+    let preset = tmp.path().join("tiny.toml");
+    std::fs::write(&preset, to_toml(&c).unwrap()).unwrap();
+    let runs = tmp.path().join("runs");
+    let r = against_one(&runs.join("grass"), "finetune", |name| {
+        let mut c = Command::new(BIN);
+        c.args(["finetune", "--preset"])
+            .arg(&preset)
+            .arg("--runs-dir")
+            .arg(&runs)
+            .args(["--name", name])
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        c
+    });
+    assert_eq!(curve(&r.two, "loss").len(), 8);
+    r.check(
+        "GraSS fine-tune (DeepLabV3+, global pixel mean, SyncBatchNorm)",
+        8,
+        "loss",
+    );
+}
