@@ -396,6 +396,15 @@ impl Method for FbaNetMethod {
         Ok(Losses::new(terms.total, values).with("consistency_weight", w.consistency))
     }
 
+    /// `--record`: the step's patches (`images` `[B, 1, X, Y, Z]`, labelled first) and the
+    /// labelled patches' labels (`labels` `[L, X, Y, Z]`).
+    fn batch_tensors((images, labels): &Self::Batch) -> Named {
+        vec![
+            ("images".into(), images.shallow_clone()),
+            ("labels".into(), labels.shallow_clone()),
+        ]
+    }
+
     /// N ranks train what one process trains on the global batch: the official `train_3d.py`
     /// trains on one GPU. Each rank takes its share of the labelled and of the unlabelled rows;
     /// the Dice term takes its sums over every rank's labelled rows and the contrastive term

@@ -687,3 +687,200 @@ fn train_ours(
 fn group(name: &str) -> &str {
     name.split('.').next().unwrap_or(name)
 }
+
+/// Perturbed runs of the recorded replay (each from one float32 rounding in another direction).
+const RECORD_PERTURBATIONS: u64 = 4;
+
+/// A run of the `fba-net` binary recorded with `--record`: `n` iterations of the reduced FBA-Net+
+/// (dropout off) on a synthetic LA-layout data set (the Trainer, the two-stream sampler, the
+/// rot/flip/crop augmentation), from weights perturbed by one float32 rounding when `perturb`.
+fn record_fba(dir: &Path, n: usize, perturb: Option<u64>) -> official::Recorded {
+    let data = dir.join("la");
+    if !data.exists() {
+        contrast_core::testing::write_synthetic_la(&data, 6); // 2 labelled + 2 unlabelled, 2 test
+    }
+    let mut cfg = reduced_config();
+    cfg.data.root = data.display().to_string();
+    cfg.data.labeled = LABELED as usize;
+    cfg.data.patch = [16, 16, 16];
+    cfg.model.dropout = 0.0;
+    cfg.optim.iterations = n as u64;
+    cfg.eval.every = 0;
+    cfg.log.log_every = 1;
+    cfg.runtime.device = "cpu".into();
+    cfg.runtime.threads = 1;
+    cfg.runtime.seed = 7;
+    let preset = dir.join("reduced.toml");
+    std::fs::write(
+        &preset,
+        contrast_core::train::config::to_toml(&cfg).unwrap(),
+    )
+    .unwrap();
+    let name = match perturb {
+        Some(s) => format!("perturbed-{s}"),
+        None => "ours".into(),
+    };
+    let bin = env!("CARGO_BIN_EXE_fba-net");
+    official::record_run(bin, "fba-net", &preset, dir, &name, n, perturb)
+}
+
+/// A real training run of ours replayed by the official code: `n` iterations (default 50) of
+/// the `fba-net` binary recorded with `--record` (its own initial weights, the Trainer, the
+/// sampler's batches and the augmentation), replayed by the official network, losses and
+/// `train_3d.py` loop body (`tests/py/official_step.py`) from `iter_num` 0. Dropout is off on
+/// both sides. The binary's own initialisation leaves every contrastive embedding at its bias
+/// (see `reduced_net`), so the contrastive terms sit at their clamp here: this run checks the
+/// Dice, consistency and ramp-up of real training; the contrastive terms' gradients are the
+/// other tests' (spread MLP weights). Checked: every loss term per iteration within the
+/// derived drift bound (the widest over four perturbation directions), the consistency weight
+/// of every iteration, every variable after the last iteration. Without the checkout: against
+/// `official/fixtures/fba_net_record_steps.json`.
+#[test]
+fn a_recorded_training_run_replays_through_the_official_train_3d_loop() {
+    let n = official_steps(DEFAULT_STEPS);
+    let test = "official_step_recorded (train_3d loop)";
+    let checkout_dir = checkout("fba-net");
+    let fixture = fixture("fba_net_record_steps.json");
+    let have_checkout = checkout_commit(&checkout_dir).is_some() && python().is_some();
+    if !have_checkout && (n != DEFAULT_STEPS || !fixture.is_file()) {
+        println!("{test}: no official checkout and no fixture for {n} iterations: skipped (`cargo xtask official fetch fba-net`)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = std::time::Instant::now();
+    let ours = record_fba(dir.path(), n, None);
+    let perturbed: Vec<_> = (1..=RECORD_PERTURBATIONS)
+        .map(|s| record_fba(dir.path(), n, Some(s)))
+        .collect();
+    println!(
+        "{test}: {} recorded runs of {n} iterations in {:.1} s",
+        1 + RECORD_PERTURBATIONS,
+        t0.elapsed().as_secs_f64()
+    );
+    let curves = |r: &official::Recorded| -> Vec<Vec<f64>> {
+        r.lines
+            .iter()
+            .map(|l| {
+                ["seg_dice", "consistency", "contrast", "total"]
+                    .iter()
+                    .map(|t| l["terms"][t].as_f64().unwrap())
+                    .collect()
+            })
+            .collect()
+    };
+    let ours_curves = curves(&ours);
+    let pert_curves = official::farthest_curves(
+        &ours_curves,
+        &perturbed.iter().map(&curves).collect::<Vec<_>>(),
+    );
+    let mut cfg = reduced_config();
+    cfg.data.patch = [16, 16, 16];
+    cfg.optim.iterations = n as u64;
+    let ours_weights: Vec<f64> = (0..n as u64)
+        .map(|k| iteration_weights(&cfg, k + 1).consistency)
+        .collect();
+    let after = ours.after("model");
+    let afters: Vec<_> = perturbed.iter().map(|p| p.after("model")).collect();
+    let rows = |official: &dyn Fn(&str) -> Result<Tensor, f64>| {
+        official::widest_drift(
+            afters
+                .iter()
+                .map(|p| {
+                    after
+                        .iter()
+                        .zip(p)
+                        .map(|((name, t), (_, pt))| {
+                            let bare = name.trim_start_matches("model/");
+                            let o = official(bare);
+                            WeightRow::new(bare, group(bare), t, pt, o.as_ref().map_err(|e| *e))
+                        })
+                        .collect()
+                })
+                .collect(),
+        )
+    };
+
+    let out = if have_checkout {
+        let mut inputs: Vec<(String, Tensor)> = ours
+            .initial
+            .iter()
+            .filter_map(|(name, t)| {
+                Some((
+                    format!("w.{}", name.strip_prefix("model/")?),
+                    t.shallow_clone(),
+                ))
+            })
+            .collect();
+        for k in 0..n {
+            inputs.push((format!("x_{k}"), ours.get(k, "images")));
+            inputs.push((format!("y_{k}"), ours.get(k, "labels").to_kind(Kind::Float)));
+        }
+        let refs: Vec<(&str, &Tensor)> = inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/official_step.py");
+        let args = adapter_args(&checkout_dir, &cfg, 0, n);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_reference(script, &refs, &args).unwrap()
+    } else {
+        None
+    };
+    let (official_curves, official_weights, weights) = match &out {
+        Some(out) => {
+            let curve = get(out, "curve").to_kind(Kind::Double).contiguous();
+            let cols = curve.size()[1] as usize;
+            let flat = Vec::<f64>::try_from(curve.view(-1)).unwrap();
+            let c: Vec<Vec<f64>> = flat.chunks(cols).map(<[f64]>::to_vec).collect();
+            let cw = Vec::<f64>::try_from(get(out, "weights").to_kind(Kind::Double)).unwrap();
+            let w = rows(&|name| Ok(get(out, &format!("w.{name}")).shallow_clone()));
+            (c, cw, w)
+        }
+        None => {
+            let f = read_fixture(&fixture);
+            let w = rows(&|name| {
+                Err(f["after_l2"][name]
+                    .as_f64()
+                    .unwrap_or_else(|| panic!("{name} not in the fixture's after_l2")))
+            });
+            println!(
+                "{test}: no official checkout (or no Python for it): the recording against the committed official numbers in {} (official commit {})",
+                fixture.display(),
+                f["official_commit"].as_str().unwrap_or("?")
+            );
+            let cw = read_curves(&f, "consistency_weight", &["consistency_weight"])
+                .into_iter()
+                .map(|r| r[0])
+                .collect();
+            (read_curves(&f, "curves", &TERMS), cw, w)
+        }
+    };
+    for (k, (o, f)) in ours_weights.iter().zip(&official_weights).enumerate() {
+        assert!(
+            (o - f).abs() <= 1e-12 * f.abs().max(1e-300),
+            "{test}: iteration {} consistency weight: ours {o} vs official {f}",
+            k + 1
+        );
+    }
+    check_steps(test, &TERMS, &ours_curves, &official_curves, &pert_curves);
+    // the tighter statement: the official total within the one-direction bound of the nearest
+    // of our runs at every iteration
+    let total = |c: &[Vec<f64>]| -> Vec<f64> { c.iter().map(|r| r[3]).collect() };
+    let runs: Vec<Vec<f64>> = std::iter::once(&ours)
+        .chain(&perturbed)
+        .map(|r| total(&curves(r)))
+        .collect();
+    official::nearest_run(test, "loss", &runs, &total(&official_curves));
+    official::check_weights(test, n, &weights, 8.0 * 2f64.powi(-23));
+    if let Some(out) = &out {
+        if n == DEFAULT_STEPS && (writing_fixtures() || !fixture.exists()) {
+            let cw: Vec<Vec<f64>> = official_weights.iter().map(|w| vec![*w]).collect();
+            official::write_steps_fixture(
+                &fixture,
+                &checkout_dir,
+                &format!("{n} iterations of the official FBA-Net+ network, losses and train_3d.py loop body (from iter_num 0) replaying a recorded run of ours (`fba-net train --record`, synthetic LA data, reduced model, dropout off; crates/fba-net/tests/official_step.rs: a_recorded_training_run_replays_through_the_official_train_3d_loop): per-iteration loss terms and consistency weight, the L2 norm of every variable after the last iteration"),
+                n,
+                curves_json(&TERMS, &official_curves),
+                &[("consistency_weight", curves_json(&["consistency_weight"], &cw))],
+                official::after_l2(out, &[]),
+            );
+        }
+    }
+}
