@@ -93,6 +93,11 @@ pub struct ModelConfig {
     /// (`skip_last_layer_relu_bn`, `vissl/models/heads/mlp.py`), so the head is linear.
     pub head_relu: bool,
     pub out_dim: i64,
+    /// Blocks per stage of the trunk; unset: the arch's (`resnet50` [3, 4, 6, 3], `resnet18`
+    /// [2, 2, 2, 2]). The official-code comparisons train `[1, 1, 1, 1]` (a one-block-per-stage
+    /// Bottleneck ResNet at full width).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layers: Option<[usize; 4]>,
 }
 
 impl Default for ModelConfig {
@@ -101,6 +106,7 @@ impl Default for ModelConfig {
             arch: "resnet50".into(),
             head_relu: false,
             out_dim: 128,
+            layers: None,
         }
     }
 }

@@ -13,7 +13,7 @@
 use crate::config::{GrassConfig, PretrainConfig};
 use crate::data::{source, Source};
 use crate::deeplab::{DeepLabConfig, DeepLabV3Plus};
-use crate::model::{trunk_config, GrassNet};
+use crate::model::{model_trunk, GrassNet};
 use crate::overlay::save_overlays;
 use crate::raster::{read_tiles, tile_grid, MaskCoding, Raster, TileIndex, Window};
 use crate::sampling::{feature_gradient, gradient_guided_crops, BoxRect};
@@ -229,9 +229,9 @@ impl Pretrain {
             ds.len(),
             p.batch_size
         );
-        let net = GrassNet::new(
+        let net = GrassNet::with_trunk(
             device,
-            &cfg.model.arch,
+            &model_trunk(&cfg.model)?,
             cfg.model.out_dim,
             cfg.model.head_relu,
         )?;
@@ -395,6 +395,12 @@ impl Method for Pretrain {
         Ok(l)
     }
 
+    /// `--record`: the step's two views (`view0`, `view1`: the step runs on their
+    /// concatenation, VISSL's `simclr_collator` layout), labels and tile indices.
+    fn batch_tensors(batch: &Batch) -> Named {
+        batch.named()
+    }
+
     /// VISSL's GraSS configuration converts every BatchNorm to SyncBatchNorm
     /// (`SYNC_BN_CONFIG.CONVERT_BN_TO_SYNC_BN: True` in `grass_1gpu_resnet_b256.yaml`).
     fn official_sync_batch_norm(_cfg: &GrassConfig) -> bool {
@@ -418,7 +424,7 @@ impl Method for Pretrain {
     fn export(&self) -> Result<Export> {
         Ok(Export {
             tensors: backbone_state(&named_variables(&self.net.vs), "trunk"),
-            meta: resnet_meta(&trunk_config(&self.cfg.model.arch)?),
+            meta: resnet_meta(&model_trunk(&self.cfg.model)?),
         })
     }
 
@@ -639,12 +645,14 @@ impl Method for Finetune {
         let labels = Tensor::from_slice(&lab).view([n as i64, t, t]);
         drop((px, lab));
 
-        let mut net = GrassNet::with_output_stride(
+        let mut net = GrassNet::with_trunk(
             device,
-            &cfg.model.arch,
+            &ResNetConfig {
+                output_stride: f.output_stride,
+                ..model_trunk(&cfg.model)?
+            },
             cfg.model.out_dim,
             cfg.model.head_relu,
-            f.output_stride,
         )?;
         let (encoder_step, encoder_method) = if f.encoder.is_empty() {
             (None, None)
@@ -865,7 +873,7 @@ impl Method for Finetune {
             tensors: backbone_state(&named_variables(&self.seg.net.vs), "trunk"),
             meta: resnet_meta(&ResNetConfig {
                 output_stride: self.cfg.finetune.output_stride,
-                ..trunk_config(&self.cfg.model.arch)?
+                ..model_trunk(&self.cfg.model)?
             }),
         })
     }

@@ -22,6 +22,18 @@ pub fn trunk_config(arch: &str) -> Result<ResNetConfig> {
     })
 }
 
+/// The trunk of a model config: `model.arch`, with `model.layers` blocks per stage when set.
+pub fn model_trunk(m: &crate::config::ModelConfig) -> Result<ResNetConfig> {
+    let mut t = trunk_config(&m.arch)?;
+    if let Some(layers) = m.layers {
+        if layers.contains(&0) {
+            bail!("model.layers {layers:?}: every stage needs a block");
+        }
+        t.layers = layers.map(|n| n as i64);
+    }
+    Ok(t)
+}
+
 #[derive(Debug)]
 enum Head {
     /// Linear → ReLU → Linear.

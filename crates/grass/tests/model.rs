@@ -177,3 +177,24 @@ fn presets_parse_and_warmup_length_is_required() {
         "{e:#}"
     );
 }
+
+/// `model.layers` builds the trunk with that many blocks per stage (the reduced model of the
+/// official-code comparisons); a stage without a block is refused naming the key.
+#[test]
+fn model_layers_set_the_blocks_per_stage() {
+    let mut m = grass::config::ModelConfig::default();
+    assert_eq!(grass::model::model_trunk(&m).unwrap().layers, [3, 4, 6, 3]);
+    m.layers = Some([1, 1, 1, 1]);
+    let t = grass::model::model_trunk(&m).unwrap();
+    assert_eq!(t.layers, [1, 1, 1, 1]);
+    let net = GrassNet::with_trunk(Device::Cpu, &t, 128, false).unwrap();
+    let names: Vec<String> = net.vs.variables().into_keys().collect();
+    assert!(names.iter().any(|n| n.starts_with("trunk.layer4.0.")));
+    assert!(
+        !names.iter().any(|n| n.starts_with("trunk.layer1.1.")),
+        "{names:?}"
+    );
+    m.layers = Some([1, 0, 1, 1]);
+    let e = grass::model::model_trunk(&m).unwrap_err().to_string();
+    assert!(e.contains("model.layers"), "{e}");
+}

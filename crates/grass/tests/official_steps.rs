@@ -272,3 +272,211 @@ fn grass_steps_stay_with_the_official_train_step() {
         println!("official: wrote {}", fixture.display());
     }
 }
+
+mod common;
+
+/// Perturbed runs of the recorded replay (one float32 rounding each, in another direction).
+const RECORD_PERTURBATIONS: u64 = 2;
+/// The recorded replay's terms (the official adapter's names): the lr the groups run at, the
+/// first forward's loss, the training loss.
+const RECORD_TERMS: [&str; 3] = ["lr", "loss_guide", "loss"];
+
+/// A run of the `grass` binary recorded with `--record`: `n` gradient-guided steps (no SimCLR
+/// warm-up) of the reduced model (`model.layers = [1, 1, 1, 1]`, ResNet-50 width, linear head
+/// → 128) on the synthetic Dubai-format scenes (the data pipeline's 64-px views of 8 tiles,
+/// batch 4: 8 views a step), lr scaled by [`LR_SCALE`]. Returns the recording and each step's
+/// `[lr × scale, loss_guide, loss]` (the first forward's loss from the run's metrics).
+fn record_grass(
+    dir: &std::path::Path,
+    n: usize,
+    perturb: Option<u64>,
+) -> (official::Recorded, Vec<Vec<f64>>) {
+    let data = dir.join("dubai");
+    if !data.exists() {
+        common::dubai_like(&data);
+    }
+    let mut c = common::config(&data);
+    c.runtime.threads = 1;
+    c.model.arch = "resnet50".into();
+    c.model.layers = Some([1, 1, 1, 1]);
+    c.model.out_dim = 128;
+    c.model.head_relu = false;
+    c.pretrain.method = "grass".into();
+    c.pretrain.batch_size = IMAGES as usize;
+    c.pretrain.epochs = n.div_ceil(2) as u64; // 8 tiles, batch 4: 2 steps an epoch
+    c.pretrain.warmup_epochs = Some(0);
+    c.pretrain.lr_scale = LR_SCALE;
+    c.pretrain.overlays = 0;
+    c.log.log_every = 1;
+    let preset = dir.join("reduced.toml");
+    std::fs::write(&preset, contrast_core::train::config::to_toml(&c).unwrap()).unwrap();
+    let name = match perturb {
+        Some(s) => format!("perturbed-{s}"),
+        None => "ours".into(),
+    };
+    let rec = official::record_run(
+        env!("CARGO_BIN_EXE_grass"),
+        "grass",
+        &preset,
+        dir,
+        &name,
+        n,
+        perturb,
+    );
+    let run = dir.join("runs/grass").join(&name);
+    let guide = contrast_core::testing::ranks::curve(&run, "loss_guide");
+    assert_eq!(guide.len(), n, "one loss_guide per step");
+    let curves = rec
+        .lines
+        .iter()
+        .zip(guide)
+        .map(|(l, g)| {
+            vec![
+                l["lr"].as_f64().unwrap() * LR_SCALE,
+                g,
+                l["terms"]["loss"].as_f64().unwrap(),
+            ]
+        })
+        .collect();
+    (rec, curves)
+}
+
+/// A real pre-training run of ours replayed by the official step: `n` steps (default 50) of the
+/// `grass` binary recorded with `--record` (its own initial weights, the Trainer, the data
+/// pipeline's views, the schedule) replayed by the fork's `GraSS_train_step` on the same views
+/// (`tests/py/official_steps.py`, the boxes following from the gradient on both sides). Checked:
+/// every step's lr, first-forward loss and training loss within the derived drift bound (the
+/// widest over two perturbation directions), the official loss within the one-direction bound
+/// of the nearest of our runs, every variable after the steps. Without the checkout: against
+/// `official/fixtures/grass_record_steps.json`.
+#[test]
+fn a_recorded_training_run_replays_through_the_official_train_step() {
+    let steps = official_steps(DEFAULT_STEPS);
+    let test = "official_steps_recorded";
+    let (checkout, fixture) = (checkout("grass"), fixture("grass_record_steps.json"));
+    let have_checkout = checkout_commit(&checkout).is_some();
+    if !have_checkout && (steps != DEFAULT_STEPS || !fixture.is_file()) {
+        println!("{test}: no official checkout and no fixture for {steps} steps: skipped (`cargo xtask official fetch grass`)");
+        return;
+    }
+    if steps % 2 == 1 {
+        println!("{test}: {steps} steps: skipped (2 steps an epoch: the schedule spans whole epochs, so the step count must be even)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let t = Instant::now();
+    let (ours, ours_curves) = record_grass(dir.path(), steps, None);
+    let perturbed: Vec<_> = (1..=RECORD_PERTURBATIONS)
+        .map(|s| record_grass(dir.path(), steps, Some(s)))
+        .collect();
+    println!(
+        "{test}: {} recorded runs of {steps} steps in {:.1} s",
+        1 + RECORD_PERTURBATIONS,
+        t.elapsed().as_secs_f64()
+    );
+    let pert_curves = official::farthest_curves(
+        &ours_curves,
+        &perturbed.iter().map(|p| p.1.clone()).collect::<Vec<_>>(),
+    );
+    let bare = |n: &str| n.trim_start_matches("model/").to_string();
+    let after = ours.after("model");
+    let weights = |official: &dyn Fn(&str) -> Result<Tensor, f64>| {
+        official::widest_drift(
+            perturbed
+                .iter()
+                .map(|(p, _)| {
+                    after
+                        .iter()
+                        .zip(p.after("model"))
+                        .map(|((name, t), (_, pt))| {
+                            let name = bare(name);
+                            let o = official(&name);
+                            WeightRow::new(
+                                &name,
+                                group_of(&name),
+                                t,
+                                &pt,
+                                o.as_ref().map_err(|e| *e),
+                            )
+                        })
+                        .collect()
+                })
+                .collect(),
+        )
+    };
+    let mut inputs: Vec<(String, Tensor)> = ours
+        .initial
+        .iter()
+        .filter_map(|(n, t)| {
+            let name = n.strip_prefix("model/")?;
+            Some((format!("w.{}", official_name(name)), t.shallow_clone()))
+        })
+        .collect();
+    for k in 0..steps {
+        let x = Tensor::cat(&[ours.get(k, "view0"), ours.get(k, "view1")], 0);
+        assert_eq!(x.size(), [2 * IMAGES, 3, SIDE, SIDE]);
+        inputs.push((format!("x_{k}"), x));
+    }
+    let refs: Vec<(&str, &Tensor)> = inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/official_steps.py");
+    let (n, scale) = (steps.to_string(), LR_SCALE.to_string());
+    let out = run_official(&checkout, script, &refs, &[&n, &scale]);
+    let (official_curves, rows) = match &out {
+        Some(out) => {
+            let c: Vec<Vec<f64>> = (0..steps)
+                .map(|k| {
+                    RECORD_TERMS
+                        .iter()
+                        .map(|t| get(out, t).double_value(&[k as i64]))
+                        .collect()
+                })
+                .collect();
+            let w =
+                weights(
+                    &|name| Ok(get(out, &format!("w.{}", official_name(name))).shallow_clone()),
+                );
+            (c, w)
+        }
+        None => {
+            let f = read_fixture(&fixture);
+            let w = weights(&|name| {
+                Err(f["after_l2"][official_name(name)]
+                    .as_f64()
+                    .unwrap_or_else(|| panic!("{name} not in the fixture's after_l2")))
+            });
+            println!(
+                "{test}: no official checkout (or no Python with OpenCV / scikit-image): the recording against the committed official numbers ({}, official commit {})",
+                fixture.display(),
+                f["official_commit"].as_str().unwrap_or("?")
+            );
+            (read_curves(&f, "curves", &RECORD_TERMS), w)
+        }
+    };
+    check_steps(
+        test,
+        &RECORD_TERMS,
+        &ours_curves,
+        &official_curves,
+        &pert_curves,
+    );
+    let loss = |c: &[Vec<f64>]| -> Vec<f64> { c.iter().map(|r| r[2]).collect() };
+    let runs: Vec<Vec<f64>> = std::iter::once(&ours_curves)
+        .chain(perturbed.iter().map(|p| &p.1))
+        .map(|c| loss(c))
+        .collect();
+    official::nearest_run(test, "loss", &runs, &loss(&official_curves));
+    official::check_weights(test, steps, &rows, 8.0 * 2f64.powi(-23));
+    if let Some(out) = &out {
+        if steps == DEFAULT_STEPS && (writing_fixtures() || !fixture.is_file()) {
+            official::write_steps_fixture(
+                &fixture,
+                &checkout,
+                "official GraSS train step (GraSS_train_step of the VISSL fork, reduced model) replaying a recorded run of ours (`grass pretrain --record` on synthetic Dubai-format scenes, crates/grass/tests/official_steps.rs: a_recorded_training_run_replays_through_the_official_train_step): per-step lr, first-forward loss, training loss; L2 norm of every variable after the steps",
+                steps,
+                curves_json(&RECORD_TERMS, &official_curves),
+                &[],
+                official::after_l2(out, &[]),
+            );
+        }
+    }
+}
