@@ -500,6 +500,12 @@ impl Method for ClairesMethod {
         Ok(())
     }
 
+    /// `--record`: the global batch's record indices (`indices`, rows of the training split):
+    /// the images and sentences follow from them.
+    fn batch_tensors(idx: &Vec<i64>) -> Named {
+        vec![("indices".into(), Tensor::from_slice(idx))]
+    }
+
     fn state(&self) -> Vec<(String, Named)> {
         vec![("model".into(), named_variables(&self.model.vs))]
     }

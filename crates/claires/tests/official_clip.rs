@@ -33,7 +33,7 @@ use claires::text::minilm_dir;
 use contrast_core::loss::ClipLoss;
 use contrast_core::tensors::named_variables;
 use contrast_core::testing::official::{
-    assert_near, check_steps, checkout, checkout_commit, compare_scalars, fixture, l2,
+    self, assert_near, check_steps, checkout, checkout_commit, compare_scalars, fixture, l2,
     official_steps, perturb_rounding, read_curves, read_fixture, run_official, write_scalars,
     writing_fixtures,
 };
@@ -315,6 +315,208 @@ fn fifty_steps_equal_steps_on_open_clips_loss() {
                 "{TEST}: no official checkout (`cargo xtask official fetch open-clip`); compared with the committed numbers {} (official commit {})",
                 fx.display(),
                 f["official_commit"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    println!(
+        "{TEST}: {steps} steps, wall time {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+}
+
+/// Perturbed runs of the recorded replay (one float32 rounding each, in another direction).
+const RECORD_PERTURBATIONS: u64 = 2;
+
+/// A run of the `claires` binary recorded with `--record`, `steps` steps of [`config`] (the
+/// training split's record indices of every step), from weights perturbed by one float32
+/// rounding when `perturb`. Returns the recording and each step's `[loss, logit_scale]` (the
+/// scale from the run's metrics).
+fn record_claires(
+    dir: &std::path::Path,
+    cfg: &claires::config::ClairesConfig,
+    steps: usize,
+    perturb: Option<u64>,
+) -> (official::Recorded, Vec<Vec<f64>>) {
+    let preset = dir.join("reduced.toml");
+    std::fs::write(&preset, contrast_core::train::config::to_toml(cfg).unwrap()).unwrap();
+    let name = match perturb {
+        Some(s) => format!("perturbed-{s}"),
+        None => "ours".into(),
+    };
+    let bin = env!("CARGO_BIN_EXE_claires");
+    let rec = official::record_run(bin, "claires", &preset, dir, &name, steps, perturb);
+    let scale =
+        contrast_core::testing::ranks::curve(&dir.join("runs/claires").join(&name), "logit_scale");
+    assert_eq!(scale.len(), steps, "one logit_scale per step");
+    let curves = rec
+        .lines
+        .iter()
+        .zip(scale)
+        .map(|(l, s)| vec![l["terms"]["loss"].as_f64().unwrap(), s])
+        .collect();
+    (rec, curves)
+}
+
+/// A real training run of ours replayed with open_clip's loss: `steps` steps (default 50) of
+/// the `claires` binary recorded with `--record` (its own initial weights, the Trainer, its
+/// epoch order), replayed on the same batches by the same Python steps as
+/// `fifty_steps_equal_steps_on_open_clips_loss` (open_clip's `ClipLoss`, normalisation and
+/// logit-scale clamp; torchvision's ResNet-18 and the tutorial's heads with our weights; the
+/// frozen MiniLM's sentence features ours). Checked: every step's loss and logit scale within
+/// the derived drift bound (the widest over two perturbation directions), the loss within the
+/// one-direction bound of the nearest of our runs, every trained variable after the steps.
+/// Without the checkout: against `official/fixtures/claires_record_steps.json`.
+#[test]
+fn a_recorded_training_run_replays_with_open_clips_loss() {
+    const TEST: &str = "claires official_clip recorded";
+    if let Err(e) = minilm_dir() {
+        println!("{TEST}: skipped: no pretrained MiniLM ({e:#})");
+        return;
+    }
+    let steps = official_steps(DEFAULT_STEPS);
+    let dir = checkout("open-clip");
+    let fx = fixture("claires_record_steps.json");
+    if checkout_commit(&dir).is_none() && (steps != DEFAULT_STEPS || !fx.is_file()) {
+        println!("{TEST}: skipped: no official checkout (`cargo xtask official fetch open-clip`) and no fixture for {steps} steps");
+        return;
+    }
+    let t0 = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let manifest = common::write_records(tmp.path(), 24);
+    let mut cfg = config(&manifest);
+    cfg.optim.epochs = steps.div_ceil(18 / cfg.optim.batch_size) as u64;
+    cfg.log.log_every = 1;
+    cfg.runtime.threads = 1;
+    let (ours, ours_curves) = record_claires(tmp.path(), &cfg, steps, None);
+    let perturbed: Vec<_> = (1..=RECORD_PERTURBATIONS)
+        .map(|s| record_claires(tmp.path(), &cfg, steps, Some(s)))
+        .collect();
+    println!(
+        "{TEST}: {} recorded runs of {steps} steps in {:.1} s",
+        1 + RECORD_PERTURBATIONS,
+        t0.elapsed().as_secs_f64()
+    );
+    let pert_curves = official::farthest_curves(
+        &ours_curves,
+        &perturbed.iter().map(|p| p.1.clone()).collect::<Vec<_>>(),
+    );
+    // the trained variables (the frozen text encoder left out), by our names
+    let trained = |v: Vec<(String, Tensor)>| -> Vec<(String, Tensor)> {
+        v.into_iter()
+            .filter_map(|(n, t)| {
+                let n = n.strip_prefix("model/")?.to_string();
+                (!n.starts_with("text.")).then_some((n, t))
+            })
+            .collect()
+    };
+    let after = trained(ours.after("model"));
+    let afters: Vec<_> = perturbed
+        .iter()
+        .map(|p| trained(p.0.after("model")))
+        .collect();
+    let weights = |official: &dyn Fn(&str) -> Result<Tensor, f64>| {
+        official::widest_drift(
+            afters
+                .iter()
+                .map(|p| {
+                    after
+                        .iter()
+                        .zip(p)
+                        .map(|((n, t), (m, pt))| {
+                            assert_eq!(n, m);
+                            let o = official(n);
+                            official::WeightRow::new(
+                                n,
+                                official_steps::group_of(n),
+                                t,
+                                pt,
+                                o.as_ref().map_err(|e| *e),
+                            )
+                        })
+                        .collect()
+                })
+                .collect(),
+        )
+    };
+
+    // the step inputs from the recorded indices, as the method builds them (see the 50-step
+    // test): the training split's images and the frozen MiniLM's sentence features
+    let records = load_records(&cfg).unwrap();
+    let (train_r, _) = split(&records, cfg.data.test_fraction, cfg.data.split_seed).unwrap();
+    let (train_x, train_t) = materialise(&train_r, cfg.data.image_size).unwrap();
+    tch::manual_seed(cfg.runtime.seed as i64);
+    let probe = ClairesMethod::build(&cfg, Device::Cpu).unwrap();
+    let refs: Vec<&str> = train_t.iter().map(String::as_str).collect();
+    let feats = tch::no_grad(|| probe.model.text_features(&refs, false)).unwrap();
+    let mut inputs: Vec<(String, Tensor)> = trained(
+        ours.initial
+            .iter()
+            .map(|(n, t)| (n.clone(), t.shallow_clone()))
+            .collect(),
+    )
+    .into_iter()
+    .map(|(n, t)| (format!("w.{n}"), t))
+    .collect();
+    for k in 0..steps {
+        let it = ours.get(k, "indices");
+        inputs.push((format!("x_{k}"), train_x.index_select(0, &it)));
+        inputs.push((format!("t_{k}"), feats.index_select(0, &it)));
+    }
+    let refs: Vec<(&str, &Tensor)> = inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let o = &cfg.optim;
+    let args = [
+        "steps".to_string(),
+        cfg.model.embed_dim.to_string(),
+        o.lr_head.to_string(),
+        o.lr_image.to_string(),
+        o.weight_decay.to_string(),
+        steps.to_string(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let terms = ["loss", "logit_scale"];
+    let out = run_official(&dir, SCRIPT, &refs, &args);
+    let (official_curves, rows) = match &out {
+        Some(out) => {
+            let scalar = |n: String| get(out, &n).double_value(&[0]);
+            let c: Vec<Vec<f64>> = (0..steps)
+                .map(|k| vec![scalar(format!("loss_{k}")), scalar(format!("scale_{k}"))])
+                .collect();
+            let w = weights(&|n| Ok(get(out, &format!("w.{n}")).shallow_clone()));
+            (c, w)
+        }
+        None => {
+            let f = read_fixture(&fx);
+            let w = weights(&|n| {
+                Err(f["after_l2"][n]
+                    .as_f64()
+                    .unwrap_or_else(|| panic!("{n} not in the fixture's after_l2")))
+            });
+            println!(
+                "{TEST}: no official checkout (`cargo xtask official fetch open-clip`); the recording against the committed numbers {} (official commit {})",
+                fx.display(),
+                f["official_commit"].as_str().unwrap_or("?")
+            );
+            (read_curves(&f, "curves", &terms), w)
+        }
+    };
+    check_steps(TEST, &terms, &ours_curves, &official_curves, &pert_curves);
+    let loss = |c: &[Vec<f64>]| -> Vec<f64> { c.iter().map(|r| r[0]).collect() };
+    let runs: Vec<Vec<f64>> = std::iter::once(&ours_curves)
+        .chain(perturbed.iter().map(|p| &p.1))
+        .map(|c| loss(c))
+        .collect();
+    official::nearest_run(TEST, "loss", &runs, &loss(&official_curves));
+    official::check_weights(TEST, steps, &rows, 8.0 * 2f64.powi(-23));
+    if let Some(out) = &out {
+        if steps == DEFAULT_STEPS && (writing_fixtures() || !fx.exists()) {
+            official::write_steps_fixture(
+                &fx,
+                &dir,
+                "AdamW steps with open_clip v3.3.0's ClipLoss, normalisation and logit-scale clamp (torchvision ResNet-18 + the tutorial's heads, frozen text features) replaying a recorded run of ours (`claires train --record`, crates/claires/tests/official_clip.rs: a_recorded_training_run_replays_with_open_clips_loss): per-step loss and logit scale; L2 norm of every trained variable after the steps",
+                steps,
+                official::curves_json(&terms, &official_curves),
+                &[],
+                official::after_l2(out, &[]),
             );
         }
     }
