@@ -10,9 +10,8 @@
 //! monitor and the final evaluation.
 
 use claires::text::minilm_dir;
-use contrast_core::testing::ranks::{against_one, curve};
+use contrast_core::testing::ranks::{against_one, binary, curve};
 use contrast_core::train::config::to_toml;
-use std::process::Command;
 
 mod common;
 
@@ -24,16 +23,11 @@ fn two_ranks_against_one(tmp: &std::path::Path, c: &claires::config::ClairesConf
     let preset = tmp.join(format!("{what}.toml"));
     std::fs::write(&preset, to_toml(c).unwrap()).unwrap();
     let runs = tmp.join("runs");
-    let r = against_one(&runs.join("claires"), what, |name| {
-        let mut c = Command::new(BIN);
-        c.args(["train", "--preset"])
-            .arg(&preset)
-            .arg("--runs-dir")
-            .arg(&runs)
-            .args(["--name", name])
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        c
-    });
+    let r = against_one(
+        &runs.join("claires"),
+        what,
+        binary(BIN, "train", &preset, &runs, env!("CARGO_MANIFEST_DIR")),
+    );
     // the retrieval monitor of every epoch, on rank 0
     assert_eq!(
         curve(&r.two, "paired_mrr").len(),

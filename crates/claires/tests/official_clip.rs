@@ -403,40 +403,17 @@ fn a_recorded_training_run_replays_with_open_clips_loss() {
     // the trained variables (the frozen text encoder left out), by our names
     let trained = |v: Vec<(String, Tensor)>| -> Vec<(String, Tensor)> {
         v.into_iter()
-            .filter_map(|(n, t)| {
-                let n = n.strip_prefix("model/")?.to_string();
-                (!n.starts_with("text.")).then_some((n, t))
-            })
+            .filter(|(n, _)| !n.starts_with("text."))
             .collect()
     };
-    let after = trained(ours.after("model"));
+    let after = trained(ours.vars("model"));
     let afters: Vec<_> = perturbed
         .iter()
-        .map(|p| trained(p.0.after("model")))
+        .map(|p| trained(p.0.vars("model")))
         .collect();
+    let afters: Vec<&[(String, Tensor)]> = afters.iter().map(Vec::as_slice).collect();
     let weights = |official: &dyn Fn(&str) -> Result<Tensor, f64>| {
-        official::widest_drift(
-            afters
-                .iter()
-                .map(|p| {
-                    after
-                        .iter()
-                        .zip(p)
-                        .map(|((n, t), (m, pt))| {
-                            assert_eq!(n, m);
-                            let o = official(n);
-                            official::WeightRow::new(
-                                n,
-                                official_steps::group_of(n),
-                                t,
-                                pt,
-                                o.as_ref().map_err(|e| *e),
-                            )
-                        })
-                        .collect()
-                })
-                .collect(),
-        )
+        official::widest_rows(&after, &afters, official, &official_steps::group_of)
     };
 
     // the step inputs from the recorded indices, as the method builds them (see the 50-step
@@ -451,7 +428,7 @@ fn a_recorded_training_run_replays_with_open_clips_loss() {
     let mut inputs: Vec<(String, Tensor)> = trained(
         ours.initial
             .iter()
-            .map(|(n, t)| (n.clone(), t.shallow_clone()))
+            .filter_map(|(n, t)| Some((n.strip_prefix("model/")?.to_string(), t.shallow_clone())))
             .collect(),
     )
     .into_iter()

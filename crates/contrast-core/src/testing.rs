@@ -424,6 +424,27 @@ pub mod ranks {
         }
     }
 
+    /// The `run(name)` of [`against_one`] for a workspace binary: `bin <verb> --preset <preset>
+    /// --runs-dir <runs> --name <name>`, started in `dir` (the crate's folder).
+    pub fn binary<'a>(
+        bin: &'a str,
+        verb: &'a str,
+        preset: &'a Path,
+        runs: &'a Path,
+        dir: &'a str,
+    ) -> impl Fn(&str) -> Command + 'a {
+        move |name| {
+            let mut c = Command::new(bin);
+            c.args([verb, "--preset"])
+                .arg(preset)
+                .arg("--runs-dir")
+                .arg(runs)
+                .args(["--name", name])
+                .current_dir(dir);
+            c
+        }
+    }
+
     /// `run(name)` (a command training one run named `name`) three ways: as one process, as
     /// one process from initial weights perturbed by one float32 rounding
     /// (`CONTRAST_PERTURB_INIT=3`: how far fp32 arithmetic alone carries the run), and as 2
@@ -554,6 +575,16 @@ pub mod official {
                 .1
         }
 
+        /// Checkpoint group `group` after the last step, by the variables' own names.
+        pub fn vars(&self, group: &str) -> Vec<(String, Tensor)> {
+            self.last
+                .group(group)
+                .unwrap_or_else(|e| panic!("{e:#}"))
+                .iter()
+                .map(|(n, t)| (n.clone(), t.shallow_clone()))
+                .collect()
+        }
+
         /// Checkpoint groups `groups` after the last step, their tensors as `group/name`.
         pub fn after_all(&self, groups: &[&str]) -> Vec<(String, Tensor)> {
             groups.iter().flat_map(|g| self.after(g)).collect()
@@ -603,13 +634,10 @@ pub mod official {
         world: usize,
     ) -> Vec<Recorded> {
         let rec = dir.join(format!("record-{name}"));
+        let runs = dir.join("runs");
         let command = || {
-            let mut cmd = std::process::Command::new(bin);
-            cmd.args(["pretrain", "--preset"])
-                .arg(preset)
-                .arg("--runs-dir")
-                .arg(dir.join("runs"))
-                .args(["--name", name, "--stop-at", &steps.to_string(), "--record"])
+            let mut cmd = super::ranks::binary(bin, "pretrain", preset, &runs, ".")(name);
+            cmd.args(["--stop-at", &steps.to_string(), "--record"])
                 .arg(&rec);
             if let Some(seed) = perturb {
                 cmd.env("CONTRAST_PERTURB_INIT", seed.to_string());
@@ -992,6 +1020,34 @@ pub mod official {
             runs.len()
         );
         nearest
+    }
+
+    /// The weight rows of `ours` (each variable after the steps, by name) against its official
+    /// value (`official(name)`: the tensor, or from a fixture its L2 norm) and the same variables
+    /// of several perturbed runs, each variable's drift the widest over them ([`widest_drift`]);
+    /// `group` names a variable's group in the printed summary.
+    pub fn widest_rows(
+        ours: &[(String, Tensor)],
+        perturbed: &[&[(String, Tensor)]],
+        official: &dyn Fn(&str) -> Result<Tensor, f64>,
+        group: &dyn Fn(&str) -> String,
+    ) -> Vec<WeightRow> {
+        widest_drift(
+            perturbed
+                .iter()
+                .map(|p| {
+                    assert_eq!(p.len(), ours.len(), "perturbed runs with other variables");
+                    ours.iter()
+                        .zip(p.iter())
+                        .map(|((n, t), (m, pt))| {
+                            assert_eq!(n, m, "perturbed runs with other variables");
+                            let o = official(n);
+                            WeightRow::new(n, group(n), t, pt, o.as_ref().map_err(|e| *e))
+                        })
+                        .collect()
+                })
+                .collect(),
+        )
     }
 
     /// The weight rows of several perturbed runs (`[run][variable]`, the same variables in the

@@ -7,11 +7,10 @@
 //! The two runs must agree: the loss curve within the derived fp32 drift bound, every tensor
 //! within its measured drift. Rank 0 alone evaluates on the test cases during the run.
 
-use contrast_core::testing::ranks::{against_one, curve};
+use contrast_core::testing::ranks::{against_one, binary, curve};
 use contrast_core::testing::write_synthetic_la;
 use contrast_core::train::config::to_toml;
 use fba_net::config::FbaNetConfig;
-use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_fba-net");
 
@@ -46,16 +45,11 @@ fn two_ranks_train_what_one_process_trains_on_the_global_batch() {
     let preset = tmp.path().join("tiny.toml");
     std::fs::write(&preset, to_toml(&c).unwrap()).unwrap();
     let runs = tmp.path().join("runs");
-    let r = against_one(&runs.join("fba-net"), "run", |name| {
-        let mut c = Command::new(BIN);
-        c.args(["train", "--preset"])
-            .arg(&preset)
-            .arg("--runs-dir")
-            .arg(&runs)
-            .args(["--name", name])
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        c
-    });
+    let r = against_one(
+        &runs.join("fba-net"),
+        "run",
+        binary(BIN, "train", &preset, &runs, env!("CARGO_MANIFEST_DIR")),
+    );
     for term in ["total", "seg_dice", "consistency", "contrast"] {
         assert_eq!(curve(&r.two, term).len(), 8, "{term} logged per step");
     }

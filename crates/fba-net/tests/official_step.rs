@@ -779,25 +779,11 @@ fn a_recorded_training_run_replays_through_the_official_train_3d_loop() {
     let ours_weights: Vec<f64> = (0..n as u64)
         .map(|k| iteration_weights(&cfg, k + 1).consistency)
         .collect();
-    let after = ours.after("model");
-    let afters: Vec<_> = perturbed.iter().map(|p| p.after("model")).collect();
+    let after = ours.vars("model");
+    let afters: Vec<_> = perturbed.iter().map(|p| p.vars("model")).collect();
+    let afters: Vec<&[(String, Tensor)]> = afters.iter().map(Vec::as_slice).collect();
     let rows = |official: &dyn Fn(&str) -> Result<Tensor, f64>| {
-        official::widest_drift(
-            afters
-                .iter()
-                .map(|p| {
-                    after
-                        .iter()
-                        .zip(p)
-                        .map(|((name, t), (_, pt))| {
-                            let bare = name.trim_start_matches("model/");
-                            let o = official(bare);
-                            WeightRow::new(bare, group(bare), t, pt, o.as_ref().map_err(|e| *e))
-                        })
-                        .collect()
-                })
-                .collect(),
-        )
+        official::widest_rows(&after, &afters, official, &|n| group(n).to_string())
     };
 
     let out = if have_checkout {

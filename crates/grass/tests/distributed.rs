@@ -7,9 +7,8 @@
 //! within its measured drift. Rank 0 draws the heat-map overlays alone at the end (the network
 //! in training mode, its BatchNorms not waiting for the other rank).
 
-use contrast_core::testing::ranks::{against_one, curve};
+use contrast_core::testing::ranks::{against_one, binary, curve};
 use contrast_core::train::config::to_toml;
-use std::process::Command;
 
 mod common;
 use common::{config, dubai_like};
@@ -30,16 +29,11 @@ fn pretraining_as_two_ranks_trains_what_one_process_trains() {
     let preset = tmp.path().join("tiny.toml");
     std::fs::write(&preset, to_toml(&c).unwrap()).unwrap();
     let runs = tmp.path().join("runs");
-    let r = against_one(&runs.join("grass"), "pretrain", |name| {
-        let mut c = Command::new(BIN);
-        c.args(["pretrain", "--preset"])
-            .arg(&preset)
-            .arg("--runs-dir")
-            .arg(&runs)
-            .args(["--name", name])
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        c
-    });
+    let r = against_one(
+        &runs.join("grass"),
+        "pretrain",
+        binary(BIN, "pretrain", &preset, &runs, env!("CARGO_MANIFEST_DIR")),
+    );
     // the run reached the gradient-guided stage, and rank 0 drew its overlays
     let stages = std::fs::read_to_string(r.two.join("metrics.jsonl")).unwrap();
     assert!(stages.contains("\"gs\""), "no gradient-guided step logged");
@@ -74,16 +68,11 @@ fn finetune_as_two_ranks_trains_what_one_process_trains() {
     let preset = tmp.path().join("tiny.toml");
     std::fs::write(&preset, to_toml(&c).unwrap()).unwrap();
     let runs = tmp.path().join("runs");
-    let r = against_one(&runs.join("grass"), "finetune", |name| {
-        let mut c = Command::new(BIN);
-        c.args(["finetune", "--preset"])
-            .arg(&preset)
-            .arg("--runs-dir")
-            .arg(&runs)
-            .args(["--name", name])
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        c
-    });
+    let r = against_one(
+        &runs.join("grass"),
+        "finetune",
+        binary(BIN, "finetune", &preset, &runs, env!("CARGO_MANIFEST_DIR")),
+    );
     assert_eq!(curve(&r.two, "loss").len(), 8);
     r.check(
         "GraSS fine-tune (DeepLabV3+, global pixel mean, SyncBatchNorm)",

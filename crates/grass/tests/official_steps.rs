@@ -378,31 +378,11 @@ fn a_recorded_training_run_replays_through_the_official_train_step() {
         &ours_curves,
         &perturbed.iter().map(|p| p.1.clone()).collect::<Vec<_>>(),
     );
-    let bare = |n: &str| n.trim_start_matches("model/").to_string();
-    let after = ours.after("model");
+    let after = ours.vars("model");
+    let afters: Vec<_> = perturbed.iter().map(|(p, _)| p.vars("model")).collect();
+    let afters: Vec<&[(String, Tensor)]> = afters.iter().map(Vec::as_slice).collect();
     let weights = |official: &dyn Fn(&str) -> Result<Tensor, f64>| {
-        official::widest_drift(
-            perturbed
-                .iter()
-                .map(|(p, _)| {
-                    after
-                        .iter()
-                        .zip(p.after("model"))
-                        .map(|((name, t), (_, pt))| {
-                            let name = bare(name);
-                            let o = official(&name);
-                            WeightRow::new(
-                                &name,
-                                group_of(&name),
-                                t,
-                                &pt,
-                                o.as_ref().map_err(|e| *e),
-                            )
-                        })
-                        .collect()
-                })
-                .collect(),
-        )
+        official::widest_rows(&after, &afters, official, &group_of)
     };
     let mut inputs: Vec<(String, Tensor)> = ours
         .initial

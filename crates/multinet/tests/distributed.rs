@@ -8,11 +8,10 @@
 //! loss curve within the derived fp32 drift bound, every tensor (the bank included) within its
 //! measured drift. The end-of-run kNN and linear probe are sharded over the ranks.
 
-use contrast_core::testing::ranks::{against_one_in, curve};
+use contrast_core::testing::ranks::{against_one_in, binary, curve};
 use contrast_core::testing::write_synthetic_cifar10;
 use contrast_core::train::config::to_toml;
 use multinet::config::MultinetConfig;
-use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_multinet");
 
@@ -57,16 +56,7 @@ fn two_ranks_train_what_one_process_trains_on_the_global_batch() {
     let r = against_one_in(
         &runs.join("multinet"),
         "run",
-        |name| {
-            let mut c = Command::new(BIN);
-            c.args(["pretrain", "--preset"])
-                .arg(&preset)
-                .arg("--runs-dir")
-                .arg(&runs)
-                .args(["--name", name])
-                .current_dir(env!("CARGO_MANIFEST_DIR"));
-            c
-        },
+        binary(BIN, "pretrain", &preset, &runs, env!("CARGO_MANIFEST_DIR")),
         &[3, 1, 2, 4, 5, 6],
     );
     for term in ["total", "global_local", "nn"] {

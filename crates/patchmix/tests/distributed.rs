@@ -7,12 +7,13 @@
 //! random masks are drawn per rank. With mixing on they differ by design (each rank mixes its
 //! own rows, as the official code does).
 
-use contrast_core::testing::ranks::{against_one, check_within_drift, curve, curve_diff, stderr};
+use contrast_core::testing::ranks::{
+    against_one, binary, check_within_drift, curve, curve_diff, stderr,
+};
 use contrast_core::testing::write_synthetic_cifar10;
 use contrast_core::train::config::to_toml;
 use patchmix::config::PatchMixConfig;
 use std::path::Path;
-use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_patchmix");
 
@@ -54,16 +55,11 @@ fn two_ranks_without_mixing_train_what_one_process_trains() {
         // far fp32 arithmetic alone carries each tensor in these steps (AdamW turns the
         // rounding noise of a gradient that is zero in exact arithmetic, e.g. the last
         // LayerNorm's bias ahead of a BatchNorm, into full-size updates)
-        let r = against_one(&runs.join("patchmix"), &format!("m{momentum}"), |name| {
-            let mut c = Command::new(BIN);
-            c.args(["pretrain", "--preset"])
-                .arg(&preset)
-                .arg("--runs-dir")
-                .arg(&runs)
-                .args(["--name", name])
-                .current_dir(env!("CARGO_MANIFEST_DIR"));
-            c
-        });
+        let r = against_one(
+            &runs.join("patchmix"),
+            &format!("m{momentum}"),
+            binary(BIN, "pretrain", &preset, &runs, env!("CARGO_MANIFEST_DIR")),
+        );
         let e0 = stderr(&r.ranks[0]);
         assert!(
             e0.contains("as its official code does on several GPUs"),

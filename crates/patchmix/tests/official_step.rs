@@ -816,42 +816,28 @@ fn a_recorded_training_run_replays_through_the_official_train_epoch() {
             let t = get(out, "curve").to_kind(Kind::Double).contiguous();
             let v = Vec::<f64>::try_from(t.view(-1)).unwrap();
             let curves: Vec<Vec<f64>> = v.chunks(TERMS.len()).map(<[f64]>::to_vec).collect();
-            let weights = official::widest_drift(
-                perturbed
-                    .iter()
-                    .map(|p| {
-                        ours.after
-                            .iter()
-                            .zip(&p.after)
-                            .map(|((name, t), (_, p))| {
-                                let f = get(out, &format!("w.{name}"));
-                                WeightRow::new(name, group(name), t, p, Ok(f))
-                            })
-                            .collect()
-                    })
-                    .collect(),
+            let afters: Vec<_> = perturbed.iter().map(|p| p.after.as_slice()).collect();
+            let weights = official::widest_rows(
+                &ours.after,
+                &afters,
+                &|name| Ok(get(out, &format!("w.{name}")).shallow_clone()),
+                &|name| group(name).to_string(),
             );
             (curves, weights)
         }
         None => {
             let f = read_fixture(&fixture);
             assert_eq!(f["steps"].as_u64(), Some(n as u64), "{}", fixture.display());
-            let weights = official::widest_drift(
-                perturbed
-                    .iter()
-                    .map(|p| {
-                        ours.after
-                            .iter()
-                            .zip(&p.after)
-                            .map(|((name, t), (_, p))| {
-                                let norm = f["after_l2"][name].as_f64().unwrap_or_else(|| {
-                                    panic!("{name} not in the fixture's after_l2")
-                                });
-                                WeightRow::new(name, group(name), t, p, Err(norm))
-                            })
-                            .collect()
-                    })
-                    .collect(),
+            let afters: Vec<_> = perturbed.iter().map(|p| p.after.as_slice()).collect();
+            let weights = official::widest_rows(
+                &ours.after,
+                &afters,
+                &|name| {
+                    Err(f["after_l2"][name]
+                        .as_f64()
+                        .unwrap_or_else(|| panic!("{name} not in the fixture's after_l2")))
+                },
+                &|name| group(name).to_string(),
             );
             println!(
                 "{test}: no official checkout (or no Python for it): the recording against the committed official numbers in {} (official commit {})",

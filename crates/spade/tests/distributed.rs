@@ -7,11 +7,10 @@
 //! encoder, decoder and head BatchNorms synchronised (the default). The two runs must agree:
 //! the loss curve within the derived fp32 drift bound, every tensor within its measured drift.
 
-use contrast_core::testing::ranks::{against_one, curve};
+use contrast_core::testing::ranks::{against_one, binary, curve};
 use contrast_core::testing::write_synthetic_la;
 use contrast_core::train::config::to_toml;
 use spade::config::SpadeConfig;
-use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_spade");
 
@@ -41,16 +40,11 @@ fn pretraining_as_two_ranks_trains_what_one_process_trains() {
     let preset = tmp.path().join("tiny.toml");
     std::fs::write(&preset, to_toml(&c).unwrap()).unwrap();
     let runs = tmp.path().join("runs");
-    let r = against_one(&runs.join("spade"), "run", |name| {
-        let mut c = Command::new(BIN);
-        c.args(["pretrain", "--preset"])
-            .arg(&preset)
-            .arg("--runs-dir")
-            .arg(&runs)
-            .args(["--name", name])
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        c
-    });
+    let r = against_one(
+        &runs.join("spade"),
+        "run",
+        binary(BIN, "pretrain", &preset, &runs, env!("CARGO_MANIFEST_DIR")),
+    );
     for term in ["total", "global", "local"] {
         assert_eq!(curve(&r.two, term).len(), 8, "{term} logged per step");
     }

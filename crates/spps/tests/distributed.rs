@@ -14,7 +14,7 @@
 //! SyncBatchNorm gives every BatchNorm the global batch's statistics. So the two runs must
 //! agree: the loss curve, and every tensor within its measured fp32 drift.
 
-use contrast_core::testing::ranks::{against_one, check_within_drift, curve, curve_diff};
+use contrast_core::testing::ranks::{against_one, binary, check_within_drift, curve, curve_diff};
 use contrast_core::testing::write_synthetic_cifar10;
 use contrast_core::train::config::to_toml;
 use spps::config::{Framework, SppsConfig};
@@ -23,7 +23,6 @@ use spps::sampler::{Pair, PairSet};
 mod common;
 use common::tiny;
 use std::path::Path;
-use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_spps");
 
@@ -35,16 +34,11 @@ fn two_ranks_against_one(tmp: &Path, c: &SppsConfig, what: &str, loss_bar: Optio
     let preset = tmp.join("tiny.toml");
     std::fs::write(&preset, to_toml(c).unwrap()).unwrap();
     let runs = tmp.join("runs");
-    let r = against_one(&runs.join("spps"), "run", |name| {
-        let mut c = Command::new(BIN);
-        c.args(["pretrain", "--preset"])
-            .arg(&preset)
-            .arg("--runs-dir")
-            .arg(&runs)
-            .args(["--name", name])
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        c
-    });
+    let r = against_one(
+        &runs.join("spps"),
+        "run",
+        binary(BIN, "pretrain", &preset, &runs, env!("CARGO_MANIFEST_DIR")),
+    );
     let (l1, l2) = (curve(&r.one, "loss"), curve(&r.two, "loss"));
     assert_eq!(l1.len(), 10, "one loss per step");
     let loss_diff = curve_diff(&l2, &l1);

@@ -41,8 +41,7 @@ use contrast_core::tensors::named_variables;
 use contrast_core::testing::global_rng_lock;
 use contrast_core::testing::official::{
     self, check_steps, check_weights, checkout, checkout_commit, farthest_curves, fixture,
-    official_steps, perturb_rounding, read_curves, read_fixture, run_official, widest_drift,
-    writing_fixtures, WeightRow,
+    official_steps, perturb_rounding, read_curves, read_fixture, run_official, writing_fixtures,
 };
 use contrast_core::testing::write_synthetic_cifar10;
 use contrast_core::train::Method;
@@ -427,23 +426,9 @@ fn two_ranks_with_shuffle_bn_replay_through_the_official_ddp_training() {
         .map(|p| official_state(&p[0].after_all(&groups)))
         .collect();
     // every variable's row against each perturbed run, the widest drift kept
+    let afters_p: Vec<&[(String, Tensor)]> = afters_p.iter().map(Vec::as_slice).collect();
     let weights = |official: &dyn Fn(&str) -> Result<Tensor, f64>| {
-        widest_drift(
-            afters_p
-                .iter()
-                .map(|p| {
-                    after
-                        .iter()
-                        .zip(p)
-                        .map(|((n, t), (m, pt))| {
-                            assert_eq!(n, m);
-                            let o = official(n);
-                            WeightRow::new(n, group_of(n), t, pt, o.as_ref().map_err(|e| *e))
-                        })
-                        .collect()
-                })
-                .collect(),
-        )
+        official::widest_rows(&after, &afters_p, official, &group_of)
     };
 
     let mut inputs: Vec<(String, Tensor)> = official_state(&ours[0].initial)
