@@ -32,7 +32,7 @@ use contrast_core::data::pipeline::Batch;
 use contrast_core::loss::NtXent;
 use contrast_core::tensors::named_variables;
 use contrast_core::testing::official::{
-    assert_near, check_steps, checkout, checkout_commit, compare_scalars, fixture, l2,
+    self, assert_near, check_steps, checkout, checkout_commit, compare_scalars, fixture, l2,
     official_steps, perturb_rounding, read_curves, read_fixture, run_official, write_scalars,
     writing_fixtures,
 };
@@ -335,6 +335,171 @@ fn fifty_sgd_steps_equal_steps_on_the_official_loss_and_schedule() {
                 "{TEST}: no official checkout (`cargo xtask official fetch simclr`); compared with the committed numbers {} (official commit {})",
                 fx.display(),
                 f["official_commit"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    println!(
+        "{TEST}: {steps} steps, wall time {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+}
+
+/// Perturbed runs of the recorded replay (one float32 rounding each, in another direction).
+const RECORD_PERTURBATIONS: u64 = 2;
+
+/// A run of the `spps` binary recorded with `--record`: `steps` steps of [`config`] on the
+/// synthetic CIFAR-10 in `dir/cifar`, from weights perturbed by one float32 rounding when
+/// `perturb`. Returns the recording and its loss curve.
+fn record_simclr(
+    dir: &Path,
+    cfg: &SppsConfig,
+    steps: usize,
+    perturb: Option<u64>,
+) -> (official::Recorded, Vec<Vec<f64>>) {
+    let preset = dir.join("simclr.toml");
+    std::fs::write(&preset, contrast_core::train::config::to_toml(cfg).unwrap()).unwrap();
+    let name = match perturb {
+        Some(s) => format!("perturbed-{s}"),
+        None => "ours".into(),
+    };
+    let bin = env!("CARGO_BIN_EXE_spps");
+    let rec = official::record_run(bin, "spps", &preset, dir, &name, steps, perturb);
+    let curve = rec
+        .lines
+        .iter()
+        .map(|l| vec![l["terms"]["loss"].as_f64().unwrap()])
+        .collect();
+    (rec, curve)
+}
+
+/// A real training run of ours replayed on the official objective and schedule: `steps` steps
+/// (default 50) of the `spps` binary (SimCLR, no partners; its own initial weights, the
+/// Trainer, the data pipeline's SimCLR views) recorded with `--record` and replayed by the same
+/// Python steps as `fifty_sgd_steps_equal_steps_on_the_official_loss_and_schedule` (the
+/// official `add_contrastive_loss`, `WarmUpAndCosineDecay` and joint forward, re-expressed line
+/// by line). Checked: the lr of every step, every step's loss within the derived drift bound
+/// (the widest over two perturbation directions), the loss within the one-direction bound of
+/// the nearest of our runs, every variable after the steps. Without the checkout: against
+/// `official/fixtures/spps_simclr_record_steps.json`.
+#[test]
+fn a_recorded_training_run_replays_on_the_official_loss_and_schedule() {
+    const TEST: &str = "spps official_simclr recorded";
+    let steps = official_steps(DEFAULT_STEPS);
+    let dir = checkout("simclr");
+    let fx = fixture("spps_simclr_record_steps.json");
+    if checkout_commit(&dir).is_none() && (steps != DEFAULT_STEPS || !fx.is_file()) {
+        println!("{TEST}: skipped: no official checkout (`cargo xtask official fetch simclr`) and no fixture for {steps} steps");
+        return;
+    }
+    let t0 = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("cifar");
+    write_synthetic_cifar10(&data, 16); // 80 training images
+    let mut cfg = config(&data, steps);
+    cfg.log.log_every = 1;
+    let (ours, ours_curve) = record_simclr(tmp.path(), &cfg, steps, None);
+    let perturbed: Vec<_> = (1..=RECORD_PERTURBATIONS)
+        .map(|s| record_simclr(tmp.path(), &cfg, steps, Some(s)))
+        .collect();
+    println!(
+        "{TEST}: {} recorded runs of {steps} steps in {:.1} s",
+        1 + RECORD_PERTURBATIONS,
+        t0.elapsed().as_secs_f64()
+    );
+    let pert_curve = official::farthest_curves(
+        &ours_curve,
+        &perturbed.iter().map(|p| p.1.clone()).collect::<Vec<_>>(),
+    );
+    let after = ours.vars("encoder");
+    let afters: Vec<_> = perturbed.iter().map(|p| p.0.vars("encoder")).collect();
+    let afters: Vec<&[(String, Tensor)]> = afters.iter().map(Vec::as_slice).collect();
+    let weights = |o: &dyn Fn(&str) -> Result<Tensor, f64>| {
+        official::widest_rows(&after, &afters, o, &official_steps::group_of)
+    };
+    let mut inputs: Vec<(String, Tensor)> = ours
+        .initial
+        .iter()
+        .filter_map(|(n, t)| {
+            Some((
+                format!("w.{}", n.strip_prefix("encoder/")?),
+                t.shallow_clone(),
+            ))
+        })
+        .collect();
+    for k in 0..steps {
+        inputs.push((format!("x1_{k}"), ours.get(k, "view0")));
+        inputs.push((format!("x2_{k}"), ours.get(k, "view1")));
+    }
+    let refs: Vec<(&str, &Tensor)> = inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let (s, o) = (&cfg.simclr, &cfg.optim);
+    let args = [
+        "steps".to_string(),
+        s.temperature.to_string(),
+        "1,1,1,1".to_string(),
+        s.hidden.to_string(),
+        s.out_dim.to_string(),
+        o.lr.to_string(),
+        o.weight_decay.to_string(),
+        o.momentum.to_string(),
+        o.warmup_epochs.to_string(),
+        o.epochs.to_string(),
+        (PER_EPOCH * o.batch_size).to_string(),
+        o.batch_size.to_string(),
+        steps.to_string(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let terms = ["loss"];
+    let out = run_official(&dir, SCRIPT, &refs, &args);
+    let (official_curve, rows) = match &out {
+        Some(out) => {
+            let scalar = |n: String| get(out, &n).double_value(&[0]);
+            for (k, line) in ours.lines.iter().enumerate() {
+                let (ol, f) = (line["lr"].as_f64().unwrap(), scalar(format!("lr_{k}")));
+                assert!(
+                    (ol - f).abs() <= 1e-12 * f.abs().max(1.0),
+                    "{TEST}: lr of step {}: ours {ol} vs official WarmUpAndCosineDecay {f}",
+                    k + 1
+                );
+            }
+            let c: Vec<Vec<f64>> = (0..steps)
+                .map(|k| vec![scalar(format!("loss_{k}"))])
+                .collect();
+            let w = weights(&|n| Ok(get(out, &format!("w.{n}")).shallow_clone()));
+            (c, w)
+        }
+        None => {
+            let f = read_fixture(&fx);
+            let w = weights(&|n| {
+                Err(f["after_l2"][n]
+                    .as_f64()
+                    .unwrap_or_else(|| panic!("{n} not in the fixture's after_l2")))
+            });
+            println!(
+                "{TEST}: no official checkout (`cargo xtask official fetch simclr`); the recording against the committed numbers {} (official commit {})",
+                fx.display(),
+                f["official_commit"].as_str().unwrap_or("?")
+            );
+            (read_curves(&f, "curves", &terms), w)
+        }
+    };
+    check_steps(TEST, &terms, &ours_curve, &official_curve, &pert_curve);
+    let runs: Vec<Vec<f64>> = std::iter::once(&ours_curve)
+        .chain(perturbed.iter().map(|p| &p.1))
+        .map(|c| c.iter().map(|r| r[0]).collect())
+        .collect();
+    let f: Vec<f64> = official_curve.iter().map(|r| r[0]).collect();
+    official::nearest_run(TEST, "loss", &runs, &f);
+    official::check_weights(TEST, steps, &rows, 8.0 * 2f64.powi(-23));
+    if let Some(out) = &out {
+        if steps == DEFAULT_STEPS && (writing_fixtures() || !fx.exists()) {
+            official::write_steps_fixture(
+                &fx,
+                &dir,
+                "SGD steps with google-research/simclr's objective.py add_contrastive_loss, tf2/model.py WarmUpAndCosineDecay and joint forward (re-expressed in PyTorch; torchvision ResNet + our head) replaying a recorded run of ours (`spps pretrain --record`, crates/spps/tests/official_simclr.rs: a_recorded_training_run_replays_on_the_official_loss_and_schedule): per-step loss; L2 norm of every variable after the steps",
+                steps,
+                official::curves_json(&terms, &official_curve),
+                &[],
+                official::after_l2(out, &[]),
             );
         }
     }
