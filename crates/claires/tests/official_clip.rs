@@ -396,10 +396,6 @@ fn a_recorded_training_run_replays_with_open_clips_loss() {
         1 + RECORD_PERTURBATIONS,
         t0.elapsed().as_secs_f64()
     );
-    let pert_curves = official::farthest_curves(
-        &ours_curves,
-        &perturbed.iter().map(|p| p.1.clone()).collect::<Vec<_>>(),
-    );
     // the trained variables (the frozen text encoder left out), by our names
     let trained = |v: Vec<(String, Tensor)>| -> Vec<(String, Tensor)> {
         v.into_iter()
@@ -463,11 +459,7 @@ fn a_recorded_training_run_replays_with_open_clips_loss() {
         }
         None => {
             let f = read_fixture(&fx);
-            let w = weights(&|n| {
-                Err(f["after_l2"][n]
-                    .as_f64()
-                    .unwrap_or_else(|| panic!("{n} not in the fixture's after_l2")))
-            });
+            let w = weights(&official::fixture_l2(&f));
             println!(
                 "{TEST}: no official checkout (`cargo xtask official fetch open-clip`); the recording against the committed numbers {} (official commit {})",
                 fx.display(),
@@ -476,14 +468,17 @@ fn a_recorded_training_run_replays_with_open_clips_loss() {
             (read_curves(&f, "curves", &terms), w)
         }
     };
-    check_steps(TEST, &terms, &ours_curves, &official_curves, &pert_curves);
-    let loss = |c: &[Vec<f64>]| -> Vec<f64> { c.iter().map(|r| r[0]).collect() };
-    let runs: Vec<Vec<f64>> = std::iter::once(&ours_curves)
-        .chain(perturbed.iter().map(|p| &p.1))
-        .map(|c| loss(c))
-        .collect();
-    official::nearest_run(TEST, "loss", &runs, &loss(&official_curves));
-    official::check_weights(TEST, steps, &rows, 8.0 * 2f64.powi(-23));
+    let pert: Vec<_> = perturbed.iter().map(|p| p.1.clone()).collect();
+    official::check_replay(
+        TEST,
+        &terms,
+        steps,
+        &ours_curves,
+        &pert,
+        &official_curves,
+        &[0],
+        &rows,
+    );
     if let Some(out) = &out {
         if steps == DEFAULT_STEPS && (writing_fixtures() || !fx.exists()) {
             official::write_steps_fixture(

@@ -1022,6 +1022,50 @@ pub mod official {
         nearest
     }
 
+    /// The checks of a recorded run replayed by the official code, which may pass branch points:
+    /// every term of every step within the drift bound of the farthest of the `perturbed` runs
+    /// ([`farthest_curves`], [`check_steps`]); for each term index in `nearest`, the official
+    /// value within the one-direction bound of the nearest of our runs ([`nearest_run`];
+    /// `perturbed[0]` is the one direction); every variable row within its bound
+    /// ([`check_weights`], `k = steps`). Curves are `[step][term]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn check_replay(
+        test: &str,
+        terms: &[&str],
+        steps: usize,
+        ours: &[Vec<f64>],
+        perturbed: &[Vec<Vec<f64>>],
+        official: &[Vec<f64>],
+        nearest: &[usize],
+        rows: &[WeightRow],
+    ) {
+        check_steps(
+            test,
+            terms,
+            ours,
+            official,
+            &farthest_curves(ours, perturbed),
+        );
+        let column = |c: &[Vec<f64>], t: usize| -> Vec<f64> { c.iter().map(|r| r[t]).collect() };
+        for &t in nearest {
+            let runs: Vec<Vec<f64>> = std::iter::once(ours)
+                .chain(perturbed.iter().map(Vec::as_slice))
+                .map(|c| column(c, t))
+                .collect();
+            nearest_run(test, terms[t], &runs, &column(official, t));
+        }
+        check_weights(test, steps, rows, 8.0 * 2f64.powi(-23));
+    }
+
+    /// A fixture's `after_l2` norm of each variable, as the official side of [`widest_rows`].
+    pub fn fixture_l2(f: &serde_json::Value) -> impl Fn(&str) -> Result<Tensor, f64> + '_ {
+        move |name| {
+            Err(f["after_l2"][name]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{name} not in the fixture's after_l2")))
+        }
+    }
+
     /// The weight rows of `ours` (each variable after the steps, by name) against its official
     /// value (`official(name)`: the tensor, or from a fixture its L2 norm) and the same variables
     /// of several perturbed runs, each variable's drift the widest over them ([`widest_drift`]);

@@ -769,10 +769,6 @@ fn a_recorded_training_run_replays_through_the_official_train_3d_loop() {
             .collect()
     };
     let ours_curves = curves(&ours);
-    let pert_curves = official::farthest_curves(
-        &ours_curves,
-        &perturbed.iter().map(&curves).collect::<Vec<_>>(),
-    );
     let mut cfg = reduced_config();
     cfg.data.patch = [16, 16, 16];
     cfg.optim.iterations = n as u64;
@@ -821,11 +817,7 @@ fn a_recorded_training_run_replays_through_the_official_train_3d_loop() {
         }
         None => {
             let f = read_fixture(&fixture);
-            let w = rows(&|name| {
-                Err(f["after_l2"][name]
-                    .as_f64()
-                    .unwrap_or_else(|| panic!("{name} not in the fixture's after_l2")))
-            });
+            let w = rows(&official::fixture_l2(&f));
             println!(
                 "{test}: no official checkout (or no Python for it): the recording against the committed official numbers in {} (official commit {})",
                 fixture.display(),
@@ -845,16 +837,18 @@ fn a_recorded_training_run_replays_through_the_official_train_3d_loop() {
             k + 1
         );
     }
-    check_steps(test, &TERMS, &ours_curves, &official_curves, &pert_curves);
-    // the tighter statement: the official total within the one-direction bound of the nearest
-    // of our runs at every iteration
-    let total = |c: &[Vec<f64>]| -> Vec<f64> { c.iter().map(|r| r[3]).collect() };
-    let runs: Vec<Vec<f64>> = std::iter::once(&ours)
-        .chain(&perturbed)
-        .map(|r| total(&curves(r)))
-        .collect();
-    official::nearest_run(test, "loss", &runs, &total(&official_curves));
-    official::check_weights(test, n, &weights, 8.0 * 2f64.powi(-23));
+    // the nearest-run statement on the total (term 3)
+    let pert: Vec<_> = perturbed.iter().map(&curves).collect();
+    official::check_replay(
+        test,
+        &TERMS,
+        n,
+        &ours_curves,
+        &pert,
+        &official_curves,
+        &[3],
+        &weights,
+    );
     if let Some(out) = &out {
         if n == DEFAULT_STEPS && (writing_fixtures() || !fixture.exists()) {
             let cw: Vec<Vec<f64>> = official_weights.iter().map(|w| vec![*w]).collect();

@@ -374,10 +374,6 @@ fn a_recorded_training_run_replays_through_the_official_train_step() {
         1 + RECORD_PERTURBATIONS,
         t.elapsed().as_secs_f64()
     );
-    let pert_curves = official::farthest_curves(
-        &ours_curves,
-        &perturbed.iter().map(|p| p.1.clone()).collect::<Vec<_>>(),
-    );
     let after = ours.vars("model");
     let afters: Vec<_> = perturbed.iter().map(|(p, _)| p.vars("model")).collect();
     let afters: Vec<&[(String, Tensor)]> = afters.iter().map(Vec::as_slice).collect();
@@ -419,11 +415,8 @@ fn a_recorded_training_run_replays_through_the_official_train_step() {
         }
         None => {
             let f = read_fixture(&fixture);
-            let w = weights(&|name| {
-                Err(f["after_l2"][official_name(name)]
-                    .as_f64()
-                    .unwrap_or_else(|| panic!("{name} not in the fixture's after_l2")))
-            });
+            let norm = official::fixture_l2(&f);
+            let w = weights(&|name| norm(&official_name(name)));
             println!(
                 "{test}: no official checkout (or no Python with OpenCV / scikit-image): the recording against the committed official numbers ({}, official commit {})",
                 fixture.display(),
@@ -432,20 +425,18 @@ fn a_recorded_training_run_replays_through_the_official_train_step() {
             (read_curves(&f, "curves", &RECORD_TERMS), w)
         }
     };
-    check_steps(
+    let pert: Vec<_> = perturbed.iter().map(|p| p.1.clone()).collect();
+    // the nearest-run statement on the training loss (term 2)
+    official::check_replay(
         test,
         &RECORD_TERMS,
+        steps,
         &ours_curves,
+        &pert,
         &official_curves,
-        &pert_curves,
+        &[2],
+        &rows,
     );
-    let loss = |c: &[Vec<f64>]| -> Vec<f64> { c.iter().map(|r| r[2]).collect() };
-    let runs: Vec<Vec<f64>> = std::iter::once(&ours_curves)
-        .chain(perturbed.iter().map(|p| &p.1))
-        .map(|c| loss(c))
-        .collect();
-    official::nearest_run(test, "loss", &runs, &loss(&official_curves));
-    official::check_weights(test, steps, &rows, 8.0 * 2f64.powi(-23));
     if let Some(out) = &out {
         if steps == DEFAULT_STEPS && (writing_fixtures() || !fixture.is_file()) {
             official::write_steps_fixture(

@@ -40,8 +40,8 @@ use contrast_core::nn::resnet::Stem;
 use contrast_core::tensors::named_variables;
 use contrast_core::testing::global_rng_lock;
 use contrast_core::testing::official::{
-    self, check_steps, check_weights, checkout, checkout_commit, farthest_curves, fixture,
-    official_steps, perturb_rounding, read_curves, read_fixture, run_official, writing_fixtures,
+    self, check_steps, checkout, checkout_commit, fixture, official_steps, perturb_rounding,
+    read_curves, read_fixture, run_official, writing_fixtures,
 };
 use contrast_core::testing::write_synthetic_cifar10;
 use contrast_core::train::Method;
@@ -415,10 +415,7 @@ fn two_ranks_with_shuffle_bn_replay_through_the_official_ddp_training() {
             .collect()
     };
     let our_curves = curves(&ours);
-    let pert_curves = farthest_curves(
-        &our_curves,
-        &perts.iter().map(|p| curves(p)).collect::<Vec<_>>(),
-    );
+    let pert_curves: Vec<_> = perts.iter().map(|p| curves(p)).collect();
     let groups = ["encoder", "key_encoder", "queue"];
     let after = official_state(&ours[0].after_all(&groups));
     let afters_p: Vec<_> = perts
@@ -502,22 +499,19 @@ fn two_ranks_with_shuffle_bn_replay_through_the_official_ddp_training() {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/py/official_mocov2_steps.py"
     );
-    let floor = 8.0 * 2f64.powi(-23);
-    // on whichever branch (this run passes branch points, as the PatchMix recording does), each
-    // rank's official loss within the one-direction bound of the nearest of our 7 runs
-    let all_curves: Vec<Vec<Vec<f64>>> = std::iter::once(&ours)
-        .chain(&perts)
-        .map(|r| curves(r))
-        .collect();
-    let nearest = |official: &[Vec<f64>]| {
-        for (t, term) in terms.iter().enumerate() {
-            let runs: Vec<Vec<f64>> = all_curves
-                .iter()
-                .map(|c| c.iter().map(|s| s[t]).collect())
-                .collect();
-            let f: Vec<f64> = official.iter().map(|s| s[t]).collect();
-            official::nearest_run(RANKS_TEST, term, &runs, &f);
-        }
+    // on whichever branch (this run passes branch points, as the PatchMix recording does),
+    // each rank's official loss within the one-direction bound of the nearest of our 7 runs
+    let replay = |official: &[Vec<f64>], rows: &[official::WeightRow]| {
+        official::check_replay(
+            RANKS_TEST,
+            &terms,
+            steps,
+            &our_curves,
+            &pert_curves,
+            official,
+            &[0, 1],
+            rows,
+        )
     };
     match run_official(&dir, script, &refs, &args) {
         Some(out) => {
@@ -539,8 +533,6 @@ fn two_ranks_with_shuffle_bn_replay_through_the_official_ddp_training() {
                     k + 1
                 );
             }
-            check_steps(RANKS_TEST, &terms, &our_curves, &official, &pert_curves);
-            nearest(&official);
             let o_after = with_prefix(&out, "w.");
             let find = |n: &str| -> Result<Tensor, f64> {
                 Ok(o_after
@@ -550,7 +542,7 @@ fn two_ranks_with_shuffle_bn_replay_through_the_official_ddp_training() {
                     .1
                     .shallow_clone())
             };
-            check_weights(RANKS_TEST, steps, &weights(&find), floor);
+            replay(&official, &weights(&find));
             if writing_fixtures() || !fixture.exists() {
                 write_steps_fixture(
                     &fixture,
@@ -566,15 +558,7 @@ fn two_ranks_with_shuffle_bn_replay_through_the_official_ddp_training() {
         None => {
             let f = read_fixture(&fixture);
             let official = read_curves(&f, "curves", &terms);
-            check_steps(RANKS_TEST, &terms, &our_curves, &official, &pert_curves);
-            nearest(&official);
-            let w = read_norms(&f, "after_l2");
-            let norm = |n: &str| -> Result<Tensor, f64> {
-                Err(*w
-                    .get(n)
-                    .unwrap_or_else(|| panic!("{RANKS_TEST}: {n} not in the fixture")))
-            };
-            check_weights(RANKS_TEST, steps, &weights(&norm), floor);
+            replay(&official, &weights(&official::fixture_l2(&f)));
             println!(
                 "{RANKS_TEST}: no official checkout (`cargo xtask official fetch moco`); compared with the committed official numbers {} (official commit {})",
                 fixture.display(),

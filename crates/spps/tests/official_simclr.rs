@@ -406,10 +406,6 @@ fn a_recorded_training_run_replays_on_the_official_loss_and_schedule() {
         1 + RECORD_PERTURBATIONS,
         t0.elapsed().as_secs_f64()
     );
-    let pert_curve = official::farthest_curves(
-        &ours_curve,
-        &perturbed.iter().map(|p| p.1.clone()).collect::<Vec<_>>(),
-    );
     let after = ours.vars("encoder");
     let afters: Vec<_> = perturbed.iter().map(|p| p.0.vars("encoder")).collect();
     let afters: Vec<&[(String, Tensor)]> = afters.iter().map(Vec::as_slice).collect();
@@ -469,11 +465,7 @@ fn a_recorded_training_run_replays_on_the_official_loss_and_schedule() {
         }
         None => {
             let f = read_fixture(&fx);
-            let w = weights(&|n| {
-                Err(f["after_l2"][n]
-                    .as_f64()
-                    .unwrap_or_else(|| panic!("{n} not in the fixture's after_l2")))
-            });
+            let w = weights(&official::fixture_l2(&f));
             println!(
                 "{TEST}: no official checkout (`cargo xtask official fetch simclr`); the recording against the committed numbers {} (official commit {})",
                 fx.display(),
@@ -482,14 +474,17 @@ fn a_recorded_training_run_replays_on_the_official_loss_and_schedule() {
             (read_curves(&f, "curves", &terms), w)
         }
     };
-    check_steps(TEST, &terms, &ours_curve, &official_curve, &pert_curve);
-    let runs: Vec<Vec<f64>> = std::iter::once(&ours_curve)
-        .chain(perturbed.iter().map(|p| &p.1))
-        .map(|c| c.iter().map(|r| r[0]).collect())
-        .collect();
-    let f: Vec<f64> = official_curve.iter().map(|r| r[0]).collect();
-    official::nearest_run(TEST, "loss", &runs, &f);
-    official::check_weights(TEST, steps, &rows, 8.0 * 2f64.powi(-23));
+    let pert: Vec<_> = perturbed.iter().map(|p| p.1.clone()).collect();
+    official::check_replay(
+        TEST,
+        &terms,
+        steps,
+        &ours_curve,
+        &pert,
+        &official_curve,
+        &[0],
+        &rows,
+    );
     if let Some(out) = &out {
         if steps == DEFAULT_STEPS && (writing_fixtures() || !fx.exists()) {
             official::write_steps_fixture(
